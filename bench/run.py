@@ -1,0 +1,156 @@
+"""Benchmarks, each against a baseline measured in the same run.
+
+    python bench/run.py [--images 1000] [--vectors 100000] [--skip-vit]
+
+1. Loader throughput (decode in workers + encode + insert) against the
+   model's raw encode speed on the same images, already decoded: the bundled
+   model, and ViT-B-32 with random weights as a stand-in for a real CLIP.
+2. Search latency over random 512-d vectors: the store's SQL (cosineDistance
+   top-10) against numpy brute force, with the results compared.
+
+Writes bench/results.json and bench/results.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from loader.load import load  # noqa: E402
+from service import shapes  # noqa: E402
+from service.model import ClipModel, open_image  # noqa: E402
+from service.query import search_sql  # noqa: E402
+from service.store import EmbeddedStore  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / "work"
+
+
+def make_images(folder: Path, count: int) -> list[Path]:
+    rng = np.random.default_rng(2024)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        spec, data = shapes.make_image(rng, dims_range=(200, 640))
+        path = folder / f"{i:06d}.{'jpg' if spec.image_format == 'JPEG' else 'png'}"
+        path.write_bytes(data)
+        paths.append(path)
+    return paths
+
+
+def bench_loader(model: ClipModel, paths: list[Path], label: str) -> dict:
+    import torch
+    tensors = torch.stack([model.image_tensor(open_image(p)) for p in paths])
+    model.encode_tensors(tensors[:64])  # warm up
+    start = time.perf_counter()
+    for i in range(0, len(tensors), 64):
+        model.encode_tensors(tensors[i:i + 64])
+    raw = len(paths) / (time.perf_counter() - start)
+    db = WORK / f"db-{label}"
+    shutil.rmtree(db, ignore_errors=True)
+    with EmbeddedStore(db) as store:
+        start = time.perf_counter()
+        summary = load(str(paths[0].parent), store, model, progress=False)
+        wall = time.perf_counter() - start
+    assert summary.loaded == len(paths), summary.line()
+    loader = len(paths) / wall
+    return {"model": label, "images": len(paths), "raw_encode_images_per_s": round(raw, 1),
+            "loader_images_per_s": round(loader, 1), "loader_vs_raw": round(loader / raw, 3)}
+
+
+def bench_search(count: int, dim: int = 512, queries: int = 30) -> dict:
+    import pyarrow as pa
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((count, dim), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"{i:032x}" for i in range(count)]
+    db = WORK / "db-search"
+    shutil.rmtree(db, ignore_errors=True)
+    with EmbeddedStore(db) as store:
+        store.ensure_schema()
+        start = time.perf_counter()
+        for lo in range(0, count, 50_000):
+            hi = min(count, lo + 50_000)
+            block = vectors[lo:hi]
+            store.insert("images", pa.table({
+                "id": ids[lo:hi], "path": [f"/v/{i}.jpg" for i in range(lo, hi)],
+                "model": ["random"] * (hi - lo),
+                "embedding": pa.ListArray.from_arrays(pa.array(np.arange(0, block.size + 1, dim, dtype=np.int32)),
+                                                      pa.array(block.ravel()))}))
+        insert_s = time.perf_counter() - start
+        store.command("OPTIMIZE TABLE images FINAL")
+        sql, params = search_sql(store.columns(), [], 10)
+        sql_ms, numpy_ms, same = [], [], 0
+        for _ in range(queries):
+            q = rng.standard_normal(dim).astype(np.float32)
+            q /= np.linalg.norm(q)
+            start = time.perf_counter()
+            rows = store.query(sql, {**params, "q": q.tolist()})
+            sql_ms.append((time.perf_counter() - start) * 1000)
+            start = time.perf_counter()
+            scores = vectors @ q
+            top = np.argpartition(-scores, 10)[:10]
+            top = top[np.argsort(-scores[top])]
+            numpy_ms.append((time.perf_counter() - start) * 1000)
+            same += [r["id"] for r in rows] == [ids[i] for i in top]
+    return {"vectors": count, "dim": dim, "queries": queries, "insert_rows_per_s": round(count / insert_s),
+            "sql_p50_ms": round(float(np.median(sql_ms)), 1), "sql_p95_ms": round(float(np.percentile(sql_ms, 95)), 1),
+            "numpy_p50_ms": round(float(np.median(numpy_ms)), 1),
+            "numpy_p95_ms": round(float(np.percentile(numpy_ms, 95)), 1),
+            "same_top10_as_numpy": f"{same}/{queries}"}
+
+
+def to_markdown(results: dict) -> str:
+    lines = [f"Machine: {results['machine']}; {results['date']}", "",
+             "| model | images | raw encode (img/s) | loader (img/s) | loader / raw |", "|---|---|---|---|---|"]
+    for r in results["loader"]:
+        lines.append(f"| {r['model']} | {r['images']} | {r['raw_encode_images_per_s']} | "
+                     f"{r['loader_images_per_s']} | {r['loader_vs_raw']:.0%} |")
+    s = results["search"]
+    lines += ["", "| vectors | dim | ClickHouse SQL top-10 p50 / p95 (ms) | numpy p50 / p95 (ms) | same top-10 | insert rows/s |",
+              "|---|---|---|---|---|---|",
+              f"| {s['vectors']} | {s['dim']} | {s['sql_p50_ms']} / {s['sql_p95_ms']} | {s['numpy_p50_ms']} / "
+              f"{s['numpy_p95_ms']} | {s['same_top10_as_numpy']} | {s['insert_rows_per_s']} |"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--vit-images", type=int, default=128)
+    parser.add_argument("--vectors", type=int, default=100_000)
+    parser.add_argument("--skip-vit", action="store_true", help="skip the ViT-B-32 (random weights) loader run")
+    args = parser.parse_args(argv)
+    WORK.mkdir(exist_ok=True)
+    paths = make_images(WORK / "images", args.images)
+    results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU" if not _cuda() else "GPU",
+               "date": time.strftime("%Y-%m-%d"), "loader": []}
+    results["loader"].append(bench_loader(ClipModel(), paths, "clipsearch-shapes (bundled)"))
+    print(results["loader"][-1], flush=True)
+    if not args.skip_vit:
+        vit_paths = make_images(WORK / "images-vit", args.vit_images)
+        results["loader"].append(bench_loader(ClipModel("ViT-B-32"), vit_paths, "ViT-B-32 (random weights)"))
+        print(results["loader"][-1], flush=True)
+    results["search"] = bench_search(args.vectors)
+    print(results["search"], flush=True)
+    (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (HERE / "results.md").write_text(to_markdown(results))
+    print(to_markdown(results))
+    return 0
+
+
+def _cuda() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""Bulk loading: decode in worker processes, encode in batches, insert into `images`.
+
+Safe to re-run: files already stored (same path and size) are not even read,
+and a file whose content is already stored under any path is skipped by its
+content id. Each batch is one INSERT, so an interrupted load keeps whole
+batches and the next run loads the rest.
+"""
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from service.model import ClipModel, decode
+from service.store import Store
+
+from .sources import Source, SourceError, read_source
+
+MAX_FILE_BYTES = 64 * 1024 * 1024
+MAX_PIXELS = 100_000_000
+PREFETCH_BATCHES = 3  # batches decoded ahead of the model: bounds memory, keeps workers busy
+
+
+@dataclass
+class LoadSummary:
+    found: int = 0
+    loaded: int = 0
+    already_present: int = 0
+    failed: int = 0
+    ignored: int = 0
+    seconds: float = 0.0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.loaded / self.seconds if self.seconds else 0.0
+
+    def line(self) -> str:
+        text = (f"loaded {self.loaded}, already present {self.already_present}, failed {self.failed} "
+                f"({self.images_per_second:.1f} images/s, {self.seconds:.1f}s)")
+        if self.ignored:
+            text += f"; ignored {self.ignored} files without an image suffix"
+        return text
+
+
+# -- worker side ----------------------------------------------------------------------------
+_worker: dict = {}
+
+
+def _init_worker(pil_transform_pickle: bytes, min_size: int, max_bytes: int, max_pixels: int):
+    from service.model import import_open_clip
+    import_open_clip()  # the torchvision import fix must run before unpickling its transforms
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    _worker.update(transform=pickle.loads(pil_transform_pickle), min_size=min_size,
+                   max_bytes=max_bytes, max_pixels=max_pixels)
+
+
+def _exif(image: Image.Image) -> tuple[datetime | None, str]:
+    try:
+        exif = image.getexif()
+        raw = exif.get_ifd(0x8769).get(36867) or exif.get(306)  # DateTimeOriginal, else DateTime
+        taken = datetime.strptime(str(raw).strip("\x00 "), "%Y:%m:%d %H:%M:%S") if raw else None
+        camera = " ".join(str(exif.get(tag, "")).strip("\x00 ") for tag in (271, 272)).strip()  # Make Model
+        return taken, camera
+    except Exception:  # EXIF is optional metadata: a broken block must not fail the image
+        return None, ""
+
+
+def prepare(path: str) -> dict:
+    """Read, hash, check and decode one file; returns its row data or the reason it failed."""
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            return {"path": path, "error": "empty file"}
+        if size > _worker["max_bytes"]:
+            return {"path": path, "error": f"file too large ({size} bytes > {_worker['max_bytes']})"}
+        with open(path, "rb") as f:
+            data = f.read()
+        import io
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > _worker["max_pixels"]:
+            return {"path": path, "error": f"image too large ({width}x{height} pixels > {_worker['max_pixels']})"}
+        fmt = image.format or ""
+        taken, camera = _exif(image)
+        pixels = np.asarray(_worker["transform"](decode(image, _worker["min_size"])))
+    except UnidentifiedImageError:
+        return {"path": path, "error": "not an image (unrecognised format)"}
+    except FileNotFoundError:
+        return {"path": path, "error": "no such file"}
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        return {"path": path, "error": f"cannot decode: {exc}"}
+    return {"path": path, "id": hashlib.sha256(data).hexdigest()[:32], "width": width, "height": height,
+            "format": fmt, "file_size": size, "taken_at": taken, "camera": camera, "pixels": pixels}
+
+
+# -- parent side ----------------------------------------------------------------------------
+def _batches(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _check_model(store: Store, model: ClipModel) -> None:
+    stored = [r["model"] for r in store.query("SELECT DISTINCT model FROM images LIMIT 3")]
+    if stored and stored != [model.label]:
+        raise SourceError(f"the table holds embeddings from {', '.join(stored)}; loading with "
+                          f"{model.label} would mix vector spaces. Use the same model or another --db")
+
+
+def _check_columns(store: Store, source: Source) -> None:
+    existing = store.columns()
+    for name, ch_type in source.column_types.items():
+        if name in existing and existing[name] != ch_type:
+            raise SourceError(f"manifest column {name!r} looks like {ch_type}, but the table already has it "
+                              f"as {existing[name]}")
+    store.add_columns({n: t for n, t in source.column_types.items() if n not in existing})
+
+
+def _known_files(store: Store, root: str) -> set[tuple[str, int]]:
+    rows = store.query("SELECT path, file_size FROM images WHERE startsWith(path, {root:String})",
+                       {"root": root})
+    return {(r["path"], int(r["file_size"])) for r in rows}
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return -1
+
+
+def _rows_table(rows: list[dict], vectors: np.ndarray, model_label: str, metadata: dict[str, dict],
+                column_types: dict[str, str]):
+    import pyarrow as pa
+    columns = {
+        "id": pa.array([r["id"] for r in rows], pa.string()),
+        "path": pa.array([r["path"] for r in rows], pa.string()),
+        "width": pa.array([r["width"] for r in rows], pa.uint32()),
+        "height": pa.array([r["height"] for r in rows], pa.uint32()),
+        "format": pa.array([r["format"] for r in rows], pa.string()),
+        "file_size": pa.array([r["file_size"] for r in rows], pa.uint64()),
+        "taken_at": pa.array([r["taken_at"] for r in rows], pa.timestamp("s")),
+        "camera": pa.array([r["camera"] for r in rows], pa.string()),
+        "model": pa.array([model_label] * len(rows), pa.string()),
+        "embedding": pa.ListArray.from_arrays(
+            pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32)),
+            pa.array(vectors.astype(np.float32).ravel())),
+    }
+    arrow_types = {"Nullable(Int64)": pa.int64(), "Nullable(Float64)": pa.float64(), "Nullable(String)": pa.string()}
+    for name, ch_type in column_types.items():
+        columns[name] = pa.array([metadata[r["path"]].get(name) for r in rows], arrow_types[ch_type])
+    return pa.table(columns)
+
+
+def load(source: str, store: Store, model: ClipModel, batch_size: int = 64, workers: int | None = None,
+         max_file_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS, progress: bool = True,
+         report=None) -> LoadSummary:
+    """Load every image of `source` that is not stored yet. `report(path, reason)` hears each failure."""
+    import pyarrow as pa
+    import torch
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    src = read_source(source)
+    summary = LoadSummary(found=len(src.items), ignored=src.ignored)
+    if not src.items:
+        raise SourceError(f"{source}: no image files found")
+    store.ensure_schema()
+    _check_model(store, model)
+    _check_columns(store, src)
+    metadata = {item.path: item.metadata for item in src.items}
+
+    known = _known_files(store, src.root)
+    todo = [item.path for item in src.items if (item.path, _file_size(item.path)) not in known]
+    summary.already_present = len(src.items) - len(todo)
+    pil_transform, tensor_transform = model.split_preprocess()
+    workers = workers or os.cpu_count() or 1
+    context = multiprocessing.get_context("forkserver")
+    bar = tqdm(total=len(todo), unit="img", desc="loading", disable=not progress, file=sys.stderr)
+    pool = context.Pool(workers, initializer=_init_worker,
+                        initargs=(pickle.dumps(pil_transform), model.image_size, max_file_bytes, max_pixels))
+    try:
+        pending = deque()
+        batches = _batches(todo, batch_size)
+        chunksize = max(1, batch_size // (workers * 2))
+        while True:
+            while len(pending) < PREFETCH_BATCHES and (batch := next(batches, None)) is not None:
+                pending.append(pool.map_async(prepare, batch, chunksize))
+            if not pending:
+                break
+            results = pending.popleft().get()
+            errors = [(r["path"], r["error"]) for r in results if "error" in r]
+            if errors:
+                store.insert("load_errors", pa.table({"path": [p for p, _ in errors],
+                                                      "reason": [e for _, e in errors]}))
+                summary.errors += errors
+                summary.failed += len(errors)
+                for path, reason in errors:
+                    (report or (lambda p, e: bar.write(f"skipped {p}: {e}", file=sys.stderr)))(path, reason)
+            good, seen = [], store.existing_ids([r["id"] for r in results if "id" in r])
+            for r in results:
+                if "id" in r and r["id"] not in seen:
+                    seen.add(r["id"])
+                    good.append(r)
+            summary.already_present += sum(1 for r in results if "id" in r) - len(good)
+            if good:
+                batch_tensor = torch.stack([tensor_transform(r["pixels"]) for r in good])
+                vectors = model.encode_tensors(batch_tensor)
+                store.insert("images", _rows_table(good, vectors, model.label, metadata, src.column_types))
+                summary.loaded += len(good)
+            bar.update(len(results))
+    finally:
+        pool.terminate()
+        bar.close()
+        summary.seconds = time.perf_counter() - start
+    return summary

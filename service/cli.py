@@ -1,0 +1,159 @@
+"""The `clipsearch` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from functools import lru_cache
+
+from .query import QueryError, parse_filter
+from .search import NotFound, Searcher
+from .store import StoreError, open_store
+
+DEMO_DIR = "./demo-catalogue"
+
+
+def _model_loader(args):
+    @lru_cache(maxsize=1)
+    def get_model():
+        from .model import ClipModel
+        return ClipModel(args.model, args.pretrained)
+    return get_model
+
+
+def cmd_load(args) -> int:
+    from loader.load import load
+    with open_store(args.db) as store:
+        summary = load(args.source, store, _model_loader(args)(), batch_size=args.batch_size,
+                       workers=args.workers, progress=not args.quiet)
+    print(summary.line())
+    if summary.loaded == 0 and summary.already_present == 0:
+        print("error: nothing could be loaded", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_results(rows: list[dict], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False, default=str))
+        return
+    if not rows:
+        print("no results")
+        return
+    skip = {"id", "path", "score", "width", "height", "format", "file_size", "model", "loaded_at", "camera",
+            "taken_at"}
+    for rank, row in enumerate(rows, 1):
+        extra = "  ".join(f"{k}={v}" for k, v in row.items() if k not in skip and v is not None)
+        print(f"{rank:3d}  {row['score']:.3f}  {row['id'][:12]}  {row['path']}  {extra}".rstrip())
+
+
+def cmd_search(args) -> int:
+    if sum(x is not None for x in (args.text, args.image, args.similar)) != 1:
+        raise QueryError("give exactly one of TEXT, --image FILE or --similar ID")
+    image = None
+    if args.image:
+        from .model import open_image
+        try:
+            image = open_image(args.image)
+        except FileNotFoundError:
+            raise QueryError(f"{args.image}: no such file") from None
+        except OSError as exc:
+            raise QueryError(f"{args.image}: cannot read image ({exc})") from None
+    filters = [parse_filter(f) for f in args.filter]
+    with open_store(args.db) as store:
+        result = Searcher(store, _model_loader(args)).search(args.text, image, args.similar, args.k, filters)
+    _print_results(result.rows, args.json)
+    return 0
+
+
+def cmd_embed(args) -> int:
+    if not args.text.strip():
+        raise QueryError("empty text")
+    vector = _model_loader(args)().encode_texts([args.text])[0]
+    print(json.dumps([round(float(x), 7) for x in vector]))
+    return 0
+
+
+def cmd_sql(args) -> int:
+    with open_store(args.db) as store:
+        sys.stdout.write(store.text(args.query, fmt=args.format))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from loader.load import load
+    from .demo import EXAMPLE_SEARCHES, make_catalogue
+    manifest = make_catalogue(args.out, args.images)
+    print(f"catalogue: {args.images} images, manifest {manifest}")
+    with open_store(args.db) as store:
+        model = _model_loader(args)
+        summary = load(str(manifest), store, model(), progress=not args.quiet)
+        print(summary.line())
+        searcher = Searcher(store, model)
+        for text, filters in EXAMPLE_SEARCHES:
+            print(f"\n$ clipsearch search {text!r} --k 5" + "".join(f" --filter '{f}'" for f in filters))
+            _print_results(searcher.search(text, k=5, filters=[parse_filter(f) for f in filters]).rows, False)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", help="embedded database folder (default $CLIPSEARCH_DB or ./clipsearch-data); "
+                                     "CLICKHOUSE_URL selects a server instead")
+    common.add_argument("--model", help="open_clip model name (default: the bundled model)")
+    common.add_argument("--pretrained", help="open_clip pretrained tag or weights file")
+    parser = argparse.ArgumentParser(prog="clipsearch", description="CLIP image search in ClickHouse SQL")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("load", parents=[common], help="load images from a folder or a CSV/JSONL manifest")
+    p.add_argument("source")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, help="decoding processes (default: CPU count)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("search", parents=[common], help="search by text, image file or stored image id")
+    p.add_argument("text", nargs="?")
+    p.add_argument("--image", help="query image file")
+    p.add_argument("--similar", metavar="ID", help="images like the stored image ID")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--filter", action="append", default=[], metavar="EXPR",
+                   help="COL=V, COL!=V, COL>=N, COL<=N, COL>N, COL<N; repeat to AND them")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("embed", parents=[common], help="print a text's normalized embedding as JSON")
+    p.add_argument("text")
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("sql", parents=[common], help="run SQL against the configured store")
+    p.add_argument("query")
+    p.add_argument("--format", default="PrettyCompact", help="ClickHouse output format (default PrettyCompact)")
+    p.set_defaults(func=cmd_sql)
+
+    p = sub.add_parser("demo", parents=[common], help="offline demo: generate a catalogue, load it, search it")
+    p.add_argument("--out", default=DEMO_DIR, help=f"catalogue folder (default {DEMO_DIR})")
+    p.add_argument("--images", type=int, default=2000)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from loader.sources import SourceError
+    from .model import ModelError
+    try:
+        return args.func(args)
+    except (QueryError, StoreError, SourceError, ModelError, NotFound) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: whole batches already stored are kept; run the same command again to finish",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""CLIP model wrapper: one factory, like open_clip's, and batched L2-normalized encoders."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+BUNDLED_MODEL_DIR = Path(__file__).parent / "bundled_model"
+BUNDLED_MODEL = f"local-dir:{BUNDLED_MODEL_DIR}"
+
+
+def import_open_clip():
+    """Import open_clip, working around a CUDA-built torchvision beside a CPU torch.
+
+    open_clip imports torchvision, whose CUDA wheel fails on a CPU-only torch
+    with "operator torchvision::nms does not exist". open_clip never calls
+    those ops, so declaring their schemas is enough to let the import finish.
+    """
+    import torch
+    try:
+        import torchvision  # noqa: F401
+    except RuntimeError as exc:
+        if "torchvision::nms" not in str(exc):
+            raise
+        lib = torch.library.Library("torchvision", "DEF")
+        for op in ("nms", "qnms"):
+            lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        import_open_clip._keep = lib  # the definitions live as long as the Library object
+        import sys
+        for name in [m for m in sys.modules if m.startswith("torchvision")]:
+            del sys.modules[name]
+        import torchvision  # noqa: F401
+    import open_clip
+    return open_clip
+
+
+class ModelError(Exception):
+    """The model could not be loaded (unknown name, missing weights)."""
+
+
+class ClipModel:
+    """A CLIP model with its image preprocessing and tokenizer.
+
+    `name` and `pretrained` mean what they mean to
+    `open_clip.create_model_and_transforms`: a built-in architecture with a
+    tag or a local weights file, or `local-dir:PATH` / `hf-hub:ORG/REPO`.
+    """
+
+    def __init__(self, name: str | None = None, pretrained: str | None = None, device: str | None = None,
+                 threads: int | None = None):
+        import torch
+        open_clip = import_open_clip()
+        self.name = name or os.environ.get("CLIPSEARCH_MODEL") or BUNDLED_MODEL
+        self.pretrained = pretrained or os.environ.get("CLIPSEARCH_PRETRAINED") or None
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                self.name, pretrained=self.pretrained, device=self.device)
+            self.tokenizer = open_clip.get_tokenizer(self.name)
+        except (RuntimeError, ValueError, FileNotFoundError, OSError) as exc:
+            raise ModelError(f"cannot load model {self.name!r} (pretrained={self.pretrained!r}): {exc}") from exc
+        self.model = model.eval()
+        self.preprocess = preprocess
+        # The bundled model is named by its folder, which differs per checkout; store a stable name.
+        self.label = "clipsearch-shapes" if self.name == BUNDLED_MODEL else \
+            f"{self.name}:{Path(self.pretrained).name if self.pretrained else 'random'}"
+        self.dim = int(model.text_projection.shape[1]) if hasattr(model, "text_projection") and \
+            model.text_projection is not None else int(self.encode_texts(["x"]).shape[1])
+        self.logit_scale = float(model.logit_scale.detach().exp()) if hasattr(model, "logit_scale") else 100.0
+
+    def image_tensor(self, image: Image.Image):
+        """Preprocess one decoded image into the model's input tensor."""
+        return self.preprocess(image.convert("RGB"))
+
+    def split_preprocess(self):
+        """The preprocessing as (PIL part, tensor part).
+
+        The PIL part (resize, crop) runs in the loader's worker processes and
+        returns pixels; the tensor part (to tensor, normalize) runs beside
+        the model, so workers never touch torch.
+        """
+        from torchvision.transforms import Compose
+        steps = list(self.preprocess.transforms)
+        cut = next(i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__)
+        return Compose(steps[:cut]), Compose(steps[cut:])
+
+    @property
+    def image_size(self) -> int:
+        size = self.model.visual.image_size
+        return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+    def encode_tensors(self, batch) -> np.ndarray:
+        """Encode a stacked batch of preprocessed images."""
+        import torch
+        with torch.inference_mode():
+            feats = self.model.encode_image(batch.to(self.device), normalize=True)
+        return feats.float().cpu().numpy()
+
+    def encode_images(self, images: list[Image.Image], batch_size: int = 64) -> np.ndarray:
+        import torch
+        out = [self.encode_tensors(torch.stack([self.image_tensor(im) for im in images[i:i + batch_size]]))
+               for i in range(0, len(images), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def encode_texts(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
+        import torch
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(texts), batch_size):
+                tokens = self.tokenizer(texts[i:i + batch_size]).to(self.device)
+                out.append(self.model.encode_text(tokens, normalize=True).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+
+def open_image(source, min_size: int | None = None) -> Image.Image:
+    """Decode an image file (path, file object or bytes) to RGB; see `decode`."""
+    import io
+    if isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(source)
+    return decode(Image.open(source), min_size)
+
+
+def decode(image: Image.Image, min_size: int | None = None) -> Image.Image:
+    """Load an opened image as RGB.
+
+    With `min_size`, a JPEG is decoded at the smallest DCT scale that still
+    gives at least that many pixels per side (PIL's draft mode): the model
+    resizes to its input size anyway, and this makes decoding several times
+    faster. Raises PIL/OS errors for files that are not images.
+    """
+    if min_size and image.format == "JPEG":
+        image.draft("RGB", (min_size, min_size))
+    image.load()
+    return image.convert("RGB")

@@ -1,0 +1,212 @@
+"""The bundled model's world: one coloured shape on a background.
+
+The same generator trains the bundled CLIP model, makes the demo catalogue and
+builds test sets with known answers. Everything is drawn from a numpy
+Generator, so a seed fixes every pixel and caption.
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+COLOURS = {
+    "red": (210, 30, 30),
+    "green": (40, 160, 60),
+    "blue": (30, 70, 210),
+    "yellow": (240, 220, 40),
+    "orange": (245, 140, 20),
+    "purple": (130, 40, 170),
+    "black": (20, 20, 20),
+    "white": (240, 240, 240),
+}
+SHAPES = ("circle", "square", "triangle", "star", "cross")
+BACKGROUNDS = ("plain", "gradient", "noise")
+
+# Spanish names; shapes carry their grammatical gender for adjective agreement.
+SHAPES_ES = {"circle": ("círculo", "m"), "square": ("cuadrado", "m"), "triangle": ("triángulo", "m"),
+             "star": ("estrella", "f"), "cross": ("cruz", "f")}
+COLOURS_ES = {"red": ("rojo", "roja"), "green": ("verde", "verde"), "blue": ("azul", "azul"),
+              "yellow": ("amarillo", "amarilla"), "orange": ("naranja", "naranja"),
+              "purple": ("morado", "morada"), "black": ("negro", "negra"), "white": ("blanco", "blanca")}
+
+MIN_CONTRAST = 120  # RGB distance between the shape and any background colour
+
+
+@dataclass(frozen=True)
+class ShapeSpec:
+    colour: str
+    shape: str
+    background: str            # plain | gradient | noise
+    bg_colour: str | None      # named colour of a plain background, else None
+    size: float                # shape extent as a fraction of the shorter side
+    width: int
+    height: int
+    image_format: str          # JPEG | PNG
+
+
+def _jitter(rng: np.random.Generator, rgb, amount: int = 20) -> tuple[int, int, int]:
+    return tuple(int(v) for v in np.clip(np.array(rgb) + rng.integers(-amount, amount + 1, 3), 0, 255))
+
+
+def _far_colour(rng: np.random.Generator, avoid) -> tuple[int, int, int]:
+    """A random colour at least MIN_CONTRAST away from `avoid`."""
+    while True:
+        c = rng.integers(0, 256, 3)
+        if np.linalg.norm(c - np.array(avoid)) >= MIN_CONTRAST:
+            return tuple(int(v) for v in c)
+
+
+def random_spec(rng: np.random.Generator, colour: str | None = None, shape: str | None = None,
+                size_range=(0.15, 0.8), dims_range=(48, 320)) -> ShapeSpec:
+    colour = colour or str(rng.choice(list(COLOURS)))
+    shape = shape or str(rng.choice(SHAPES))
+    background = str(rng.choice(BACKGROUNDS))
+    bg_colour = None
+    if background == "plain":
+        choices = [c for c in COLOURS
+                   if np.linalg.norm(np.subtract(COLOURS[c], COLOURS[colour])) >= MIN_CONTRAST + 40]
+        bg_colour = str(rng.choice(choices))
+    side = int(rng.integers(*dims_range))
+    aspect = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
+    width, height = (side, max(16, int(side / aspect))) if aspect >= 1 else (max(16, int(side * aspect)), side)
+    return ShapeSpec(colour, shape, background, bg_colour, float(rng.uniform(*size_range)),
+                     width, height, "JPEG" if rng.random() < 0.6 else "PNG")
+
+
+def _background(spec: ShapeSpec, rng: np.random.Generator, shape_rgb) -> Image.Image:
+    w, h = spec.width, spec.height
+    if spec.background == "plain":
+        return Image.new("RGB", (w, h), _jitter(rng, COLOURS[spec.bg_colour]))
+    if spec.background == "gradient":
+        a, b = np.array(_far_colour(rng, shape_rgb)), np.array(_far_colour(rng, shape_rgb))
+        while np.linalg.norm((a + b) / 2 - shape_rgb) < MIN_CONTRAST:
+            b = np.array(_far_colour(rng, shape_rgb))
+        t = np.linspace(0, 1, w if rng.random() < 0.5 else h)
+        ramp = a[None, :] * (1 - t[:, None]) + b[None, :] * t[:, None]
+        pixels = np.broadcast_to(ramp[None, :, :], (h, w, 3)) if len(t) == w else \
+            np.broadcast_to(ramp[:, None, :], (h, w, 3))
+        return Image.fromarray(pixels.astype(np.uint8))
+    base = np.array(_far_colour(rng, shape_rgb), dtype=np.float32)
+    noise = rng.normal(0, 28, (h, w, 3)).astype(np.float32)
+    return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
+
+
+def _outline(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
+    if shape == "square":
+        pts = [(r * math.cos(a), r * math.sin(a)) for a in np.arange(4) * math.pi / 2 + math.pi / 4]
+    elif shape == "triangle":
+        pts = [(r * math.cos(a), r * math.sin(a)) for a in np.arange(3) * 2 * math.pi / 3 - math.pi / 2]
+    elif shape == "star":
+        pts = [((r if i % 2 == 0 else 0.42 * r) * math.cos(a), (r if i % 2 == 0 else 0.42 * r) * math.sin(a))
+               for i, a in enumerate(np.arange(10) * math.pi / 5 - math.pi / 2)]
+    elif shape == "cross":
+        a = 0.33 * r
+        pts = [(a, r), (a, a), (r, a), (r, -a), (a, -a), (a, -r), (-a, -r), (-a, -a), (-r, -a), (-r, a), (-a, a), (-a, r)]
+    else:
+        raise ValueError(f"no outline for {shape}")
+    c, s = math.cos(angle), math.sin(angle)
+    return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in pts]
+
+
+def render(spec: ShapeSpec, rng: np.random.Generator) -> Image.Image:
+    shape_rgb = _jitter(rng, COLOURS[spec.colour])
+    img = _background(spec, rng, np.array(shape_rgb))
+    r = spec.size * min(spec.width, spec.height) / 2
+    cx = rng.uniform(r, spec.width - r)
+    cy = rng.uniform(r, spec.height - r)
+    draw = ImageDraw.Draw(img)
+    if spec.shape == "circle":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=shape_rgb)
+    else:
+        draw.polygon(_outline(spec.shape, cx, cy, r, rng.uniform(0, 2 * math.pi)), fill=shape_rgb)
+    return img
+
+
+def encode(img: Image.Image, image_format: str, rng: np.random.Generator | None = None) -> bytes:
+    """The file bytes a camera or export would give: JPEG at a random quality, or PNG."""
+    buf = io.BytesIO()
+    if image_format == "JPEG":
+        quality = int(rng.integers(70, 96)) if rng is not None else 90
+        img.save(buf, "JPEG", quality=quality)
+    else:
+        img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def query_text(colour: str, shape: str, lang: str = "en") -> str:
+    """The plain query a user types for one colour+shape class."""
+    if lang == "es":
+        noun, gender = SHAPES_ES[shape]
+        article = "un" if gender == "m" else "una"
+        return f"{article} {noun} {COLOURS_ES[colour][0 if gender == 'm' else 1]}"
+    return f"a {colour} {shape}"
+
+
+def caption(spec: ShapeSpec, rng: np.random.Generator, lang: str = "en") -> tuple[str, dict]:
+    """A natural caption for `spec` and the attributes it asserts.
+
+    Most captions name colour and shape; some name only one of them or add the
+    background. The attributes let training treat every image that agrees
+    with a caption as a positive, not just the image it was written for.
+    """
+    roll = rng.random()
+    attrs = {"colour": spec.colour, "shape": spec.shape}
+    if roll < 0.06:
+        attrs.pop("colour")
+    elif roll < 0.12:
+        attrs.pop("shape")
+    mention_bg = spec.bg_colour is not None and "colour" in attrs and "shape" in attrs and rng.random() < 0.35
+    if mention_bg:
+        attrs["bg_colour"] = spec.bg_colour
+    return (_caption_es if lang == "es" else _caption_en)(spec, attrs, rng), attrs
+
+
+def _caption_en(spec: ShapeSpec, attrs: dict, rng: np.random.Generator) -> str:
+    c, s = attrs.get("colour"), attrs.get("shape")
+    if c is None:
+        return str(rng.choice([f"a {s}", f"a photo of a {s}", f"{s}", f"a {s} shape"]))
+    if s is None:
+        return str(rng.choice([f"a {c} shape", f"something {c}", f"a {c} object"]))
+    if "bg_colour" in attrs:
+        bg = attrs["bg_colour"]
+        return str(rng.choice([f"a {c} {s} on a {bg} background", f"{c} {s} on {bg}",
+                               f"a photo of a {c} {s} on a {bg} background"]))
+    size_word = "small" if spec.size < 0.35 else "big" if spec.size > 0.6 else "medium"
+    return str(rng.choice([f"a {c} {s}", f"{c} {s}", f"a photo of a {c} {s}", f"a picture of a {c} {s}",
+                           f"an image of a {c} {s}", f"a drawing of a {c} {s}", f"a {size_word} {c} {s}",
+                           f"a {c} {s} on a {spec.background} background"]))
+
+
+def _caption_es(spec: ShapeSpec, attrs: dict, rng: np.random.Generator) -> str:
+    c, s = attrs.get("colour"), attrs.get("shape")
+    if s is None:
+        word = COLOURS_ES[c][1]  # "una forma roja"
+        return str(rng.choice([f"una forma {word}", f"algo {COLOURS_ES[c][0]}", f"una figura {word}"]))
+    noun, gender = SHAPES_ES[s]
+    article = "un" if gender == "m" else "una"
+    if c is None:
+        return str(rng.choice([f"{article} {noun}", f"una foto de {article} {noun}", noun]))
+    adj = COLOURS_ES[c][0 if gender == "m" else 1]
+    if "bg_colour" in attrs:
+        bg = COLOURS_ES[attrs["bg_colour"]][0]
+        return str(rng.choice([f"{article} {noun} {adj} sobre fondo {bg}", f"{noun} {adj} sobre fondo {bg}",
+                               f"una foto de {article} {noun} {adj} sobre fondo {bg}"]))
+    return str(rng.choice([f"{article} {noun} {adj}", f"{noun} {adj}", f"una foto de {article} {noun} {adj}",
+                           f"una imagen de {article} {noun} {adj}", f"un dibujo de {article} {noun} {adj}"]))
+
+
+def make_image(rng: np.random.Generator, colour: str | None = None, shape: str | None = None,
+               **spec_kwargs) -> tuple[ShapeSpec, bytes]:
+    """A random image (as file bytes) and its spec."""
+    spec = random_spec(rng, colour, shape, **spec_kwargs)
+    return spec, encode(render(spec, rng), spec.image_format, rng)
+
+
+def balanced_specs(rng: np.random.Generator, per_class: int, **spec_kwargs) -> list[ShapeSpec]:
+    """`per_class` specs for each of the 40 colour+shape classes, shuffled."""
+    specs = [random_spec(rng, c, s, **spec_kwargs) for c in COLOURS for s in SHAPES for _ in range(per_class)]
+    return [specs[i] for i in rng.permutation(len(specs))]

