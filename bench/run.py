@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from loader.load import load  # noqa: E402
-from service import shapes  # noqa: E402
-from service.model import ClipModel, open_image  # noqa: E402
-from service.query import search_sql  # noqa: E402
-from service.store import EmbeddedStore  # noqa: E402
+from loader.load import load
+from service import shapes
+from service.model import ClipModel, open_image
+from service.query import search_sql
+from service.store import EmbeddedStore
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work"
@@ -46,7 +46,7 @@ def make_images(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def bench_loader(model: ClipModel, paths: list[Path], label: str) -> dict:
+def bench_loader(model: ClipModel, paths: list[Path], label: str, db: Path) -> dict:
     import torch
     tensors = torch.stack([model.image_tensor(open_image(p)) for p in paths])
     model.encode_tensors(tensors[:64])  # warm up
@@ -54,7 +54,6 @@ def bench_loader(model: ClipModel, paths: list[Path], label: str) -> dict:
     for i in range(0, len(tensors), 64):
         model.encode_tensors(tensors[i:i + 64])
     raw = len(paths) / (time.perf_counter() - start)
-    db = WORK / f"db-{label}"
     shutil.rmtree(db, ignore_errors=True)
     with EmbeddedStore(db) as store:
         start = time.perf_counter()
@@ -64,6 +63,53 @@ def bench_loader(model: ClipModel, paths: list[Path], label: str) -> dict:
     loader = len(paths) / wall
     return {"model": label, "images": len(paths), "raw_encode_images_per_s": round(raw, 1),
             "loader_images_per_s": round(loader, 1), "loader_vs_raw": round(loader / raw, 3)}
+
+
+def bench_service(db: Path, clients: int = 16, per_client: int = 50) -> dict:
+    """`clipsearch serve` on loopback under concurrent clients, against the same searches in-process."""
+    import urllib.parse
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    sys.path.insert(0, str(HERE.parent / "scripts"))
+    from screenshot import free_port, start_server
+
+    from service.search import Searcher
+    queries = [f"a {c} {s}" for c in shapes.COLOURS for s in shapes.SHAPES]
+    work = [queries[(i * 7 + j) % len(queries)] for i in range(clients) for j in range(per_client)]
+    port = free_port()
+    server = start_server(str(db), port)
+
+    def fetch(q):
+        t = time.perf_counter()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/search?" + urllib.parse.urlencode(
+                {"q": q, "k": 10}), timeout=120) as res:
+            ok = res.status == 200 and len(json.load(res)["results"]) == 10
+        return ok, (time.perf_counter() - t) * 1000
+
+    try:
+        fetch(queries[0])
+        start = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            out = list(pool.map(fetch, work))
+        wall = time.perf_counter() - start
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    latencies = [ms for _, ms in out]
+    model = ClipModel()
+    with EmbeddedStore(db) as store:
+        searcher = Searcher(store, lambda: model)
+        searcher.search(queries[0])
+        start = time.perf_counter()
+        for q in work:
+            searcher.search(q, k=10)
+        in_process = time.perf_counter() - start
+    return {"clients": clients, "searches": len(work), "errors": sum(not ok for ok, _ in out),
+            "http_searches_per_s": round(len(work) / wall, 1), "http_p50_ms": round(float(np.median(latencies)), 1),
+            "http_p95_ms": round(float(np.percentile(latencies, 95)), 1),
+            "in_process_searches_per_s": round(len(work) / in_process, 1),
+            "in_process_ms_per_search": round(in_process / len(work) * 1000, 2)}
 
 
 def bench_search(count: int, dim: int = 512, queries: int = 30) -> dict:
@@ -119,6 +165,13 @@ def to_markdown(results: dict) -> str:
               "|---|---|---|---|---|---|",
               f"| {s['vectors']} | {s['dim']} | {s['sql_p50_ms']} / {s['sql_p95_ms']} | {s['numpy_p50_ms']} / "
               f"{s['numpy_p95_ms']} | {s['same_top10_as_numpy']} | {s['insert_rows_per_s']} |"]
+    v = results["service"]
+    lines += ["", f"| `clipsearch serve`, {v['clients']} clients x {v['searches'] // v['clients']} searches | "
+              "searches/s | p50 (ms) | p95 (ms) | errors | same searches in-process (searches/s, ms each) |",
+              "|---|---|---|---|---|---|",
+              f"| {results['loader'][0]['images']} images, k=10 | {v['http_searches_per_s']} | {v['http_p50_ms']} | "
+              f"{v['http_p95_ms']} | {v['errors']} | {v['in_process_searches_per_s']}, "
+              f"{v['in_process_ms_per_search']} |"]
     return "\n".join(lines) + "\n"
 
 
@@ -131,14 +184,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     WORK.mkdir(exist_ok=True)
     paths = make_images(WORK / "images", args.images)
-    results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU" if not _cuda() else "GPU",
+    results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {'GPU' if _cuda() else 'no GPU'}",
                "date": time.strftime("%Y-%m-%d"), "loader": []}
-    results["loader"].append(bench_loader(ClipModel(), paths, "clipsearch-shapes (bundled)"))
+    results["loader"].append(bench_loader(ClipModel(), paths, "clipsearch-shapes (bundled)", WORK / "db-bundled"))
     print(results["loader"][-1], flush=True)
     if not args.skip_vit:
         vit_paths = make_images(WORK / "images-vit", args.vit_images)
-        results["loader"].append(bench_loader(ClipModel("ViT-B-32"), vit_paths, "ViT-B-32 (random weights)"))
+        results["loader"].append(bench_loader(ClipModel("ViT-B-32"), vit_paths, "ViT-B-32 (random weights)", WORK / "db-vit"))
         print(results["loader"][-1], flush=True)
+    results["service"] = bench_service(WORK / "db-bundled")
+    print(results["service"], flush=True)
     results["search"] = bench_search(args.vectors)
     print(results["search"], flush=True)
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")

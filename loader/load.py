@@ -110,13 +110,6 @@ def _batches(items: list, size: int):
         yield items[i:i + size]
 
 
-def _check_model(store: Store, model: ClipModel) -> None:
-    stored = [r["model"] for r in store.query("SELECT DISTINCT model FROM images LIMIT 3")]
-    if stored and stored != [model.label]:
-        raise SourceError(f"the table holds embeddings from {', '.join(stored)}; loading with "
-                          f"{model.label} would mix vector spaces. Use the same model or another --db")
-
-
 def _check_columns(store: Store, source: Source) -> None:
     existing = store.columns()
     for name, ch_type in source.column_types.items():
@@ -162,11 +155,32 @@ def _rows_table(rows: list[dict], vectors: np.ndarray, model_label: str, metadat
     return pa.table(columns)
 
 
+def _record_errors(store: Store, results: list[dict], summary: LoadSummary, report) -> None:
+    import pyarrow as pa
+    errors = [(r["path"], r["error"]) for r in results if "error" in r]
+    if errors:
+        store.insert("load_errors", pa.table({"path": [p for p, _ in errors], "reason": [e for _, e in errors]}))
+        summary.errors += errors
+        summary.failed += len(errors)
+        for path, reason in errors:
+            report(path, reason)
+
+
+def _new_images(store: Store, results: list[dict]) -> list[dict]:
+    """The decoded images whose content is neither stored nor earlier in this batch."""
+    seen = store.existing_ids([r["id"] for r in results if "id" in r])
+    new = []
+    for r in results:
+        if "id" in r and r["id"] not in seen:
+            seen.add(r["id"])
+            new.append(r)
+    return new
+
+
 def load(source: str, store: Store, model: ClipModel, batch_size: int = 64, workers: int | None = None,
          max_file_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS, progress: bool = True,
          report=None) -> LoadSummary:
     """Load every image of `source` that is not stored yet. `report(path, reason)` hears each failure."""
-    import pyarrow as pa
     import torch
     from tqdm import tqdm
 
@@ -175,8 +189,7 @@ def load(source: str, store: Store, model: ClipModel, batch_size: int = 64, work
     summary = LoadSummary(found=len(src.items), ignored=src.ignored)
     if not src.items:
         raise SourceError(f"{source}: no image files found")
-    store.ensure_schema()
-    _check_model(store, model)
+    store.check_model(model.label)
     _check_columns(store, src)
     metadata = {item.path: item.metadata for item in src.items}
 
@@ -187,6 +200,7 @@ def load(source: str, store: Store, model: ClipModel, batch_size: int = 64, work
     workers = workers or os.cpu_count() or 1
     context = multiprocessing.get_context("forkserver")
     bar = tqdm(total=len(todo), unit="img", desc="loading", disable=not progress, file=sys.stderr)
+    report = report or (lambda path, reason: bar.write(f"skipped {path}: {reason}", file=sys.stderr))
     pool = context.Pool(workers, initializer=_init_worker,
                         initargs=(pickle.dumps(pil_transform), model.image_size, max_file_bytes, max_pixels))
     try:
@@ -199,19 +213,8 @@ def load(source: str, store: Store, model: ClipModel, batch_size: int = 64, work
             if not pending:
                 break
             results = pending.popleft().get()
-            errors = [(r["path"], r["error"]) for r in results if "error" in r]
-            if errors:
-                store.insert("load_errors", pa.table({"path": [p for p, _ in errors],
-                                                      "reason": [e for _, e in errors]}))
-                summary.errors += errors
-                summary.failed += len(errors)
-                for path, reason in errors:
-                    (report or (lambda p, e: bar.write(f"skipped {p}: {e}", file=sys.stderr)))(path, reason)
-            good, seen = [], store.existing_ids([r["id"] for r in results if "id" in r])
-            for r in results:
-                if "id" in r and r["id"] not in seen:
-                    seen.add(r["id"])
-                    good.append(r)
+            _record_errors(store, results, summary, report)
+            good = _new_images(store, results)
             summary.already_present += sum(1 for r in results if "id" in r) - len(good)
             if good:
                 batch_tensor = torch.stack([tensor_transform(r["pixels"]) for r in good])

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from functools import lru_cache
 
@@ -49,8 +48,8 @@ def _print_results(rows: list[dict], as_json: bool) -> None:
 
 
 def cmd_search(args) -> int:
-    if sum(x is not None for x in (args.text, args.image, args.similar)) != 1:
-        raise QueryError("give exactly one of TEXT, --image FILE or --similar ID")
+    if args.text is None and args.image is None and args.similar is None:
+        raise QueryError("give a TEXT, --image FILE or --similar ID (TEXT with one of the others is hybrid)")
     image = None
     if args.image:
         from .model import open_image
@@ -62,7 +61,9 @@ def cmd_search(args) -> int:
             raise QueryError(f"{args.image}: cannot read image ({exc})") from None
     filters = [parse_filter(f) for f in args.filter]
     with open_store(args.db) as store:
-        result = Searcher(store, _model_loader(args)).search(args.text, image, args.similar, args.k, filters)
+        weights = {"image": args.image_weight, "text": 1 - args.image_weight}
+        result = Searcher(store, _model_loader(args)).search(args.text, image, args.similar, args.k, filters,
+                                                             weights)
     _print_results(result.rows, args.json)
     return 0
 
@@ -81,8 +82,15 @@ def cmd_sql(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .app import serve
+    serve(args.host, args.port, args.threads, {"DB": args.db, "MODEL": args.model, "PRETRAINED": args.pretrained})
+    return 0
+
+
 def cmd_demo(args) -> int:
     from loader.load import load
+
     from .demo import EXAMPLE_SEARCHES, make_catalogue
     manifest = make_catalogue(args.out, args.images)
     print(f"catalogue: {args.images} images, manifest {manifest}")
@@ -94,7 +102,10 @@ def cmd_demo(args) -> int:
         for text, filters in EXAMPLE_SEARCHES:
             print(f"\n$ clipsearch search {text!r} --k 5" + "".join(f" --filter '{f}'" for f in filters))
             _print_results(searcher.search(text, k=5, filters=[parse_filter(f) for f in filters]).rows, False)
-    return 0
+    if args.no_serve:
+        return 0
+    print()
+    return cmd_serve(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", nargs="?")
     p.add_argument("--image", help="query image file")
     p.add_argument("--similar", metavar="ID", help="images like the stored image ID")
+    p.add_argument("--image-weight", type=float, default=0.5, metavar="W",
+                   help="hybrid TEXT + image: weight of the image similarity, 0..1 (default 0.5)")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--filter", action="append", default=[], metavar="EXPR",
                    help="COL=V, COL!=V, COL>=N, COL<=N, COL>N, COL<N; repeat to AND them")
@@ -132,10 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="PrettyCompact", help="ClickHouse output format (default PrettyCompact)")
     p.set_defaults(func=cmd_sql)
 
-    p = sub.add_parser("demo", parents=[common], help="offline demo: generate a catalogue, load it, search it")
+    serving = argparse.ArgumentParser(add_help=False)
+    serving.add_argument("--host", default="127.0.0.1")
+    serving.add_argument("--port", type=int, default=8000)
+    serving.add_argument("--threads", type=int, default=8, help="request threads (default 8)")
+
+    p = sub.add_parser("serve", parents=[common, serving], help="serve the web page and the JSON API")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("demo", parents=[common, serving],
+                       help="offline demo: generate a catalogue, load it, search it, serve it")
     p.add_argument("--out", default=DEMO_DIR, help=f"catalogue folder (default {DEMO_DIR})")
     p.add_argument("--images", type=int, default=2000)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--no-serve", action="store_true", help="stop after the example searches")
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -143,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from loader.sources import SourceError
+
     from .model import ModelError
     try:
         return args.func(args)

@@ -20,7 +20,7 @@ def import_open_clip():
     """
     import torch
     try:
-        import torchvision  # noqa: F401
+        import torchvision
     except RuntimeError as exc:
         if "torchvision::nms" not in str(exc):
             raise

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from .store import quote_identifier
 
-OPERATORS = ("!=", ">=", "<=", "=", ">", "<")
-FILTER_RE = re.compile(r"^\s*([^!<>=\s]+)\s*(!=|>=|<=|=|>|<)\s*(.*?)\s*$", re.S)
+OPERATORS = ("!=", ">=", "<=", "=", ">", "<")  # the CLI's; JSON filters add "in" and "has"
+JSON_OPERATORS = OPERATORS + ("in", "has")
+FILTER_RE = re.compile(r"^\s*([^!<>=\s]+)\s*(!=|>=|<=|=|>|<)\s*(.*?)\s*$", re.DOTALL)
 NUMERIC_TYPE = re.compile(r"^(U?Int\d+|Float\d+|Decimal)")
 TIME_TYPE = re.compile(r"^(Date|DateTime)")
 NOT_FILTERABLE = {"embedding"}
@@ -44,6 +45,26 @@ def base_type(ch_type: str) -> str:
         ch_type = inner.group(1)
 
 
+def _bind_value(column: str, kind: str, value, name: str, params: dict) -> str:
+    """Bind one filter value for a column of type `kind`; returns its SQL placeholder."""
+    if NUMERIC_TYPE.match(kind):
+        if isinstance(value, bool):
+            raise QueryError(f"column {column!r} is numeric; {value!r} is not a number")
+        try:
+            params[name] = float(value)
+        except (TypeError, ValueError):
+            raise QueryError(f"column {column!r} is numeric; {value!r} is not a number") from None
+        return f"{{{name}:Float64}}"
+    if isinstance(value, (dict, list)) or value is None:
+        raise QueryError(f"column {column!r} needs a single value, got {value!r}")
+    params[name] = str(value)
+    if TIME_TYPE.match(kind):
+        return f"parseDateTime64BestEffort({{{name}:String}})"
+    if kind == "String":
+        return f"{{{name}:String}}"
+    raise QueryError(f"column {column!r} has type {kind}, which filters do not support")
+
+
 def filter_sql(filters: list[Filter], columns: dict[str, str]) -> tuple[list[str], dict]:
     """SQL conditions for `filters` and their bound parameters, checked against the table's columns."""
     conditions, params = [], {}
@@ -51,29 +72,32 @@ def filter_sql(filters: list[Filter], columns: dict[str, str]) -> tuple[list[str
     for i, f in enumerate(filters):
         if f.column not in known:
             raise QueryError(f"unknown column {f.column!r}; known columns: {', '.join(known)}")
-        if f.op not in OPERATORS:
-            raise QueryError(f"unknown operator {f.op!r}; use one of {' '.join(OPERATORS)}")
+        if f.op not in JSON_OPERATORS:
+            raise QueryError(f"unknown operator {f.op!r}; use one of {' '.join(JSON_OPERATORS)}")
         kind = base_type(columns[f.column])
-        name = f"f{i}"
-        if NUMERIC_TYPE.match(kind):
-            try:
-                params[name] = float(f.value)
-            except (TypeError, ValueError):
-                raise QueryError(f"column {f.column!r} is numeric; {f.value!r} is not a number") from None
-            placeholder = f"{{{name}:Float64}}"
-        elif TIME_TYPE.match(kind):
-            params[name] = str(f.value)
-            placeholder = f"parseDateTime64BestEffort({{{name}:String}})"
-        elif kind == "String":
-            params[name] = str(f.value)
-            placeholder = f"{{{name}:String}}"
+        column = quote_identifier(f.column)
+        array = re.match(r"^Array\((.*)\)$", kind)
+        if f.op == "has":
+            if not array:
+                raise QueryError(f"'has' needs an array column; {f.column!r} is {kind}")
+            placeholder = _bind_value(f.column, base_type(array.group(1)), f.value, f"f{i}", params)
+            conditions.append(f"has({column}, {placeholder})")
+        elif array:
+            raise QueryError(f"column {f.column!r} is an array: filter it with 'has'")
+        elif f.op == "in":
+            values = f.value if isinstance(f.value, list) else None
+            if not values:
+                raise QueryError(f"'in' needs a non-empty list of values for {f.column!r}")
+            placeholders = [_bind_value(f.column, kind, v, f"f{i}_{j}", params) for j, v in enumerate(values)]
+            conditions.append(f"{column} IN ({', '.join(placeholders)})")
         else:
-            raise QueryError(f"column {f.column!r} has type {kind}, which filters do not support")
-        conditions.append(f"{quote_identifier(f.column)} {f.op} {placeholder}")
+            conditions.append(f"{column} {f.op} {_bind_value(f.column, kind, f.value, f'f{i}', params)}")
     return conditions, params
 
 
 def check_k(k) -> int:
+    if isinstance(k, bool):
+        raise QueryError(f"k must be an integer, got {k!r}")
     try:
         k = int(k)
     except (TypeError, ValueError):
@@ -83,25 +107,78 @@ def check_k(k) -> int:
     return k
 
 
-def search_sql(columns: dict[str, str], filters: list[Filter], k: int, similar_to: str | None = None
-               ) -> tuple[str, dict]:
-    """The one SQL query of a search, and its parameters (add `q` unless `similar_to`).
+@dataclass(frozen=True)
+class QueryVector:
+    """One part of a query: a vector bound as a parameter, or the stored embedding of `image_id`."""
+    weight: float = 1.0
+    vector: tuple | list | None = None
+    image_id: str | None = None
 
-    The query vector is the parameter `q`, or with `similar_to` the stored
-    embedding of that image id, which is then left out of the results.
+
+def search_sql(columns: dict[str, str], filters: list[Filter], k: int, vectors: list[QueryVector]
+               ) -> tuple[str, dict]:
+    """The one SQL query of a search and its parameters.
+
+    The ranking is a weighted sum of cosine distances to each query vector
+    (weights normalised to sum to 1), so a hybrid image+text query is still
+    one ORDER BY in ClickHouse; `score` is the matching weighted cosine
+    similarity. Images used as queries by id are left out of the results.
     """
     conditions, params = filter_sql(filters, columns)
     params["k"] = check_k(k)
-    if similar_to is not None:
-        vector = "(SELECT embedding FROM images WHERE id = {similar_to:String} LIMIT 1)"
-        conditions.insert(0, "id != {similar_to:String}")
-        params["similar_to"] = similar_to
-    else:
-        vector = "{q:Array(Float32)}"
+    total = sum(v.weight for v in vectors)
+    if not vectors or any(v.weight < 0 for v in vectors) or total <= 0:
+        raise QueryError("weights must be non-negative and not all zero")
+    defs, terms = [], []
+    for i, v in enumerate(vectors):
+        if v.image_id is not None:
+            defs.append(f"(SELECT embedding FROM images WHERE id = {{v{i}_id:String}} LIMIT 1) AS v{i}")
+            conditions.insert(0, f"id != {{v{i}_id:String}}")
+            params[f"v{i}_id"] = v.image_id
+        else:
+            defs.append(f"{{v{i}:Array(Float32)}} AS v{i}")
+            params[f"v{i}"] = [float(x) for x in v.vector]
+        if len(vectors) == 1:
+            terms.append(f"cosineDistance(embedding, v{i})")
+        else:
+            params[f"w{i}"] = v.weight / total
+            terms.append(f"{{w{i}:Float64}} * cosineDistance(embedding, v{i})")
+    distance = " + ".join(terms)
     where = ("\nWHERE " + "\n  AND ".join(conditions)) if conditions else ""
-    sql = (f"WITH {vector} AS query_vector\n"
-           "SELECT * EXCEPT (embedding), 1 - cosineDistance(embedding, query_vector) AS score\n"
+    sql = (f"WITH {', '.join(defs)}\n"
+           f"SELECT * EXCEPT (embedding), 1 - ({distance}) AS score\n"
            f"FROM images{where}\n"
-           "ORDER BY cosineDistance(embedding, query_vector) ASC, id\n"
+           f"ORDER BY {distance} ASC, id\n"
            "LIMIT {k:UInt32}")
     return sql, params
+
+
+def filters_from_json(spec) -> list[Filter]:
+    """Filters from a request: CLI strings, [{"column", "op", "value"}], or {"col": value | {op: value}}.
+
+    In the dict form a plain value means equality and a list means "in":
+    {"category": "poster", "price": {">=": 10, "<": 50}, "colour": ["red", "blue"], "tags": {"has": "sale"}}
+    """
+    if spec is None:
+        return []
+    if isinstance(spec, dict):
+        out = []
+        for column, cond in spec.items():
+            if isinstance(cond, dict):
+                if not cond:
+                    raise QueryError(f"empty condition for {column!r}")
+                out += [Filter(column, op, value) for op, value in cond.items()]
+            else:
+                out.append(Filter(column, "in" if isinstance(cond, list) else "=", cond))
+        return out
+    if isinstance(spec, list):
+        out = []
+        for item in spec:
+            if isinstance(item, str):
+                out.append(parse_filter(item))
+            elif isinstance(item, dict) and {"column", "op", "value"} <= set(item):
+                out.append(Filter(str(item["column"]), str(item["op"]), item["value"]))
+            else:
+                raise QueryError(f"a filter is a string like 'price<10' or {{column, op, value}}, got {item!r}")
+        return out
+    raise QueryError("filters must be an object or a list")

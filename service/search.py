@@ -1,13 +1,14 @@
-"""Search: encode the query with the model, let ClickHouse rank with one SQL query."""
+"""Search: encode the query with the model, let ClickHouse rank with one SQL query, log it."""
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from .query import Filter, QueryError, search_sql
+from .query import Filter, QueryError, QueryVector, search_sql
 from .store import Store
+
+DEFAULT_WEIGHTS = {"image": 0.5, "text": 0.5}
 
 
 class NotFound(LookupError):
@@ -23,15 +24,17 @@ class SearchResult:
     rows: list[dict]
     sql: str
     params: dict
+    kind: str
     took_ms: dict = field(default_factory=dict)
 
 
 class Searcher:
     """Runs searches against `store`; `get_model` is called only when a query needs encoding."""
 
-    def __init__(self, store: Store, get_model):
+    def __init__(self, store: Store, get_model, log: bool = True):
         self.store = store
         self._get_model = get_model
+        self.log = log
 
     @property
     def model(self):
@@ -43,37 +46,63 @@ class Searcher:
             raise EmptyStore("no images loaded yet: run `clipsearch load FOLDER` first")
         return columns
 
-    def check_model(self) -> None:
-        """Refuse to compare vectors from different models."""
-        stored = [r["model"] for r in self.store.query("SELECT DISTINCT model FROM images LIMIT 3")]
-        if stored and stored != [self.model.label]:
-            raise QueryError(f"the table holds embeddings from {', '.join(stored)}, but the configured "
-                             f"model is {self.model.label}; use the same --model/--pretrained as the load")
+    def get_image(self, image_id: str) -> dict:
+        rows = self.store.query("SELECT * EXCEPT (embedding) FROM images WHERE id = {id:String} LIMIT 1",
+                                {"id": str(image_id)})
+        if not rows:
+            raise NotFound(f"no image with id {image_id!r}")
+        return rows[0]
 
-    def encode(self, text: str | None = None, image=None) -> np.ndarray:
-        if image is not None:
-            return self.model.encode_images([image])[0]
-        if not text or not text.strip():
-            raise QueryError("empty query: give a text, an image or an image id")
-        return self.model.encode_texts([text.strip()])[0]
-
-    def search(self, text: str | None = None, image=None, similar: str | None = None, k: int = 10,
-               filters: list[Filter] = ()) -> SearchResult:
+    def search(self, text: str | None = None, image=None, image_id: str | None = None, k: int = 10,
+               filters: list[Filter] = (), weights: dict | None = None) -> SearchResult:
+        """Rank by text, an image, a stored image id, or a weighted mix of an image and a text."""
         start = time.perf_counter()
+        text = text.strip() if isinstance(text, str) and text.strip() else None
+        if text is None and image is None and image_id is None:
+            raise QueryError("empty query: give a text, an image or an image id")
+        if image is not None and image_id is not None:
+            raise QueryError("give an image or an image id, not both")
         columns = self.table_columns()
-        if similar is not None:
-            if not self.store.query("SELECT id FROM images WHERE id = {id:String} LIMIT 1", {"id": similar}):
-                raise NotFound(f"no image with id {similar!r}")
-            sql, params = search_sql(columns, list(filters), k, similar_to=similar)
-            encode_ms = 0.0
-        else:
-            sql, params = search_sql(columns, list(filters), k)  # validate before the slow encode
-            self.check_model()
-            t = time.perf_counter()
-            params["q"] = self.encode(text, image).astype(np.float32).tolist()
-            encode_ms = (time.perf_counter() - t) * 1000
+        if image_id is not None:
+            self.get_image(image_id)
+        weights = {**DEFAULT_WEIGHTS, **(weights or {})}
+        for name, w in weights.items():
+            if name not in DEFAULT_WEIGHTS or isinstance(w, bool) or not isinstance(w, (int, float)) \
+                    or not 0 <= w < float("inf"):
+                raise QueryError(f"weights are non-negative numbers for 'image' and 'text', got {name}={w!r}")
+        hybrid = text is not None and (image is not None or image_id is not None)
+        t = time.perf_counter()
+        parts = []
+        if image_id is not None:
+            parts.append(QueryVector(weights["image"] if hybrid else 1.0, image_id=str(image_id)))
+        if image is not None or text is not None:
+            self.store.check_model(self.model.label)
+        if image is not None:
+            parts.append(QueryVector(weights["image"] if hybrid else 1.0, vector=self.model.encode_images([image])[0]))
+        if text is not None:
+            parts.append(QueryVector(weights["text"] if hybrid else 1.0, vector=self.model.encode_texts([text])[0]))
+        encode_ms = (time.perf_counter() - t) * 1000
+        sql, params = search_sql(columns, list(filters), k, parts)
         t = time.perf_counter()
         rows = self.store.query(sql, params)
         query_ms = (time.perf_counter() - t) * 1000
-        return SearchResult(rows, sql, params, {"encode": round(encode_ms, 2), "query": round(query_ms, 2),
-                                                "total": round((time.perf_counter() - start) * 1000, 2)})
+        kind = "hybrid" if hybrid else "text" if text else "image" if image is not None else "similar"
+        result = SearchResult(rows, sql, params, kind, {
+            "encode": round(encode_ms, 2), "query": round(query_ms, 2),
+            "total": round((time.perf_counter() - start) * 1000, 2)})
+        if self.log:
+            self._record(result, text, filters, k)
+        return result
+
+    def _record(self, result: SearchResult, text, filters, k) -> None:
+        """One row in search_log per search, for analysts to chart usage in SQL."""
+        import pyarrow as pa
+        self.store.insert("search_log", pa.table({
+            "kind": [result.kind], "text": [text or ""],
+            "filters": [json.dumps([[f.column, f.op, f.value] for f in filters], default=str)],
+            "k": pa.array([int(k)], pa.uint32()), "results": pa.array([len(result.rows)], pa.uint32()),
+            "encode_ms": pa.array([result.took_ms["encode"]], pa.float32()),
+            "query_ms": pa.array([result.took_ms["query"]], pa.float32()),
+            "total_ms": pa.array([result.took_ms["total"]], pa.float32()),
+            "top_ids": pa.array([[r["id"] for r in result.rows[:10]]], pa.list_(pa.string())),
+        }))

@@ -34,6 +34,10 @@ def _clean_message(exc: Exception) -> str:
     return re.sub(r"\s*Stack trace.*$", "", text)
 
 
+class ModelMismatch(StoreError):
+    """The table's vectors come from another model than the configured one."""
+
+
 def quote_identifier(name: str) -> str:
     if not IDENTIFIER.match(name):
         raise StoreError(f"invalid column name {name!r}: use letters, digits and _")
@@ -66,6 +70,7 @@ class Store:
 
     # -- schema -----------------------------------------------------------------------------
     def ensure_schema(self) -> None:
+        """Create the tables of sql/schema.sql that do not exist yet (each backend does this on open)."""
         for statement in sql_statements(SCHEMA_FILE.read_text()):
             self.command(statement)
 
@@ -85,6 +90,13 @@ class Store:
             return set()
         rows = self.query("SELECT id FROM images WHERE id IN {ids:Array(String)}", {"ids": list(ids)})
         return {r["id"] for r in rows}
+
+    def check_model(self, label: str) -> None:
+        """Refuse to mix or compare vectors from different models: they live in different spaces."""
+        stored = [r["model"] for r in self.query("SELECT DISTINCT model FROM images LIMIT 3")]
+        if stored and stored != [label]:
+            raise ModelMismatch(f"the table holds embeddings from {', '.join(stored)}, but the model in use is "
+                                f"{label}; use the same --model/--pretrained as the load, or another --db")
 
     def count(self) -> int:
         if not self.columns():
@@ -131,6 +143,7 @@ class EmbeddedStore(Store):
         except Exception as exc:
             self._release()
             raise StoreError(f"cannot open database {self.path}: {_clean_message(exc)}") from exc
+        self.ensure_schema()
 
     def text(self, sql, params=None, fmt="PrettyCompact"):
         bound = {name: _param_text(value) for name, value in (params or {}).items()}
@@ -177,6 +190,7 @@ class ServerStore(Store):
             self._client = clickhouse_connect.get_client(dsn=url, autogenerate_session_id=False)
         except Exception as exc:
             raise StoreError(f"cannot connect to ClickHouse at {_redact(url)}: {_clean_message(exc)}") from exc
+        self.ensure_schema()
 
     def text(self, sql, params=None, fmt="PrettyCompact"):
         try:

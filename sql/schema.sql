@@ -34,3 +34,20 @@ CREATE TABLE IF NOT EXISTS load_errors
 )
 ENGINE = MergeTree
 ORDER BY (error_at, path);
+
+-- One row per search made through clipsearch (CLI or HTTP), for usage charts.
+CREATE TABLE IF NOT EXISTS search_log
+(
+    time       DateTime64(3) DEFAULT now64(3),
+    kind       LowCardinality(String),       -- text, image, similar, hybrid
+    text       String,
+    filters    String,                       -- JSON list of [column, op, value]
+    k          UInt32,
+    results    UInt32,
+    encode_ms  Float32,
+    query_ms   Float32,
+    total_ms   Float32,
+    top_ids    Array(String)                 -- best first, at most 10
+)
+ENGINE = MergeTree
+ORDER BY time;

@@ -40,7 +40,7 @@ def test_raw_sql_ranking_equals_search(loaded_db):
 
 
 def test_search_by_stored_id_and_image_file(loaded_db):
-    db, folder = loaded_db
+    db, _ = loaded_db
     first = json.loads(run_cli("sql", "SELECT id, path FROM images ORDER BY id LIMIT 1", "--format", "JSONEachRow",
                                db=db).stdout)
     similar = json.loads(run_cli("search", "--similar", first["id"], "--json", "--k", "5", db=db).stdout)
@@ -62,7 +62,7 @@ def test_human_output(loaded_db):
     (["search", "a red star", "--filter", "price>abc"], "error: column 'price' is numeric; 'abc' is not a number"),
     (["search", "--image", "/nonexistent.png"], "error: /nonexistent.png: no such file"),
     (["search", "--similar", "nope"], "error: no image with id 'nope'"),
-    (["search"], "error: give exactly one of TEXT, --image FILE or --similar ID"),
+    (["search"], "error: give a TEXT, --image FILE or --similar ID"),
     (["search", "a red star", "--k", "0"], "error: k must be between 1 and 1000, got 0"),
     (["sql", "SELECT nope FROM images"], "error: Code: 47. DB::Exception: Unknown expression identifier `nope`"),
 ])

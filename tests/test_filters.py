@@ -24,7 +24,7 @@ def catalogue(tmp_path_factory, model):
     folder = tmp_path_factory.mktemp("filters")
     rng = np.random.default_rng(5)
     specs = [shapes.random_spec(rng) for _ in range(N)]
-    extra = lambda i: {"category": CATEGORIES[i % 3], "price": round(1.5 * i, 2), "qty": i % 7}  # noqa: E731
+    extra = lambda i: {"category": CATEGORIES[i % 3], "price": round(1.5 * i, 2), "qty": i % 7}
     manifest = write_catalogue(folder / "images", specs, 5, extra=extra)
     store = EmbeddedStore(folder / "db")
     load(str(manifest), store, model, progress=False)

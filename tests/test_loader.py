@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -148,7 +147,7 @@ def test_interrupted_load_then_rerun_gives_one_row_per_image(tmp_path, sig):
             break
     assert proc.poll() is None, "the load finished before it could be interrupted"
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
     if sig == signal.SIGINT:
         assert "interrupted" in err and "Traceback" not in err

@@ -54,7 +54,7 @@ def test_image_to_image_top5_same_class(heldout):
     ids = heldout.store.query("SELECT id, colour, shape FROM images ORDER BY id")
     hits = []
     for row in ids:
-        top5 = heldout.search(similar=row["id"], k=5).rows
+        top5 = heldout.search(image_id=row["id"], k=5).rows
         assert row["id"] not in {r["id"] for r in top5}  # the image itself is excluded
         hits += [(r["colour"], r["shape"]) == (row["colour"], row["shape"]) for r in top5]
     assert np.mean(hits) >= 0.9
@@ -64,7 +64,7 @@ def test_query_by_image_file_finds_its_class(heldout, tmp_path):
     rng = np.random.default_rng(99)
     hits = []
     for colour, shape in CLASSES[::4]:
-        spec, data = shapes.make_image(rng, colour, shape)
+        _, data = shapes.make_image(rng, colour, shape)
         (tmp_path / "q.png").write_bytes(data)
         rows = heldout.search(image=open_image(tmp_path / "q.png"), k=5).rows
         hits += [(r["colour"], r["shape"]) == (colour, shape) for r in rows]

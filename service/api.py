@@ -1,0 +1,169 @@
+"""The JSON API: /api/search, /api/images/<id>[/similar|/file], /api/columns, /healthz."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+
+from flask import Blueprint, current_app, jsonify, request, send_file
+from PIL import Image, UnidentifiedImageError
+
+from .app import searcher
+from .model import decode
+from .query import QueryError, filters_from_json, parse_filter
+from .search import NotFound
+
+api = Blueprint("api", __name__)
+ID_RE = re.compile(r"^[0-9a-f]{1,64}$")
+HIDDEN = {"embedding"}
+
+
+def _decode_upload(data: bytes) -> Image.Image:
+    if not data:
+        raise QueryError("the uploaded image is empty")
+    try:
+        image = Image.open(io.BytesIO(data))
+        if image.width * image.height > current_app.config["MAX_UPLOAD_PIXELS"]:
+            raise QueryError(f"the uploaded image is too large ({image.width}x{image.height} pixels)")
+        return decode(image)
+    except (UnidentifiedImageError, Image.DecompressionBombError):
+        raise QueryError("the upload is not an image that can be read") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise QueryError(f"the uploaded image cannot be decoded: {exc}") from None
+
+
+def _json_field(value, name):
+    if value is None or not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        raise QueryError(f"{name} must be JSON") from None
+
+
+def _search_request() -> dict:
+    """The search arguments from a GET query string, a JSON body or a multipart form."""
+    if request.method == "GET":
+        args = request.args
+        filters = [parse_filter(f) for f in args.getlist("filter")]
+        weight = args.get("image_weight")
+        weights = None
+        if weight is not None:
+            try:
+                weights = {"image": float(weight), "text": 1 - float(weight)}
+            except ValueError:
+                raise QueryError("image_weight must be a number between 0 and 1") from None
+        return {"text": args.get("q"), "image_id": args.get("image_id"), "k": args.get("k", 10),
+                "filters": filters, "weights": weights}
+    if request.mimetype == "application/json":
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise QueryError("the body must be a JSON object")
+        image = None
+        if body.get("image") is not None:
+            if not isinstance(body["image"], str):
+                raise QueryError("image must be a base64 string")
+            try:
+                data = base64.b64decode(body["image"].split(",")[-1], validate=True)
+            except ValueError:  # binascii.Error, or non-ASCII text
+                raise QueryError("image is not valid base64") from None
+            image = _decode_upload(data)
+        fields = body
+    else:
+        fields = request.form
+        upload = request.files.get("image")
+        image = _decode_upload(upload.read()) if upload else None
+    text = fields.get("text")
+    if text is not None and not isinstance(text, str):
+        raise QueryError("text must be a string")
+    image_id = fields.get("image_id")
+    if image_id is not None and not isinstance(image_id, str):
+        raise QueryError("image_id must be a string")
+    weights = _json_field(fields.get("weights"), "weights")
+    if weights is not None and not isinstance(weights, dict):
+        raise QueryError('weights must be an object like {"image": 0.7, "text": 0.3}')
+    return {"text": text, "image": image, "image_id": image_id or None, "k": fields.get("k", 10),
+            "filters": filters_from_json(_json_field(fields.get("filters"), "filters")), "weights": weights}
+
+
+def _response(result):
+    return jsonify(results=result.rows, took_ms=result.took_ms, kind=result.kind,
+                   sql={"query": result.sql, "params": result.params})
+
+
+@api.route("/api/search", methods=["GET", "POST"])
+def search():
+    return _response(searcher(current_app).search(**_search_request()))
+
+
+def _check_id(image_id: str) -> str:
+    if not ID_RE.match(image_id):
+        raise NotFound(f"no image with id {image_id!r}")
+    return image_id
+
+
+@api.get("/api/images/<image_id>")
+def image(image_id):
+    return jsonify(searcher(current_app).get_image(_check_id(image_id)))
+
+
+@api.get("/api/images/<image_id>/similar")
+def similar(image_id):
+    args = request.args
+    result = searcher(current_app).search(image_id=_check_id(image_id), k=args.get("k", 10),
+                                          filters=[parse_filter(f) for f in args.getlist("filter")])
+    return _response(result)
+
+
+@api.get("/api/images/<image_id>/file")
+def image_file(image_id):
+    """The stored image, or with ?size=thumb a cached JPEG thumbnail. Only paths in the table are served."""
+    row = searcher(current_app).get_image(_check_id(image_id))
+    if not os.path.isfile(row["path"]):
+        raise NotFound(f"the file of image {image_id} is no longer at {row['path']}")
+    if request.args.get("size") != "thumb":
+        return send_file(row["path"], max_age=86400)
+    thumb = current_app.config["THUMB_DIR"] / f"{row['id']}.jpg"
+    if not thumb.exists():
+        thumb.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(row["path"]) as im:
+            small = decode(im, current_app.config["THUMB_SIZE"])
+        small.thumbnail((current_app.config["THUMB_SIZE"],) * 2)
+        tmp = thumb.with_suffix(f".{os.getpid()}.{id(small)}.tmp")
+        small.save(tmp, "JPEG", quality=85)
+        os.replace(tmp, thumb)  # atomic: concurrent requests never see half a file
+    return send_file(thumb, mimetype="image/jpeg", max_age=86400)
+
+
+@api.get("/api/columns")
+def columns():
+    """The table's columns, with what a filter form needs: distinct values or a numeric range."""
+    from .query import NUMERIC_TYPE, TIME_TYPE, base_type
+    from .store import quote_identifier
+    store = searcher(current_app).store
+    out = []
+    for name, ch_type in store.columns().items():
+        if name in HIDDEN:
+            continue
+        kind = base_type(ch_type)
+        info = {"name": name, "type": ch_type}
+        col = quote_identifier(name)
+        if NUMERIC_TYPE.match(kind):
+            info.update(kind="number", **store.query(f"SELECT min({col}) AS min, max({col}) AS max FROM images")[0])
+        elif TIME_TYPE.match(kind):
+            info["kind"] = "time"
+        elif kind == "String":
+            values = store.query(f"SELECT groupUniqArray(21)({col}) AS v FROM images")[0]["v"]
+            info.update(kind="text", values=sorted(v for v in values if v is not None) if len(values) <= 20 else None)
+        else:
+            info["kind"] = "array" if kind.startswith("Array") else "other"
+        out.append(info)
+    return jsonify(columns=out)
+
+
+@api.get("/healthz")
+def healthz():
+    store = searcher(current_app).store
+    return jsonify(status="ok", backend=store.backend, images=store.count())
