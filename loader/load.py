@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-import pickle
 import signal
 import sys
 import time
@@ -57,12 +56,9 @@ class LoadSummary:
 _worker: dict = {}
 
 
-def _init_worker(pil_transform_pickle: bytes, min_size: int, max_bytes: int, max_pixels: int):
-    from service.model import import_open_clip
-    import_open_clip()  # the torchvision import fix must run before unpickling its transforms
+def _init_worker(pil_transform, min_size: int, max_bytes: int, max_pixels: int):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
-    _worker.update(transform=pickle.loads(pil_transform_pickle), min_size=min_size,
-                   max_bytes=max_bytes, max_pixels=max_pixels)
+    _worker.update(transform=pil_transform, min_size=min_size, max_bytes=max_bytes, max_pixels=max_pixels)
 
 
 def _exif(image: Image.Image) -> tuple[datetime | None, str]:
@@ -198,11 +194,14 @@ def load(source: str, store: Store, model: ClipModel, batch_size: int = 64, work
     summary.already_present = len(src.items) - len(todo)
     pil_transform, tensor_transform = model.split_preprocess()
     workers = workers or os.cpu_count() or 1
-    context = multiprocessing.get_context("forkserver")
+    # Forked workers start at once with the model's transform inherited (spawned ones spend seconds
+    # importing torch). That is safe here: workers run only Pillow code (file reading, decoding,
+    # PIL resizing), never a torch op or the ClickHouse engine of the parent.
+    context = multiprocessing.get_context("fork")
     bar = tqdm(total=len(todo), unit="img", desc="loading", disable=not progress, file=sys.stderr)
     report = report or (lambda path, reason: bar.write(f"skipped {path}: {reason}", file=sys.stderr))
     pool = context.Pool(workers, initializer=_init_worker,
-                        initargs=(pickle.dumps(pil_transform), model.image_size, max_file_bytes, max_pixels))
+                        initargs=(pil_transform, model.image_size, max_file_bytes, max_pixels))
     try:
         pending = deque()
         batches = _batches(todo, batch_size)

@@ -100,6 +100,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, threads: int = 8, config: d
     """Serve with waitress, a production WSGI server (threads share the one store)."""
     from waitress import serve as waitress_serve
     app = create_app(config)
+    searcher(app).model  # load the model now rather than during the first request
     print(f"clipsearch: serving on http://{host}:{port}/ ({searcher(app).store.backend} store)", flush=True)
     waitress_serve(app, host=host, port=port, threads=threads, ident="clipsearch")
 

@@ -91,18 +91,15 @@ class Searcher:
             "encode": round(encode_ms, 2), "query": round(query_ms, 2),
             "total": round((time.perf_counter() - start) * 1000, 2)})
         if self.log:
-            self._record(result, text, filters, k)
+            self._record(result, text, filters)
         return result
 
-    def _record(self, result: SearchResult, text, filters, k) -> None:
+    def _record(self, result: SearchResult, text, filters) -> None:
         """One row in search_log per search, for analysts to chart usage in SQL."""
-        import pyarrow as pa
-        self.store.insert("search_log", pa.table({
-            "kind": [result.kind], "text": [text or ""],
-            "filters": [json.dumps([[f.column, f.op, f.value] for f in filters], default=str)],
-            "k": pa.array([int(k)], pa.uint32()), "results": pa.array([len(result.rows)], pa.uint32()),
-            "encode_ms": pa.array([result.took_ms["encode"]], pa.float32()),
-            "query_ms": pa.array([result.took_ms["query"]], pa.float32()),
-            "total_ms": pa.array([result.took_ms["total"]], pa.float32()),
-            "top_ids": pa.array([[r["id"] for r in result.rows[:10]]], pa.list_(pa.string())),
-        }))
+        self.store.command(
+            "INSERT INTO search_log (kind, text, filters, k, results, encode_ms, query_ms, total_ms, top_ids) "
+            "SELECT {kind:String}, {text:String}, {filters:String}, {k:UInt32}, {results:UInt32}, "
+            "{encode:Float32}, {query:Float32}, {total:Float32}, {top_ids:Array(String)}",
+            {"kind": result.kind, "text": text or "", "k": int(result.params["k"]), "results": len(result.rows),
+             "filters": json.dumps([[f.column, f.op, f.value] for f in filters], default=str),
+             **result.took_ms, "top_ids": [r["id"] for r in result.rows[:10]]})
