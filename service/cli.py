@@ -77,9 +77,29 @@ def cmd_embed(args) -> int:
 
 
 def cmd_sql(args) -> int:
+    if (args.query is None) == (args.file is None):
+        raise QueryError("give the SQL as an argument or with --file, not both")
+    sql = args.query if args.file is None else _read_file(args.file)
+    params = {}
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise QueryError(f"--param takes NAME=VALUE, got {item!r}")
+        params[name] = value
     with open_store(args.db) as store:
-        sys.stdout.write(store.text(args.query, fmt=args.format))
+        if store.backend == "embedded":
+            from .sql_functions import register_embedded
+            register_embedded(store, _model_loader(args))
+        sys.stdout.write(store.text(sql, params, fmt=args.format))
     return 0
+
+
+def _read_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as exc:
+        raise QueryError(f"{path}: {exc.strerror}") from None
 
 
 def cmd_serve(args) -> int:
@@ -141,7 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("sql", parents=[common], help="run SQL against the configured store")
-    p.add_argument("query")
+    p.add_argument("query", nargs="?")
+    p.add_argument("--file", help="read the SQL from a file (e.g. sql/queries/*.sql)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="bind {NAME:Type} placeholders, as clickhouse-client's --param_NAME does")
     p.add_argument("--format", default="PrettyCompact", help="ClickHouse output format (default PrettyCompact)")
     p.set_defaults(func=cmd_sql)
 

@@ -90,3 +90,16 @@ def test_second_process_on_same_db_is_refused(loaded_db):
     finally:
         held.close()
     assert run_cli("sql", "SELECT 1", db=db).returncode == 0  # free again once the holder closes
+
+
+def test_sql_files_params_and_text_embedding_function(loaded_db):
+    db, _ = loaded_db
+    searched = json.loads(run_cli("search", "a red star", "--k", "5", "--json", db=db).stdout)
+    sql = ("SELECT id FROM images ORDER BY cosineDistance(embedding, "
+           "(SELECT clipTextEmbedding({text:String}))), id LIMIT 5")
+    result = run_cli("sql", sql, "--param", "text=a red star", "--format", "JSONEachRow", db=db)
+    assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == [r["id"] for r in searched]
+    coverage = run_cli("sql", "--file", "sql/queries/embedding_coverage.sql", "--format", "JSONEachRow", db=db)
+    assert json.loads(coverage.stdout)["images"] == 80
+    bad = run_cli("sql", "--file", "sql/queries/image_neighbours.sql", db=db)
+    assert bad.returncode == 1 and "image_id" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

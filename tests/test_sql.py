@@ -1,0 +1,157 @@
+"""The SQL analysts run: every file of sql/queries on a demo catalogue, clipTextEmbedding(), the cluster DDL."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from loader.load import load
+from service.demo import CATEGORIES, make_catalogue
+from service.query import parse_filter
+from service.search import Searcher
+from service.sql_functions import register_embedded
+from service.store import EmbeddedStore, sql_statements
+
+from .conftest import ROOT
+
+QUERIES = ROOT / "sql" / "queries"
+N = 300
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory, model):
+    folder = tmp_path_factory.mktemp("sqlq")
+    manifest = make_catalogue(folder / "demo", N, seed=3)
+    # Plant a near-duplicate: the first image re-encoded as a smaller JPEG.
+    first = sorted((folder / "demo" / "images").iterdir())[0]
+    copy = Image.open(first).convert("RGB")
+    copy = copy.resize((max(8, copy.width * 3 // 4), max(8, copy.height * 3 // 4)))
+    buf = io.BytesIO()
+    copy.save(buf, "JPEG", quality=80)
+    (folder / "demo" / "images" / "zz-copy.jpg").write_bytes(buf.getvalue())
+    with open(manifest, "a") as f:
+        f.write("images/zz-copy.jpg,poster,1.0\n")
+    store = EmbeddedStore(folder / "db")
+    assert load(str(manifest), store, model, progress=False).loaded == N + 1
+    register_embedded(store, lambda: model)
+    searcher = Searcher(store, lambda: model)  # logs these searches; the tests compare with a quiet one
+    for text, filters in [("a red circle", []), ("a red circle", []), ("a blue star", ["price<50"]),
+                          ("a green cross", ["category=nothing-like-this"])]:
+        searcher.search(text, k=5, filters=[parse_filter(f) for f in filters])
+    searcher.search(image_id=store.query("SELECT id FROM images ORDER BY id LIMIT 1")[0]["id"], k=5)
+    yield store, Searcher(store, lambda: model, log=False), first, folder / "demo" / "images" / "zz-copy.jpg"
+    store.close()
+
+
+def run(store, name, **params):
+    return store.query((QUERIES / name).read_text(), params)
+
+
+def test_every_query_file_says_what_it_answers():
+    files = sorted(QUERIES.glob("*.sql"))
+    assert len(files) >= 9
+    for f in files:
+        assert f.read_text().startswith("-- ") and "?" in f.read_text().splitlines()[0], f.name
+
+
+def test_text_search_with_filters(catalogue, model):
+    store, searcher, _, _ = catalogue
+    rows = run(store, "text_search_with_filters.sql", query_text="a red circle", category="poster", max_price=60)
+    assert 0 < len(rows) <= 10
+    assert all(r["category"] == "poster" and r["price"] <= 60 for r in rows)
+    assert "red-circle" in rows[0]["path"]
+    same = searcher.search("a red circle", k=10, filters=[parse_filter("category=poster"), parse_filter("price<=60")])
+    assert [r["id"] for r in rows] == [r["id"] for r in same.rows]
+
+
+def test_image_neighbours_match_more_like_this(catalogue):
+    store, searcher, _, _ = catalogue
+    image_id = store.query("SELECT id FROM images ORDER BY id LIMIT 1 OFFSET 7")[0]["id"]
+    rows = run(store, "image_neighbours.sql", image_id=image_id)
+    assert len(rows) == 10 and image_id not in {r["id"] for r in rows}
+    assert [r["id"] for r in rows] == [r["id"] for r in searcher.search(image_id=image_id, k=10).rows]
+
+
+def test_near_duplicate_pairs_find_the_planted_copy_only(catalogue):
+    store, _, original, copy = catalogue
+    rows = run(store, "near_duplicate_pairs.sql", max_distance=0.005)
+    assert [{r["path_a"].rsplit("/", 1)[1], r["path_b"].rsplit("/", 1)[1]} for r in rows] == \
+        [{original.name, copy.name}]
+
+
+def test_neighbours_per_category(catalogue):
+    store, searcher, _, _ = catalogue
+    rows = run(store, "neighbours_per_category.sql", query_text="a yellow star")
+    by_category = {}
+    for r in rows:
+        by_category.setdefault(r["category"], []).append(r)
+    assert sorted(by_category) == sorted(CATEGORIES)
+    for category, results in by_category.items():
+        same = searcher.search("a yellow star", k=3, filters=[parse_filter(f"category={category}")]).rows
+        assert [r["id"] for r in results] == [r["id"] for r in same]
+        assert "yellow-star" in results[0]["path"]
+
+
+def test_search_log_queries(catalogue):
+    store, _, _, _ = catalogue
+    per_hour = run(store, "search_log_per_hour.sql")
+    assert {r["kind"]: r["searches"] for r in per_hour} == {"text": 4, "similar": 1}
+    latency = run(store, "search_log_latency.sql")
+    assert latency[0]["searches"] == 5 and latency[0]["p95_total_ms"] >= latency[0]["p50_total_ms"] > 0
+    top = run(store, "search_log_top_queries.sql")
+    assert (top[0]["query"], top[0]["searches"], top[0]["avg_results"]) == ("a red circle", 2, 5)
+    zero = run(store, "search_log_zero_results.sql")
+    assert [(r["text"], json.loads(r["filters"]), r["times"]) for r in zero] == \
+        [("a green cross", [["category", "=", "nothing-like-this"]], 1)]
+
+
+def test_embedding_coverage(catalogue):
+    store, _, _, _ = catalogue
+    rows = run(store, "embedding_coverage.sql")
+    assert [(r["model"], r["images"], r["missing_vectors"], r["dim_min"], r["dim_max"]) for r in rows] == \
+        [("clipsearch-shapes", N + 1, 0, 128, 128)]
+
+
+def test_clip_text_embedding_in_embedded_sql(catalogue, model):
+    store, searcher, _, _ = catalogue
+    got = store.query("SELECT clipTextEmbedding('a purple square') AS v")[0]["v"]
+    np.testing.assert_allclose(got, model.encode_texts(["a purple square"])[0], atol=1e-6)
+    # Usable inline with any WHERE, the way an analyst writes it.
+    rows = store.query("SELECT id, path FROM images WHERE price < 30 "
+                       "ORDER BY cosineDistance(embedding, clipTextEmbedding('a purple square')), id LIMIT 5")
+    same = searcher.search("a purple square", k=5, filters=[parse_filter("price<30")]).rows
+    assert [r["id"] for r in rows] == [r["id"] for r in same] and "purple-square" in rows[0]["path"]
+
+
+def test_udf_script_speaks_tabseparated(model):
+    """The server's executable UDF, fed rows the way ClickHouse sends them (TabSeparated, escaped)."""
+    texts = ["a red circle", "una estrella azul", "tab\there", "back\\slash"]
+    escaped = "".join(t.replace("\\", "\\\\").replace("\t", "\\t") + "\n" for t in texts)
+    out = subprocess.run([sys.executable, str(ROOT / "sql" / "udf" / "clip_text_embedding.py")], input=escaped,
+                         capture_output=True, text=True, cwd=ROOT, timeout=120, check=True).stdout
+    vectors = [json.loads(line) for line in out.splitlines()]
+    assert len(vectors) == len(texts)
+    np.testing.assert_allclose(vectors, model.encode_texts(texts), atol=1e-5)
+
+
+def test_udf_config_names_the_script():
+    xml = (ROOT / "sql" / "udf" / "clip_text_embedding_function.xml").read_text()
+    assert "<type>executable_pool</type>" in xml and "<name>clipTextEmbedding</name>" in xml
+    assert "<command>clip_text_embedding.py</command>" in xml and "<return_type>Array(Float32)" in xml
+
+
+def test_cluster_ddl_parses_with_clickhouse(catalogue):
+    store, _, _, _ = catalogue
+    statements = sql_statements((ROOT / "sql" / "cluster" / "images_cluster.sql").read_text())
+    assert len(statements) == 6
+    for statement in statements:
+        formatted = store.query("SELECT formatQuery({q:String}) AS f", {"q": statement})[0]["f"]
+        assert "ON CLUSTER clipsearch" in formatted
+    engines = " ".join(statements)
+    assert "Distributed(clipsearch, currentDatabase(), images_local, sipHash64(id))" in engines
+    assert "ReplicatedReplacingMergeTree" in engines
