@@ -29,8 +29,10 @@ class StoreError(Exception):
 
 
 def _clean_message(exc: Exception) -> str:
-    # ClickHouse messages end with a long stack trace on some paths; keep the first line.
+    """ClickHouse's own message, without stack traces or the HTTP client's wrapping."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = re.sub(r"^Received ClickHouse exception, code: \d+, server response: ", "", text)
+    text = re.sub(r"\s*\(for url [^)]*\)$", "", text)
     return re.sub(r"\s*Stack trace.*$", "", text)
 
 

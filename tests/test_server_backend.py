@@ -1,44 +1,133 @@
-"""The server backend (clickhouse-connect): same SQL, same rows as the embedded store.
+"""The server backend: clickhouse-connect over HTTP gives the same rows and rankings as the embedded store.
 
-Runs only against a real ClickHouse server named by CLICKHOUSE_URL.
+With CLICKHOUSE_URL set these tests run against that ClickHouse server.
+Without it they run against tests/clickhouse_http.py, a test-only HTTP
+endpoint over the embedded engine, so the clickhouse-connect code path
+(HTTP transport, server-side parameter binding, Arrow inserts, error
+responses) runs in CI too.
 """
 from __future__ import annotations
 
+import json
 import os
+import socket
+import subprocess
+import sys
+import time
 import uuid
 
+import clickhouse_connect
 import numpy as np
 import pytest
 
 from loader.load import load
 from service import shapes
+from service.query import parse_filter
 from service.search import Searcher
-from service.store import EmbeddedStore, ServerStore
+from service.store import EmbeddedStore, ServerStore, StoreError
 
-from .conftest import write_catalogue
-
-URL = os.environ.get("CLICKHOUSE_URL")
-pytestmark = pytest.mark.skipif(not URL, reason="set CLICKHOUSE_URL=http://user:pass@host:8123 to test a real "
-                                                "ClickHouse server")
+from .conftest import ROOT, run_cli, write_catalogue
 
 
-def test_server_and_embedded_give_the_same_ranking(tmp_path, model):
-    import clickhouse_connect
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory):
+    """A ClickHouse HTTP URL with a fresh database: the real server if given, else the test endpoint."""
+    url = os.environ.get("CLICKHOUSE_URL")
+    proc = None
+    if not url:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen([sys.executable, "-m", "tests.clickhouse_http", "--db",
+                                 str(tmp_path_factory.mktemp("chserver")), "--port", str(port)], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://default:@127.0.0.1:{port}/default"
+        for _ in range(100):
+            try:
+                clickhouse_connect.get_client(dsn=url).close()
+                break
+            except Exception:
+                time.sleep(0.2)
+    base = url.rstrip("/").rsplit("/", 1)[0] if url.count("/") > 2 else url
     database = f"clipsearch_test_{uuid.uuid4().hex[:8]}"
-    admin = clickhouse_connect.get_client(dsn=URL)
+    admin = clickhouse_connect.get_client(dsn=url)
     admin.command(f"CREATE DATABASE {database}")
-    try:
-        rng = np.random.default_rng(3)
-        manifest = write_catalogue(tmp_path / "imgs", [shapes.random_spec(rng) for _ in range(40)], 3,
-                                   extra=lambda i: {"price": i})
-        base = URL.rstrip("/").rsplit("/", 1)[0] if URL.count("/") > 2 else URL
-        server = ServerStore(f"{base}/{database}")
-        assert load(str(manifest), server, model, progress=False).loaded == 40
-        embedded = EmbeddedStore(tmp_path / "db")
-        load(str(manifest), embedded, model, progress=False)
-        ranked = [[r["id"] for r in Searcher(s, lambda: model).search("a blue circle", k=10).rows]
-                  for s in (server, embedded)]
-        embedded.close()
-        assert ranked[0] == ranked[1]
-    finally:
-        admin.command(f"DROP DATABASE IF EXISTS {database}")
+    yield f"{base}/{database}"
+    admin.command(f"DROP DATABASE IF EXISTS {database}")
+    admin.close()
+    if proc:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory):
+    rng = np.random.default_rng(3)
+    specs = [shapes.random_spec(rng) for _ in range(60)]
+    folder = tmp_path_factory.mktemp("server-cat")
+    manifest = write_catalogue(folder / "imgs", specs, 3, extra=lambda i: {"price": i, "tag": f"t{i % 3}"})
+    (folder / "imgs" / "broken.jpg").write_text("not an image")
+    with open(manifest, "a") as f:
+        f.write("broken.jpg,red,circle,1,t0\n")
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def stores(server_url, catalogue, model, tmp_path_factory):
+    server = ServerStore(server_url)
+    embedded = EmbeddedStore(tmp_path_factory.mktemp("server-embedded") / "db")
+    summaries = [load(str(catalogue), s, model, progress=False) for s in (server, embedded)]
+    yield server, embedded, summaries
+    embedded.close()
+    server.close()
+
+
+def test_loads_are_identical(stores):
+    server, embedded, summaries = stores
+    assert [(s.loaded, s.failed) for s in summaries] == [(60, 1), (60, 1)]
+    sql = ("SELECT id, path, width, height, format, file_size, taken_at, camera, model, price, tag, embedding "
+           "FROM images ORDER BY id")
+    assert server.query(sql) == embedded.query(sql)
+    assert server.query("SELECT reason FROM load_errors") == [{"reason": "not an image (unrecognised format)"}]
+    assert server.columns() == embedded.columns()
+
+
+def test_rankings_and_filters_are_identical(stores, model):
+    server, embedded, _ = stores
+    for text, filters in [("a blue circle", []), ("a red star", ["price>=20", "tag!=t1"]), ("a white cross", [])]:
+        results = [Searcher(s, lambda: model).search(text, k=10, filters=[parse_filter(f) for f in filters]).rows
+                   for s in (server, embedded)]
+        assert [r["id"] for r in results[0]] == [r["id"] for r in results[1]]
+        np.testing.assert_allclose([r["score"] for r in results[0]], [r["score"] for r in results[1]], atol=1e-6)
+    first = server.query("SELECT id FROM images ORDER BY id LIMIT 1")[0]["id"]
+    similar = [[r["id"] for r in Searcher(s, lambda: model).search(image_id=first, k=5).rows]
+               for s in (server, embedded)]
+    assert similar[0] == similar[1]
+    assert server.query("SELECT count() AS n FROM search_log")[0]["n"] == 4
+
+
+def test_reload_through_the_server_is_idempotent(stores, catalogue, model):
+    server, _, _ = stores
+    again = load(str(catalogue), server, model, progress=False)
+    assert (again.loaded, again.already_present) == (0, 60)
+    assert server.query("SELECT count() AS n, uniqExact(id) AS u FROM images")[0] == {"n": 60, "u": 60}
+
+
+def test_hostile_values_are_bound_not_executed(stores, model):
+    server, _, _ = stores
+    rows = Searcher(server, lambda: model).search("a red star", k=100, filters=[
+        parse_filter("tag=t0' OR '1'='1"), parse_filter("tag!=\\'; DROP TABLE images; --")]).rows
+    assert rows == [] and server.count() == 60
+
+
+def test_server_errors_are_clean_messages(stores):
+    server, _, _ = stores
+    with pytest.raises(StoreError) as info:
+        server.query("SELECT nope FROM images")
+    assert str(info.value).startswith("Code: 47. DB::Exception: Unknown expression identifier `nope`")
+
+
+def test_cli_uses_clickhouse_url(stores, server_url):
+    result = run_cli("search", "a green square", "--k", "3", "--json", env={"CLICKHOUSE_URL": server_url})
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)) == 3
