@@ -136,7 +136,7 @@ def bench_search(count: int, dim: int = 512, queries: int = 30) -> dict:
                                                       pa.array(block.ravel()))}))
         insert_s = time.perf_counter() - start
         store.command("OPTIMIZE TABLE images FINAL")
-        sql, params = search_sql(store.columns(), [], 10, [QueryVector(vector=[0.0] * dim)])
+        sql, params, _ = search_sql(store.columns(), [], 10, [QueryVector(vector=[0.0] * dim)])
         sql_ms, numpy_ms, same = [], [], 0
         for _ in range(queries):
             q = rng.standard_normal(dim).astype(np.float32)

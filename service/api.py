@@ -89,7 +89,7 @@ def _search_request() -> dict:
 
 
 def _response(result):
-    return jsonify(results=result.rows, took_ms=result.took_ms, kind=result.kind,
+    return jsonify(results=result.rows, took_ms=result.took_ms, kind=result.kind, strategy=result.strategy,
                    sql={"query": result.sql, "params": result.params})
 
 

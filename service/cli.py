@@ -102,6 +102,20 @@ def _read_file(path: str) -> str:
         raise QueryError(f"{path}: {exc.strerror}") from None
 
 
+def cmd_index(args) -> int:
+    import time
+    with open_store(args.db) as store:
+        if args.action == "create":
+            start = time.perf_counter()
+            store.create_vector_index(args.quantization, args.m, args.ef_construction)
+            print(f"built the HNSW index over {store.count()} images in {time.perf_counter() - start:.1f}s")
+        elif args.action == "drop":
+            store.drop_vector_index()
+        index = store.vector_index()
+        print(f"index: {index['type_full']}" if index else "index: none (searches scan every row exactly)")
+    return 0
+
+
 def cmd_serve(args) -> int:
     from .app import serve
     serve(args.host, args.port, args.threads, {"DB": args.db, "MODEL": args.model, "PRETRAINED": args.pretrained})
@@ -167,6 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bind {NAME:Type} placeholders, as clickhouse-client's --param_NAME does")
     p.add_argument("--format", default="PrettyCompact", help="ClickHouse output format (default PrettyCompact)")
     p.set_defaults(func=cmd_sql)
+
+    p = sub.add_parser("index", parents=[common], help="add, drop or show the HNSW vector index")
+    p.add_argument("action", choices=["create", "drop", "status"])
+    p.add_argument("--quantization", default="bf16", choices=["bf16", "f32", "f16", "i8", "b1"],
+                   help="how the index stores vectors (default bf16)")
+    p.add_argument("--m", type=int, default=16, help="HNSW neighbours per node (default 16)")
+    p.add_argument("--ef-construction", type=int, default=128, help="HNSW build beam width (default 128)")
+    p.set_defaults(func=cmd_index)
 
     serving = argparse.ArgumentParser(add_help=False)
     serving.add_argument("--host", default="127.0.0.1")

@@ -115,14 +115,20 @@ class QueryVector:
     image_id: str | None = None
 
 
-def search_sql(columns: dict[str, str], filters: list[Filter], k: int, vectors: list[QueryVector]
-               ) -> tuple[str, dict]:
-    """The one SQL query of a search and its parameters.
+def search_sql(columns: dict[str, str], filters: list[Filter], k: int, vectors: list[QueryVector],
+               vector_index: bool = False) -> tuple[str, dict, str]:
+    """The one SQL query of a search, its parameters, and the strategy it runs.
 
     The ranking is a weighted sum of cosine distances to each query vector
     (weights normalised to sum to 1), so a hybrid image+text query is still
     one ORDER BY in ClickHouse; `score` is the matching weighted cosine
     similarity. Images used as queries by id are left out of the results.
+
+    Strategies: "exact" scans every row (ties broken by id). With a
+    `vector_index` on the table, a single query vector and no filter uses
+    the HNSW index ("hnsw", approximate). With filters the index could return
+    fewer than k rows, so the search prefilters and ranks the matching rows
+    exactly ("exact-prefilter").
     """
     conditions, params = filter_sql(filters, columns)
     params["k"] = check_k(k)
@@ -145,12 +151,17 @@ def search_sql(columns: dict[str, str], filters: list[Filter], k: int, vectors: 
             terms.append(f"{{w{i}:Float64}} * cosineDistance(embedding, v{i})")
     distance = " + ".join(terms)
     where = ("\nWHERE " + "\n  AND ".join(conditions)) if conditions else ""
+    indexable = vector_index and len(vectors) == 1 and vectors[0].vector is not None
+    # The index serves only `ORDER BY <distance> LIMIT k` exactly: no tie-breaker column.
+    strategy = ("exact-prefilter" if conditions else "hnsw") if indexable else "exact"
+    order = distance if indexable else f"{distance} ASC, id"
+    settings = "\nSETTINGS vector_search_filter_strategy = 'prefilter'" if strategy == "exact-prefilter" else ""
     sql = (f"WITH {', '.join(defs)}\n"
            f"SELECT * EXCEPT (embedding), 1 - ({distance}) AS score\n"
            f"FROM images{where}\n"
-           f"ORDER BY {distance} ASC, id\n"
-           "LIMIT {k:UInt32}")
-    return sql, params
+           f"ORDER BY {order}\n"
+           "LIMIT {k:UInt32}" + settings)
+    return sql, params, strategy
 
 
 def filters_from_json(spec) -> list[Filter]:

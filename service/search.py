@@ -25,6 +25,7 @@ class SearchResult:
     sql: str
     params: dict
     kind: str
+    strategy: str
     took_ms: dict = field(default_factory=dict)
 
 
@@ -82,12 +83,13 @@ class Searcher:
         if text is not None:
             parts.append(QueryVector(weights["text"] if hybrid else 1.0, vector=self.model.encode_texts([text])[0]))
         encode_ms = (time.perf_counter() - t) * 1000
-        sql, params = search_sql(columns, list(filters), k, parts)
+        has_index = self.store.vector_index() is not None
+        sql, params, strategy = search_sql(columns, list(filters), k, parts, has_index)
         t = time.perf_counter()
         rows = self.store.query(sql, params)
         query_ms = (time.perf_counter() - t) * 1000
         kind = "hybrid" if hybrid else "text" if text else "image" if image is not None else "similar"
-        result = SearchResult(rows, sql, params, kind, {
+        result = SearchResult(rows, sql, params, kind, strategy, {
             "encode": round(encode_ms, 2), "query": round(query_ms, 2),
             "total": round((time.perf_counter() - start) * 1000, 2)})
         if self.log:

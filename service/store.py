@@ -16,6 +16,7 @@ from pathlib import Path
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "sql" / "schema.sql"
 DEFAULT_DB = "./clipsearch-data"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+VECTOR_QUANTIZATIONS = ("bf16", "f32", "f16", "i8", "b1")
 
 
 def sql_statements(script: str) -> list[str]:
@@ -99,6 +100,33 @@ class Store:
         if stored and stored != [label]:
             raise ModelMismatch(f"the table holds embeddings from {', '.join(stored)}, but the model in use is "
                                 f"{label}; use the same --model/--pretrained as the load, or another --db")
+
+    def vector_index(self) -> dict | None:
+        """The HNSW index on images.embedding, if there is one: {name, type_full}."""
+        rows = self.query("SELECT name, type_full FROM system.data_skipping_indices WHERE database = currentDatabase() "
+                          "AND table = 'images' AND type = 'vector_similarity'")
+        return rows[0] if rows else None
+
+    def create_vector_index(self, quantization: str = "bf16", m: int = 16, ef_construction: int = 128) -> None:
+        """Add ClickHouse's vector_similarity (HNSW) index on images.embedding and build it for stored rows.
+
+        Building costs minutes per few hundred thousand rows on small machines; new
+        parts get their index as they are inserted and merged.
+        """
+        if quantization not in VECTOR_QUANTIZATIONS:
+            raise StoreError(f"quantization must be one of {', '.join(VECTOR_QUANTIZATIONS)}")
+        dims = self.query("SELECT DISTINCT length(embedding) AS d FROM images LIMIT 2")
+        if len(dims) != 1:
+            raise StoreError("the index needs a table whose vectors all have one length; load images first")
+        self.command(f"ALTER TABLE images ADD INDEX IF NOT EXISTS embedding_hnsw embedding TYPE vector_similarity("
+                     f"'hnsw', 'cosineDistance', {int(dims[0]['d'])}, '{quantization}', {int(m)}, {int(ef_construction)})"
+                     " GRANULARITY 100000000")
+        self.command("ALTER TABLE images MATERIALIZE INDEX embedding_hnsw SETTINGS mutations_sync = 2")
+
+    def drop_vector_index(self) -> None:
+        index = self.vector_index()
+        if index:
+            self.command(f"ALTER TABLE images DROP INDEX {quote_identifier(index['name'])}")
 
     def count(self) -> int:
         if not self.columns():
