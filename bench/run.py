@@ -1,12 +1,15 @@
 """Benchmarks, each against a baseline measured in the same run.
 
-    python bench/run.py [--images 1000] [--vectors 100000] [--skip-vit]
+    python bench/run.py [--images 3000] [--vectors 100000,1000000] [--skip-vit]
 
 1. Loader throughput (decode in workers + encode + insert) against the
    model's raw encode speed on the same images, already decoded: the bundled
    model, and ViT-B-32 with random weights as a stand-in for a real CLIP.
-2. Search latency over random 512-d vectors: the store's SQL (cosineDistance
-   top-10) against numpy brute force, with the results compared.
+2. `clipsearch serve` under 16 concurrent clients against the same searches
+   in-process.
+3. Search over clustered 512-d vectors: the exact cosineDistance scan and
+   the HNSW index against numpy brute force on the same vectors (latency,
+   recall@10, index build time).
 
 Writes bench/results.json and bench/results.md.
 """
@@ -115,46 +118,73 @@ def bench_service(db: Path, clients: int = 16, per_client: int = 50) -> dict:
             "in_process_ms_per_search": round(in_process / len(work) * 1000, 2)}
 
 
-def bench_search(count: int, dim: int = 512, queries: int = 30) -> dict:
+def clustered_vectors(count: int, dim: int, seed: int = 7) -> np.ndarray:
+    """Unit vectors in 1,000 clusters of varied spread: CLIP embeddings are clustered, not uniform noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((1000, dim)).astype(np.float32)
+    spread = rng.uniform(0.3, 0.8, 1000).astype(np.float32)
+    vectors = np.empty((count, dim), np.float32)
+    for lo in range(0, count, 100_000):
+        hi = min(count, lo + 100_000)
+        which = rng.integers(0, 1000, hi - lo)
+        block = centres[which] + spread[which, None] * rng.standard_normal((hi - lo, dim), dtype=np.float32)
+        vectors[lo:hi] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return vectors
+
+
+def _timed_queries(store, sql, params, vectors, queries, ids):
+    """p50/p95 of the SQL and of numpy brute force on the same queries, and recall@10 of the SQL."""
+    sql_ms, numpy_ms, recall = [], [], []
+    for q in queries:
+        start = time.perf_counter()
+        rows = store.query(sql, {**params, "v0": q.tolist()})
+        sql_ms.append((time.perf_counter() - start) * 1000)
+        start = time.perf_counter()
+        scores = vectors @ q
+        top = np.argpartition(-scores, 10)[:10]
+        top = top[np.argsort(-scores[top])]
+        numpy_ms.append((time.perf_counter() - start) * 1000)
+        recall.append(len({r["id"] for r in rows} & {ids[i] for i in top}) / 10)
+    return {"sql_p50_ms": round(float(np.median(sql_ms)), 1), "sql_p95_ms": round(float(np.percentile(sql_ms, 95)), 1),
+            "numpy_p50_ms": round(float(np.median(numpy_ms)), 1),
+            "numpy_p95_ms": round(float(np.percentile(numpy_ms, 95)), 1),
+            "recall_at_10": round(float(np.mean(recall)), 3)}
+
+
+def bench_search(count: int, dim: int = 512, queries: int = 30, quantization: str = "bf16") -> list[dict]:
+    """Exact cosineDistance scan and the HNSW index against numpy brute force, on the same vectors."""
     import pyarrow as pa
-    rng = np.random.default_rng(7)
-    vectors = rng.standard_normal((count, dim), dtype=np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = clustered_vectors(count, dim)
+    rng = np.random.default_rng(8)
+    picks = vectors[rng.integers(0, count, queries)] + 0.3 * rng.standard_normal((queries, dim), dtype=np.float32) / 22
+    picks /= np.linalg.norm(picks, axis=1, keepdims=True)  # queries near, not on, stored vectors
     ids = [f"{i:032x}" for i in range(count)]
     db = WORK / "db-search"
     shutil.rmtree(db, ignore_errors=True)
+    out = []
     with EmbeddedStore(db) as store:
-        store.ensure_schema()
         start = time.perf_counter()
         for lo in range(0, count, 50_000):
             hi = min(count, lo + 50_000)
             block = vectors[lo:hi]
             store.insert("images", pa.table({
-                "id": ids[lo:hi], "path": [f"/v/{i}.jpg" for i in range(lo, hi)],
-                "model": ["random"] * (hi - lo),
+                "id": ids[lo:hi], "path": [f"/v/{i}.jpg" for i in range(lo, hi)], "model": ["bench"] * (hi - lo),
                 "embedding": pa.ListArray.from_arrays(pa.array(np.arange(0, block.size + 1, dim, dtype=np.int32)),
                                                       pa.array(block.ravel()))}))
         insert_s = time.perf_counter() - start
         store.command("OPTIMIZE TABLE images FINAL")
-        sql, params, _ = search_sql(store.columns(), [], 10, [QueryVector(vector=[0.0] * dim)])
-        sql_ms, numpy_ms, same = [], [], 0
-        for _ in range(queries):
-            q = rng.standard_normal(dim).astype(np.float32)
-            q /= np.linalg.norm(q)
-            start = time.perf_counter()
-            rows = store.query(sql, {**params, "v0": q.tolist()})
-            sql_ms.append((time.perf_counter() - start) * 1000)
-            start = time.perf_counter()
-            scores = vectors @ q
-            top = np.argpartition(-scores, 10)[:10]
-            top = top[np.argsort(-scores[top])]
-            numpy_ms.append((time.perf_counter() - start) * 1000)
-            same += [r["id"] for r in rows] == [ids[i] for i in top]
-    return {"vectors": count, "dim": dim, "queries": queries, "insert_rows_per_s": round(count / insert_s),
-            "sql_p50_ms": round(float(np.median(sql_ms)), 1), "sql_p95_ms": round(float(np.percentile(sql_ms, 95)), 1),
-            "numpy_p50_ms": round(float(np.median(numpy_ms)), 1),
-            "numpy_p95_ms": round(float(np.percentile(numpy_ms, 95)), 1),
-            "same_top10_as_numpy": f"{same}/{queries}"}
+        columns = store.columns()
+        sql, params, strategy = search_sql(columns, [], 10, [QueryVector(vector=[0.0] * dim)])
+        out.append({"rows": count, "dim": dim, "strategy": strategy, "build_s": 0.0,
+                    "insert_rows_per_s": round(count / insert_s), **_timed_queries(store, sql, params, vectors,
+                                                                                    picks, ids)})
+        start = time.perf_counter()
+        store.create_vector_index(quantization)
+        build_s = time.perf_counter() - start
+        sql, params, strategy = search_sql(columns, [], 10, [QueryVector(vector=[0.0] * dim)], vector_index=True)
+        out.append({"rows": count, "dim": dim, "strategy": f"{strategy} ({quantization}, M=16, ef_construction=128)",
+                    "build_s": round(build_s, 1), **_timed_queries(store, sql, params, vectors, picks, ids)})
+    return out
 
 
 def to_markdown(results: dict) -> str:
@@ -164,11 +194,11 @@ def to_markdown(results: dict) -> str:
     for r in results["loader"]:
         lines.append(f"| {r['model']} | {r['images']} | {r['raw_encode_images_per_s']} | "
                      f"{r['decode_one_process_images_per_s']} | {r['loader_images_per_s']} | {r['loader_vs_raw']:.0%} |")
-    s = results["search"]
-    lines += ["", "| vectors | dim | ClickHouse SQL top-10 p50 / p95 (ms) | numpy p50 / p95 (ms) | same top-10 | insert rows/s |",
-              "|---|---|---|---|---|---|",
-              f"| {s['vectors']} | {s['dim']} | {s['sql_p50_ms']} / {s['sql_p95_ms']} | {s['numpy_p50_ms']} / "
-              f"{s['numpy_p95_ms']} | {s['same_top10_as_numpy']} | {s['insert_rows_per_s']} |"]
+    lines += ["", "| rows x dim | strategy | index build (s) | SQL top-10 p50 / p95 (ms) | numpy brute force "
+              "p50 / p95 (ms) | recall@10 vs numpy |", "|---|---|---|---|---|---|"]
+    for s in results["search"]:
+        lines.append(f"| {s['rows']} x {s['dim']} | {s['strategy']} | {s['build_s']} | {s['sql_p50_ms']} / "
+                     f"{s['sql_p95_ms']} | {s['numpy_p50_ms']} / {s['numpy_p95_ms']} | {s['recall_at_10']} |")
     v = results["service"]
     lines += ["", f"| `clipsearch serve`, {v['clients']} clients x {v['searches'] // v['clients']} searches | "
               "searches/s | p50 (ms) | p95 (ms) | errors | same searches in-process (searches/s, ms each) |",
@@ -183,7 +213,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=3000)
     parser.add_argument("--vit-images", type=int, default=128)
-    parser.add_argument("--vectors", type=int, default=100_000)
+    parser.add_argument("--vectors", default="100000",
+                        help="table sizes for the search benchmark, comma-separated (e.g. 100000,1000000)")
     parser.add_argument("--skip-vit", action="store_true", help="skip the ViT-B-32 (random weights) loader run")
     args = parser.parse_args(argv)
     WORK.mkdir(exist_ok=True)
@@ -198,8 +229,10 @@ def main(argv=None) -> int:
         print(results["loader"][-1], flush=True)
     results["service"] = bench_service(WORK / "db-bundled")
     print(results["service"], flush=True)
-    results["search"] = bench_search(args.vectors)
-    print(results["search"], flush=True)
+    results["search"] = []
+    for count in (int(n) for n in args.vectors.split(",")):
+        results["search"] += bench_search(count)
+        print(results["search"][-2:], flush=True)
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (HERE / "results.md").write_text(to_markdown(results))
     print(to_markdown(results))

@@ -8,6 +8,7 @@ queries; a server store is shared by threads), one model loaded on first use.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -25,7 +26,8 @@ DEFAULTS = {
     "MAX_CONTENT_LENGTH": 10 * 1024 * 1024,   # largest request (an uploaded query image), bytes: 413 above
     "MAX_UPLOAD_PIXELS": 40_000_000,
     "THUMB_SIZE": 256,
-    "THUMB_DIR": None,                        # default: thumbs/ in the embedded folder, else ./clipsearch-thumbs
+    "THUMB_DIR": None,                        # default $CLIPSEARCH_THUMBS, thumbs/ in the embedded folder,
+                                              # or ./clipsearch-thumbs
 }
 
 
@@ -52,8 +54,8 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.update(config or {})
     store = open_store(app.config["DB"], app.config["CLICKHOUSE_URL"])
     db_folder = getattr(store, "path", None)
-    app.config["THUMB_DIR"] = Path(app.config["THUMB_DIR"] or (db_folder / "thumbs" if db_folder
-                                                               else Path("clipsearch-thumbs")))
+    app.config["THUMB_DIR"] = Path(app.config["THUMB_DIR"] or os.environ.get("CLIPSEARCH_THUMBS") or
+                                   (db_folder / "thumbs" if db_folder else "clipsearch-thumbs"))
     app.extensions["clipsearch"] = Searcher(store, LazyModel(app.config["MODEL"], app.config["PRETRAINED"]))
 
     from .api import api
