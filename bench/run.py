@@ -193,7 +193,8 @@ def to_markdown(results: dict) -> str:
              "| loader / raw |", "|---|---|---|---|---|---|"]
     for r in results["loader"]:
         lines.append(f"| {r['model']} | {r['images']} | {r['raw_encode_images_per_s']} | "
-                     f"{r['decode_one_process_images_per_s']} | {r['loader_images_per_s']} | {r['loader_vs_raw']:.0%} |")
+                     f"{r['decode_one_process_images_per_s']} | {r['loader_images_per_s']} | "
+                     f"{r['loader_vs_raw']:.0%} |")
     lines += ["", "| rows x dim | strategy | index build (s) | SQL top-10 p50 / p95 (ms) | numpy brute force "
               "p50 / p95 (ms) | recall@10 vs numpy |", "|---|---|---|---|---|---|"]
     for s in results["search"]:
@@ -225,7 +226,8 @@ def main(argv=None) -> int:
     print(results["loader"][-1], flush=True)
     if not args.skip_vit:
         vit_paths = make_images(WORK / "images-vit", args.vit_images)
-        results["loader"].append(bench_loader(ClipModel("ViT-B-32"), vit_paths, "ViT-B-32 (random weights)", WORK / "db-vit"))
+        results["loader"].append(bench_loader(ClipModel("ViT-B-32"), vit_paths, "ViT-B-32 (random weights)",
+                                              WORK / "db-vit"))
         print(results["loader"][-1], flush=True)
     results["service"] = bench_service(WORK / "db-bundled")
     print(results["service"], flush=True)

@@ -34,6 +34,18 @@ def _decode_upload(data: bytes) -> Image.Image:
         raise QueryError(f"the uploaded image cannot be decoded: {exc}") from None
 
 
+def _image_from_base64(value):
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise QueryError("image must be a base64 string")
+    try:
+        data = base64.b64decode(value.split(",")[-1], validate=True)
+    except ValueError:  # binascii.Error, or non-ASCII text
+        raise QueryError("image is not valid base64") from None
+    return _decode_upload(data)
+
+
 def _json_field(value, name):
     if value is None or not isinstance(value, str):
         return value
@@ -61,15 +73,7 @@ def _search_request() -> dict:
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
             raise QueryError("the body must be a JSON object")
-        image = None
-        if body.get("image") is not None:
-            if not isinstance(body["image"], str):
-                raise QueryError("image must be a base64 string")
-            try:
-                data = base64.b64decode(body["image"].split(",")[-1], validate=True)
-            except ValueError:  # binascii.Error, or non-ASCII text
-                raise QueryError("image is not valid base64") from None
-            image = _decode_upload(data)
+        image = _image_from_base64(body.get("image"))
         fields = body
     else:
         fields = request.form
@@ -135,6 +139,32 @@ def image_file(image_id):
         small.save(tmp, "JPEG", quality=85)
         os.replace(tmp, thumb)  # atomic: concurrent requests never see half a file
     return send_file(thumb, mimetype="image/jpeg", max_age=86400)
+
+
+@api.post("/api/label")
+def label():
+    """Zero-shot label distribution of one uploaded image.
+
+    JSON {"image": base64, "labels": [...] or "a,b,c", "prompt"} or a multipart form with an image file.
+    """
+    from .labels import label_vector
+    if request.mimetype == "application/json":
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise QueryError("the body must be a JSON object")
+        image = _image_from_base64(body.get("image"))
+        fields = body
+    else:
+        fields = request.form
+        upload = request.files.get("image")
+        image = _decode_upload(upload.read()) if upload else None
+    if image is None:
+        raise QueryError("give an image to label")
+    search = searcher(current_app)
+    model = search.model
+    distribution = label_vector(search.store, model, model.encode_images([image])[0], fields.get("labels"),
+                                fields.get("prompt"))
+    return jsonify(labels=distribution, model=model.label)
 
 
 @api.get("/api/columns")

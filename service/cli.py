@@ -23,13 +23,32 @@ def _model_loader(args):
 
 def cmd_load(args) -> int:
     from loader.load import load
+    from .labels import check_prompt, parse_labels
+    if args.labels:  # check them before a long load, not after
+        parse_labels(args.labels)
+        check_prompt(args.prompt)
     with open_store(args.db) as store:
         summary = load(args.source, store, _model_loader(args)(), batch_size=args.batch_size,
                        workers=args.workers, progress=not args.quiet)
-    print(summary.line())
-    if summary.loaded == 0 and summary.already_present == 0:
-        print("error: nothing could be loaded", file=sys.stderr)
-        return 1
+        print(summary.line())
+        if summary.loaded == 0 and summary.already_present == 0:
+            print("error: nothing could be loaded", file=sys.stderr)
+            return 1
+        if args.labels:
+            _label(store, args, [])
+    return 0
+
+
+def _label(store, args, filters) -> None:
+    from .labels import label_table
+    counts = label_table(store, _model_loader(args)(), args.labels, args.prompt, args.name, filters)
+    print(f"label set {args.name!r}: " + ", ".join(f"{label} {n}" for label, n in counts.items()))
+
+
+def cmd_label(args) -> int:
+    with open_store(args.db) as store:
+        Searcher(store, _model_loader(args)).table_columns()  # a clear error on an empty store
+        _label(store, args, [parse_filter(f) for f in args.filter])
     return 0
 
 
@@ -156,7 +175,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, help="decoding processes (default: CPU count)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--labels", help="also label the images zero-shot (see `clipsearch label`)")
+    p.add_argument("--prompt", help="label prompt with {} for the label (default 'a photo of a {}')")
+    p.add_argument("--name", default="label", help="label set name (default 'label')")
     p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("label", parents=[common], help="zero-shot label images into the labels table")
+    p.add_argument("--labels", required=True, help="comma-separated labels, e.g. circle,square,triangle")
+    p.add_argument("--prompt", help="prompt with {} for the label (default 'a photo of a {}')")
+    p.add_argument("--name", default="label", help="label set name (default 'label')")
+    p.add_argument("--filter", action="append", default=[], metavar="EXPR", help="label only matching images")
+    p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("search", parents=[common], help="search by text, image file or stored image id")
     p.add_argument("text", nargs="?")

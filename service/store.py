@@ -118,9 +118,9 @@ class Store:
         dims = self.query("SELECT DISTINCT length(embedding) AS d FROM images LIMIT 2")
         if len(dims) != 1:
             raise StoreError("the index needs a table whose vectors all have one length; load images first")
-        self.command(f"ALTER TABLE images ADD INDEX IF NOT EXISTS embedding_hnsw embedding TYPE vector_similarity("
-                     f"'hnsw', 'cosineDistance', {int(dims[0]['d'])}, '{quantization}', {int(m)}, {int(ef_construction)})"
-                     " GRANULARITY 100000000")
+        hnsw = f"'hnsw', 'cosineDistance', {int(dims[0]['d'])}, '{quantization}', {int(m)}, {int(ef_construction)}"
+        self.command("ALTER TABLE images ADD INDEX IF NOT EXISTS embedding_hnsw embedding "
+                     f"TYPE vector_similarity({hnsw}) GRANULARITY 100000000")
         self.command("ALTER TABLE images MATERIALIZE INDEX embedding_hnsw SETTINGS mutations_sync = 2")
 
     def drop_vector_index(self) -> None:

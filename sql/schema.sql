@@ -51,3 +51,21 @@ CREATE TABLE IF NOT EXISTS search_log
 )
 ENGINE = MergeTree
 ORDER BY time;
+
+-- Zero-shot labels: per image and label set, the softmax over the set's prompts
+-- (CLIP's own logit scale). `clipsearch label --name shape ...` writes one set;
+-- labelling again replaces that set's rows for the images it covers.
+CREATE TABLE IF NOT EXISTS labels
+(
+    image_id       String,
+    label_set      LowCardinality(String),
+    label          LowCardinality(String),   -- the most probable label
+    probability    Float32,                  -- its probability
+    labels         Array(String),            -- every label of the set, in order
+    probabilities  Array(Float32),           -- their probabilities, summing to 1
+    prompt         String,                   -- e.g. 'a photo of a {}'
+    model          LowCardinality(String),
+    labelled_at    DateTime64(3) DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(labelled_at)
+ORDER BY (label_set, image_id);

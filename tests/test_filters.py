@@ -1,4 +1,7 @@
-"""Filters: every operator on manifest and built-in columns returns exactly the matching rows; hostile input changes nothing."""
+"""Filters: every operator on manifest and built-in columns returns exactly the matching rows.
+
+Hostile input in values and column names changes nothing.
+"""
 from __future__ import annotations
 
 import operator

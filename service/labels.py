@@ -1,0 +1,83 @@
+"""Zero-shot labelling: the softmax of CLIP similarities between an image and one prompt per label.
+
+The bulk path runs entirely in ClickHouse (one INSERT ... SELECT over the
+images), and a single uploaded image goes through the same SQL expression.
+"""
+from __future__ import annotations
+
+import re
+
+from .query import Filter, QueryError, filter_sql
+from .store import Store
+
+DEFAULT_PROMPT = "a photo of a {}"
+MAX_LABELS = 1000
+
+
+def parse_labels(labels) -> list[str]:
+    """A list of labels, or one comma-separated string of them."""
+    if isinstance(labels, str):
+        labels = labels.split(",")
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise QueryError("labels must be a list of strings or a comma-separated string")
+    labels = [x.strip() for x in labels if x.strip()]
+    if len(labels) < 2 or len(labels) > MAX_LABELS:
+        raise QueryError(f"give between 2 and {MAX_LABELS} labels, got {len(labels)}")
+    if len(set(labels)) != len(labels):
+        raise QueryError("labels must be distinct")
+    return labels
+
+
+def check_prompt(prompt: str | None) -> str:
+    prompt = prompt or DEFAULT_PROMPT
+    if not isinstance(prompt, str) or prompt.count("{}") != 1:
+        raise QueryError("the prompt must contain {} exactly once, where the label goes: 'a photo of a {}'")
+    return prompt
+
+
+def _distribution_sql(vector: str) -> str:
+    """SQL for the softmax over {prompts} of `vector`'s scaled cosine similarities (Float32 array)."""
+    logits = f"arrayMap(p -> {{scale:Float64}} * (1 - cosineDistance({vector}, p)), {{prompts:Array(Array(Float32))}})"
+    exps = f"arrayMap(x -> exp(x - arrayMax({logits})), {logits})"
+    return f"arrayMap(x -> toFloat32(x / arraySum({exps})), {exps})"
+
+
+def _prompt_params(model, labels: list[str], prompt: str) -> dict:
+    vectors = model.encode_texts([prompt.format(label) for label in labels])
+    return {"prompts": [[float(x) for x in v] for v in vectors], "scale": float(model.logit_scale),
+            "labels": labels}
+
+
+def label_table(store: Store, model, labels, prompt: str | None = None, name: str = "label",
+                filters: list[Filter] = ()) -> dict[str, int]:
+    """Label every image (or the filtered ones) and store the result as label set `name`.
+
+    Returns how many images got each label.
+    """
+    labels, prompt = parse_labels(labels), check_prompt(prompt)
+    if not re.match(r"^[\w.-]{1,64}$", name or ""):
+        raise QueryError("the label set name must be 1-64 letters, digits, '_', '-' or '.'")
+    store.check_model(model.label)
+    conditions, params = filter_sql(list(filters), store.columns())
+    where = " AND ".join(conditions) or "1"
+    params.update(_prompt_params(model, labels, prompt), name=name, prompt=prompt, model=model.label)
+    # Lightweight delete first, so a re-run replaces the set for exactly the images it labels.
+    store.command(f"DELETE FROM labels WHERE label_set = {{name:String}} "
+                  f"AND image_id IN (SELECT id FROM images WHERE {where})", params)
+    store.command(
+        "INSERT INTO labels (image_id, label_set, label, probability, labels, probabilities, prompt, model) "
+        "SELECT id, {name:String}, {labels:Array(String)}[indexOf(probs, arrayMax(probs))], arrayMax(probs), "
+        "{labels:Array(String)}, probs, {prompt:String}, {model:String} "
+        f"FROM (SELECT id, {_distribution_sql('embedding')} AS probs FROM images WHERE {where})", params)
+    rows = store.query("SELECT label, count() AS n FROM labels FINAL WHERE label_set = {name:String} "
+                       "GROUP BY label ORDER BY n DESC, label", {"name": name})
+    return {r["label"]: int(r["n"]) for r in rows}
+
+
+def label_vector(store: Store, model, vector, labels, prompt: str | None = None) -> list[dict]:
+    """The label distribution of one image vector, best first, by the same SQL as the bulk path."""
+    labels, prompt = parse_labels(labels), check_prompt(prompt)
+    params = {**_prompt_params(model, labels, prompt), "v": [float(x) for x in vector]}
+    probs = store.query(f"SELECT {_distribution_sql('{v:Array(Float32)}')} AS probs", params)[0]["probs"]
+    return sorted(({"label": label, "probability": p} for label, p in zip(labels, probs)),
+                  key=lambda r: -r["probability"])
