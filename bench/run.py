@@ -213,7 +213,7 @@ def to_markdown(results: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=3000)
-    parser.add_argument("--vit-images", type=int, default=128)
+    parser.add_argument("--vit-images", type=int, default=256)
     parser.add_argument("--vectors", default="100000",
                         help="table sizes for the search benchmark, comma-separated (e.g. 100000,1000000)")
     parser.add_argument("--skip-vit", action="store_true", help="skip the ViT-B-32 (random weights) loader run")
