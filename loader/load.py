@@ -8,6 +8,7 @@ batches and the next run loads the rest.
 from __future__ import annotations
 
 import hashlib
+import io
 import multiprocessing
 import os
 import signal
@@ -82,7 +83,6 @@ def prepare(path: str) -> dict:
             return {"path": path, "error": f"file too large ({size} bytes > {_worker['max_bytes']})"}
         with open(path, "rb") as f:
             data = f.read()
-        import io
         image = Image.open(io.BytesIO(data))
         width, height = image.size
         if width * height > _worker["max_pixels"]:

@@ -1,4 +1,4 @@
-"""The JSON API: /api/search, /api/images/<id>[/similar|/file], /api/columns, /healthz."""
+"""The JSON API: /api/search, /api/label, /api/images/<id>[/similar|/file], /api/columns, /healthz."""
 from __future__ import annotations
 
 import base64
@@ -55,6 +55,17 @@ def _json_field(value, name):
         raise QueryError(f"{name} must be JSON") from None
 
 
+def _fields_and_image():
+    """A POST's fields and its decoded image: a JSON object with base64 "image", or a multipart form."""
+    if request.mimetype == "application/json":
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise QueryError("the body must be a JSON object")
+        return body, _image_from_base64(body.get("image"))
+    upload = request.files.get("image")
+    return request.form, _decode_upload(upload.read()) if upload else None
+
+
 def _search_request() -> dict:
     """The search arguments from a GET query string, a JSON body or a multipart form."""
     if request.method == "GET":
@@ -69,16 +80,7 @@ def _search_request() -> dict:
                 raise QueryError("image_weight must be a number between 0 and 1") from None
         return {"text": args.get("q"), "image_id": args.get("image_id"), "k": args.get("k", 10),
                 "filters": filters, "weights": weights}
-    if request.mimetype == "application/json":
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            raise QueryError("the body must be a JSON object")
-        image = _image_from_base64(body.get("image"))
-        fields = body
-    else:
-        fields = request.form
-        upload = request.files.get("image")
-        image = _decode_upload(upload.read()) if upload else None
+    fields, image = _fields_and_image()
     text = fields.get("text")
     if text is not None and not isinstance(text, str):
         raise QueryError("text must be a string")
@@ -148,16 +150,7 @@ def label():
     JSON {"image": base64, "labels": [...] or "a,b,c", "prompt"} or a multipart form with an image file.
     """
     from .labels import label_vector
-    if request.mimetype == "application/json":
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            raise QueryError("the body must be a JSON object")
-        image = _image_from_base64(body.get("image"))
-        fields = body
-    else:
-        fields = request.form
-        upload = request.files.get("image")
-        image = _decode_upload(upload.read()) if upload else None
+    fields, image = _fields_and_image()
     if image is None:
         raise QueryError("give an image to label")
     search = searcher(current_app)

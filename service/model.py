@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ from PIL import Image
 
 BUNDLED_MODEL_DIR = Path(__file__).parent / "bundled_model"
 BUNDLED_MODEL = f"local-dir:{BUNDLED_MODEL_DIR}"
+_TORCHVISION_OPS = None
 
 
 def import_open_clip():
@@ -24,13 +26,12 @@ def import_open_clip():
     except RuntimeError as exc:
         if "torchvision::nms" not in str(exc):
             raise
-        lib = torch.library.Library("torchvision", "DEF")
+        global _TORCHVISION_OPS
+        _TORCHVISION_OPS = torch.library.Library("torchvision", "DEF")  # definitions live as long as this object
         for op in ("nms", "qnms"):
-            lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        import_open_clip._keep = lib  # the definitions live as long as the Library object
-        import sys
+            _TORCHVISION_OPS.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
         for name in [m for m in sys.modules if m.startswith("torchvision")]:
-            del sys.modules[name]
+            del sys.modules[name]  # drop the half-imported package before importing it again
         import torchvision  # noqa: F401
     import open_clip
     return open_clip

@@ -42,8 +42,8 @@ class Searcher:
         return self._get_model()
 
     def table_columns(self) -> dict[str, str]:
-        columns = self.store.columns()
-        if not columns or not self.store.query("SELECT 1 AS x FROM images LIMIT 1"):
+        columns = self.store.columns()  # the schema exists: every store creates it on open
+        if not self.store.query("SELECT 1 AS x FROM images LIMIT 1"):
             raise EmptyStore("no images loaded yet: run `clipsearch load FOLDER` first")
         return columns
 

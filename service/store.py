@@ -129,8 +129,6 @@ class Store:
             self.command(f"ALTER TABLE images DROP INDEX {quote_identifier(index['name'])}")
 
     def count(self) -> int:
-        if not self.columns():
-            return 0
         return int(self.query("SELECT count() AS n FROM images")[0]["n"])
 
     def __enter__(self):

@@ -267,6 +267,6 @@ def test_page_runs_a_search_in_headless_chromium(app, tmp_path):
     finally:
         server.close()
     assert len(re.findall(r'class="card"', dom)) == 24  # the page's default k
-    assert re.search(r"24 results \(text\) in \d+ ms", dom)
+    assert re.search(r"24 results \(text, exact\) in \d+ ms", dom)
     assert '<option>poster</option>' in dom and 'data-col="price"' in dom  # filters built from the columns
     assert Image.open(tmp_path / "page.png").size == (1280, 900)

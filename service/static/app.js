@@ -90,7 +90,7 @@ async function search() {
 
 function render(data) {
   const t = data.took_ms;
-  $("status").textContent = `${data.results.length} results (${data.kind}) in ${t.total.toFixed(0)} ms ` +
+  $("status").textContent = `${data.results.length} results (${data.kind}, ${data.strategy}) in ${t.total.toFixed(0)} ms ` +
     `(encode ${t.encode.toFixed(0)} ms, ClickHouse ${t.query.toFixed(0)} ms)`;
   const params = Object.fromEntries(Object.entries(data.sql.params).map(([k, v]) =>
     [k, Array.isArray(v) && v.length > 6 ? `[${v.slice(0, 4).map((x) => x.toFixed(4)).join(", ")}, … ${v.length} floats]` : v]));
