@@ -14,11 +14,14 @@ DEMO_DIR = "./demo-catalogue"
 
 
 def _model_loader(args):
-    @lru_cache(maxsize=1)
-    def get_model():
-        from .model import ClipModel
-        return ClipModel(args.model, args.pretrained)
-    return get_model
+    """A function that loads the configured model on first call, one per command run."""
+    if not hasattr(args, "get_model"):
+        @lru_cache(maxsize=1)
+        def get_model():
+            from .model import ClipModel
+            return ClipModel(args.model, args.pretrained)
+        args.get_model = get_model
+    return args.get_model
 
 
 def cmd_load(args) -> int:

@@ -60,6 +60,7 @@ def store(tmp_path):
 def run_cli(*args, db=None, env=None, timeout=300, **kwargs) -> subprocess.CompletedProcess:
     """Run the real `clipsearch` command in its own process."""
     full_env = {**os.environ, **(env or {})}
-    full_env.pop("CLICKHOUSE_URL", None) if db else None
+    if db:  # an explicit embedded folder: a CLICKHOUSE_URL in the environment must not win
+        full_env.pop("CLICKHOUSE_URL", None)
     cmd = [sys.executable, "-m", "service.cli", *args] + (["--db", str(db)] if db else [])
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=timeout, **kwargs)
