@@ -50,7 +50,7 @@ def _label(store, args, filters) -> None:
 
 def cmd_label(args) -> int:
     with open_store(args.db) as store:
-        Searcher(store, _model_loader(args)).table_columns()  # a clear error on an empty store
+        Searcher(store, _model_loader(args)).table_state()  # a clear error on an empty store
         _label(store, args, [parse_filter(f) for f in args.filter])
     return 0
 

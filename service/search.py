@@ -41,11 +41,12 @@ class Searcher:
     def model(self):
         return self._get_model()
 
-    def table_columns(self) -> dict[str, str]:
-        columns = self.store.columns()  # the schema exists: every store creates it on open
-        if not self.store.query("SELECT 1 AS x FROM images LIMIT 1"):
+    def table_state(self) -> dict:
+        """Columns, models and index of `images`; an error if nothing is loaded yet."""
+        state = self.store.search_state()
+        if not state["models"]:  # every row names its model, so no model means no rows
             raise EmptyStore("no images loaded yet: run `clipsearch load FOLDER` first")
-        return columns
+        return state
 
     def get_image(self, image_id: str) -> dict:
         rows = self.store.query("SELECT * EXCEPT (embedding) FROM images WHERE id = {id:String} LIMIT 1",
@@ -63,7 +64,7 @@ class Searcher:
             raise QueryError("empty query: give a text, an image or an image id")
         if image is not None and image_id is not None:
             raise QueryError("give an image or an image id, not both")
-        columns = self.table_columns()
+        state = self.table_state()
         if image_id is not None:
             self.get_image(image_id)
         weights = {**DEFAULT_WEIGHTS, **(weights or {})}
@@ -77,14 +78,13 @@ class Searcher:
         if image_id is not None:
             parts.append(QueryVector(weights["image"] if hybrid else 1.0, image_id=str(image_id)))
         if image is not None or text is not None:
-            self.store.check_model(self.model.label)
+            self.store.check_model(self.model.label, state["models"])
         if image is not None:
             parts.append(QueryVector(weights["image"] if hybrid else 1.0, vector=self.model.encode_images([image])[0]))
         if text is not None:
             parts.append(QueryVector(weights["text"] if hybrid else 1.0, vector=self.model.encode_texts([text])[0]))
         encode_ms = (time.perf_counter() - t) * 1000
-        has_index = self.store.vector_index() is not None
-        sql, params, strategy = search_sql(columns, list(filters), k, parts, has_index)
+        sql, params, strategy = search_sql(state["columns"], list(filters), k, parts, state["vector_index"])
         t = time.perf_counter()
         rows = self.store.query(sql, params)
         query_ms = (time.perf_counter() - t) * 1000

@@ -94,12 +94,24 @@ class Store:
         rows = self.query("SELECT id FROM images WHERE id IN {ids:Array(String)}", {"ids": list(ids)})
         return {r["id"] for r in rows}
 
-    def check_model(self, label: str) -> None:
+    def check_model(self, label: str, stored: list[str] | None = None) -> None:
         """Refuse to mix or compare vectors from different models: they live in different spaces."""
-        stored = [r["model"] for r in self.query("SELECT DISTINCT model FROM images LIMIT 3")]
+        if stored is None:
+            stored = [r["model"] for r in self.query("SELECT DISTINCT model FROM images LIMIT 3")]
         if stored and stored != [label]:
             raise ModelMismatch(f"the table holds embeddings from {', '.join(stored)}, but the model in use is "
                                 f"{label}; use the same --model/--pretrained as the load, or another --db")
+
+    def search_state(self) -> dict:
+        """What a search needs to know of `images`, in one round trip: columns, models, vector index."""
+        row = self.query(
+            "SELECT (SELECT groupArray((position, name, type)) FROM system.columns "
+            "        WHERE database = currentDatabase() AND table = 'images') AS columns, "
+            "       (SELECT groupUniqArray(3)(model) FROM images) AS models, "
+            "       (SELECT count() FROM system.data_skipping_indices WHERE database = currentDatabase() "
+            "        AND table = 'images' AND type = 'vector_similarity') AS vector_indexes")[0]
+        return {"columns": {name: ch_type for _, name, ch_type in sorted(row["columns"])},
+                "models": sorted(row["models"]), "vector_index": row["vector_indexes"] > 0}
 
     def vector_index(self) -> dict | None:
         """The HNSW index on images.embedding, if there is one: {name, type_full}."""
