@@ -17,6 +17,8 @@ SCHEMA_FILE = Path(__file__).resolve().parent.parent / "sql" / "schema.sql"
 DEFAULT_DB = "./clipsearch-data"
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 VECTOR_QUANTIZATIONS = ("bf16", "f32", "f16", "i8", "b1")
+VECTOR_INDEXES = ("FROM system.data_skipping_indices WHERE database = currentDatabase() "
+                  "AND table = 'images' AND type = 'vector_similarity'")
 
 
 def sql_statements(script: str) -> list[str]:
@@ -108,15 +110,13 @@ class Store:
             "SELECT (SELECT groupArray((position, name, type)) FROM system.columns "
             "        WHERE database = currentDatabase() AND table = 'images') AS columns, "
             "       (SELECT groupUniqArray(3)(model) FROM images) AS models, "
-            "       (SELECT count() FROM system.data_skipping_indices WHERE database = currentDatabase() "
-            "        AND table = 'images' AND type = 'vector_similarity') AS vector_indexes")[0]
+            f"       (SELECT count() {VECTOR_INDEXES}) AS vector_indexes")[0]
         return {"columns": {name: ch_type for _, name, ch_type in sorted(row["columns"])},
                 "models": sorted(row["models"]), "vector_index": row["vector_indexes"] > 0}
 
     def vector_index(self) -> dict | None:
         """The HNSW index on images.embedding, if there is one: {name, type_full}."""
-        rows = self.query("SELECT name, type_full FROM system.data_skipping_indices WHERE database = currentDatabase() "
-                          "AND table = 'images' AND type = 'vector_similarity'")
+        rows = self.query(f"SELECT name, type_full {VECTOR_INDEXES}")
         return rows[0] if rows else None
 
     def create_vector_index(self, quantization: str = "bf16", m: int = 16, ef_construction: int = 128) -> None:
