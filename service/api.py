@@ -160,6 +160,15 @@ def label():
     return jsonify(labels=distribution, model=model.label)
 
 
+@api.get("/api/duplicates")
+def duplicates():
+    """Groups of near-duplicate images; ?threshold= is the largest cosine distance within a group."""
+    from .duplicates import check_threshold, duplicate_groups
+    threshold = check_threshold(request.args.get("threshold"))
+    groups = duplicate_groups(searcher(current_app).store, threshold)
+    return jsonify(threshold=threshold, groups=groups)
+
+
 @api.get("/api/columns")
 def columns():
     """The table's columns, with what a filter form needs: distinct values or a numeric range."""

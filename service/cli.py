@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from functools import lru_cache
 
+from .duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
 from .query import QueryError, parse_filter
 from .search import NotFound, Searcher
 from .store import StoreError, open_store
@@ -138,6 +140,23 @@ def cmd_index(args) -> int:
     return 0
 
 
+def cmd_duplicates(args) -> int:
+    from .duplicates import check_threshold, duplicate_groups
+    threshold = check_threshold(args.threshold)
+    with open_store(args.db) as store:
+        groups = duplicate_groups(store, threshold)
+    if args.json:
+        print(json.dumps(groups, ensure_ascii=False, default=str))
+        return 0
+    if not groups:
+        print(f"no near-duplicates within cosine distance {threshold}")
+    for n, group in enumerate(groups, 1):
+        print(f"group {n}: {len(group['images'])} images, up to {group['max_distance']:.4f} apart")
+        for row in group["images"]:
+            print(f"  {row['id'][:12]}  {row['width']}x{row['height']}  {row['format']}  {row['path']}")
+    return 0
+
+
 def cmd_serve(args) -> int:
     from .app import serve
     serve(args.host, args.port, args.threads, {"DB": args.db, "MODEL": args.model, "PRETRAINED": args.pretrained})
@@ -222,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ef-construction", type=int, default=128, help="HNSW build beam width (default 128)")
     p.set_defaults(func=cmd_index)
 
+    p = sub.add_parser("duplicates", parents=[common], help="list groups of near-duplicate images")
+    p.add_argument("--threshold", type=float, metavar="D",
+                   help=f"largest cosine distance between near-duplicates (default {DUPLICATE_THRESHOLD})")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_duplicates)
+
     serving = argparse.ArgumentParser(add_help=False)
     serving.add_argument("--host", default="127.0.0.1")
     serving.add_argument("--port", type=int, default=8000)
@@ -254,6 +279,9 @@ def main(argv=None) -> int:
         print("interrupted: whole batches already stored are kept; run the same command again to finish",
               file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error worth a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Building the search SQL: filters and the cosineDistance ranking, values always bound as parameters."""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ JSON_OPERATORS = OPERATORS + ("in", "has")
 FILTER_RE = re.compile(r"^\s*([^!<>=\s]+)\s*(!=|>=|<=|=|>|<)\s*(.*?)\s*$", re.DOTALL)
 NUMERIC_TYPE = re.compile(r"^(U?Int\d+|Float\d+|Decimal)")
 TIME_TYPE = re.compile(r"^(Date|DateTime)")
-NOT_FILTERABLE = {"embedding"}
+NOT_FILTERABLE = {"embedding", "embedding_qbit"}
 MAX_K = 1000
 
 
@@ -115,26 +116,38 @@ class QueryVector:
     image_id: str | None = None
 
 
+STRATEGIES = ("exact", "hnsw", "rerank")
+RERANK_COLUMN = "embedding_qbit"   # optional MATERIALIZED reduced-precision copy (Store.add_rerank_column)
+RERANK_BITS = 8                     # bits per dimension the reduced-precision scan reads
+RERANK_CANDIDATES = 20              # x k candidates that scan hands to the exact re-rank
+
+
 def search_sql(columns: dict[str, str], filters: list[Filter], k: int, vectors: list[QueryVector],
-               vector_index: bool = False) -> tuple[str, dict, str]:
-    """The one SQL query of a search, its parameters, and the strategy it runs.
+               strategy: str = "exact", multiplier: float = 1.0) -> tuple[str, dict]:
+    """The one SQL query of a search and its parameters.
 
     The ranking is a weighted sum of cosine distances to each query vector
     (weights normalised to sum to 1), so a hybrid image+text query is still
     one ORDER BY in ClickHouse; `score` is the matching weighted cosine
     similarity. Images used as queries by id are left out of the results.
 
-    Strategies: "exact" scans every row (ties broken by id). With a
-    `vector_index` on the table, a single query vector and no filter uses
-    the HNSW index ("hnsw", approximate). With filters the index could return
-    fewer than k rows, so the search prefilters and ranks the matching rows
-    exactly ("exact-prefilter").
+    Strategies (`Searcher` picks one per query):
+    - "exact": rank every matching row by its Float32 vector; ties broken by id.
+    - "hnsw": the table's vector_similarity index answers `ORDER BY distance
+      LIMIT k` (approximate). With filters the index fetches `multiplier` x k
+      neighbours and ClickHouse drops those that do not match (postfilter).
+    - "rerank": scan the reduced-precision copy RERANK_COLUMN at RERANK_BITS
+      bits, then rank its best RERANK_CANDIDATES x k rows exactly.
     """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}")
     conditions, params = filter_sql(filters, columns)
     params["k"] = check_k(k)
     total = sum(v.weight for v in vectors)
     if not vectors or any(v.weight < 0 for v in vectors) or total <= 0:
         raise QueryError("weights must be non-negative and not all zero")
+    if strategy != "exact" and (len(vectors) != 1 or vectors[0].vector is None):
+        raise ValueError(f"the {strategy} strategy serves one query vector, not a stored id or a mix")
     defs, terms = [], []
     for i, v in enumerate(vectors):
         if v.image_id is not None:
@@ -151,17 +164,27 @@ def search_sql(columns: dict[str, str], filters: list[Filter], k: int, vectors: 
             terms.append(f"{{w{i}:Float64}} * cosineDistance(embedding, v{i})")
     distance = " + ".join(terms)
     where = ("\nWHERE " + "\n  AND ".join(conditions)) if conditions else ""
-    indexable = vector_index and len(vectors) == 1 and vectors[0].vector is not None
-    # The index serves only `ORDER BY <distance> LIMIT k` exactly: no tie-breaker column.
-    strategy = ("exact-prefilter" if conditions else "hnsw") if indexable else "exact"
-    order = distance if indexable else f"{distance} ASC, id"
-    settings = "\nSETTINGS vector_search_filter_strategy = 'prefilter'" if strategy == "exact-prefilter" else ""
-    sql = (f"WITH {', '.join(defs)}\n"
-           f"SELECT * EXCEPT (embedding), 1 - ({distance}) AS score\n"
-           f"FROM images{where}\n"
-           f"ORDER BY {order}\n"
-           "LIMIT {k:UInt32}" + settings)
-    return sql, params, strategy
+    head = f"WITH {', '.join(defs)}\nSELECT * EXCEPT (embedding), 1 - ({distance}) AS score\nFROM images"
+    if strategy == "hnsw":
+        # The index serves only `ORDER BY <distance> LIMIT k` exactly: no tie-breaker column.
+        settings = ""
+        if conditions:
+            fetch = min(1000.0, max(1.0, float(multiplier)))  # ClickHouse accepts 1..1000
+            settings = (f"\nSETTINGS vector_search_filter_strategy = 'postfilter', "
+                        f"vector_search_postfilter_multiplier = {fetch:g}, "
+                        f"hnsw_candidate_list_size_for_search = {max(256, math.ceil(fetch * params['k']))}")
+        return f"{head}{where}\nORDER BY {distance}\nLIMIT {{k:UInt32}}{settings}", params
+    if strategy == "rerank":
+        # The inner ORDER BY reads only the reduced-precision column; ClickHouse fetches the other
+        # columns (the Float32 vector among them) lazily, for the shortlisted rows alone.
+        params["candidates"] = params["k"] * RERANK_CANDIDATES
+        shortlist = (f"SELECT * FROM images{where}\n"
+                     f"    ORDER BY L2DistanceTransposed({RERANK_COLUMN}, v0, {RERANK_BITS})\n"
+                     "    LIMIT {candidates:UInt32}")
+        return (f"{head.replace('FROM images', f'FROM ({shortlist})')}\nORDER BY {distance} ASC, id\n"
+                "LIMIT {k:UInt32}\nSETTINGS allow_experimental_qbit_type = 1, "
+                f"query_plan_max_limit_for_lazy_materialization = {params['candidates']}"), params
+    return f"{head}{where}\nORDER BY {distance} ASC, id\nLIMIT {{k:UInt32}}", params
 
 
 def filters_from_json(spec) -> list[Filter]:

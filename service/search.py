@@ -5,10 +5,15 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from .query import Filter, QueryError, QueryVector, search_sql
+from .query import RERANK_COLUMN, Filter, QueryError, QueryVector, filter_sql, search_sql
 from .store import Store
 
 DEFAULT_WEIGHTS = {"image": 0.5, "text": 0.5}
+# With filters, the HNSW index is asked for POSTFILTER_SAFETY / share x k neighbours (share: the
+# fraction of rows the filters match, counted in SQL first) and used only while share >= MIN_INDEX_SHARE;
+# below that the matching rows are ranked exactly. Both measured in bench/run.py (search section).
+MIN_INDEX_SHARE = 0.05
+POSTFILTER_SAFETY = 4.0
 
 
 class NotFound(LookupError):
@@ -84,9 +89,8 @@ class Searcher:
         if text is not None:
             parts.append(QueryVector(weights["text"] if hybrid else 1.0, vector=self.model.encode_texts([text])[0]))
         encode_ms = (time.perf_counter() - t) * 1000
-        sql, params, strategy = search_sql(state["columns"], list(filters), k, parts, state["vector_index"])
         t = time.perf_counter()
-        rows = self.store.query(sql, params)
+        rows, sql, params, strategy = self.rank(state, parts, list(filters), k)
         query_ms = (time.perf_counter() - t) * 1000
         kind = "hybrid" if hybrid else "text" if text else "image" if image is not None else "similar"
         result = SearchResult(rows, sql, params, kind, strategy, {
@@ -95,6 +99,39 @@ class Searcher:
         if self.log:
             self._record(result, text, filters)
         return result
+
+    def rank(self, state: dict, parts: list[QueryVector], filters: list[Filter], k: int):
+        """Rows ranked by the weighted distance to `parts`: (rows, sql, params, strategy that ran)."""
+        strategy, multiplier, matching = self.plan(state, filters, parts)
+        sql, params = search_sql(state["columns"], filters, k, parts, strategy, multiplier)
+        rows = self.store.query(sql, params)
+        if strategy != "exact" and len(rows) < min(params["k"], matching):
+            # An approximate strategy came back short (the filter dropped too many neighbours):
+            # rank the matching rows exactly, so a search always returns k rows when k rows match.
+            strategy = f"exact (after {strategy} returned {len(rows)})"
+            sql, params = search_sql(state["columns"], filters, k, parts, "exact")
+            rows = self.store.query(sql, params)
+        return rows, sql, params, strategy
+
+    def plan(self, state: dict, filters: list[Filter], parts: list[QueryVector]) -> tuple[str, float, int]:
+        """The strategy for one search: (name, postfilter multiplier, rows matching the filters).
+
+        The index and the reduced-precision copy serve a single query vector; a mix or a stored id
+        is ranked exactly. Without filters every row matches; with them one count in SQL says how
+        many do, which decides between the index and an exact scan of the matching rows.
+        """
+        rerank = RERANK_COLUMN in state["columns"]
+        if len(parts) != 1 or parts[0].vector is None or not (state["vector_index"] or rerank):
+            return "exact", 1.0, state["rows"]
+        matching = state["rows"]
+        if filters:
+            conditions, params = filter_sql(filters, state["columns"])
+            matching = int(self.store.query(f"SELECT count() AS n FROM images WHERE {' AND '.join(conditions)}",
+                                            params)[0]["n"])
+        share = matching / max(1, state["rows"])
+        if state["vector_index"] and share >= MIN_INDEX_SHARE:
+            return "hnsw", POSTFILTER_SAFETY / share, matching
+        return ("rerank" if rerank else "exact"), 1.0, matching
 
     def _record(self, result: SearchResult, text, filters) -> None:
         """One row in search_log per search, for analysts to chart usage in SQL."""

@@ -210,3 +210,27 @@ def balanced_specs(rng: np.random.Generator, per_class: int, **spec_kwargs) -> l
     """`per_class` specs for each of the 40 colour+shape classes, shuffled."""
     specs = [random_spec(rng, c, s, **spec_kwargs) for c in COLOURS for s in SHAPES for _ in range(per_class)]
     return [specs[i] for i in rng.permutation(len(specs))]
+
+
+NEAR_COPY_KINDS = ("reencode", "resize", "crop")
+
+
+def near_copy(data: bytes, kind: str, rng: np.random.Generator) -> bytes:
+    """A near-duplicate of an image file, as people make them.
+
+    reencode: saved again as JPEG at quality 50-85; resize: scaled to 50-80%;
+    crop: 2-5% trimmed from each side. Resizes and crops are saved as JPEG too.
+    """
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    w, h = img.size
+    if kind == "resize":
+        scale = rng.uniform(0.5, 0.8)
+        img = img.resize((max(8, round(w * scale)), max(8, round(h * scale))), Image.Resampling.LANCZOS)
+    elif kind == "crop":
+        left, top, right, bottom = rng.uniform(0.02, 0.05, 4)
+        img = img.crop((round(w * left), round(h * top), w - round(w * right), h - round(h * bottom)))
+    elif kind != "reencode":
+        raise ValueError(f"unknown near-copy kind {kind!r}; use one of {', '.join(NEAR_COPY_KINDS)}")
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=int(rng.integers(50, 86)))
+    return buf.getvalue()

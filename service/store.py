@@ -105,14 +105,15 @@ class Store:
                                 f"{label}; use the same --model/--pretrained as the load, or another --db")
 
     def search_state(self) -> dict:
-        """What a search needs to know of `images`, in one round trip: columns, models, vector index."""
+        """What a search needs to know of `images`, in one round trip: columns, models, rows, vector index."""
         row = self.query(
             "SELECT (SELECT groupArray((position, name, type)) FROM system.columns "
             "        WHERE database = currentDatabase() AND table = 'images') AS columns, "
             "       (SELECT groupUniqArray(3)(model) FROM images) AS models, "
+            "       (SELECT count() FROM images) AS rows, "
             f"       (SELECT count() {VECTOR_INDEXES}) AS vector_indexes")[0]
         return {"columns": {name: ch_type for _, name, ch_type in sorted(row["columns"])},
-                "models": sorted(row["models"]), "vector_index": row["vector_indexes"] > 0}
+                "models": sorted(row["models"]), "rows": int(row["rows"]), "vector_index": row["vector_indexes"] > 0}
 
     def vector_index(self) -> dict | None:
         """The HNSW index on images.embedding, if there is one: {name, type_full}."""
@@ -134,6 +135,19 @@ class Store:
         self.command("ALTER TABLE images ADD INDEX IF NOT EXISTS embedding_hnsw embedding "
                      f"TYPE vector_similarity({hnsw}) GRANULARITY 100000000")
         self.command("ALTER TABLE images MATERIALIZE INDEX embedding_hnsw SETTINGS mutations_sync = 2")
+
+    def add_rerank_column(self) -> None:
+        """Add the reduced-precision copy of the vectors that the "rerank" search strategy scans:
+        a QBit column (bit-sliced, so a scan can read only the leading bits of each number),
+        MATERIALIZED from `embedding`, so every insert fills it and `SELECT *` leaves it out."""
+        from .query import RERANK_COLUMN
+        dims = self.query("SELECT DISTINCT length(embedding) AS d FROM images LIMIT 2")
+        if len(dims) != 1:
+            raise StoreError("the reduced-precision copy needs vectors of one length; load images first")
+        self.command(f"ALTER TABLE images ADD COLUMN IF NOT EXISTS {RERANK_COLUMN} "
+                     f"QBit(Float32, {int(dims[0]['d'])}) MATERIALIZED embedding "
+                     "SETTINGS allow_experimental_qbit_type = 1")
+        self.command(f"ALTER TABLE images MATERIALIZE COLUMN {RERANK_COLUMN} SETTINGS mutations_sync = 2")
 
     def drop_vector_index(self) -> None:
         index = self.vector_index()

@@ -1,0 +1,133 @@
+"""Near-duplicate groups: images whose embeddings lie within a cosine distance of each other.
+
+Comparing every pair is quadratic, so ClickHouse first finds candidate pairs by
+locality-sensitive hashing: each row gets a 128-bit sketch (the signs of its dot
+products with 128 fixed random hyperplanes), and rows that agree on every bit of
+one of several random bit subsets ("tables") become candidates. Only candidates
+are compared exactly with cosineDistance. Two vectors at angle a disagree on a
+bit with chance a/pi, so near copies agree on a whole subset in some table with
+a chance that rises quickly with the number of tables; `lsh_plan` picks enough
+tables to miss a pair right at the threshold less than once in MISS_CHANCE.
+Pairs are joined into groups (connected components) here: the output is small.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .query import QueryError
+from .store import Store
+
+DEFAULT_THRESHOLD = 0.03    # cosine distance (similarity 0.97); tune it per model, see the README
+SKETCH_BITS = 128
+MAX_TABLES = 48
+MISS_CHANCE = 0.005         # at the threshold itself; closer pairs are missed far less often
+SEED = 20261123             # fixed, so the same table gives the same groups on every run
+
+PAIRS_SQL = """
+WITH
+sketches AS (
+    SELECT cityHash64(id) AS key,
+           arraySum(arrayMap((p, i) -> bitShiftLeft(toUInt128(dotProduct(embedding, p) > 0), i),
+                             {planes:Array(Array(Float32))}, range(128))) AS sketch
+    FROM images
+    WHERE length(embedding) = {dims:UInt32}
+),
+candidates AS (
+    SELECT DISTINCT pair.1 AS a, pair.2 AS b
+    FROM (
+        SELECT arrayJoin(arrayFlatten(arrayMap(
+                   i -> arrayMap(j -> (least(keys[i], keys[j]), greatest(keys[i], keys[j])),
+                                 range(i + 1, length(keys) + 1)),
+                   range(1, length(keys) + 1)))) AS pair
+        FROM (
+            SELECT groupArray(key) AS keys
+            FROM sketches ARRAY JOIN {masks:Array(UInt128)} AS mask
+            GROUP BY mask, bitAnd(sketch, mask)
+            HAVING length(keys) > 1
+        )
+    )
+),
+vectors AS (SELECT cityHash64(id) AS key, id, embedding FROM images WHERE length(embedding) = {dims:UInt32})
+SELECT least(x.id, y.id) AS id_a, greatest(x.id, y.id) AS id_b, cosineDistance(x.embedding, y.embedding) AS distance
+FROM candidates
+INNER JOIN vectors AS x ON x.key = candidates.a
+INNER JOIN vectors AS y ON y.key = candidates.b
+WHERE distance <= {threshold:Float64}
+ORDER BY distance, id_a, id_b
+"""
+
+
+def check_threshold(threshold) -> float:
+    try:
+        threshold = float(DEFAULT_THRESHOLD if threshold is None else threshold)
+    except (TypeError, ValueError):
+        raise QueryError(f"the threshold must be a number, got {threshold!r}") from None
+    if not 0 <= threshold <= 0.5:
+        raise QueryError(f"the threshold is a cosine distance between 0 and 0.5, got {threshold}")
+    return threshold
+
+
+def miss_chance(threshold: float, bits: int, tables: int) -> float:
+    """Chance that a pair exactly `threshold` apart shares no bucket: its sketches differ in k of the
+    SKETCH_BITS bits (binomial), and a table of `bits` random bits misses the pair if it holds any of them."""
+    split = math.acos(1 - threshold) / math.pi
+    return sum(math.comb(SKETCH_BITS, k) * split ** k * (1 - split) ** (SKETCH_BITS - k)
+               * (1 - math.comb(SKETCH_BITS - k, bits) / math.comb(SKETCH_BITS, bits)) ** tables
+               for k in range(SKETCH_BITS + 1))
+
+
+def lsh_plan(rows: int, threshold: float) -> tuple[int, int]:
+    """(bits per table, tables): buckets of about one row on uniform data, fewer bits if needed to
+    keep the chance of missing a pair at the threshold under MISS_CHANCE with at most MAX_TABLES."""
+    for bits in range(min(32, max(8, math.ceil(math.log2(max(rows, 2))))), 3, -1):
+        for tables in range(1, MAX_TABLES + 1):
+            if miss_chance(threshold, bits, tables) <= MISS_CHANCE:
+                return bits, tables
+    return 4, MAX_TABLES
+
+
+def duplicate_pairs(store: Store, threshold=None) -> list[dict]:
+    """Pairs {id_a, id_b, distance} of distinct images within `threshold`, closest first."""
+    threshold = check_threshold(threshold)
+    shape = store.query("SELECT count() AS rows, max(length(embedding)) AS dims FROM images")[0]
+    rows, dims = int(shape["rows"]), int(shape["dims"] or 0)
+    if rows < 2 or not dims:
+        return []
+    bits, tables = lsh_plan(rows, threshold)
+    rng = np.random.default_rng(SEED)
+    planes = rng.standard_normal((SKETCH_BITS, dims)).astype(np.float32)
+    masks = [sum(1 << int(b) for b in rng.choice(SKETCH_BITS, bits, replace=False)) for _ in range(tables)]
+    return store.query(PAIRS_SQL, {"planes": planes.tolist(), "masks": masks, "dims": dims,
+                                   "threshold": threshold})
+
+
+def duplicate_groups(store: Store, threshold=None) -> list[dict]:
+    """Groups of near-duplicates, largest first: {"images": [rows, largest image first], "max_distance"}."""
+    pairs = duplicate_pairs(store, threshold)
+    parent: dict[str, str] = {}
+
+    def root(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for p in pairs:
+        parent[root(p["id_a"])] = root(p["id_b"])
+    members: dict[str, list[str]] = {}
+    for image_id in parent:
+        members.setdefault(root(image_id), []).append(image_id)
+    if not members:
+        return []
+    rows = {r["id"]: r for r in store.query(
+        "SELECT id, path, width, height, format, file_size FROM images WHERE id IN {ids:Array(String)}",
+        {"ids": list(parent)})}
+    widest: dict[str, float] = {}
+    for p in pairs:
+        group = root(p["id_a"])
+        widest[group] = max(widest.get(group, 0.0), p["distance"])
+    groups = [{"images": sorted((rows[i] for i in ids), key=lambda r: (-r["width"] * r["height"], r["path"])),
+               "max_distance": round(widest[g], 6)} for g, ids in members.items()]
+    return sorted(groups, key=lambda g: (-len(g["images"]), g["images"][0]["path"]))
