@@ -61,16 +61,21 @@ def selectivity_columns(rows: int, seed: int) -> dict[str, np.ndarray]:
 def fill(store: Store, model: ClipModel, rows: int, bases: int = 4000, seed: int = 5, start: int = 0) -> np.ndarray:
     """Insert `rows` rows (ids start..start+rows) and return their vectors, in id order."""
     vectors = perturbed(encode_generated(model, bases, seed), rows, seed + 1)
+    insert(store, vectors, model.label, seed, start)
+    return vectors
+
+
+def insert(store: Store, vectors: np.ndarray, model_label: str, seed: int = 5, start: int = 0) -> None:
+    rows = len(vectors)
     columns = selectivity_columns(rows, seed + 2 + start)
-    store.add_columns({name: "Nullable(Int64)" for name in SELECTIVITY})
+    types = {name: "Nullable(Int64)" for name in SELECTIVITY}
+    store.add_columns(types)
     for lo in range(0, rows, BLOCK):
         hi = min(rows, lo + BLOCK)
         meta = [{"id": f"{start + i:032x}", "path": f"/bench/{start + i:08d}.jpg", "width": 256, "height": 256,
                  "format": "JPEG", "file_size": 0, "taken_at": None, "camera": ""} for i in range(lo, hi)]
         metadata = {m["path"]: {name: int(col[lo + j]) for name, col in columns.items()} for j, m in enumerate(meta)}
-        store.insert("images", _rows_table(meta, vectors[lo:hi], model.label, metadata,
-                                           {name: "Nullable(Int64)" for name in SELECTIVITY}))
-    return vectors
+        store.insert("images", _rows_table(meta, vectors[lo:hi], model_label, metadata, types))
 
 
 def main(argv=None) -> int:

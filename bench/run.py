@@ -38,7 +38,7 @@ from service.search import POSTFILTER_SAFETY, Searcher
 from service.store import EmbeddedStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dataset import SELECTIVITY, encode_generated, fill, selectivity_columns  # noqa: E402
+from dataset import SELECTIVITY, encode_generated, insert, perturbed, selectivity_columns  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work"
@@ -184,8 +184,9 @@ def bench_search(count: int, model: ClipModel) -> dict:
     queries = _query_vectors(model)
     out = {"rows": count, "dim": model.encode_texts(["x"]).shape[1], "cases": []}
     with EmbeddedStore(db) as store:
+        vectors = perturbed(encode_generated(model, 4000, 5), count, 6)  # what fill(store, model, count) makes
         start = time.perf_counter()
-        vectors = fill(store, model, count)
+        insert(store, vectors, model.label)
         out["insert_rows_per_s"] = round(count / (time.perf_counter() - start))
         store.command("OPTIMIZE TABLE images FINAL")
         columns = selectivity_columns(count, 5 + 2)
@@ -220,8 +221,9 @@ def bench_search(count: int, model: ClipModel) -> dict:
 def _index_maintenance(store, model: ClipModel, count: int, new: int = 10_000) -> dict:
     """Insert rows into the indexed table: time against the unindexed rate, the merge that folds them
     into the big part (rebuilding its index), and whether a new row is found at once."""
+    added = perturbed(encode_generated(model, 400, 77), new, 78)
     start = time.perf_counter()
-    added = fill(store, model, new, seed=77, start=count)
+    insert(store, added, model.label, 77, count)
     insert_s = time.perf_counter() - start
     state = store.search_state()
     rows, _, _, strategy = Searcher(store, lambda: model, log=False).rank(state, [QueryVector(vector=added[0])], [], 1)
