@@ -17,7 +17,7 @@ from .search import NotFound
 
 api = Blueprint("api", __name__)
 ID_RE = re.compile(r"^[0-9a-f]{1,64}$")
-HIDDEN = {"embedding"}
+HIDDEN = {"embedding", "embedding_qbit"}  # vectors, not filters
 
 
 def _decode_upload(data: bytes) -> Image.Image:

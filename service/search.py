@@ -10,10 +10,10 @@ from .store import Store
 
 DEFAULT_WEIGHTS = {"image": 0.5, "text": 0.5}
 # With filters, the HNSW index is asked for POSTFILTER_SAFETY / share x k neighbours (share: the
-# fraction of rows the filters match, counted in SQL first) and used only while share >= MIN_INDEX_SHARE;
-# below that the matching rows are ranked exactly. Both measured in bench/run.py (search section).
-MIN_INDEX_SHARE = 0.05
+# fraction of rows the filters match, counted in SQL first). ClickHouse fetches at most 1000 x k, so
+# below MIN_INDEX_SHARE = 4 / 1000 the matching rows are ranked exactly. See bench/results.md.
 POSTFILTER_SAFETY = 4.0
+MIN_INDEX_SHARE = POSTFILTER_SAFETY / 1000
 
 
 class NotFound(LookupError):

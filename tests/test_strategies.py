@@ -7,7 +7,7 @@ import pytest
 
 from bench.dataset import SELECTIVITY, fill
 from service.query import QueryVector, parse_filter, search_sql
-from service.search import Searcher
+from service.search import MIN_INDEX_SHARE, Searcher
 from service.store import EmbeddedStore
 
 ROWS = 20_000
@@ -49,7 +49,7 @@ def test_every_strategy_returns_k_matching_rows(table, strategy):
                                      4 / share)
             rows = store.query(sql, params)
             matching = round(ROWS * share)
-            if strategy == "hnsw" and share < 0.05:
+            if strategy == "hnsw" and share < MIN_INDEX_SHARE:
                 # The bare index may come back short on a rare filter (never with wrong rows), which is
                 # why the service does not use it there alone: its choice returns k rows.
                 assert len(rows) <= min(k, matching) and all(r[flt.split("=")[0]] == 1 for r in rows)
