@@ -34,8 +34,8 @@ def _moved(v, distance, rng):
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    """2,000 vectors in 40 clusters (look-alikes, but none within 1.5 x the threshold), 30 of them with 1-3 copies moved by
-    up to 0.9 x the threshold; returns (db, expected groups as sets of paths)."""
+    """2,000 vectors in 40 clusters (look-alikes, but none within 1.5 x the threshold), 30 of them with
+    1-3 copies moved by up to 0.9 x the threshold; returns (db, expected groups as sets of paths)."""
     rng = np.random.default_rng(3)
     centres = _unit(rng.standard_normal((40, DIM)))
     vectors = []
