@@ -91,8 +91,8 @@ def lsh_plan(rows: int, threshold: float) -> tuple[int, int]:
 def duplicate_pairs(store: Store, threshold=None) -> list[dict]:
     """Pairs {id_a, id_b, distance} of distinct images within `threshold`, closest first."""
     threshold = check_threshold(threshold)
-    shape = store.query("SELECT count() AS rows, max(length(embedding)) AS dims FROM images")[0]
-    rows, dims = int(shape["rows"]), int(shape["dims"] or 0)
+    shape = store.query("SELECT count() AS n, max(length(embedding)) AS d FROM images")[0]
+    rows, dims = int(shape["n"]), int(shape["d"] or 0)
     if rows < 2 or not dims:
         return []
     bits, tables = lsh_plan(rows, threshold)

@@ -59,8 +59,10 @@ class ClickHouseHTTP:
         return response(environ, start_response)
 
     def handle(self, request: Request) -> Response:
-        args = request.args
-        body = _decompress(request.get_data(), request.headers.get("Content-Encoding"))
+        # clickhouse-connect sends large parameters (and then the query) as form fields in the body.
+        form = request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data")
+        args = {**request.args, **request.form} if form else request.args
+        body = b"" if form else _decompress(request.get_data(), request.headers.get("Content-Encoding"))
         params = {k[len("param_"):]: v for k, v in args.items() if k.startswith("param_")}
         if args.get("query"):
             sql, data = args["query"], body

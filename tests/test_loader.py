@@ -133,7 +133,7 @@ def test_cli_exit_codes_for_bad_sources(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_interrupted_load_then_rerun_gives_one_row_per_image(tmp_path, sig):
-    n = 600
+    n = 1500  # enough that the load is still running when the signal lands (it takes ~3 s)
     folder = write_catalogue(tmp_path / "imgs", _specs(n, seed=21), 21, manifest=None)
     db = tmp_path / "db"
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "load", str(folder), "--db", str(db),

@@ -106,6 +106,14 @@ def test_rankings_and_filters_are_identical(stores, model):
     assert server.query("SELECT count() AS n FROM search_log")[0]["n"] == 4
 
 
+def test_duplicate_pairs_are_identical(stores):
+    """The hashing SQL binds 128 hyperplanes and UInt128 masks: the same pairs through clickhouse-connect."""
+    from service.duplicates import duplicate_pairs
+    server, embedded, _ = stores
+    pairs = [duplicate_pairs(s, 0.06) for s in (server, embedded)]  # look-alikes pair up at 0.06
+    assert pairs[0] and [(p["id_a"], p["id_b"]) for p in pairs[0]] == [(p["id_a"], p["id_b"]) for p in pairs[1]]
+
+
 def test_reload_through_the_server_is_idempotent(stores, catalogue, model):
     server, _, _ = stores
     again = load(str(catalogue), server, model, progress=False)
