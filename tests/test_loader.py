@@ -133,11 +133,13 @@ def test_cli_exit_codes_for_bad_sources(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_interrupted_load_then_rerun_gives_one_row_per_image(tmp_path, sig):
-    n = 1500  # enough that the load is still running when the signal lands (it takes ~3 s)
+    n = 600
     folder = write_catalogue(tmp_path / "imgs", _specs(n, seed=21), 21, manifest=None)
     db = tmp_path / "db"
+    # A shell runs background jobs with SIGINT ignored, and children inherit that: restore Ctrl-C.
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "load", str(folder), "--db", str(db),
-                             "--batch-size", "16"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--batch-size", "16"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # Wait until some batches are in, then interrupt mid-load.
     buffer = ""
     while proc.poll() is None:
