@@ -313,18 +313,6 @@ def bench_memory(db: Path, searches: int = 40, images: int = 300) -> dict:
     return out
 
 
-def _insert_vectors(store, vectors: np.ndarray, ids: list[str]) -> None:
-    import pyarrow as pa
-    dim = vectors.shape[1]
-    for lo in range(0, len(vectors), 50_000):
-        block = vectors[lo:lo + 50_000]
-        store.insert("images", pa.table({
-            "id": ids[lo:lo + 50_000], "path": [f"/v/{i}.jpg" for i in range(lo, lo + len(block))],
-            "model": ["bench"] * len(block),
-            "embedding": pa.ListArray.from_arrays(pa.array(np.arange(0, block.size + 1, dim, dtype=np.int32)),
-                                                  pa.array(block.ravel()))}))
-
-
 def bench_duplicates(count: int, dim: int = 512, exact_limit: int = 100_000) -> dict:
     """The near-duplicate scan (LSH candidates + exact check in SQL) on clustered vectors with 1% planted
     copies, against an exact all-pairs numpy scan where that fits in time."""
@@ -344,7 +332,7 @@ def bench_duplicates(count: int, dim: int = 512, exact_limit: int = 100_000) -> 
     db = WORK / "db-duplicates"
     shutil.rmtree(db, ignore_errors=True)
     with EmbeddedStore(db) as store:
-        _insert_vectors(store, vectors, ids)
+        insert(store, vectors, "bench")
         store.command("OPTIMIZE TABLE images FINAL")
         start = time.perf_counter()
         pairs = duplicate_pairs(store, DEFAULT_THRESHOLD)
