@@ -256,6 +256,15 @@ def plot_search(runs: list[dict], out: Path) -> None:
     fig.savefig(out, dpi=110)
 
 
+def _peak_kib(pid: int) -> int:
+    """A live process's peak resident memory so far (VmHWM), 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+    except (OSError, StopIteration):
+        return 0
+
+
 def bench_memory(db: Path, searches: int = 40, images: int = 300) -> dict:
     """Peak RSS of `clipsearch serve` answering searches and of `clipsearch load` adding images, on `db`."""
     import subprocess
@@ -273,8 +282,7 @@ def bench_memory(db: Path, searches: int = 40, images: int = 300) -> dict:
             filt = [[], ["sel_10=1"], ["sel_0_1=1"]][i % 3]
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/search?" + urllib.parse.urlencode(
                 {"q": q, "k": 10, "filter": filt}, doseq=True), timeout=300).read()
-        with open(f"/proc/{server.pid}/status") as f:
-            serve_kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+        serve_kib = _peak_kib(server.pid)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -286,9 +294,12 @@ def bench_memory(db: Path, searches: int = 40, images: int = 300) -> dict:
         shutil.copy(p, folder / p.name)
     loading = subprocess.Popen([sys.executable, "-m", "service.cli", "load", str(folder), "--db", str(db), "--quiet"],
                                cwd=HERE.parent)
-    _, status, usage = os.wait4(loading.pid, 0)
+    load_kib = 0
+    while loading.poll() is None:  # the loader's own high-water mark (its decoding workers are other processes)
+        load_kib = max(load_kib, _peak_kib(loading.pid))
+        time.sleep(0.05)
     out = {"rows": int(rows), "searches": searches, "serve_mib": round(serve_kib / 1024),
-           "loaded": images, "load_mib": round(usage.ru_maxrss / 1024), "load_exit": os.waitstatus_to_exitcode(status),
+           "loaded": images, "load_mib": round(load_kib / 1024), "load_exit": loading.returncode,
            "vectors_mib": round(int(rows) * int(dims) * 4 / 2**20)}
     # What Python itself holds (the rest of the resident memory is the ClickHouse engine in the process):
     # the same searches and another load, in this process, under tracemalloc.
