@@ -12,12 +12,11 @@ from PIL import Image, UnidentifiedImageError
 
 from .app import searcher
 from .model import decode
-from .query import QueryError, filters_from_json, parse_filter
+from .query import NOT_FILTERABLE, QueryError, filters_from_json, parse_filter
 from .search import NotFound
 
 api = Blueprint("api", __name__)
 ID_RE = re.compile(r"^[0-9a-f]{1,64}$")
-HIDDEN = {"embedding", "embedding_qbit"}  # vectors, not filters
 
 
 def _decode_upload(data: bytes) -> Image.Image:
@@ -177,7 +176,7 @@ def columns():
     store = searcher(current_app).store
     out = []
     for name, ch_type in store.columns().items():
-        if name in HIDDEN:
+        if name in NOT_FILTERABLE:
             continue
         kind = base_type(ch_type)
         info = {"name": name, "type": ch_type}

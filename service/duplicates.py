@@ -20,7 +20,7 @@ from .query import QueryError
 from .store import Store
 
 DEFAULT_THRESHOLD = 0.03    # cosine distance (similarity 0.97); tune it per model, see the README
-SKETCH_BITS = 128
+SKETCH_BITS = 128           # a UInt128 per row
 MAX_TABLES = 48
 MISS_CHANCE = 0.005         # at the threshold itself; closer pairs are missed far less often
 SEED = 20261123             # fixed, so the same table gives the same groups on every run
@@ -30,7 +30,7 @@ WITH
 sketches AS (
     SELECT cityHash64(id) AS key,
            arraySum(arrayMap((p, i) -> bitShiftLeft(toUInt128(dotProduct(embedding, p) > 0), i),
-                             {planes:Array(Array(Float32))}, range(128))) AS sketch
+                             {planes:Array(Array(Float32))}, range({sketch_bits:UInt32}))) AS sketch
     FROM images
     WHERE length(embedding) = {dims:UInt32}
 ),
@@ -99,8 +99,8 @@ def duplicate_pairs(store: Store, threshold=None) -> list[dict]:
     rng = np.random.default_rng(SEED)
     planes = rng.standard_normal((SKETCH_BITS, dims)).astype(np.float32)
     masks = [sum(1 << int(b) for b in rng.choice(SKETCH_BITS, bits, replace=False)) for _ in range(tables)]
-    return store.query(PAIRS_SQL, {"planes": planes.tolist(), "masks": masks, "dims": dims,
-                                   "threshold": threshold})
+    return store.query(PAIRS_SQL, {"planes": planes.tolist(), "sketch_bits": SKETCH_BITS, "masks": masks,
+                                   "dims": dims, "threshold": threshold})
 
 
 def duplicate_groups(store: Store, threshold=None) -> list[dict]:

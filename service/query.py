@@ -12,7 +12,8 @@ JSON_OPERATORS = OPERATORS + ("in", "has")
 FILTER_RE = re.compile(r"^\s*([^!<>=\s]+)\s*(!=|>=|<=|=|>|<)\s*(.*?)\s*$", re.DOTALL)
 NUMERIC_TYPE = re.compile(r"^(U?Int\d+|Float\d+|Decimal)")
 TIME_TYPE = re.compile(r"^(Date|DateTime)")
-NOT_FILTERABLE = {"embedding", "embedding_qbit"}
+RERANK_COLUMN = "embedding_qbit"   # optional MATERIALIZED reduced-precision copy (Store.add_rerank_column)
+NOT_FILTERABLE = {"embedding", RERANK_COLUMN}  # vectors, not metadata
 MAX_K = 1000
 
 
@@ -117,7 +118,6 @@ class QueryVector:
 
 
 STRATEGIES = ("exact", "hnsw", "rerank")
-RERANK_COLUMN = "embedding_qbit"   # optional MATERIALIZED reduced-precision copy (Store.add_rerank_column)
 RERANK_BITS = 8                     # bits per dimension the reduced-precision scan reads
 RERANK_CANDIDATES = 20              # x k candidates that scan hands to the exact re-rank
 HNSW_SEARCH_BEAM = 2048             # hnsw_candidate_list_size_for_search (ef at query time)

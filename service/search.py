@@ -106,7 +106,7 @@ class Searcher:
         strategy, multiplier, _ = self.plan(state, filters, parts)
         sql, params = search_sql(state["columns"], filters, k, parts, strategy, multiplier)
         rows = self.store.query(sql, params)
-        if strategy != "exact" and len(rows) < params["k"] and len(rows) < self._matching(state, filters):
+        if strategy != "exact" and len(rows) < params["k"] and len(rows) < self._count(state, filters)[0]:
             # The index came back short (the filter dropped too many neighbours): rank the matching
             # rows exactly, so a search always returns k rows when k rows match.
             strategy = f"exact (after {strategy} returned {len(rows)})"
@@ -126,23 +126,22 @@ class Searcher:
         """
         if len(parts) != 1 or parts[0].vector is None or not state["vector_index"]:
             return "exact", 1.0, state["rows"]
-        share = 1.0
-        if filters:
-            conditions, params = filter_sql(filters, state["columns"])
-            row = self.store.query(f"SELECT count() AS sampled, countIf({' AND '.join(conditions)}) AS matching "
-                                   f"FROM (SELECT * FROM images LIMIT {SAMPLE_ROWS})", params)[0]
-            share = int(row["matching"]) / max(1, int(row["sampled"]))
+        matching, seen = self._count(state, filters, SAMPLE_ROWS)
+        share = matching / max(1, seen)
         matching = round(share * state["rows"])
         if share >= MIN_INDEX_SHARE:
             return "hnsw", POSTFILTER_SAFETY / share, matching
         return "exact", 1.0, matching
 
-    def _matching(self, state: dict, filters: list[Filter]) -> int:
+    def _count(self, state: dict, filters: list[Filter], limit: int | None = None) -> tuple[int, int]:
+        """(rows matching the filters, rows looked at): over the whole table, or its first `limit` rows."""
         if not filters:
-            return state["rows"]
+            return state["rows"], state["rows"]
         conditions, params = filter_sql(filters, state["columns"])
-        return int(self.store.query(f"SELECT count() AS n FROM images WHERE {' AND '.join(conditions)}",
-                                    params)[0]["n"])
+        source = f"(SELECT * FROM images LIMIT {int(limit)})" if limit else "images"
+        row = self.store.query(f"SELECT countIf({' AND '.join(conditions)}) AS matching, count() AS seen "
+                               f"FROM {source}", params)[0]
+        return int(row["matching"]), int(row["seen"])
 
     def _record(self, result: SearchResult, text, filters) -> None:
         """One row in search_log per search, for analysts to chart usage in SQL."""
