@@ -30,12 +30,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from loader.load import load
-from service import shapes
-from service.model import ClipModel, open_image
-from service.query import QueryVector, parse_filter, search_sql
-from service.search import POSTFILTER_SAFETY, Searcher
-from service.store import EmbeddedStore
+from clipsearch.loader.load import load
+
+from clipsearch import synthetic as shapes
+from clipsearch.catalog import Catalog
+from clipsearch.model import ClipModel, open_image
+from clipsearch.query import QueryVector, parse_filter, search_sql
+from clipsearch.search import POSTFILTER_SAFETY, Searcher
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dataset import SELECTIVITY, encode_generated, insert, perturbed, selectivity_columns  # noqa: E402
@@ -67,7 +68,7 @@ def bench_loader(model: ClipModel, paths: list[Path], label: str, db: Path) -> d
         model.encode_tensors(tensors[i:i + 64])
     raw = len(paths) / (time.perf_counter() - start)
     shutil.rmtree(db, ignore_errors=True)
-    with EmbeddedStore(db) as store:
+    with Catalog.open(db) as store:
         start = time.perf_counter()
         summary = load(str(paths[0].parent), store, model, progress=False)
         wall = time.perf_counter() - start
@@ -110,7 +111,7 @@ def bench_service(db: Path, clients: int = 16, per_client: int = 50) -> dict:
         server.wait(timeout=30)
     latencies = [ms for _, ms in out]
     model = ClipModel()
-    with EmbeddedStore(db) as store:
+    with Catalog.open(db) as store:
         searcher = Searcher(store, lambda: model)
         searcher.search(queries[0])
         start = time.perf_counter()
@@ -183,7 +184,7 @@ def bench_search(count: int, model: ClipModel) -> dict:
     shutil.rmtree(db, ignore_errors=True)
     queries = _query_vectors(model)
     out = {"rows": count, "dim": model.encode_texts(["x"]).shape[1], "cases": []}
-    with EmbeddedStore(db) as store:
+    with Catalog.open(db) as store:
         vectors = perturbed(encode_generated(model, 4000, 5), count, 6)  # what fill(store, model, count) makes
         start = time.perf_counter()
         insert(store, vectors, model.label)
@@ -272,7 +273,7 @@ def bench_memory(db: Path, searches: int = 40, images: int = 300) -> dict:
     import urllib.request
     sys.path.insert(0, str(HERE.parent / "scripts"))
     from screenshot import free_port, start_server
-    with EmbeddedStore(db) as store:
+    with Catalog.open(db) as store:
         rows, dims = store.query("SELECT count() AS n, max(length(embedding)) AS d FROM images")[0].values()
     port = free_port()
     server = start_server(str(db), port)
@@ -292,7 +293,7 @@ def bench_memory(db: Path, searches: int = 40, images: int = 300) -> dict:
     folder.mkdir()
     for p in paths[:images]:
         shutil.copy(p, folder / p.name)
-    loading = subprocess.Popen([sys.executable, "-m", "service.cli", "load", str(folder), "--db", str(db), "--quiet"],
+    loading = subprocess.Popen([sys.executable, "-m", "clipsearch.service.cli", "load", str(folder), "--db", str(db), "--quiet"],
                                cwd=HERE.parent)
     load_kib = 0
     while loading.poll() is None:  # the loader's own high-water mark (its decoding workers are other processes)
@@ -310,7 +311,7 @@ def bench_memory(db: Path, searches: int = 40, images: int = 300) -> dict:
     for p in paths[images:]:
         shutil.copy(p, folder / p.name)
     model = ClipModel()
-    with EmbeddedStore(db) as store:
+    with Catalog.open(db) as store:
         searcher = Searcher(store, lambda: model, log=False)
         tracemalloc.start()
         for i in range(searches):
@@ -327,7 +328,7 @@ def bench_memory(db: Path, searches: int = 40, images: int = 300) -> dict:
 def bench_duplicates(count: int, dim: int = 512, exact_limit: int = 100_000) -> dict:
     """The near-duplicate scan (LSH candidates + exact check in SQL) on clustered vectors with 1% planted
     copies, against an exact all-pairs numpy scan where that fits in time."""
-    from service.duplicates import DEFAULT_THRESHOLD, duplicate_pairs, lsh_plan
+    from clipsearch.duplicates import DEFAULT_THRESHOLD, duplicate_pairs, lsh_plan
     rng = np.random.default_rng(11)
     base = clustered_vectors(count - count // 100, dim)
     sources = rng.choice(len(base), count // 100, replace=False)
@@ -342,7 +343,7 @@ def bench_duplicates(count: int, dim: int = 512, exact_limit: int = 100_000) -> 
     planted = {(ids[s], ids[len(base) + k]) for k, s in enumerate(sources)}
     db = WORK / "db-duplicates"
     shutil.rmtree(db, ignore_errors=True)
-    with EmbeddedStore(db) as store:
+    with Catalog.open(db) as store:
         insert(store, vectors, "bench")
         store.command("OPTIMIZE TABLE images FINAL")
         start = time.perf_counter()

@@ -1,0 +1,1 @@
+"""Bulk loading: folders and CSV/JSONL manifests into rows of `images`."""

@@ -21,10 +21,10 @@ from datetime import datetime
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from service.model import ClipModel, decode
-from service.store import Store
-
-from .sources import Source, SourceError, read_source
+from ..catalog import Catalog
+from ..errors import SourceError
+from ..model import ClipModel, decode
+from .sources import Source, read_source
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_PIXELS = 100_000_000
@@ -106,19 +106,13 @@ def _batches(items: list, size: int):
         yield items[i:i + size]
 
 
-def _check_columns(store: Store, source: Source) -> None:
-    existing = store.columns()
+def _check_columns(catalog: Catalog, source: Source) -> None:
+    existing = catalog.columns()
     for name, ch_type in source.column_types.items():
         if name in existing and existing[name] != ch_type:
             raise SourceError(f"manifest column {name!r} looks like {ch_type}, but the table already has it "
                               f"as {existing[name]}")
-    store.add_columns({n: t for n, t in source.column_types.items() if n not in existing})
-
-
-def _known_files(store: Store, root: str) -> set[tuple[str, int]]:
-    rows = store.query("SELECT path, file_size FROM images WHERE startsWith(path, {root:String})",
-                       {"root": root})
-    return {(r["path"], int(r["file_size"])) for r in rows}
+    catalog.add_columns({n: t for n, t in source.column_types.items() if n not in existing})
 
 
 def _file_size(path: str) -> int:
@@ -128,7 +122,7 @@ def _file_size(path: str) -> int:
         return -1
 
 
-def _rows_table(rows: list[dict], vectors: np.ndarray, model_label: str, metadata: dict[str, dict],
+def rows_table(rows: list[dict], vectors: np.ndarray, model_label: str, metadata: dict[str, dict],
                 column_types: dict[str, str]):
     import pyarrow as pa
     columns = {
@@ -151,20 +145,19 @@ def _rows_table(rows: list[dict], vectors: np.ndarray, model_label: str, metadat
     return pa.table(columns)
 
 
-def _record_errors(store: Store, results: list[dict], summary: LoadSummary, report) -> None:
-    import pyarrow as pa
+def _record_errors(catalog: Catalog, results: list[dict], summary: LoadSummary, report) -> None:
     errors = [(r["path"], r["error"]) for r in results if "error" in r]
     if errors:
-        store.insert("load_errors", pa.table({"path": [p for p, _ in errors], "reason": [e for _, e in errors]}))
+        catalog.record_load_errors(errors)
         summary.errors += errors
         summary.failed += len(errors)
         for path, reason in errors:
             report(path, reason)
 
 
-def _new_images(store: Store, results: list[dict]) -> list[dict]:
+def _new_images(catalog: Catalog, results: list[dict]) -> list[dict]:
     """The decoded images whose content is neither stored nor earlier in this batch."""
-    seen = store.existing_ids([r["id"] for r in results if "id" in r])
+    seen = catalog.existing_ids([r["id"] for r in results if "id" in r])
     new = []
     for r in results:
         if "id" in r and r["id"] not in seen:
@@ -173,7 +166,7 @@ def _new_images(store: Store, results: list[dict]) -> list[dict]:
     return new
 
 
-def load(source: str, store: Store, model: ClipModel, batch_size: int = 64, workers: int | None = None,
+def load(source: str, catalog: Catalog, model: ClipModel, batch_size: int = 64, workers: int | None = None,
          max_file_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS, progress: bool = True,
          report=None) -> LoadSummary:
     """Load every image of `source` that is not stored yet. `report(path, reason)` hears each failure."""
@@ -185,11 +178,11 @@ def load(source: str, store: Store, model: ClipModel, batch_size: int = 64, work
     summary = LoadSummary(found=len(src.items), ignored=src.ignored)
     if not src.items:
         raise SourceError(f"{source}: no image files found")
-    store.check_model(model.label)
-    _check_columns(store, src)
+    catalog.check_model(model.label)
+    _check_columns(catalog, src)
     metadata = {item.path: item.metadata for item in src.items}
 
-    known = _known_files(store, src.root)
+    known = catalog.known_files(src.root)
     todo = [item.path for item in src.items if (item.path, _file_size(item.path)) not in known]
     summary.already_present = len(src.items) - len(todo)
     pil_transform, tensor_transform = model.split_preprocess()
@@ -212,13 +205,13 @@ def load(source: str, store: Store, model: ClipModel, batch_size: int = 64, work
             if not pending:
                 break
             results = pending.popleft().get()
-            _record_errors(store, results, summary, report)
-            good = _new_images(store, results)
+            _record_errors(catalog, results, summary, report)
+            good = _new_images(catalog, results)
             summary.already_present += sum(1 for r in results if "id" in r) - len(good)
             if good:
                 batch_tensor = torch.stack([tensor_transform(r["pixels"]) for r in good])
                 vectors = model.encode_tensors(batch_tensor)
-                store.insert("images", _rows_table(good, vectors, model.label, metadata, src.column_types))
+                catalog.insert_images(rows_table(good, vectors, model.label, metadata, src.column_types))
                 summary.loaded += len(good)
             bar.update(len(results))
     finally:

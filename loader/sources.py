@@ -7,15 +7,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.store import IDENTIFIER
+from ..connection import IDENTIFIER
+from ..errors import SourceError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 BUILTIN_COLUMNS = {"id", "path", "width", "height", "format", "file_size", "taken_at", "camera", "model",
                    "loaded_at", "embedding", "score"}
-
-
-class SourceError(ValueError):
-    """The source cannot be loaded at all (missing, empty, bad manifest)."""
 
 
 @dataclass

@@ -37,7 +37,7 @@ def free_port() -> int:
 
 
 def start_server(db: str | None, port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)] + (["--db", db] if db else [])
+    cmd = [sys.executable, "-m", "clipsearch.service.cli", "serve", "--port", str(port)] + (["--db", db] if db else [])
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for _ in range(120):
         try:

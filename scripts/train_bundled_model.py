@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from service import shapes
-from service.model import BUNDLED_MODEL_DIR, import_open_clip, open_image
+from clipsearch import synthetic as shapes
+from clipsearch.model import BUNDLED_MODEL_DIR, import_open_clip, open_image
 
 TRAIN_SEED, EVAL_SEED = 1, 12345
 _preprocess = None

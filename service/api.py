@@ -10,13 +10,17 @@ import re
 from flask import Blueprint, current_app, jsonify, request, send_file
 from PIL import Image, UnidentifiedImageError
 
-from .app import searcher
-from .model import decode
-from .query import NOT_FILTERABLE, QueryError, filters_from_json, parse_filter
-from .search import NotFound
+from ..collection import Collection
+from ..errors import NotFound, QueryError
+from ..model import decode
+from ..query import filters_from_json, parse_filter
 
 api = Blueprint("api", __name__)
 ID_RE = re.compile(r"^[0-9a-f]{1,64}$")
+
+
+def collection() -> Collection:
+    return current_app.extensions["clipsearch"]
 
 
 def _decode_upload(data: bytes) -> Image.Image:
@@ -100,7 +104,7 @@ def _response(result):
 
 @api.route("/api/search", methods=["GET", "POST"])
 def search():
-    return _response(searcher(current_app).search(**_search_request()))
+    return _response(collection().searcher.search(**_search_request()))
 
 
 def _check_id(image_id: str) -> str:
@@ -111,13 +115,13 @@ def _check_id(image_id: str) -> str:
 
 @api.get("/api/images/<image_id>")
 def image(image_id):
-    return jsonify(searcher(current_app).get_image(_check_id(image_id)))
+    return jsonify(collection().get(_check_id(image_id)))
 
 
 @api.get("/api/images/<image_id>/similar")
 def similar(image_id):
     args = request.args
-    result = searcher(current_app).search(image_id=_check_id(image_id), k=args.get("k", 10),
+    result = collection().searcher.search(image_id=_check_id(image_id), k=args.get("k", 10),
                                           filters=[parse_filter(f) for f in args.getlist("filter")])
     return _response(result)
 
@@ -125,7 +129,7 @@ def similar(image_id):
 @api.get("/api/images/<image_id>/file")
 def image_file(image_id):
     """The stored image, or with ?size=thumb a cached JPEG thumbnail. Only paths in the table are served."""
-    row = searcher(current_app).get_image(_check_id(image_id))
+    row = collection().get(_check_id(image_id))
     if not os.path.isfile(row["path"]):
         raise NotFound(f"the file of image {image_id} is no longer at {row['path']}")
     if request.args.get("size") != "thumb":
@@ -148,13 +152,12 @@ def label():
 
     JSON {"image": base64, "labels": [...] or "a,b,c", "prompt"} or a multipart form with an image file.
     """
-    from .labels import label_vector
+    from ..labels import label_vector
     fields, image = _fields_and_image()
     if image is None:
         raise QueryError("give an image to label")
-    search = searcher(current_app)
-    model = search.model
-    distribution = label_vector(search.store, model, model.encode_images([image])[0], fields.get("labels"),
+    model = collection().model
+    distribution = label_vector(collection().catalog, model, model.encode_images([image])[0], fields.get("labels"),
                                 fields.get("prompt"))
     return jsonify(labels=distribution, model=model.label)
 
@@ -162,39 +165,18 @@ def label():
 @api.get("/api/duplicates")
 def duplicates():
     """Groups of near-duplicate images; ?threshold= is the largest cosine distance within a group."""
-    from .duplicates import check_threshold, duplicate_groups
+    from ..duplicates import check_threshold
     threshold = check_threshold(request.args.get("threshold"))
-    groups = duplicate_groups(searcher(current_app).store, threshold)
+    groups = collection().duplicates(threshold)
     return jsonify(threshold=threshold, groups=groups)
 
 
 @api.get("/api/columns")
 def columns():
     """The table's columns, with what a filter form needs: distinct values or a numeric range."""
-    from .query import NUMERIC_TYPE, TIME_TYPE, base_type
-    from .store import quote_identifier
-    store = searcher(current_app).store
-    out = []
-    for name, ch_type in store.columns().items():
-        if name in NOT_FILTERABLE:
-            continue
-        kind = base_type(ch_type)
-        info = {"name": name, "type": ch_type}
-        col = quote_identifier(name)
-        if NUMERIC_TYPE.match(kind):
-            info.update(kind="number", **store.query(f"SELECT min({col}) AS min, max({col}) AS max FROM images")[0])
-        elif TIME_TYPE.match(kind):
-            info["kind"] = "time"
-        elif kind == "String":
-            values = store.query(f"SELECT groupUniqArray(21)({col}) AS v FROM images")[0]["v"]
-            info.update(kind="text", values=sorted(v for v in values if v is not None) if len(values) <= 20 else None)
-        else:
-            info["kind"] = "array" if kind.startswith("Array") else "other"
-        out.append(info)
-    return jsonify(columns=out)
+    return jsonify(columns=collection().catalog.column_summaries())
 
 
 @api.get("/healthz")
 def healthz():
-    store = searcher(current_app).store
-    return jsonify(status="ok", backend=store.backend, images=store.count())
+    return jsonify(status="ok", backend=collection().backend, images=collection().count())

@@ -1,65 +1,47 @@
 """The Flask application factory.
 
-    create_app({"DB": "./clipsearch-data"})   # or CLICKHOUSE_URL in the config or environment
+    create_app(Settings.load(db="./clipsearch-data"))    # or clickhouse_url=..., model=...
 
-One store per app (the embedded store is in-process and serialises its
-queries; a server store is shared by threads), one model loaded on first use.
+One collection per app (the embedded engine serialises its statements; a server
+client is shared by threads), one model loaded on first use or injected.
 """
 from __future__ import annotations
 
 import logging
-import os
-import threading
-from pathlib import Path
 
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .query import QueryError
-from .search import EmptyStore, NotFound, Searcher
-from .store import ModelMismatch, open_store
+from ..collection import Collection
+from ..collection import open as open_collection
+from ..errors import ClipsearchError
+from ..model import ModelSource
+from ..settings import Settings
+from .api import api
+from .web import web
 
 DEFAULTS = {
-    "DB": None,                               # embedded folder; default $CLIPSEARCH_DB or ./clipsearch-data
-    "CLICKHOUSE_URL": None,                   # a server instead; default $CLICKHOUSE_URL
-    "MODEL": None, "PRETRAINED": None,        # default $CLIPSEARCH_MODEL / $CLIPSEARCH_PRETRAINED / bundled
     "MAX_CONTENT_LENGTH": 10 * 1024 * 1024,   # largest request (an uploaded query image), bytes: 413 above
     "MAX_UPLOAD_PIXELS": 40_000_000,
     "THUMB_SIZE": 256,
-    "THUMB_DIR": None,                        # default $CLIPSEARCH_THUMBS, thumbs/ in the embedded folder,
-                                              # or ./clipsearch-thumbs
 }
 
 
-class LazyModel:
-    """Loads the CLIP model once, on the first request that needs it."""
+def create_app(settings: Settings | None = None, model: ModelSource = None, config: dict | None = None,
+               collection: Collection | None = None) -> Flask:
+    """The app over `collection`, or over the one `settings` (default: the environment's) name.
 
-    def __init__(self, name, pretrained):
-        self.name, self.pretrained = name, pretrained
-        self._model = None
-        self._lock = threading.Lock()
-
-    def __call__(self):
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    from .model import ClipModel
-                    self._model = ClipModel(self.name, self.pretrained)
-        return self._model
-
-
-def create_app(config: dict | None = None) -> Flask:
+    `model` is a ClipModel or a function returning one (tests inject theirs); by default the
+    configured model loads on the first request that needs it. `config` overrides DEFAULTS.
+    """
     app = Flask(__name__)
     app.config.update(DEFAULTS)
     app.config.update(config or {})
-    store = open_store(app.config["DB"], app.config["CLICKHOUSE_URL"])
-    db_folder = getattr(store, "path", None)
-    app.config["THUMB_DIR"] = Path(app.config["THUMB_DIR"] or os.environ.get("CLIPSEARCH_THUMBS") or
-                                   (db_folder / "thumbs" if db_folder else "clipsearch-thumbs"))
-    app.extensions["clipsearch"] = Searcher(store, LazyModel(app.config["MODEL"], app.config["PRETRAINED"]))
-
-    from .api import api
-    from .web import web
+    if collection is None:
+        settings = settings or Settings.load()
+        collection = open_collection(settings=settings, model=model)
+    app.config["THUMB_DIR"] = collection.settings.thumbs_dir
+    app.extensions["clipsearch"] = collection
     app.register_blueprint(api)
     app.register_blueprint(web)
     _register_errors(app)
@@ -68,41 +50,30 @@ def create_app(config: dict | None = None) -> Flask:
 
 def _register_errors(app: Flask) -> None:
     """Every error is JSON with a message; user mistakes are 4xx, never a stack trace."""
-    @app.errorhandler(QueryError)
-    def bad_query(exc):
-        return jsonify(error=str(exc)), 409 if isinstance(exc, EmptyStore) else 400
-
-    @app.errorhandler(ModelMismatch)
-    def wrong_model(exc):
-        return jsonify(error=str(exc)), 409
-
-    @app.errorhandler(NotFound)
-    def not_found(exc):
-        return jsonify(error=str(exc)), 404
+    @app.errorhandler(ClipsearchError)
+    def user_error(exc: ClipsearchError):
+        return jsonify(error=str(exc)), exc.http_status
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(exc):
         return jsonify(error=f"request too large: the limit is {app.config['MAX_CONTENT_LENGTH']} bytes"), 413
 
     @app.errorhandler(HTTPException)
-    def http_error(exc):
+    def http_error(exc: HTTPException):
         return jsonify(error=exc.description or exc.name), exc.code
 
     @app.errorhandler(Exception)
-    def internal(exc):
+    def internal(exc: Exception):
         logging.getLogger("clipsearch").exception("unhandled error")
         return jsonify(error="internal error; see the server log"), 500
 
 
-def searcher(app: Flask) -> Searcher:
-    return app.extensions["clipsearch"]
-
-
-def serve(host: str = "127.0.0.1", port: int = 8000, threads: int = 8, config: dict | None = None) -> None:
-    """Serve with waitress, a production WSGI server (threads share the one store)."""
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, threads: int = 8,
+          model: ModelSource = None) -> None:
+    """Serve with waitress, a production WSGI server (threads share the one collection)."""
     from waitress import serve as waitress_serve
-    app = create_app(config)
-    searcher(app).model  # load the model now rather than during the first request
-    print(f"clipsearch: serving on http://{host}:{port}/ ({searcher(app).store.backend} store)", flush=True)
+    app = create_app(settings, model)
+    collection: Collection = app.extensions["clipsearch"]
+    collection.model  # load the model now rather than during the first request
+    print(f"clipsearch: serving on http://{host}:{port}/ ({collection.backend} store)", flush=True)
     waitress_serve(app, host=host, port=port, threads=threads, ident="clipsearch")
-

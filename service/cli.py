@@ -5,55 +5,58 @@ import argparse
 import json
 import os
 import sys
-from functools import lru_cache
 
-from .duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
-from .query import QueryError, parse_filter
-from .search import NotFound, Searcher
-from .store import StoreError, open_store
+from ..collection import Collection, open_query_image
+from ..collection import open as open_collection
+from ..duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
+from ..errors import ClipsearchError, QueryError
+from ..model import ModelSource, model_loader
+from ..query import parse_filter
+from ..settings import Settings
 
 DEMO_DIR = "./demo-catalogue"
+EXAMPLE_SEARCHES = [
+    ("a red circle", []),
+    ("a photo of a yellow star", ["price<20"]),
+    ("una cruz azul", ["category=poster"]),
+]
 
 
-def _model_loader(args):
-    """A function that loads the configured model on first call, one per command run."""
-    if not hasattr(args, "get_model"):
-        @lru_cache(maxsize=1)
-        def get_model():
-            from .model import ClipModel
-            return ClipModel(args.model, args.pretrained)
-        args.get_model = get_model
-    return args.get_model
+def _settings(args) -> Settings:
+    return Settings.load(db=args.db, model=args.model, pretrained=args.pretrained)
+
+
+def _open(args) -> Collection:
+    """The configured collection, with the command's one model loader (loaded on first use)."""
+    return open_collection(settings=_settings(args), model=args.get_model)
 
 
 def cmd_load(args) -> int:
-    from loader.load import load
-    from .labels import check_prompt, parse_labels
+    from ..labels import check_prompt, parse_labels
     if args.labels:  # check them before a long load, not after
         parse_labels(args.labels)
         check_prompt(args.prompt)
-    with open_store(args.db) as store:
-        summary = load(args.source, store, _model_loader(args)(), batch_size=args.batch_size,
-                       workers=args.workers, progress=not args.quiet)
+    with _open(args) as photos:
+        summary = photos.load(args.source, batch_size=args.batch_size, workers=args.workers,
+                              progress=not args.quiet)
         print(summary.line())
         if summary.loaded == 0 and summary.already_present == 0:
             print("error: nothing could be loaded", file=sys.stderr)
             return 1
         if args.labels:
-            _label(store, args, [])
+            _label(photos, args, [])
     return 0
 
 
-def _label(store, args, filters) -> None:
-    from .labels import label_table
-    counts = label_table(store, _model_loader(args)(), args.labels, args.prompt, args.name, filters)
+def _label(photos: Collection, args, filters) -> None:
+    counts = photos.label(args.labels, args.prompt, args.name, filters)
     print(f"label set {args.name!r}: " + ", ".join(f"{label} {n}" for label, n in counts.items()))
 
 
 def cmd_label(args) -> int:
-    with open_store(args.db) as store:
-        Searcher(store, _model_loader(args)).table_state()  # a clear error on an empty store
-        _label(store, args, [parse_filter(f) for f in args.filter])
+    with _open(args) as photos:
+        photos.searcher.table_state()  # a clear error on an empty store
+        _label(photos, args, [parse_filter(f) for f in args.filter])
     return 0
 
 
@@ -74,20 +77,11 @@ def _print_results(rows: list[dict], as_json: bool) -> None:
 def cmd_search(args) -> int:
     if args.text is None and args.image is None and args.similar is None:
         raise QueryError("give a TEXT, --image FILE or --similar ID (TEXT with one of the others is hybrid)")
-    image = None
-    if args.image:
-        from .model import open_image
-        try:
-            image = open_image(args.image)
-        except FileNotFoundError:
-            raise QueryError(f"{args.image}: no such file") from None
-        except OSError as exc:
-            raise QueryError(f"{args.image}: cannot read image ({exc})") from None
+    image = open_query_image(args.image) if args.image else None
     filters = [parse_filter(f) for f in args.filter]
-    with open_store(args.db) as store:
-        weights = {"image": args.image_weight, "text": 1 - args.image_weight}
-        result = Searcher(store, _model_loader(args)).search(args.text, image, args.similar, args.k, filters,
-                                                             weights)
+    with _open(args) as photos:
+        result = photos.search(args.text, image=image, similar=args.similar, k=args.k, filters=filters,
+                               image_weight=args.image_weight)
     _print_results(result.rows, args.json)
     return 0
 
@@ -95,7 +89,7 @@ def cmd_search(args) -> int:
 def cmd_embed(args) -> int:
     if not args.text.strip():
         raise QueryError("empty text")
-    vector = _model_loader(args)().encode_texts([args.text])[0]
+    vector = args.get_model().encode_texts([args.text])[0]
     print(json.dumps([round(float(x), 7) for x in vector]))
     return 0
 
@@ -110,11 +104,8 @@ def cmd_sql(args) -> int:
         if not sep or not name:
             raise QueryError(f"--param takes NAME=VALUE, got {item!r}")
         params[name] = value
-    with open_store(args.db) as store:
-        if store.backend == "embedded":
-            from .sql_functions import register_embedded
-            register_embedded(store, _model_loader(args))
-        sys.stdout.write(store.text(sql, params, fmt=args.format))
+    with _open(args) as photos:
+        sys.stdout.write(photos.sql(sql, params, fmt=args.format))
     return 0
 
 
@@ -128,23 +119,23 @@ def _read_file(path: str) -> str:
 
 def cmd_index(args) -> int:
     import time
-    with open_store(args.db) as store:
+    with _open(args) as photos:
         if args.action == "create":
             start = time.perf_counter()
-            store.create_vector_index(args.quantization, args.m, args.ef_construction)
-            print(f"built the HNSW index over {store.count()} images in {time.perf_counter() - start:.1f}s")
+            photos.create_index(args.quantization, args.m, args.ef_construction)
+            print(f"built the HNSW index over {photos.count()} images in {time.perf_counter() - start:.1f}s")
         elif args.action == "drop":
-            store.drop_vector_index()
-        index = store.vector_index()
+            photos.drop_index()
+        index = photos.index()
         print(f"index: {index['type_full']}" if index else "index: none (searches scan every row exactly)")
     return 0
 
 
 def cmd_duplicates(args) -> int:
-    from .duplicates import check_threshold, duplicate_groups
+    from ..duplicates import check_threshold
     threshold = check_threshold(args.threshold)
-    with open_store(args.db) as store:
-        groups = duplicate_groups(store, threshold)
+    with _open(args) as photos:
+        groups = photos.duplicates(threshold)
     if args.json:
         print(json.dumps(groups, ensure_ascii=False, default=str))
         return 0
@@ -159,24 +150,19 @@ def cmd_duplicates(args) -> int:
 
 def cmd_serve(args) -> int:
     from .app import serve
-    serve(args.host, args.port, args.threads, {"DB": args.db, "MODEL": args.model, "PRETRAINED": args.pretrained})
+    serve(_settings(args), args.host, args.port, args.threads, model=args.get_model)
     return 0
 
 
 def cmd_demo(args) -> int:
-    from loader.load import load
-
-    from .demo import EXAMPLE_SEARCHES, make_catalogue
+    from ..synthetic import make_catalogue
     manifest = make_catalogue(args.out, args.images)
     print(f"catalogue: {args.images} images, manifest {manifest}")
-    with open_store(args.db) as store:
-        model = _model_loader(args)
-        summary = load(str(manifest), store, model(), progress=not args.quiet)
-        print(summary.line())
-        searcher = Searcher(store, model)
+    with _open(args) as photos:
+        print(photos.load(manifest, progress=not args.quiet).line())
         for text, filters in EXAMPLE_SEARCHES:
             print(f"\n$ clipsearch search {text!r} --k 5" + "".join(f" --filter '{f}'" for f in filters))
-            _print_results(searcher.search(text, k=5, filters=[parse_filter(f) for f in filters]).rows, False)
+            _print_results(photos.search(text, k=5, filters=filters).rows, False)
     if args.no_serve:
         return 0
     print()
@@ -265,16 +251,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None, model: ModelSource = None) -> int:
+    """Run one command; `model` (a ClipModel or a loader) replaces the configured one, for tests."""
     args = build_parser().parse_args(argv)
-    from loader.sources import SourceError
-
-    from .model import ModelError
+    args.get_model = model_loader(model, *_model_names(args))
     try:
         return args.func(args)
-    except (QueryError, StoreError, SourceError, ModelError, NotFound) as exc:
+    except ClipsearchError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted: whole batches already stored are kept; run the same command again to finish",
               file=sys.stderr)
@@ -282,6 +267,11 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # output piped into `head` and closed early: not an error worth a traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _model_names(args) -> tuple[str | None, str | None]:
+    settings = Settings.load(model=args.model, pretrained=args.pretrained)
+    return settings.model, settings.pretrained
 
 
 if __name__ == "__main__":

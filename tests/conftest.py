@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service import shapes
-from service.model import ClipModel
-from service.store import EmbeddedStore
+from clipsearch import synthetic as shapes
+from clipsearch.catalog import Catalog
+from clipsearch.model import ClipModel
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,7 +52,7 @@ def write_catalogue(folder: Path, specs: list[shapes.ShapeSpec], seed: int, mani
 
 @pytest.fixture
 def store(tmp_path):
-    s = EmbeddedStore(tmp_path / "db")
+    s = Catalog.open(tmp_path / "db")
     yield s
     s.close()
 
@@ -62,5 +62,5 @@ def run_cli(*args, db=None, env=None, timeout=300, **kwargs) -> subprocess.Compl
     full_env = {**os.environ, **(env or {})}
     if db:  # an explicit embedded folder: a CLICKHOUSE_URL in the environment must not win
         full_env.pop("CLICKHOUSE_URL", None)
-    cmd = [sys.executable, "-m", "service.cli", *args] + (["--db", str(db)] if db else [])
+    cmd = [sys.executable, "-m", "clipsearch.service.cli", *args] + (["--db", str(db)] if db else [])
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=timeout, **kwargs)

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clipsearch.loader.load import load
+from clipsearch.service.app import create_app
 from PIL import Image
 
-from loader.load import load
-from service import shapes
-from service.app import create_app, searcher
+from clipsearch import synthetic as shapes
+from clipsearch.settings import Settings
 
 from .conftest import ROOT, write_catalogue
 
@@ -26,11 +27,10 @@ def app(tmp_path_factory, model):
     specs = [shapes.random_spec(rng) for _ in range(N)]
     manifest = write_catalogue(folder / "images", specs, 17,
                                extra=lambda i: {"category": ["poster", "mug"][i % 2], "price": float(i)})
-    app = create_app({"DB": str(folder / "db"), "MAX_CONTENT_LENGTH": 2 * 1024 * 1024, "TESTING": True})
-    searcher(app)._get_model = lambda: model
-    assert load(str(manifest), searcher(app).store, model, progress=False).loaded == N
+    app = create_app(Settings.load(db=str(folder / "db")), model=model, config={"MAX_CONTENT_LENGTH": 2 * 1024 * 1024, "TESTING": True})
+    assert load(str(manifest), app.extensions['clipsearch'].catalog, model, progress=False).loaded == N
     yield app
-    searcher(app).store.close()
+    app.extensions['clipsearch'].catalog.close()
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def _png(colour="red", shape="circle", seed=1) -> bytes:
 
 
 def _embeddings(app):
-    rows = searcher(app).store.query("SELECT id, embedding FROM images ORDER BY id")
+    rows = app.extensions['clipsearch'].catalog.query("SELECT id, embedding FROM images ORDER BY id")
     return [r["id"] for r in rows], np.array([r["embedding"] for r in rows], np.float32)
 
 
@@ -65,7 +65,7 @@ def test_post_json_filters_in_ranges_and_equality(client, app):
         "price": {">": 10, "<=": 60}, "category": ["poster"], "format": {"!=": "GIF"}}})
     assert res.status_code == 200
     got = {r["id"] for r in res.get_json()["results"]}
-    expected = {r["id"] for r in searcher(app).store.query(
+    expected = {r["id"] for r in app.extensions['clipsearch'].catalog.query(
         "SELECT id FROM images WHERE price > 10 AND price <= 60 AND category = 'poster'")}
     assert got == expected
 
@@ -99,13 +99,13 @@ def test_hybrid_ranking_is_the_weighted_sum_and_differs_from_both(client, app, m
 
 
 def test_hybrid_with_stored_image_id(client, app):
-    first = searcher(app).store.query("SELECT id FROM images ORDER BY id LIMIT 1")[0]["id"]
+    first = app.extensions['clipsearch'].catalog.query("SELECT id FROM images ORDER BY id LIMIT 1")[0]["id"]
     body = client.post("/api/search", json={"image_id": first, "text": "a white star", "k": 5}).get_json()
     assert body["kind"] == "hybrid" and first not in {r["id"] for r in body["results"]}
 
 
 def test_image_endpoints(client, app):
-    row = searcher(app).store.query("SELECT id, path, width FROM images ORDER BY id LIMIT 1")[0]
+    row = app.extensions['clipsearch'].catalog.query("SELECT id, path, width FROM images ORDER BY id LIMIT 1")[0]
     meta = client.get(f"/api/images/{row['id']}").get_json()
     assert meta["path"] == row["path"] and "embedding" not in meta
     similar = client.get(f"/api/images/{row['id']}/similar?k=4&filter=price<100").get_json()
@@ -128,7 +128,7 @@ def test_only_stored_images_are_served(client, url):
 
 
 def test_search_log_records_each_search(client, app):
-    store = searcher(app).store
+    store = app.extensions['clipsearch'].catalog
     before = store.query("SELECT count() AS n FROM search_log")[0]["n"]
     body = client.get("/api/search?q=a+purple+star&k=3&filter=category=poster").get_json()
     rows = store.query("SELECT kind, text, filters, k, results, top_ids, total_ms FROM search_log "
@@ -214,7 +214,7 @@ def test_fuzz_every_endpoint(client):
             assert res.status_code < 500, (res.request.path, res.data[:200])
             if res.status_code >= 400:
                 assert res.is_json and res.get_json()["error"]
-    assert searcher(client.application).store.count() == N
+    assert client.application.extensions['clipsearch'].catalog.count() == N
 
 
 def test_concurrent_clients_get_the_sequential_results(app):

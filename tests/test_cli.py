@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from service import shapes
+from clipsearch import synthetic as shapes
 
 from .conftest import run_cli, write_catalogue
 
@@ -81,9 +81,9 @@ def test_empty_store(tmp_path):
 
 
 def test_second_process_on_same_db_is_refused(loaded_db):
-    from service.store import EmbeddedStore
+    from clipsearch.catalog import Catalog
     db, _ = loaded_db
-    held = EmbeddedStore(db)
+    held = Catalog.open(db)
     try:
         result = run_cli("sql", "SELECT 1", db=db)
         assert result.returncode == 1 and "is in use by process" in result.stderr

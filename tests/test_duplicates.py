@@ -6,14 +6,22 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
+from clipsearch.loader.load import load
+from clipsearch.service.app import create_app
 
-from loader.load import load
-from service import shapes
-from service.app import create_app, searcher
-from service.duplicates import (DEFAULT_THRESHOLD, MISS_CHANCE, SKETCH_BITS, duplicate_groups, duplicate_pairs,
-                                lsh_plan, miss_chance)
-from service.query import QueryError
-from service.store import EmbeddedStore
+from clipsearch import synthetic as shapes
+from clipsearch.catalog import Catalog
+from clipsearch.duplicates import (
+    DEFAULT_THRESHOLD,
+    MISS_CHANCE,
+    SKETCH_BITS,
+    duplicate_groups,
+    duplicate_pairs,
+    lsh_plan,
+    miss_chance,
+)
+from clipsearch.errors import QueryError
+from clipsearch.settings import Settings
 
 from .conftest import ROOT, run_cli, write_catalogue
 
@@ -54,8 +62,8 @@ def planted(tmp_path_factory):
         expected.append(frozenset(group))
     db = tmp_path_factory.mktemp("dups") / "db"
     matrix = np.array(vectors, np.float32)
-    with EmbeddedStore(db) as store:
-        store.insert("images", pa.table({
+    with Catalog.open(db) as store:
+        store.insert_images(pa.table({
             "id": [f"{i:032x}" for i in range(len(paths))], "path": paths, "model": ["clipsearch-shapes"] * len(paths),
             # copies are smaller files, so each group's original must come first
             "width": [640 if "copy" not in p else 320 for p in paths], "height": [480 if "copy" not in p else 240
@@ -71,7 +79,7 @@ def _path_sets(groups):
 
 def test_every_planted_group_and_nothing_else(planted):
     db, expected = planted
-    with EmbeddedStore(db) as store:
+    with Catalog.open(db) as store:
         groups = duplicate_groups(store)
     assert _path_sets(groups) == expected
     assert [len(g["images"]) for g in groups] == sorted((len(g) for g in expected), reverse=True)
@@ -89,7 +97,7 @@ def test_hashing_finds_every_pair_an_all_pairs_join_finds(tmp_path, model):
     for i, source in enumerate(sorted(folder.iterdir())[:30]):
         kind = shapes.NEAR_COPY_KINDS[i % 3]
         (folder / f"copy-{source.stem}-{kind}.jpg").write_bytes(shapes.near_copy(source.read_bytes(), kind, rng))
-    with EmbeddedStore(tmp_path / "db") as store:
+    with Catalog.open(tmp_path / "db") as store:
         assert load(str(folder), store, model, progress=False).loaded == 230
         exact = store.query((ROOT / "sql/queries/near_duplicate_pairs.sql").read_text(), {"max_distance": 0.02})
         pairs = duplicate_pairs(store, 0.02)
@@ -118,7 +126,7 @@ def test_plan_misses_a_pair_at_the_threshold_rarely():
 
 
 def test_bad_thresholds(planted):
-    with EmbeddedStore(planted[0]) as store:
+    with Catalog.open(planted[0]) as store:
         for bad in ("x", -0.1, 0.9):
             with pytest.raises(QueryError, match="threshold"):
                 duplicate_groups(store, bad)
@@ -136,8 +144,7 @@ def test_cli_and_http(planted, model):
     bad = run_cli("duplicates", "--threshold", "2", db=db)
     assert bad.returncode != 0 and "threshold" in bad.stderr and "Traceback" not in bad.stderr
 
-    app = create_app({"DB": str(db), "TESTING": True})
-    searcher(app)._get_model = lambda: model
+    app = create_app(Settings.load(db=str(db)), model=model, config={"TESTING": True})
     try:
         client = app.test_client()
         body = client.get("/api/duplicates").get_json()
@@ -145,4 +152,4 @@ def test_cli_and_http(planted, model):
         res = client.get("/api/duplicates?threshold=lots")
         assert res.status_code == 400 and "threshold" in res.get_json()["error"]
     finally:
-        searcher(app).store.close()
+        app.extensions['clipsearch'].catalog.close()

@@ -8,12 +8,13 @@ import operator
 
 import numpy as np
 import pytest
+from clipsearch.loader.load import load
 
-from loader.load import load
-from service import shapes
-from service.query import QueryError, parse_filter
-from service.search import Searcher
-from service.store import EmbeddedStore
+from clipsearch import synthetic as shapes
+from clipsearch.catalog import Catalog
+from clipsearch.errors import QueryError
+from clipsearch.query import parse_filter
+from clipsearch.search import Searcher
 
 from .conftest import write_catalogue
 
@@ -29,7 +30,7 @@ def catalogue(tmp_path_factory, model):
     specs = [shapes.random_spec(rng) for _ in range(N)]
     extra = lambda i: {"category": CATEGORIES[i % 3], "price": round(1.5 * i, 2), "qty": i % 7}
     manifest = write_catalogue(folder / "images", specs, 5, extra=extra)
-    store = EmbeddedStore(folder / "db")
+    store = Catalog.open(folder / "db")
     load(str(manifest), store, model, progress=False)
     rows = {r["path"].rsplit("/", 1)[1]: r for r in store.query("SELECT * EXCEPT (embedding) FROM images")}
     yield Searcher(store, lambda: model), rows
@@ -89,7 +90,7 @@ def test_bad_filters_are_clear_errors(catalogue, expr, message):
 def test_injection_in_values_matches_nothing_and_changes_nothing(catalogue, expr):
     searcher, rows = catalogue
     assert _ids(searcher, expr) == set()
-    assert searcher.store.count() == len(rows)
+    assert searcher.catalog.count() == len(rows)
 
 
 @pytest.mark.parametrize("expr", ["price;DROP TABLE images--=1", "`price`=1", "price) OR (1=1=1",
@@ -98,7 +99,7 @@ def test_injection_in_column_names_is_rejected(catalogue, expr):
     searcher, rows = catalogue
     with pytest.raises(QueryError):
         searcher.search("a red circle", filters=[parse_filter(expr)])
-    assert searcher.store.count() == len(rows)
+    assert searcher.catalog.count() == len(rows)
 
 
 def test_k_out_of_range(catalogue):

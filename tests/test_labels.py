@@ -5,12 +5,13 @@ import base64
 
 import numpy as np
 import pytest
+from clipsearch.loader.load import load
 
-from loader.load import load
-from service import shapes
-from service.labels import label_table, label_vector
-from service.query import QueryError, parse_filter
-from service.store import EmbeddedStore
+from clipsearch import synthetic as shapes
+from clipsearch.catalog import Catalog
+from clipsearch.errors import QueryError
+from clipsearch.labels import label_table, label_vector
+from clipsearch.query import parse_filter
 
 from .conftest import run_cli, write_catalogue
 
@@ -22,7 +23,7 @@ def catalogue(tmp_path_factory, model):
     folder = tmp_path_factory.mktemp("labels")
     specs = shapes.balanced_specs(np.random.default_rng(55), N // 40)
     manifest = write_catalogue(folder / "imgs", specs, 55, extra=lambda i: {"price": i})
-    store = EmbeddedStore(folder / "db")
+    store = Catalog.open(folder / "db")
     load(str(manifest), store, model, progress=False)
     yield store, folder
     store.close()
@@ -101,12 +102,13 @@ def test_label_cli_and_load_option(tmp_path):
 
 
 def test_label_endpoint(catalogue, tmp_path, model):
-    from service.app import create_app, searcher
+    from clipsearch.service.app import create_app
+
+    from clipsearch.settings import Settings
     store, folder = catalogue
     store.close()  # the app opens the same folder
     try:
-        app = create_app({"DB": str(folder / "db")})
-        searcher(app)._get_model = lambda: model
+        app = create_app(Settings.load(db=str(folder / "db")), model=model)
         client = app.test_client()
         data = shapes.make_image(np.random.default_rng(4), "blue", "triangle")[1]
         res = client.post("/api/label", json={"image": base64.b64encode(data).decode(),
@@ -119,4 +121,4 @@ def test_label_endpoint(catalogue, tmp_path, model):
         assert client.post("/api/label", json={"image": base64.b64encode(data).decode(),
                                                "labels": "a"}).get_json()["error"].startswith("give between 2")
     finally:
-        searcher(app).store.close()
+        app.extensions['clipsearch'].catalog.close()

@@ -10,11 +10,11 @@ import sys
 
 import numpy as np
 import pytest
+from clipsearch.loader.load import load
 from PIL import Image
 
-from loader.load import load
-from loader.sources import SourceError
-from service import shapes
+from clipsearch import synthetic as shapes
+from clipsearch.errors import SourceError
 
 from .conftest import ROOT, run_cli, write_catalogue
 
@@ -137,7 +137,7 @@ def test_interrupted_load_then_rerun_gives_one_row_per_image(tmp_path, sig):
     folder = write_catalogue(tmp_path / "imgs", _specs(n, seed=21), 21, manifest=None)
     db = tmp_path / "db"
     # A shell runs background jobs with SIGINT ignored, and children inherit that: restore Ctrl-C.
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "load", str(folder), "--db", str(db),
+    proc = subprocess.Popen([sys.executable, "-m", "clipsearch.service.cli", "load", str(folder), "--db", str(db),
                              "--batch-size", "16"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # Wait until some batches are in, then interrupt mid-load.

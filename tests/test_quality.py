@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from clipsearch.loader.load import load
 
-from loader.load import load
-from service import shapes
-from service.model import open_image
-from service.search import Searcher
-from service.store import EmbeddedStore
+from clipsearch import synthetic as shapes
+from clipsearch.catalog import Catalog
+from clipsearch.model import open_image
+from clipsearch.search import Searcher
 
 from .conftest import write_catalogue
 
@@ -26,7 +26,7 @@ def heldout(tmp_path_factory, model):
     folder = tmp_path_factory.mktemp("heldout")
     specs = shapes.balanced_specs(np.random.default_rng(HELD_OUT_SEED), PER_CLASS)
     manifest = write_catalogue(folder / "images", specs, HELD_OUT_SEED)
-    store = EmbeddedStore(folder / "db")
+    store = Catalog.open(folder / "db")
     summary = load(str(manifest), store, model, progress=False)
     assert summary.loaded == len(specs) and summary.failed == 0
     yield Searcher(store, lambda: model)
@@ -51,7 +51,7 @@ def test_text_query_precision_at_10_spanish(heldout):
 
 
 def test_image_to_image_top5_same_class(heldout):
-    ids = heldout.store.query("SELECT id, colour, shape FROM images ORDER BY id")
+    ids = heldout.catalog.query("SELECT id, colour, shape FROM images ORDER BY id")
     hits = []
     for row in ids:
         top5 = heldout.search(image_id=row["id"], k=5).rows
@@ -76,7 +76,7 @@ def test_scores_are_cosine_similarities_in_rank_order(heldout, model):
     scores = [r["score"] for r in result.rows]
     assert scores == sorted(scores, reverse=True)
     # Recompute with numpy from the stored vectors: SQL ranking equals brute force.
-    stored = heldout.store.query("SELECT id, embedding FROM images ORDER BY id")
+    stored = heldout.catalog.query("SELECT id, embedding FROM images ORDER BY id")
     matrix = np.array([r["embedding"] for r in stored], np.float32)
     expected = 1 - matrix @ model.encode_texts(["a blue star"])[0]
     top = np.argsort(expected, kind="stable")[:20]

@@ -19,12 +19,14 @@ import uuid
 import clickhouse_connect
 import numpy as np
 import pytest
+from clipsearch.loader.load import load
 
-from loader.load import load
-from service import shapes
-from service.query import parse_filter
-from service.search import Searcher
-from service.store import EmbeddedStore, ServerStore, StoreError
+from clipsearch import synthetic as shapes
+from clipsearch.catalog import Catalog
+from clipsearch.errors import StoreError
+from clipsearch.query import parse_filter
+from clipsearch.search import Searcher
+from clipsearch.settings import Settings
 
 from .conftest import ROOT, run_cli, write_catalogue
 
@@ -74,8 +76,8 @@ def catalogue(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stores(server_url, catalogue, model, tmp_path_factory):
-    server = ServerStore(server_url)
-    embedded = EmbeddedStore(tmp_path_factory.mktemp("server-embedded") / "db")
+    server = Catalog.open(Settings(clickhouse_url=server_url))
+    embedded = Catalog.open(tmp_path_factory.mktemp("server-embedded") / "db")
     summaries = [load(str(catalogue), s, model, progress=False) for s in (server, embedded)]
     yield server, embedded, summaries
     embedded.close()
@@ -108,7 +110,7 @@ def test_rankings_and_filters_are_identical(stores, model):
 
 def test_duplicate_pairs_are_identical(stores):
     """The hashing SQL binds 128 hyperplanes and UInt128 masks: the same pairs through clickhouse-connect."""
-    from service.duplicates import duplicate_pairs
+    from clipsearch.duplicates import duplicate_pairs
     server, embedded, _ = stores
     pairs = [duplicate_pairs(s, 0.06) for s in (server, embedded)]  # look-alikes pair up at 0.06
     assert pairs[0] and [(p["id_a"], p["id_b"]) for p in pairs[0]] == [(p["id_a"], p["id_b"]) for p in pairs[1]]

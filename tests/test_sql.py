@@ -8,14 +8,15 @@ import sys
 
 import numpy as np
 import pytest
+from clipsearch.loader.load import load
 from PIL import Image
 
-from loader.load import load
-from service.demo import CATEGORIES, make_catalogue
-from service.query import parse_filter
-from service.search import Searcher
-from service.sql_functions import register_embedded
-from service.store import EmbeddedStore, sql_statements
+from clipsearch.catalog import Catalog
+from clipsearch.connection import sql_statements
+from clipsearch.query import parse_filter
+from clipsearch.search import Searcher
+from clipsearch.sql_functions import register_embedded
+from clipsearch.synthetic import CATEGORIES, make_catalogue
 
 from .conftest import ROOT
 
@@ -36,7 +37,7 @@ def catalogue(tmp_path_factory, model):
     (folder / "demo" / "images" / "zz-copy.jpg").write_bytes(buf.getvalue())
     with open(manifest, "a") as f:
         f.write("images/zz-copy.jpg,poster,1.0\n")
-    store = EmbeddedStore(folder / "db")
+    store = Catalog.open(folder / "db")
     assert load(str(manifest), store, model, progress=False).loaded == N + 1
     register_embedded(store, lambda: model)
     searcher = Searcher(store, lambda: model)  # logs these searches; the tests compare with a quiet one

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from clipsearch.loader.load import load
 
-from loader.load import load
-from service import shapes
-from service.query import parse_filter
-from service.search import Searcher
-from service.store import EmbeddedStore, StoreError
+from clipsearch import synthetic as shapes
+from clipsearch.catalog import Catalog
+from clipsearch.errors import QueryError
+from clipsearch.query import parse_filter
+from clipsearch.search import Searcher
 
 from .conftest import run_cli, write_catalogue
 
@@ -19,7 +20,7 @@ def indexed(tmp_path_factory, model):
     rng = np.random.default_rng(31)
     manifest = write_catalogue(folder / "a", [shapes.random_spec(rng) for _ in range(200)], 31,
                                extra=lambda i: {"price": i})
-    store = EmbeddedStore(folder / "db")
+    store = Catalog.open(folder / "db")
     load(str(manifest), store, model, progress=False)
     exact = {q: [r["id"] for r in Searcher(store, lambda: model, log=False).search(q, k=10).rows]
              for q in ("a red circle", "a blue star", "a white square", "a green cross")}
@@ -62,7 +63,7 @@ def test_rows_inserted_after_indexing_are_found(indexed, model):
 
 def test_bad_quantization_is_refused(indexed):
     store, _, _, _ = indexed
-    with pytest.raises(StoreError, match="quantization must be one of"):
+    with pytest.raises(QueryError, match="quantization must be one of"):
         store.create_vector_index("int3")
 
 

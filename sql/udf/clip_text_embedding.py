@@ -22,8 +22,10 @@ def unescape(field: str) -> str:
 
 
 def main() -> int:
-    from service.model import ClipModel
-    model = ClipModel()
+    from clipsearch.model import ClipModel
+    from clipsearch.settings import Settings
+    settings = Settings.load()
+    model = ClipModel(settings.model, settings.pretrained)
     for line in sys.stdin:
         text = unescape(line.rstrip("\n"))
         vector = model.encode_texts([text])[0] if text.strip() else [0.0] * model.dim

@@ -17,8 +17,8 @@ from functools import lru_cache
 _registered = {}
 
 
-def register_embedded(store, get_model) -> None:
-    """Make clipTextEmbedding() available to `store` (an EmbeddedStore); the model loads on first call."""
+def register_embedded(catalog, get_model) -> None:
+    """Make clipTextEmbedding() available to `catalog` (on the embedded engine); the model loads on first call."""
     from chdb.udf import func
 
     @lru_cache(maxsize=1024)
@@ -32,5 +32,5 @@ def register_embedded(store, get_model) -> None:
             return _registered["embed"](text)
         _registered["clipsearch_text_embedding_json"] = clipsearch_text_embedding_json
     _registered["embed"] = embed_json
-    store.command("CREATE OR REPLACE FUNCTION clipTextEmbedding AS (text) -> "
+    catalog.command("CREATE OR REPLACE FUNCTION clipTextEmbedding AS (text) -> "
                   "JSONExtract(assumeNotNull(clipsearch_text_embedding_json(text)), 'Array(Float32)')")

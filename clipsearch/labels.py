@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import re
 
-from .query import Filter, QueryError, filter_sql
-from .store import Store
+from .catalog import Catalog
+from .errors import QueryError
+from .query import Filter, filter_sql
 
 DEFAULT_PROMPT = "a photo of a {}"
 MAX_LABELS = 1000
@@ -48,7 +49,7 @@ def _prompt_params(model, labels: list[str], prompt: str) -> dict:
             "labels": labels}
 
 
-def label_table(store: Store, model, labels, prompt: str | None = None, name: str = "label",
+def label_table(catalog: Catalog, model, labels, prompt: str | None = None, name: str = "label",
                 filters: list[Filter] = ()) -> dict[str, int]:
     """Label every image (or the filtered ones) and store the result as label set `name`.
 
@@ -57,27 +58,27 @@ def label_table(store: Store, model, labels, prompt: str | None = None, name: st
     labels, prompt = parse_labels(labels), check_prompt(prompt)
     if not re.match(r"^[\w.-]{1,64}$", name or ""):
         raise QueryError("the label set name must be 1-64 letters, digits, '_', '-' or '.'")
-    store.check_model(model.label)
-    conditions, params = filter_sql(list(filters), store.columns())
+    catalog.check_model(model.label)
+    conditions, params = filter_sql(list(filters), catalog.columns())
     where = " AND ".join(conditions) or "1"
     params.update(_prompt_params(model, labels, prompt), name=name, prompt=prompt, model=model.label)
     # Lightweight delete first, so a re-run replaces the set for exactly the images it labels.
-    store.command(f"DELETE FROM labels WHERE label_set = {{name:String}} "
+    catalog.command(f"DELETE FROM labels WHERE label_set = {{name:String}} "
                   f"AND image_id IN (SELECT id FROM images WHERE {where})", params)
-    store.command(
+    catalog.command(
         "INSERT INTO labels (image_id, label_set, label, probability, labels, probabilities, prompt, model) "
         "SELECT id, {name:String}, {labels:Array(String)}[indexOf(probs, arrayMax(probs))], arrayMax(probs), "
         "{labels:Array(String)}, probs, {prompt:String}, {model:String} "
         f"FROM (SELECT id, {_distribution_sql('embedding')} AS probs FROM images WHERE {where})", params)
-    rows = store.query("SELECT label, count() AS n FROM labels FINAL WHERE label_set = {name:String} "
+    rows = catalog.query("SELECT label, count() AS n FROM labels FINAL WHERE label_set = {name:String} "
                        "GROUP BY label ORDER BY n DESC, label", {"name": name})
     return {r["label"]: int(r["n"]) for r in rows}
 
 
-def label_vector(store: Store, model, vector, labels, prompt: str | None = None) -> list[dict]:
+def label_vector(catalog: Catalog, model, vector, labels, prompt: str | None = None) -> list[dict]:
     """The label distribution of one image vector, best first, by the same SQL as the bulk path."""
     labels, prompt = parse_labels(labels), check_prompt(prompt)
     params = {**_prompt_params(model, labels, prompt), "v": [float(x) for x in vector]}
-    probs = store.query(f"SELECT {_distribution_sql('{v:Array(Float32)}')} AS probs", params)[0]["probs"]
+    probs = catalog.query(f"SELECT {_distribution_sql('{v:Array(Float32)}')} AS probs", params)[0]["probs"]
     return sorted(({"label": label, "probability": p} for label, p in zip(labels, probs)),
                   key=lambda r: -r["probability"])

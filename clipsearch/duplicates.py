@@ -16,8 +16,8 @@ import math
 
 import numpy as np
 
-from .query import QueryError
-from .store import Store
+from .catalog import Catalog
+from .errors import QueryError
 
 DEFAULT_THRESHOLD = 0.03    # cosine distance (similarity 0.97); tune it per model, see the README
 SKETCH_BITS = 128           # a UInt128 per row
@@ -88,10 +88,10 @@ def lsh_plan(rows: int, threshold: float) -> tuple[int, int]:
     return 4, MAX_TABLES
 
 
-def duplicate_pairs(store: Store, threshold=None) -> list[dict]:
+def duplicate_pairs(catalog: Catalog, threshold=None) -> list[dict]:
     """Pairs {id_a, id_b, distance} of distinct images within `threshold`, closest first."""
     threshold = check_threshold(threshold)
-    shape = store.query("SELECT count() AS n, max(length(embedding)) AS d FROM images")[0]
+    shape = catalog.query("SELECT count() AS n, max(length(embedding)) AS d FROM images")[0]
     rows, dims = int(shape["n"]), int(shape["d"] or 0)
     if rows < 2 or not dims:
         return []
@@ -99,13 +99,13 @@ def duplicate_pairs(store: Store, threshold=None) -> list[dict]:
     rng = np.random.default_rng(SEED)
     planes = rng.standard_normal((SKETCH_BITS, dims)).astype(np.float32)
     masks = [sum(1 << int(b) for b in rng.choice(SKETCH_BITS, bits, replace=False)) for _ in range(tables)]
-    return store.query(PAIRS_SQL, {"planes": planes.tolist(), "sketch_bits": SKETCH_BITS, "masks": masks,
+    return catalog.query(PAIRS_SQL, {"planes": planes.tolist(), "sketch_bits": SKETCH_BITS, "masks": masks,
                                    "dims": dims, "threshold": threshold})
 
 
-def duplicate_groups(store: Store, threshold=None) -> list[dict]:
+def duplicate_groups(catalog: Catalog, threshold=None) -> list[dict]:
     """Groups of near-duplicates, largest first: {"images": [rows, largest image first], "max_distance"}."""
-    pairs = duplicate_pairs(store, threshold)
+    pairs = duplicate_pairs(catalog, threshold)
     parent: dict[str, str] = {}
 
     def root(x: str) -> str:
@@ -121,7 +121,7 @@ def duplicate_groups(store: Store, threshold=None) -> list[dict]:
         members.setdefault(root(image_id), []).append(image_id)
     if not members:
         return []
-    rows = {r["id"]: r for r in store.query(
+    rows = {r["id"]: r for r in catalog.query(
         "SELECT id, path, width, height, format, file_size FROM images WHERE id IN {ids:Array(String)}",
         {"ids": list(parent)})}
     widest: dict[str, float] = {}

@@ -1,17 +1,25 @@
-"""The bundled model's world: one coloured shape on a background.
+"""The bundled model's world: one coloured shape on a background, and catalogues of such images.
 
-The same generator trains the bundled CLIP model, makes the demo catalogue and
-builds test sets with known answers. Everything is drawn from a numpy
+The same generator trains the bundled CLIP model, makes the demo catalogue,
+and builds the test sets and benchmark images with known answers. Everything is drawn from a numpy
 Generator, so a seed fixes every pixel and caption.
 """
 from __future__ import annotations
 
+import csv
 import io
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
+    from .model import ClipModel
 
 COLOURS = {
     "red": (210, 30, 30),
@@ -234,3 +242,107 @@ def near_copy(data: bytes, kind: str, rng: np.random.Generator) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=int(rng.integers(50, 86)))
     return buf.getvalue()
+
+
+CATEGORIES = ("sticker", "poster", "badge", "magnet")
+
+
+def make_catalogue(out: str | Path, count: int = 2000, seed: int = 7) -> Path:
+    """The demo catalogue: `count` images and `manifest.csv` (path, category, price) under `out`.
+
+    Same seed, same files; files already there with the right size are not written again.
+    """
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(count):
+        spec, data = make_image(rng)
+        name = f"images/{i:06d}-{spec.colour}-{spec.shape}.{'jpg' if spec.image_format == 'JPEG' else 'png'}"
+        path = out / name
+        if not path.exists() or path.stat().st_size != len(data):
+            path.write_bytes(data)
+        rows.append({"path": name, "category": CATEGORIES[int(rng.integers(len(CATEGORIES)))],
+                     "price": round(float(rng.uniform(1, 100)), 2)})
+    return _write_manifest(out / "manifest.csv", rows)
+
+
+def write_catalogue(folder: str | Path, specs: list[ShapeSpec], seed: int, manifest: str | None = "manifest.csv",
+                    extra: Callable[[int], dict] | None = None) -> Path:
+    """Render `specs` into `folder` as 00000.jpg/png...; with `manifest` (.csv or .jsonl), also write
+    path, colour, shape (+ extra(i)) per image and return its path, else return the folder."""
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, spec in enumerate(specs):
+        name = f"{i:05d}.{'jpg' if spec.image_format == 'JPEG' else 'png'}"
+        (folder / name).write_bytes(encode(render(spec, rng), spec.image_format, rng))
+        rows.append({"path": name, "colour": spec.colour, "shape": spec.shape, **(extra(i) if extra else {})})
+    return _write_manifest(folder / manifest, rows) if manifest else folder
+
+
+def _write_manifest(path: Path, rows: list[dict]) -> Path:
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return path
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+SELECTIVITY = {"sel_50": 0.5, "sel_10": 0.1, "sel_1": 0.01, "sel_0_1": 0.001}
+SPREAD = 0.25      # perturbation norm: an item sits ~0.03 (cosine distance) from its base image
+BLOCK = 50_000
+
+
+# -- vector catalogues: tables of any size that behave like a CLIP photo catalogue ---------------
+def encode_generated(model: ClipModel, count: int, seed: int) -> np.ndarray:
+    """Embeddings of `count` generated images (balanced over the 40 classes)."""
+    from .model import open_image
+    rng = np.random.default_rng(seed)
+    specs = balanced_specs(rng, max(1, count // 40))[:count]
+    images = [open_image(encode(render(s, rng), s.image_format, rng), model.image_size)
+              for s in specs]
+    return model.encode_images(images)
+
+
+def perturbed(bases: np.ndarray, rows: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    dim = bases.shape[1]
+    out = bases[rng.integers(0, len(bases), rows)]
+    out += SPREAD / np.sqrt(dim) * rng.standard_normal(out.shape, dtype=np.float32)
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def selectivity_columns(rows: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, share in SELECTIVITY.items():
+        col = np.zeros(rows, np.int64)
+        col[rng.choice(rows, round(rows * share), replace=False)] = 1
+        out[name] = col
+    return out
+
+
+def fill(catalog: Catalog, model: ClipModel, rows: int, bases: int = 4000, seed: int = 5, start: int = 0) -> np.ndarray:
+    """Insert `rows` rows (ids start..start+rows) and return their vectors, in id order."""
+    vectors = perturbed(encode_generated(model, bases, seed), rows, seed + 1)
+    insert_vectors(catalog, vectors, model.label, seed, start)
+    return vectors
+
+
+def insert_vectors(catalog: Catalog, vectors: np.ndarray, model_label: str, seed: int = 5, start: int = 0) -> None:
+    from .loader.load import rows_table
+    rows = len(vectors)
+    columns = selectivity_columns(rows, seed + 2 + start)
+    types = {name: "Nullable(Int64)" for name in SELECTIVITY}
+    catalog.add_columns(types)
+    for lo in range(0, rows, BLOCK):
+        hi = min(rows, lo + BLOCK)
+        meta = [{"id": f"{start + i:032x}", "path": f"/bench/{start + i:08d}.jpg", "width": 256, "height": 256,
+                 "format": "JPEG", "file_size": 0, "taken_at": None, "camera": ""} for i in range(lo, hi)]
+        metadata = {m["path"]: {name: int(col[lo + j]) for name, col in columns.items()} for j, m in enumerate(meta)}
+        catalog.insert_images(rows_table(meta, vectors[lo:hi], model_label, metadata, types))

@@ -5,20 +5,16 @@ import math
 import re
 from dataclasses import dataclass
 
-from .store import quote_identifier
+from .connection import quote_identifier
+from .errors import QueryError
 
 OPERATORS = ("!=", ">=", "<=", "=", ">", "<")  # the CLI's; JSON filters add "in" and "has"
 JSON_OPERATORS = OPERATORS + ("in", "has")
 FILTER_RE = re.compile(r"^\s*([^!<>=\s]+)\s*(!=|>=|<=|=|>|<)\s*(.*?)\s*$", re.DOTALL)
 NUMERIC_TYPE = re.compile(r"^(U?Int\d+|Float\d+|Decimal)")
 TIME_TYPE = re.compile(r"^(Date|DateTime)")
-RERANK_COLUMN = "embedding_qbit"   # optional MATERIALIZED reduced-precision copy (Store.add_rerank_column)
-NOT_FILTERABLE = {"embedding", RERANK_COLUMN}  # vectors, not metadata
+NOT_FILTERABLE = {"embedding"}  # vectors, not metadata
 MAX_K = 1000
-
-
-class QueryError(ValueError):
-    """The user's query is invalid (unknown column, wrong value type, bad k)."""
 
 
 @dataclass(frozen=True)
@@ -117,9 +113,7 @@ class QueryVector:
     image_id: str | None = None
 
 
-STRATEGIES = ("exact", "hnsw", "rerank")
-RERANK_BITS = 8                     # bits per dimension the reduced-precision scan reads
-RERANK_CANDIDATES = 20              # x k candidates that scan hands to the exact re-rank
+STRATEGIES = ("exact", "hnsw")
 HNSW_SEARCH_BEAM = 2048             # hnsw_candidate_list_size_for_search (ef at query time)
 
 
@@ -137,8 +131,6 @@ def search_sql(columns: dict[str, str], filters: list[Filter], k: int, vectors: 
     - "hnsw": the table's vector_similarity index answers `ORDER BY distance
       LIMIT k` (approximate). With filters the index fetches `multiplier` x k
       neighbours and ClickHouse drops those that do not match (postfilter).
-    - "rerank": scan the reduced-precision copy RERANK_COLUMN at RERANK_BITS
-      bits, then rank its best RERANK_CANDIDATES x k rows exactly.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}")
@@ -178,16 +170,6 @@ def search_sql(columns: dict[str, str], filters: list[Filter], k: int, vectors: 
             settings += (f", vector_search_filter_strategy = 'postfilter', vector_search_index_fetch_multiplier = "
                          f"{fetch:g}, max_limit_for_vector_search_queries = {max(1000, wanted)}")
         return f"{head}{where}\nORDER BY {distance}\nLIMIT {{k:UInt32}}{settings}", params
-    if strategy == "rerank":
-        # The inner ORDER BY reads only the reduced-precision column; ClickHouse fetches the other
-        # columns (the Float32 vector among them) lazily, for the shortlisted rows alone.
-        params["candidates"] = params["k"] * RERANK_CANDIDATES
-        shortlist = (f"SELECT * FROM images{where}\n"
-                     f"    ORDER BY L2DistanceTransposed({RERANK_COLUMN}, v0, {RERANK_BITS})\n"
-                     "    LIMIT {candidates:UInt32}")
-        return (f"{head.replace('FROM images', f'FROM ({shortlist})')}\nORDER BY {distance} ASC, id\n"
-                "LIMIT {k:UInt32}\nSETTINGS allow_experimental_qbit_type = 1, "
-                f"query_plan_max_limit_for_lazy_materialization = {params['candidates']}"), params
     return f"{head}{where}\nORDER BY {distance} ASC, id\nLIMIT {{k:UInt32}}", params
 
 

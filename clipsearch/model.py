@@ -1,12 +1,15 @@
 """CLIP model wrapper: one factory, like open_clip's, and batched L2-normalized encoders."""
 from __future__ import annotations
 
-import os
 import sys
+import threading
 from pathlib import Path
+from typing import Callable, Union
 
 import numpy as np
 from PIL import Image
+
+from .errors import ModelError
 
 BUNDLED_MODEL_DIR = Path(__file__).parent / "bundled_model"
 BUNDLED_MODEL = f"local-dir:{BUNDLED_MODEL_DIR}"
@@ -37,10 +40,6 @@ def import_open_clip():
     return open_clip
 
 
-class ModelError(Exception):
-    """The model could not be loaded (unknown name, missing weights)."""
-
-
 class ClipModel:
     """A CLIP model with its image preprocessing and tokenizer.
 
@@ -53,8 +52,8 @@ class ClipModel:
                  threads: int | None = None):
         import torch
         open_clip = import_open_clip()
-        self.name = name or os.environ.get("CLIPSEARCH_MODEL") or BUNDLED_MODEL
-        self.pretrained = pretrained or os.environ.get("CLIPSEARCH_PRETRAINED") or None
+        self.name = name or BUNDLED_MODEL
+        self.pretrained = pretrained or None
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if threads:
             torch.set_num_threads(threads)
@@ -115,6 +114,35 @@ class ClipModel:
                 tokens = self.tokenizer(texts[i:i + batch_size]).to(self.device)
                 out.append(self.model.encode_text(tokens, normalize=True).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+
+class LazyModel:
+    """Loads a `ClipModel(name, pretrained)` once, on the first call, safely from many threads."""
+
+    def __init__(self, name: str | None = None, pretrained: str | None = None):
+        self.name, self.pretrained = name, pretrained
+        self._model: ClipModel | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> ClipModel:
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = ClipModel(self.name, self.pretrained)
+        return self._model
+
+
+ModelSource = Union[ClipModel, Callable[[], ClipModel], None]
+
+
+def model_loader(model: ModelSource, name: str | None = None, pretrained: str | None = None
+                 ) -> Callable[[], ClipModel]:
+    """A function giving the model: `model` itself if it is one, a loader as it is, else a LazyModel."""
+    if isinstance(model, ClipModel):
+        return lambda: model
+    if model is not None:
+        return model
+    return LazyModel(name, pretrained)
 
 
 def open_image(source, min_size: int | None = None) -> Image.Image:

@@ -1,0 +1,203 @@
+"""The catalogue: every statement clipsearch runs on the `images` table and its companions.
+
+`Catalog` sits on a `Connection` (embedded or server) and knows the schema
+(sql/schema.sql), the columns users filter by, what is loaded, the vector index,
+the search log. The search ranking SQL itself is built in `query.py`; labels
+and near-duplicates keep their one statement each beside the logic it serves.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from . import sql as sql_files
+from .connection import Connection, connect, quote_identifier, sql_statements
+from .errors import ModelMismatch, NotFound, QueryError
+from .query import NOT_FILTERABLE, NUMERIC_TYPE, TIME_TYPE, Filter, base_type, filter_sql
+from .settings import Settings
+
+VECTOR_QUANTIZATIONS = ("bf16", "f32", "f16", "i8", "b1")
+VECTOR_INDEXES = ("FROM system.data_skipping_indices WHERE database = currentDatabase() "
+                  "AND table = 'images' AND type = 'vector_similarity'")
+
+
+class Catalog:
+    """The tables of one clipsearch database, on `connection` (created if missing)."""
+
+    def __init__(self, connection: Connection):
+        self.connection = connection
+        self.backend = connection.backend
+        for statement in sql_statements(sql_files.read("schema.sql")):
+            connection.command(statement)
+
+    @classmethod
+    def open(cls, settings: Settings | str | os.PathLike) -> Catalog:
+        """The catalogue the settings name (or of the embedded folder at a path); closes the connection
+        again if the schema cannot be created."""
+        if not isinstance(settings, Settings):
+            settings = Settings(db=os.fspath(settings))
+        connection = connect(settings)
+        try:
+            return cls(connection)
+        except BaseException:
+            connection.close()
+            raise
+
+    # The connection's own calls, for raw SQL.
+    def query(self, sql: str, params: dict | None = None) -> list[dict]:
+        return self.connection.query(sql, params)
+
+    def text(self, sql: str, params: dict | None = None, fmt: str = "PrettyCompact") -> str:
+        return self.connection.text(sql, params, fmt)
+
+    def command(self, sql: str, params: dict | None = None) -> None:
+        self.connection.command(sql, params)
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- columns ----------------------------------------------------------------------------
+    def columns(self, table: str = "images") -> dict[str, str]:
+        """Column name -> ClickHouse type, in table order; empty if the table does not exist."""
+        rows = self.query("SELECT name, type FROM system.columns WHERE database = currentDatabase() "
+                          "AND table = {table:String} ORDER BY position", {"table": table})
+        return {r["name"]: r["type"] for r in rows}
+
+    def add_columns(self, new_columns: dict[str, str]) -> None:
+        for name, ch_type in new_columns.items():
+            self.command(f"ALTER TABLE images ADD COLUMN IF NOT EXISTS {quote_identifier(name)} {ch_type}")
+
+    def column_summaries(self) -> list[dict]:
+        """Each filterable column with what a filter form needs: distinct values or a numeric range."""
+        out = []
+        for name, ch_type in self.columns().items():
+            if name in NOT_FILTERABLE:
+                continue
+            kind = base_type(ch_type)
+            info: dict[str, Any] = {"name": name, "type": ch_type}
+            col = quote_identifier(name)
+            if NUMERIC_TYPE.match(kind):
+                info.update(kind="number", **self.query(f"SELECT min({col}) AS min, max({col}) AS max FROM images")[0])
+            elif TIME_TYPE.match(kind):
+                info["kind"] = "time"
+            elif kind == "String":
+                values = self.query(f"SELECT groupUniqArray(21)({col}) AS v FROM images")[0]["v"]
+                info.update(kind="text",
+                            values=sorted(v for v in values if v is not None) if len(values) <= 20 else None)
+            else:
+                info["kind"] = "array" if kind.startswith("Array") else "other"
+            out.append(info)
+        return out
+
+    # -- what is loaded ---------------------------------------------------------------------
+    def count(self) -> int:
+        return int(self.query("SELECT count() AS n FROM images")[0]["n"])
+
+    def existing_ids(self, ids: list[str]) -> set[str]:
+        if not ids:
+            return set()
+        rows = self.query("SELECT id FROM images WHERE id IN {ids:Array(String)}", {"ids": list(ids)})
+        return {r["id"] for r in rows}
+
+    def known_files(self, root: str) -> set[tuple[str, int]]:
+        """(path, size) of the stored images under the folder `root`."""
+        rows = self.query("SELECT path, file_size FROM images WHERE startsWith(path, {root:String})",
+                          {"root": root})
+        return {(r["path"], int(r["file_size"])) for r in rows}
+
+    def insert_images(self, rows: Any) -> None:
+        """Insert a pyarrow Table of image rows (the loader builds it)."""
+        self.connection.insert("images", rows)
+
+    def record_load_errors(self, errors: list[tuple[str, str]]) -> None:
+        import pyarrow as pa
+        if errors:
+            self.connection.insert("load_errors", pa.table({"path": [p for p, _ in errors],
+                                                            "reason": [e for _, e in errors]}))
+
+    def get_image(self, image_id: str) -> dict:
+        rows = self.query("SELECT * EXCEPT (embedding) FROM images WHERE id = {id:String} LIMIT 1",
+                          {"id": str(image_id)})
+        if not rows:
+            raise NotFound(f"no image with id {image_id!r}")
+        return rows[0]
+
+    def models(self) -> list[str]:
+        return [r["model"] for r in self.query("SELECT DISTINCT model FROM images LIMIT 3")]
+
+    def check_model(self, label: str, stored: list[str] | None = None) -> None:
+        """Refuse to mix or compare vectors from different models: they live in different spaces."""
+        stored = self.models() if stored is None else stored
+        if stored and stored != [label]:
+            raise ModelMismatch(f"the table holds embeddings from {', '.join(stored)}, but the model in use is "
+                                f"{label}; use the same --model/--pretrained as the load, or another --db")
+
+    def search_state(self) -> dict:
+        """What a search needs to know of `images`, in one round trip: columns, models, rows, vector index."""
+        row = self.query(
+            "SELECT (SELECT groupArray((position, name, type)) FROM system.columns "
+            "        WHERE database = currentDatabase() AND table = 'images') AS columns, "
+            "       (SELECT groupUniqArray(3)(model) FROM images) AS models, "
+            "       (SELECT count() FROM images) AS rows, "
+            f"       (SELECT count() {VECTOR_INDEXES}) AS vector_indexes")[0]
+        return {"columns": {name: ch_type for _, name, ch_type in sorted(row["columns"])},
+                "models": sorted(row["models"]), "rows": int(row["rows"]), "vector_index": row["vector_indexes"] > 0}
+
+    def count_matching(self, filters: list[Filter], columns: dict[str, str], limit: int | None = None
+                       ) -> tuple[int, int]:
+        """(rows matching `filters`, rows looked at): over the whole table, or its first `limit` rows."""
+        conditions, params = filter_sql(filters, columns)
+        source = f"(SELECT * FROM images LIMIT {int(limit)})" if limit else "images"
+        row = self.query(f"SELECT countIf({' AND '.join(conditions) or '1'}) AS matching, count() AS seen "
+                         f"FROM {source}", params)[0]
+        return int(row["matching"]), int(row["seen"])
+
+    # -- vector index -----------------------------------------------------------------------
+    def vector_index(self) -> dict | None:
+        """The HNSW index on images.embedding, if there is one: {name, type_full}."""
+        rows = self.query(f"SELECT name, type_full {VECTOR_INDEXES}")
+        return rows[0] if rows else None
+
+    def create_vector_index(self, quantization: str = "bf16", m: int = 16, ef_construction: int = 128) -> None:
+        """Add ClickHouse's vector_similarity (HNSW) index on images.embedding and build it for stored rows.
+
+        Building costs minutes per few hundred thousand rows on small machines; new
+        parts get their index as they are inserted and merged.
+        """
+        if quantization not in VECTOR_QUANTIZATIONS:
+            raise QueryError(f"quantization must be one of {', '.join(VECTOR_QUANTIZATIONS)}")
+        for name, value, low in (("m", m, 2), ("ef_construction", ef_construction, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 10_000:
+                raise QueryError(f"{name} must be an integer between {low} and 10000, got {value!r}")
+        dims = self.query("SELECT DISTINCT length(embedding) AS d FROM images LIMIT 2")
+        if len(dims) != 1:
+            raise QueryError("the index needs a table whose vectors all have one length; load images first")
+        hnsw = f"'hnsw', 'cosineDistance', {int(dims[0]['d'])}, '{quantization}', {int(m)}, {int(ef_construction)}"
+        self.command("ALTER TABLE images ADD INDEX IF NOT EXISTS embedding_hnsw embedding "
+                     f"TYPE vector_similarity({hnsw}) GRANULARITY 100000000")
+        self.command("ALTER TABLE images MATERIALIZE INDEX embedding_hnsw SETTINGS mutations_sync = 2")
+
+    def drop_vector_index(self) -> None:
+        index = self.vector_index()
+        if index:
+            self.command(f"ALTER TABLE images DROP INDEX {quote_identifier(index['name'])}")
+
+    # -- search log -------------------------------------------------------------------------
+    def log_search(self, kind: str, text: str | None, filters: list[Filter], k: int, top_ids: list[str],
+                   results: int, took_ms: dict) -> None:
+        """One row in search_log per search, for analysts to chart usage in SQL."""
+        self.command(
+            "INSERT INTO search_log (kind, text, filters, k, results, encode_ms, query_ms, total_ms, top_ids) "
+            "SELECT {kind:String}, {text:String}, {filters:String}, {k:UInt32}, {results:UInt32}, "
+            "{encode:Float32}, {query:Float32}, {total:Float32}, {top_ids:Array(String)}",
+            {"kind": kind, "text": text or "", "k": int(k), "results": results,
+             "filters": json.dumps([[f.column, f.op, f.value] for f in filters], default=str),
+             **took_ms, "top_ids": top_ids[:10]})
+

@@ -1,0 +1,149 @@
+"""A photo collection in ClickHouse: the library API that the CLI and the Flask app are thin layers over.
+
+    import clipsearch
+    with clipsearch.open("./clipsearch-data") as photos:
+        photos.load("~/photos")
+        for hit in photos.search("a red car at night", k=5, filters=["width>=1024"]):
+            print(f"{hit['score']:.3f} {hit['path']}")
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from .catalog import Catalog
+from .errors import QueryError
+from .model import ClipModel, ModelSource, model_loader
+from .query import Filter, filters_from_json
+from .search import Searcher, SearchResult
+from .settings import Settings
+
+FilterSpec = Any   # ["price<20", ...], [Filter, ...] or {"category": "poster", "price": {"<": 20}}
+
+
+def as_filters(spec: FilterSpec) -> list[Filter]:
+    if spec is None:
+        return []
+    if isinstance(spec, str):
+        spec = [spec]
+    if isinstance(spec, (list, tuple)) and all(isinstance(f, Filter) for f in spec):
+        return list(spec)
+    return filters_from_json(list(spec) if isinstance(spec, tuple) else spec)
+
+
+class Collection:
+    """The images of one clipsearch database and the model that embeds their queries."""
+
+    def __init__(self, catalog: Catalog, get_model: Callable[[], ClipModel], settings: Settings | None = None,
+                 log_searches: bool = True):
+        self.catalog = catalog
+        self.settings = settings or Settings()
+        self.searcher = Searcher(catalog, get_model, log=log_searches)
+        self._get_model = get_model
+
+    @property
+    def model(self) -> ClipModel:
+        """The CLIP model, loaded on first use."""
+        return self._get_model()
+
+    @property
+    def backend(self) -> str:
+        return self.catalog.backend
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- searching --------------------------------------------------------------------------
+    def search(self, text: str | None = None, *, image: Any = None, similar: str | None = None, k: int = 10,
+               filters: FilterSpec = None, image_weight: float = 0.5) -> SearchResult:
+        """Rank by text, an image (a PIL image or a file path), a stored image id, or text mixed with one of those.
+
+        `result.rows` are dicts with id, path, score (cosine similarity) and the metadata columns, best first;
+        `result.sql` and `result.params` are the one query ClickHouse ran.
+        """
+        if isinstance(image, (str, os.PathLike)):
+            image = open_query_image(image)
+        return self.searcher.search(text, image, similar, k, as_filters(filters),
+                                    {"image": image_weight, "text": 1 - image_weight})
+
+    def get(self, image_id: str) -> dict:
+        """One stored image's row (without its vector); NotFound if there is none."""
+        return self.catalog.get_image(image_id)
+
+    # -- loading and labelling --------------------------------------------------------------
+    def load(self, source: str | os.PathLike, *, batch_size: int = 64, workers: int | None = None,
+             progress: bool = False, report: Callable[[str, str], None] | None = None) -> Any:
+        """Load a folder (recursively) or a CSV/JSONL manifest; returns a LoadSummary. Safe to re-run."""
+        from .loader.load import load
+        return load(str(source), self.catalog, self.model, batch_size=batch_size, workers=workers,
+                    progress=progress, report=report)
+
+    def label(self, labels: list[str] | str, prompt: str | None = None, name: str = "label",
+              filters: FilterSpec = None) -> dict[str, int]:
+        """Zero-shot label the images into the `labels` table; returns how many got each label."""
+        from .labels import label_table
+        return label_table(self.catalog, self.model, labels, prompt, name, as_filters(filters))
+
+    def duplicates(self, threshold: float | None = None) -> list[dict]:
+        """Groups of near-duplicate images (by CLIP distance), largest group first."""
+        from .duplicates import duplicate_groups
+        return duplicate_groups(self.catalog, threshold)
+
+    # -- SQL and the index ------------------------------------------------------------------
+    def sql(self, query: str, params: dict | None = None, fmt: str | None = None) -> Any:
+        """Run SQL: rows as dicts, or with `fmt` the output as text in that ClickHouse format.
+
+        On the embedded engine, clipTextEmbedding('text') is available in the SQL.
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise QueryError("empty SQL")
+        if self.backend == "embedded":
+            from .sql_functions import register_embedded
+            register_embedded(self.catalog, self._get_model)
+        return self.catalog.query(query, params) if fmt is None else self.catalog.text(query, params, fmt)
+
+    def create_index(self, quantization: str = "bf16", m: int = 16, ef_construction: int = 128) -> None:
+        """Build ClickHouse's HNSW vector index over the embeddings (minutes per few 100k rows)."""
+        self.catalog.create_vector_index(quantization, m, ef_construction)
+
+    def drop_index(self) -> None:
+        self.catalog.drop_vector_index()
+
+    def index(self) -> dict | None:
+        """The vector index, if there is one: {name, type_full}."""
+        return self.catalog.vector_index()
+
+    def count(self) -> int:
+        return self.catalog.count()
+
+
+def open_query_image(path: str | os.PathLike) -> Any:
+    """A query image from a file, with a clear error for a missing or unreadable one."""
+    from .model import open_image
+    try:
+        return open_image(os.fspath(path))
+    except FileNotFoundError:
+        raise QueryError(f"{os.fspath(path)}: no such file") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise QueryError(f"{os.fspath(path)}: cannot read image ({exc})") from None
+
+
+def open(db: str | os.PathLike | None = None, *, url: str | None = None, model: ModelSource = None,  # noqa: A001
+         pretrained: str | None = None, settings: Settings | None = None, log_searches: bool = True) -> Collection:
+    """Open (or create) a collection: the embedded folder `db`, or the ClickHouse server at `url`.
+
+    Unset arguments come from the environment (CLIPSEARCH_DB, CLICKHOUSE_URL, CLIPSEARCH_MODEL,
+    CLIPSEARCH_PRETRAINED), then the defaults (./clipsearch-data, the bundled model). `model` may be
+    an open_clip model name, a loaded ClipModel, or a function returning one (loaded on first use).
+    """
+    name = model if isinstance(model, str) else None
+    settings = settings or Settings.load(db=None if db is None else os.fspath(db), clickhouse_url=url,
+                                         model=name, pretrained=pretrained)
+    get_model = model_loader(None if isinstance(model, str) else model, settings.model, settings.pretrained)
+    return Collection(Catalog.open(settings), get_model, settings, log_searches)

@@ -1,0 +1,162 @@
+"""Connections to ClickHouse: the embedded engine (chdb) in a folder, or a server over HTTP.
+
+Both are clickhouse-connect clients (`chdb://FOLDER` or `http(s)://...`), so both
+run the same SQL text with `{name:Type}` placeholders and bind values on the
+engine's side: no value from a user is ever formatted into SQL. Results come
+back as JSONEachRow on both and parse the same way.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from .errors import StoreError, StoreUnavailable
+from .settings import Settings
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Statements that return rows in an output format; anything else (INSERT ... VALUES, DDL) runs as a
+# command, because a format clause appended to it would be parsed as its data or refused.
+ROWS_STATEMENT = re.compile(r"^(\s|--[^\n]*\n|/\*.*?\*/|\()*(SELECT|WITH|SHOW|DESC|DESCRIBE|EXPLAIN|EXISTS|CHECK)\b",
+                            re.IGNORECASE | re.DOTALL)
+
+
+def quote_identifier(name: str) -> str:
+    """`name` quoted for SQL; refuses anything but letters, digits and _ (never a user's free text)."""
+    if not IDENTIFIER.match(name):
+        raise StoreError(f"invalid column name {name!r}: use letters, digits and _")
+    return f"`{name}`"
+
+
+def sql_statements(script: str) -> list[str]:
+    """Split a SQL file on ';' after dropping whole-line comments."""
+    body = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("--"))
+    return [s.strip() for s in body.split(";") if s.strip()]
+
+
+def clean_message(exc: BaseException) -> str:
+    """ClickHouse's own message, without stack traces or the HTTP client's wrapping."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = re.sub(r"^Received ClickHouse exception, code: \d+, server response: ", "", text)
+    text = re.sub(r"\s*\(for url [^)]*\)$", "", text)
+    return re.sub(r"\s*Stack trace.*$", "", text)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    return re.sub(r"//([^:@/]+):[^@/]*@", r"//\1:***@", url)
+
+
+class Connection:
+    """One ClickHouse: run statements, insert Arrow tables. Thread-safe (the client serialises calls)."""
+
+    backend = "server"
+    # A server quotes 64-bit integers in JSON by default; chdb does not. Ask both for plain numbers.
+    _json_settings: dict[str, Any] = {"output_format_json_quote_64bit_integers": 0}
+
+    def __init__(self, client: Any, where: str):
+        self._client = client
+        self.where = where
+
+    def text(self, sql: str, params: dict | None = None, fmt: str = "PrettyCompact") -> str:
+        """Run any statement and return its output in a ClickHouse format ("" for a command)."""
+        if not ROWS_STATEMENT.match(sql):
+            self.command(sql, params)
+            return ""
+        settings = self._json_settings if fmt.startswith("JSON") else None
+        try:
+            raw = self._client.raw_query(sql, parameters=params or None, fmt=fmt, settings=settings)
+        except Exception as exc:
+            raise StoreError(clean_message(exc)) from exc
+        return raw.decode("utf-8", "replace")
+
+    def query(self, sql: str, params: dict | None = None) -> list[dict]:
+        """Run a SELECT and return its rows as dicts."""
+        return [json.loads(line) for line in self.text(sql, params, "JSONEachRow").splitlines() if line]
+
+    def command(self, sql: str, params: dict | None = None) -> None:
+        """Run a statement that returns nothing (DDL, INSERT ... SELECT, DELETE)."""
+        try:
+            self._client.command(sql, parameters=params or None)
+        except Exception as exc:
+            raise StoreError(clean_message(exc)) from exc
+
+    def insert(self, table: str, rows: Any) -> None:
+        """Insert a pyarrow Table whose column names match the table's."""
+        try:
+            self._client.insert_arrow(table, rows)
+        except Exception as exc:
+            raise StoreError(clean_message(exc)) from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class EmbeddedConnection(Connection):
+    """chdb with a persistent folder.
+
+    chdb takes no lock on its folder, and two processes writing one folder
+    corrupt it, so this connection holds an exclusive file lock for its
+    lifetime. Within the process the client serves every thread, one
+    statement at a time.
+    """
+
+    backend = "embedded"
+    _json_settings: dict[str, Any] = {}   # chdb's default already; setting it costs a round trip
+
+    def __init__(self, path: str | os.PathLike):
+        import clickhouse_connect
+        self.path = Path(path).expanduser().resolve()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock_file = open(self.path / ".clipsearch.lock", "a+")
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot use {self.path} as a database folder: {exc.strerror}") from None
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.seek(0)
+            holder = self._lock_file.read().strip() or "another process"
+            self._lock_file.close()
+            raise StoreUnavailable(f"database {self.path} is in use by process {holder}; stop it, use another "
+                                   f"--db, or run a ClickHouse server (CLICKHOUSE_URL) for concurrent access") from None
+        self._lock_file.truncate(0)
+        self._lock_file.write(str(os.getpid()))
+        self._lock_file.flush()
+        try:
+            client = clickhouse_connect.get_client(dsn=f"chdb://{self.path}")
+        except Exception as exc:
+            self._release()
+            raise StoreUnavailable(f"cannot open database {self.path}: {clean_message(exc)}") from exc
+        super().__init__(client, str(self.path))
+
+    def _release(self) -> None:
+        if not self._lock_file.closed:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._release()
+
+
+def open_server(url: str) -> Connection:
+    """A ClickHouse server through clickhouse-connect over HTTP (no session: threads share the client)."""
+    import clickhouse_connect
+    try:
+        client = clickhouse_connect.get_client(dsn=url, autogenerate_session_id=False)
+    except Exception as exc:
+        raise StoreUnavailable(f"cannot connect to ClickHouse at {redact(url)}: {clean_message(exc)}") from exc
+    return Connection(client, redact(url))
+
+
+def connect(settings: Settings) -> Connection:
+    """The configured ClickHouse: a server if `clickhouse_url` is set, else the embedded folder."""
+    if settings.clickhouse_url:
+        return open_server(settings.clickhouse_url)
+    return EmbeddedConnection(settings.db)
