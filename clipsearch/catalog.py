@@ -11,11 +11,11 @@ import json
 import os
 from typing import Any
 
-from . import sql as sql_files
 from .connection import Connection, connect, quote_identifier, sql_statements
 from .errors import ModelMismatch, NotFound, QueryError
 from .query import NOT_FILTERABLE, NUMERIC_TYPE, TIME_TYPE, Filter, base_type, filter_sql
 from .settings import Settings
+from .sql import read as read_sql
 
 VECTOR_QUANTIZATIONS = ("bf16", "f32", "f16", "i8", "b1")
 VECTOR_INDEXES = ("FROM system.data_skipping_indices WHERE database = currentDatabase() "
@@ -28,7 +28,7 @@ class Catalog:
     def __init__(self, connection: Connection):
         self.connection = connection
         self.backend = connection.backend
-        for statement in sql_statements(sql_files.read("schema.sql")):
+        for statement in sql_statements(read_sql("schema.sql")):
             connection.command(statement)
 
     @classmethod

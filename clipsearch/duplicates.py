@@ -13,6 +13,7 @@ Pairs are joined into groups (connected components) here: the output is small.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +60,7 @@ ORDER BY distance, id_a, id_b
 """
 
 
-def check_threshold(threshold) -> float:
+def check_threshold(threshold: Any) -> float:
     try:
         threshold = float(DEFAULT_THRESHOLD if threshold is None else threshold)
     except (TypeError, ValueError):
@@ -88,7 +89,7 @@ def lsh_plan(rows: int, threshold: float) -> tuple[int, int]:
     return 4, MAX_TABLES
 
 
-def duplicate_pairs(catalog: Catalog, threshold=None) -> list[dict]:
+def duplicate_pairs(catalog: Catalog, threshold: object = None) -> list[dict]:
     """Pairs {id_a, id_b, distance} of distinct images within `threshold`, closest first."""
     threshold = check_threshold(threshold)
     shape = catalog.query("SELECT count() AS n, max(length(embedding)) AS d FROM images")[0]
@@ -103,7 +104,7 @@ def duplicate_pairs(catalog: Catalog, threshold=None) -> list[dict]:
                                    "dims": dims, "threshold": threshold})
 
 
-def duplicate_groups(catalog: Catalog, threshold=None) -> list[dict]:
+def duplicate_groups(catalog: Catalog, threshold: object = None) -> list[dict]:
     """Groups of near-duplicates, largest first: {"images": [rows, largest image first], "max_distance"}."""
     pairs = duplicate_pairs(catalog, threshold)
     parent: dict[str, str] = {}

@@ -6,16 +6,18 @@ images), and a single uploaded image goes through the same SQL expression.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from .catalog import Catalog
 from .errors import QueryError
+from .model import ClipModel
 from .query import Filter, filter_sql
 
 DEFAULT_PROMPT = "a photo of a {}"
 MAX_LABELS = 1000
 
 
-def parse_labels(labels) -> list[str]:
+def parse_labels(labels: object) -> list[str]:
     """A list of labels, or one comma-separated string of them."""
     if isinstance(labels, str):
         labels = labels.split(",")
@@ -43,14 +45,14 @@ def _distribution_sql(vector: str) -> str:
     return f"arrayMap(x -> toFloat32(x / arraySum({exps})), {exps})"
 
 
-def _prompt_params(model, labels: list[str], prompt: str) -> dict:
+def _prompt_params(model: ClipModel, labels: list[str], prompt: str) -> dict:
     vectors = model.encode_texts([prompt.format(label) for label in labels])
     return {"prompts": [[float(x) for x in v] for v in vectors], "scale": float(model.logit_scale),
             "labels": labels}
 
 
-def label_table(catalog: Catalog, model, labels, prompt: str | None = None, name: str = "label",
-                filters: list[Filter] = ()) -> dict[str, int]:
+def label_table(catalog: Catalog, model: ClipModel, labels: object, prompt: str | None = None, name: str = "label",
+                filters: Sequence[Filter] = ()) -> dict[str, int]:
     """Label every image (or the filtered ones) and store the result as label set `name`.
 
     Returns how many images got each label.
@@ -75,10 +77,11 @@ def label_table(catalog: Catalog, model, labels, prompt: str | None = None, name
     return {r["label"]: int(r["n"]) for r in rows}
 
 
-def label_vector(catalog: Catalog, model, vector, labels, prompt: str | None = None) -> list[dict]:
+def label_vector(catalog: Catalog, model: ClipModel, vector: Sequence[float], labels: object,
+                 prompt: str | None = None) -> list[dict]:
     """The label distribution of one image vector, best first, by the same SQL as the bulk path."""
     labels, prompt = parse_labels(labels), check_prompt(prompt)
     params = {**_prompt_params(model, labels, prompt), "v": [float(x) for x in vector]}
     probs = catalog.query(f"SELECT {_distribution_sql('{v:Array(Float32)}')} AS probs", params)[0]["probs"]
-    return sorted(({"label": label, "probability": p} for label, p in zip(labels, probs)),
+    return sorted(({"label": label, "probability": p} for label, p in zip(labels, probs, strict=True)),
                   key=lambda r: -r["probability"])

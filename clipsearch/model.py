@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Union
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -16,7 +17,7 @@ BUNDLED_MODEL = f"local-dir:{BUNDLED_MODEL_DIR}"
 _TORCHVISION_OPS = None
 
 
-def import_open_clip():
+def import_open_clip() -> Any:
     """Import open_clip, working around a CUDA-built torchvision beside a CPU torch.
 
     open_clip imports torchvision, whose CUDA wheel fails on a CPU-only torch
@@ -72,11 +73,11 @@ class ClipModel:
             model.text_projection is not None else int(self.encode_texts(["x"]).shape[1])
         self.logit_scale = float(model.logit_scale.detach().exp()) if hasattr(model, "logit_scale") else 100.0
 
-    def image_tensor(self, image: Image.Image):
+    def image_tensor(self, image: Image.Image) -> Any:
         """Preprocess one decoded image into the model's input tensor."""
         return self.preprocess(image.convert("RGB"))
 
-    def split_preprocess(self):
+    def split_preprocess(self) -> tuple[Callable, Callable]:
         """The preprocessing as (PIL part, tensor part).
 
         The PIL part (resize, crop) runs in the loader's worker processes and
@@ -93,7 +94,7 @@ class ClipModel:
         size = self.model.visual.image_size
         return int(size[0] if isinstance(size, (tuple, list)) else size)
 
-    def encode_tensors(self, batch) -> np.ndarray:
+    def encode_tensors(self, batch: Any) -> np.ndarray:
         """Encode a stacked batch of preprocessed images."""
         import torch
         with torch.inference_mode():
@@ -132,7 +133,7 @@ class LazyModel:
         return self._model
 
 
-ModelSource = Union[ClipModel, Callable[[], ClipModel], None]
+ModelSource = ClipModel | Callable[[], ClipModel] | None
 
 
 def model_loader(model: ModelSource, name: str | None = None, pretrained: str | None = None
@@ -145,7 +146,7 @@ def model_loader(model: ModelSource, name: str | None = None, pretrained: str | 
     return LazyModel(name, pretrained)
 
 
-def open_image(source, min_size: int | None = None) -> Image.Image:
+def open_image(source: str | bytes | bytearray | BinaryIO, min_size: int | None = None) -> Image.Image:
     """Decode an image file (path, file object or bytes) to RGB; see `decode`."""
     import io
     if isinstance(source, (bytes, bytearray)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from .connection import quote_identifier
 from .errors import QueryError
@@ -43,7 +44,7 @@ def base_type(ch_type: str) -> str:
         ch_type = inner.group(1)
 
 
-def _bind_value(column: str, kind: str, value, name: str, params: dict) -> str:
+def _bind_value(column: str, kind: str, value: Any, name: str, params: dict) -> str:
     """Bind one filter value for a column of type `kind`; returns its SQL placeholder."""
     if NUMERIC_TYPE.match(kind):
         if isinstance(value, bool):
@@ -65,7 +66,8 @@ def _bind_value(column: str, kind: str, value, name: str, params: dict) -> str:
 
 def filter_sql(filters: list[Filter], columns: dict[str, str]) -> tuple[list[str], dict]:
     """SQL conditions for `filters` and their bound parameters, checked against the table's columns."""
-    conditions, params = [], {}
+    conditions: list[str] = []
+    params: dict = {}
     known = [c for c in columns if c not in NOT_FILTERABLE]
     for i, f in enumerate(filters):
         if f.column not in known:
@@ -93,7 +95,7 @@ def filter_sql(filters: list[Filter], columns: dict[str, str]) -> tuple[list[str
     return conditions, params
 
 
-def check_k(k) -> int:
+def check_k(k: Any) -> int:
     if isinstance(k, bool):
         raise QueryError(f"k must be an integer, got {k!r}")
     try:
@@ -117,7 +119,7 @@ STRATEGIES = ("exact", "hnsw")
 HNSW_SEARCH_BEAM = 2048             # hnsw_candidate_list_size_for_search (ef at query time)
 
 
-def search_sql(columns: dict[str, str], filters: list[Filter], k: int, vectors: list[QueryVector],
+def search_sql(columns: dict[str, str], filters: list[Filter], k: int | str, vectors: list[QueryVector],
                strategy: str = "exact", multiplier: float = 1.0) -> tuple[str, dict]:
     """The one SQL query of a search and its parameters.
 
@@ -147,9 +149,11 @@ def search_sql(columns: dict[str, str], filters: list[Filter], k: int, vectors: 
             defs.append(f"(SELECT embedding FROM images WHERE id = {{v{i}_id:String}} LIMIT 1) AS v{i}")
             conditions.insert(0, f"id != {{v{i}_id:String}}")
             params[f"v{i}_id"] = v.image_id
-        else:
+        elif v.vector is not None:
             defs.append(f"{{v{i}:Array(Float32)}} AS v{i}")
             params[f"v{i}"] = [float(x) for x in v.vector]
+        else:
+            raise ValueError("a query vector needs a vector or an image id")
         if len(vectors) == 1:
             terms.append(f"cosineDistance(embedding, v{i})")
         else:
@@ -173,7 +177,7 @@ def search_sql(columns: dict[str, str], filters: list[Filter], k: int, vectors: 
     return f"{head}{where}\nORDER BY {distance} ASC, id\nLIMIT {{k:UInt32}}", params
 
 
-def filters_from_json(spec) -> list[Filter]:
+def filters_from_json(spec: object) -> list[Filter]:
     """Filters from a request: CLI strings, [{"column", "op", "value"}], or {"col": value | {op: value}}.
 
     In the dict form a plain value means equality and a list means "in":

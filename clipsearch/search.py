@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable
+
+from PIL import Image
 
 from .catalog import Catalog
 from .errors import EmptyStore, QueryError
@@ -48,8 +50,8 @@ class Searcher:
             raise EmptyStore("no images loaded yet: run `clipsearch load FOLDER` first")
         return state
 
-    def search(self, text: str | None = None, image=None, image_id: str | None = None, k: int = 10,
-               filters: list[Filter] = (), weights: dict | None = None) -> SearchResult:
+    def search(self, text: str | None = None, image: Image.Image | None = None, image_id: str | None = None,
+               k: int | str = 10, filters: Sequence[Filter] = (), weights: dict | None = None) -> SearchResult:
         """Rank by text, an image, a stored image id, or a weighted mix of an image and a text."""
         start = time.perf_counter()
         text = text.strip() if isinstance(text, str) and text.strip() else None
@@ -89,7 +91,8 @@ class Searcher:
                                     len(rows), result.took_ms)
         return result
 
-    def rank(self, state: dict, parts: list[QueryVector], filters: list[Filter], k: int):
+    def rank(self, state: dict, parts: list[QueryVector], filters: list[Filter], k: int | str
+             ) -> tuple[list[dict], str, dict, str]:
         """Rows ranked by the weighted distance to `parts`: (rows, sql, params, strategy that ran)."""
         strategy, multiplier, _ = self.plan(state, filters, parts)
         sql, params = search_sql(state["columns"], filters, k, parts, strategy, multiplier)

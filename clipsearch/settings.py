@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Mapping
 
 DEFAULT_DB = "./clipsearch-data"
 ENVIRONMENT = {                      # field -> environment variable

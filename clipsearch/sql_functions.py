@@ -12,12 +12,18 @@ Call it once per query, in a scalar subquery, so the text is embedded once:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-_registered = {}
+if TYPE_CHECKING:
+    from .catalog import Catalog
+    from .model import ClipModel
+
+_registered: dict[str, Callable[[str], str]] = {}
 
 
-def register_embedded(catalog, get_model) -> None:
+def register_embedded(catalog: Catalog, get_model: Callable[[], ClipModel]) -> None:
     """Make clipTextEmbedding() available to `catalog` (on the embedded engine); the model loads on first call."""
     from chdb.udf import func
 
@@ -28,7 +34,7 @@ def register_embedded(catalog, get_model) -> None:
     if "clipsearch_text_embedding_json" not in _registered:
         # chdb registers Python UDFs per process, by name; later calls rebind the model getter.
         @func(["String"], "String")
-        def clipsearch_text_embedding_json(text):
+        def clipsearch_text_embedding_json(text: str) -> str:
             return _registered["embed"](text)
         _registered["clipsearch_text_embedding_json"] = clipsearch_text_embedding_json
     _registered["embed"] = embed_json

@@ -10,9 +10,10 @@ import csv
 import io
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -56,20 +57,23 @@ class ShapeSpec:
     image_format: str          # JPEG | PNG
 
 
-def _jitter(rng: np.random.Generator, rgb, amount: int = 20) -> tuple[int, int, int]:
-    return tuple(int(v) for v in np.clip(np.array(rgb) + rng.integers(-amount, amount + 1, 3), 0, 255))
+def _jitter(rng: np.random.Generator, rgb: tuple[int, int, int], amount: int = 20) -> tuple[int, int, int]:
+    r, g, b = (int(v) for v in np.clip(np.array(rgb) + rng.integers(-amount, amount + 1, 3), 0, 255))
+    return r, g, b
 
 
-def _far_colour(rng: np.random.Generator, avoid) -> tuple[int, int, int]:
+def _far_colour(rng: np.random.Generator, avoid: Any) -> tuple[int, int, int]:
     """A random colour at least MIN_CONTRAST away from `avoid`."""
     while True:
         c = rng.integers(0, 256, 3)
         if np.linalg.norm(c - np.array(avoid)) >= MIN_CONTRAST:
-            return tuple(int(v) for v in c)
+            r, g, b = (int(v) for v in c)
+            return r, g, b
 
 
 def random_spec(rng: np.random.Generator, colour: str | None = None, shape: str | None = None,
-                size_range=(0.15, 0.8), dims_range=(48, 320)) -> ShapeSpec:
+                size_range: tuple[float, float] = (0.15, 0.8), dims_range: tuple[int, int] = (48, 320)
+                ) -> ShapeSpec:
     colour = colour or str(rng.choice(list(COLOURS)))
     shape = shape or str(rng.choice(SHAPES))
     background = str(rng.choice(BACKGROUNDS))
@@ -85,10 +89,10 @@ def random_spec(rng: np.random.Generator, colour: str | None = None, shape: str 
                      width, height, "JPEG" if rng.random() < 0.6 else "PNG")
 
 
-def _background(spec: ShapeSpec, rng: np.random.Generator, shape_rgb) -> Image.Image:
+def _background(spec: ShapeSpec, rng: np.random.Generator, shape_rgb: np.ndarray) -> Image.Image:
     w, h = spec.width, spec.height
     if spec.background == "plain":
-        return Image.new("RGB", (w, h), _jitter(rng, COLOURS[spec.bg_colour]))
+        return Image.new("RGB", (w, h), _jitter(rng, COLOURS[spec.bg_colour or "white"]))
     if spec.background == "gradient":
         a, b = np.array(_far_colour(rng, shape_rgb)), np.array(_far_colour(rng, shape_rgb))
         while np.linalg.norm((a + b) / 2 - shape_rgb) < MIN_CONTRAST:
@@ -113,7 +117,8 @@ def _outline(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
                for i, a in enumerate(np.arange(10) * math.pi / 5 - math.pi / 2)]
     elif shape == "cross":
         a = 0.33 * r
-        pts = [(a, r), (a, a), (r, a), (r, -a), (a, -a), (a, -r), (-a, -r), (-a, -a), (-r, -a), (-r, a), (-a, a), (-a, r)]
+        pts = [(a, r), (a, a), (r, a), (r, -a), (a, -a), (a, -r),
+               (-a, -r), (-a, -a), (-r, -a), (-r, a), (-a, a), (-a, r)]
     else:
         raise ValueError(f"no outline for {shape}")
     c, s = math.cos(angle), math.sin(angle)
@@ -168,7 +173,7 @@ def caption(spec: ShapeSpec, rng: np.random.Generator, lang: str = "en") -> tupl
     elif roll < 0.12:
         attrs.pop("shape")
     mention_bg = spec.bg_colour is not None and "colour" in attrs and "shape" in attrs and rng.random() < 0.35
-    if mention_bg:
+    if mention_bg and spec.bg_colour is not None:
         attrs["bg_colour"] = spec.bg_colour
     return (_caption_es if lang == "es" else _caption_en)(spec, attrs, rng), attrs
 
@@ -192,6 +197,7 @@ def _caption_en(spec: ShapeSpec, attrs: dict, rng: np.random.Generator) -> str:
 def _caption_es(spec: ShapeSpec, attrs: dict, rng: np.random.Generator) -> str:
     c, s = attrs.get("colour"), attrs.get("shape")
     if s is None:
+        assert c is not None, "a caption names the colour, the shape or both"
         word = COLOURS_ES[c][1]  # "una forma roja"
         return str(rng.choice([f"una forma {word}", f"algo {COLOURS_ES[c][0]}", f"una figura {word}"]))
     noun, gender = SHAPES_ES[s]
@@ -208,13 +214,13 @@ def _caption_es(spec: ShapeSpec, attrs: dict, rng: np.random.Generator) -> str:
 
 
 def make_image(rng: np.random.Generator, colour: str | None = None, shape: str | None = None,
-               **spec_kwargs) -> tuple[ShapeSpec, bytes]:
+               **spec_kwargs: Any) -> tuple[ShapeSpec, bytes]:
     """A random image (as file bytes) and its spec."""
     spec = random_spec(rng, colour, shape, **spec_kwargs)
     return spec, encode(render(spec, rng), spec.image_format, rng)
 
 
-def balanced_specs(rng: np.random.Generator, per_class: int, **spec_kwargs) -> list[ShapeSpec]:
+def balanced_specs(rng: np.random.Generator, per_class: int, **spec_kwargs: Any) -> list[ShapeSpec]:
     """`per_class` specs for each of the 40 colour+shape classes, shuffled."""
     specs = [random_spec(rng, c, s, **spec_kwargs) for c in COLOURS for s in SHAPES for _ in range(per_class)]
     return [specs[i] for i in rng.permutation(len(specs))]
@@ -342,7 +348,9 @@ def insert_vectors(catalog: Catalog, vectors: np.ndarray, model_label: str, seed
     catalog.add_columns(types)
     for lo in range(0, rows, BLOCK):
         hi = min(rows, lo + BLOCK)
-        meta = [{"id": f"{start + i:032x}", "path": f"/bench/{start + i:08d}.jpg", "width": 256, "height": 256,
-                 "format": "JPEG", "file_size": 0, "taken_at": None, "camera": ""} for i in range(lo, hi)]
-        metadata = {m["path"]: {name: int(col[lo + j]) for name, col in columns.items()} for j, m in enumerate(meta)}
+        paths = [f"/bench/{start + i:08d}.jpg" for i in range(lo, hi)]
+        meta: list[dict] = [{"id": f"{start + lo + j:032x}", "path": path, "width": 256, "height": 256,
+                             "format": "JPEG", "file_size": 0, "taken_at": None, "camera": ""}
+                            for j, path in enumerate(paths)]
+        metadata = {path: {name: int(col[lo + j]) for name, col in columns.items()} for j, path in enumerate(paths)}
         catalog.insert_images(rows_table(meta, vectors[lo:hi], model_label, metadata, types))

@@ -15,10 +15,12 @@ import signal
 import sys
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image, UnidentifiedImageError
 
 from ..catalog import Catalog
@@ -57,7 +59,7 @@ class LoadSummary:
 _worker: dict = {}
 
 
-def _init_worker(pil_transform, min_size: int, max_bytes: int, max_pixels: int):
+def _init_worker(pil_transform: Callable, min_size: int, max_bytes: int, max_pixels: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     _worker.update(transform=pil_transform, min_size=min_size, max_bytes=max_bytes, max_pixels=max_pixels)
 
@@ -101,7 +103,7 @@ def prepare(path: str) -> dict:
 
 
 # -- parent side ----------------------------------------------------------------------------
-def _batches(items: list, size: int):
+def _batches(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
 
@@ -123,7 +125,7 @@ def _file_size(path: str) -> int:
 
 
 def rows_table(rows: list[dict], vectors: np.ndarray, model_label: str, metadata: dict[str, dict],
-                column_types: dict[str, str]):
+                column_types: dict[str, str]) -> pa.Table:
     import pyarrow as pa
     columns = {
         "id": pa.array([r["id"] for r in rows], pa.string()),
@@ -145,7 +147,8 @@ def rows_table(rows: list[dict], vectors: np.ndarray, model_label: str, metadata
     return pa.table(columns)
 
 
-def _record_errors(catalog: Catalog, results: list[dict], summary: LoadSummary, report) -> None:
+def _record_errors(catalog: Catalog, results: list[dict], summary: LoadSummary,
+                   report: Callable[[str, str], None]) -> None:
     errors = [(r["path"], r["error"]) for r in results if "error" in r]
     if errors:
         catalog.record_load_errors(errors)
@@ -168,7 +171,7 @@ def _new_images(catalog: Catalog, results: list[dict]) -> list[dict]:
 
 def load(source: str, catalog: Catalog, model: ClipModel, batch_size: int = 64, workers: int | None = None,
          max_file_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS, progress: bool = True,
-         report=None) -> LoadSummary:
+         report: Callable[[str, str], None] | None = None) -> LoadSummary:
     """Load every image of `source` that is not stored yet. `report(path, reason)` hears each failure."""
     import torch
     from tqdm import tqdm
@@ -196,7 +199,7 @@ def load(source: str, catalog: Catalog, model: ClipModel, batch_size: int = 64, 
     pool = context.Pool(workers, initializer=_init_worker,
                         initargs=(pil_transform, model.image_size, max_file_bytes, max_pixels))
     try:
-        pending = deque()
+        pending: deque = deque()
         batches = _batches(todo, batch_size)
         chunksize = max(1, batch_size // (workers * 2))
         while True:

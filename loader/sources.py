@@ -6,6 +6,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..connection import IDENTIFIER
 from ..errors import SourceError
@@ -90,7 +91,7 @@ def _from_rows(manifest: Path, rows: list[dict]) -> Source:
     return Source(items, types, str(manifest.parent))
 
 
-def _is_missing(value) -> bool:
+def _is_missing(value: object) -> bool:
     return value is None or (isinstance(value, str) and value.strip() == "")
 
 
@@ -104,7 +105,7 @@ def _infer_type(values: list) -> str:
     return "Nullable(String)"
 
 
-def _parses(value, kind) -> bool:
+def _parses(value: object, kind: type) -> bool:
     if isinstance(value, bool):
         return False
     if kind is int and isinstance(value, float):
@@ -116,7 +117,7 @@ def _parses(value, kind) -> bool:
         return False
 
 
-def _convert(value, ch_type: str):
+def _convert(value: Any, ch_type: str) -> object:
     if _is_missing(value):
         return None
     if ch_type == "Nullable(Int64)":

@@ -6,14 +6,17 @@ import io
 import json
 import os
 import re
+from collections.abc import Mapping
+from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request, send_file
+from flask import Blueprint, Response, current_app, jsonify, request, send_file
 from PIL import Image, UnidentifiedImageError
 
 from ..collection import Collection
 from ..errors import NotFound, QueryError
 from ..model import decode
 from ..query import filters_from_json, parse_filter
+from ..search import SearchResult
 
 api = Blueprint("api", __name__)
 ID_RE = re.compile(r"^[0-9a-f]{1,64}$")
@@ -37,7 +40,7 @@ def _decode_upload(data: bytes) -> Image.Image:
         raise QueryError(f"the uploaded image cannot be decoded: {exc}") from None
 
 
-def _image_from_base64(value):
+def _image_from_base64(value: object) -> Image.Image | None:
     if value is None:
         return None
     if not isinstance(value, str):
@@ -49,7 +52,7 @@ def _image_from_base64(value):
     return _decode_upload(data)
 
 
-def _json_field(value, name):
+def _json_field(value: Any, name: str) -> Any:
     if value is None or not isinstance(value, str):
         return value
     try:
@@ -58,7 +61,7 @@ def _json_field(value, name):
         raise QueryError(f"{name} must be JSON") from None
 
 
-def _fields_and_image():
+def _fields_and_image() -> tuple[Mapping[str, Any], Image.Image | None]:
     """A POST's fields and its decoded image: a JSON object with base64 "image", or a multipart form."""
     if request.mimetype == "application/json":
         body = request.get_json(silent=True)
@@ -97,13 +100,13 @@ def _search_request() -> dict:
             "filters": filters_from_json(_json_field(fields.get("filters"), "filters")), "weights": weights}
 
 
-def _response(result):
+def _response(result: SearchResult) -> Response:
     return jsonify(results=result.rows, took_ms=result.took_ms, kind=result.kind, strategy=result.strategy,
                    sql={"query": result.sql, "params": result.params})
 
 
 @api.route("/api/search", methods=["GET", "POST"])
-def search():
+def search() -> Response:
     return _response(collection().searcher.search(**_search_request()))
 
 
@@ -114,12 +117,12 @@ def _check_id(image_id: str) -> str:
 
 
 @api.get("/api/images/<image_id>")
-def image(image_id):
+def image(image_id: str) -> Response:
     return jsonify(collection().get(_check_id(image_id)))
 
 
 @api.get("/api/images/<image_id>/similar")
-def similar(image_id):
+def similar(image_id: str) -> Response:
     args = request.args
     result = collection().searcher.search(image_id=_check_id(image_id), k=args.get("k", 10),
                                           filters=[parse_filter(f) for f in args.getlist("filter")])
@@ -127,7 +130,7 @@ def similar(image_id):
 
 
 @api.get("/api/images/<image_id>/file")
-def image_file(image_id):
+def image_file(image_id: str) -> Response:
     """The stored image, or with ?size=thumb a cached JPEG thumbnail. Only paths in the table are served."""
     row = collection().get(_check_id(image_id))
     if not os.path.isfile(row["path"]):
@@ -147,7 +150,7 @@ def image_file(image_id):
 
 
 @api.post("/api/label")
-def label():
+def label() -> Response:
     """Zero-shot label distribution of one uploaded image.
 
     JSON {"image": base64, "labels": [...] or "a,b,c", "prompt"} or a multipart form with an image file.
@@ -163,7 +166,7 @@ def label():
 
 
 @api.get("/api/duplicates")
-def duplicates():
+def duplicates() -> Response:
     """Groups of near-duplicate images; ?threshold= is the largest cosine distance within a group."""
     from ..duplicates import check_threshold
     threshold = check_threshold(request.args.get("threshold"))
@@ -172,11 +175,11 @@ def duplicates():
 
 
 @api.get("/api/columns")
-def columns():
+def columns() -> Response:
     """The table's columns, with what a filter form needs: distinct values or a numeric range."""
     return jsonify(columns=collection().catalog.column_summaries())
 
 
 @api.get("/healthz")
-def healthz():
+def healthz() -> Response:
     return jsonify(status="ok", backend=collection().backend, images=collection().count())

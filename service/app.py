@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..collection import Collection
@@ -51,19 +52,19 @@ def create_app(settings: Settings | None = None, model: ModelSource = None, conf
 def _register_errors(app: Flask) -> None:
     """Every error is JSON with a message; user mistakes are 4xx, never a stack trace."""
     @app.errorhandler(ClipsearchError)
-    def user_error(exc: ClipsearchError):
+    def user_error(exc: ClipsearchError) -> ResponseReturnValue:
         return jsonify(error=str(exc)), exc.http_status
 
     @app.errorhandler(RequestEntityTooLarge)
-    def too_large(exc):
+    def too_large(exc: RequestEntityTooLarge) -> ResponseReturnValue:
         return jsonify(error=f"request too large: the limit is {app.config['MAX_CONTENT_LENGTH']} bytes"), 413
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):
-        return jsonify(error=exc.description or exc.name), exc.code
+    def http_error(exc: HTTPException) -> ResponseReturnValue:
+        return jsonify(error=exc.description or exc.name), exc.code or 500
 
     @app.errorhandler(Exception)
-    def internal(exc: Exception):
+    def internal(exc: Exception) -> ResponseReturnValue:
         logging.getLogger("clipsearch").exception("unhandled error")
         return jsonify(error="internal error; see the server log"), 500
 
@@ -74,6 +75,6 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, threads
     from waitress import serve as waitress_serve
     app = create_app(settings, model)
     collection: Collection = app.extensions["clipsearch"]
-    collection.model  # load the model now rather than during the first request
+    _ = collection.model  # load the model now rather than during the first request
     print(f"clipsearch: serving on http://{host}:{port}/ ({collection.backend} store)", flush=True)
     waitress_serve(app, host=host, port=port, threads=threads, ident="clipsearch")

@@ -11,7 +11,7 @@ from ..collection import open as open_collection
 from ..duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
 from ..errors import ClipsearchError, QueryError
 from ..model import ModelSource, model_loader
-from ..query import parse_filter
+from ..query import Filter, parse_filter
 from ..settings import Settings
 
 DEMO_DIR = "./demo-catalogue"
@@ -22,16 +22,16 @@ EXAMPLE_SEARCHES = [
 ]
 
 
-def _settings(args) -> Settings:
+def _settings(args: argparse.Namespace) -> Settings:
     return Settings.load(db=args.db, model=args.model, pretrained=args.pretrained)
 
 
-def _open(args) -> Collection:
+def _open(args: argparse.Namespace) -> Collection:
     """The configured collection, with the command's one model loader (loaded on first use)."""
     return open_collection(settings=_settings(args), model=args.get_model)
 
 
-def cmd_load(args) -> int:
+def cmd_load(args: argparse.Namespace) -> int:
     from ..labels import check_prompt, parse_labels
     if args.labels:  # check them before a long load, not after
         parse_labels(args.labels)
@@ -48,12 +48,12 @@ def cmd_load(args) -> int:
     return 0
 
 
-def _label(photos: Collection, args, filters) -> None:
+def _label(photos: Collection, args: argparse.Namespace, filters: list[Filter]) -> None:
     counts = photos.label(args.labels, args.prompt, args.name, filters)
     print(f"label set {args.name!r}: " + ", ".join(f"{label} {n}" for label, n in counts.items()))
 
 
-def cmd_label(args) -> int:
+def cmd_label(args: argparse.Namespace) -> int:
     with _open(args) as photos:
         photos.searcher.table_state()  # a clear error on an empty store
         _label(photos, args, [parse_filter(f) for f in args.filter])
@@ -74,7 +74,7 @@ def _print_results(rows: list[dict], as_json: bool) -> None:
         print(f"{rank:3d}  {row['score']:.3f}  {row['id'][:12]}  {row['path']}  {extra}".rstrip())
 
 
-def cmd_search(args) -> int:
+def cmd_search(args: argparse.Namespace) -> int:
     if args.text is None and args.image is None and args.similar is None:
         raise QueryError("give a TEXT, --image FILE or --similar ID (TEXT with one of the others is hybrid)")
     image = open_query_image(args.image) if args.image else None
@@ -86,7 +86,7 @@ def cmd_search(args) -> int:
     return 0
 
 
-def cmd_embed(args) -> int:
+def cmd_embed(args: argparse.Namespace) -> int:
     if not args.text.strip():
         raise QueryError("empty text")
     vector = args.get_model().encode_texts([args.text])[0]
@@ -94,7 +94,7 @@ def cmd_embed(args) -> int:
     return 0
 
 
-def cmd_sql(args) -> int:
+def cmd_sql(args: argparse.Namespace) -> int:
     if (args.query is None) == (args.file is None):
         raise QueryError("give the SQL as an argument or with --file, not both")
     sql = args.query if args.file is None else _read_file(args.file)
@@ -117,7 +117,7 @@ def _read_file(path: str) -> str:
         raise QueryError(f"{path}: {exc.strerror}") from None
 
 
-def cmd_index(args) -> int:
+def cmd_index(args: argparse.Namespace) -> int:
     import time
     with _open(args) as photos:
         if args.action == "create":
@@ -131,7 +131,7 @@ def cmd_index(args) -> int:
     return 0
 
 
-def cmd_duplicates(args) -> int:
+def cmd_duplicates(args: argparse.Namespace) -> int:
     from ..duplicates import check_threshold
     threshold = check_threshold(args.threshold)
     with _open(args) as photos:
@@ -148,13 +148,13 @@ def cmd_duplicates(args) -> int:
     return 0
 
 
-def cmd_serve(args) -> int:
+def cmd_serve(args: argparse.Namespace) -> int:
     from .app import serve
     serve(_settings(args), args.host, args.port, args.threads, model=args.get_model)
     return 0
 
 
-def cmd_demo(args) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     from ..synthetic import make_catalogue
     manifest = make_catalogue(args.out, args.images)
     print(f"catalogue: {args.images} images, manifest {manifest}")
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None, model: ModelSource = None) -> int:
         return 0
 
 
-def _model_names(args) -> tuple[str | None, str | None]:
+def _model_names(args: argparse.Namespace) -> tuple[str | None, str | None]:
     settings = Settings.load(model=args.model, pretrained=args.pretrained)
     return settings.model, settings.pretrained
 
