@@ -1,0 +1,90 @@
+"""The package's shape: one import package, no import cycles, one error root mapped once."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import clipsearch
+from clipsearch.errors import ClipsearchError
+
+ROOT = Path(__file__).resolve().parent.parent
+# Where each subpackage's source lives (pyproject.toml's package-dir).
+PACKAGES = {"clipsearch": ROOT / "clipsearch", "clipsearch.service": ROOT / "service",
+            "clipsearch.loader": ROOT / "loader", "clipsearch.sql": ROOT / "sql"}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for package, folder in PACKAGES.items():
+        for path in folder.glob("*.py"):
+            out[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
+    return out
+
+
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The package modules `name` imports, at any depth of its code (function-level imports count too)."""
+    package = name if path.stem == "__init__" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package
+            for _ in range(node.level - 1):
+                base = base.rsplit(".", 1)[0]
+            module = (f"{base}.{node.module}" if node.module else base) if node.level else node.module or ""
+            targets = [module] + [f"{module}.{a.name}" for a in node.names]
+        for target in targets:
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != name and target != package:
+                found.add(target)
+    return found
+
+
+def test_no_import_cycles():
+    modules = _modules()
+    graph = {name: _imports(name, path, set(modules)) for name, path in modules.items()}
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(trail[trail.index(nxt):] + [node, nxt]))
+            if nxt not in state:
+                visit(nxt, trail + [node])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
+    assert graph["clipsearch.service.api"] and "clipsearch.service.app" not in graph["clipsearch.service.api"]
+
+
+def test_every_user_error_has_a_status_and_exit_code():
+    errors = [getattr(clipsearch, n) for n in clipsearch.__all__ if n.endswith(("Error", "Mismatch", "Found",
+                                                                                "Store", "Unavailable"))]
+    assert len(errors) >= 8 and all(issubclass(e, ClipsearchError) for e in errors)
+    for error in errors:
+        assert 400 <= error.http_status < 600 and error.exit_code != 0
+    assert clipsearch.NotFound.http_status == 404 and clipsearch.StoreError.http_status == 400
+
+
+def test_store_error_is_a_clean_4xx_over_http(tmp_path, model):
+    """A statement ClickHouse refuses because of a user's value is a 400 with its message, not a 500."""
+    import numpy as np
+
+    from clipsearch.service.app import create_app
+    from clipsearch.settings import Settings
+    from clipsearch.synthetic import random_spec, write_catalogue
+    rng = np.random.default_rng(1)
+    manifest = write_catalogue(tmp_path / "images", [random_spec(rng) for _ in range(3)], 1)
+    app = create_app(Settings(db=str(tmp_path / "db")), model=model, config={"TESTING": True})
+    try:
+        app.extensions["clipsearch"].load(manifest)
+        res = app.test_client().get("/api/search", query_string={"q": "a red star", "filter": "taken_at>=notadate"})
+        assert res.status_code == 400 and res.get_json()["error"].startswith("Code: "), res.get_json()
+    finally:
+        app.extensions["clipsearch"].close()
