@@ -1,6 +1,6 @@
 """Train the bundled CLIP model from scratch on generated shape images.
 
-    python scripts/train_bundled_model.py [--steps N] [--out service/bundled_model]
+    python scripts/train_bundled_model.py [--steps N] [--out clipsearch/bundled_model]
 
 Reproducible: fixed seeds for data, initialisation and batches; runs on
 2 CPU cores in about 25 minutes. Writes the weights (float16 safetensors)
