@@ -70,6 +70,9 @@ class Collection:
         """
         if isinstance(image, (str, os.PathLike)):
             image = open_query_image(image)
+        if isinstance(image_weight, bool) or not isinstance(image_weight, (int, float)) \
+                or not 0 <= image_weight <= 1:
+            raise QueryError(f"the image weight is a number from 0 to 1, got {image_weight!r}")
         return self.searcher.search(text, image, similar, k, as_filters(filters),
                                     {"image": image_weight, "text": 1 - image_weight})
 

@@ -15,6 +15,7 @@ from .query import Filter, filter_sql
 
 DEFAULT_PROMPT = "a photo of a {}"
 MAX_LABELS = 1000
+MAX_PROMPT_CHARS = 300
 
 
 def parse_labels(labels: object) -> list[str]:
@@ -33,8 +34,9 @@ def parse_labels(labels: object) -> list[str]:
 
 def check_prompt(prompt: str | None) -> str:
     prompt = prompt or DEFAULT_PROMPT
-    if not isinstance(prompt, str) or prompt.count("{}") != 1:
-        raise QueryError("the prompt must contain {} exactly once, where the label goes: 'a photo of a {}'")
+    if not isinstance(prompt, str) or prompt.count("{}") != 1 or len(prompt) > MAX_PROMPT_CHARS:
+        raise QueryError(f"the prompt must contain {{}} exactly once, where the label goes ('a photo of a {{}}'), "
+                         f"in at most {MAX_PROMPT_CHARS} characters")
     return prompt
 
 
@@ -46,7 +48,8 @@ def _distribution_sql(vector: str) -> str:
 
 
 def _prompt_params(model: ClipModel, labels: list[str], prompt: str) -> dict:
-    vectors = model.encode_texts([prompt.format(label) for label in labels])
+    # replace, not str.format: a prompt's other braces are text, never format fields
+    vectors = model.encode_texts([prompt.replace("{}", label) for label in labels])
     return {"prompts": [[float(x) for x in v] for v in vectors], "scale": float(model.logit_scale),
             "labels": labels}
 

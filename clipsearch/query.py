@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from .connection import quote_identifier
@@ -16,6 +17,8 @@ NUMERIC_TYPE = re.compile(r"^(U?Int\d+|Float\d+|Decimal)")
 TIME_TYPE = re.compile(r"^(Date|DateTime)")
 NOT_FILTERABLE = {"embedding"}  # vectors, not metadata
 MAX_K = 1000
+MAX_IN_VALUES = 1000     # values in one 'in' filter (the embedded engine inlines bound values)
+MAX_FILTERS = 100
 
 
 @dataclass(frozen=True)
@@ -58,16 +61,37 @@ def _bind_value(column: str, kind: str, value: Any, name: str, params: dict) -> 
         raise QueryError(f"column {column!r} needs a single value, got {value!r}")
     params[name] = str(value)
     if TIME_TYPE.match(kind):
+        params[name] = parse_time(column, params[name])
         return f"parseDateTime64BestEffort({{{name}:String}})"
     if kind == "String":
         return f"{{{name}:String}}"
     raise QueryError(f"column {column!r} has type {kind}, which filters do not support")
 
 
+TIME_FORMATS = ("%Y-%m", "%Y")   # besides ISO 8601 (datetime.fromisoformat)
+
+
+def parse_time(column: str, text: str) -> str:
+    """A date or time a user typed, checked here so a typo is a clear error, as ISO text for ClickHouse."""
+    try:
+        return datetime.fromisoformat(text.strip()).isoformat(sep=" ")
+    except ValueError:
+        pass
+    for fmt in TIME_FORMATS:
+        try:
+            return datetime.strptime(text.strip(), fmt).isoformat(sep=" ")
+        except ValueError:
+            pass
+    raise QueryError(f"column {column!r} holds dates; {text!r} is not a date: use 2024-06-01, "
+                     "2024-06-01 12:30:00 or 2024-06")
+
+
 def filter_sql(filters: list[Filter], columns: dict[str, str]) -> tuple[list[str], dict]:
     """SQL conditions for `filters` and their bound parameters, checked against the table's columns."""
     conditions: list[str] = []
     params: dict = {}
+    if len(filters) > MAX_FILTERS:
+        raise QueryError(f"at most {MAX_FILTERS} filters, got {len(filters)}")
     known = [c for c in columns if c not in NOT_FILTERABLE]
     for i, f in enumerate(filters):
         if f.column not in known:
@@ -88,6 +112,8 @@ def filter_sql(filters: list[Filter], columns: dict[str, str]) -> tuple[list[str
             values = f.value if isinstance(f.value, list) else None
             if not values:
                 raise QueryError(f"'in' needs a non-empty list of values for {f.column!r}")
+            if len(values) > MAX_IN_VALUES:
+                raise QueryError(f"'in' takes at most {MAX_IN_VALUES} values, got {len(values)} for {f.column!r}")
             placeholders = [_bind_value(f.column, kind, v, f"f{i}_{j}", params) for j, v in enumerate(values)]
             conditions.append(f"{column} IN ({', '.join(placeholders)})")
         else:
@@ -96,12 +122,11 @@ def filter_sql(filters: list[Filter], columns: dict[str, str]) -> tuple[list[str
 
 
 def check_k(k: Any) -> int:
-    if isinstance(k, bool):
-        raise QueryError(f"k must be an integer, got {k!r}")
-    try:
+    """One rule for every caller: an int, or a string of ASCII digits (a query string's "10")."""
+    if isinstance(k, str) and re.fullmatch(r"\s*[0-9]{1,9}\s*", k):
         k = int(k)
-    except (TypeError, ValueError):
-        raise QueryError(f"k must be an integer, got {k!r}") from None
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise QueryError(f"k must be an integer, got {k!r}")
     if not 1 <= k <= MAX_K:
         raise QueryError(f"k must be between 1 and {MAX_K}, got {k}")
     return k

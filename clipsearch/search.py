@@ -18,6 +18,7 @@ DEFAULT_WEIGHTS = {"image": 0.5, "text": 0.5}
 # below MIN_INDEX_SHARE = 4 / 1000 the matching rows are ranked exactly. See bench/results.md.
 POSTFILTER_SAFETY = 4.0
 MIN_INDEX_SHARE = POSTFILTER_SAFETY / 1000
+MAX_QUERY_CHARS = 2000  # CLIP reads 77 tokens; longer texts only cost tokenizing and log space
 SAMPLE_ROWS = 100_000   # rows the filter share is estimated on: a few ms at any table size
 
 
@@ -55,6 +56,8 @@ class Searcher:
         """Rank by text, an image, a stored image id, or a weighted mix of an image and a text."""
         start = time.perf_counter()
         text = text.strip() if isinstance(text, str) and text.strip() else None
+        if text is not None and len(text) > MAX_QUERY_CHARS:
+            raise QueryError(f"the query text is {len(text)} characters; at most {MAX_QUERY_CHARS}")
         if text is None and image is None and image_id is None:
             raise QueryError("empty query: give a text, an image or an image id")
         if image is not None and image_id is not None:

@@ -340,7 +340,10 @@ def fill(catalog: Catalog, model: ClipModel, rows: int, bases: int = 4000, seed:
     return vectors
 
 
-def insert_vectors(catalog: Catalog, vectors: np.ndarray, model_label: str, seed: int = 5, start: int = 0) -> None:
+def insert_vectors(catalog: Catalog, vectors: np.ndarray, model_label: str, seed: int = 5, start: int = 0
+                   ) -> dict[str, np.ndarray]:
+    """Insert `vectors` as rows start..start+len (ids are row numbers in hex) with the sel_* filter columns;
+    returns those columns (0/1 per row)."""
     from .loader.load import rows_table
     rows = len(vectors)
     columns = selectivity_columns(rows, seed + 2 + start)
@@ -354,3 +357,4 @@ def insert_vectors(catalog: Catalog, vectors: np.ndarray, model_label: str, seed
                             for j, path in enumerate(paths)]
         metadata = {path: {name: int(col[lo + j]) for name, col in columns.items()} for j, path in enumerate(paths)}
         catalog.insert_images(rows_table(meta, vectors[lo:hi], model_label, metadata, types))
+    return columns

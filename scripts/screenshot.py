@@ -45,7 +45,7 @@ def start_server(db: str | None, port: int) -> subprocess.Popen:
             return proc
         except OSError:
             if proc.poll() is not None:
-                raise SystemExit(f"serve exited: {proc.stdout.read()}")
+                raise SystemExit(f"serve exited: {proc.stdout.read()}") from None
             time.sleep(0.5)
     proc.kill()
     raise SystemExit("serve did not start")

@@ -141,7 +141,7 @@ def main(argv=None) -> int:
         idx = torch.randint(0, len(examples), (args.batch_size,), generator=gen)
         lang = torch.randint(0, 2, (args.batch_size,), generator=gen)
         text = torch.where(lang[:, None] == 0, tokens["en"][idx], tokens["es"][idx])
-        cap_attrs = [examples[i]["captions"][l][1] for i, l in zip(idx.tolist(), lang.tolist())]
+        cap_attrs = [examples[i]["captions"][lang_i][1] for i, lang_i in zip(idx.tolist(), lang.tolist(), strict=True)]
         target = agreement([examples[i]["image"] for i in idx.tolist()], cap_attrs)
         img_f = model.encode_image(pixels[idx].float(), normalize=True)
         txt_f = model.encode_text(text, normalize=True)

@@ -59,12 +59,17 @@ def _json_field(value: Any, name: str) -> Any:
         return json.loads(value)
     except json.JSONDecodeError:
         raise QueryError(f"{name} must be JSON") from None
+    except RecursionError:
+        raise QueryError(f"{name} is nested too deeply") from None
 
 
 def _fields_and_image() -> tuple[Mapping[str, Any], Image.Image | None]:
     """A POST's fields and its decoded image: a JSON object with base64 "image", or a multipart form."""
     if request.mimetype == "application/json":
-        body = request.get_json(silent=True)
+        try:
+            body = request.get_json(silent=True)
+        except RecursionError:
+            raise QueryError("the JSON body is nested too deeply") from None
         if not isinstance(body, dict):
             raise QueryError("the body must be a JSON object")
         return body, _image_from_base64(body.get("image"))

@@ -8,6 +8,7 @@ client is shared by threads), one model loaded on first use or injected.
 from __future__ import annotations
 
 import logging
+import socket
 
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
@@ -69,10 +70,24 @@ def _register_errors(app: Flask) -> None:
         return jsonify(error="internal error; see the server log"), 500
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse early, with a clear message, an address the server could not listen on."""
+    if not 0 < port < 65536:
+        raise ClipsearchError(f"--port must be between 1 and 65535, got {port}")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise ClipsearchError(f"cannot serve on {host}:{port}: {exc.strerror or exc}; "
+                              "choose another with --port (or --host)") from None
+
+
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, threads: int = 8,
           model: ModelSource = None) -> None:
     """Serve with waitress, a production WSGI server (threads share the one collection)."""
     from waitress import serve as waitress_serve
+    check_port(host, port)
     app = create_app(settings, model)
     collection: Collection = app.extensions["clipsearch"]
     _ = collection.model  # load the model now rather than during the first request

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 
+from .. import __version__
 from ..collection import Collection, open_query_image
 from ..collection import open as open_collection
 from ..duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
@@ -156,6 +157,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..synthetic import make_catalogue
+    if not args.no_serve:
+        from .app import check_port
+        check_port(args.host, args.port)  # before minutes of work, not after
     manifest = make_catalogue(args.out, args.images)
     print(f"catalogue: {args.images} images, manifest {manifest}")
     with _open(args) as photos:
@@ -176,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--model", help="open_clip model name (default: the bundled model)")
     common.add_argument("--pretrained", help="open_clip pretrained tag or weights file")
     parser = argparse.ArgumentParser(prog="clipsearch", description="CLIP image search in ClickHouse SQL")
+    parser.add_argument("--version", action="version", version=f"clipsearch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("load", parents=[common], help="load images from a folder or a CSV/JSONL manifest")

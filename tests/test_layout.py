@@ -4,6 +4,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import clipsearch
 from clipsearch.errors import ClipsearchError
 
@@ -72,19 +74,25 @@ def test_every_user_error_has_a_status_and_exit_code():
     assert clipsearch.NotFound.http_status == 404 and clipsearch.StoreError.http_status == 400
 
 
-def test_store_error_is_a_clean_4xx_over_http(tmp_path, model):
-    """A statement ClickHouse refuses because of a user's value is a 400 with its message, not a 500."""
-    import numpy as np
-
+def test_store_error_maps_to_its_status_over_http_and_in_the_cli(tmp_path, model, capsys):
+    """A statement ClickHouse refuses is the same clean message in the CLI (exit 1) and over HTTP (400)."""
+    from clipsearch.errors import StoreError
     from clipsearch.service.app import create_app
+    from clipsearch.service.cli import main
     from clipsearch.settings import Settings
-    from clipsearch.synthetic import random_spec, write_catalogue
-    rng = np.random.default_rng(1)
-    manifest = write_catalogue(tmp_path / "images", [random_spec(rng) for _ in range(3)], 1)
+
+    assert main(["sql", "SELECT nope", "--db", str(tmp_path / "db")], model=model) == 1
+    cli_message = capsys.readouterr().err.strip()
+    assert cli_message.startswith("error: Code: 47. DB::Exception: Unknown expression identifier `nope`")
     app = create_app(Settings(db=str(tmp_path / "db")), model=model, config={"TESTING": True})
     try:
-        app.extensions["clipsearch"].load(manifest)
-        res = app.test_client().get("/api/search", query_string={"q": "a red star", "filter": "taken_at>=notadate"})
-        assert res.status_code == 400 and res.get_json()["error"].startswith("Code: "), res.get_json()
+        @app.get("/refused")
+        def refused():
+            app.extensions["clipsearch"].sql("SELECT nope")
+
+        with pytest.raises(StoreError):
+            app.extensions["clipsearch"].sql("SELECT nope")
+        res = app.test_client().get("/refused")
+        assert res.status_code == 400 and "error: " + res.get_json()["error"] == cli_message
     finally:
         app.extensions["clipsearch"].close()

@@ -1,0 +1,104 @@
+"""Benchmarks, each against a baseline measured in the same run. From the repository root:
+
+    python -m bench [--images 3000] [--vectors 100000,1000000] [--duplicates 20000,100000]
+                    [--skip-vit] [--only loader,service,search,memory,duplicates] [--out DIR]
+
+loader      Loader throughput (decode in workers + encode + insert) against the model's raw encode
+            speed and one-process decoding on the same images: the bundled model, and ViT-B-32 with
+            random weights as a stand-in for a real CLIP (bench/loader.py).
+service     `clipsearch serve` under 16 concurrent clients against the same searches in-process
+            (bench/service.py).
+search      Exact scan, HNSW index and the service's choice per filter selectivity on the table of
+            `python -m bench.dataset`, against numpy brute force (latency, recall@10, index build and
+            upkeep) (bench/search.py).
+memory      Peak memory of `clipsearch serve` and `clipsearch load` on the largest search table
+            (bench/memory.py; run search first).
+duplicates  The near-duplicate scan on clustered vectors with planted copies against an exact
+            all-pairs numpy scan, and the bundled model's copy distances (bench/duplicates.py).
+report      Nothing measured: rewrite results.md and search.png from results.json.
+
+Writes results.json, results.md and search.png (bench/report.py) to --out (default bench/); with
+--only, the other sections' results are kept from the results.json there.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from clipsearch.model import ClipModel
+
+from . import common, duplicates, loader, memory, report, search, service
+
+BUNDLED, VIT = "clipsearch-shapes (bundled)", "ViT-B-32 (random weights)"
+SECTIONS = ("loader", "service", "search", "memory", "duplicates")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=3000, help="generated images for the loader and service runs")
+    parser.add_argument("--vit-images", type=int, default=256, help="generated images for the ViT-B-32 loader run")
+    parser.add_argument("--vectors", default="100000",
+                        help="table sizes for the search benchmark, comma-separated (e.g. 100000,1000000)")
+    parser.add_argument("--duplicates", default="20000,100000", help="table sizes for the near-duplicate scan")
+    parser.add_argument("--skip-vit", action="store_true", help="skip the ViT-B-32 (random weights) loader run")
+    parser.add_argument("--only", help="run only these sections (loader,service,search,memory,duplicates; or report) "
+                                       "and keep the others' results from the last run")
+    parser.add_argument("--out", type=Path, default=common.HERE,
+                        help="folder for results.json, results.md and search.png (default: bench/)")
+    parser.add_argument("--work", type=Path, default=common.WORK,
+                        help="folder for the generated images and databases (default: bench/work/)")
+    args = parser.parse_args(argv)
+    args.sections = set(args.only.split(",")) if args.only else set(SECTIONS)
+    unknown = args.sections - set(SECTIONS) - {"report"}
+    if unknown:
+        parser.error(f"unknown section {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}, report")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    only, work = args.sections, args.work
+    work.mkdir(parents=True, exist_ok=True)
+    previous = args.out / "results.json"
+    results = json.loads(previous.read_text()) if args.only and previous.exists() else {}
+    if only - {"report"}:
+        results.update(machine=report.machine(), date=time.strftime("%Y-%m-%d"))
+    elif not results:
+        raise SystemExit(f"{previous}: nothing to report")
+    bundled_db = work / "db-bundled"
+    if "loader" in only:
+        paths = common.write_images(work / "images", args.images)
+        results["loader"] = [show(loader.run(ClipModel(), paths, BUNDLED, bundled_db))]
+        if not args.skip_vit:
+            paths = common.write_images(work / "images-vit", args.vit_images)
+            results["loader"].append(show(loader.run(ClipModel("ViT-B-32"), paths, VIT, work / "db-vit")))
+    if "service" in only:
+        if not bundled_db.exists():
+            loader.run(ClipModel(), common.write_images(work / "images", args.images), BUNDLED, bundled_db)
+        results["service"] = show(service.run(bundled_db))
+    if "search" in only:
+        results["search"] = [search.run(int(n), ClipModel(), work) for n in args.vectors.split(",")]
+    if "memory" in only:
+        db = work / f"db-search-{args.vectors.split(',')[-1]}"
+        if not db.exists():
+            raise SystemExit(f"{db} not found: the memory benchmark uses the search benchmark's largest table; "
+                             f"run --only search,memory --vectors {args.vectors}")
+        results["memory"] = show(memory.run(db, work))
+    if "duplicates" in only:
+        results["duplicates"] = [show(duplicates.run(int(n), work)) for n in args.duplicates.split(",")]
+        results["bundled_copies"] = show(duplicates.bundled_copy_distances(ClipModel()))
+    print(report.write(results, args.out, plot=bool(only & {"search", "report"})))
+    return 0
+
+
+def show(result: dict) -> dict:
+    print(result, flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

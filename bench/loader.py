@@ -1,0 +1,39 @@
+"""Loader throughput against the model's raw encode speed on the same images.
+
+Baselines from the same run: decoding + preprocessing in one process, and the model encoding
+already-preprocessed tensors (its raw speed). The loader decodes in worker processes, encodes and
+inserts; `loader / raw` near 100% means the encoder is the bottleneck and the rest hides behind it.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import clipsearch
+from clipsearch.model import ClipModel, open_image
+
+BATCH = 64
+
+
+def run(model: ClipModel, paths: list[Path], label: str, db: Path) -> dict:
+    """Load the folder holding `paths` into a fresh `db`; the baselines on the same files."""
+    import torch
+    start = time.perf_counter()
+    tensors = torch.stack([model.image_tensor(open_image(p, model.image_size)) for p in paths])
+    decode = len(paths) / (time.perf_counter() - start)
+    model.encode_tensors(tensors[:BATCH])  # warm up
+    start = time.perf_counter()
+    for i in range(0, len(tensors), BATCH):
+        model.encode_tensors(tensors[i:i + BATCH])
+    raw = len(paths) / (time.perf_counter() - start)
+    shutil.rmtree(db, ignore_errors=True)
+    with clipsearch.open(db, model=model) as photos:
+        start = time.perf_counter()
+        summary = photos.load(paths[0].parent, batch_size=BATCH)
+        wall = time.perf_counter() - start
+    assert summary.loaded == len(paths), summary.line()
+    loader = len(paths) / wall
+    return {"model": label, "images": len(paths), "raw_encode_images_per_s": round(raw, 1),
+            "decode_one_process_images_per_s": round(decode, 1),
+            "loader_images_per_s": round(loader, 1), "loader_vs_raw": round(loader / raw, 3)}

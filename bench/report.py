@@ -1,0 +1,135 @@
+"""results.json -> results.md and the search plot (search.png)."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+from clipsearch import synthetic
+
+from .search import FILTERS
+
+# Strategies clipsearch no longer has. Runs that measured them keep their figures in results.json; the
+# report shows them apart, as an earlier measurement, and the plot leaves them out.
+REMOVED = {"rerank": "the QBit 8-bit scan with exact re-rank"}
+
+
+def machine() -> str:
+    import torch
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, {'GPU' if torch.cuda.is_available() else 'no GPU'}"
+
+
+def removed(case: dict) -> bool:
+    return case["strategy"].split(" (")[0] in REMOVED
+
+
+def write(results: dict, out: Path, plot: bool) -> str:
+    """results.json and results.md in `out` (and search.png with `plot`); returns the markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    markdown = to_markdown(results)
+    (out / "results.md").write_text(markdown)
+    if plot and any(run.get("cases") for run in results.get("search", [])):
+        plot_search(results["search"], out / "search.png")
+    return markdown
+
+
+def _case_rows(cases: list[dict]) -> list[str]:
+    return ["| strategy | filter | SQL p50 / p95 (ms) | numpy p50 (ms) | recall@10 | k rows | ran |",
+            "|---|---|---|---|---|---|---|"] + [
+        f"| {c['strategy']} | {c['filter']} | {c['sql_p50_ms']} / {c['sql_p95_ms']} | {c['numpy_p50_ms']} | "
+        f"{c['recall_at_10']} | {c['k_rows_share']:.0%} | {c['ran']} |" for c in cases]
+
+
+def search_lines(run: dict) -> list[str]:
+    current = [c for c in run["cases"] if not removed(c)]
+    lines = ["", f"Search over {run['rows']:,} x {run['dim']} vectors (`python -m bench.dataset`; insert "
+                 f"{run['insert_rows_per_s']:,} rows/s; HNSW build {run['hnsw_build_s']} s), 40 queries, k=10:", "",
+             *_case_rows(current)]
+    m = run["maintenance"]
+    lines += ["", f"Index maintenance: {m['new_rows']:,} new rows inserted into the indexed table at "
+                  f"{m['insert_with_index_rows_per_s']:,} rows/s (unindexed: {run['insert_rows_per_s']:,}); "
+                  f"a new row found at once: {m['new_row_found_at_once']} ({m['found_by']}); "
+                  f"merging them into the indexed part: {m['merge_with_index_s']} s."]
+    old = [c for c in run["cases"] if removed(c)]
+    if old:
+        what = "; ".join(REMOVED[name] for name in dict.fromkeys(c["strategy"].split(" (")[0] for c in old))
+        column = f" (its QBit column took {run['rerank_column_s']} s to add)" if "rerank_column_s" in run else ""
+        lines += ["", f"Earlier measurement, same run, of a strategy since removed from clipsearch: {what}{column}:",
+                  "", *_case_rows(old)]
+    return lines
+
+
+def to_markdown(results: dict) -> str:
+    lines = [f"Machine: {results['machine']}; {results['date']}"]
+    if results.get("loader"):
+        lines += ["", "| model | images | raw encode (img/s) | decode + preprocess, 1 process (img/s) "
+                      "| loader (img/s) | loader / raw |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['model']} | {r['images']} | {r['raw_encode_images_per_s']} | "
+                  f"{r['decode_one_process_images_per_s']} | {r['loader_images_per_s']} | {r['loader_vs_raw']:.0%} |"
+                  for r in results["loader"]]
+    for run in (r for r in results.get("search", []) if "cases" in r):  # older runs had another shape
+        lines += search_lines(run)
+    if results.get("memory"):
+        mem = results["memory"]
+        lines += ["", f"Peak resident memory with {mem['rows']:,} rows: `clipsearch serve` {mem['serve_mib']} MiB "
+                      f"after {mem['searches']} searches; `clipsearch load` of {mem['loaded']} images "
+                      f"{mem['load_mib']} MiB (the vectors alone would be {mem['vectors_mib']} MiB). Of that, Python "
+                      f"objects peak at {mem.get('serve_python_peak_mib', '-')} MiB for the searches and "
+                      f"{mem.get('load_python_peak_mib', '-')} MiB for a load (tracemalloc); the rest is the "
+                      "ClickHouse engine running inside the process."]
+    if results.get("duplicates"):
+        lines += ["", "| near-duplicate scan: rows x dim | threshold | LSH bits x tables | SQL (s) | planted pairs "
+                  "found | numpy all-pairs (s) | recall vs all pairs |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {d['rows']} x {d['dim']} | {d['threshold']} | {d['bits_tables'][0]} x {d['bits_tables'][1]} | "
+                  f"{d['sql_s']} | {d['planted_found']} / {d['planted_pairs']} | {d.get('numpy_all_pairs_s', '-')} | "
+                  f"{d.get('recall', '-')} |" for d in results["duplicates"]]
+    if results.get("bundled_copies"):
+        b = results["bundled_copies"]
+        lines += ["", f"Bundled model, {b['images']} generated images and a copy of each: distance to the nearest "
+                      f"distinct image min {b['distinct_nearest_min']}, 5th percentile {b['distinct_nearest_p5']}, "
+                      f"median {b['distinct_nearest_median']}; distance a copy moves (median / p95 / max): "
+                      + "; ".join(f"{k} {b[k]['median']} / {b[k]['p95']} / {b[k]['max']}"
+                                  for k in synthetic.NEAR_COPY_KINDS) + "."]
+    if results.get("service"):
+        v = results["service"]
+        images = v.get("images") or results.get("loader", [{}])[0].get("images", "?")  # older runs: the loader's
+        lines += ["", f"| `clipsearch serve`, {v['clients']} clients x {v['searches'] // v['clients']} searches | "
+                  "searches/s | p50 (ms) | p95 (ms) | errors | same searches in-process (searches/s, ms each) |",
+                  "|---|---|---|---|---|---|",
+                  f"| {images} images, k=10 | {v['http_searches_per_s']} | {v['http_p50_ms']} | {v['http_p95_ms']} | "
+                  f"{v['errors']} | {v['in_process_searches_per_s']}, {v['in_process_ms_per_search']} |"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_search(runs: list[dict], out: Path) -> None:
+    """p50 latency against rows, one line per strategy, one panel per filter; numpy dashed. Needs matplotlib
+    (`pip install -e '.[bench]'`); without it, says so and writes nothing."""
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"matplotlib is not installed (pip install -e '.[bench]'): {out} not written")
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    runs = [r for r in runs if r.get("cases")]
+    p50 = {(r["rows"], c["strategy"], c["filter"]): c["sql_p50_ms"] for r in runs for c in r["cases"]}
+    numpy_p50: dict = {}  # the first strategy's baseline per table and filter
+    for r in runs:
+        for c in r["cases"]:
+            numpy_p50.setdefault((r["rows"], c["filter"]), c["numpy_p50_ms"])
+    strategies = dict.fromkeys(c["strategy"] for r in runs for c in r["cases"] if not removed(c))
+    fig, axes = plt.subplots(1, len(FILTERS), figsize=(4 * len(FILTERS), 3.6), sharey=True)
+    for ax, filt in zip(axes, FILTERS, strict=True):
+        for strategy in strategies:
+            sizes = [r["rows"] for r in runs if (r["rows"], strategy, filt) in p50]
+            ax.plot(sizes, [p50[n, strategy, filt] for n in sizes], marker="o", label=strategy.split(" (")[0])
+        sizes = [r["rows"] for r in runs if (r["rows"], filt) in numpy_p50]
+        ax.plot(sizes, [numpy_p50[n, filt] for n in sizes], "k--", marker="x", label="numpy brute force")
+        ax.set(xscale="log", yscale="log", title=f"filter: {filt}", xlabel="rows")
+    axes[0].set_ylabel("p50 latency, top-10 (ms)")
+    axes[-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)

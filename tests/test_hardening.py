@@ -1,0 +1,88 @@
+"""Hostile and careless input over HTTP and the CLI: each a 400 or a clear CLI error, never a 500."""
+from __future__ import annotations
+
+import base64
+import socket
+
+import numpy as np
+import pytest
+
+from clipsearch import synthetic
+from clipsearch.service.app import create_app
+from clipsearch.service.cli import main
+from clipsearch.settings import Settings
+
+DEEP = "[" * 5000 + "]" * 5000
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory, model):
+    folder = tmp_path_factory.mktemp("hardening")
+    rng = np.random.default_rng(12)
+    manifest = synthetic.write_catalogue(folder / "images", [synthetic.random_spec(rng) for _ in range(12)], 12,
+                                         extra=lambda i: {"category": "poster" if i % 2 else "badge"})
+    app = create_app(Settings(db=str(folder / "db")), model=model, config={"TESTING": True})
+    app.extensions["clipsearch"].load(manifest)
+    yield app.test_client()
+    app.extensions["clipsearch"].close()
+
+
+@pytest.mark.parametrize("method,kwargs,message", [
+    ("GET", {"query_string": {"q": "x", "filter": "taken_at>=notadate"}}, "'notadate' is not a date"),
+    ("GET", {"query_string": {"q": "x", "filter": "loaded_at<2000-13-45"}}, "'2000-13-45' is not a date"),
+    ("POST", {"json": {"text": "x", "filters": {"taken_at": {">=": "notadate"}}}}, "'notadate' is not a date"),
+    ("POST", {"json": {"text": "x", "filters": [{"column": "loaded_at", "op": "<", "value": "2000-13-45"}]}},
+     "'2000-13-45' is not a date"),
+    ("POST", {"json": {"text": "x", "filters": {"category": [str(i) for i in range(20000)]}}},
+     "'in' takes at most 1000 values, got 20000"),
+    ("POST", {"json": {"text": "x", "filters": [f"category=c{i}" for i in range(101)]}}, "at most 100 filters"),
+    ("POST", {"data": '{"text": "x", "filters": ' + DEEP + "}", "content_type": "application/json"},
+     "nested too deeply"),
+    ("POST", {"data": {"text": "x", "filters": DEEP}}, "filters is nested too deeply"),
+    ("GET", {"query_string": {"q": "x", "k": "1.5"}}, "k must be an integer"),
+    ("POST", {"json": {"text": "x", "k": 1.9}}, "k must be an integer, got 1.9"),
+    ("GET", {"query_string": {"q": "x", "k": "\u0661\u0660"}}, "k must be an integer"),  # Arabic-Indic "10"
+    ("GET", {"query_string": {"q": "x" * 100_000}}, "the query text is 100000 characters; at most 2000"),
+])
+def test_bad_search_input_is_a_400(client, method, kwargs, message):
+    res = client.open("/api/search", method=method, **kwargs)
+    assert res.status_code == 400, res.get_json()
+    assert message in res.get_json()["error"]
+
+
+def test_dates_users_type_are_accepted(client):
+    for value in ("2000-01-01", "2000-01-01 10:00:00", "2000-01-01T10:00:00", "2000-01", "2000"):
+        res = client.get("/api/search", query_string={"q": "a red star", "filter": f"loaded_at>={value}"})
+        assert res.status_code == 200 and len(res.get_json()["results"]) == 10, value
+
+
+@pytest.mark.parametrize("prompt", ["{} {1}", "{} {", "{} {0.__class__}", "a {} }{"])
+def test_label_prompts_with_stray_braces_are_text(client, prompt):
+    data = synthetic.make_image(np.random.default_rng(3), "red", "circle")[1]
+    res = client.post("/api/label", json={"image": base64.b64encode(data).decode(), "labels": ["circle", "star"],
+                                          "prompt": prompt})
+    assert res.status_code == 200, res.get_json()
+    assert len(res.get_json()["labels"]) == 2
+
+
+def test_k_is_one_rule_for_get_and_json(client):
+    assert len(client.get("/api/search?q=x&k=3").get_json()["results"]) == 3
+    assert len(client.post("/api/search", json={"text": "x", "k": 3}).get_json()["results"]) == 3
+    assert len(client.post("/api/search", json={"text": "x", "k": "3"}).get_json()["results"]) == 3
+
+
+def test_serve_on_a_busy_port_is_a_clear_error(tmp_path, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--port", str(port), "--db", str(tmp_path / "db")]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == (f"error: cannot serve on 127.0.0.1:{port}: Address already in use; "
+                           "choose another with --port (or --host)")
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.startswith("clipsearch ")
