@@ -13,6 +13,7 @@ from .collection import Collection, open
 from .errors import (
                      ClipsearchError,
                      EmptyStore,
+                     FileChanged,
                      ModelError,
                      ModelMismatch,
                      NotFound,
@@ -24,5 +25,5 @@ from .errors import (
 from .settings import Settings
 
 __all__ = ["Collection", "open", "Settings", "ClipsearchError", "QueryError", "SourceError", "NotFound", "EmptyStore",
-           "ModelMismatch", "ModelError", "StoreError", "StoreUnavailable"]
+           "ModelMismatch", "ModelError", "FileChanged", "StoreError", "StoreUnavailable"]
 __version__ = "0.2.0"

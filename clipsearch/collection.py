@@ -14,6 +14,7 @@ from typing import Any
 
 from .catalog import Catalog
 from .errors import QueryError
+from .files import read_loaded_file
 from .model import ClipModel, ModelSource, model_loader
 from .query import Filter, filters_from_json
 from .search import Searcher, SearchResult
@@ -79,6 +80,12 @@ class Collection:
     def get(self, image_id: str) -> dict:
         """One stored image's row (without its vector); NotFound if there is none."""
         return self.catalog.get_image(image_id)
+
+    def read_file(self, image_id: str) -> tuple[dict, bytes]:
+        """A stored image's row and its file's bytes, only while the file is still the one loaded
+        (NotFound if it is gone, FileChanged if it was edited or replaced)."""
+        row = self.get(image_id)
+        return row, read_loaded_file(row["path"], row["id"], int(row["file_size"]))
 
     # -- loading and labelling --------------------------------------------------------------
     def load(self, source: str | os.PathLike, *, batch_size: int = 64, workers: int | None = None,

@@ -27,6 +27,12 @@ class NotFound(ClipsearchError, LookupError):
     http_status = 404
 
 
+class FileChanged(ClipsearchError):
+    """A stored image's file is no longer the one that was loaded (edited, replaced, swapped for a link)."""
+
+    http_status = 410
+
+
 class EmptyStore(QueryError):
     """Nothing has been loaded yet."""
 

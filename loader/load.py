@@ -7,7 +7,6 @@ batches and the next run loads the rest.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import multiprocessing
 import os
@@ -25,10 +24,10 @@ from PIL import Image, UnidentifiedImageError
 
 from ..catalog import Catalog
 from ..errors import SourceError
+from ..files import MAX_FILE_BYTES, content_id
 from ..model import ClipModel, decode
 from .sources import Source, read_source
 
-MAX_FILE_BYTES = 64 * 1024 * 1024
 MAX_PIXELS = 100_000_000
 PREFETCH_BATCHES = 3  # batches decoded ahead of the model: bounds memory, keeps workers busy
 
@@ -98,7 +97,7 @@ def prepare(path: str) -> dict:
         return {"path": path, "error": "no such file"}
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         return {"path": path, "error": f"cannot decode: {exc}"}
-    return {"path": path, "id": hashlib.sha256(data).hexdigest()[:32], "width": width, "height": height,
+    return {"path": path, "id": content_id(data), "width": width, "height": height,
             "format": fmt, "file_size": size, "taken_at": taken, "camera": camera, "pixels": pixels}
 
 

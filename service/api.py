@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,7 +14,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file
 from PIL import Image, UnidentifiedImageError
 
 from ..collection import Collection
-from ..errors import NotFound, QueryError
+from ..errors import FileChanged, NotFound, QueryError
 from ..model import decode
 from ..query import filters_from_json, parse_filter
 from ..search import SearchResult
@@ -137,21 +138,27 @@ def similar(image_id: str) -> Response:
 @api.get("/api/images/<image_id>/file")
 def image_file(image_id: str) -> Response:
     """The stored image, or with ?size=thumb a cached JPEG thumbnail. Only paths in the table are served."""
-    row = collection().get(_check_id(image_id))
-    if not os.path.isfile(row["path"]):
-        raise NotFound(f"the file of image {image_id} is no longer at {row['path']}")
+    row, data = collection().read_file(_check_id(image_id))  # verified: still the bytes that were loaded
     if request.args.get("size") != "thumb":
-        return send_file(row["path"], max_age=86400)
+        return send_file(io.BytesIO(data), mimetype=_mimetype(row["format"]), max_age=86400,
+                         download_name=os.path.basename(row["path"]))
     thumb = current_app.config["THUMB_DIR"] / f"{row['id']}.jpg"
     if not thumb.exists():
         thumb.parent.mkdir(parents=True, exist_ok=True)
-        with Image.open(row["path"]) as im:
-            small = decode(im, current_app.config["THUMB_SIZE"])
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                small = decode(im, current_app.config["THUMB_SIZE"])
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError):
+            raise FileChanged(f"the file of image {image_id} no longer decodes") from None
         small.thumbnail((current_app.config["THUMB_SIZE"],) * 2)
-        tmp = thumb.with_suffix(f".{os.getpid()}.{id(small)}.tmp")
+        tmp = thumb.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         small.save(tmp, "JPEG", quality=85)
         os.replace(tmp, thumb)  # atomic: concurrent requests never see half a file
     return send_file(thumb, mimetype="image/jpeg", max_age=86400)
+
+
+def _mimetype(image_format: str) -> str:
+    return Image.MIME.get(image_format.upper(), "application/octet-stream")
 
 
 @api.post("/api/label")
