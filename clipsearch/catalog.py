@@ -106,11 +106,24 @@ class Catalog:
         rows = self.query("SELECT id FROM images WHERE id IN {ids:Array(String)}", {"ids": list(ids)})
         return {r["id"] for r in rows}
 
-    def known_files(self, root: str) -> set[tuple[str, int]]:
-        """(path, size) of the stored images under the folder `root`."""
-        rows = self.query("SELECT path, file_size FROM images WHERE startsWith(path, {root:String})",
-                          {"root": root})
-        return {(r["path"], int(r["file_size"])) for r in rows}
+    def known_files(self, root: str) -> dict[str, tuple[int, int | None]]:
+        """path -> (size, modification time in ms or None) of the stored images under the folder `root`."""
+        rows = self.query("SELECT path, file_size, toUnixTimestamp64Milli(modified_at) AS mtime FROM images "
+                          "WHERE startsWith(path, {root:String})", {"root": root})
+        return {r["path"]: (int(r["file_size"]), None if r["mtime"] is None else int(r["mtime"])) for r in rows}
+
+    def forget_replaced(self, current: dict[str, str]) -> int:
+        """Delete the rows of each path whose id is not the path's current one (path -> id); returns how
+        many paths had such rows. Rows of the same content under other paths stay."""
+        if not current:
+            return 0
+        where = ("path IN {paths:Array(String)} "
+                 "AND id != {ids:Array(String)}[indexOf({paths:Array(String)}, path)]")
+        params = {"paths": list(current), "ids": list(current.values())}
+        stale = self.query(f"SELECT DISTINCT path FROM images WHERE {where}", params)
+        if stale:
+            self.command(f"DELETE FROM images WHERE {where}", params)
+        return len(stale)
 
     def insert_images(self, rows: Any) -> None:
         """Insert a pyarrow Table of image rows (the loader builds it)."""

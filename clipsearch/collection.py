@@ -89,11 +89,15 @@ class Collection:
 
     # -- loading and labelling --------------------------------------------------------------
     def load(self, source: str | os.PathLike, *, batch_size: int = 64, workers: int | None = None,
-             progress: bool = False, report: Callable[[str, str], None] | None = None) -> Any:
-        """Load a folder (recursively) or a CSV/JSONL manifest; returns a LoadSummary. Safe to re-run."""
+             progress: bool = False, report: Callable[[str, str], None] | None = None,
+             restrict_to_folder: bool = False) -> Any:
+        """Load a folder (recursively) or a CSV/JSONL manifest; returns a LoadSummary. Safe to re-run.
+
+        With `restrict_to_folder`, a manifest naming files outside its own folder is refused.
+        """
         from .loader.load import load
-        return load(str(source), self.catalog, self.model, batch_size=batch_size, workers=workers,
-                    progress=progress, report=report)
+        return load(str(source), self.catalog, self._get_model, batch_size=batch_size, workers=workers,
+                    progress=progress, report=report, restrict_to_folder=restrict_to_folder)
 
     def label(self, labels: list[str] | str, prompt: str | None = None, name: str = "label",
               filters: FilterSpec = None) -> dict[str, int]:

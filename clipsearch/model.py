@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+import pillow_heif
 from PIL import Image
 
 from .errors import ModelError
+
+pillow_heif.register_heif_opener()  # HEIC/HEIF photos from phones open like any other format
 
 BUNDLED_MODEL_DIR = Path(__file__).parent / "bundled_model"
 BUNDLED_MODEL = f"local-dir:{BUNDLED_MODEL_DIR}"

@@ -1,8 +1,9 @@
 """Bulk loading: decode in worker processes, encode in batches, insert into `images`.
 
-Safe to re-run: files already stored (same path and size) are not even read,
-and a file whose content is already stored under any path is skipped by its
-content id. Each batch is one INSERT, so an interrupted load keeps whole
+Safe to re-run: files already stored (same path, size and modification time)
+are not even read, and a file whose content is already stored under any path is
+skipped by its content id. A file that changed since it was loaded is read again
+and its old row goes. Each batch is one INSERT, so an interrupted load keeps whole
 batches and the next run loads the rest.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from ..catalog import Catalog
 from ..errors import SourceError
 from ..files import MAX_FILE_BYTES, content_id
-from ..model import ClipModel, decode
+from ..model import ModelSource, decode, model_loader
 from .sources import Source, read_source
 
 MAX_PIXELS = 100_000_000
@@ -39,6 +40,8 @@ class LoadSummary:
     already_present: int = 0
     failed: int = 0
     ignored: int = 0
+    replaced: int = 0
+    outside: int = 0
     seconds: float = 0.0
     errors: list[tuple[str, str]] = field(default_factory=list)
 
@@ -49,8 +52,13 @@ class LoadSummary:
     def line(self) -> str:
         text = (f"loaded {self.loaded}, already present {self.already_present}, failed {self.failed} "
                 f"({self.images_per_second:.1f} images/s, {self.seconds:.1f}s)")
+        if self.replaced:
+            text += f"; replaced {self.replaced} changed files"
         if self.ignored:
             text += f"; ignored {self.ignored} files without an image suffix"
+        if self.outside:
+            text += (f"; {self.outside} manifest paths are outside the manifest's folder "
+                     "(--restrict-to-folder refuses such manifests)")
         return text
 
 
@@ -77,7 +85,8 @@ def _exif(image: Image.Image) -> tuple[datetime | None, str]:
 def prepare(path: str) -> dict:
     """Read, hash, check and decode one file; returns its row data or the reason it failed."""
     try:
-        size = os.path.getsize(path)
+        info = os.stat(path)
+        size = info.st_size
         if size == 0:
             return {"path": path, "error": "empty file"}
         if size > _worker["max_bytes"]:
@@ -97,8 +106,11 @@ def prepare(path: str) -> dict:
         return {"path": path, "error": "no such file"}
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         return {"path": path, "error": f"cannot decode: {exc}"}
-    return {"path": path, "id": content_id(data), "width": width, "height": height,
-            "format": fmt, "file_size": size, "taken_at": taken, "camera": camera, "pixels": pixels}
+    if len(data) != size:
+        return {"path": path, "error": "the file changed while it was read"}
+    return {"path": path, "id": content_id(data), "width": width, "height": height, "format": fmt,
+            "file_size": size, "modified_at": datetime.fromtimestamp(info.st_mtime_ns // 1_000_000 / 1000),
+            "taken_at": taken, "camera": camera, "pixels": pixels}
 
 
 # -- parent side ----------------------------------------------------------------------------
@@ -107,20 +119,27 @@ def _batches(items: list, size: int) -> Iterator[list]:
         yield items[i:i + size]
 
 
-def _check_columns(catalog: Catalog, source: Source) -> None:
+def _new_columns(catalog: Catalog, source: Source) -> dict[str, str]:
+    """The manifest's columns the table lacks; an error for one it has with another type."""
     existing = catalog.columns()
     for name, ch_type in source.column_types.items():
         if name in existing and existing[name] != ch_type:
             raise SourceError(f"manifest column {name!r} looks like {ch_type}, but the table already has it "
                               f"as {existing[name]}")
-    catalog.add_columns({n: t for n, t in source.column_types.items() if n not in existing})
+    return {n: t for n, t in source.column_types.items() if n not in existing}
 
 
-def _file_size(path: str) -> int:
+def _unchanged(path: str, stored: tuple[int, int | None] | None) -> bool:
+    """Whether the file at `path` is the one stored: same size and modification time (ms) as recorded
+    (size alone for rows from before the time was recorded)."""
+    if stored is None:
+        return False
     try:
-        return os.path.getsize(path)
+        info = os.stat(path)
     except OSError:
-        return -1
+        return False
+    size, mtime_ms = stored
+    return info.st_size == size and (mtime_ms is None or info.st_mtime_ns // 1_000_000 == mtime_ms)
 
 
 def rows_table(rows: list[dict], vectors: np.ndarray, model_label: str, metadata: dict[str, dict],
@@ -133,6 +152,7 @@ def rows_table(rows: list[dict], vectors: np.ndarray, model_label: str, metadata
         "height": pa.array([r["height"] for r in rows], pa.uint32()),
         "format": pa.array([r["format"] for r in rows], pa.string()),
         "file_size": pa.array([r["file_size"] for r in rows], pa.uint64()),
+        "modified_at": pa.array([r.get("modified_at") for r in rows], pa.timestamp("ms")),
         "taken_at": pa.array([r["taken_at"] for r in rows], pa.timestamp("s")),
         "camera": pa.array([r["camera"] for r in rows], pa.string()),
         "model": pa.array([model_label] * len(rows), pa.string()),
@@ -168,35 +188,47 @@ def _new_images(catalog: Catalog, results: list[dict]) -> list[dict]:
     return new
 
 
-def load(source: str, catalog: Catalog, model: ClipModel, batch_size: int = 64, workers: int | None = None,
+def load(source: str, catalog: Catalog, model: ModelSource, batch_size: int = 64, workers: int | None = None,
          max_file_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS, progress: bool = True,
-         report: Callable[[str, str], None] | None = None) -> LoadSummary:
-    """Load every image of `source` that is not stored yet. `report(path, reason)` hears each failure."""
+         report: Callable[[str, str], None] | None = None, restrict_to_folder: bool = False) -> LoadSummary:
+    """Load every image of `source` that is not stored yet. `report(path, reason)` hears each failure.
+
+    `model` is a ClipModel or a function returning one: it is loaded only after the source and the
+    manifest's columns have been checked, so a mistake there is reported at once.
+    """
     import torch
     from tqdm import tqdm
 
     start = time.perf_counter()
-    src = read_source(source)
-    summary = LoadSummary(found=len(src.items), ignored=src.ignored)
-    if not src.items:
+    src = read_source(source, restrict_to_folder)
+    summary = LoadSummary(found=len(src.items), ignored=src.ignored, outside=len(src.outside))
+    new_columns = _new_columns(catalog, src)
+    if not src.items and not src.rejected:
         raise SourceError(f"{source}: no image files found")
-    catalog.check_model(model.label)
-    _check_columns(catalog, src)
+    bar = tqdm(total=len(src.items), unit="img", desc="loading", disable=not progress, file=sys.stderr)
+    report = report or (lambda path, reason: bar.write(f"skipped {path}: {reason}", file=sys.stderr))
+    _record_errors(catalog, [{"path": p, "error": e} for p, e in src.rejected], summary, report)
+    if not src.items:
+        bar.close()
+        summary.seconds = time.perf_counter() - start
+        return summary
+    clip = model_loader(model)()
+    catalog.check_model(clip.label)
+    catalog.add_columns(new_columns)
     metadata = {item.path: item.metadata for item in src.items}
 
     known = catalog.known_files(src.root)
-    todo = [item.path for item in src.items if (item.path, _file_size(item.path)) not in known]
+    todo = [item.path for item in src.items if not _unchanged(item.path, known.get(item.path))]
     summary.already_present = len(src.items) - len(todo)
-    pil_transform, tensor_transform = model.split_preprocess()
+    bar.update(summary.already_present)
+    pil_transform, tensor_transform = clip.split_preprocess()
     workers = workers or os.cpu_count() or 1
     # Forked workers start at once with the model's transform inherited (spawned ones spend seconds
     # importing torch). That is safe here: workers run only Pillow code (file reading, decoding,
     # PIL resizing), never a torch op or the ClickHouse engine of the parent.
     context = multiprocessing.get_context("fork")
-    bar = tqdm(total=len(todo), unit="img", desc="loading", disable=not progress, file=sys.stderr)
-    report = report or (lambda path, reason: bar.write(f"skipped {path}: {reason}", file=sys.stderr))
     pool = context.Pool(workers, initializer=_init_worker,
-                        initargs=(pil_transform, model.image_size, max_file_bytes, max_pixels))
+                        initargs=(pil_transform, clip.image_size, max_file_bytes, max_pixels))
     try:
         pending: deque = deque()
         batches = _batches(todo, batch_size)
@@ -212,9 +244,12 @@ def load(source: str, catalog: Catalog, model: ClipModel, batch_size: int = 64, 
             summary.already_present += sum(1 for r in results if "id" in r) - len(good)
             if good:
                 batch_tensor = torch.stack([tensor_transform(r["pixels"]) for r in good])
-                vectors = model.encode_tensors(batch_tensor)
-                catalog.insert_images(rows_table(good, vectors, model.label, metadata, src.column_types))
+                vectors = clip.encode_tensors(batch_tensor)
+                catalog.insert_images(rows_table(good, vectors, clip.label, metadata, src.column_types))
                 summary.loaded += len(good)
+            # A stored path read again gave new content: its old row goes (the new content is stored now).
+            replaced = {r["path"]: r["id"] for r in results if "id" in r and r["path"] in known}
+            summary.replaced += catalog.forget_replaced(replaced)
             bar.update(len(results))
     finally:
         pool.terminate()

@@ -11,9 +11,9 @@ from typing import Any
 from ..connection import IDENTIFIER
 from ..errors import SourceError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
-BUILTIN_COLUMNS = {"id", "path", "width", "height", "format", "file_size", "taken_at", "camera", "model",
-                   "loaded_at", "embedding", "score"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
+BUILTIN_COLUMNS = {"id", "path", "width", "height", "format", "file_size", "modified_at", "taken_at", "camera",
+                   "model", "loaded_at", "embedding", "score"}
 
 
 @dataclass
@@ -28,9 +28,13 @@ class Source:
     column_types: dict[str, str]   # manifest column -> ClickHouse type
     root: str                      # folder all paths start with
     ignored: int = 0               # folder files skipped for not having an image suffix
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (printable path, reason): never read
+    outside: list[str] = field(default_factory=list)   # manifest paths outside the manifest's folder
 
 
-def read_source(source: str | os.PathLike) -> Source:
+def read_source(source: str | os.PathLike, restrict_to_folder: bool = False) -> Source:
+    """The files to load. With `restrict_to_folder`, a manifest naming a file outside its own folder
+    (`../x.jpg`, an absolute path, a link out) is refused: for manifests from others."""
     path = Path(source).expanduser()
     if not path.exists():
         raise SourceError(f"{source}: no such file or folder")
@@ -39,7 +43,7 @@ def read_source(source: str | os.PathLike) -> Source:
     if path.suffix.lower() == ".csv":
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f))
-        return _from_rows(path.resolve(), rows)
+        return _from_rows(path.resolve(), rows, restrict_to_folder)
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         rows = []
         with open(path, encoding="utf-8") as f:
@@ -51,25 +55,38 @@ def read_source(source: str | os.PathLike) -> Source:
                         raise SourceError(f"{source}:{n}: not valid JSON ({exc.msg})") from None
                     if not isinstance(rows[-1], dict):
                         raise SourceError(f"{source}:{n}: each line must be a JSON object")
-        return _from_rows(path.resolve(), rows)
+        return _from_rows(path.resolve(), rows, restrict_to_folder)
     raise SourceError(f"{source}: give a folder or a .csv / .jsonl manifest")
 
 
+def printable(path: str) -> str:
+    """A path as text that can be stored and shown: bytes that are not UTF-8 as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def _read_folder(root: Path) -> Source:
-    items, ignored = [], 0
+    if printable(str(root)) != str(root):
+        raise SourceError(f"{printable(str(root))}: the folder's name is not valid UTF-8; rename it or load "
+                          "it through a manifest in a folder with a UTF-8 name")
+    items, ignored, rejected = [], 0, []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                items.append(Item(os.path.join(dirpath, name)))
-            else:
+            path = os.path.join(dirpath, name)
+            if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
                 ignored += 1
-    return Source(items, {}, str(root), ignored)
+            elif printable(path) != path:
+                # Names from old archives and Samba shares: the table stores text, so such a path could
+                # not be stored or served back exactly. Report it instead of guessing an encoding.
+                rejected.append((printable(path), "the file name is not valid UTF-8; rename the file"))
+            else:
+                items.append(Item(path))
+    return Source(items, {}, str(root), ignored, rejected)
 
 
-def _from_rows(manifest: Path, rows: list[dict]) -> Source:
+def _from_rows(manifest: Path, rows: list[dict], restrict_to_folder: bool = False) -> Source:
     if not rows:
         raise SourceError(f"{manifest}: the manifest has no rows")
     columns = list(dict.fromkeys(k for row in rows for k in row))
@@ -82,13 +99,20 @@ def _from_rows(manifest: Path, rows: list[dict]) -> Source:
         if c in BUILTIN_COLUMNS:
             raise SourceError(f"{manifest}: column {c!r} clashes with a built-in column; rename it")
     types = {c: _infer_type([row.get(c) for row in rows]) for c in meta_columns}
-    items = []
+    items, outside = [], []
+    folder = manifest.parent
     for row in rows:
         if not row.get("path"):
             raise SourceError(f"{manifest}: a row has an empty path")
-        file_path = (manifest.parent / str(row["path"])).resolve()
+        file_path = (folder / str(row["path"])).resolve()
+        if not file_path.is_relative_to(folder):
+            if restrict_to_folder:
+                raise SourceError(f"{manifest}: {row['path']!r} is outside the manifest's folder {folder}; "
+                                  "nothing was loaded (without --restrict-to-folder such paths are loaded)")
+            outside.append(str(file_path))
         items.append(Item(str(file_path), {c: _convert(row.get(c), types[c]) for c in meta_columns}))
-    return Source(items, types, str(manifest.parent))
+    root = os.path.commonpath([str(folder), *(i.path for i in items)])
+    return Source(items, types, root, outside=outside)
 
 
 def _is_missing(value: object) -> bool:

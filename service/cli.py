@@ -39,7 +39,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         check_prompt(args.prompt)
     with _open(args) as photos:
         summary = photos.load(args.source, batch_size=args.batch_size, workers=args.workers,
-                              progress=not args.quiet)
+                              progress=not args.quiet, restrict_to_folder=args.restrict_to_folder)
         print(summary.line())
         if summary.loaded == 0 and summary.already_present == 0:
             print("error: nothing could be loaded", file=sys.stderr)
@@ -188,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, help="decoding processes (default: CPU count)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--restrict-to-folder", action="store_true",
+                   help="refuse a manifest that names files outside its own folder (for manifests from others)")
     p.add_argument("--labels", help="also label the images zero-shot (see `clipsearch label`)")
     p.add_argument("--prompt", help="label prompt with {} for the label (default 'a photo of a {}')")
     p.add_argument("--name", default="label", help="label set name (default 'label')")

@@ -13,6 +13,7 @@ CREATE TABLE IF NOT EXISTS images
     height     UInt32,
     format     LowCardinality(String),       -- JPEG, PNG, WEBP, ...
     file_size  UInt64,                       -- bytes
+    modified_at Nullable(DateTime64(3)),     -- the file's modification time when it was read
     taken_at   Nullable(DateTime),           -- EXIF DateTimeOriginal when present
     camera     String DEFAULT '',            -- EXIF Make and Model when present
     model      LowCardinality(String),       -- the CLIP model that made `embedding`
@@ -24,6 +25,9 @@ CREATE TABLE IF NOT EXISTS images
 )
 ENGINE = ReplacingMergeTree(loaded_at)
 ORDER BY id;
+
+-- Databases made before modified_at existed get it (NULL: compared by size alone until reloaded).
+ALTER TABLE images ADD COLUMN IF NOT EXISTS modified_at Nullable(DateTime64(3)) AFTER file_size;
 
 -- Files the loader could not read, with the reason, one row per attempt.
 CREATE TABLE IF NOT EXISTS load_errors

@@ -15,6 +15,7 @@ CREATE TABLE IF NOT EXISTS images_local ON CLUSTER clipsearch
     height     UInt32,
     format     LowCardinality(String),
     file_size  UInt64,
+    modified_at Nullable(DateTime64(3)),
     taken_at   Nullable(DateTime),
     camera     String DEFAULT '',
     model      LowCardinality(String),
