@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         results["loader"] = [show(loader.run(ClipModel(), paths, BUNDLED, bundled_db))]
         if not args.skip_vit:
             paths = common.write_images(work / "images-vit", args.vit_images)
-            results["loader"].append(show(loader.run(ClipModel("ViT-B-32"), paths, VIT, work / "db-vit")))
+            results["loader"].append(show(loader.run(ClipModel("ViT-B-32", "random"), paths, VIT, work / "db-vit")))
     if "service" in only:
         if not bundled_db.exists():
             loader.run(ClipModel(), common.write_images(work / "images", args.images), BUNDLED, bundled_db)

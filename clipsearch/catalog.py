@@ -17,6 +17,7 @@ from .query import NOT_FILTERABLE, NUMERIC_TYPE, TIME_TYPE, Filter, base_type, f
 from .settings import Settings
 from .sql import read as read_sql
 
+MIN_ID_PREFIX = 6           # the CLI prints 12; shorter prefixes are too likely to be ambiguous
 VECTOR_QUANTIZATIONS = ("bf16", "f32", "f16", "i8", "b1")
 VECTOR_INDEXES = ("FROM system.data_skipping_indices WHERE database = currentDatabase() "
                   "AND table = 'images' AND type = 'vector_similarity'")
@@ -32,12 +33,12 @@ class Catalog:
             connection.command(statement)
 
     @classmethod
-    def open(cls, settings: Settings | str | os.PathLike) -> Catalog:
+    def open(cls, settings: Settings | str | os.PathLike, create: bool = True) -> Catalog:
         """The catalogue the settings name (or of the embedded folder at a path); closes the connection
-        again if the schema cannot be created."""
+        again if the schema cannot be created. With `create` false an embedded folder must hold one."""
         if not isinstance(settings, Settings):
             settings = Settings(db=os.fspath(settings))
-        connection = connect(settings)
+        connection = connect(settings, create)
         try:
             return cls(connection)
         except BaseException:
@@ -136,8 +137,20 @@ class Catalog:
                                                             "reason": [e for _, e in errors]}))
 
     def get_image(self, image_id: str) -> dict:
-        rows = self.query("SELECT * EXCEPT (embedding) FROM images WHERE id = {id:String} LIMIT 1",
-                          {"id": str(image_id)})
+        """The row of the image whose id is `image_id` or starts with it (at least MIN_ID_PREFIX hex digits,
+        like git's short hashes); NotFound if none, QueryError if the prefix names several."""
+        image_id = str(image_id).strip().lower()
+        if len(image_id) < 32:
+            if len(image_id) < MIN_ID_PREFIX or not all(c in "0123456789abcdef" for c in image_id):
+                raise NotFound(f"no image with id {image_id!r} (give at least {MIN_ID_PREFIX} hex digits of it)")
+            rows = self.query("SELECT * EXCEPT (embedding) FROM images FINAL WHERE startsWith(id, {id:String}) "
+                              "ORDER BY id LIMIT 2", {"id": image_id})
+            if len(rows) > 1:
+                raise QueryError(f"the id prefix {image_id!r} names several images ({rows[0]['id']}, "
+                                 f"{rows[1]['id']}, ...); give more of it")
+        else:
+            rows = self.query("SELECT * EXCEPT (embedding) FROM images WHERE id = {id:String} LIMIT 1",
+                              {"id": image_id})
         if not rows:
             raise NotFound(f"no image with id {image_id!r}")
         return rows[0]

@@ -150,15 +150,17 @@ def open_query_image(path: str | os.PathLike) -> Any:
 
 
 def open(db: str | os.PathLike | None = None, *, url: str | None = None, model: ModelSource = None,  # noqa: A001
-         pretrained: str | None = None, settings: Settings | None = None, log_searches: bool = True) -> Collection:
+         pretrained: str | None = None, settings: Settings | None = None, log_searches: bool = True,
+         create: bool = True) -> Collection:
     """Open (or create) a collection: the embedded folder `db`, or the ClickHouse server at `url`.
 
     Unset arguments come from the environment (CLIPSEARCH_DB, CLICKHOUSE_URL, CLIPSEARCH_MODEL,
     CLIPSEARCH_PRETRAINED), then the defaults (./clipsearch-data, the bundled model). `model` may be
     an open_clip model name, a loaded ClipModel, or a function returning one (loaded on first use).
+    With `create` false, an embedded folder without a database is an error instead of a new database.
     """
     name = model if isinstance(model, str) else None
     settings = settings or Settings.load(db=None if db is None else os.fspath(db), clickhouse_url=url,
                                          model=name, pretrained=pretrained)
     get_model = model_loader(None if isinstance(model, str) else model, settings.model, settings.pretrained)
-    return Collection(Catalog.open(settings), get_model, settings, log_searches)
+    return Collection(Catalog.open(settings, create), get_model, settings, log_searches)

@@ -107,9 +107,12 @@ class EmbeddedConnection(Connection):
     backend = "embedded"
     _json_settings: dict[str, Any] = {}   # chdb's default already; setting it costs a round trip
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, create: bool = True):
         import clickhouse_connect
         self.path = Path(path).expanduser().resolve()
+        if not create and not (self.path / "metadata").is_dir():
+            raise StoreUnavailable(f"no clipsearch database at {self.path}; load something first "
+                                   "(clipsearch load FOLDER) or pass --db")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             self._lock_file = open(self.path / ".clipsearch.lock", "a+")
@@ -155,8 +158,9 @@ def open_server(url: str) -> Connection:
     return Connection(client, redact(url))
 
 
-def connect(settings: Settings) -> Connection:
-    """The configured ClickHouse: a server if `clickhouse_url` is set, else the embedded folder."""
+def connect(settings: Settings, create: bool = True) -> Connection:
+    """The configured ClickHouse: a server if `clickhouse_url` is set, else the embedded folder (made if
+    missing, unless `create` is false: then a folder without a database is an error)."""
     if settings.clickhouse_url:
         return open_server(settings.clickhouse_url)
-    return EmbeddedConnection(settings.db)
+    return EmbeddedConnection(settings.db, create)

@@ -17,6 +17,7 @@ pillow_heif.register_heif_opener()  # HEIC/HEIF photos from phones open like any
 
 BUNDLED_MODEL_DIR = Path(__file__).parent / "bundled_model"
 BUNDLED_MODEL = f"local-dir:{BUNDLED_MODEL_DIR}"
+RANDOM_WEIGHTS = "random"
 _TORCHVISION_OPS = None
 
 
@@ -50,14 +51,21 @@ class ClipModel:
     `name` and `pretrained` mean what they mean to
     `open_clip.create_model_and_transforms`: a built-in architecture with a
     tag or a local weights file, or `local-dir:PATH` / `hf-hub:ORG/REPO`.
+    A built-in architecture without weights has random ones, which search
+    nothing: that takes `pretrained="random"`, said on purpose.
     """
 
     def __init__(self, name: str | None = None, pretrained: str | None = None, device: str | None = None,
                  threads: int | None = None):
-        import torch
-        open_clip = import_open_clip()
         self.name = name or BUNDLED_MODEL
         self.pretrained = pretrained or None
+        if self.pretrained == RANDOM_WEIGHTS:
+            self.pretrained = None
+        elif self.pretrained is None and not self.name.startswith(("local-dir:", "hf-hub:")):
+            raise ModelError(f"model {self.name!r} needs weights: --pretrained TAG or FILE "
+                             f"(--pretrained {RANDOM_WEIGHTS} for random weights, which only tests speed)")
+        import torch
+        open_clip = import_open_clip()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if threads:
             torch.set_num_threads(threads)

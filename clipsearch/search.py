@@ -64,7 +64,7 @@ class Searcher:
             raise QueryError("give an image or an image id, not both")
         state = self.table_state()
         if image_id is not None:
-            self.catalog.get_image(image_id)
+            image_id = self.catalog.get_image(image_id)["id"]  # a unique prefix names its image
         weights = {**DEFAULT_WEIGHTS, **(weights or {})}
         for name, w in weights.items():
             if name not in DEFAULT_WEIGHTS or isinstance(w, bool) or not isinstance(w, (int, float)) \

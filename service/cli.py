@@ -27,9 +27,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings.load(db=args.db, model=args.model, pretrained=args.pretrained)
 
 
-def _open(args: argparse.Namespace) -> Collection:
-    """The configured collection, with the command's one model loader (loaded on first use)."""
-    return open_collection(settings=_settings(args), model=args.get_model)
+def _open(args: argparse.Namespace, create: bool = False) -> Collection:
+    """The configured collection, with the command's one model loader (loaded on first use). Only the
+    commands that add images create a database; the others refuse a folder without one."""
+    return open_collection(settings=_settings(args), model=args.get_model, create=create)
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -37,7 +38,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     if args.labels:  # check them before a long load, not after
         parse_labels(args.labels)
         check_prompt(args.prompt)
-    with _open(args) as photos:
+    with _open(args, create=True) as photos:
         summary = photos.load(args.source, batch_size=args.batch_size, workers=args.workers,
                               progress=not args.quiet, restrict_to_folder=args.restrict_to_folder)
         print(summary.line())
@@ -55,9 +56,13 @@ def _label(photos: Collection, args: argparse.Namespace, filters: list[Filter]) 
 
 
 def cmd_label(args: argparse.Namespace) -> int:
+    from ..labels import check_prompt, parse_labels
+    parse_labels(args.labels)  # mistakes that need no database or model first
+    check_prompt(args.prompt)
+    filters = [parse_filter(f) for f in args.filter]
     with _open(args) as photos:
         photos.searcher.table_state()  # a clear error on an empty store
-        _label(photos, args, [parse_filter(f) for f in args.filter])
+        _label(photos, args, filters)
     return 0
 
 
@@ -78,6 +83,8 @@ def _print_results(rows: list[dict], as_json: bool) -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     if args.text is None and args.image is None and args.similar is None:
         raise QueryError("give a TEXT, --image FILE or --similar ID (TEXT with one of the others is hybrid)")
+    if not 0 <= args.image_weight <= 1:
+        raise QueryError(f"--image-weight is a number from 0 to 1, got {args.image_weight:g}")
     image = open_query_image(args.image) if args.image else None
     filters = [parse_filter(f) for f in args.filter]
     with _open(args) as photos:
@@ -162,7 +169,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         check_port(args.host, args.port)  # before minutes of work, not after
     manifest = make_catalogue(args.out, args.images)
     print(f"catalogue: {args.images} images, manifest {manifest}")
-    with _open(args) as photos:
+    with _open(args, create=True) as photos:
         print(photos.load(manifest, progress=not args.quiet).line())
         for text, filters in EXAMPLE_SEARCHES:
             print(f"\n$ clipsearch search {text!r} --k 5" + "".join(f" --filter '{f}'" for f in filters))
@@ -178,14 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--db", help="embedded database folder (default $CLIPSEARCH_DB or ./clipsearch-data); "
                                      "CLICKHOUSE_URL selects a server instead")
     common.add_argument("--model", help="open_clip model name (default: the bundled model)")
-    common.add_argument("--pretrained", help="open_clip pretrained tag or weights file")
+    common.add_argument("--pretrained", help="open_clip pretrained tag or weights file "
+                                             "(\"random\": random weights, for speed tests only)")
     parser = argparse.ArgumentParser(prog="clipsearch", description="CLIP image search in ClickHouse SQL")
     parser.add_argument("--version", action="version", version=f"clipsearch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("load", parents=[common], help="load images from a folder or a CSV/JSONL manifest")
-    p.add_argument("source")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("source", help="a folder (searched recursively) or a .csv / .jsonl manifest with a path column")
+    p.add_argument("--batch-size", type=int, default=64, help="images encoded and inserted at a time (default 64)")
     p.add_argument("--workers", type=int, help="decoding processes (default: CPU count)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--restrict-to-folder", action="store_true",
@@ -203,23 +211,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("search", parents=[common], help="search by text, image file or stored image id")
-    p.add_argument("text", nargs="?")
+    p.add_argument("text", nargs="?", help="what to look for, e.g. \"a red car at night\"")
     p.add_argument("--image", help="query image file")
     p.add_argument("--similar", metavar="ID", help="images like the stored image ID")
     p.add_argument("--image-weight", type=float, default=0.5, metavar="W",
                    help="hybrid TEXT + image: weight of the image similarity, 0..1 (default 0.5)")
-    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--k", type=int, default=10, help="how many results (default 10, at most 1000)")
     p.add_argument("--filter", action="append", default=[], metavar="EXPR",
                    help="COL=V, COL!=V, COL>=N, COL<=N, COL>N, COL<N; repeat to AND them")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print a JSON array instead of lines")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("embed", parents=[common], help="print a text's normalized embedding as JSON")
-    p.add_argument("text")
+    p.add_argument("text", help="the text to embed")
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("sql", parents=[common], help="run SQL against the configured store")
-    p.add_argument("query", nargs="?")
+    p.add_argument("query", nargs="?", help="the SQL, e.g. \"SELECT count() FROM images\"")
     p.add_argument("--file", help="read the SQL from a file (e.g. sql/queries/*.sql)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="bind {NAME:Type} placeholders, as clickhouse-client's --param_NAME does")
@@ -227,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sql)
 
     p = sub.add_parser("index", parents=[common], help="add, drop or show the HNSW vector index")
-    p.add_argument("action", choices=["create", "drop", "status"])
+    p.add_argument("action", choices=["create", "drop", "status"], help="build it, remove it, or show it")
     p.add_argument("--quantization", default="bf16", choices=["bf16", "f32", "f16", "i8", "b1"],
                    help="how the index stores vectors (default bf16)")
     p.add_argument("--m", type=int, default=16, help="HNSW neighbours per node (default 16)")
@@ -237,12 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("duplicates", parents=[common], help="list groups of near-duplicate images")
     p.add_argument("--threshold", type=float, metavar="D",
                    help=f"largest cosine distance between near-duplicates (default {DUPLICATE_THRESHOLD})")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print a JSON array instead of lines")
     p.set_defaults(func=cmd_duplicates)
 
     serving = argparse.ArgumentParser(add_help=False)
-    serving.add_argument("--host", default="127.0.0.1")
-    serving.add_argument("--port", type=int, default=8000)
+    serving.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this host only)")
+    serving.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     serving.add_argument("--threads", type=int, default=8, help="request threads (default 8)")
 
     p = sub.add_parser("serve", parents=[common, serving], help="serve the web page and the JSON API")
@@ -251,8 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", parents=[common, serving],
                        help="offline demo: generate a catalogue, load it, search it, serve it")
     p.add_argument("--out", default=DEMO_DIR, help=f"catalogue folder (default {DEMO_DIR})")
-    p.add_argument("--images", type=int, default=2000)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--images", type=int, default=2000, help="images in the generated catalogue (default 2000)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-serve", action="store_true", help="stop after the example searches")
     p.set_defaults(func=cmd_demo)
     return parser

@@ -86,3 +86,37 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0 and capsys.readouterr().out.startswith("clipsearch ")
+
+
+def test_every_cli_argument_has_help():
+    import argparse
+
+    from clipsearch.service.cli import build_parser
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, prefix: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{prefix} {name}")
+            elif action.help is None:
+                missing.append(f"{prefix} {action.dest}")
+    walk(build_parser(), "clipsearch")
+    assert missing == []
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["search", "a red star"], "error: no clipsearch database at {db}; load something first"),
+    (["sql", "SELECT 1"], "error: no clipsearch database at {db}; load something first"),
+    (["duplicates"], "error: no clipsearch database at {db}; load something first"),
+    (["index", "status"], "error: no clipsearch database at {db}; load something first"),
+    (["search", "x", "--image-weight", "2", "--similar", "abcdef"],
+     "error: --image-weight is a number from 0 to 1, got 2"),
+    (["label", "--labels", "one"], "error: give between 2 and 1000 labels, got 1"),
+    (["embed", "x", "--model", "ViT-B-32"], "error: model 'ViT-B-32' needs weights: --pretrained TAG or FILE"),
+])
+def test_cli_mistakes_without_a_database_or_model(tmp_path, capsys, argv, message):
+    db = tmp_path / "nothing-here"
+    assert main(argv + ["--db", str(db)]) == 1
+    assert capsys.readouterr().err.startswith(message.format(db=db))
+    assert not db.exists()  # read-only commands create nothing
