@@ -17,6 +17,10 @@ from typing import Any
 from .errors import StoreError, StoreUnavailable
 from .settings import Settings
 
+# Analysts' plain SQL (WHERE filter + ORDER BY cosineDistance(...) LIMIT k) must return k rows when k rows
+# match, also once the HNSW index exists; ClickHouse's default post-filters the index's few neighbours and
+# can return none. Prefilter ranks the matching rows. The service's own queries set theirs per query.
+ANALYST_DEFAULTS = {"vector_search_filter_strategy": "prefilter"}
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Statements that return rows in an output format; anything else (INSERT ... VALUES, DDL) runs as a
 # command, because a format clause appended to it would be parsed as its data or refused.
@@ -131,6 +135,8 @@ class EmbeddedConnection(Connection):
         self._lock_file.flush()
         try:
             client = clickhouse_connect.get_client(dsn=f"chdb://{self.path}")
+            for name, value in ANALYST_DEFAULTS.items():  # SET lasts for the engine's session
+                client.command(f"SET {name} = '{value}'")
         except Exception as exc:
             self._release()
             raise StoreUnavailable(f"cannot open database {self.path}: {clean_message(exc)}") from exc
@@ -152,7 +158,7 @@ def open_server(url: str) -> Connection:
     """A ClickHouse server through clickhouse-connect over HTTP (no session: threads share the client)."""
     import clickhouse_connect
     try:
-        client = clickhouse_connect.get_client(dsn=url, autogenerate_session_id=False)
+        client = clickhouse_connect.get_client(dsn=url, autogenerate_session_id=False, settings=ANALYST_DEFAULTS)
     except Exception as exc:
         raise StoreUnavailable(f"cannot connect to ClickHouse at {redact(url)}: {clean_message(exc)}") from exc
     return Connection(client, redact(url))

@@ -13,6 +13,7 @@ ENVIRONMENT = {                      # field -> environment variable
     "model": "CLIPSEARCH_MODEL",
     "pretrained": "CLIPSEARCH_PRETRAINED",
     "thumbs": "CLIPSEARCH_THUMBS",
+    "rate_limit": "CLIPSEARCH_RATE_LIMIT",
 }
 
 
@@ -23,6 +24,7 @@ class Settings:
     model: str | None = None             # open_clip model name; None: the bundled model
     pretrained: str | None = None        # open_clip pretrained tag or weights file
     thumbs: str | None = None            # thumbnail cache; None: thumbs/ in the embedded folder
+    rate_limit: str | None = None        # per client address on /api/, e.g. "60/minute;1000/hour"; None: off
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: str | None) -> Settings:

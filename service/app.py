@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -22,6 +22,9 @@ from ..settings import Settings
 from .api import api
 from .web import web
 
+# The page loads only its own script and style; images may come from the API or a dropped file (blob:/data:).
+CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
+                           "frame-ancestors 'none'; form-action 'self'")
 DEFAULTS = {
     "MAX_CONTENT_LENGTH": 10 * 1024 * 1024,   # largest request (an uploaded query image), bytes: 413 above
     "MAX_UPLOAD_PIXELS": 40_000_000,
@@ -41,13 +44,42 @@ def create_app(settings: Settings | None = None, model: ModelSource = None, conf
     app.config.update(config or {})
     if collection is None:
         settings = settings or Settings.load()
+        _check_rate_limit(settings.rate_limit)  # before opening anything
         collection = open_collection(settings=settings, model=model)
     app.config["THUMB_DIR"] = collection.settings.thumbs_dir
     app.extensions["clipsearch"] = collection
     app.register_blueprint(api)
     app.register_blueprint(web)
     _register_errors(app)
+    _limit_rate(app, collection.settings.rate_limit)
+
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
     return app
+
+
+def _check_rate_limit(limit: str | None) -> None:
+    from limits import parse_many
+    try:
+        if limit:
+            parse_many(limit)
+    except ValueError:
+        raise ClipsearchError(f"CLIPSEARCH_RATE_LIMIT {limit!r} is not a rate limit like '60/minute'") from None
+
+
+def _limit_rate(app: Flask, limit: str | None) -> None:
+    """Requests per client address on the API (flask-limiter, in memory: per process), when configured."""
+    if not limit:
+        return
+    from flask_limiter import Limiter
+    from flask_limiter.util import get_remote_address
+    _check_rate_limit(limit)
+    Limiter(get_remote_address, app=app, default_limits=[limit], storage_uri="memory://",
+            default_limits_exempt_when=lambda: not request.path.startswith("/api/"))
 
 
 def _register_errors(app: Flask) -> None:
@@ -62,6 +94,8 @@ def _register_errors(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> ResponseReturnValue:
+        if exc.code == 429:
+            return jsonify(error=f"too many requests: the limit is {exc.description}; try again later"), 429
         return jsonify(error=exc.description or exc.name), exc.code or 500
 
     @app.errorhandler(Exception)
