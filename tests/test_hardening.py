@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from clipsearch import synthetic
-from clipsearch.errors import ClipsearchError
 from clipsearch.service.app import create_app
 from clipsearch.service.cli import main
 from clipsearch.settings import Settings
@@ -121,21 +120,3 @@ def test_cli_mistakes_without_a_database_or_model(tmp_path, capsys, argv, messag
     assert main(argv + ["--db", str(db)]) == 1
     assert capsys.readouterr().err.startswith(message.format(db=db))
     assert not db.exists()  # read-only commands create nothing
-
-
-def test_rate_limit_when_configured_and_security_headers(tmp_path):
-    app = create_app(Settings(db=str(tmp_path / "db"), rate_limit="3/minute"), config={"TESTING": True})
-    try:
-        client = app.test_client()
-        assert [client.get("/api/columns").status_code for _ in range(4)] == [200, 200, 200, 429]
-        res = client.get("/api/columns")
-        assert res.get_json() == {"error": "too many requests: the limit is 3 per 1 minute; try again later"}
-        assert client.get("/healthz").status_code == 200  # only the API is limited
-        page = client.get("/")
-        assert page.headers["X-Content-Type-Options"] == "nosniff"
-        assert "script-src" not in page.headers["Content-Security-Policy"]  # default-src 'self' covers scripts
-        assert page.headers["Content-Security-Policy"].startswith("default-src 'self'")
-    finally:
-        app.extensions["clipsearch"].close()
-    with pytest.raises(ClipsearchError, match="is not a rate limit like '60/minute'"):
-        create_app(Settings(db=str(tmp_path / "db"), rate_limit="lots"))
