@@ -216,14 +216,15 @@ class Catalog:
             self.command(f"ALTER TABLE images DROP INDEX {quote_identifier(index['name'])}")
 
     # -- search log -------------------------------------------------------------------------
-    def log_search(self, kind: str, text: str | None, filters: list[Filter], k: int, top_ids: list[str],
-                   results: int, took_ms: dict) -> None:
+    def log_search(self, kind: str, origin: str, text: str | None, filters: list[Filter], k: int,
+                   top_ids: list[str], results: int, took_ms: dict) -> None:
         """One row in search_log per search, for analysts to chart usage in SQL."""
         self.command(
-            "INSERT INTO search_log (kind, text, filters, k, results, encode_ms, query_ms, total_ms, top_ids) "
-            "SELECT {kind:String}, {text:String}, {filters:String}, {k:UInt32}, {results:UInt32}, "
-            "{encode:Float32}, {query:Float32}, {total:Float32}, {top_ids:Array(String)}",
-            {"kind": kind, "text": text or "", "k": int(k), "results": results,
+            "INSERT INTO search_log (kind, origin, text, filters, k, results, model_load_ms, encode_ms, query_ms, "
+            "total_ms, top_ids) "
+            "SELECT {kind:String}, {origin:String}, {text:String}, {filters:String}, {k:UInt32}, {results:UInt32}, "
+            "{model_load:Float32}, {encode:Float32}, {query:Float32}, {total:Float32}, {top_ids:Array(String)}",
+            {"kind": kind, "origin": origin, "text": text or "", "k": int(k), "results": results,
              "filters": json.dumps([[f.column, f.op, f.value] for f in filters], default=str),
              **took_ms, "top_ids": top_ids[:10]})
 

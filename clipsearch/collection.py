@@ -37,10 +37,10 @@ class Collection:
     """The images of one clipsearch database and the model that embeds their queries."""
 
     def __init__(self, catalog: Catalog, get_model: Callable[[], ClipModel], settings: Settings | None = None,
-                 log_searches: bool = True):
+                 log_searches: bool = True, origin: str = "python"):
         self.catalog = catalog
         self.settings = settings or Settings()
-        self.searcher = Searcher(catalog, get_model, log=log_searches)
+        self.searcher = Searcher(catalog, get_model, log=log_searches, origin=origin)
         self._get_model = get_model
 
     @property
@@ -151,7 +151,7 @@ def open_query_image(path: str | os.PathLike) -> Any:
 
 def open(db: str | os.PathLike | None = None, *, url: str | None = None, model: ModelSource = None,  # noqa: A001
          pretrained: str | None = None, settings: Settings | None = None, log_searches: bool = True,
-         create: bool = True) -> Collection:
+         create: bool = True, origin: str = "python") -> Collection:
     """Open (or create) a collection: the embedded folder `db`, or the ClickHouse server at `url`.
 
     Unset arguments come from the environment (CLIPSEARCH_DB, CLICKHOUSE_URL, CLIPSEARCH_MODEL,
@@ -163,4 +163,4 @@ def open(db: str | os.PathLike | None = None, *, url: str | None = None, model: 
     settings = settings or Settings.load(db=None if db is None else os.fspath(db), clickhouse_url=url,
                                          model=name, pretrained=pretrained)
     get_model = model_loader(None if isinstance(model, str) else model, settings.model, settings.pretrained)
-    return Collection(Catalog.open(settings, create), get_model, settings, log_searches)
+    return Collection(Catalog.open(settings, create), get_model, settings, log_searches, origin)

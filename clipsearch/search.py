@@ -35,10 +35,12 @@ class SearchResult:
 class Searcher:
     """Runs searches against `catalog`; `get_model` is called only when a query needs encoding."""
 
-    def __init__(self, catalog: Catalog, get_model: Callable[[], ClipModel], log: bool = True):
+    def __init__(self, catalog: Catalog, get_model: Callable[[], ClipModel], log: bool = True,
+                 origin: str = "python"):
         self.catalog = catalog
         self._get_model = get_model
         self.log = log
+        self.origin = origin   # recorded in search_log: http, cli or python
 
     @property
     def model(self) -> ClipModel:
@@ -72,6 +74,10 @@ class Searcher:
                 raise QueryError(f"weights are non-negative numbers for 'image' and 'text', got {name}={w!r}")
         hybrid = text is not None and (image is not None or image_id is not None)
         t = time.perf_counter()
+        if image is not None or text is not None:
+            _ = self.model  # loads it if this is its first use, timed apart from encoding
+        model_load_ms = (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
         parts = []
         if image_id is not None:
             parts.append(QueryVector(weights["image"] if hybrid else 1.0, image_id=str(image_id)))
@@ -87,11 +93,11 @@ class Searcher:
         query_ms = (time.perf_counter() - t) * 1000
         kind = "hybrid" if hybrid else "text" if text else "image" if image is not None else "similar"
         result = SearchResult(rows, sql, params, kind, strategy, {
-            "encode": round(encode_ms, 2), "query": round(query_ms, 2),
+            "model_load": round(model_load_ms, 2), "encode": round(encode_ms, 2), "query": round(query_ms, 2),
             "total": round((time.perf_counter() - start) * 1000, 2)})
         if self.log:
-            self.catalog.log_search(kind, text, list(filters), result.params["k"], [r["id"] for r in rows],
-                                    len(rows), result.took_ms)
+            self.catalog.log_search(kind, self.origin, text, list(filters), result.params["k"],
+                                    [r["id"] for r in rows], len(rows), result.took_ms)
         return result
 
     def rank(self, state: dict, parts: list[QueryVector], filters: list[Filter], k: int | str

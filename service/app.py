@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None, model: ModelSource = None, conf
     if collection is None:
         settings = settings or Settings.load()
         _check_rate_limit(settings.rate_limit)  # before opening anything
-        collection = open_collection(settings=settings, model=model)
+        collection = open_collection(settings=settings, model=model, origin="http")
     app.config["THUMB_DIR"] = collection.settings.thumbs_dir
     app.extensions["clipsearch"] = collection
     app.register_blueprint(api)

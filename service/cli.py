@@ -30,7 +30,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _open(args: argparse.Namespace, create: bool = False) -> Collection:
     """The configured collection, with the command's one model loader (loaded on first use). Only the
     commands that add images create a database; the others refuse a folder without one."""
-    return open_collection(settings=_settings(args), model=args.get_model, create=create)
+    return open_collection(settings=_settings(args), model=args.get_model, create=create, origin="cli")
 
 
 def cmd_load(args: argparse.Namespace) -> int:

@@ -44,17 +44,22 @@ CREATE TABLE IF NOT EXISTS search_log
 (
     time       DateTime64(3) DEFAULT now64(3),
     kind       LowCardinality(String),       -- text, image, similar, hybrid
+    origin     LowCardinality(String) DEFAULT '',  -- http, cli or python: where the search came from
     text       String,
     filters    String,                       -- JSON list of [column, op, value]
     k          UInt32,
     results    UInt32,
-    encode_ms  Float32,
+    model_load_ms Float32 DEFAULT 0,         -- loading the model, when this search was its first use
+    encode_ms  Float32,                      -- encoding the query (not loading the model)
     query_ms   Float32,
     total_ms   Float32,
     top_ids    Array(String)                 -- best first, at most 10
 )
 ENGINE = MergeTree
 ORDER BY time;
+
+ALTER TABLE search_log ADD COLUMN IF NOT EXISTS origin LowCardinality(String) DEFAULT '' AFTER kind;
+ALTER TABLE search_log ADD COLUMN IF NOT EXISTS model_load_ms Float32 DEFAULT 0 AFTER k;
 
 -- Zero-shot labels: per image and label set, the softmax over the set's prompts
 -- (CLIP's own logit scale). `clipsearch label --name shape ...` writes one set;
