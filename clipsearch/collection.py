@@ -105,10 +105,11 @@ class Collection:
         from .labels import label_table
         return label_table(self.catalog, self.model, labels, prompt, name, as_filters(filters))
 
-    def duplicates(self, threshold: float | None = None) -> list[dict]:
-        """Groups of near-duplicate images (by CLIP distance), largest group first."""
+    def duplicates(self, threshold: float | None = None, bounded: bool = False) -> list[dict]:
+        """Groups of near-duplicate images (by CLIP distance), largest group first. `bounded` caps the
+        threshold and the work, for requests from the network."""
         from .duplicates import duplicate_groups
-        return duplicate_groups(self.catalog, threshold)
+        return duplicate_groups(self.catalog, threshold, bounded)
 
     # -- SQL and the index ------------------------------------------------------------------
     def sql(self, query: str, params: dict | None = None, fmt: str | None = None) -> Any:

@@ -20,6 +20,7 @@ from ..query import filters_from_json, parse_filter
 from ..search import SearchResult
 
 api = Blueprint("api", __name__)
+QUERY_DECODE_SIZE = 448   # at least this many pixels per side are decoded from a JPEG query image
 ID_RE = re.compile(r"^[0-9a-f]{1,64}$")
 
 
@@ -32,9 +33,15 @@ def _decode_upload(data: bytes) -> Image.Image:
         raise QueryError("the uploaded image is empty")
     try:
         image = Image.open(io.BytesIO(data))
-        if image.width * image.height > current_app.config["MAX_UPLOAD_PIXELS"]:
-            raise QueryError(f"the uploaded image is too large ({image.width}x{image.height} pixels)")
-        return decode(image)
+        # A JPEG is decoded at a reduced scale (the model sees a few hundred pixels), so a phone's 48
+        # megapixels cost little; other formats decode whole, so their limit is far lower.
+        limit = current_app.config["MAX_UPLOAD_PIXELS" if image.format != "JPEG" else "MAX_UPLOAD_JPEG_PIXELS"]
+        if image.width * image.height > limit:
+            raise QueryError(f"the uploaded image is too large ({image.width}x{image.height} pixels; at most "
+                             f"{limit // 1_000_000} megapixels{'' if image.format == 'JPEG' else ' unless JPEG'})")
+        return decode(image, QUERY_DECODE_SIZE)
+    except QueryError:
+        raise
     except (UnidentifiedImageError, Image.DecompressionBombError):
         raise QueryError("the upload is not an image that can be read") from None
     except (OSError, ValueError, SyntaxError) as exc:
@@ -179,10 +186,11 @@ def label() -> Response:
 
 @api.get("/api/duplicates")
 def duplicates() -> Response:
-    """Groups of near-duplicate images; ?threshold= is the largest cosine distance within a group."""
-    from ..duplicates import check_threshold
-    threshold = check_threshold(request.args.get("threshold"))
-    groups = collection().duplicates(threshold)
+    """Groups of near-duplicate images; ?threshold= is the largest cosine distance within a group
+    (at most BOUNDED_THRESHOLD here, with the work bounded; the CLI takes wider ones)."""
+    from ..duplicates import BOUNDED_THRESHOLD, check_threshold
+    threshold = check_threshold(request.args.get("threshold"), BOUNDED_THRESHOLD)
+    groups = collection().duplicates(threshold, bounded=True)
     return jsonify(threshold=threshold, groups=groups)
 
 

@@ -27,7 +27,8 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; obje
                            "frame-ancestors 'none'; form-action 'self'")
 DEFAULTS = {
     "MAX_CONTENT_LENGTH": 10 * 1024 * 1024,   # largest request (an uploaded query image), bytes: 413 above
-    "MAX_UPLOAD_PIXELS": 40_000_000,
+    "MAX_UPLOAD_PIXELS": 16_000_000,          # a query image's pixels (PNG, WebP, ...: decoded whole)
+    "MAX_UPLOAD_JPEG_PIXELS": 100_000_000,    # a JPEG query image is decoded at a reduced scale
     "THUMB_SIZE": 256,
 }
 

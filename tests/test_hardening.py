@@ -120,3 +120,30 @@ def test_cli_mistakes_without_a_database_or_model(tmp_path, capsys, argv, messag
     assert main(argv + ["--db", str(db)]) == 1
     assert capsys.readouterr().err.startswith(message.format(db=db))
     assert not db.exists()  # read-only commands create nothing
+
+
+def test_duplicates_over_http_are_bounded(client, monkeypatch):
+    wide = client.get("/api/duplicates", query_string={"threshold": "0.5"})
+    assert wide.status_code == 400
+    assert wide.get_json()["error"] == "the threshold is a cosine distance between 0 and 0.1, got 0.5"
+    assert client.get("/api/duplicates", query_string={"threshold": "0.1"}).status_code == 200
+    import clipsearch.duplicates
+    monkeypatch.setattr(clipsearch.duplicates, "BOUNDED_MEMORY", 1000)  # a server far smaller than the work
+    starved = client.get("/api/duplicates", query_string={"threshold": "0.1"})
+    assert starved.status_code == 400 and "needs more than this server allows a request" in starved.get_json()["error"]
+
+
+def test_large_query_images_are_refused_or_decoded_reduced(client):
+    import io
+
+    from PIL import Image
+    png = io.BytesIO()
+    Image.new("L", (5000, 4000)).save(png, "PNG")  # 20 megapixels, small as a file
+    res = client.post("/api/search", data={"image": (io.BytesIO(png.getvalue()), "big.png")})
+    assert res.status_code == 400
+    assert res.get_json()["error"] == ("the uploaded image is too large (5000x4000 pixels; at most 16 megapixels "
+                                       "unless JPEG)")
+    jpeg = io.BytesIO()
+    Image.new("RGB", (6000, 4000), (200, 20, 20)).save(jpeg, "JPEG", quality=50)  # 24 megapixels
+    res = client.post("/api/search", data={"image": (io.BytesIO(jpeg.getvalue()), "big.jpg"), "k": "3"})
+    assert res.status_code == 200 and len(res.get_json()["results"]) == 3
