@@ -60,7 +60,45 @@ function escapeHtml(s) {
   return String(s).replace(/[&<>"']/g, (ch) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[ch]));
 }
 
+// The search as an address (?q=&image_id=&k=&w=&filter=col>=v...), so it can be bookmarked and shared.
+// An uploaded file cannot travel in an address: such a search keeps the address it had.
+function searchParams() {
+  const params = new URLSearchParams();
+  const text = $("text").value.trim();
+  if (text) params.set("q", text);
+  if (queryImageId) params.set("image_id", queryImageId);
+  if ($("k").value !== "24") params.set("k", $("k").value);
+  if (queryImageId && text) params.set("w", $("weight").value);
+  for (const f of filters()) params.append("filter", `${f.column}${f.op}${f.value}`);
+  return params;
+}
+
+function restore(params) {
+  $("text").value = params.get("q") || "";
+  queryFile = null;
+  queryImageId = params.get("image_id");
+  setQueryImage(queryImageId ? `/api/images/${queryImageId}/file?size=thumb` : null);
+  if (params.get("k")) {
+    if (![...$("k").options].some((o) => o.value === params.get("k"))) $("k").add(new Option(params.get("k")));
+    $("k").value = params.get("k");
+  }
+  if (params.get("w")) $("weight").value = params.get("w");
+  weights();
+  for (const el of $("filters").querySelectorAll("[data-col]")) el.value = "";
+  for (const f of params.getAll("filter")) {
+    const m = f.match(/^([A-Za-z_][A-Za-z0-9_]*)(>=|<=|=)(.*)$/);
+    const el = m && $("filters").querySelector(`[data-col="${m[1]}"][data-op="${m[2]}"]`);
+    if (el) el.value = m[3];
+  }
+  updateWeightRow();
+  return Boolean(params.get("q") || params.get("image_id"));
+}
+
 async function search() {
+  if (!queryFile) {
+    const address = "?" + searchParams().toString();
+    if (address !== location.search) history.pushState(null, "", address);
+  }
   const text = $("text").value.trim();
   const k = Number($("k").value);
   let res;
@@ -112,6 +150,7 @@ function render(data) {
     card.querySelector("button").addEventListener("click", () => {
       queryFile = null;
       queryImageId = r.id;
+      $("text").value = "";  // a fresh "more like this" search, not mixed with the typed text
       setQueryImage(`/api/images/${r.id}/file?size=thumb`);
       search();
     });
@@ -139,13 +178,10 @@ for (const ev of ["dragenter", "dragover"]) $("drop").addEventListener(ev, (e) =
 for (const ev of ["dragleave", "drop"]) $("drop").addEventListener(ev, (e) => { e.preventDefault(); $("drop").classList.remove("over"); });
 $("drop").addEventListener("drop", (e) => useFile(e.dataTransfer.files[0]));
 
-// ?q=...&image_id=... in the address runs that search on load (links, bookmarks, screenshots).
+// The address runs its search on load (links, bookmarks, screenshots) and on back/forward.
+window.addEventListener("popstate", () => { if (restore(new URLSearchParams(location.search))) search(); });
 (async () => {
   await loadColumns();
   weights();
-  const params = new URLSearchParams(location.search);
-  if (params.get("image_id")) { queryImageId = params.get("image_id"); setQueryImage(`/api/images/${queryImageId}/file?size=thumb`); }
-  if (params.get("q")) $("text").value = params.get("q");
-  updateWeightRow();
-  if (params.get("q") || params.get("image_id")) search();
+  if (restore(new URLSearchParams(location.search))) search();
 })();
