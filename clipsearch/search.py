@@ -10,7 +10,7 @@ from PIL import Image
 from .catalog import Catalog
 from .errors import EmptyStore, QueryError
 from .model import ClipModel
-from .query import Filter, QueryVector, search_sql
+from .query import Filter, QueryVector, check_k, filter_sql, search_sql
 
 DEFAULT_WEIGHTS = {"image": 0.5, "text": 0.5}
 # With filters, the HNSW index is asked for POSTFILTER_SAFETY / share x k neighbours (share: the
@@ -65,6 +65,8 @@ class Searcher:
         if image is not None and image_id is not None:
             raise QueryError("give an image or an image id, not both")
         state = self.table_state()
+        filter_sql(list(filters), state["columns"])  # a typo'd column or a bad value before the model loads
+        check_k(k)
         if image_id is not None:
             image_id = self.catalog.get_image(image_id)["id"]  # a unique prefix names its image
         weights = {**DEFAULT_WEIGHTS, **(weights or {})}

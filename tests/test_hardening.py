@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from clipsearch import synthetic
+from clipsearch.errors import QueryError
+from clipsearch.query import parse_filter
 from clipsearch.service.app import create_app
 from clipsearch.service.cli import main
 from clipsearch.settings import Settings
@@ -147,3 +149,16 @@ def test_large_query_images_are_refused_or_decoded_reduced(client):
     Image.new("RGB", (6000, 4000), (200, 20, 20)).save(jpeg, "JPEG", quality=50)  # 24 megapixels
     res = client.post("/api/search", data={"image": (io.BytesIO(jpeg.getvalue()), "big.jpg"), "k": "3"})
     assert res.status_code == 200 and len(res.get_json()["results"]) == 3
+
+
+def test_search_mistakes_are_reported_before_the_model_loads(tmp_path, client):
+    from clipsearch.search import Searcher
+
+    def no_model():
+        raise AssertionError("the model must not be loaded for this")
+    searcher = Searcher(client.application.extensions["clipsearch"].catalog, no_model, log=False)
+    for kwargs, message in (({"filters": [parse_filter("colr=red")]}, "unknown column 'colr'"),
+                            ({"filters": [parse_filter("taken_at>=x")]}, "'x' is not a date"),
+                            ({"k": 0}, "k must be between 1 and 1000")):
+        with pytest.raises(QueryError, match=message):
+            searcher.search("a red star", **kwargs)
