@@ -3,12 +3,9 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
 import re
 import threading
-from collections.abc import Mapping
-from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 from PIL import Image, UnidentifiedImageError
@@ -18,6 +15,8 @@ from ..errors import FileChanged, NotFound, QueryError
 from ..model import decode
 from ..query import filters_from_json, parse_filter
 from ..search import SearchResult
+from .openapi import openapi_document
+from .requests import DuplicatesQuery, FileQuery, LabelBody, M, SearchBody, SearchQuery, SimilarQuery, parse
 
 api = Blueprint("api", __name__)
 QUERY_DECODE_SIZE = 448   # at least this many pixels per side are decoded from a JPEG query image
@@ -60,19 +59,16 @@ def _image_from_base64(value: object) -> Image.Image | None:
     return _decode_upload(data)
 
 
-def _json_field(value: Any, name: str) -> Any:
-    if value is None or not isinstance(value, str):
-        return value
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        raise QueryError(f"{name} must be JSON") from None
-    except RecursionError:
-        raise QueryError(f"{name} is nested too deeply") from None
+def _args(model: type[M]) -> M:
+    """The query string as `model` (list fields take every repeat of their name)."""
+    lists = {name for name, f in model.model_fields.items() if getattr(f.annotation, "__origin__", None) is list}
+    return parse(model, {key: request.args.getlist(key) if key in lists else request.args.get(key)
+                         for key in request.args})
 
 
-def _fields_and_image() -> tuple[Mapping[str, Any], Image.Image | None]:
-    """A POST's fields and its decoded image: a JSON object with base64 "image", or a multipart form."""
+def _body(model: type[M]) -> tuple[M, Image.Image | None]:
+    """A POST as `model` and its decoded image: a JSON object with a base64 "image", or a multipart
+    form with an image file."""
     if request.mimetype == "application/json":
         try:
             body = request.get_json(silent=True)
@@ -80,37 +76,24 @@ def _fields_and_image() -> tuple[Mapping[str, Any], Image.Image | None]:
             raise QueryError("the JSON body is nested too deeply") from None
         if not isinstance(body, dict):
             raise QueryError("the body must be a JSON object")
-        return body, _image_from_base64(body.get("image"))
+        fields = parse(model, body)
+        return fields, _image_from_base64(body.get("image"))
     upload = request.files.get("image")
-    return request.form, _decode_upload(upload.read()) if upload else None
+    fields = parse(model, {key: value for key, value in request.form.items() if key != "image"})
+    return fields, _decode_upload(upload.read()) if upload else None
 
 
 def _search_request() -> dict:
     """The search arguments from a GET query string, a JSON body or a multipart form."""
     if request.method == "GET":
-        args = request.args
-        filters = [parse_filter(f) for f in args.getlist("filter")]
-        weight = args.get("image_weight")
-        weights = None
-        if weight is not None:
-            try:
-                weights = {"image": float(weight), "text": 1 - float(weight)}
-            except ValueError:
-                raise QueryError("image_weight must be a number between 0 and 1") from None
-        return {"text": args.get("q"), "image_id": args.get("image_id"), "k": args.get("k", 10),
-                "filters": filters, "weights": weights}
-    fields, image = _fields_and_image()
-    text = fields.get("text")
-    if text is not None and not isinstance(text, str):
-        raise QueryError("text must be a string")
-    image_id = fields.get("image_id")
-    if image_id is not None and not isinstance(image_id, str):
-        raise QueryError("image_id must be a string")
-    weights = _json_field(fields.get("weights"), "weights")
-    if weights is not None and not isinstance(weights, dict):
-        raise QueryError('weights must be an object like {"image": 0.7, "text": 0.3}')
-    return {"text": text, "image": image, "image_id": image_id or None, "k": fields.get("k", 10),
-            "filters": filters_from_json(_json_field(fields.get("filters"), "filters")), "weights": weights}
+        query = _args(SearchQuery)
+        weights = None if query.image_weight is None else {"image": query.image_weight,
+                                                           "text": 1 - query.image_weight}
+        return {"text": query.q, "image_id": query.image_id, "k": query.k,
+                "filters": [parse_filter(f) for f in query.filter], "weights": weights}
+    body, image = _body(SearchBody)
+    return {"text": body.text, "image": image, "image_id": body.image_id or None, "k": body.k,
+            "filters": filters_from_json(body.filters), "weights": body.weights}
 
 
 def _response(result: SearchResult) -> Response:
@@ -136,9 +119,9 @@ def image(image_id: str) -> Response:
 
 @api.get("/api/images/<image_id>/similar")
 def similar(image_id: str) -> Response:
-    args = request.args
-    result = collection().searcher.search(image_id=_check_id(image_id), k=args.get("k", 10),
-                                          filters=[parse_filter(f) for f in args.getlist("filter")])
+    query = _args(SimilarQuery)
+    result = collection().searcher.search(image_id=_check_id(image_id), k=query.k,
+                                          filters=[parse_filter(f) for f in query.filter])
     return _response(result)
 
 
@@ -146,7 +129,7 @@ def similar(image_id: str) -> Response:
 def image_file(image_id: str) -> Response:
     """The stored image, or with ?size=thumb a cached JPEG thumbnail. Only paths in the table are served."""
     row, data = collection().read_file(_check_id(image_id))  # verified: still the bytes that were loaded
-    if request.args.get("size") != "thumb":
+    if _args(FileQuery).size != "thumb":
         return send_file(io.BytesIO(data), mimetype=_mimetype(row["format"]), max_age=86400,
                          download_name=os.path.basename(row["path"]))
     thumb = current_app.config["THUMB_DIR"] / f"{row['id']}.jpg"
@@ -175,12 +158,12 @@ def label() -> Response:
     JSON {"image": base64, "labels": [...] or "a,b,c", "prompt"} or a multipart form with an image file.
     """
     from ..labels import label_vector
-    fields, image = _fields_and_image()
+    fields, image = _body(LabelBody)
     if image is None:
         raise QueryError("give an image to label")
     model = collection().model
-    distribution = label_vector(collection().catalog, model, model.encode_images([image])[0], fields.get("labels"),
-                                fields.get("prompt"))
+    distribution = label_vector(collection().catalog, model, model.encode_images([image])[0], fields.labels,
+                                fields.prompt)
     return jsonify(labels=distribution, model=model.label)
 
 
@@ -188,8 +171,7 @@ def label() -> Response:
 def duplicates() -> Response:
     """Groups of near-duplicate images; ?threshold= is the largest cosine distance within a group
     (at most BOUNDED_THRESHOLD here, with the work bounded; the CLI takes wider ones)."""
-    from ..duplicates import BOUNDED_THRESHOLD, check_threshold
-    threshold = check_threshold(request.args.get("threshold"), BOUNDED_THRESHOLD)
+    threshold = _args(DuplicatesQuery).threshold
     groups = collection().duplicates(threshold, bounded=True)
     return jsonify(threshold=threshold, groups=groups)
 
@@ -198,6 +180,12 @@ def duplicates() -> Response:
 def columns() -> Response:
     """The table's columns, with what a filter form needs: distinct values or a numeric range."""
     return jsonify(columns=collection().catalog.column_summaries())
+
+
+@api.get("/api/openapi.json")
+def openapi() -> Response:
+    """This API's OpenAPI 3.1 description, generated from the request models."""
+    return jsonify(openapi_document())
 
 
 @api.get("/healthz")

@@ -44,7 +44,8 @@ def client(tmp_path_factory, model):
     ("GET", {"query_string": {"q": "x", "k": "1.5"}}, "k must be an integer"),
     ("POST", {"json": {"text": "x", "k": 1.9}}, "k must be an integer, got 1.9"),
     ("GET", {"query_string": {"q": "x", "k": "\u0661\u0660"}}, "k must be an integer"),  # Arabic-Indic "10"
-    ("GET", {"query_string": {"q": "x" * 100_000}}, "the query text is 100000 characters; at most 2000"),
+    ("GET", {"query_string": {"q": "x" * 100_000}}, "q is 100000 characters; at most 2000"),
+    ("POST", {"json": {"text": "x" * 5000}}, "text is 5000 characters; at most 2000"),
 ])
 def test_bad_search_input_is_a_400(client, method, kwargs, message):
     res = client.open("/api/search", method=method, **kwargs)

@@ -1,0 +1,97 @@
+"""The OpenAPI 3.1 description of the HTTP API, generated from the request models (requests.py) and
+served at /api/openapi.json: what clients and the fuzzing tests read."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from .. import __version__
+from .requests import DuplicatesQuery, FileQuery, LabelBody, SearchBody, SearchQuery, SimilarQuery
+
+REF = "#/components/schemas/{model}"
+ERROR = {"description": "a mistake in the request, or what it names is missing or changed",
+         "content": {"application/json": {"schema": {"$ref": REF.format(model="Error")}}}}
+JSON_OBJECT = {"type": "object"}
+ID_PARAMETER = {"name": "image_id", "in": "path", "required": True,
+                "schema": {"type": "string", "maxLength": 64},
+                "description": "the image's id (32 hex digits) or a unique prefix of 6 or more"}
+SEARCH_RESULT = {"type": "object", "required": ["results", "took_ms", "kind", "strategy", "sql"], "properties": {
+    "results": {"type": "array", "items": {"type": "object", "required": ["id", "path", "score"], "properties": {
+        "id": {"type": "string"}, "path": {"type": "string"}, "score": {"type": "number"}}}},
+    "took_ms": JSON_OBJECT, "kind": {"type": "string"}, "strategy": {"type": "string"},
+    "sql": {"type": "object", "properties": {"query": {"type": "string"}, "params": JSON_OBJECT}}}}
+
+
+def _ok(description: str, schema: dict, media: str = "application/json") -> dict:
+    return {"description": description, "content": {media: {"schema": schema}}}
+
+
+def _query(model: type[BaseModel], defs: dict) -> list[dict]:
+    """A query model's fields as OpenAPI parameters (lists repeat the name: ?filter=a&filter=b)."""
+    schema = model.model_json_schema(ref_template=REF)
+    defs.update(schema.pop("$defs", {}))
+    required = set(schema.get("required", []))
+    return [{"name": name, "in": "query", "required": name in required, "schema": prop,
+             "description": prop.get("description", ""), "style": "form", "explode": True}
+            for name, prop in schema["properties"].items()]
+
+
+def _body(model: type[BaseModel], defs: dict, file_field: str | None = None) -> dict:
+    """A JSON body model; with `file_field`, also as a multipart form whose file field is binary and
+    whose objects travel as JSON text."""
+    schema = model.model_json_schema(ref_template=REF)
+    defs.update(schema.pop("$defs", {}))
+    content: dict[str, Any] = {"application/json": {"schema": schema}}
+    if file_field:
+        form = {name: ({"type": "string", "format": "binary"} if name == file_field else
+                       prop if prop.get("type") in ("string", "integer", "number") else
+                       {"type": "string", "description": "JSON text"})
+                for name, prop in schema["properties"].items()}
+        content["multipart/form-data"] = {"schema": {"type": "object", "properties": form}}
+    return {"required": True, "content": content}
+
+
+def openapi_document() -> dict:
+    defs: dict[str, Any] = {"Error": {"type": "object", "required": ["error"],
+                                      "properties": {"error": {"type": "string"}}}}
+    errors = {"400": ERROR, "404": ERROR, "409": ERROR, "410": ERROR, "413": ERROR, "429": ERROR}
+    search = {"200": _ok("the best matches first, with the SQL that ranked them", SEARCH_RESULT), **errors}
+    paths = {
+        "/api/search": {
+            "get": {"summary": "Search by text, a stored image, or both", "operationId": "searchGet",
+                    "parameters": _query(SearchQuery, defs), "responses": search},
+            "post": {"summary": "Search by text, an uploaded image, a stored image, or a mix",
+                     "operationId": "searchPost", "requestBody": _body(SearchBody, defs, "image"),
+                     "responses": search}},
+        "/api/images/{image_id}": {
+            "get": {"summary": "One image's row (without its vector)", "operationId": "getImage",
+                    "parameters": [ID_PARAMETER], "responses": {"200": _ok("the row", JSON_OBJECT), **errors}}},
+        "/api/images/{image_id}/similar": {
+            "get": {"summary": "Images like a stored one", "operationId": "similarImages",
+                    "parameters": [ID_PARAMETER, *_query(SimilarQuery, defs)], "responses": search}},
+        "/api/images/{image_id}/file": {
+            "get": {"summary": "The image file, only while it is the file that was loaded",
+                    "operationId": "imageFile", "parameters": [ID_PARAMETER, *_query(FileQuery, defs)],
+                    "responses": {"200": _ok("the file, or a JPEG thumbnail", {"type": "string", "format": "binary"},
+                                             "image/*"), **errors}}},
+        "/api/label": {
+            "post": {"summary": "Zero-shot label distribution of one image", "operationId": "labelImage",
+                     "requestBody": _body(LabelBody, defs, "image"),
+                     "responses": {"200": _ok("labels, most probable first", JSON_OBJECT), **errors}}},
+        "/api/duplicates": {
+            "get": {"summary": "Groups of near-duplicate images", "operationId": "duplicates",
+                    "parameters": _query(DuplicatesQuery, defs),
+                    "responses": {"200": _ok("groups, largest first", JSON_OBJECT), **errors}}},
+        "/api/columns": {
+            "get": {"summary": "The filterable columns, with their values or ranges", "operationId": "columns",
+                    "responses": {"200": _ok("columns", JSON_OBJECT), **errors}}},
+        "/healthz": {
+            "get": {"summary": "Liveness, backend and image count", "operationId": "health",
+                    "responses": {"200": _ok("status", JSON_OBJECT), **errors}}},
+    }
+    return {"openapi": "3.1.0",
+            "info": {"title": "clipsearch", "version": __version__,
+                     "description": "Natural-language and image search over photos, ranked by ClickHouse in SQL. "
+                                    "Every error is {\"error\": message} with a 4xx status."},
+            "paths": paths, "components": {"schemas": defs}}

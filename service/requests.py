@@ -1,0 +1,131 @@
+"""The HTTP API's requests as pydantic models: one place that parses them and, through `openapi.py`,
+describes them. A request that does not fit its model is a 400 with a message naming the field."""
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, WithJsonSchema
+
+from ..duplicates import BOUNDED_THRESHOLD, DEFAULT_THRESHOLD, check_threshold
+from ..errors import QueryError
+from ..labels import MAX_LABELS, MAX_PROMPT_CHARS
+from ..query import JSON_OPERATORS, MAX_FILTERS, MAX_IN_VALUES, MAX_K, check_k
+from ..search import MAX_QUERY_CHARS
+
+
+def _json_text(value: Any) -> Any:
+    """A multipart form carries objects as JSON text; decode it (a JSON body passes as it is)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        raise ValueError("must be JSON") from None
+    except RecursionError:
+        raise ValueError("is nested too deeply") from None
+
+
+K = Annotated[int, BeforeValidator(check_k),
+              WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10})]
+Text = Annotated[str, Field(max_length=MAX_QUERY_CHARS)]
+ImageId = Annotated[str, Field(max_length=64, description="a full id (32 hex digits) or a unique prefix of 6+")]
+
+
+# Filters, labels and weights are checked by the library itself (against the table's columns, with its own
+# messages); the models take them as they come and describe them for the OpenAPI document.
+Filters = Annotated[Any, BeforeValidator(_json_text), WithJsonSchema({
+    "description": 'CLI strings ["price<20"], [{"column", "op", "value"}], or {"category": "poster", '
+                   f'"price": {{">=": 10}}, "colour": ["red", "blue"]}}; at most {MAX_FILTERS} filters and '
+                   f"{MAX_IN_VALUES} values in one list; op one of {' '.join(JSON_OPERATORS)}",
+    "anyOf": [{"type": "array", "maxItems": MAX_FILTERS, "items": {"anyOf": [
+                  {"type": "string", "maxLength": 1000},
+                  {"type": "object", "required": ["column", "op", "value"], "properties": {
+                      "column": {"type": "string"}, "op": {"enum": list(JSON_OPERATORS)}, "value": {}}}]}},
+              {"type": "object", "additionalProperties": {}},
+              {"type": "null"}]})]
+Weights = Annotated[dict[str, Any] | None, BeforeValidator(_json_text), WithJsonSchema({
+    "description": "with text and an image: the share of each in the ranking",
+    "anyOf": [{"type": "object", "additionalProperties": False, "properties": {
+        "image": {"type": "number", "minimum": 0}, "text": {"type": "number", "minimum": 0}}}, {"type": "null"}]})]
+Labels = Annotated[Any, WithJsonSchema({
+    "description": f"2 to {MAX_LABELS} distinct labels, as a list or one comma-separated string",
+    "anyOf": [{"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": MAX_LABELS},
+              {"type": "string"}]})]
+
+
+class SearchQuery(BaseModel):
+    """GET /api/search"""
+    q: Text | None = Field(None, description="what to look for")
+    image_id: ImageId | None = Field(None, description="rank by a stored image (full id or a unique prefix)")
+    k: K = 10
+    filter: list[Annotated[str, Field(max_length=1000)]] = Field(
+        default_factory=list, max_length=MAX_FILTERS, description="COL=V, COL!=V, COL>=N, COL<=N, COL>N, COL<N")
+    image_weight: float | None = Field(None, ge=0, le=1, allow_inf_nan=False,
+                                       description="with q and image_id: the image's share of the ranking")
+
+
+class SearchBody(BaseModel):
+    """POST /api/search, as JSON; a multipart form has the same fields with `image` as a file and
+    `filters` / `weights` as JSON text."""
+    text: Text | None = None
+    image: str | None = Field(None, description="the query image, base64 (a data: URL is fine)")
+    image_id: ImageId | None = None
+    k: K = 10
+    filters: Filters = None
+    weights: Weights = None
+
+
+class SimilarQuery(BaseModel):
+    """GET /api/images/{id}/similar"""
+    k: K = 10
+    filter: list[Annotated[str, Field(max_length=1000)]] = Field(default_factory=list, max_length=MAX_FILTERS)
+
+
+class FileQuery(BaseModel):
+    """GET /api/images/{id}/file"""
+    size: Literal["full", "thumb"] = Field("full", description="thumb: a cached JPEG of at most 256 pixels")
+
+
+class DuplicatesQuery(BaseModel):
+    """GET /api/duplicates"""
+    threshold: Annotated[float, BeforeValidator(lambda v: check_threshold(v, BOUNDED_THRESHOLD)), WithJsonSchema(
+        {"type": "number", "minimum": 0, "maximum": BOUNDED_THRESHOLD, "default": DEFAULT_THRESHOLD,
+         "description": "the largest cosine distance within a group"})] = DEFAULT_THRESHOLD
+
+
+class LabelBody(BaseModel):
+    """POST /api/label, as JSON (or a multipart form with `image` as a file)"""
+    image: str | None = Field(None, description="the image, base64")
+    labels: Labels = None
+    prompt: Annotated[str, Field(max_length=MAX_PROMPT_CHARS)] | None = Field(
+        None, description="with {} where the label goes; default 'a photo of a {}'")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], data: Any) -> M:
+    """`data` as `model`, or a QueryError whose message names the first field that does not fit."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise QueryError(_message(exc.errors()[0])) from None
+    except RecursionError:
+        raise QueryError("the request is nested too deeply") from None
+
+
+def _message(error: Any) -> str:
+    field = ".".join(str(part) for part in error["loc"] if not isinstance(part, int)) or "the request"
+    kind, text = error["type"], error["msg"]
+    if kind == "value_error":
+        text = text.removeprefix("Value error, ")  # the library's own message, or _json_text's predicate
+        return f"{field} {text}" if text.startswith(("must ", "is ")) else text
+    plain = {"string_type": "must be a string", "missing": "is required", "extra_forbidden": "is not a known field",
+             "float_type": "must be a number", "float_parsing": "must be a number", "model_type": "must be an object",
+             "dict_type": "must be an object", "list_type": "must be a list"}
+    if kind in plain:
+        return f"{field} {plain[kind]}"
+    if kind == "string_too_long":
+        return f"{field} is {len(error['input'])} characters; at most {error['ctx']['max_length']}"
+    return f"{field}: {text[:1].lower()}{text[1:]}"

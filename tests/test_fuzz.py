@@ -1,0 +1,67 @@
+"""No input gives a 5xx: schemathesis generates requests from /api/openapi.json (valid ones and ones
+that break the schema) against the real app over a loaded catalogue, and every answer must be JSON
+for errors, never a server error."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
+
+from clipsearch import synthetic
+from clipsearch.service.app import create_app
+from clipsearch.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, model):
+    folder = tmp_path_factory.mktemp("fuzz")
+    rng = np.random.default_rng(71)
+    manifest = synthetic.write_catalogue(folder / "images", [synthetic.random_spec(rng) for _ in range(30)], 71,
+                                         extra=lambda i: {"category": ("poster", "badge")[i % 2], "price": i})
+    app = create_app(Settings(db=str(folder / "db")), model=model, config={"TESTING": True})
+    app.extensions["clipsearch"].load(manifest)
+    yield app
+    app.extensions["clipsearch"].close()
+
+
+OPERATIONS = ["GET /api/search", "POST /api/search", "GET /api/images/{image_id}", "GET /api/images/{image_id}/similar",
+              "GET /api/images/{image_id}/file", "POST /api/label", "GET /api/duplicates", "GET /api/columns",
+              "GET /healthz"]
+
+
+@pytest.fixture(scope="module")
+def operations(app):
+    schema = schemathesis.openapi.from_wsgi("/api/openapi.json", app)
+    return {op.label: op for op in (result.ok() for result in schema.get_all_operations())}
+
+
+NO_INPUT = {"GET /api/columns", "GET /healthz"}  # nothing to break the schema of
+
+
+@pytest.mark.parametrize("label,mode", [(label, GenerationMode.POSITIVE) for label in OPERATIONS] +
+                         [(label, GenerationMode.NEGATIVE) for label in OPERATIONS if label not in NO_INPUT])
+def test_no_input_is_a_server_error(operations, label, mode):
+    @given(case=operations[label].as_strategy(generation_mode=mode))
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    def fuzz(case: schemathesis.Case) -> None:
+        response = case.call()
+        assert response.status_code < 500, (case.as_curl_command(), response.text[:500])
+        if response.status_code >= 400:
+            assert set(response.json()) == {"error"} and response.json()["error"], response.text[:500]
+    fuzz()
+
+
+def test_the_document_describes_every_route(app, operations):
+    assert sorted(operations) == sorted(OPERATIONS)
+    document = app.test_client().get("/api/openapi.json").get_json()
+    assert document["openapi"].startswith("3.1")
+    documented = {(path.replace("{image_id}", "<image_id>"), method.upper())
+                  for path, item in document["paths"].items() for method in item}
+    routes = {(rule.rule, method) for rule in app.url_map.iter_rules() for method in rule.methods
+              if method not in ("HEAD", "OPTIONS") and rule.rule.startswith(("/api/", "/healthz"))
+              and rule.endpoint != "api.openapi"}
+    assert routes == documented
