@@ -9,10 +9,12 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from .catalog import Catalog
+from .connection import Connection
 from .errors import QueryError
 from .files import read_loaded_file
 from .model import ClipModel, ModelSource, model_loader
@@ -42,6 +44,8 @@ class Collection:
         self.settings = settings or Settings()
         self.searcher = Searcher(catalog, get_model, log=log_searches, origin=origin)
         self._get_model = get_model
+        self._read_only: Connection | None = None
+        self._read_only_lock = threading.Lock()
 
     @property
     def model(self) -> ClipModel:
@@ -53,6 +57,8 @@ class Collection:
         return self.catalog.backend
 
     def close(self) -> None:
+        if self._read_only is not None:
+            self._read_only.close()
         self.catalog.close()
 
     def __enter__(self) -> Collection:
@@ -123,6 +129,20 @@ class Collection:
             from .sql_functions import register_embedded
             register_embedded(self.catalog, self._get_model)
         return self.catalog.query(query, params) if fmt is None else self.catalog.text(query, params, fmt)
+
+    def analyst_sql(self, query: str, params: dict | None = None, fmt: str | None = None) -> Any:
+        """SQL as an analyst runs it: like `sql`, but in a read-only session that refuses writes, setting
+        changes and the table functions that read files or the network, within ANALYST_LIMITS
+        (time, memory, result rows), so one query cannot stall the searches beside it."""
+        if not isinstance(query, str) or not query.strip():
+            raise QueryError("empty SQL")
+        with self._read_only_lock:
+            if self._read_only is None:
+                if self.backend == "embedded":
+                    from .sql_functions import register_embedded
+                    register_embedded(self.catalog, self._get_model)  # functions serve every session
+                self._read_only = self.catalog.connection.read_only()
+        return self._read_only.query(query, params) if fmt is None else self._read_only.text(query, params, fmt)
 
     def create_index(self, quantization: str = "bf16", m: int = 16, ef_construction: int = 128) -> None:
         """Build ClickHouse's HNSW vector index over the embeddings (minutes per few 100k rows)."""

@@ -21,6 +21,10 @@ from .settings import Settings
 # match, also once the HNSW index exists; ClickHouse's default post-filters the index's few neighbours and
 # can return none. Prefilter ranks the matching rows. The service's own queries set theirs per query.
 ANALYST_DEFAULTS = {"vector_search_filter_strategy": "prefilter"}
+# What one analyst query may use (the read-only sessions of the page's SQL tab and of `serve`'s ClickHouse
+# HTTP port), so a careless query cannot stall the searches that share the engine.
+ANALYST_LIMITS = {"max_execution_time": 30, "max_memory_usage": 2_000_000_000, "max_result_rows": 100_000,
+                  "result_overflow_mode": "throw", "max_threads": 1}
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Statements that return rows in an output format; anything else (INSERT ... VALUES, DDL) runs as a
 # command, because a format clause appended to it would be parsed as its data or refused.
@@ -61,9 +65,10 @@ class Connection:
     # A server quotes 64-bit integers in JSON by default; chdb does not. Ask both for plain numbers.
     _json_settings: dict[str, Any] = {"output_format_json_quote_64bit_integers": 0}
 
-    def __init__(self, client: Any, where: str):
+    def __init__(self, client: Any, where: str, dsn: str = ""):
         self._client = client
         self.where = where
+        self._dsn = dsn
 
     def text(self, sql: str, params: dict | None = None, fmt: str = "PrettyCompact") -> str:
         """Run any statement and return its output in a ClickHouse format ("" for a command)."""
@@ -97,6 +102,19 @@ class Connection:
 
     def close(self) -> None:
         self._client.close()
+
+    def read_only(self) -> Connection:
+        """Another session on the same data that refuses writes, setting changes and the table functions
+        that read files or the network (`readonly = 1`, which the session itself cannot undo), within
+        ANALYST_LIMITS."""
+        import clickhouse_connect
+        try:
+            client = clickhouse_connect.get_client(dsn=self._dsn, autogenerate_session_id=False,
+                                                   settings={**ANALYST_DEFAULTS, **ANALYST_LIMITS, "readonly": 1})
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot open a read-only session: {clean_message(exc)}") from exc
+        return Connection(client, self.where)
+
 
 
 class EmbeddedConnection(Connection):
@@ -140,7 +158,19 @@ class EmbeddedConnection(Connection):
         except Exception as exc:
             self._release()
             raise StoreUnavailable(f"cannot open database {self.path}: {clean_message(exc)}") from exc
-        super().__init__(client, str(self.path))
+        super().__init__(client, str(self.path), f"chdb://{self.path}")
+
+    def read_only(self) -> Connection:
+        import clickhouse_connect
+        try:
+            client = clickhouse_connect.get_client(dsn=f"chdb://{self.path}")
+            # SET lasts for this session alone (the service's own session stays writable); once readonly
+            # is set, the session cannot change any setting again, limits included.
+            for name, value in {**ANALYST_DEFAULTS, **ANALYST_LIMITS, "readonly": 1}.items():
+                client.command(f"SET {name} = {value!r}" if isinstance(value, str) else f"SET {name} = {value}")
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot open a read-only session: {clean_message(exc)}") from exc
+        return Connection(client, str(self.path))
 
     def _release(self) -> None:
         if not self._lock_file.closed:
@@ -161,7 +191,7 @@ def open_server(url: str) -> Connection:
         client = clickhouse_connect.get_client(dsn=url, autogenerate_session_id=False, settings=ANALYST_DEFAULTS)
     except Exception as exc:
         raise StoreUnavailable(f"cannot connect to ClickHouse at {redact(url)}: {clean_message(exc)}") from exc
-    return Connection(client, redact(url))
+    return Connection(client, redact(url), url)
 
 
 def connect(settings: Settings, create: bool = True) -> Connection:
