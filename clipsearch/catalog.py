@@ -113,6 +113,14 @@ class Catalog:
                           "WHERE startsWith(path, {root:String})", {"root": root})
         return {r["path"]: (int(r["file_size"]), None if r["mtime"] is None else int(r["mtime"])) for r in rows}
 
+    def forget_missing(self, root: str) -> list[str]:
+        """Delete the rows under the folder `root` whose files are gone; returns their paths."""
+        rows = self.query("SELECT DISTINCT path FROM images WHERE startsWith(path, {root:String})", {"root": root})
+        gone = [r["path"] for r in rows if not os.path.lexists(r["path"])]
+        if gone:
+            self.command("DELETE FROM images WHERE path IN {paths:Array(String)}", {"paths": gone})
+        return gone
+
     def forget_replaced(self, current: dict[str, str]) -> int:
         """Delete the rows of each path whose id is not the path's current one (path -> id); returns how
         many paths had such rows. Rows of the same content under other paths stay."""

@@ -125,10 +125,15 @@ class Collection:
         """
         if not isinstance(query, str) or not query.strip():
             raise QueryError("empty SQL")
+        self.enable_text_embedding()
+        return self.catalog.query(query, params) if fmt is None else self.catalog.text(query, params, fmt)
+
+    def enable_text_embedding(self) -> None:
+        """Make clipTextEmbedding('text') callable in this engine's SQL, from every session (embedded only;
+        on a server it is the executable UDF of sql/udf/)."""
         if self.backend == "embedded":
             from .sql_functions import register_embedded
             register_embedded(self.catalog, self._get_model)
-        return self.catalog.query(query, params) if fmt is None else self.catalog.text(query, params, fmt)
 
     def analyst_sql(self, query: str, params: dict | None = None, fmt: str | None = None) -> Any:
         """SQL as an analyst runs it: like `sql`, but in a read-only session that refuses writes, setting
@@ -138,9 +143,7 @@ class Collection:
             raise QueryError("empty SQL")
         with self._read_only_lock:
             if self._read_only is None:
-                if self.backend == "embedded":
-                    from .sql_functions import register_embedded
-                    register_embedded(self.catalog, self._get_model)  # functions serve every session
+                self.enable_text_embedding()  # functions serve every session
                 self._read_only = self.catalog.connection.read_only()
         return self._read_only.query(query, params) if fmt is None else self._read_only.text(query, params, fmt)
 

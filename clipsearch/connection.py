@@ -137,7 +137,7 @@ class EmbeddedConnection(Connection):
                                    "(clipsearch load FOLDER) or pass --db")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            self._lock_file = open(self.path / ".clipsearch.lock", "a+")
+            self._lock_file = open(self.path / LOCK_FILE, "a+")
         except OSError as exc:
             raise StoreUnavailable(f"cannot use {self.path} as a database folder: {exc.strerror}") from None
         try:
@@ -195,8 +195,43 @@ def open_server(url: str) -> Connection:
 
 
 def connect(settings: Settings, create: bool = True) -> Connection:
-    """The configured ClickHouse: a server if `clickhouse_url` is set, else the embedded folder (made if
-    missing, unless `create` is false: then a folder without a database is an error)."""
+    """The configured ClickHouse: a server if `clickhouse_url` is set; else the embedded folder, through
+    the service that owns it while `clipsearch serve` runs on it, or opened here (made if missing, unless
+    `create` is false: then a folder without a database is an error)."""
     if settings.clickhouse_url:
         return open_server(settings.clickhouse_url)
+    service = running_service(Path(settings.db))
+    if service:
+        connection = open_server(service)
+        connection.backend = "served"   # the embedded folder, through its running service
+        return connection
     return EmbeddedConnection(settings.db, create)
+
+
+SERVE_FILE = ".clipsearch.serve"   # where a running `serve` says how to reach it (owner-only)
+LOCK_FILE = ".clipsearch.lock"
+
+
+def running_service(folder: Path) -> str | None:
+    """The ClickHouse HTTP URL (with its credentials) of the `serve` that holds `folder`, if one does."""
+    folder = folder.expanduser()
+    try:
+        info = json.loads((folder / SERVE_FILE).read_text())
+        with open(folder / LOCK_FILE, "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return str(info["url"])   # held: the service is running
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return None                           # a file left by a service that is gone
+
+
+def announce_service(folder: Path, url: str) -> Path:
+    """Write the serve file: the URL with the per-run password, readable by this user alone."""
+    path = folder / SERVE_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"pid": os.getpid(), "url": url}, f)
+    return path

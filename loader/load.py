@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -69,6 +70,21 @@ _worker: dict = {}
 def _init_worker(pil_transform: Callable, min_size: int, max_bytes: int, max_pixels: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     _worker.update(transform=pil_transform, min_size=min_size, max_bytes=max_bytes, max_pixels=max_pixels)
+
+
+class _InProcess:
+    """The pool's two calls, run in this process: for `workers=0` (a server's watcher, whose threads
+    make forking unwise, and whose files arrive a few at a time)."""
+
+    def __init__(self, pil_transform: Callable, min_size: int, max_bytes: int, max_pixels: int):
+        _worker.update(transform=pil_transform, min_size=min_size, max_bytes=max_bytes, max_pixels=max_pixels)
+
+    def map_async(self, fn: Callable, items: list, chunksize: int = 1) -> Any:
+        results = [fn(item) for item in items]
+        return type("Done", (), {"get": lambda self: results})()
+
+    def terminate(self) -> None:
+        pass
 
 
 def _exif(image: Image.Image) -> tuple[datetime | None, str]:
@@ -222,17 +238,18 @@ def load(source: str, catalog: Catalog, model: ModelSource, batch_size: int = 64
     summary.already_present = len(src.items) - len(todo)
     bar.update(summary.already_present)
     pil_transform, tensor_transform = clip.split_preprocess()
-    workers = workers or os.cpu_count() or 1
+    workers = (os.cpu_count() or 1) if workers is None else workers
     # Forked workers start at once with the model's transform inherited (spawned ones spend seconds
     # importing torch). That is safe here: workers run only Pillow code (file reading, decoding,
     # PIL resizing), never a torch op or the ClickHouse engine of the parent.
     context = multiprocessing.get_context("fork")
-    pool = context.Pool(workers, initializer=_init_worker,
-                        initargs=(pil_transform, clip.image_size, max_file_bytes, max_pixels))
+    worker_args = (pil_transform, clip.image_size, max_file_bytes, max_pixels)
+    pool = context.Pool(workers, initializer=_init_worker, initargs=worker_args) if workers else \
+        _InProcess(*worker_args)
     try:
         pending: deque = deque()
         batches = _batches(todo, batch_size)
-        chunksize = max(1, batch_size // (workers * 2))
+        chunksize = max(1, batch_size // (max(workers, 1) * 2))
         while True:
             while len(pending) < PREFETCH_BATCHES and (batch := next(batches, None)) is not None:
                 pending.append(pool.map_async(prepare, batch, chunksize))

@@ -7,8 +7,16 @@ client is shared by threads), one model loaded on first use or injected.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import secrets
+import signal
 import socket
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
 
 from flask import Flask, Response, jsonify, request
 from flask.typing import ResponseReturnValue
@@ -16,15 +24,18 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..collection import Collection
 from ..collection import open as open_collection
+from ..connection import announce_service, redact, running_service
 from ..errors import ClipsearchError
 from ..model import ModelSource
 from ..settings import Settings
 from .api import api
+from .watch import Watcher
 from .web import web
 
 # The page loads only its own script and style; images may come from the API or a dropped file (blob:/data:).
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
                            "frame-ancestors 'none'; form-action 'self'")
+DEFAULT_SQL_PORT = 8124   # ClickHouse's own is 8123; beside it, not on it
 DEFAULTS = {
     "MAX_CONTENT_LENGTH": 10 * 1024 * 1024,   # largest request (an uploaded query image), bytes: 413 above
     "MAX_UPLOAD_PIXELS": 16_000_000,          # a query image's pixels (PNG, WebP, ...: decoded whole)
@@ -119,12 +130,63 @@ def check_port(host: str, port: int) -> None:
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, threads: int = 8,
-          model: ModelSource = None) -> None:
-    """Serve with waitress, a production WSGI server (threads share the one collection)."""
+          model: ModelSource = None, sql_port: int | None = DEFAULT_SQL_PORT, watch: Sequence[str] = (),
+          watch_interval: float = 10.0) -> None:
+    """Serve the page and the JSON API with waitress (threads share the one collection).
+
+    On an embedded folder the service is its one owner: it also answers ClickHouse's HTTP interface on
+    `sql_port` (the `clipsearch` commands run through it while it serves; analysts connect as `analyst`
+    with CLIPSEARCH_ANALYST_PASSWORD) and keeps the `watch` folders loaded.
+    """
     from waitress import serve as waitress_serve
     check_port(host, port)
+    embedded = not settings.clickhouse_url
+    if embedded:
+        held_by = running_service(Path(settings.db))
+        if held_by:
+            raise ClipsearchError(f"{Path(settings.db).resolve()} is already served ({redact(held_by)}); "
+                                  "stop that service first")
+        if sql_port:
+            check_port(host, sql_port)
+    folders = [Path(folder).expanduser() for folder in watch]
+    for folder in folders:
+        if not folder.is_dir():
+            raise ClipsearchError(f"--watch {folder}: no such folder")
     app = create_app(settings, model)
     collection: Collection = app.extensions["clipsearch"]
     _ = collection.model  # load the model now rather than during the first request
-    print(f"clipsearch: serving on http://{host}:{port}/ ({collection.backend} store)", flush=True)
-    waitress_serve(app, host=host, port=port, threads=threads, ident="clipsearch")
+    stack = contextlib.ExitStack()
+    with stack:
+        if embedded and sql_port:
+            _serve_sql(stack, collection, host, sql_port)
+        if folders:
+            watcher = Watcher(collection, folders, watch_interval, say=lambda line: print(line, flush=True))
+            watcher.start()
+            stack.callback(watcher.stop)
+            print(f"clipsearch: watching {', '.join(map(str, folders))} every {watch_interval:g}s", flush=True)
+        print(f"clipsearch: serving on http://{host}:{port}/ ({collection.backend} store)", flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # clean up on `kill` as on Ctrl-C
+        waitress_serve(app, host=host, port=port, threads=threads, ident="clipsearch")
+        collection.close()
+
+
+def _serve_sql(stack: contextlib.ExitStack, collection: Collection, host: str, sql_port: int) -> None:
+    """ClickHouse's HTTP interface on `sql_port`, and the serve file that lets `clipsearch` commands in."""
+    from waitress.server import create_server
+
+    from .clickhouse_http import ClickHouseHTTP
+    folder = Path(collection.settings.db).resolve()
+    collection.enable_text_embedding()  # clipTextEmbedding() for every session, the model loaded on first use
+    password = secrets.token_urlsafe(24)
+    analyst = os.environ.get("CLIPSEARCH_ANALYST_PASSWORD") or None
+    sql_app = ClickHouseHTTP(str(folder), password, analyst)
+    stack.callback(sql_app.close)
+    server = create_server(sql_app, host=host, port=sql_port, threads=4, ident="clipsearch-sql")
+    threading.Thread(target=server.run, name="clipsearch-sql", daemon=True).start()
+    stack.callback(server.close)
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    serve_file = announce_service(folder, f"http://clipsearch:{password}@{local}:{server.effective_port}/default")
+    stack.callback(serve_file.unlink, missing_ok=True)
+    analyst_note = "read-only, password from" if analyst else "off; to turn it on set"
+    print(f"clipsearch: ClickHouse HTTP interface on http://{host}:{server.effective_port}/ "
+          f"(user analyst: {analyst_note} CLIPSEARCH_ANALYST_PASSWORD)", flush=True)

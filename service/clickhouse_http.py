@@ -1,0 +1,154 @@
+"""ClickHouse's HTTP interface over the embedded engine, on `serve`'s second port: how the CLI, analysts'
+clickhouse-client / clickhouse-connect, Grafana, Superset and pandas reach a served folder while the
+service owns it.
+
+It speaks what those clients use: the SQL in the body (or `query=` with insert data in the body),
+`param_*` values, `database=`, a FORMAT clause or `default_format`, compressed bodies, and errors as
+ClickHouse sends them (HTTP 500 with the message and `X-ClickHouse-Exception-Code`). Per-query settings
+in the URL are ignored: each user's session has its own, fixed at start.
+
+Every request authenticates (Basic auth, `X-ClickHouse-User`/`-Key`, or `user`/`password` in the URL):
+- `clipsearch`: read-write, with a password made anew for each run and kept in the folder's serve file
+  (readable by its owner only), which is how `clipsearch` commands find the running service;
+- `analyst`: read-only (`readonly = 1`: no writes, no setting changes, no file/url/s3/remote/executable
+  table functions) within ANALYST_LIMITS, when CLIPSEARCH_ANALYST_PASSWORD is set.
+"""
+from __future__ import annotations
+
+import base64
+import gzip
+import hmac
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from werkzeug.wrappers import Request, Response
+
+from ..connection import ANALYST_DEFAULTS, ANALYST_LIMITS, ROWS_STATEMENT
+
+FORMAT_RE = re.compile(r"\s+FORMAT\s+(\w+)\s*;?\s*$", re.I)
+INSERT_RE = re.compile(r"^\s*(INSERT\s+INTO\s+.+?)\s+FORMAT\s+(\w+)\s*$", re.I | re.S)
+MAX_BODY_BYTES = 512 * 1024 * 1024
+
+
+def _decompress(data: bytes, encoding: str | None) -> bytes:
+    if not encoding:
+        return data
+    if encoding == "gzip":
+        return gzip.decompress(data)
+    if encoding == "lz4":
+        import lz4.frame
+        return lz4.frame.decompress(data)
+    if encoding == "zstd":
+        import zstandard
+        return zstandard.ZstdDecompressor().decompress(data)
+    raise ValueError(f"Code: 1. DB::Exception: unsupported Content-Encoding {encoding}")
+
+
+class Session:
+    """One chdb session on the served folder, one statement at a time."""
+
+    def __init__(self, path: str, settings: dict[str, Any]):
+        import chdb
+        self.conn = chdb.connect(path)
+        self.lock = threading.Lock()
+        for name, value in settings.items():
+            self.conn.query(f"SET {name} = {value!r}" if isinstance(value, str) else f"SET {name} = {value}")
+
+    def run(self, sql: str, fmt: str, params: dict[str, str]) -> bytes:
+        with self.lock:
+            result = self.conn.query(sql, fmt, params=params)
+        return result.bytes() if result is not None else b""
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+
+class ClickHouseHTTP:
+    """The WSGI app: `users` maps a user name to (password, its Session)."""
+
+    def __init__(self, path: str, writer_password: str, analyst_password: str | None = None):
+        self.users: dict[str, tuple[str, Session]] = {
+            "clipsearch": (writer_password, Session(path, ANALYST_DEFAULTS))}
+        if analyst_password:
+            self.users["analyst"] = (analyst_password,
+                                     Session(path, {**ANALYST_DEFAULTS, **ANALYST_LIMITS, "readonly": 1}))
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        request = Request(environ)
+        try:
+            response = self.handle(request)
+        except Exception as exc:  # every engine error goes back the way a server sends it
+            message = str(exc)
+            code = re.search(r"Code: (\d+)", message)
+            response = Response(message + "\n", status=500, content_type="text/plain; charset=UTF-8",
+                                headers={"X-ClickHouse-Exception-Code": code.group(1) if code else "1000"})
+        return response(environ, start_response)
+
+    def authenticate(self, request: Request) -> Session | None:
+        user, password = request.headers.get("X-ClickHouse-User"), request.headers.get("X-ClickHouse-Key")
+        auth = request.headers.get("Authorization", "")
+        if user is None and auth.lower().startswith("basic "):
+            try:
+                user, _, password = base64.b64decode(auth[6:]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return None
+        if user is None:
+            user, password = request.args.get("user"), request.args.get("password")
+        known = self.users.get(user or "")
+        if known is None or not hmac.compare_digest((password or "").encode(), known[0].encode()):
+            return None
+        return known[1]
+
+    def handle(self, request: Request) -> Response:
+        session = self.authenticate(request)
+        if session is None:
+            return Response("Code: 516. DB::Exception: Authentication failed: password is incorrect, or there is "
+                            "no user with such name. (AUTHENTICATION_FAILED)\n", status=401,
+                            headers={"X-ClickHouse-Exception-Code": "516",
+                                     "WWW-Authenticate": 'Basic realm="clipsearch"'})
+        if (request.content_length or 0) > MAX_BODY_BYTES:
+            raise ValueError("Code: 1. DB::Exception: request body too large")
+        # clickhouse-connect sends large parameters (and then the query) as form fields in the body; other
+        # clients (curl --data) send the SQL itself with a form's content type.
+        raw = request.get_data(cache=True, parse_form_data=False)
+        form = request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data") \
+            and "query" in request.form
+        args = {**request.args, **request.form} if form else dict(request.args)
+        body = b"" if form else _decompress(raw, request.headers.get("Content-Encoding"))
+        params = {k[len("param_"):]: v for k, v in args.items() if k.startswith("param_")}
+        sql, data = (args["query"], body) if args.get("query") else (body.decode(), b"")
+        database = args.get("database")
+        if database and database != "default":
+            raise ValueError(f"Code: 81. DB::Exception: Database {database} does not exist. (UNKNOWN_DATABASE)")
+        if data:
+            return self.insert(session, sql, data)
+        match = FORMAT_RE.search(sql)
+        fmt = match.group(1) if match else args.get("default_format", "TabSeparated")
+        sql = FORMAT_RE.sub("", sql) if match else sql
+        payload = session.run(sql, fmt if ROWS_STATEMENT.match(sql) else "TabSeparated", params)
+        return Response(payload, headers={"X-ClickHouse-Format": fmt, "X-ClickHouse-Timezone": "UTC",
+                                          "X-ClickHouse-Summary": '{"read_rows":"0"}'})
+
+    def insert(self, session: Session, sql: str, data: bytes) -> Response:
+        match = INSERT_RE.match(sql)
+        if not match:
+            raise ValueError("Code: 62. DB::Exception: expected INSERT INTO ... FORMAT <format> with data")
+        fd, path = tempfile.mkstemp(suffix=".data")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            # file() reads the temporary file on the engine's side; a read-only session refuses it, and so
+            # refuses the insert, as it should.
+            session.run(f"{match.group(1)} SELECT * FROM file('{path}', '{match.group(2)}')", "TabSeparated", {})
+        finally:
+            os.unlink(path)
+        return Response(b"", headers={"X-ClickHouse-Summary": '{"written_rows":"0"}'})
+
+    def close(self) -> None:
+        for _, session in self.users.values():
+            session.close()
