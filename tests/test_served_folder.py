@@ -1,0 +1,164 @@
+"""While `clipsearch serve` owns an embedded folder, everyone else works through it: the CLI (same results
+as without a service), loads, analysts over ClickHouse's HTTP interface (read-only, refusals proven), and
+watched folders."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import clickhouse_connect
+import numpy as np
+import pytest
+
+import clipsearch
+from clipsearch import synthetic
+from clipsearch.service.cli import main
+
+pytestmark = pytest.mark.slow
+ANALYST_PASSWORD = "analyst-test-password"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(predicate, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, model):
+    folder = tmp_path_factory.mktemp("served")
+    rng = np.random.default_rng(91)
+    manifest = synthetic.write_catalogue(folder / "catalogue", [synthetic.random_spec(rng) for _ in range(40)], 91,
+                                         extra=lambda i: {"price": i})
+    watched = folder / "watched"
+    synthetic.write_catalogue(watched, [synthetic.random_spec(rng, "red", "circle")], 92, manifest=None)
+    db = folder / "db"
+    with clipsearch.open(db, model=model, log_searches=False) as photos:   # what the CLI answers without a service
+        photos.load(manifest)
+        expected = photos.search("a green square", k=10, filters=["price>=10"]).rows
+    port, sql_port = _free_port(), _free_port()
+    env = {**os.environ, "CLIPSEARCH_ANALYST_PASSWORD": ANALYST_PASSWORD}
+    env.pop("CLICKHOUSE_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "clipsearch.service.cli", "serve", "--db", str(db), "--port",
+                             str(port), "--sql-port", str(sql_port), "--watch", str(watched), "--watch-interval",
+                             "0.5"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return json.load(urllib.request.urlopen(base + "/healthz"))["images"] >= 41
+        except OSError:
+            return False
+    try:
+        _wait(up)
+        yield {"db": db, "base": base, "sql_port": sql_port, "expected": expected, "watched": watched,
+               "folder": folder, "proc": proc}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert not (db / ".clipsearch.serve").exists()  # the service cleans up after itself
+
+
+def _search(base: str, q: str) -> list[dict]:
+    return json.load(urllib.request.urlopen(f"{base}/api/search?q={q.replace(' ', '+')}&k=100"))["results"]
+
+
+def test_cli_through_the_service_gives_the_same_results(served, model, capsys):
+    assert main(["search", "a green square", "--k", "10", "--filter", "price>=10", "--json", "--db",
+                 str(served["db"])], model=model) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["id"] for r in rows] == [r["id"] for r in served["expected"]]
+    np.testing.assert_allclose([r["score"] for r in rows], [r["score"] for r in served["expected"]], atol=1e-6)
+    assert main(["sql", "SELECT count() AS n FROM images WHERE price IS NOT NULL", "--format", "JSONEachRow",
+                 "--db", str(served["db"])], model=model) == 0
+    assert json.loads(capsys.readouterr().out) == {"n": 40}
+
+
+def test_load_while_serving_is_found_at_once(served, model, capsys):
+    rng = np.random.default_rng(93)
+    new = synthetic.write_catalogue(served["folder"] / "new", [synthetic.random_spec(rng, "purple", "star")
+                                                               for _ in range(6)], 93, manifest=None)
+    assert main(["load", str(new), "--quiet", "--db", str(served["db"])], model=model) == 0
+    assert "loaded 6, already present 0, failed 0" in capsys.readouterr().out
+    top = _search(served["base"], "a purple star")[:10]
+    assert {str(p) for p in new.iterdir()} <= {r["path"] for r in top}
+    assert main(["load", str(new), "--quiet", "--db", str(served["db"])], model=model) == 0  # idempotent
+    assert "loaded 0, already present 6" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def analyst(served):
+    client = clickhouse_connect.get_client(host="127.0.0.1", port=served["sql_port"], username="analyst",
+                                           password=ANALYST_PASSWORD)
+    yield client
+    client.close()
+
+
+def test_analyst_reads(analyst):
+    assert analyst.query("SELECT count() FROM images WHERE price < 20").result_rows == [(20,)]
+    frame = analyst.query_df("SELECT id, price FROM images WHERE price IS NOT NULL ORDER BY price LIMIT 3")
+    assert list(frame["price"]) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("sql", [
+    "INSERT INTO load_errors (path, reason) VALUES ('x', 'y')",
+    "DROP TABLE images",
+    "ALTER TABLE images DELETE WHERE 1",
+    "CREATE TABLE stolen (a String) ENGINE = Memory",
+    "SET readonly = 0",
+    "SELECT 1 SETTINGS max_execution_time = 100000",
+    "SELECT * FROM file('/etc/passwd', 'LineAsString')",
+    "SELECT * FROM url('http://127.0.0.1:9/x', 'CSV', 'a String')",
+    "SELECT * FROM s3('http://127.0.0.1:9/bucket/x.csv', 'CSV', 'a String')",
+    "SELECT * FROM remote('127.0.0.1:9000', system.one)",
+    "SELECT * FROM executable('cat /etc/passwd', 'TSV', 'a String')",
+    "SELECT number FROM numbers(10000000)",   # more rows than one analyst query may return
+])
+def test_analyst_refusals(analyst, served, sql):
+    with pytest.raises(Exception, match=r"Code: (164|396)"):
+        analyst.query(sql)
+    assert json.load(urllib.request.urlopen(served["base"] + "/healthz"))["images"] >= 41
+
+
+def test_no_anonymous_or_wrong_password(served):
+    for url in (f"http://127.0.0.1:{served['sql_port']}/?query=SELECT+1",
+                f"http://127.0.0.1:{served['sql_port']}/?query=SELECT+1&user=analyst&password=wrong"):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(url)
+        assert info.value.code == 401
+
+
+def test_serve_file_is_the_owners_alone(served):
+    info = served["db"] / ".clipsearch.serve"
+    assert oct(info.stat().st_mode & 0o777) == "0o600"
+
+
+def test_watched_folder_follows_its_files(served):
+    watched = served["watched"]
+    first = next(watched.iterdir())
+    rng = np.random.default_rng(94)
+    added = watched / "added.png"
+    added.write_bytes(synthetic.encode(synthetic.render(synthetic.random_spec(rng, "orange", "triangle"), rng),
+                                       "PNG", rng))
+    _wait(lambda: any(r["path"] == str(added) for r in _search(served["base"], "an orange triangle")))
+    first.write_bytes(synthetic.encode(synthetic.render(synthetic.random_spec(rng, "white", "cross"), rng), "PNG",
+                                       rng))   # changed in place: a red circle no more
+    os.utime(first, ns=(time.time_ns(), time.time_ns() + 2_000_000_000))
+    _wait(lambda: _search(served["base"], "a white cross")[0]["path"] == str(first))
+    assert sum(r["path"] == str(first) for r in _search(served["base"], "a red circle")) == 1  # one row, the new
+    added.unlink()
+    _wait(lambda: all(r["path"] != str(added) for r in _search(served["base"], "an orange triangle")))
