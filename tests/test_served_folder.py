@@ -162,3 +162,18 @@ def test_watched_folder_follows_its_files(served):
     assert sum(r["path"] == str(first) for r in _search(served["base"], "a red circle")) == 1  # one row, the new
     added.unlink()
     _wait(lambda: all(r["path"] != str(added) for r in _search(served["base"], "an orange triangle")))
+
+
+def test_sqlalchemy_dialect_and_pandas(served):
+    """The dialect Superset uses (clickhousedb://) and pandas.read_sql, as the analyst."""
+    import pandas as pd
+    import sqlalchemy as sa
+    engine = sa.create_engine(f"clickhousedb://analyst:{ANALYST_PASSWORD}@127.0.0.1:{served['sql_port']}/default")
+    try:
+        with engine.connect() as connection:
+            frame = pd.read_sql("SELECT count() AS n, min(price) AS low FROM images WHERE price IS NOT NULL",
+                                connection)
+        assert frame.to_dict("records") == [{"n": 40, "low": 0}]
+        assert {"images", "labels", "load_errors", "search_log"} <= set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
