@@ -1,4 +1,5 @@
-"""The JSON API: /api/search, /api/label, /api/images/<id>[/similar|/file], /api/columns, /healthz."""
+"""The JSON API: /api/search, /api/label, /api/images/<id>[/similar|/file], /api/columns, /api/sql,
+/api/queries, /healthz."""
 from __future__ import annotations
 
 import base64
@@ -15,8 +16,9 @@ from ..errors import FileChanged, NotFound, QueryError
 from ..model import decode
 from ..query import filters_from_json, parse_filter
 from ..search import SearchResult
+from . import console
 from .openapi import openapi_document
-from .requests import DuplicatesQuery, FileQuery, LabelBody, M, SearchBody, SearchQuery, SimilarQuery, parse
+from .requests import DuplicatesQuery, FileQuery, LabelBody, M, SearchBody, SearchQuery, SimilarQuery, SqlBody, parse
 
 api = Blueprint("api", __name__)
 QUERY_DECODE_SIZE = 448   # at least this many pixels per side are decoded from a JPEG query image
@@ -180,6 +182,32 @@ def duplicates() -> Response:
 def columns() -> Response:
     """The table's columns, with what a filter form needs: distinct values or a numeric range."""
     return jsonify(columns=collection().catalog.column_summaries())
+
+
+@api.post("/api/sql")
+def sql() -> Response:
+    """Run one read-only query (the page's SQL tab and dashboards): JSON {"sql", "params", "format",
+    "max_rows"}; answers {columns, rows, row_count, truncated, elapsed_ms, rows_read}, or with
+    "format": "csv" the whole result as a CSV download. JSON only, so another site's form cannot post it."""
+    if request.mimetype != "application/json":
+        raise QueryError("send the SQL as a JSON object (Content-Type: application/json)")
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:
+        raise QueryError("the JSON body is nested too deeply") from None
+    if not isinstance(data, dict):
+        raise QueryError("the body must be a JSON object")
+    body = parse(SqlBody, data)
+    if body.format == "csv":
+        return Response(console.csv(collection(), body.sql, body.params), mimetype="text/csv",
+                        headers={"Content-Disposition": 'attachment; filename="query.csv"'})
+    return jsonify(console.run(collection(), body.sql, body.params, body.max_rows))
+
+
+@api.get("/api/queries")
+def queries() -> Response:
+    """The analyst queries shipped in sql/queries: [{name, sql, description, params: [{name, type}]}]."""
+    return jsonify(queries=console.shipped_queries())
 
 
 @api.get("/api/openapi.json")

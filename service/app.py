@@ -35,7 +35,6 @@ from .web import web
 # The page loads only its own script and style; images may come from the API or a dropped file (blob:/data:).
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
                            "frame-ancestors 'none'; form-action 'self'")
-DEFAULT_SQL_PORT = 8124   # ClickHouse's own is 8123; beside it, not on it
 DEFAULTS = {
     "MAX_CONTENT_LENGTH": 10 * 1024 * 1024,   # largest request (an uploaded query image), bytes: 413 above
     "MAX_UPLOAD_PIXELS": 16_000_000,          # a query image's pixels (PNG, WebP, ...: decoded whole)
@@ -130,13 +129,13 @@ def check_port(host: str, port: int) -> None:
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, threads: int = 8,
-          model: ModelSource = None, sql_port: int | None = DEFAULT_SQL_PORT, watch: Sequence[str] = (),
+          model: ModelSource = None, sql_port: int = 0, watch: Sequence[str] = (),
           watch_interval: float = 10.0) -> None:
     """Serve the page and the JSON API with waitress (threads share the one collection).
 
     On an embedded folder the service is its one owner: it also answers ClickHouse's HTTP interface on
-    `sql_port` (the `clipsearch` commands run through it while it serves; analysts connect as `analyst`
-    with CLIPSEARCH_ANALYST_PASSWORD) and keeps the `watch` folders loaded.
+    `sql_port` (0: any free port; the `clipsearch` commands run through it while it serves; analysts
+    connect as `analyst` with CLIPSEARCH_ANALYST_PASSWORD) and keeps the `watch` folders loaded.
     """
     from waitress import serve as waitress_serve
     check_port(host, port)
@@ -147,7 +146,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, threads
             raise ClipsearchError(f"{Path(settings.db).resolve()} is already served ({redact(held_by)}); "
                                   "stop that service first")
         if sql_port:
-            check_port(host, sql_port)
+            check_port(host, sql_port)  # 0 picks a free one
     folders = [Path(folder).expanduser() for folder in watch]
     for folder in folders:
         if not folder.is_dir():
@@ -157,7 +156,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, threads
     _ = collection.model  # load the model now rather than during the first request
     stack = contextlib.ExitStack()
     with stack:
-        if embedded and sql_port:
+        if embedded:
             _serve_sql(stack, collection, host, sql_port)
         if folders:
             watcher = Watcher(collection, folders, watch_interval, say=lambda line: print(line, flush=True))

@@ -159,7 +159,7 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .app import serve
     serve(_settings(args), args.host, args.port, args.threads, model=args.get_model,
-          sql_port=args.sql_port or None, watch=getattr(args, "watch", ()), watch_interval=args.watch_interval)
+          sql_port=args.sql_port, watch=getattr(args, "watch", ()), watch_interval=args.watch_interval)
     return 0
 
 
@@ -253,9 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     serving.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this host only)")
     serving.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     serving.add_argument("--threads", type=int, default=8, help="request threads (default 8)")
-    serving.add_argument("--sql-port", type=int, default=8124,
-                         help="ClickHouse HTTP interface for clipsearch commands and analysts while serving an "
-                              "embedded folder (default 8124; 0: none)")
+    serving.add_argument("--sql-port", type=int, default=0,
+                         help="port of the ClickHouse HTTP interface for clipsearch commands and analysts while "
+                              "serving an embedded folder (default 0: any free port, printed at start)")
     serving.add_argument("--watch-interval", type=float, default=10.0, metavar="SECONDS",
                          help="seconds between two passes over the --watch folders (default 10)")
 

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from .. import __version__
-from .requests import DuplicatesQuery, FileQuery, LabelBody, SearchBody, SearchQuery, SimilarQuery
+from .requests import DuplicatesQuery, FileQuery, LabelBody, SearchBody, SearchQuery, SimilarQuery, SqlBody
 
 REF = "#/components/schemas/{model}"
 ERROR = {"description": "a mistake in the request, or what it names is missing or changed",
@@ -21,6 +21,17 @@ SEARCH_RESULT = {"type": "object", "required": ["results", "took_ms", "kind", "s
         "id": {"type": "string"}, "path": {"type": "string"}, "score": {"type": "number"}}}},
     "took_ms": JSON_OBJECT, "kind": {"type": "string"}, "strategy": {"type": "string"},
     "sql": {"type": "object", "properties": {"query": {"type": "string"}, "params": JSON_OBJECT}}}}
+SQL_RESULT = {"type": "object", "required": ["columns", "rows", "row_count", "truncated", "elapsed_ms"], "properties": {
+    "columns": {"type": "array", "items": {"type": "object", "required": ["name", "type"], "properties": {
+        "name": {"type": "string"}, "type": {"type": "string", "description": "the ClickHouse type"}}}},
+    "rows": {"type": "array", "items": {"type": "array"}, "description": "values in column order"},
+    "row_count": {"type": "integer"}, "truncated": {"type": "boolean"}, "elapsed_ms": {"type": "number"},
+    "rows_read": {"type": "integer"}}}
+SHIPPED_QUERIES = {"type": "object", "required": ["queries"], "properties": {"queries": {"type": "array", "items": {
+    "type": "object", "required": ["name", "sql", "description", "params"], "properties": {
+        "name": {"type": "string"}, "sql": {"type": "string"}, "description": {"type": "string"},
+        "params": {"type": "array", "items": {"type": "object", "properties": {
+            "name": {"type": "string"}, "type": {"type": "string"}}}}}}}}}
 
 
 def _ok(description: str, schema: dict, media: str = "application/json") -> dict:
@@ -86,6 +97,15 @@ def openapi_document() -> dict:
         "/api/columns": {
             "get": {"summary": "The filterable columns, with their values or ranges", "operationId": "columns",
                     "responses": {"200": _ok("columns", JSON_OBJECT), **errors}}},
+        "/api/sql": {
+            "post": {"summary": "Run one read-only SQL query (the page's SQL tab and dashboards)", "operationId": "sql",
+                     "requestBody": _body(SqlBody, defs),
+                     "responses": {"200": {"description": "the result; with format csv, a CSV attachment",
+                                           "content": {"application/json": {"schema": SQL_RESULT},
+                                                       "text/csv": {"schema": {"type": "string"}}}}, **errors}}},
+        "/api/queries": {
+            "get": {"summary": "The analyst queries shipped in sql/queries", "operationId": "queries",
+                    "responses": {"200": _ok("the queries, by file name", SHIPPED_QUERIES), **errors}}},
         "/healthz": {
             "get": {"summary": "Liveness, backend and image count", "operationId": "health",
                     "responses": {"200": _ok("status", JSON_OBJECT), **errors}}},

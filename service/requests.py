@@ -3,9 +3,11 @@ describes them. A request that does not fit its model is a 400 with a message na
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, Field, ValidationError, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from ..duplicates import BOUNDED_THRESHOLD, DEFAULT_THRESHOLD, check_threshold
 from ..errors import QueryError
@@ -100,6 +102,53 @@ class LabelBody(BaseModel):
     labels: Labels = None
     prompt: Annotated[str, Field(max_length=MAX_PROMPT_CHARS)] | None = Field(
         None, description="with {} where the label goes; default 'a photo of a {}'")
+
+
+MAX_SQL_CHARS = 20_000
+MAX_SQL_PARAMS = 100
+MAX_SQL_PARAM_CHARS = 10_000
+MAX_SQL_ROWS = 100_000     # the read-only session's own max_result_rows
+SQL_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def _sql_params(value: Any) -> dict[str, str | int | float]:
+    """{name: string or number}, the values of the SQL's {name:Type} placeholders (bound, never pasted)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("must be an object of name: string or number")
+    if len(value) > MAX_SQL_PARAMS:
+        raise ValueError(f"is {len(value)} parameters; at most {MAX_SQL_PARAMS}")
+    for name, v in value.items():
+        if not SQL_PARAM_NAME.match(name):
+            raise ValueError(f"has a name {name[:70]!r} that is not letters, digits and _")
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise ValueError(f"{name} must be a string or a number")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"{name} must be a finite number")
+        if isinstance(v, str) and len(v) > MAX_SQL_PARAM_CHARS:
+            raise ValueError(f"{name} is {len(v)} characters; at most {MAX_SQL_PARAM_CHARS}")
+    return value
+
+
+SqlParams = Annotated[Any, BeforeValidator(_sql_params), WithJsonSchema({
+    "description": "values for the SQL's {name:Type} placeholders, bound by ClickHouse",
+    "anyOf": [{"type": "object", "maxProperties": MAX_SQL_PARAMS,
+               "propertyNames": {"pattern": SQL_PARAM_NAME.pattern},
+               "additionalProperties": {"anyOf": [{"type": "string", "maxLength": MAX_SQL_PARAM_CHARS},
+                                                  {"type": "number"}]}},
+              {"type": "null"}]})]
+
+
+class SqlBody(BaseModel):
+    """POST /api/sql, as JSON"""
+    model_config = ConfigDict(extra="forbid")
+    sql: Annotated[str, Field(max_length=MAX_SQL_CHARS)] = Field(
+        description="one read-only query: SELECT, WITH, SHOW, DESCRIBE, EXPLAIN or EXISTS")
+    params: SqlParams = None
+    format: Literal["json", "csv"] = Field("json", description="csv: the whole result as a CSV download")
+    max_rows: Annotated[int, Field(ge=1, le=MAX_SQL_ROWS, strict=True)] = Field(
+        1000, description="json: at most this many rows in the answer (row_count says how many there were)")
 
 
 M = TypeVar("M", bound=BaseModel)
