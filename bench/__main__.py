@@ -30,10 +30,10 @@ from pathlib import Path
 
 from clipsearch.model import ClipModel
 
-from . import common, duplicates, loader, memory, report, search, service
+from . import common, duplicates, loader, memory, report, search, served, service
 
 BUNDLED, VIT = "clipsearch-shapes (bundled)", "ViT-B-32 (random weights)"
-SECTIONS = ("loader", "service", "search", "memory", "duplicates")
+SECTIONS = ("loader", "service", "search", "memory", "duplicates", "served")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,7 +45,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="table sizes for the search benchmark, comma-separated (e.g. 100000,1000000)")
     parser.add_argument("--duplicates", default="20000,100000", help="table sizes for the near-duplicate scan")
     parser.add_argument("--skip-vit", action="store_true", help="skip the ViT-B-32 (random weights) loader run")
-    parser.add_argument("--only", help="run only these sections (loader,service,search,memory,duplicates; or report) "
+    parser.add_argument("--served-images", type=int, default=10_000,
+                        help="images loaded through a running service for the served section")
+    parser.add_argument("--only", help="run only these sections (loader,service,search,memory,duplicates,served; "
+                                       "or report) "
                                        "and keep the others' results from the last run")
     parser.add_argument("--out", type=Path, default=common.HERE,
                         help="folder for results.json, results.md and search.png (default: bench/)")
@@ -91,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     if "duplicates" in only:
         results["duplicates"] = [show(duplicates.run(int(n), work)) for n in args.duplicates.split(",")]
         results["bundled_copies"] = show(duplicates.bundled_copy_distances(ClipModel()))
+    if "served" in only:
+        results["served"] = show(served.run(work, load_images=args.served_images))
     print(report.write(results, args.out, plot=bool(only & {"search", "report"})))
     return 0
 

@@ -100,6 +100,17 @@ def to_markdown(results: dict) -> str:
                   "|---|---|---|---|---|---|",
                   f"| {images} images, k=10 | {v['http_searches_per_s']} | {v['http_p50_ms']} | {v['http_p95_ms']} | "
                   f"{v['errors']} | {v['in_process_searches_per_s']}, {v['in_process_ms_per_search']} |"]
+    if results.get("served"):
+        s = results["served"]
+        lines += ["", f"One served folder, everyone at once ({s['base_images']:,} images, then {s['loaded']:,} more "
+                      f"loaded by `clipsearch load` through the running service in {s['load_s']} s, "
+                      f"{s['load_images_per_s']} images/s):", "",
+                  "| searches over HTTP, k=10 | p50 (ms) | p95 (ms) | p50 / idle |", "|---|---|---|---|",
+                  f"| idle | {s['idle_p50_ms']} | {s['idle_p95_ms']} | 1 |",
+                  f"| during the load ({s['searches_during_load']} searches) | {s['during_load_p50_ms']} | "
+                  f"{s['during_load_p95_ms']} | {s['load_ratio_p50']} |",
+                  f"| while an analyst scans every vector (a scan: {s['analyst_scan_p50_ms']} ms) | "
+                  f"{s['during_scan_p50_ms']} | {s['during_scan_p95_ms']} | {s['scan_ratio_p50']} |"]
     return "\n".join(lines) + "\n"
 
 
