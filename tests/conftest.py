@@ -1,53 +1,45 @@
-"""Shared fixtures: the bundled model, generated catalogues with known answers, embedded stores.
+"""Shared fixtures and helpers: the bundled model, generated catalogues with known answers, embedded
+stores, and the `clipsearch` command run in this process.
 
-chdb opens one database folder per process at a time, so every store
-fixture closes its store before the next one opens.
+chdb opens one database folder per process at a time, so every store a fixture or helper opens is
+closed before the next one opens. A module-scoped store stays open for its whole module; a module
+that also runs the CLI in-process (which opens and closes its own store) keeps its store closed
+between tests instead and opens it per test (about 40 ms).
 """
 from __future__ import annotations
 
-import csv
-import json
+import contextlib
+import io
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 
 from clipsearch import synthetic as shapes
 from clipsearch.catalog import Catalog
+from clipsearch.loader.load import LoadSummary, load
 from clipsearch.model import ClipModel
+from clipsearch.service.cli import main as cli_main
+from clipsearch.synthetic import write_catalogue
+
+__all__ = ["ROOT", "CONSOLE_SCRIPT", "Result", "Loaded", "write_catalogue", "random_specs", "loaded", "environment",
+           "run_cli"]
 
 ROOT = Path(__file__).resolve().parent.parent
+# The `clipsearch` console script the package installs, beside the interpreter running the tests.
+CONSOLE_SCRIPT = shutil.which("clipsearch", path=str(Path(sys.executable).parent)) or shutil.which("clipsearch")
 
 
 @pytest.fixture(scope="session")
 def model() -> ClipModel:
     return ClipModel()
-
-
-def write_catalogue(folder: Path, specs: list[shapes.ShapeSpec], seed: int, manifest: str | None = "manifest.csv",
-                    extra=None) -> Path:
-    """Render `specs` into `folder`; with `manifest`, also write a CSV of path, colour, shape (+ extra(i))."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i, spec in enumerate(specs):
-        name = f"{i:05d}.{'jpg' if spec.image_format == 'JPEG' else 'png'}"
-        (folder / name).write_bytes(shapes.encode(shapes.render(spec, rng), spec.image_format, rng))
-        rows.append({"path": name, "colour": spec.colour, "shape": spec.shape, **(extra(i) if extra else {})})
-    if manifest is None:
-        return folder
-    path = folder / manifest
-    if manifest.endswith(".jsonl"):
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    else:
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    return path
 
 
 @pytest.fixture
@@ -57,10 +49,125 @@ def store(tmp_path):
     s.close()
 
 
-def run_cli(*args, db=None, env=None, timeout=300, **kwargs) -> subprocess.CompletedProcess:
-    """Run the real `clipsearch` command in its own process."""
+# -- catalogues ---------------------------------------------------------------------------------
+def random_specs(n: int, seed: int, **kwargs) -> list[shapes.ShapeSpec]:
+    """`n` random image specs from one seeded generator (`kwargs` go to `random_spec`: colour, shape, ...)."""
+    rng = np.random.default_rng(seed)
+    return [shapes.random_spec(rng, **kwargs) for _ in range(n)]
+
+
+@dataclass
+class Loaded:
+    """A generated catalogue loaded into the embedded store `folder`/db; close the store when done
+    (or use it in a `with`, which closes it)."""
+    store: Catalog
+    source: Path            # the manifest that was loaded (the image folder when there is none)
+    summary: LoadSummary
+    folder: Path
+
+    @property
+    def db(self) -> Path:
+        return self.folder / "db"
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Loaded:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def loaded(folder: Path, specs: list[shapes.ShapeSpec], seed: int, model: ClipModel, *,
+           extra: Callable[[int], dict] | None = None, manifest: str | None = "manifest.csv",
+           images: str = "images") -> Loaded:
+    """Generate, store, load: render `specs` (pixels drawn from `seed`) into `folder`/`images` with a
+    manifest (+ `extra(i)` columns), open the embedded store `folder`/db and load the catalogue into it."""
+    source = write_catalogue(folder / images, specs, seed, manifest, extra)
+    store = Catalog.open(folder / "db")
+    try:
+        summary = load(str(source), store, model, progress=False)
+    except BaseException:
+        store.close()
+        raise
+    return Loaded(store, source, summary, folder)
+
+
+# -- the command line ---------------------------------------------------------------------------
+class Result(NamedTuple):
+    """What a run of the command gave: the attributes of subprocess.CompletedProcess that tests read."""
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@contextlib.contextmanager
+def environment(changes: Mapping[str, str | None]) -> Iterator[None]:
+    """Set (or, for None, remove) environment variables for the block; restore them after."""
+    saved = {name: os.environ.get(name) for name in changes}
+    try:
+        for name, value in changes.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def working_directory(path: Path) -> Iterator[None]:
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+@pytest.fixture(scope="session")
+def cli(model) -> Callable[..., Result]:
+    """`cli(*args, db=None, env=None)`: run one `clipsearch` command in this process, with the session's
+    model, and return its exit code and output.
+
+    As a user would run it from the repository root: relative paths resolve there, `env` is set for the
+    command only, and an explicit `db` beats a CLICKHOUSE_URL in the environment. The command opens and
+    closes its own store, so no other embedded store may be open in this process while it runs.
+    """
+    def run(*args: object, db: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Result:
+        argv = [str(a) for a in args] + (["--db", str(db)] if db else [])
+        changes: dict[str, str | None] = dict(env or {})
+        if db:
+            changes["CLICKHOUSE_URL"] = None
+        out, err = io.StringIO(), io.StringIO()
+        with environment(changes), working_directory(ROOT), \
+                contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli_main(argv, model=model)
+            except SystemExit as exc:  # argparse's usage errors (2) and --help (0), as the process would exit
+                if isinstance(exc.code, int) or exc.code is None:
+                    code = exc.code or 0
+                else:
+                    print(exc.code, file=sys.stderr)
+                    code = 1
+        return Result(code, out.getvalue(), err.getvalue())
+    return run
+
+
+def run_cli(*args: object, db: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,
+            command: list[str] | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """Run the real `clipsearch` command in its own process (default `python -m clipsearch.service.cli`;
+    `command` names another entry point, e.g. [CONSOLE_SCRIPT]). Only for tests about the process itself:
+    locks held by another process, signals, the installed script's exit codes."""
     full_env = {**os.environ, **(env or {})}
     if db:  # an explicit embedded folder: a CLICKHOUSE_URL in the environment must not win
         full_env.pop("CLICKHOUSE_URL", None)
-    cmd = [sys.executable, "-m", "clipsearch.service.cli", *args] + (["--db", str(db)] if db else [])
+    cmd = (command or [sys.executable, "-m", "clipsearch.service.cli"]) + [str(a) for a in args] + \
+        (["--db", str(db)] if db else [])
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=timeout, **kwargs)

@@ -1,4 +1,8 @@
-"""The `clipsearch` command as users run it: search, embed, sql, errors."""
+"""The `clipsearch` command as users run it: search, embed, sql, errors.
+
+Commands run in this process (the `cli` fixture); only the tests about the process itself start one:
+a store locked by another process, and the installed console script end to end.
+"""
 from __future__ import annotations
 
 import json
@@ -6,52 +10,48 @@ import json
 import numpy as np
 import pytest
 
-from clipsearch import synthetic as shapes
-
-from .conftest import run_cli, write_catalogue
+from .conftest import CONSOLE_SCRIPT, random_specs, run_cli, write_catalogue
 
 
 @pytest.fixture(scope="module")
-def loaded_db(tmp_path_factory):
+def loaded_db(tmp_path_factory, cli):
     folder = tmp_path_factory.mktemp("cli")
-    rng = np.random.default_rng(8)
-    specs = [shapes.random_spec(rng) for _ in range(80)]
-    manifest = write_catalogue(folder / "images", specs, 8, extra=lambda i: {"price": i})
+    manifest = write_catalogue(folder / "images", random_specs(80, 8), 8, extra=lambda i: {"price": i})
     db = folder / "db"
-    result = run_cli("load", str(manifest), "--quiet", db=db)
+    result = cli("load", str(manifest), "--quiet", db=db)
     assert result.returncode == 0, result.stderr
     assert "loaded 80, already present 0, failed 0" in result.stdout
     return db, folder
 
 
-def test_raw_sql_ranking_equals_search(loaded_db):
+def test_raw_sql_ranking_equals_search(loaded_db, cli):
     db, _ = loaded_db
-    searched = json.loads(run_cli("search", "a green square", "--k", "10", "--json",
-                                  "--filter", "price>=20", db=db).stdout)
-    vector = run_cli("embed", "a green square").stdout.strip()
+    searched = json.loads(cli("search", "a green square", "--k", "10", "--json",
+                              "--filter", "price>=20", db=db).stdout)
+    vector = cli("embed", "a green square").stdout.strip()
     assert len(json.loads(vector)) == 128
     sql = (f"SELECT id, 1 - cosineDistance(embedding, {vector}) AS score FROM images WHERE price >= 20 "
            f"ORDER BY cosineDistance(embedding, {vector}) LIMIT 10")
-    raw = [json.loads(line) for line in run_cli("sql", sql, "--format", "JSONEachRow", db=db).stdout.splitlines()]
+    raw = [json.loads(line) for line in cli("sql", sql, "--format", "JSONEachRow", db=db).stdout.splitlines()]
     assert [r["id"] for r in raw] == [r["id"] for r in searched]
     np.testing.assert_allclose([r["score"] for r in raw], [r["score"] for r in searched], atol=1e-5)
     assert all(r["price"] >= 20 for r in searched)
     assert {"id", "path", "score", "colour", "shape", "price", "width"} <= set(searched[0])
 
 
-def test_search_by_stored_id_and_image_file(loaded_db):
+def test_search_by_stored_id_and_image_file(loaded_db, cli):
     db, _ = loaded_db
-    first = json.loads(run_cli("sql", "SELECT id, path FROM images ORDER BY id LIMIT 1", "--format", "JSONEachRow",
-                               db=db).stdout)
-    similar = json.loads(run_cli("search", "--similar", first["id"], "--json", "--k", "5", db=db).stdout)
+    first = json.loads(cli("sql", "SELECT id, path FROM images ORDER BY id LIMIT 1", "--format", "JSONEachRow",
+                           db=db).stdout)
+    similar = json.loads(cli("search", "--similar", first["id"], "--json", "--k", "5", db=db).stdout)
     assert len(similar) == 5 and first["id"] not in {r["id"] for r in similar}
-    by_file = json.loads(run_cli("search", "--image", first["path"], "--json", "--k", "1", db=db).stdout)
+    by_file = json.loads(cli("search", "--image", first["path"], "--json", "--k", "1", db=db).stdout)
     assert by_file[0]["id"] == first["id"] and by_file[0]["score"] > 0.999
 
 
-def test_human_output(loaded_db):
+def test_human_output(loaded_db, cli):
     db, _ = loaded_db
-    result = run_cli("search", "a red star", "--k", "3", db=db)
+    result = cli("search", "a red star", "--k", "3", db=db)
     lines = result.stdout.strip().splitlines()
     assert result.returncode == 0 and len(lines) == 3
     assert lines[0].split()[0] == "1" and "price=" in lines[0]
@@ -66,21 +66,25 @@ def test_human_output(loaded_db):
     (["search", "a red star", "--k", "0"], "error: k must be between 1 and 1000, got 0"),
     (["sql", "SELECT nope FROM images"], "error: Code: 47. DB::Exception: Unknown expression identifier `nope`"),
 ])
-def test_errors_are_one_clear_line(loaded_db, args, message):
+def test_errors_are_one_clear_line(loaded_db, cli, args, message):
     db, _ = loaded_db
-    result = run_cli(*args, db=db)
+    result = cli(*args, db=db)
     assert result.returncode == 1
     assert result.stderr.strip().startswith(message), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_empty_store(tmp_path):
-    result = run_cli("search", "a red star", db=tmp_path / "empty")
+def test_empty_store(tmp_path, cli):
+    from clipsearch.catalog import Catalog
+    Catalog.open(tmp_path / "empty").close()  # a database without images (a folder without one: test_hardening)
+    result = cli("search", "a red star", db=tmp_path / "empty")
     assert result.returncode == 1
     assert result.stderr.strip() == "error: no images loaded yet: run `clipsearch load FOLDER` first"
 
 
 def test_second_process_on_same_db_is_refused(loaded_db):
+    """The lock is between processes: this one holds the store, a real second `clipsearch` is refused.
+    (Neither command loads the model, so these processes start in well under a second.)"""
     from clipsearch.catalog import Catalog
     db, _ = loaded_db
     held = Catalog.open(db)
@@ -92,14 +96,31 @@ def test_second_process_on_same_db_is_refused(loaded_db):
     assert run_cli("sql", "SELECT 1", db=db).returncode == 0  # free again once the holder closes
 
 
-def test_sql_files_params_and_text_embedding_function(loaded_db):
+def test_sql_files_params_and_text_embedding_function(loaded_db, cli):
     db, _ = loaded_db
-    searched = json.loads(run_cli("search", "a red star", "--k", "5", "--json", db=db).stdout)
+    searched = json.loads(cli("search", "a red star", "--k", "5", "--json", db=db).stdout)
     sql = ("SELECT id FROM images ORDER BY cosineDistance(embedding, "
            "(SELECT clipTextEmbedding({text:String}))), id LIMIT 5")
-    result = run_cli("sql", sql, "--param", "text=a red star", "--format", "JSONEachRow", db=db)
+    result = cli("sql", sql, "--param", "text=a red star", "--format", "JSONEachRow", db=db)
     assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == [r["id"] for r in searched]
-    coverage = run_cli("sql", "--file", "sql/queries/embedding_coverage.sql", "--format", "JSONEachRow", db=db)
+    coverage = cli("sql", "--file", "sql/queries/embedding_coverage.sql", "--format", "JSONEachRow", db=db)
     assert json.loads(coverage.stdout)["images"] == 80
-    bad = run_cli("sql", "--file", "sql/queries/image_neighbours.sql", db=db)
+    bad = cli("sql", "--file", "sql/queries/image_neighbours.sql", db=db)
     assert bad.returncode == 1 and "image_id" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_installed_console_script_end_to_end(loaded_db, cli):
+    """The real `clipsearch` script the package installs, in its own process: output and exit codes."""
+    db, _ = loaded_db
+    assert CONSOLE_SCRIPT, "the clipsearch console script is not installed (pip install -e .)"
+    result = run_cli("search", "a red star", "--k", "3", "--json", db=db, command=[CONSOLE_SCRIPT])
+    assert result.returncode == 0, result.stderr
+    in_process = json.loads(cli("search", "a red star", "--k", "3", "--json", db=db).stdout)
+    assert [r["id"] for r in json.loads(result.stdout)] == [r["id"] for r in in_process]
+    error = run_cli("search", "--similar", "nope", db=db, command=[CONSOLE_SCRIPT])
+    assert error.returncode == 1
+    assert error.stderr.strip().startswith("error: no image with id 'nope'"), error.stderr
+    assert len(error.stderr.strip().splitlines()) == 1
+    usage = run_cli("search", "--k", "ten", db=db, command=[CONSOLE_SCRIPT])
+    assert usage.returncode == 2 and "invalid int value: 'ten'" in usage.stderr

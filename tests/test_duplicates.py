@@ -6,8 +6,6 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
-from clipsearch.loader.load import load
-from clipsearch.service.app import create_app
 
 from clipsearch import synthetic as shapes
 from clipsearch.catalog import Catalog
@@ -21,9 +19,11 @@ from clipsearch.duplicates import (
     miss_chance,
 )
 from clipsearch.errors import QueryError
+from clipsearch.loader.load import load
+from clipsearch.service.app import create_app
 from clipsearch.settings import Settings
 
-from .conftest import ROOT, run_cli, write_catalogue
+from .conftest import ROOT, write_catalogue
 
 DIM = 128
 
@@ -132,16 +132,16 @@ def test_bad_thresholds(planted):
                 duplicate_groups(store, bad)
 
 
-def test_cli_and_http(planted, model):
+def test_cli_and_http(planted, model, cli):
     db, expected = planted
-    out = run_cli("duplicates", "--json", db=db)
+    out = cli("duplicates", "--json", db=db)
     assert out.returncode == 0, out.stderr
     assert _path_sets(json.loads(out.stdout)) == expected
-    text = run_cli("duplicates", "--threshold", "0.0", db=db)
+    text = cli("duplicates", "--threshold", "0.0", db=db)
     assert text.returncode == 0 and "no near-duplicates" in text.stdout
-    listing = run_cli("duplicates", db=db)
+    listing = cli("duplicates", db=db)
     assert listing.returncode == 0 and listing.stdout.count("group ") == len(expected)
-    bad = run_cli("duplicates", "--threshold", "2", db=db)
+    bad = cli("duplicates", "--threshold", "2", db=db)
     assert bad.returncode != 0 and "threshold" in bad.stderr and "Traceback" not in bad.stderr
 
     app = create_app(Settings.load(db=str(db)), model=model, config={"TESTING": True})

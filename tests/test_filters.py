@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import operator
 
-import numpy as np
 import pytest
-from clipsearch.loader.load import load
 
-from clipsearch import synthetic as shapes
-from clipsearch.catalog import Catalog
 from clipsearch.errors import QueryError
 from clipsearch.query import parse_filter
 from clipsearch.search import Searcher
 
-from .conftest import write_catalogue
+from .conftest import loaded, random_specs
 
 N = 60
 CATEGORIES = ["poster", "sticker", "mug"]
@@ -25,16 +21,10 @@ OPS = {"=": operator.eq, "!=": operator.ne, ">=": operator.ge, "<=": operator.le
 
 @pytest.fixture(scope="module")
 def catalogue(tmp_path_factory, model):
-    folder = tmp_path_factory.mktemp("filters")
-    rng = np.random.default_rng(5)
-    specs = [shapes.random_spec(rng) for _ in range(N)]
-    extra = lambda i: {"category": CATEGORIES[i % 3], "price": round(1.5 * i, 2), "qty": i % 7}
-    manifest = write_catalogue(folder / "images", specs, 5, extra=extra)
-    store = Catalog.open(folder / "db")
-    load(str(manifest), store, model, progress=False)
-    rows = {r["path"].rsplit("/", 1)[1]: r for r in store.query("SELECT * EXCEPT (embedding) FROM images")}
-    yield Searcher(store, lambda: model), rows
-    store.close()
+    with loaded(tmp_path_factory.mktemp("filters"), random_specs(N, 5), 5, model,
+                extra=lambda i: {"category": CATEGORIES[i % 3], "price": round(1.5 * i, 2), "qty": i % 7}) as cat:
+        rows = {r["path"].rsplit("/", 1)[1]: r for r in cat.store.query("SELECT * EXCEPT (embedding) FROM images")}
+        yield Searcher(cat.store, lambda: model), rows
 
 
 def _ids(searcher, *filters) -> set[str]:

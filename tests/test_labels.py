@@ -5,7 +5,6 @@ import base64
 
 import numpy as np
 import pytest
-from clipsearch.loader.load import load
 
 from clipsearch import synthetic as shapes
 from clipsearch.catalog import Catalog
@@ -13,20 +12,25 @@ from clipsearch.errors import QueryError
 from clipsearch.labels import label_table, label_vector
 from clipsearch.query import parse_filter
 
-from .conftest import run_cli, write_catalogue
+from .conftest import loaded, random_specs, write_catalogue
 
 N = 240
 
 
 @pytest.fixture(scope="module")
-def catalogue(tmp_path_factory, model):
-    folder = tmp_path_factory.mktemp("labels")
+def catalogue_db(tmp_path_factory, model):
+    """The store of 240 balanced images, closed again: the tests open it one at a time (`catalogue`),
+    so the CLI test, which opens a store of its own in this process, never meets it open."""
     specs = shapes.balanced_specs(np.random.default_rng(55), N // 40)
-    manifest = write_catalogue(folder / "imgs", specs, 55, extra=lambda i: {"price": i})
-    store = Catalog.open(folder / "db")
-    load(str(manifest), store, model, progress=False)
-    yield store, folder
-    store.close()
+    with loaded(tmp_path_factory.mktemp("labels"), specs, 55, model, images="imgs",
+                extra=lambda i: {"price": i}) as catalogue:
+        return catalogue.db
+
+
+@pytest.fixture
+def catalogue(catalogue_db):
+    with Catalog.open(catalogue_db) as store:
+        yield store, catalogue_db.parent
 
 
 def _accuracy(store, name, truth_column):
@@ -75,7 +79,8 @@ def test_relabelling_replaces_the_set(catalogue, model):
     label_table(store, model, "star,cross,triangle", "a {}", "two", [parse_filter("price<40")])
     rows = store.query("SELECT labels, count() AS n FROM labels FINAL WHERE label_set = 'two' GROUP BY labels "
                        "ORDER BY n")
-    assert [(r["labels"], r["n"]) for r in rows] == [(["star", "cross", "triangle"], 40), (["circle", "square"], N - 40)]
+    assert [(r["labels"], r["n"]) for r in rows] == \
+        [(["star", "cross", "triangle"], 40), (["circle", "square"], N - 40)]
     assert store.query("SELECT count() AS n FROM labels WHERE label_set = 'two'")[0]["n"] == N  # no stale rows
 
 
@@ -87,28 +92,24 @@ def test_bad_label_requests(catalogue, model, labels, prompt, message):
         label_table(store, model, labels, prompt, "bad")
 
 
-def test_label_cli_and_load_option(tmp_path):
-    rng = np.random.default_rng(9)
-    manifest = write_catalogue(tmp_path / "imgs", [shapes.random_spec(rng, shape="star") for _ in range(12)], 9)
-    result = run_cli("load", str(manifest), "--quiet", "--labels", "circle,star,cross", "--prompt", "a {}",
-                     "--name", "shape", db=tmp_path / "db")
+def test_label_cli_and_load_option(tmp_path, cli):
+    manifest = write_catalogue(tmp_path / "imgs", random_specs(12, 9, shape="star"), 9)
+    result = cli("load", str(manifest), "--quiet", "--labels", "circle,star,cross", "--prompt", "a {}",
+                 "--name", "shape", db=tmp_path / "db")
     assert result.returncode == 0, result.stderr
     assert "label set 'shape': star 1" in result.stdout  # star with 10+ of 12
-    counts = run_cli("sql", "SELECT label, count() FROM labels FINAL GROUP BY label ORDER BY 2 DESC LIMIT 1",
-                     "--format", "CSV", db=tmp_path / "db")
+    counts = cli("sql", "SELECT label, count() FROM labels FINAL GROUP BY label ORDER BY 2 DESC LIMIT 1",
+                 "--format", "CSV", db=tmp_path / "db")
     assert counts.stdout.startswith('"star",') and int(counts.stdout.split(",")[1]) >= 10
-    bad = run_cli("label", "--labels", "one", db=tmp_path / "db")
+    bad = cli("label", "--labels", "one", db=tmp_path / "db")
     assert bad.returncode == 1 and "between 2" in bad.stderr
 
 
-def test_label_endpoint(catalogue, tmp_path, model):
+def test_label_endpoint(catalogue_db, model):
     from clipsearch.service.app import create_app
-
     from clipsearch.settings import Settings
-    store, folder = catalogue
-    store.close()  # the app opens the same folder
+    app = create_app(Settings.load(db=str(catalogue_db)), model=model)  # the app opens the store itself
     try:
-        app = create_app(Settings.load(db=str(folder / "db")), model=model)
         client = app.test_client()
         data = shapes.make_image(np.random.default_rng(4), "blue", "triangle")[1]
         res = client.post("/api/label", json={"image": base64.b64encode(data).decode(),

@@ -81,6 +81,7 @@ def test_store_error_maps_to_its_status_over_http_and_in_the_cli(tmp_path, model
     from clipsearch.service.cli import main
     from clipsearch.settings import Settings
 
+    clipsearch.open(tmp_path / "db").close()  # a database to refuse the statement in
     assert main(["sql", "SELECT nope", "--db", str(tmp_path / "db")], model=model) == 1
     cli_message = capsys.readouterr().err.strip()
     assert cli_message.startswith("error: Code: 47. DB::Exception: Unknown expression identifier `nope`")

@@ -1,4 +1,7 @@
-"""The loader: idempotent re-loads, bad files reported and skipped, interrupted loads finished by a re-run."""
+"""The loader: idempotent re-loads, bad files reported and skipped, interrupted loads finished by a re-run.
+
+The interrupted load is a real process (it is sent SIGINT or SIGKILL); everything else runs in this one.
+"""
 from __future__ import annotations
 
 import io
@@ -10,22 +13,16 @@ import sys
 
 import numpy as np
 import pytest
-from clipsearch.loader.load import load
 from PIL import Image
 
-from clipsearch import synthetic as shapes
 from clipsearch.errors import SourceError
+from clipsearch.loader.load import load
 
-from .conftest import ROOT, run_cli, write_catalogue
-
-
-def _specs(n, seed=11):
-    rng = np.random.default_rng(seed)
-    return [shapes.random_spec(rng) for _ in range(n)]
+from .conftest import ROOT, random_specs, write_catalogue
 
 
 def test_reload_is_idempotent_and_content_addressed(tmp_path, store, model):
-    folder = write_catalogue(tmp_path / "imgs", _specs(30), 11, manifest=None)
+    folder = write_catalogue(tmp_path / "imgs", random_specs(30, 11), 11, manifest=None)
     first = load(str(folder), store, model, progress=False)
     assert (first.loaded, first.already_present, first.failed) == (30, 0, 0)
     second = load(str(folder), store, model, progress=False)
@@ -78,7 +75,7 @@ def _bad_files(folder):
 
 
 def test_bad_files_are_reported_recorded_and_skipped(tmp_path, store, model):
-    folder = write_catalogue(tmp_path / "imgs", _specs(5), 3, manifest=None)
+    folder = write_catalogue(tmp_path / "imgs", random_specs(5, 11), 3, manifest=None)
     expected = _bad_files(folder)
     reported = {}
     summary = load(str(folder), store, model, progress=False, max_file_bytes=200_000, max_pixels=4_000_000,
@@ -92,8 +89,7 @@ def test_bad_files_are_reported_recorded_and_skipped(tmp_path, store, model):
 
 
 def test_manifest_jsonl_metadata_and_missing_files(tmp_path, store, model):
-    rng = np.random.default_rng(2)
-    specs = [shapes.random_spec(rng) for _ in range(6)]
+    specs = random_specs(6, 2)
     manifest = write_catalogue(tmp_path / "m", specs, 2, manifest="items.jsonl",
                                extra=lambda i: {"price": i * 2.5, "sku": f"S{i}", "stock": i})
     with open(manifest, "a") as f:
@@ -119,22 +115,23 @@ def test_bad_manifests_are_refused_before_loading(tmp_path, store, model, conten
         load(str(tmp_path / "m.csv"), store, model, progress=False)
 
 
-def test_cli_exit_codes_for_bad_sources(tmp_path):
+def test_cli_exit_codes_for_bad_sources(tmp_path, cli):
     folder = tmp_path / "bad"
     folder.mkdir()
     (folder / "x.jpg").write_text("not an image")
-    result = run_cli("load", str(folder), "--quiet", db=tmp_path / "db")
+    result = cli("load", str(folder), "--quiet", db=tmp_path / "db")
     assert result.returncode == 1
     assert "x.jpg: not an image" in result.stderr and "nothing could be loaded" in result.stderr
     assert "Traceback" not in result.stderr
-    result = run_cli("load", str(tmp_path / "nope"), db=tmp_path / "db")
+    result = cli("load", str(tmp_path / "nope"), db=tmp_path / "db")
     assert result.returncode == 1 and result.stderr.strip() == f"error: {tmp_path / 'nope'}: no such file or folder"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
-def test_interrupted_load_then_rerun_gives_one_row_per_image(tmp_path, sig):
+def test_interrupted_load_then_rerun_gives_one_row_per_image(tmp_path, sig, cli):
     n = 600
-    folder = write_catalogue(tmp_path / "imgs", _specs(n, seed=21), 21, manifest=None)
+    folder = write_catalogue(tmp_path / "imgs", random_specs(n, 21), 21, manifest=None)
     db = tmp_path / "db"
     # A shell runs background jobs with SIGINT ignored, and children inherit that: restore Ctrl-C.
     proc = subprocess.Popen([sys.executable, "-m", "clipsearch.service.cli", "load", str(folder), "--db", str(db),
@@ -153,7 +150,8 @@ def test_interrupted_load_then_rerun_gives_one_row_per_image(tmp_path, sig):
     assert proc.returncode != 0
     if sig == signal.SIGINT:
         assert "interrupted" in err and "Traceback" not in err
-    rerun = run_cli("load", str(folder), "--quiet", db=db)
+    # The re-run is an ordinary command: in this process, once the interrupted one has exited.
+    rerun = cli("load", str(folder), "--quiet", db=db)
     assert rerun.returncode == 0, rerun.stderr
-    check = run_cli("sql", "SELECT count(), uniqExact(id), uniqExact(path) FROM images", "--format", "CSV", db=db)
+    check = cli("sql", "SELECT count(), uniqExact(id), uniqExact(path) FROM images", "--format", "CSV", db=db)
     assert check.stdout.strip() == f"{n},{n},{n}"

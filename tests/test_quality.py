@@ -1,20 +1,20 @@
 """Retrieval quality of the bundled model, measured end to end: loader -> embedded ClickHouse -> SQL ranking.
 
 The held-out set is freshly generated with a seed that training never used:
-20 images for each of the 40 colour+shape classes (800 images).
+20 images for each of the 40 colour+shape classes (800 images). Slow: 800 searches by image alone.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from clipsearch.loader.load import load
 
 from clipsearch import synthetic as shapes
-from clipsearch.catalog import Catalog
 from clipsearch.model import open_image
 from clipsearch.search import Searcher
 
-from .conftest import write_catalogue
+from .conftest import loaded
+
+pytestmark = pytest.mark.slow
 
 HELD_OUT_SEED = 4242
 PER_CLASS = 20
@@ -23,14 +23,10 @@ CLASSES = [(c, s) for c in shapes.COLOURS for s in shapes.SHAPES]
 
 @pytest.fixture(scope="module")
 def heldout(tmp_path_factory, model):
-    folder = tmp_path_factory.mktemp("heldout")
     specs = shapes.balanced_specs(np.random.default_rng(HELD_OUT_SEED), PER_CLASS)
-    manifest = write_catalogue(folder / "images", specs, HELD_OUT_SEED)
-    store = Catalog.open(folder / "db")
-    summary = load(str(manifest), store, model, progress=False)
-    assert summary.loaded == len(specs) and summary.failed == 0
-    yield Searcher(store, lambda: model)
-    store.close()
+    with loaded(tmp_path_factory.mktemp("heldout"), specs, HELD_OUT_SEED, model) as heldout:
+        assert heldout.summary.loaded == len(specs) and heldout.summary.failed == 0
+        yield Searcher(heldout.store, lambda: model)
 
 
 def _precision_at_10(searcher: Searcher, lang: str) -> float:

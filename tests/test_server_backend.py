@@ -19,16 +19,15 @@ import uuid
 import clickhouse_connect
 import numpy as np
 import pytest
-from clipsearch.loader.load import load
 
-from clipsearch import synthetic as shapes
 from clipsearch.catalog import Catalog
 from clipsearch.errors import StoreError
+from clipsearch.loader.load import load
 from clipsearch.query import parse_filter
 from clipsearch.search import Searcher
 from clipsearch.settings import Settings
 
-from .conftest import ROOT, run_cli, write_catalogue
+from .conftest import ROOT, random_specs, write_catalogue
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +63,9 @@ def server_url(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def catalogue(tmp_path_factory):
-    rng = np.random.default_rng(3)
-    specs = [shapes.random_spec(rng) for _ in range(60)]
     folder = tmp_path_factory.mktemp("server-cat")
-    manifest = write_catalogue(folder / "imgs", specs, 3, extra=lambda i: {"price": i, "tag": f"t{i % 3}"})
+    manifest = write_catalogue(folder / "imgs", random_specs(60, 3), 3,
+                               extra=lambda i: {"price": i, "tag": f"t{i % 3}"})
     (folder / "imgs" / "broken.jpg").write_text("not an image")
     with open(manifest, "a") as f:
         f.write("broken.jpg,red,circle,1,t0\n")
@@ -137,7 +135,7 @@ def test_server_errors_are_clean_messages(stores):
     assert str(info.value).startswith("Code: 47. DB::Exception: Unknown expression identifier `nope`")
 
 
-def test_cli_uses_clickhouse_url(stores, server_url):
-    result = run_cli("search", "a green square", "--k", "3", "--json", env={"CLICKHOUSE_URL": server_url})
+def test_cli_uses_clickhouse_url(stores, server_url, cli):
+    result = cli("search", "a green square", "--k", "3", "--json", env={"CLICKHOUSE_URL": server_url})
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)) == 3

@@ -8,11 +8,11 @@ import sys
 
 import numpy as np
 import pytest
-from clipsearch.loader.load import load
 from PIL import Image
 
 from clipsearch.catalog import Catalog
 from clipsearch.connection import sql_statements
+from clipsearch.loader.load import load
 from clipsearch.query import parse_filter
 from clipsearch.search import Searcher
 from clipsearch.sql_functions import register_embedded
@@ -129,6 +129,7 @@ def test_clip_text_embedding_in_embedded_sql(catalogue, model):
     assert [r["id"] for r in rows] == [r["id"] for r in same] and "purple-square" in rows[0]["path"]
 
 
+@pytest.mark.slow
 def test_udf_script_speaks_tabseparated(model):
     """The server's executable UDF, fed rows the way ClickHouse sends them (TabSeparated, escaped)."""
     texts = ["a red circle", "una estrella azul", "tab\there", "back\\slash"]

@@ -10,6 +10,8 @@ from clipsearch.query import QueryVector, parse_filter, search_sql
 from clipsearch.search import MIN_INDEX_SHARE, Searcher
 from clipsearch.synthetic import SELECTIVITY, fill
 
+pytestmark = pytest.mark.slow  # 20,000 rows and an HNSW index over them
+
 ROWS = 20_000
 FILTERS = [None, "sel_50=1", "sel_10=1", "sel_1=1", "sel_0_1=1"]  # 50%, 10%, 1%, 0.1% (20 rows)
 

@@ -3,30 +3,35 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from clipsearch.loader.load import load
 
-from clipsearch import synthetic as shapes
 from clipsearch.catalog import Catalog
 from clipsearch.errors import QueryError
+from clipsearch.loader.load import load
 from clipsearch.query import parse_filter
 from clipsearch.search import Searcher
 
-from .conftest import run_cli, write_catalogue
+from .conftest import loaded, random_specs, write_catalogue
 
 
 @pytest.fixture(scope="module")
-def indexed(tmp_path_factory, model):
-    folder = tmp_path_factory.mktemp("hnsw")
-    rng = np.random.default_rng(31)
-    manifest = write_catalogue(folder / "a", [shapes.random_spec(rng) for _ in range(200)], 31,
-                               extra=lambda i: {"price": i})
-    store = Catalog.open(folder / "db")
-    load(str(manifest), store, model, progress=False)
-    exact = {q: [r["id"] for r in Searcher(store, lambda: model, log=False).search(q, k=10).rows]
-             for q in ("a red circle", "a blue star", "a white square", "a green cross")}
-    store.create_vector_index("bf16", 16, 128)
-    yield store, Searcher(store, lambda: model, log=False), exact, folder
-    store.close()
+def index_db(tmp_path_factory, model):
+    """200 images with the HNSW index, and the exact top 10 of four queries from before it was built.
+
+    The store is closed again: the tests open it one at a time (`indexed`), so the CLI test, which
+    opens a store of its own in this process, never meets it open."""
+    with loaded(tmp_path_factory.mktemp("hnsw"), random_specs(200, 31), 31, model, images="a",
+                extra=lambda i: {"price": i}) as catalogue:
+        exact = {q: [r["id"] for r in Searcher(catalogue.store, lambda: model, log=False).search(q, k=10).rows]
+                 for q in ("a red circle", "a blue star", "a white square", "a green cross")}
+        catalogue.store.create_vector_index("bf16", 16, 128)
+    return catalogue.db, exact
+
+
+@pytest.fixture
+def indexed(index_db, model):
+    db, exact = index_db
+    with Catalog.open(db) as store:
+        yield store, Searcher(store, lambda: model, log=False), exact, db.parent
 
 
 def test_search_uses_the_index_with_high_recall(indexed):
@@ -53,8 +58,7 @@ def test_filtered_search_returns_exactly_k_matching_rows(indexed):
 
 def test_rows_inserted_after_indexing_are_found(indexed, model):
     store, searcher, _, folder = indexed
-    rng = np.random.default_rng(77)
-    specs = [shapes.random_spec(rng, "purple", "star") for _ in range(3)]
+    specs = random_specs(3, 77, colour="purple", shape="star")
     manifest = write_catalogue(folder / "b", specs, 77, extra=lambda i: {"price": 1000 + i})
     assert load(str(manifest), store, model, progress=False).loaded == 3
     top = searcher.search("a purple star", k=10).rows
@@ -67,8 +71,9 @@ def test_bad_quantization_is_refused(indexed):
         store.create_vector_index("int3")
 
 
-def test_index_cli(tmp_path):
-    empty = run_cli("index", "create", db=tmp_path / "db")
+def test_index_cli(tmp_path, cli):
+    Catalog.open(tmp_path / "db").close()  # a database without images (a folder without one: test_hardening)
+    empty = cli("index", "create", db=tmp_path / "db")
     assert empty.returncode == 1 and "load images first" in empty.stderr
-    assert run_cli("index", "status", db=tmp_path / "db").stdout.strip() == \
+    assert cli("index", "status", db=tmp_path / "db").stdout.strip() == \
         "index: none (searches scan every row exactly)"
