@@ -165,7 +165,8 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, threads
             print(f"clipsearch: watching {', '.join(map(str, folders))} every {watch_interval:g}s", flush=True)
         print(f"clipsearch: serving on http://{host}:{port}/ ({collection.backend} store)", flush=True)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # clean up on `kill` as on Ctrl-C
-        waitress_serve(app, host=host, port=port, threads=threads, ident="clipsearch")
+        waitress_serve(app, host=host, port=port, threads=threads, ident="clipsearch",
+                       asyncore_use_poll=True)  # poll(), not select(): the engine keeps many descriptors open
         collection.close()
 
 
@@ -180,7 +181,8 @@ def _serve_sql(stack: contextlib.ExitStack, collection: Collection, host: str, s
     analyst = os.environ.get("CLIPSEARCH_ANALYST_PASSWORD") or None
     sql_app = ClickHouseHTTP(str(folder), password, analyst)
     stack.callback(sql_app.close)
-    server = create_server(sql_app, host=host, port=sql_port, threads=4, ident="clipsearch-sql")
+    server = create_server(sql_app, host=host, port=sql_port, threads=4, ident="clipsearch-sql",
+                           asyncore_use_poll=True)
     threading.Thread(target=server.run, name="clipsearch-sql", daemon=True).start()
     stack.callback(server.close)
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host

@@ -224,7 +224,7 @@ def test_concurrent_clients_get_the_sequential_results(app):
 
     from waitress.server import create_server
 
-    server = create_server(app, host="127.0.0.1", port=0, threads=8)
+    server = create_server(app, host="127.0.0.1", port=0, threads=8, asyncore_use_poll=True)
     threading.Thread(target=server.run, daemon=True).start()
     base = f"http://127.0.0.1:{server.effective_port}"
     queries = [f"a {c} {s}" for c, s in zip(shapes.COLOURS, shapes.SHAPES * 2, strict=False)]
@@ -257,7 +257,7 @@ def test_page_runs_a_search_in_headless_chromium(app, tmp_path):
     from scripts.screenshot import find_chromium, render
     if not find_chromium():
         pytest.skip("chromium is not installed (apt-get install chromium)")
-    server = create_server(app, host="127.0.0.1", port=0, threads=4)
+    server = create_server(app, host="127.0.0.1", port=0, threads=4, asyncore_use_poll=True)
     threading.Thread(target=server.run, daemon=True).start()
     try:
         dom = render(f"http://127.0.0.1:{server.effective_port}/?q=a+green+star", tmp_path / "page.png")

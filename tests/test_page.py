@@ -26,7 +26,7 @@ def page_url(tmp_path_factory, model):
                                          extra=lambda i: {"category": ("poster", "badge", "magnet")[i % 3]})
     app = create_app(Settings(db=str(folder / "db")), model=model)
     app.extensions["clipsearch"].load(manifest)
-    server = create_server(app, host="127.0.0.1", port=0, threads=4)
+    server = create_server(app, host="127.0.0.1", port=0, threads=4, asyncore_use_poll=True)
     threading.Thread(target=server.run, daemon=True).start()
     yield f"http://127.0.0.1:{server.effective_port}/"
     server.close()
