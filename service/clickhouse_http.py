@@ -27,7 +27,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from ..connection import ANALYST_DEFAULTS, ANALYST_LIMITS, ROWS_STATEMENT
+from ..connection import ANALYST_DEFAULTS, ANALYST_LIMITS, IDENTIFIER, ROWS_STATEMENT
 
 FORMAT_RE = re.compile(r"\s+FORMAT\s+(\w+)\s*;?\s*$", re.I)
 INSERT_RE = re.compile(r"^\s*(INSERT\s+INTO\s+.+?)\s+FORMAT\s+(\w+)\s*$", re.I | re.S)
@@ -55,11 +55,18 @@ class Session:
         import chdb
         self.conn = chdb.connect(path)
         self.lock = threading.Lock()
+        self.database = "default"
         for name, value in settings.items():
             self.conn.query(f"SET {name} = {value!r}" if isinstance(value, str) else f"SET {name} = {value}")
 
-    def run(self, sql: str, fmt: str, params: dict[str, str]) -> bytes:
+    def run(self, sql: str, fmt: str, params: dict[str, str], database: str | None = None) -> bytes:
         with self.lock:
+            if database and database != self.database:  # the session's current database, per request
+                if not IDENTIFIER.match(database):
+                    raise ValueError(f"Code: 81. DB::Exception: Database {database!r} does not exist. "
+                                     "(UNKNOWN_DATABASE)")
+                self.conn.query(f"USE `{database}`")
+                self.database = database
             result = self.conn.query(sql, fmt, params=params)
         return result.bytes() if result is not None else b""
 
@@ -71,9 +78,10 @@ class Session:
 class ClickHouseHTTP:
     """The WSGI app: `users` maps a user name to (password, its Session)."""
 
-    def __init__(self, path: str, writer_password: str, analyst_password: str | None = None):
+    def __init__(self, path: str, writer_password: str, analyst_password: str | None = None,
+                 writer_user: str = "clipsearch"):
         self.users: dict[str, tuple[str, Session]] = {
-            "clipsearch": (writer_password, Session(path, ANALYST_DEFAULTS))}
+            writer_user: (writer_password, Session(path, ANALYST_DEFAULTS))}
         if analyst_password:
             self.users["analyst"] = (analyst_password,
                                      Session(path, {**ANALYST_DEFAULTS, **ANALYST_LIMITS, "readonly": 1}))
@@ -123,18 +131,16 @@ class ClickHouseHTTP:
         params = {k[len("param_"):]: v for k, v in args.items() if k.startswith("param_")}
         sql, data = (args["query"], body) if args.get("query") else (body.decode(), b"")
         database = args.get("database")
-        if database and database != "default":
-            raise ValueError(f"Code: 81. DB::Exception: Database {database} does not exist. (UNKNOWN_DATABASE)")
         if data:
-            return self.insert(session, sql, data)
+            return self.insert(session, sql, data, database)
         match = FORMAT_RE.search(sql)
         fmt = match.group(1) if match else args.get("default_format", "TabSeparated")
         sql = FORMAT_RE.sub("", sql) if match else sql
-        payload = session.run(sql, fmt if ROWS_STATEMENT.match(sql) else "TabSeparated", params)
+        payload = session.run(sql, fmt if ROWS_STATEMENT.match(sql) else "TabSeparated", params, database)
         return Response(payload, headers={"X-ClickHouse-Format": fmt, "X-ClickHouse-Timezone": "UTC",
                                           "X-ClickHouse-Summary": '{"read_rows":"0"}'})
 
-    def insert(self, session: Session, sql: str, data: bytes) -> Response:
+    def insert(self, session: Session, sql: str, data: bytes, database: str | None) -> Response:
         match = INSERT_RE.match(sql)
         if not match:
             raise ValueError("Code: 62. DB::Exception: expected INSERT INTO ... FORMAT <format> with data")
@@ -144,7 +150,8 @@ class ClickHouseHTTP:
                 f.write(data)
             # file() reads the temporary file on the engine's side; a read-only session refuses it, and so
             # refuses the insert, as it should.
-            session.run(f"{match.group(1)} SELECT * FROM file('{path}', '{match.group(2)}')", "TabSeparated", {})
+            session.run(f"{match.group(1)} SELECT * FROM file('{path}', '{match.group(2)}')", "TabSeparated", {},
+                        database)
         finally:
             os.unlink(path)
         return Response(b"", headers={"X-ClickHouse-Summary": '{"written_rows":"0"}'})
