@@ -179,7 +179,11 @@ for (const ev of ["dragleave", "drop"]) $("drop").addEventListener(ev, (e) => { 
 $("drop").addEventListener("drop", (e) => useFile(e.dataTransfer.files[0]));
 
 // The address runs its search on load (links, bookmarks, screenshots) and on back/forward.
-window.addEventListener("popstate", () => { if (restore(new URLSearchParams(location.search))) search(); });
+window.addEventListener("popstate", () => {
+  const params = new URLSearchParams(location.search);
+  if (params.get("tab") && params.get("tab") !== "search") return;  // the SQL or Dashboard tab's address (console.js)
+  if (restore(params)) search();
+});
 (async () => {
   await loadColumns();
   weights();

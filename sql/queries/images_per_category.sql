@@ -1,0 +1,6 @@
+-- How many images are there per category? (`category` is a manifest column: a table loaded without one
+-- has no such column, and this query fails there.)
+SELECT category, count() AS images
+FROM images
+GROUP BY category
+ORDER BY images DESC, category
