@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from . import readonly
 from .catalog import Catalog
 from .connection import Connection
 from .errors import QueryError
@@ -45,6 +46,7 @@ class Collection:
         self.searcher = Searcher(catalog, get_model, log=log_searches, origin=origin)
         self._get_model = get_model
         self._read_only: Connection | None = None
+        self._denied: set[str] = set()
         self._read_only_lock = threading.Lock()
 
     @property
@@ -145,7 +147,10 @@ class Collection:
             if self._read_only is None:
                 self.enable_text_embedding()  # functions serve every session
                 self._read_only = self.catalog.connection.read_only()
-        return self._read_only.query(query, params) if fmt is None else self._read_only.text(query, params, fmt)
+                self._denied = readonly.denied_functions(self._read_only.query)
+        session = self._read_only
+        readonly.check(session.query, query, self._denied)
+        return session.query(query, params) if fmt is None else session.text(query, params, fmt)
 
     def create_index(self, quantization: str = "bf16", m: int = 16, ef_construction: int = 128) -> None:
         """Build ClickHouse's HNSW vector index over the embeddings (minutes per few 100k rows)."""

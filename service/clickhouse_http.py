@@ -10,14 +10,17 @@ in the URL are ignored: each user's session has its own, fixed at start.
 Every request authenticates (Basic auth, `X-ClickHouse-User`/`-Key`, or `user`/`password` in the URL):
 - `clipsearch`: read-write, with a password made anew for each run and kept in the folder's serve file
   (readable by its owner only), which is how `clipsearch` commands find the running service;
-- `analyst`: read-only (`readonly = 1`: no writes, no setting changes, no file/url/s3/remote/executable
-  table functions) within ANALYST_LIMITS, when CLIPSEARCH_ANALYST_PASSWORD is set.
+- `analyst`: read-only (`readonly = 1`: no writes, no setting changes; and clipsearch.readonly's check of
+  each statement: one query that returns rows, no INTO OUTFILE, no file() and no table function that
+  reads files or the network) within ANALYST_LIMITS, when CLIPSEARCH_ANALYST_PASSWORD is set. A request
+  with the `readonly` setting gets the same session, whoever sends it.
 """
 from __future__ import annotations
 
 import base64
 import gzip
 import hmac
+import json
 import os
 import re
 import tempfile
@@ -27,7 +30,9 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
+from .. import readonly
 from ..connection import ANALYST_DEFAULTS, ANALYST_LIMITS, IDENTIFIER, ROWS_STATEMENT
+from ..errors import QueryError
 
 FORMAT_RE = re.compile(r"\s+FORMAT\s+(\w+)\s*;?\s*$", re.I)
 INSERT_RE = re.compile(r"^\s*(INSERT\s+INTO\s+.+?)\s+FORMAT\s+(\w+)\s*$", re.I | re.S)
@@ -80,11 +85,25 @@ class ClickHouseHTTP:
 
     def __init__(self, path: str, writer_password: str, analyst_password: str | None = None,
                  writer_user: str = "clipsearch"):
+        self.read_only = Session(path, {**ANALYST_DEFAULTS, **ANALYST_LIMITS, "readonly": 1})
         self.users: dict[str, tuple[str, Session]] = {
             writer_user: (writer_password, Session(path, ANALYST_DEFAULTS))}
         if analyst_password:
-            self.users["analyst"] = (analyst_password,
-                                     Session(path, {**ANALYST_DEFAULTS, **ANALYST_LIMITS, "readonly": 1}))
+            self.users["analyst"] = (analyst_password, self.read_only)
+        self._denied: set[str] | None = None
+
+    def _rows(self, sql: str, params: dict) -> list[dict]:
+        text = self.read_only.run(sql, "JSONEachRow", {k: str(v) for k, v in params.items()}).decode()
+        return [json.loads(line) for line in text.splitlines() if line]
+
+    def check_read_only(self, sql: str) -> None:
+        """clipsearch.readonly's check: readonly=1 alone lets file(), INTO OUTFILE and DESCRIBE url() through."""
+        if self._denied is None:
+            self._denied = readonly.denied_functions(self._rows)
+        try:
+            readonly.check(self._rows, sql, self._denied)
+        except QueryError as exc:
+            raise ValueError(f"Code: 164. DB::Exception: {exc}. (READONLY)") from None
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         request = Request(environ)
@@ -130,12 +149,16 @@ class ClickHouseHTTP:
         body = b"" if form else _decompress(raw, request.headers.get("Content-Encoding"))
         params = {k[len("param_"):]: v for k, v in args.items() if k.startswith("param_")}
         sql, data = (args["query"], body) if args.get("query") else (body.decode(), b"")
+        if args.get("readonly", "0") not in ("", "0"):
+            session = self.read_only   # a client that asks for read-only gets it (clipsearch's analyst_sql does)
         database = args.get("database")
         if data:
             return self.insert(session, sql, data, database)
         match = FORMAT_RE.search(sql)
         fmt = match.group(1) if match else args.get("default_format", "TabSeparated")
         sql = FORMAT_RE.sub("", sql) if match else sql
+        if session is self.read_only:
+            self.check_read_only(sql)
         payload = session.run(sql, fmt if ROWS_STATEMENT.match(sql) else "TabSeparated", params, database)
         return Response(payload, headers={"X-ClickHouse-Format": fmt, "X-ClickHouse-Timezone": "UTC",
                                           "X-ClickHouse-Summary": '{"read_rows":"0"}'})
@@ -157,5 +180,5 @@ class ClickHouseHTTP:
         return Response(b"", headers={"X-ClickHouse-Summary": '{"written_rows":"0"}'})
 
     def close(self) -> None:
-        for _, session in self.users.values():
+        for session in {id(s): s for s in [self.read_only, *(s for _, s in self.users.values())]}.values():
             session.close()

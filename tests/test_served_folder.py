@@ -177,3 +177,29 @@ def test_sqlalchemy_dialect_and_pandas(served):
         assert {"images", "labels", "load_errors", "search_log"} <= set(sa.inspect(engine).get_table_names())
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT file('/etc/passwd')",
+    "SELECT 1 INTO OUTFILE '/tmp/clipsearch-outfile-test.txt'",
+    "DESCRIBE url('http://127.0.0.1:9/x.csv', 'CSVWithNames')",
+    "KILL QUERY WHERE 1",
+    "SELECT 1; DROP TABLE images",
+])
+def test_analyst_cannot_reach_files_or_network_through_readonly_gaps(analyst, sql):
+    """readonly=1 alone lets these through on the embedded engine; the statement check does not."""
+    with pytest.raises(Exception, match=r"Code: (164|62)"):  # 62: more than one statement
+        analyst.query(sql)
+    assert not os.path.exists("/tmp/clipsearch-outfile-test.txt")
+
+
+def test_a_read_only_client_gets_the_read_only_session(served):
+    """clickhouse-connect sends readonly=1 (clipsearch's own analyst_sql on a server does): honoured."""
+    url = (served["db"] / ".clipsearch.serve").read_text()
+    client = clickhouse_connect.get_client(dsn=json.loads(url)["url"], settings={"readonly": 1})
+    try:
+        with pytest.raises(Exception, match=r"Code: 164"):
+            client.command("CREATE TABLE sneaky (a String) ENGINE = Memory")
+        assert client.query("SELECT count() FROM images").result_rows[0][0] >= 41
+    finally:
+        client.close()
