@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..collection import Collection
@@ -30,7 +30,7 @@ def sync_folder(collection: Collection, folder: Path) -> tuple[int, int, int]:
     return loaded, replaced, removed
 
 
-def _image_files(folder: Path):  # noqa: ANN202 - a generator of paths
+def _image_files(folder: Path) -> Iterator[str]:
     from ..loader.sources import IMAGE_SUFFIXES
     for dirpath, _, names in os.walk(folder):
         for name in names:

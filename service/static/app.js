@@ -1,9 +1,9 @@
 // clipsearch page: builds a search request from the form, renders the ranked grid.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const HIDDEN_COLUMNS = new Set(["id", "path", "model", "loaded_at", "embedding", "camera", "taken_at"]);
-const CARD_SKIP = new Set(["id", "path", "score", "model", "loaded_at", "file_size", "format", "camera", "taken_at",
-                           "width", "height"]);
+const HIDDEN_COLUMNS = new Set(["id", "path", "model", "loaded_at", "modified_at", "embedding", "camera", "taken_at"]);
+const CARD_SKIP = new Set(["id", "path", "score", "model", "loaded_at", "modified_at", "file_size", "format", "camera",
+                           "taken_at", "width", "height"]);
 let queryFile = null;     // an uploaded query image
 let queryImageId = null;  // "more like this": a stored image as the query
 let columns = [];
