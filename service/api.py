@@ -206,8 +206,10 @@ def sql() -> Response:
 
 @api.get("/api/queries")
 def queries() -> Response:
-    """The analyst queries shipped in sql/queries: [{name, sql, description, params: [{name, type}]}]."""
-    return jsonify(queries=console.shipped_queries())
+    """The analyst queries shipped in sql/queries: [{name, sql, description, params: [{name, type}]}], and
+    the dashboard's panels drawn from them (sql/dashboard.json)."""
+    from ..sql import dashboard
+    return jsonify(queries=console.shipped_queries(), dashboard=dashboard())
 
 
 @api.get("/api/openapi.json")

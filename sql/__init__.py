@@ -9,6 +9,12 @@ def read(name: str) -> str:
     return files(__name__).joinpath(name).read_text(encoding="utf-8")
 
 
+def dashboard() -> list[dict]:
+    """The dashboard's panels (dashboard.json): the page's Dashboard tab and the compose Grafana draw them."""
+    import json
+    return list(json.loads(read("dashboard.json"))["panels"])
+
+
 def query_names() -> list[str]:
     """The analyst queries in queries/, by file name."""
     return sorted(p.name for p in files(__name__).joinpath("queries").iterdir() if p.name.endswith(".sql"))

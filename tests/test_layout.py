@@ -97,3 +97,15 @@ def test_store_error_maps_to_its_status_over_http_and_in_the_cli(tmp_path, model
         assert res.status_code == 400 and "error: " + res.get_json()["error"] == cli_message
     finally:
         app.extensions["clipsearch"].close()
+
+
+def test_grafana_dashboard_is_written_from_the_page_dashboard():
+    """One source of truth: the compose Grafana dashboard is what scripts/grafana_dashboard.py writes from
+    sql/dashboard.json, whose every panel names a shipped query file."""
+    import json
+
+    from clipsearch.sql import dashboard, query_names
+    from scripts.grafana_dashboard import OUT, build
+    assert json.loads(OUT.read_text()) == build()
+    assert {p["file"] for p in dashboard()} <= set(query_names())
+    assert [p["title"] for p in build()["panels"]] == [p["title"] for p in dashboard()]

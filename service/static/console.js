@@ -56,6 +56,7 @@
     if (shipped) return shipped;
     shippedLoading = shippedLoading || fetch("/api/queries").then((r) => r.json()).then((d) => {
       shipped = d.queries || [];
+      PANELS = (d.dashboard || []).map(fromDefinition);
       return shipped;
     });
     return shippedLoading;
@@ -296,17 +297,15 @@
   // -- the Dashboard tab -----------------------------------------------------------------------
   // One chart per panel, each drawn from a file of sql/queries (what /api/queries lists); a panel whose
   // query fails (e.g. no `category` column) shows the error small and the others still draw.
-  const PANELS = [
-    { file: "search_log_per_hour.sql", title: "Searches per hour", kind: "hourly", x: "hour", y: "searches", series: "kind" },
-    { file: "search_log_latency_per_hour.sql", title: "Search latency per hour (ms)", kind: "hourly", x: "hour",
-      lines: { p50_total_ms: "p50 total", p95_total_ms: "p95 total", p95_query_ms: "p95 ClickHouse" } },
-    { file: "search_log_top_queries.sql", title: "Top text queries", kind: "hbar", x: "query", y: "searches" },
-    { file: "search_log_zero_results.sql", title: "Searches that found nothing", kind: "hbar", x: zeroResultLabel, y: "times" },
-    { file: "images_per_category.sql", title: "Images per category", kind: "bar", x: "category", y: "images" },
-    { file: "images_per_format.sql", title: "Images per format", kind: "bar", x: "format", y: "images" },
-    { file: "images_per_month.sql", title: "Images per month", kind: "bar", x: (r) => String(r.month).slice(0, 7), y: "images" },
-    { file: "load_errors_by_reason.sql", title: "Load errors by reason", kind: "hbar", x: "reason", y: "failures" },
-  ];
+  // The panels come from sql/dashboard.json (GET /api/queries), which the compose Grafana dashboard is
+  // written from too: one definition for both.
+  let PANELS = [];
+  const LABELS = { "search with filters": zeroResultLabel, month: (r) => String(r.month).slice(0, 7) };
+  function fromDefinition(p) {
+    const columns = Object.keys(p.y);
+    return { file: p.file, title: p.title, kind: p.chart, x: p.label ? LABELS[p.label] : p.x, y: columns[0],
+             series: p.series, lines: p.series ? undefined : p.y };
+  }
 
   function zeroResultLabel(r) {
     let filters = "";
