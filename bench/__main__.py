@@ -1,7 +1,8 @@
 """Benchmarks, each against a baseline measured in the same run. From the repository root:
 
     python -m bench [--images 3000] [--vectors 100000,1000000] [--duplicates 20000,100000]
-                    [--skip-vit] [--only loader,service,search,memory,duplicates] [--out DIR]
+                    [--copies-originals 2000] [--copies-rows 100000]
+                    [--skip-vit] [--only loader,service,search,memory,duplicates,copies] [--out DIR]
 
 loader      Loader throughput (decode in workers + encode + insert) against the model's raw encode
             speed and one-process decoding on the same images: the bundled model, and ViT-B-32 with
@@ -15,6 +16,9 @@ memory      Peak memory of `clipsearch serve` and `clipsearch load` on the large
             (bench/memory.py; run search first).
 duplicates  The near-duplicate scan on clustered vectors with planted copies against an exact
             all-pairs numpy scan, and the bundled model's copy distances (bench/duplicates.py).
+copies      Copies by perceptual hash: recall per kind of change and precision against look-alikes on
+            generated images, the loader with and without hashing, and the SQL band search on 100,000
+            rows of hash values against an exact all-pairs Hamming scan in numpy (bench/copies.py).
 report      Nothing measured: rewrite results.md and search.png from results.json.
 
 Writes results.json, results.md and search.png (bench/report.py) to --out (default bench/); with
@@ -30,10 +34,10 @@ from pathlib import Path
 
 from clipsearch.model import ClipModel
 
-from . import common, duplicates, loader, memory, report, search, served, service
+from . import common, copies, duplicates, loader, memory, report, search, served, service
 
 BUNDLED, VIT = "clipsearch-shapes (bundled)", "ViT-B-32 (random weights)"
-SECTIONS = ("loader", "service", "search", "memory", "duplicates", "served")
+SECTIONS = ("loader", "service", "search", "memory", "duplicates", "served", "copies")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,11 +48,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vectors", default="100000",
                         help="table sizes for the search benchmark, comma-separated (e.g. 100000,1000000)")
     parser.add_argument("--duplicates", default="20000,100000", help="table sizes for the near-duplicate scan")
+    parser.add_argument("--copies-originals", type=int, default=2000,
+                        help="generated originals for the copies benchmark (each with a look-alike and 6 copies)")
+    parser.add_argument("--copies-rows", type=int, default=100_000, help="rows of hash values for the copies SQL scan")
     parser.add_argument("--skip-vit", action="store_true", help="skip the ViT-B-32 (random weights) loader run")
     parser.add_argument("--served-images", type=int, default=10_000,
                         help="images loaded through a running service for the served section")
-    parser.add_argument("--only", help="run only these sections (loader,service,search,memory,duplicates,served; "
-                                       "or report) "
+    parser.add_argument("--only", help="run only these sections (loader,service,search,memory,duplicates,served,"
+                                       "copies; or report) "
                                        "and keep the others' results from the last run")
     parser.add_argument("--out", type=Path, default=common.HERE,
                         help="folder for results.json, results.md and search.png (default: bench/)")
@@ -94,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     if "duplicates" in only:
         results["duplicates"] = [show(duplicates.run(int(n), work)) for n in args.duplicates.split(",")]
         results["bundled_copies"] = show(duplicates.bundled_copy_distances(ClipModel()))
+    if "copies" in only:
+        results["copies"] = show(copies.run(args.copies_originals, args.copies_rows, ClipModel(), work))
     if "served" in only:
         results["served"] = show(served.run(work, load_images=args.served_images))
     print(report.write(results, args.out, plot=bool(only & {"search", "report"})))

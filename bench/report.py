@@ -92,6 +92,8 @@ def to_markdown(results: dict) -> str:
                       f"median {b['distinct_nearest_median']}; distance a copy moves (median / p95 / max): "
                       + "; ".join(f"{k} {b[k]['median']} / {b[k]['p95']} / {b[k]['max']}"
                                   for k in synthetic.NEAR_COPY_KINDS) + "."]
+    if results.get("copies"):
+        lines += copies_lines(results["copies"])
     if results.get("service"):
         v = results["service"]
         images = v.get("images") or results.get("loader", [{}])[0].get("images", "?")  # older runs: the loader's
@@ -112,6 +114,53 @@ def to_markdown(results: dict) -> str:
                   f"| while an analyst scans every vector (a scan: {s['analyst_scan_p50_ms']} ms) | "
                   f"{s['during_scan_p50_ms']} | {s['during_scan_p95_ms']} | {s['scan_ratio_p50']} |"]
     return "\n".join(lines) + "\n"
+
+
+CHANGES = {"reencode": "re-encoded (JPEG quality 50-95)", "resize": "resized to 50-90%",
+           "crop": "cropped (0-10% off each side)", "format": "format changed (PNG <-> JPEG)",
+           "brightness": "brightness changed (5-15%)", "border": "2-10 pixel border added"}
+
+
+def copies_lines(c: dict) -> list[str]:
+    q, h, s = c["quality"], c["hashing"], c.get("scale")
+    lines = ["", f"Copies by perceptual hash (`clipsearch duplicates`, threshold {q['threshold']} bits, colour within "
+                 f"{q['colour_distance']} steps): {q['originals']:,} generated originals (200-640 px), a look-alike "
+                 f"of each (another picture of the same colour and shape) and one copy per change, "
+                 f"{q['images']:,} images:", "",
+             "| change | recall (grouped with the original) | pair precision |", "|---|---|---|"]
+    lines += [f"| {CHANGES.get(k, k)} | {r} | {q['pair_precision_per_kind'][k]} |" for k, r in q["recall"].items()]
+    lines += [f"| look-alikes (precision: not grouped with the picture they resemble) | - | "
+              f"{q['lookalike_precision']} |", "",
+              "Crops by the largest share trimmed from one side: "
+              + ", ".join(f"{k}: {v}" for k, v in q["crop_recall_by_largest_side"].items())
+              + f". Of all pairs of images sharing a group, {q['pair_precision']:.1%} show one picture; "
+              f"{q['originals_merged']:.1%} of the distinct originals share a group with another original "
+              f"({q.get('matching_original_pairs', '?')} of their {q.get('original_pairs', 0):,} pairs match). The SQL "
+              f"found {q['sql_pairs']:,} pairs in {q['sql_s']} s, {q['sql_recall_vs_exact']:.2%} of the "
+              f"{q['exact_pairs']:,} an all-pairs scan finds ({q['sql_pairs_not_exact']} others)."]
+    if q.get("by_threshold"):
+        kinds = list(q["recall"])
+        lines += ["", "| threshold (bits) | " + " | ".join(kinds) + " | look-alike precision | pair precision "
+                      "| originals merged |", "|---" * (len(kinds) + 4) + "|"]
+        lines += [f"| {t} | " + " | ".join(str(r["recall"][k]) for k in kinds) + f" | {r['lookalike_precision']} | "
+                  f"{r['pair_precision']} | {r['originals_merged']} |" for t, r in q["by_threshold"].items()]
+    imagehash = ("" if h.get("imagehash_phash_ms_per_image") is None else
+                 f"; the imagehash library's pHash alone takes {h['imagehash_phash_ms_per_image']} ms, and ours "
+                 f"differs from it by {h['mean_bits_from_imagehash_phash']} bits on average (equal on "
+                 f"{h['same_as_imagehash_phash']:.0%} of images)")
+    lines += ["", f"Hashing in the loader ({h['images']} photo-sized images, bundled model): "
+                  f"{h['loader_without_hashes_images_per_s']} images/s without, {h['loader_with_hashes_images_per_s']} "
+                  f"with the hashes; both hashes cost {h['hash_ms_per_image']} ms per decoded image{imagehash}."
+                  + (f" The whole section took {c['seconds']} s." if c.get("seconds") else "")]
+    if s:
+        lines += ["", "| copies scan: rows | threshold | bands x shuffles | candidate pairs compared | SQL (s) "
+                      "| numpy all pairs (s) | recall vs all pairs | planted found |",
+                  "|---|---|---|---|---|---|---|---|",
+                  f"| {s['rows']:,} | {s['threshold']} | {s['bands']} x {s['partitions']} | "
+                  f"{s['candidate_pairs']:,} of {s['all_pairs']:,} | {s['sql_s']} | {s['numpy_all_pairs_s']} | "
+                  f"{s['recall_vs_exact']} "
+                  f"({s['sql_pairs']:,} of {s['exact_pairs']:,}) | {s['planted_found']} / {s['planted_pairs']} |"]
+    return lines
 
 
 def plot_search(runs: list[dict], out: Path) -> None:

@@ -138,6 +138,14 @@ class Catalog:
         """Insert a pyarrow Table of image rows (the loader builds it)."""
         self.connection.insert("images", rows)
 
+    def set_hashes(self, ids: list[str], phashes: list[int], colour_hashes: list[int]) -> None:
+        """Store the perceptual hashes of images already stored (one mutation, waited for)."""
+        self.command("ALTER TABLE images UPDATE "
+                     "phash = transform(id, {ids:Array(String)}, {phashes:Array(UInt64)}, phash), "
+                     "colour_hash = transform(id, {ids:Array(String)}, {colour_hashes:Array(UInt64)}, colour_hash) "
+                     "WHERE id IN {ids:Array(String)} SETTINGS mutations_sync = 2",
+                     {"ids": ids, "phashes": phashes, "colour_hashes": colour_hashes})
+
     def record_load_errors(self, errors: list[tuple[str, str]]) -> None:
         import pyarrow as pa
         if errors:

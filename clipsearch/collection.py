@@ -113,11 +113,19 @@ class Collection:
         from .labels import label_table
         return label_table(self.catalog, self.model, labels, prompt, name, as_filters(filters))
 
-    def duplicates(self, threshold: float | None = None, bounded: bool = False) -> list[dict]:
-        """Groups of near-duplicate images (by CLIP distance), largest group first. `bounded` caps the
-        threshold and the work, for requests from the network."""
-        from .duplicates import duplicate_groups
-        return duplicate_groups(self.catalog, threshold, bounded)
+    def duplicates(self, threshold: float | None = None, bounded: bool = False, mode: str | None = None) -> list[dict]:
+        """Groups of duplicate images, largest group first, the one to keep first in each. `mode` "copies"
+        (the default): the same picture, by perceptual hash (`threshold`: differing bits, default 8);
+        "similar" (also the default for a threshold between 0 and 1): by CLIP distance (`threshold`: cosine
+        distance, default 0.03). `bounded` caps the threshold and the work, for requests from the network."""
+        from .duplicates import find_duplicates
+        return find_duplicates(self.catalog, mode, threshold, bounded)
+
+    def backfill_hashes(self, batch_size: int = 512, workers: int | None = None, progress: bool = False) -> Any:
+        """Compute the perceptual hashes of images stored without them (loaded before hashes existed), from
+        their files while those are still the ones loaded; returns a BackfillSummary. Safe to re-run."""
+        from .hashes import backfill
+        return backfill(self.catalog, batch_size, workers, progress)
 
     # -- SQL and the index ------------------------------------------------------------------
     def sql(self, query: str, params: dict | None = None, fmt: str | None = None) -> Any:

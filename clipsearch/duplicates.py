@@ -1,4 +1,5 @@
-"""Near-duplicate groups: images whose embeddings lie within a cosine distance of each other.
+"""Near-duplicate groups in two modes: "copies", the same picture by perceptual hash (clipsearch/copies.py,
+the default), and "similar", images whose embeddings lie within a cosine distance of each other (here).
 
 Comparing every pair is quadratic, so ClickHouse first finds candidate pairs by
 locality-sensitive hashing: each row gets a 128-bit sketch (the signs of its dot
@@ -8,7 +9,7 @@ are compared exactly with cosineDistance. Two vectors at angle a disagree on a
 bit with chance a/pi, so near copies agree on a whole subset in some table with
 a chance that rises quickly with the number of tables; `lsh_plan` picks enough
 tables to miss a pair right at the threshold less than once in MISS_CHANCE.
-Pairs are joined into groups (connected components) here: the output is small.
+Pairs are joined into groups (connected components, grouping.py): the output is small.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from .catalog import Catalog
 from .errors import QueryError, StoreError
+from .grouping import group_pairs
 
 DEFAULT_THRESHOLD = 0.03    # cosine distance (similarity 0.97); tune it per model, see the README
 SKETCH_BITS = 128           # a UInt128 per row
@@ -123,28 +125,32 @@ def duplicate_pairs(catalog: Catalog, threshold: object = None, bounded: bool = 
 def duplicate_groups(catalog: Catalog, threshold: object = None, bounded: bool = False) -> list[dict]:
     """Groups of near-duplicates, largest first: {"images": [rows, largest image first], "max_distance"}."""
     pairs = duplicate_pairs(catalog, threshold, bounded)
-    parent: dict[str, str] = {}
+    return group_pairs(catalog, pairs, keep_first=lambda r: (-r["width"] * r["height"], r["path"]))
 
-    def root(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
 
-    for p in pairs:
-        parent[root(p["id_a"])] = root(p["id_b"])
-    members: dict[str, list[str]] = {}
-    for image_id in parent:
-        members.setdefault(root(image_id), []).append(image_id)
-    if not members:
-        return []
-    rows = {r["id"]: r for r in catalog.query(
-        "SELECT id, path, width, height, format, file_size FROM images WHERE id IN {ids:Array(String)}",
-        {"ids": list(parent)})}
-    widest: dict[str, float] = {}
-    for p in pairs:
-        group = root(p["id_a"])
-        widest[group] = max(widest.get(group, 0.0), p["distance"])
-    groups = [{"images": sorted((rows[i] for i in ids), key=lambda r: (-r["width"] * r["height"], r["path"])),
-               "max_distance": round(widest[g], 6)} for g, ids in members.items()]
-    return sorted(groups, key=lambda g: (-len(g["images"]), g["images"][0]["path"]))
+MODES = ("copies", "similar")
+
+
+def check_mode(mode: object, threshold: object = None) -> str:
+    """The mode named, or without one "copies", unless the threshold is a fraction between 0 and 1: a cosine
+    distance, never a count of bits (so callers written before copies existed keep their meaning)."""
+    if mode is None:
+        try:
+            value = float(threshold)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return MODES[0]
+        return "similar" if 0 < value < 1 else MODES[0]
+    if mode not in MODES:
+        raise QueryError(f"the mode is copies (the same picture, by perceptual hash) or similar (by CLIP distance), "
+                         f"got {str(mode)[:40]!r}")
+    return str(mode)
+
+
+def find_duplicates(catalog: Catalog, mode: object = None, threshold: object = None,
+                    bounded: bool = False) -> list[dict]:
+    """Groups of duplicates in `mode` (see check_mode): "copies" (the same picture: perceptual hashes within
+    `threshold` bits) or "similar" (embeddings within cosine distance `threshold`)."""
+    if check_mode(mode, threshold) == "copies":
+        from .copies import copy_groups
+        return copy_groups(catalog, threshold, bounded)
+    return duplicate_groups(catalog, threshold, bounded)

@@ -15,7 +15,9 @@ JSON_OPERATORS = OPERATORS + ("in", "has")
 FILTER_RE = re.compile(r"^\s*([^!<>=\s]+)\s*(!=|>=|<=|=|>|<)\s*(.*?)\s*$", re.DOTALL)
 NUMERIC_TYPE = re.compile(r"^(U?Int\d+|Float\d+|Decimal)")
 TIME_TYPE = re.compile(r"^(Date|DateTime)")
-NOT_FILTERABLE = {"embedding"}  # vectors, not metadata
+HASH_COLUMNS = ("phash", "colour_hash")  # perceptual hashes: compared bitwise, not shown with results
+NOT_FILTERABLE = {"embedding", *HASH_COLUMNS}  # vectors and hashes, not metadata
+HIDDEN = ", ".join(("embedding", *HASH_COLUMNS))  # left out of search results
 MAX_K = 1000
 MAX_IN_VALUES = 1000     # values in one 'in' filter (the embedded engine inlines bound values)
 MAX_FILTERS = 100
@@ -186,7 +188,7 @@ def search_sql(columns: dict[str, str], filters: list[Filter], k: int | str, vec
             terms.append(f"{{w{i}:Float64}} * cosineDistance(embedding, v{i})")
     distance = " + ".join(terms)
     where = ("\nWHERE " + "\n  AND ".join(conditions)) if conditions else ""
-    head = f"WITH {', '.join(defs)}\nSELECT * EXCEPT (embedding), 1 - ({distance}) AS score\nFROM images"
+    head = f"WITH {', '.join(defs)}\nSELECT * EXCEPT ({HIDDEN}), 1 - ({distance}) AS score\nFROM images"
     if strategy == "hnsw":
         # The index serves only `ORDER BY <distance> LIMIT k` exactly: no tie-breaker column.
         # Its default search beam (256) finds 0.7 of the true top-10 in a million clustered vectors;

@@ -10,13 +10,14 @@ import csv
 import io
 import json
 import math
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -248,6 +249,121 @@ def near_copy(data: bytes, kind: str, rng: np.random.Generator) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=int(rng.integers(50, 86)))
     return buf.getvalue()
+
+
+COPY_KINDS = ("reencode", "resize", "crop", "format", "brightness", "border")
+
+
+class PlantedCopy(NamedTuple):
+    data: bytes
+    image_format: str          # JPEG | PNG
+    amount: float              # how much it changed: quality, scale, largest side cropped, factor, border px
+
+
+def planted_copy(data: bytes, kind: str, rng: np.random.Generator) -> PlantedCopy:
+    """A copy of an image file as the copies benchmark and tests plant them (COPY_KINDS).
+
+    reencode: saved again as JPEG at quality 50-95; resize: scaled to 50-90%; crop: 0-10% trimmed from
+    each side; format: PNG saved as JPEG (quality 75-95) or JPEG as PNG; brightness: 5-15% brighter or
+    darker; border: a frame of 2-10 pixels in one random colour. Resizes, crops, brightness changes and
+    borders keep the file's format (JPEG at quality 80-95).
+    """
+    source = Image.open(io.BytesIO(data))
+    fmt = "PNG" if source.format == "PNG" else "JPEG"
+    img = source.convert("RGB")
+    w, h = img.size
+    if kind == "reencode":
+        fmt, amount = "JPEG", float(rng.integers(50, 96))
+        return PlantedCopy(_save(img, fmt, int(amount)), fmt, amount)
+    if kind == "format":
+        fmt = "JPEG" if fmt == "PNG" else "PNG"
+        return PlantedCopy(_save(img, fmt, int(rng.integers(75, 96))), fmt, 0.0)
+    if kind == "resize":
+        amount = float(rng.uniform(0.5, 0.9))
+        img = img.resize((max(8, round(w * amount)), max(8, round(h * amount))), Image.Resampling.LANCZOS)
+    elif kind == "crop":
+        sides = rng.uniform(0, 0.10, 4)
+        amount = float(sides.max())
+        img = img.crop((round(w * sides[0]), round(h * sides[1]), w - round(w * sides[2]), h - round(h * sides[3])))
+    elif kind == "brightness":
+        amount = float(1 + rng.choice([-1, 1]) * rng.uniform(0.05, 0.15))
+        img = ImageEnhance.Brightness(img).enhance(amount)
+    elif kind == "border":
+        amount = float(rng.integers(2, 11))
+        img = ImageOps.expand(img, int(amount), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    else:
+        raise ValueError(f"unknown copy kind {kind!r}; use one of {', '.join(COPY_KINDS)}")
+    return PlantedCopy(_save(img, fmt, int(rng.integers(80, 96))), fmt, amount)
+
+
+def _save(img: Image.Image, image_format: str, quality: int) -> bytes:
+    buf = io.BytesIO()
+    if image_format == "JPEG":
+        img.save(buf, "JPEG", quality=quality)
+    else:
+        img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class CopyItem:
+    """One image of a copies benchmark: an original, a copy of one (`kind` in COPY_KINDS), or a look-alike (a
+    different picture of the same colour and shape as original `family`)."""
+    name: str
+    family: int                # the original it is, or is a copy of; a look-alike's own picture: -1 - family
+    kind: str                  # original | lookalike | one of COPY_KINDS
+    amount: float
+    data: bytes
+    image_format: str
+
+
+def copy_benchmark(originals: int, seed: int, kinds: tuple[str, ...] = COPY_KINDS,
+                   dims_range: tuple[int, int] = (200, 640)) -> Iterator[CopyItem]:
+    """Images with known answers, one original at a time: the original, a look-alike of it, and one copy of it
+    per kind in `kinds`. Consume them as they come: a few thousand photo-sized files are a gigabyte."""
+    rng = np.random.default_rng(seed)
+    for i in range(originals):
+        spec, data = make_image(rng, dims_range=dims_range)
+        yield CopyItem(f"{i:05d}-original", i, "original", 0.0, data, spec.image_format)
+        look, look_data = make_image(rng, spec.colour, spec.shape, dims_range=dims_range)
+        yield CopyItem(f"{i:05d}-lookalike", -1 - i, "lookalike", 0.0, look_data, look.image_format)
+        for kind in kinds:
+            copy = planted_copy(data, kind, rng)
+            yield CopyItem(f"{i:05d}-{kind}", i, kind, copy.amount, copy.data, copy.image_format)
+
+
+def score_copies(items: list[CopyItem], groups: list[list[str]]) -> dict[str, Any]:
+    """Recall and precision of `groups` (lists of item names) against the known answers of `items`.
+
+    recall: per kind, the share of copies grouped with their original; lookalikes_grouped: the share of
+    look-alikes grouped with the picture they resemble (precision is 1 minus it); pair_precision, overall and
+    per kind: of the pairs of images that share a group (those with a copy of that kind), the share that show
+    one picture; originals_merged: the share of originals whose group holds another original.
+    """
+    group_of = {name: g for g, names in enumerate(groups) for name in names}
+    by_name = {item.name: item for item in items}
+    original = {item.family: item.name for item in items if item.kind == "original"}
+
+    def together(a: str, b: str) -> bool:
+        return a in group_of and group_of.get(a) == group_of.get(b)
+
+    kinds = list(dict.fromkeys(item.kind for item in items if item.kind not in ("original", "lookalike")))
+    recall = {k: float(np.mean([together(item.name, original[item.family]) for item in items if item.kind == k]))
+              for k in kinds}
+    looks = [item for item in items if item.kind == "lookalike"]
+    grouped_looks = float(np.mean([together(item.name, original[-1 - item.family]) for item in looks])) \
+        if looks else 0.0
+    pairs = [(by_name[a], by_name[b]) for names in groups for i, a in enumerate(names) for b in names[i + 1:]]
+    right = [x.family == y.family for x, y in pairs]
+    per_kind = {}
+    for k in kinds:
+        mine = [x.family == y.family for x, y in pairs if k in (x.kind, y.kind)]
+        per_kind[k] = float(np.mean(mine)) if mine else 1.0
+    originals_per_group = Counter(group_of[name] for name in original.values() if name in group_of)
+    merged = sum(n for n in originals_per_group.values() if n > 1)
+    return {"recall": recall, "lookalikes_grouped": grouped_looks, "lookalike_precision": 1 - grouped_looks,
+            "pair_precision": float(np.mean(right)) if right else 1.0, "pair_precision_per_kind": per_kind,
+            "originals_merged": merged / max(1, len(original)), "grouped_pairs": len(pairs)}
 
 
 CATEGORIES = ("sticker", "poster", "badge", "magnet")

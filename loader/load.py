@@ -27,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from ..catalog import Catalog
 from ..errors import SourceError
 from ..files import MAX_FILE_BYTES, content_id
+from ..hashes import image_hashes
 from ..model import ModelSource, decode, model_loader
 from .sources import Source, read_source
 
@@ -115,7 +116,9 @@ def prepare(path: str) -> dict:
             return {"path": path, "error": f"image too large ({width}x{height} pixels > {_worker['max_pixels']})"}
         fmt = image.format or ""
         taken, camera = _exif(image)
-        pixels = np.asarray(_worker["transform"](decode(image, _worker["min_size"])))
+        decoded = decode(image, _worker["min_size"])
+        phash, colour_hash = _hashes(decoded)
+        pixels = np.asarray(_worker["transform"](decoded))
     except UnidentifiedImageError:
         return {"path": path, "error": "not an image (unrecognised format)"}
     except FileNotFoundError:
@@ -126,7 +129,16 @@ def prepare(path: str) -> dict:
         return {"path": path, "error": "the file changed while it was read"}
     return {"path": path, "id": content_id(data), "width": width, "height": height, "format": fmt,
             "file_size": size, "modified_at": datetime.fromtimestamp(info.st_mtime_ns // 1_000_000 / 1000),
-            "taken_at": taken, "camera": camera, "pixels": pixels}
+            "taken_at": taken, "camera": camera, "phash": phash, "colour_hash": colour_hash, "pixels": pixels}
+
+
+def _hashes(image: Image.Image) -> tuple[int | None, int | None]:
+    """The perceptual hashes of the decoded image, before the model's resize; (None, None) if they cannot be
+    computed: a missing hash is a NULL, never a failed load."""
+    try:
+        return image_hashes(image)
+    except Exception:
+        return None, None
 
 
 # -- parent side ----------------------------------------------------------------------------
@@ -171,6 +183,8 @@ def rows_table(rows: list[dict], vectors: np.ndarray, model_label: str, metadata
         "modified_at": pa.array([r.get("modified_at") for r in rows], pa.timestamp("ms")),
         "taken_at": pa.array([r["taken_at"] for r in rows], pa.timestamp("s")),
         "camera": pa.array([r["camera"] for r in rows], pa.string()),
+        "phash": pa.array([r.get("phash") for r in rows], pa.uint64()),
+        "colour_hash": pa.array([r.get("colour_hash") for r in rows], pa.uint64()),
         "model": pa.array([model_label] * len(rows), pa.string()),
         "embedding": pa.ListArray.from_arrays(
             pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32)),

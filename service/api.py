@@ -171,11 +171,12 @@ def label() -> Response:
 
 @api.get("/api/duplicates")
 def duplicates() -> Response:
-    """Groups of near-duplicate images; ?threshold= is the largest cosine distance within a group
-    (at most BOUNDED_THRESHOLD here, with the work bounded; the CLI takes wider ones)."""
-    threshold = _args(DuplicatesQuery).threshold
-    groups = collection().duplicates(threshold, bounded=True)
-    return jsonify(threshold=threshold, groups=groups)
+    """Groups of copies (?mode=copies, the default: perceptual hashes within ?threshold= bits) or of
+    near-duplicates (?mode=similar: embeddings within ?threshold= cosine distance), with the threshold and
+    the work bounded here (the CLI takes wider ones)."""
+    query = _args(DuplicatesQuery)
+    groups = collection().duplicates(query.threshold, bounded=True, mode=query.mode)
+    return jsonify(mode=query.mode, threshold=query.threshold, groups=groups)
 
 
 @api.get("/api/columns")

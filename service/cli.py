@@ -9,6 +9,8 @@ import sys
 from .. import __version__
 from ..collection import Collection, open_query_image
 from ..collection import open as open_collection
+from ..copies import DEFAULT_DISTANCE as COPY_DISTANCE
+from ..copies import MAX_DISTANCE as COPY_MAX_DISTANCE
 from ..duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
 from ..errors import ClipsearchError, QueryError
 from ..model import ModelSource, model_loader
@@ -140,19 +142,35 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_duplicates(args: argparse.Namespace) -> int:
-    from ..duplicates import check_threshold
-    threshold = check_threshold(args.threshold)
+    from ..copies import check_distance, hashes_missing
+    from ..duplicates import check_mode, check_threshold
+    mode = check_mode(args.mode, args.threshold)
+    copies = mode == "copies"
+    threshold = check_distance(args.threshold) if copies else check_threshold(args.threshold)
     with _open(args) as photos:
-        groups = photos.duplicates(threshold)
+        groups = photos.duplicates(threshold, mode=mode)
+        missing = hashes_missing(photos.catalog) if copies else 0
+    if missing:
+        print(f"note: {missing} images have no perceptual hashes yet and take no part; `clipsearch hashes` "
+              "computes them", file=sys.stderr)
     if args.json:
         print(json.dumps(groups, ensure_ascii=False, default=str))
         return 0
     if not groups:
-        print(f"no near-duplicates within cosine distance {threshold}")
+        print(f"no copies within {threshold} hash bits" if copies else
+              f"no near-duplicates within cosine distance {threshold}")
     for n, group in enumerate(groups, 1):
-        print(f"group {n}: {len(group['images'])} images, up to {group['max_distance']:.4f} apart")
+        apart = f"{group['max_distance']} hash bits" if copies else f"{group['max_distance']:.4f}"
+        print(f"group {n}: {len(group['images'])} images, up to {apart} apart")
         for row in group["images"]:
             print(f"  {row['id'][:12]}  {row['width']}x{row['height']}  {row['format']}  {row['path']}")
+    return 0
+
+
+def cmd_hashes(args: argparse.Namespace) -> int:
+    with _open(args) as photos:
+        summary = photos.backfill_hashes(batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
+    print(summary.line())
     return 0
 
 
@@ -243,11 +261,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ef-construction", type=int, default=128, help="HNSW build beam width (default 128)")
     p.set_defaults(func=cmd_index)
 
-    p = sub.add_parser("duplicates", parents=[common], help="list groups of near-duplicate images")
+    p = sub.add_parser("duplicates", parents=[common], help="list groups of copies or near-duplicate images")
+    p.add_argument("--mode", choices=["copies", "similar"],
+                   help="copies: the same picture (re-encoded, resized, converted), by perceptual hash; "
+                        "similar: by CLIP distance (default copies, or similar for a threshold between 0 and 1)")
     p.add_argument("--threshold", type=float, metavar="D",
-                   help=f"largest cosine distance between near-duplicates (default {DUPLICATE_THRESHOLD})")
+                   help=f"copies: the most differing hash bits, 0-{COPY_MAX_DISTANCE} (default {COPY_DISTANCE}); "
+                        f"similar: the largest cosine distance (default {DUPLICATE_THRESHOLD})")
     p.add_argument("--json", action="store_true", help="print a JSON array instead of lines")
     p.set_defaults(func=cmd_duplicates)
+
+    p = sub.add_parser("hashes", parents=[common],
+                       help="compute the perceptual hashes of images loaded without them (for `duplicates`)")
+    p.add_argument("--batch-size", type=int, default=512, help="images hashed and stored at a time (default 512)")
+    p.add_argument("--workers", type=int, help="hashing processes (default: CPU count, at most 8)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_hashes)
 
     serving = argparse.ArgumentParser(add_help=False)
     serving.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this host only)")

@@ -91,7 +91,8 @@ def openapi_document() -> dict:
                      "requestBody": _body(LabelBody, defs, "image"),
                      "responses": {"200": _ok("labels, most probable first", JSON_OBJECT), **errors}}},
         "/api/duplicates": {
-            "get": {"summary": "Groups of near-duplicate images", "operationId": "duplicates",
+            "get": {"summary": "Groups of copies (by perceptual hash) or of similar images (by CLIP distance)",
+                    "operationId": "duplicates",
                     "parameters": _query(DuplicatesQuery, defs),
                     "responses": {"200": _ok("groups, largest first", JSON_OBJECT), **errors}}},
         "/api/columns": {

@@ -7,9 +7,10 @@ import math
 import re
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 
-from ..duplicates import BOUNDED_THRESHOLD, DEFAULT_THRESHOLD, check_threshold
+from ..copies import BOUNDED_DISTANCE, DEFAULT_DISTANCE, check_distance
+from ..duplicates import BOUNDED_THRESHOLD, DEFAULT_THRESHOLD, check_mode, check_threshold
 from ..errors import QueryError
 from ..labels import MAX_LABELS, MAX_PROMPT_CHARS
 from ..query import JSON_OPERATORS, MAX_FILTERS, MAX_IN_VALUES, MAX_K, check_k
@@ -91,9 +92,22 @@ class FileQuery(BaseModel):
 
 class DuplicatesQuery(BaseModel):
     """GET /api/duplicates"""
-    threshold: Annotated[float, BeforeValidator(lambda v: check_threshold(v, BOUNDED_THRESHOLD)), WithJsonSchema(
-        {"type": "number", "minimum": 0, "maximum": BOUNDED_THRESHOLD, "default": DEFAULT_THRESHOLD,
-         "description": "the largest cosine distance within a group"})] = DEFAULT_THRESHOLD
+    mode: Annotated[Literal["copies", "similar"] | None, WithJsonSchema(
+        {"enum": ["copies", "similar"], "default": "copies",
+         "description": "copies: the same picture (re-encoded, resized, converted), by perceptual hash; similar: by "
+                        "CLIP distance. Without it: copies, or similar for a threshold between 0 and 1"})] = None
+    threshold: Annotated[float | None, WithJsonSchema(
+        {"type": "number", "minimum": 0, "maximum": BOUNDED_DISTANCE,
+         "description": f"copies: the most differing hash bits, a whole number (default {DEFAULT_DISTANCE}, at most "
+                        f"{BOUNDED_DISTANCE}); similar: the largest cosine distance within a group (default "
+                        f"{DEFAULT_THRESHOLD}, at most {BOUNDED_THRESHOLD})"})] = None
+
+    @model_validator(mode="after")
+    def _threshold_of_mode(self) -> DuplicatesQuery:
+        self.mode = check_mode(self.mode, self.threshold)  # type: ignore[assignment]
+        self.threshold = check_distance(self.threshold, BOUNDED_DISTANCE) if self.mode == "copies" else \
+            check_threshold(self.threshold, BOUNDED_THRESHOLD)
+        return self
 
 
 class LabelBody(BaseModel):

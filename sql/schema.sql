@@ -16,6 +16,8 @@ CREATE TABLE IF NOT EXISTS images
     modified_at Nullable(DateTime64(3)),     -- the file's modification time when it was read
     taken_at   Nullable(DateTime),           -- EXIF DateTimeOriginal when present
     camera     String DEFAULT '',            -- EXIF Make and Model when present
+    phash      Nullable(UInt64),             -- perceptual hashes of the pixels and their mean colour, for
+    colour_hash Nullable(UInt64),            -- copies of one picture (clipsearch/hashes.py), NULL if none
     model      LowCardinality(String),       -- the CLIP model that made `embedding`
     loaded_at  DateTime64(3) DEFAULT now64(3),
     -- L2-normalized, so cosineDistance ranks exactly like a dot product.
@@ -28,6 +30,9 @@ ORDER BY id;
 
 -- Databases made before modified_at existed get it (NULL: compared by size alone until reloaded).
 ALTER TABLE images ADD COLUMN IF NOT EXISTS modified_at Nullable(DateTime64(3)) AFTER file_size;
+-- Databases made before the perceptual hashes existed get them as NULL: `clipsearch hashes` fills them in.
+ALTER TABLE images ADD COLUMN IF NOT EXISTS phash Nullable(UInt64) AFTER camera;
+ALTER TABLE images ADD COLUMN IF NOT EXISTS colour_hash Nullable(UInt64) AFTER phash;
 
 -- Files the loader could not read, with the reason, one row per attempt.
 CREATE TABLE IF NOT EXISTS load_errors

@@ -134,22 +134,23 @@ def test_bad_thresholds(planted):
 
 def test_cli_and_http(planted, model, cli):
     db, expected = planted
-    out = cli("duplicates", "--json", db=db)
+    # these rows have vectors and no perceptual hashes: the CLIP-distance mode, named (copies is the default)
+    out = cli("duplicates", "--mode", "similar", "--json", db=db)
     assert out.returncode == 0, out.stderr
     assert _path_sets(json.loads(out.stdout)) == expected
-    text = cli("duplicates", "--threshold", "0.0", db=db)
+    text = cli("duplicates", "--mode", "similar", "--threshold", "0.0", db=db)
     assert text.returncode == 0 and "no near-duplicates" in text.stdout
-    listing = cli("duplicates", db=db)
+    listing = cli("duplicates", "--mode", "similar", db=db)
     assert listing.returncode == 0 and listing.stdout.count("group ") == len(expected)
-    bad = cli("duplicates", "--threshold", "2", db=db)
+    bad = cli("duplicates", "--mode", "similar", "--threshold", "2", db=db)
     assert bad.returncode != 0 and "threshold" in bad.stderr and "Traceback" not in bad.stderr
 
     app = create_app(Settings.load(db=str(db)), model=model, config={"TESTING": True})
     try:
         client = app.test_client()
-        body = client.get("/api/duplicates").get_json()
+        body = client.get("/api/duplicates?mode=similar").get_json()
         assert body["threshold"] == DEFAULT_THRESHOLD and _path_sets(body["groups"]) == expected
-        res = client.get("/api/duplicates?threshold=lots")
+        res = client.get("/api/duplicates?mode=similar&threshold=lots")
         assert res.status_code == 400 and "threshold" in res.get_json()["error"]
     finally:
         app.extensions['clipsearch'].catalog.close()

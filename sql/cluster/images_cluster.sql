@@ -18,6 +18,8 @@ CREATE TABLE IF NOT EXISTS images_local ON CLUSTER clipsearch
     modified_at Nullable(DateTime64(3)),
     taken_at   Nullable(DateTime),
     camera     String DEFAULT '',
+    phash      Nullable(UInt64),
+    colour_hash Nullable(UInt64),
     model      LowCardinality(String),
     loaded_at  DateTime64(3) DEFAULT now64(3),
     embedding  Array(Float32) CODEC(NONE)
@@ -61,6 +63,11 @@ ORDER BY time;
 CREATE TABLE IF NOT EXISTS search_log ON CLUSTER clipsearch AS search_log_local
 ENGINE = Distributed(clipsearch, currentDatabase(), search_log_local, rand());
 
+-- Clusters made before the perceptual hashes existed add them the same way (and the same two on `images`):
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS phash Nullable(UInt64) AFTER camera;
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS colour_hash Nullable(UInt64) AFTER phash;
+-- Rows loaded before keep NULL hashes and take no part in finding copies: `clipsearch hashes` updates rows
+-- in place (ALTER TABLE ... UPDATE), which a Distributed table does not take.
 -- Manifest columns go on both tables, local first:
 --   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS price Nullable(Float64);
 --   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS price Nullable(Float64);

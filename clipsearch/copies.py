@@ -1,0 +1,123 @@
+"""Copies of one picture: images whose perceptual hashes (clipsearch/hashes.py) differ in a few bits.
+
+The SQL is the analysts' file sql/queries/near_copy_pairs.sql, run as it is. Comparing every pair is
+quadratic, so candidates come from bands: each of several fixed shuffles of the 64 phash bits is cut
+into `bands` bands, and two rows are compared only if their hashes agree exactly on one whole band. Two
+hashes d bits apart always agree on some band when d < bands (pigeonhole); further apart, the d bits
+fall into every band of one shuffle with a chance `band_miss` computes exactly, and independent shuffles
+multiply it, so `band_plan` takes enough of them to miss a pair right at the threshold less than once in
+MISS_CHANCE (closer pairs far less often). Bands are about log2(rows) bits wide, so that each holds
+about one row of unrelated pictures. Pairs are joined into groups (grouping.py), like the CLIP-distance ones.
+"""
+from __future__ import annotations
+
+import math
+from itertools import combinations
+from typing import Any
+
+from .catalog import Catalog
+from .errors import QueryError, StoreError
+from .grouping import group_pairs
+from .sql import read as read_sql
+
+HASH_BITS = 64
+DEFAULT_DISTANCE = 8          # phash bits; measured in bench/copies.py (README: what it catches)
+COLOUR_DISTANCE = 3           # colour_hash steps: a brightness change of 15% moves 1-3 steps
+MAX_DISTANCE = 24             # beyond this, pictures of a plain background with one object all "match"
+BOUNDED_DISTANCE = 12         # over HTTP
+MISS_CHANCE = 0.001           # a pair exactly at the threshold; closer pairs are missed far less often
+MAX_PARTITIONS = 32
+MAX_CANDIDATES = 2_000_000_000   # the CLI: as good as no limit
+BOUNDED_CANDIDATES = 5_000_000   # over HTTP: candidate pairs compared in one request
+BOUNDED_SECONDS = 20
+BOUNDED_MEMORY = 2_000_000_000
+PAIRS_FILE = "queries/near_copy_pairs.sql"
+TOO_MANY = "more candidate pairs than max_candidates"
+
+
+def check_distance(threshold: Any, ceiling: int = MAX_DISTANCE) -> int:
+    """A threshold in differing phash bits: a whole number from 0 to `ceiling` (the default for None)."""
+    if threshold is None:
+        return DEFAULT_DISTANCE
+    if isinstance(threshold, bool):
+        raise QueryError(f"the threshold must be a number, got {threshold!r}")
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise QueryError(f"the threshold must be a number, got {threshold!r}") from None
+    if not (math.isfinite(value) and value == int(value) and 0 <= value <= ceiling):
+        raise QueryError(f"the threshold for copies is a whole number of differing hash bits from 0 to {ceiling}, "
+                         f"got {threshold}")
+    return int(value)
+
+
+def band_sizes(bands: int) -> list[int]:
+    """The widths of `bands` bands over the 64 bits, as the SQL cuts them."""
+    return [(j + 1) * HASH_BITS // bands - j * HASH_BITS // bands for j in range(bands)]
+
+
+def band_miss(distance: int, bands: int) -> float:
+    """Chance that `distance` differing bits, placed at random, leave no band of a shuffle clean
+    (inclusion-exclusion over the bands they would have to avoid)."""
+    sizes = band_sizes(bands)
+    total = math.comb(HASH_BITS, distance)
+    clean = 0
+    for k in range(1, bands + 1):
+        ways = sum(math.comb(HASH_BITS - sum(group), distance) for group in combinations(sizes, k))
+        clean += (-1) ** (k + 1) * ways
+    return 1 - clean / total
+
+
+def band_plan(rows: int, distance: int) -> tuple[int, int]:
+    """(bands, partitions): bands of about log2(rows) bits (8 to 16), more and narrower if that is what it
+    takes to miss a pair at `distance` less than once in MISS_CHANCE with at most MAX_PARTITIONS shuffles."""
+    bits = min(16, max(8, math.ceil(math.log2(max(rows, 2)))))
+    for bands in range(math.ceil(HASH_BITS / bits), 17):
+        miss = band_miss(distance, bands)
+        if miss == 0:
+            return bands, 1
+        partitions = math.ceil(math.log(MISS_CHANCE) / math.log(miss))
+        if partitions <= MAX_PARTITIONS:
+            return bands, partitions
+    return 16, MAX_PARTITIONS
+
+
+def copy_pairs(catalog: Catalog, threshold: object = None, bounded: bool = False) -> list[dict]:
+    """Pairs {id_a, id_b, distance, colour_distance} of distinct images whose phash is within `threshold`
+    bits and colour_hash within COLOUR_DISTANCE steps, closest first. Rows without hashes take no part.
+
+    `bounded` (for requests from the network): the threshold at most BOUNDED_DISTANCE, at most
+    BOUNDED_CANDIDATES candidate pairs, and the statement stopped past BOUNDED_SECONDS or BOUNDED_MEMORY.
+    """
+    distance = check_distance(threshold, BOUNDED_DISTANCE if bounded else MAX_DISTANCE)
+    rows = int(catalog.query("SELECT count() AS n FROM images WHERE phash IS NOT NULL")[0]["n"])
+    if rows < 2:
+        return []
+    bands, partitions = band_plan(rows, distance)
+    limit = BOUNDED_CANDIDATES if bounded else MAX_CANDIDATES
+    settings = (f"\nSETTINGS max_execution_time = {BOUNDED_SECONDS}, max_memory_usage = {BOUNDED_MEMORY}"
+                if bounded else "")
+    params = {"max_distance": distance, "max_colour_distance": COLOUR_DISTANCE, "bands": bands,
+              "partitions": partitions, "max_candidates": limit}
+    try:
+        return catalog.query(read_sql(PAIRS_FILE) + settings, params)
+    except StoreError as exc:
+        if TOO_MANY in str(exc) or (bounded and any(code in str(exc) for code in
+                                                    ("TIMEOUT_EXCEEDED", "MEMORY_LIMIT_EXCEEDED"))):
+            where = "a request" if bounded else "one query"
+            raise QueryError(f"finding copies within {distance} bits means comparing more than {limit:,} candidate "
+                             f"pairs, more than {where} may; use a smaller threshold"
+                             + (", or `clipsearch duplicates`" if bounded else "")) from None
+        raise
+
+
+def copy_groups(catalog: Catalog, threshold: object = None, bounded: bool = False) -> list[dict]:
+    """Groups of copies, largest group first: {"images": [rows, the largest (highest-resolution, then
+    biggest) file first: the one to keep], "max_distance": the most phash bits apart of a grouped pair}."""
+    pairs = copy_pairs(catalog, threshold, bounded)
+    return group_pairs(catalog, pairs, keep_first=lambda r: (-r["width"] * r["height"], -r["file_size"], r["path"]))
+
+
+def hashes_missing(catalog: Catalog) -> int:
+    """How many images have no perceptual hash yet (loaded before hashes existed, or not decodable)."""
+    return int(catalog.query("SELECT count() AS n FROM images WHERE phash IS NULL")[0]["n"])
