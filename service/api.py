@@ -68,16 +68,22 @@ def _args(model: type[M]) -> M:
                          for key in request.args})
 
 
+def _json_object() -> dict:
+    """The request's JSON body, which must be an object."""
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        raise QueryError("the JSON body is nested too deeply") from None
+    if not isinstance(body, dict):
+        raise QueryError("the body must be a JSON object")
+    return body
+
+
 def _body(model: type[M]) -> tuple[M, Image.Image | None]:
     """A POST as `model` and its decoded image: a JSON object with a base64 "image", or a multipart
     form with an image file."""
     if request.mimetype == "application/json":
-        try:
-            body = request.get_json(silent=True)
-        except RecursionError:
-            raise QueryError("the JSON body is nested too deeply") from None
-        if not isinstance(body, dict):
-            raise QueryError("the body must be a JSON object")
+        body = _json_object()
         fields = parse(model, body)
         return fields, _image_from_base64(body.get("image"))
     upload = request.files.get("image")
@@ -192,13 +198,7 @@ def sql() -> Response:
     "format": "csv" the whole result as a CSV download. JSON only, so another site's form cannot post it."""
     if request.mimetype != "application/json":
         raise QueryError("send the SQL as a JSON object (Content-Type: application/json)")
-    try:
-        data = request.get_json(silent=True)
-    except RecursionError:
-        raise QueryError("the JSON body is nested too deeply") from None
-    if not isinstance(data, dict):
-        raise QueryError("the body must be a JSON object")
-    body = parse(SqlBody, data)
+    body = parse(SqlBody, _json_object())
     if body.format == "csv":
         return Response(console.csv(collection(), body.sql, body.params), mimetype="text/csv",
                         headers={"Content-Disposition": 'attachment; filename="query.csv"'})
