@@ -47,6 +47,7 @@ class Collection:
         self._get_model = get_model
         self._read_only: Connection | None = None
         self._denied: set[str] = set()
+        self._text_embedding = False
         self._read_only_lock = threading.Lock()
 
     @property
@@ -141,9 +142,10 @@ class Collection:
     def enable_text_embedding(self) -> None:
         """Make clipTextEmbedding('text') callable in this engine's SQL, from every session (embedded only;
         on a server it is the executable UDF of sql/udf/)."""
-        if self.backend == "embedded":
+        if self.backend == "embedded" and not self._text_embedding:
             from .sql_functions import register_embedded
             register_embedded(self.catalog, self._get_model)
+            self._text_embedding = True  # once per collection: it is a CREATE FUNCTION statement
 
     def analyst_sql(self, query: str, params: dict | None = None, fmt: str | None = None) -> Any:
         """SQL as an analyst runs it: like `sql`, but in a read-only session that refuses writes, setting
