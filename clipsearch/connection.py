@@ -58,6 +58,21 @@ def redact(url: str) -> str:
     return re.sub(r"//([^:@/]+):[^@/]*@", r"//\1:***@", url)
 
 
+class WriteCounter:
+    """How many statements that may change data or schema this process has run, on any connection (the
+    served folder's ClickHouse HTTP port included): caches of what is stored compare it to know they are
+    still current."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def note(self) -> None:
+        self.count += 1   # a lost increment under a race still changes the value a cache saw
+
+
+WRITES = WriteCounter()
+
+
 class Connection:
     """One ClickHouse: run statements, insert Arrow tables. Thread-safe (the client serialises calls)."""
 
@@ -70,6 +85,17 @@ class Connection:
         self.where = where
         self._dsn = dsn
 
+    def _failed(self, exc: BaseException) -> StoreError:
+        """The error to raise for a failed statement, after clearing what chdb leaves behind: after a query
+        fails mid-result (e.g. over max_result_rows), chdb hands its partial output to the session's next
+        query as that query's result. One throwaway query takes it."""
+        if self._dsn.startswith("chdb:"):
+            try:
+                self._client.raw_query("SELECT 1")
+            except Exception:   # the original error is the one to report
+                pass
+        return StoreError(clean_message(exc))
+
     def text(self, sql: str, params: dict | None = None, fmt: str = "PrettyCompact") -> str:
         """Run any statement and return its output in a ClickHouse format ("" for a command)."""
         if not ROWS_STATEMENT.match(sql):
@@ -79,7 +105,7 @@ class Connection:
         try:
             raw = self._client.raw_query(sql, parameters=params or None, fmt=fmt, settings=settings)
         except Exception as exc:
-            raise StoreError(clean_message(exc)) from exc
+            raise self._failed(exc) from exc
         return raw.decode("utf-8", "replace")
 
     def query(self, sql: str, params: dict | None = None) -> list[dict]:
@@ -88,17 +114,21 @@ class Connection:
 
     def command(self, sql: str, params: dict | None = None) -> None:
         """Run a statement that returns nothing (DDL, INSERT ... SELECT, DELETE)."""
+        WRITES.note()
         try:
             self._client.command(sql, parameters=params or None)
         except Exception as exc:
-            raise StoreError(clean_message(exc)) from exc
+            raise self._failed(exc) from exc
 
-    def insert(self, table: str, rows: Any) -> None:
-        """Insert a pyarrow Table whose column names match the table's."""
+    def insert(self, table: str, rows: Any, counted: bool = True) -> None:
+        """Insert a pyarrow Table whose column names match the table's (`counted`: in WRITES; the search
+        log's own rows change nothing a search reads)."""
+        if counted:
+            WRITES.note()
         try:
             self._client.insert_arrow(table, rows)
         except Exception as exc:
-            raise StoreError(clean_message(exc)) from exc
+            raise self._failed(exc) from exc
 
     def close(self) -> None:
         self._client.close()
@@ -113,7 +143,7 @@ class Connection:
                                                    settings={**ANALYST_DEFAULTS, **ANALYST_LIMITS, "readonly": 1})
         except Exception as exc:
             raise StoreUnavailable(f"cannot open a read-only session: {clean_message(exc)}") from exc
-        return Connection(client, self.where)
+        return Connection(client, self.where, self._dsn)
 
 
 

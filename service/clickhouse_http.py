@@ -31,7 +31,7 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from .. import readonly
-from ..connection import ANALYST_DEFAULTS, ANALYST_LIMITS, IDENTIFIER, ROWS_STATEMENT
+from ..connection import ANALYST_DEFAULTS, ANALYST_LIMITS, IDENTIFIER, ROWS_STATEMENT, WRITES
 from ..errors import QueryError
 
 FORMAT_RE = re.compile(r"\s+FORMAT\s+(\w+)\s*;?\s*$", re.I)
@@ -72,8 +72,12 @@ class Session:
                                      "(UNKNOWN_DATABASE)")
                 self.conn.query(f"USE `{database}`")
                 self.database = database
-            result = self.conn.query(sql, fmt, params=params)
-        return result.bytes() if result is not None else b""
+            try:
+                result = self.conn.query(sql, fmt, params=params)
+            except Exception:
+                self.conn.query("SELECT 1")   # takes the partial output chdb keeps for the next query
+                raise
+            return result.bytes() if result is not None else b""
 
     def close(self) -> None:
         with self.lock:
@@ -159,6 +163,8 @@ class ClickHouseHTTP:
         sql = FORMAT_RE.sub("", sql) if match else sql
         if session is self.read_only:
             self.check_read_only(sql)
+        elif not ROWS_STATEMENT.match(sql):
+            WRITES.note()   # the service's cached table state is refreshed on its next search
         payload = session.run(sql, fmt if ROWS_STATEMENT.match(sql) else "TabSeparated", params, database)
         return Response(payload, headers={"X-ClickHouse-Format": fmt, "X-ClickHouse-Timezone": "UTC",
                                           "X-ClickHouse-Summary": '{"read_rows":"0"}'})
@@ -167,6 +173,7 @@ class ClickHouseHTTP:
         match = INSERT_RE.match(sql)
         if not match:
             raise ValueError("Code: 62. DB::Exception: expected INSERT INTO ... FORMAT <format> with data")
+        WRITES.note()
         fd, path = tempfile.mkstemp(suffix=".data")
         try:
             with os.fdopen(fd, "wb") as f:
