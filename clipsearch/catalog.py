@@ -7,11 +7,11 @@ and near-duplicates keep their one statement each beside the logic it serves.
 """
 from __future__ import annotations
 
-import json
 import os
+import time
 from typing import Any
 
-from .connection import Connection, connect, quote_identifier, sql_statements
+from .connection import WRITES, Connection, connect, quote_identifier, sql_statements
 from .errors import ModelMismatch, NotFound, QueryError
 from .query import NOT_FILTERABLE, NUMERIC_TYPE, TIME_TYPE, Filter, base_type, filter_sql
 from .settings import Settings
@@ -19,6 +19,10 @@ from .sql import read as read_sql
 
 MIN_ID_PREFIX = 6           # the CLI prints 12; shorter prefixes are too likely to be ambiguous
 VECTOR_QUANTIZATIONS = ("bf16", "f32", "f16", "i8", "b1")
+# The table state a search reads is cached until this process writes (WRITES) or this many seconds pass:
+# the time other clients of a ClickHouse server take to be seen. Reading it costs 10-14 ms at 1M rows.
+STATE_TTL_S = 1.0
+MAX_CACHED_COUNTS = 256
 VECTOR_INDEXES = ("FROM system.data_skipping_indices WHERE database = currentDatabase() "
                   "AND table = 'images' AND type = 'vector_similarity'")
 
@@ -29,6 +33,8 @@ class Catalog:
     def __init__(self, connection: Connection):
         self.connection = connection
         self.backend = connection.backend
+        self._state: tuple[int, float, dict] | None = None   # (WRITES.count, when, state)
+        self._counts: dict[tuple, tuple[int, int]] = {}      # count_matching's answers for that state
         for statement in sql_statements(read_sql("schema.sql")):
             connection.command(statement)
 
@@ -182,24 +188,37 @@ class Catalog:
                                 f"{label}; use the same --model/--pretrained as the load, or another --db")
 
     def search_state(self) -> dict:
-        """What a search needs to know of `images`, in one round trip: columns, models, rows, vector index."""
+        """What a search needs to know of `images`: columns, models, rows, vector index. Read in one round
+        trip, then served from memory until a write or STATE_TTL_S."""
+        writes, now = WRITES.count, time.monotonic()   # read first: a write while reading invalidates
+        if self._state is not None and self._state[0] == writes and now - self._state[1] < STATE_TTL_S:
+            return self._state[2]
         row = self.query(
             "SELECT (SELECT groupArray((position, name, type)) FROM system.columns "
             "        WHERE database = currentDatabase() AND table = 'images') AS columns, "
             "       (SELECT groupUniqArray(3)(model) FROM images) AS models, "
             "       (SELECT count() FROM images) AS rows, "
             f"       (SELECT count() {VECTOR_INDEXES}) AS vector_indexes")[0]
-        return {"columns": {name: ch_type for _, name, ch_type in sorted(row["columns"])},
-                "models": sorted(row["models"]), "rows": int(row["rows"]), "vector_index": row["vector_indexes"] > 0}
+        state = {"columns": {name: ch_type for _, name, ch_type in sorted(row["columns"])},
+                 "models": sorted(row["models"]), "rows": int(row["rows"]), "vector_index": row["vector_indexes"] > 0}
+        self._state, self._counts = (writes, now, state), {}
+        return state
 
     def count_matching(self, filters: list[Filter], columns: dict[str, str], limit: int | None = None
                        ) -> tuple[int, int]:
-        """(rows matching `filters`, rows looked at): over the whole table, or its first `limit` rows."""
+        """(rows matching `filters`, rows looked at): over the whole table, or its first `limit` rows.
+        Remembered for as long as the table state is."""
+        key = (repr(filters), limit)
+        if key in self._counts and self._state is not None and self._state[0] == WRITES.count:
+            return self._counts[key]
         conditions, params = filter_sql(filters, columns)
         source = f"(SELECT * FROM images LIMIT {int(limit)})" if limit else "images"
         row = self.query(f"SELECT countIf({' AND '.join(conditions) or '1'}) AS matching, count() AS seen "
                          f"FROM {source}", params)[0]
-        return int(row["matching"]), int(row["seen"])
+        if len(self._counts) >= MAX_CACHED_COUNTS:
+            self._counts.clear()
+        self._counts[key] = int(row["matching"]), int(row["seen"])
+        return self._counts[key]
 
     # -- vector index -----------------------------------------------------------------------
     def vector_index(self) -> dict | None:
@@ -230,17 +249,3 @@ class Catalog:
         index = self.vector_index()
         if index:
             self.command(f"ALTER TABLE images DROP INDEX {quote_identifier(index['name'])}")
-
-    # -- search log -------------------------------------------------------------------------
-    def log_search(self, kind: str, origin: str, text: str | None, filters: list[Filter], k: int,
-                   top_ids: list[str], results: int, took_ms: dict) -> None:
-        """One row in search_log per search, for analysts to chart usage in SQL."""
-        self.command(
-            "INSERT INTO search_log (kind, origin, text, filters, k, results, model_load_ms, encode_ms, query_ms, "
-            "total_ms, top_ids) "
-            "SELECT {kind:String}, {origin:String}, {text:String}, {filters:String}, {k:UInt32}, {results:UInt32}, "
-            "{model_load:Float32}, {encode:Float32}, {query:Float32}, {total:Float32}, {top_ids:Array(String)}",
-            {"kind": kind, "origin": origin, "text": text or "", "k": int(k), "results": results,
-             "filters": json.dumps([[f.column, f.op, f.value] for f in filters], default=str),
-             **took_ms, "top_ids": top_ids[:10]})
-

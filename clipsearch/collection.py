@@ -60,6 +60,7 @@ class Collection:
         return self.catalog.backend
 
     def close(self) -> None:
+        self.searcher.close()
         if self._read_only is not None:
             self._read_only.close()
         self.catalog.close()

@@ -11,6 +11,7 @@ from .catalog import Catalog
 from .errors import EmptyStore, QueryError
 from .model import ClipModel
 from .query import Filter, QueryVector, check_k, filter_sql, search_sql
+from .search_log import SearchLog
 
 DEFAULT_WEIGHTS = {"image": 0.5, "text": 0.5}
 # With filters, the HNSW index is asked for POSTFILTER_SAFETY / share x k neighbours (share: the
@@ -39,8 +40,13 @@ class Searcher:
                  origin: str = "python"):
         self.catalog = catalog
         self._get_model = get_model
-        self.log = log
+        self.log = SearchLog(catalog) if log else None
         self.origin = origin   # recorded in search_log: http, cli or python
+
+    def close(self) -> None:
+        """Write the search_log rows still buffered."""
+        if self.log is not None:
+            self.log.close()
 
     @property
     def model(self) -> ClipModel:
@@ -97,9 +103,9 @@ class Searcher:
         result = SearchResult(rows, sql, params, kind, strategy, {
             "model_load": round(model_load_ms, 2), "encode": round(encode_ms, 2), "query": round(query_ms, 2),
             "total": round((time.perf_counter() - start) * 1000, 2)})
-        if self.log:
-            self.catalog.log_search(kind, self.origin, text, list(filters), result.params["k"],
-                                    [r["id"] for r in rows], len(rows), result.took_ms)
+        if self.log is not None:
+            self.log.record(kind, self.origin, text, list(filters), result.params["k"], [r["id"] for r in rows],
+                            len(rows), result.took_ms)
         return result
 
     def rank(self, state: dict, parts: list[QueryVector], filters: list[Filter], k: int | str

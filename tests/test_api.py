@@ -27,7 +27,7 @@ def app(tmp_path_factory, model):
     app = create_app(Settings.load(db=str(catalogue.db)), model=model,
                      config={"MAX_CONTENT_LENGTH": 2 * 1024 * 1024, "TESTING": True})
     yield app
-    app.extensions['clipsearch'].catalog.close()
+    app.extensions['clipsearch'].close()
 
 
 @pytest.fixture
@@ -125,16 +125,18 @@ def test_only_stored_images_are_served(client, url):
 
 
 def test_search_log_records_each_search(client, app):
-    store = app.extensions['clipsearch'].catalog
+    store, log = app.extensions['clipsearch'].catalog, app.extensions['clipsearch'].searcher.log
+    log.flush()   # rows are written off the request path, in batches
     before = store.query("SELECT count() AS n FROM search_log")[0]["n"]
     body = client.get("/api/search?q=a+purple+star&k=3&filter=category=poster").get_json()
+    log.flush()
     rows = store.query("SELECT kind, text, filters, k, results, top_ids, total_ms FROM search_log "
                        "ORDER BY time DESC LIMIT 1")
     assert store.query("SELECT count() AS n FROM search_log")[0]["n"] == before + 1
-    log = rows[0]
-    assert (log["kind"], log["text"], log["k"], log["results"]) == ("text", "a purple star", 3, 3)
-    assert json.loads(log["filters"]) == [["category", "=", "poster"]]
-    assert log["top_ids"] == [r["id"] for r in body["results"]] and log["total_ms"] > 0
+    row = rows[0]
+    assert (row["kind"], row["text"], row["k"], row["results"]) == ("text", "a purple star", 3, 3)
+    assert json.loads(row["filters"]) == [["category", "=", "poster"]]
+    assert row["top_ids"] == [r["id"] for r in body["results"]] and row["total_ms"] > 0
 
 
 def test_healthz_columns_and_page(client):

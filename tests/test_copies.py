@@ -305,7 +305,7 @@ def test_http_modes_and_bounds(planted, model, monkeypatch):
         assert "phash" not in hit and "colour_hash" not in hit
         assert not {"phash", "colour_hash"} & {c["name"] for c in client.get("/api/columns").get_json()["columns"]}
     finally:
-        app.extensions["clipsearch"].catalog.close()
+        app.extensions["clipsearch"].close()
 
 
 # -- the generated benchmark at small size ------------------------------------------------------

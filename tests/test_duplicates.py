@@ -153,4 +153,4 @@ def test_cli_and_http(planted, model, cli):
         res = client.get("/api/duplicates?mode=similar&threshold=lots")
         assert res.status_code == 400 and "threshold" in res.get_json()["error"]
     finally:
-        app.extensions['clipsearch'].catalog.close()
+        app.extensions['clipsearch'].close()

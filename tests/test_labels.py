@@ -122,4 +122,4 @@ def test_label_endpoint(catalogue_db, model):
         assert client.post("/api/label", json={"image": base64.b64encode(data).decode(),
                                                "labels": "a"}).get_json()["error"].startswith("give between 2")
     finally:
-        app.extensions['clipsearch'].catalog.close()
+        app.extensions['clipsearch'].close()

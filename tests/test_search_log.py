@@ -1,7 +1,10 @@
 """Where searches came from, in search_log; images named by the short ids the CLI prints."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
+import pytest
 
 import clipsearch
 from clipsearch import synthetic
@@ -24,3 +27,64 @@ def test_search_log_records_origin_and_model_loading(tmp_path, model):
     assert [(r["origin"], r["text"]) for r in log] == [("python", "a red star"), ("python", ""),
                                                        ("cli", "a blue circle")]
     assert log[0]["model_load_ms"] < 50 < log[2]["model_load_ms"]  # the CLI loaded its model for this search
+
+
+class FlakyConnection:
+    """Refuses the first `failures` inserts, then keeps what it is given."""
+
+    def __init__(self, failures: int):
+        self.failures, self.rows = failures, []
+
+    def insert(self, table, rows, counted=True):
+        assert table == "search_log" and not counted
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("store busy")
+        self.rows += rows.to_pylist()
+
+
+def test_search_log_keeps_rows_through_failed_writes_and_writes_them_on_close():
+    from types import SimpleNamespace
+
+    from clipsearch.search_log import SearchLog
+    connection = FlakyConnection(failures=2)
+    log = SearchLog(SimpleNamespace(connection=connection), flush_s=3600)   # no background flush in this test
+    for i in range(5):
+        log.record("text", "python", f"query {i}", [], 10, ["a"], 1, {"total": 1.0})
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            log.flush()
+    log.record("text", "python", "query 5", [], 10, ["a"], 1, {"total": 1.0})
+    log.close()
+    assert [r["text"] for r in connection.rows] == [f"query {i}" for i in range(6)]   # none lost, in order
+
+
+def test_search_log_is_written_in_the_background_and_bounded():
+    from types import SimpleNamespace
+
+    from clipsearch.search_log import SearchLog
+    connection = FlakyConnection(failures=0)
+    log = SearchLog(SimpleNamespace(connection=connection), flush_s=0.05, max_pending=3)
+    log.record("text", "python", "soon", [], 10, [], 0, {})
+    deadline = time.monotonic() + 10
+    while not connection.rows and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [r["text"] for r in connection.rows] == ["soon"]   # without close(): the timer wrote it
+    log.close()
+    bounded = SearchLog(SimpleNamespace(connection=FlakyConnection(failures=99)), flush_s=3600, max_pending=3)
+    for i in range(5):
+        bounded.record("text", "python", str(i), [], 10, [], 0, {})
+    assert bounded.dropped == 2 and [row[3] for row in bounded._pending] == ["2", "3", "4"]
+
+
+def test_many_searches_all_logged_after_close(tmp_path, model):
+    rng = np.random.default_rng(84)
+    manifest = synthetic.write_catalogue(tmp_path / "images", [synthetic.random_spec(rng) for _ in range(5)], 84)
+    texts = [f"a red star {i}" for i in range(40)]
+    with clipsearch.open(tmp_path / "db", model=model) as photos:
+        photos.load(manifest)
+        for text in texts:
+            photos.search(text, k=1)
+    with clipsearch.open(tmp_path / "db", model=model, log_searches=False) as photos:
+        logged = [r["text"] for r in photos.sql("SELECT text FROM search_log ORDER BY time, text")]
+    assert sorted(logged) == sorted(texts)

@@ -94,15 +94,16 @@ def test_loads_are_identical(stores):
 
 def test_rankings_and_filters_are_identical(stores, model):
     server, embedded, _ = stores
+    searchers = [Searcher(s, lambda: model) for s in (server, embedded)]
     for text, filters in [("a blue circle", []), ("a red star", ["price>=20", "tag!=t1"]), ("a white cross", [])]:
-        results = [Searcher(s, lambda: model).search(text, k=10, filters=[parse_filter(f) for f in filters]).rows
-                   for s in (server, embedded)]
+        results = [s.search(text, k=10, filters=[parse_filter(f) for f in filters]).rows for s in searchers]
         assert [r["id"] for r in results[0]] == [r["id"] for r in results[1]]
         np.testing.assert_allclose([r["score"] for r in results[0]], [r["score"] for r in results[1]], atol=1e-6)
     first = server.query("SELECT id FROM images ORDER BY id LIMIT 1")[0]["id"]
-    similar = [[r["id"] for r in Searcher(s, lambda: model).search(image_id=first, k=5).rows]
-               for s in (server, embedded)]
+    similar = [[r["id"] for r in s.search(image_id=first, k=5).rows] for s in searchers]
     assert similar[0] == similar[1]
+    for s in searchers:
+        s.close()   # writes the buffered search_log rows
     assert server.query("SELECT count() AS n FROM search_log")[0]["n"] == 4
 
 
