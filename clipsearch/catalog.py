@@ -23,6 +23,10 @@ VECTOR_QUANTIZATIONS = ("bf16", "f32", "f16", "i8", "b1")
 # the time other clients of a ClickHouse server take to be seen. Reading it costs 10-14 ms at 1M rows.
 STATE_TTL_S = 1.0
 MAX_CACHED_COUNTS = 256
+# A filter column is a projection of the whole table sorted by that column, so the rows a filter on it
+# matches sit together and an exact ranking reads only them (see Catalog.add_filter_column).
+FILTER_PROJECTIONS = ("FROM system.projections WHERE database = currentDatabase() AND table = 'images' "
+                      "AND startsWith(name, 'filter_') AND length(sorting_key) = 1")
 VECTOR_INDEXES = ("FROM system.data_skipping_indices WHERE database = currentDatabase() "
                   "AND table = 'images' AND type = 'vector_similarity'")
 
@@ -124,7 +128,7 @@ class Catalog:
         rows = self.query("SELECT DISTINCT path FROM images WHERE startsWith(path, {root:String})", {"root": root})
         gone = [r["path"] for r in rows if not os.path.lexists(r["path"])]
         if gone:
-            self.command("DELETE FROM images WHERE path IN {paths:Array(String)}", {"paths": gone})
+            self.delete_images("path IN {paths:Array(String)}", {"paths": gone})
         return gone
 
     def forget_replaced(self, current: dict[str, str]) -> int:
@@ -137,8 +141,20 @@ class Catalog:
         params = {"paths": list(current), "ids": list(current.values())}
         stale = self.query(f"SELECT DISTINCT path FROM images WHERE {where}", params)
         if stale:
-            self.command(f"DELETE FROM images WHERE {where}", params)
+            self.delete_images(where, params)
         return len(stale)
+
+    def delete_images(self, where: str, params: dict) -> None:
+        """Delete the rows matching `where`. A lightweight delete drops the filter columns' projections from
+        the parts it touches (kept, they would still return the deleted rows: measured on ClickHouse 26.9),
+        so they are rebuilt in the background; searches read the table itself until then."""
+        self.command(f"DELETE FROM images WHERE {where}", params)
+        columns = self.filter_columns()
+        if columns:
+            self.command("ALTER TABLE images APPLY DELETED MASK SETTINGS mutations_sync = 0")
+            for column in columns:
+                self.command(f"ALTER TABLE images MATERIALIZE PROJECTION {quote_identifier(f'filter_{column}')} "
+                             "SETTINGS mutations_sync = 0")
 
     def insert_images(self, rows: Any) -> None:
         """Insert a pyarrow Table of image rows (the loader builds it)."""
@@ -198,9 +214,13 @@ class Catalog:
             "        WHERE database = currentDatabase() AND table = 'images') AS columns, "
             "       (SELECT groupUniqArray(3)(model) FROM images) AS models, "
             "       (SELECT count() FROM images) AS rows, "
-            f"       (SELECT count() {VECTOR_INDEXES}) AS vector_indexes")[0]
+            f"       (SELECT count() {VECTOR_INDEXES}) AS vector_indexes, "
+            f"       (SELECT groupArray(substring(name, 8)) {FILTER_PROJECTIONS}) AS filter_columns, "  # filter_
+            "       (SELECT argMax(beam, tuned_at) FROM vector_index_tuning "
+            f"        WHERE index_type IN (SELECT type_full {VECTOR_INDEXES})) AS beam")[0]
         state = {"columns": {name: ch_type for _, name, ch_type in sorted(row["columns"])},
-                 "models": sorted(row["models"]), "rows": int(row["rows"]), "vector_index": row["vector_indexes"] > 0}
+                 "models": sorted(row["models"]), "rows": int(row["rows"]), "vector_index": row["vector_indexes"] > 0,
+                 "filter_columns": sorted(row["filter_columns"]), "beam": int(row["beam"]) or None}
         self._state, self._counts = (writes, now, state), {}
         return state
 
@@ -244,6 +264,32 @@ class Catalog:
         self.command("ALTER TABLE images ADD INDEX IF NOT EXISTS embedding_hnsw embedding "
                      f"TYPE vector_similarity({hnsw}) GRANULARITY 100000000")
         self.command("ALTER TABLE images MATERIALIZE INDEX embedding_hnsw SETTINGS mutations_sync = 2")
+
+    def add_filter_column(self, column: str) -> None:
+        """Keep a copy of the table sorted by `column` (a ClickHouse projection, built now and kept up to date
+        by every insert, delete and merge), so a selective filter on it reads only the rows it matches
+        instead of every granule of the vector column. Costs the table's size again on disk."""
+        columns = self.columns()
+        if column not in columns or column in NOT_FILTERABLE:
+            known = ", ".join(c for c in columns if c not in NOT_FILTERABLE)
+            raise QueryError(f"unknown filter column {column!r}; known columns: {known}")
+        name = quote_identifier(f"filter_{column}")
+        # ReplacingMergeTree merges and lightweight deletes refuse tables with projections unless told what
+        # to do: merges rebuild them; deletes drop them from the parts they touch (see delete_images).
+        self.command("ALTER TABLE images MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild', "
+                     "lightweight_mutation_projection_mode = 'drop'")
+        self.command(f"ALTER TABLE images ADD PROJECTION IF NOT EXISTS {name} "
+                     f"(SELECT * ORDER BY {quote_identifier(column)})")
+        self.command(f"ALTER TABLE images MATERIALIZE PROJECTION {name} SETTINGS mutations_sync = 2")
+
+    def drop_filter_column(self, column: str) -> None:
+        if column not in self.filter_columns():
+            raise QueryError(f"{column!r} is not a filter column")
+        self.command(f"ALTER TABLE images DROP PROJECTION IF EXISTS {quote_identifier(f'filter_{column}')} "
+                     "SETTINGS mutations_sync = 2")
+
+    def filter_columns(self) -> list[str]:
+        return sorted(r["c"] for r in self.query(f"SELECT substring(name, 8) AS c {FILTER_PROJECTIONS}"))
 
     def drop_vector_index(self) -> None:
         index = self.vector_index()

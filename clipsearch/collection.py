@@ -163,9 +163,18 @@ class Collection:
         readonly.check(session.query, query, self._denied)
         return session.query(query, params) if fmt is None else session.text(query, params, fmt)
 
-    def create_index(self, quantization: str = "bf16", m: int = 16, ef_construction: int = 128) -> None:
-        """Build ClickHouse's HNSW vector index over the embeddings (minutes per few 100k rows)."""
+    def create_index(self, quantization: str = "bf16", m: int = 16, ef_construction: int = 128) -> dict:
+        """Build ClickHouse's HNSW vector index over the embeddings (minutes per few 100k rows), then tune its
+        search beam for the recall target (Searcher.tune_index); returns what the tuning found."""
         self.catalog.create_vector_index(quantization, m, ef_construction)
+        return self.searcher.tune_index()
+
+    def add_filter_column(self, column: str) -> None:
+        """Make selective filters on `column` fast: a copy of the table sorted by it (Catalog.add_filter_column)."""
+        self.catalog.add_filter_column(column)
+
+    def drop_filter_column(self, column: str) -> None:
+        self.catalog.drop_filter_column(column)
 
     def drop_index(self) -> None:
         self.catalog.drop_vector_index()

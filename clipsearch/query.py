@@ -143,11 +143,11 @@ class QueryVector:
 
 
 STRATEGIES = ("exact", "hnsw")
-HNSW_SEARCH_BEAM = 2048             # hnsw_candidate_list_size_for_search (ef at query time)
+HNSW_SEARCH_BEAM = 2048   # hnsw_candidate_list_size_for_search (ef at query time) of an index not tuned
 
 
 def search_sql(columns: dict[str, str], filters: list[Filter], k: int | str, vectors: list[QueryVector],
-               strategy: str = "exact", multiplier: float = 1.0) -> tuple[str, dict]:
+               strategy: str = "exact", multiplier: float = 1.0, beam: int | None = None) -> tuple[str, dict]:
     """The one SQL query of a search and its parameters.
 
     The ranking is a weighted sum of cosine distances to each query vector
@@ -191,12 +191,15 @@ def search_sql(columns: dict[str, str], filters: list[Filter], k: int | str, vec
     head = f"WITH {', '.join(defs)}\nSELECT * EXCEPT ({HIDDEN}), 1 - ({distance}) AS score\nFROM images"
     if strategy == "hnsw":
         # The index serves only `ORDER BY <distance> LIMIT k` exactly: no tie-breaker column.
-        # Its default search beam (256) finds 0.7 of the true top-10 in a million clustered vectors;
-        # HNSW_SEARCH_BEAM finds 0.97 (bench/results.md). With filters it fetches `multiplier` x k
-        # neighbours (ClickHouse accepts 1..1000) and drops those that do not match.
+        # `beam` is the search beam that reached the recall target for k = 10 when the index was tuned
+        # (Searcher.tune_index); it grows with k and with the neighbours a filter makes it fetch:
+        # `multiplier` x k (ClickHouse accepts 1..1000), of which those that do not match are dropped.
+        # Projections are off: ClickHouse would prefer a filter column's projection, which has no index.
         fetch = min(1000.0, max(1.0, float(multiplier))) if conditions else 1.0
         wanted = math.ceil(fetch * params["k"])
-        settings = f"\nSETTINGS hnsw_candidate_list_size_for_search = {max(HNSW_SEARCH_BEAM, wanted)}"
+        beam = math.ceil((beam or HNSW_SEARCH_BEAM) * max(1.0, params["k"] / 10))
+        settings = (f"\nSETTINGS hnsw_candidate_list_size_for_search = {max(beam, wanted)}, "
+                    "optimize_use_projections = 0")
         if conditions:
             settings += (f", vector_search_filter_strategy = 'postfilter', vector_search_index_fetch_multiplier = "
                          f"{fetch:g}, max_limit_for_vector_search_queries = {max(1000, wanted)}")

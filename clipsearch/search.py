@@ -5,6 +5,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from PIL import Image
 
 from .catalog import Catalog
@@ -19,6 +20,14 @@ DEFAULT_WEIGHTS = {"image": 0.5, "text": 0.5}
 # below MIN_INDEX_SHARE = 4 / 1000 the matching rows are ranked exactly. See bench/results.md.
 POSTFILTER_SAFETY = 4.0
 MIN_INDEX_SHARE = POSTFILTER_SAFETY / 1000
+# A filter on a filter column (Catalog.add_filter_column) that leaves at most EXACT_ROWS rows is ranked
+# exactly: ClickHouse reads just those rows from the column's projection, about as fast as an index search
+# and exact. See bench/results.md.
+EXACT_ROWS = 20_000
+# Index tuning: the beams tried (smallest first) and the recall@10 a search should reach.
+TUNING_BEAMS = (16, 32, 64, 128, 256, 512, 1024, 2048)
+RECALL_TARGET = 0.95
+TUNING_QUERIES = 20
 MAX_QUERY_CHARS = 2000  # CLIP reads 77 tokens; longer texts only cost tokenizing and log space
 SAMPLE_ROWS = 100_000   # rows the filter share is estimated on: a few ms at any table size
 
@@ -112,8 +121,11 @@ class Searcher:
              ) -> tuple[list[dict], str, dict, str]:
         """Rows ranked by the weighted distance to `parts`: (rows, sql, params, strategy that ran)."""
         strategy, multiplier, _ = self.plan(state, filters, parts)
-        sql, params = search_sql(state["columns"], filters, k, parts, strategy, multiplier)
+        sql, params = search_sql(state["columns"], filters, k, parts, strategy, multiplier, state["beam"])
         rows = self.catalog.query(sql, params)
+        column = self._filter_column(state, filters)
+        if strategy == "exact" and column:
+            strategy = f"exact (projection on {column[0]})"
         if strategy != "exact" and len(rows) < params["k"] and len(rows) < self._count(state, filters)[0]:
             # The index came back short (the filter dropped too many neighbours): rank the matching
             # rows exactly, so a search always returns k rows when k rows match.
@@ -135,9 +147,49 @@ class Searcher:
         matching, seen = self._count(state, filters, SAMPLE_ROWS)
         share = matching / max(1, seen)
         matching = round(share * state["rows"])
-        if share >= MIN_INDEX_SHARE:
+        column = self._filter_column(state, filters)
+        if share >= MIN_INDEX_SHARE and not (column and column[1] <= EXACT_ROWS):
             return "hnsw", POSTFILTER_SAFETY / share, matching
         return "exact", 1.0, matching
+
+    def tune_index(self, target: float = RECALL_TARGET, queries: int = TUNING_QUERIES) -> dict:
+        """Find the smallest HNSW search beam whose recall@10 against the exact ranking reaches `target`, on
+        `queries` sample queries (each the mean of two stored vectors: between neighbourhoods, where the
+        graph search is hardest), and record it for later searches. Costs one exact scan per query."""
+        state = self.catalog.search_state()
+        index = self.catalog.vector_index()
+        if index is None or not state["rows"]:
+            raise QueryError("no vector index to tune: run `clipsearch index create` on a loaded store")
+        sample = self.catalog.query("SELECT embedding FROM images ORDER BY cityHash64(id) LIMIT {n:UInt32}",
+                                    {"n": 2 * queries})
+        vectors = [np.add(a["embedding"], b["embedding"]) for a, b in zip(sample[::2], sample[1::2], strict=False)]
+        parts = [[QueryVector(vector=v / np.linalg.norm(v))] for v in vectors]
+        exact = [{r["id"] for r in self.catalog.query(*search_sql(state["columns"], [], 10, p))} for p in parts]
+        beam, recall = TUNING_BEAMS[-1], 0.0
+        for beam in TUNING_BEAMS:
+            found = [{r["id"] for r in self.catalog.query(*search_sql(state["columns"], [], 10, p, "hnsw", 1.0, beam))}
+                     for p in parts]
+            recall = float(np.mean([len(f & e) / max(1, len(e)) for f, e in zip(found, exact, strict=True)]))
+            if recall >= target:
+                break
+        self.catalog.command("INSERT INTO vector_index_tuning (index_type, beam, recall, target, queries) "
+                             "SELECT {type:String}, {beam:UInt32}, {recall:Float32}, {target:Float32}, {n:UInt32}",
+                             {"type": index["type_full"], "beam": beam, "recall": recall, "target": target,
+                              "n": len(parts)})
+        return {"beam": beam, "recall": round(recall, 3), "target": target, "queries": len(parts)}
+
+    def _filter_column(self, state: dict, filters: list[Filter]) -> tuple[str, int] | None:
+        """The filter column whose filters leave the fewest rows, with that estimate (None: no filter is on
+        a filter column). Estimated like the filters' share, on a sample."""
+        best = None
+        for column in state["filter_columns"]:
+            on_it = [f for f in filters if f.column == column]
+            if on_it:
+                matching, seen = self._count(state, on_it, SAMPLE_ROWS)
+                rows = round(matching / max(1, seen) * state["rows"])
+                if best is None or rows < best[1]:
+                    best = (column, rows)
+        return best
 
     def _count(self, state: dict, filters: list[Filter], limit: int | None = None) -> tuple[int, int]:
         if not filters:

@@ -83,3 +83,18 @@ CREATE TABLE IF NOT EXISTS labels
 )
 ENGINE = ReplacingMergeTree(labelled_at)
 ORDER BY (label_set, image_id);
+
+-- The HNSW search beam (hnsw_candidate_list_size_for_search at k = 10) that reached the recall target
+-- when the index was built: the smallest tried whose recall@10 against an exact ranking of sample
+-- queries met it. Searches scale it with k and filters (clipsearch/query.py).
+CREATE TABLE IF NOT EXISTS vector_index_tuning
+(
+    tuned_at   DateTime64(3) DEFAULT now64(3),
+    index_type String,                       -- the index tuned, as system.data_skipping_indices.type_full
+    beam       UInt32,
+    recall     Float32,                      -- mean recall@10 at that beam on the sample queries
+    target     Float32,
+    queries    UInt32
+)
+ENGINE = MergeTree
+ORDER BY tuned_at;

@@ -2,12 +2,15 @@
 keeps recall@10 >= 0.95 against exact search."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
 from clipsearch.catalog import Catalog
+from clipsearch.errors import QueryError
 from clipsearch.query import QueryVector, parse_filter, search_sql
-from clipsearch.search import MIN_INDEX_SHARE, Searcher
+from clipsearch.search import MIN_INDEX_SHARE, RECALL_TARGET, TUNING_BEAMS, Searcher
 from clipsearch.synthetic import SELECTIVITY, fill
 
 pytestmark = pytest.mark.slow  # 20,000 rows and an HNSW index over them
@@ -87,3 +90,56 @@ def test_plan_without_index_and_for_mixed_queries(table):
     assert searcher.plan(state, [], [QueryVector(0.5, vector=queries[0]), QueryVector(0.5, vector=queries[1])])[0] \
         == "exact"
     assert searcher.plan({**state, "vector_index": False}, [], one) == ("exact", 1.0, ROWS)
+
+
+def test_index_tuning_picks_the_smallest_beam_that_reaches_the_target(table):
+    store, searcher, _, queries = table
+    tuned = searcher.tune_index()
+    assert tuned["beam"] in TUNING_BEAMS and tuned["queries"] == 20
+    assert tuned["recall"] >= RECALL_TARGET or tuned["beam"] == TUNING_BEAMS[-1]
+    state = store.search_state()
+    assert state["beam"] == tuned["beam"]
+    one = [QueryVector(vector=queries[0])]
+    for k, beam in ((10, tuned["beam"]), (50, 5 * tuned["beam"])):   # the beam grows with k
+        sql, _ = search_sql(state["columns"], [], k, one, "hnsw", 1.0, state["beam"])
+        assert f"hnsw_candidate_list_size_for_search = {max(beam, k)}," in sql
+    if tuned["beam"] > TUNING_BEAMS[0]:   # the beam before it missed the target on the same queries
+        smaller = TUNING_BEAMS[TUNING_BEAMS.index(tuned["beam"]) - 1]
+        store.command("INSERT INTO vector_index_tuning (index_type, beam, recall, target, queries) "
+                      "SELECT type_full, {b:UInt32}, 0, 0, 0 FROM system.data_skipping_indices "
+                      "WHERE table = 'images' AND type = 'vector_similarity'", {"b": smaller})
+        assert store.search_state()["beam"] == smaller   # the newest tuning counts
+
+
+def test_filter_column_ranks_selective_filters_from_its_projection(table):
+    store, searcher, vectors, queries = table
+    with pytest.raises(QueryError, match="unknown filter column"):
+        store.add_filter_column("embedding")
+    store.add_filter_column("sel_1")
+    try:
+        state = store.search_state()
+        assert state["filter_columns"] == ["sel_1"]
+        one = [QueryVector(vector=queries[3])]
+        for flt in ("sel_1=1", "sel_0_1=1"):
+            rows, sql, params, strategy = searcher.rank(state, one, [parse_filter(flt)], 10)
+            assert [r["id"] for r in rows] == _exact_top(store, vectors, queries[3], flt)
+        rows, sql, params, strategy = searcher.rank(state, one, [parse_filter("sel_1=1")], 10)
+        assert strategy == "exact (projection on sel_1)"
+        plan = store.text("EXPLAIN indexes = 1 " + sql, params, "TSV")
+        assert "ReadFromMergeTree (filter_sel_1)" in plan   # ClickHouse read the sorted copy
+        # The index never reads the projection (it has no index), and deletes keep both in step.
+        sql, params = search_sql(state["columns"], [parse_filter("sel_10=1")], 10, one, "hnsw", 40, state["beam"])
+        assert "filter_sel_1" not in store.text("EXPLAIN " + sql, params, "TSV")
+        gone = rows[0]["id"]
+        store.delete_images("id = {id:String}", {"id": gone})
+        for _ in range(100):   # right after the delete, and while the projection is rebuilt
+            state = store.search_state()
+            rows, sql, params, _ = searcher.rank(state, one, [parse_filter("sel_1=1")], 10)
+            assert gone not in {r["id"] for r in rows} and len(rows) == 10
+            if "ReadFromMergeTree (filter_sel_1)" in store.text("EXPLAIN indexes = 1 " + sql, params, "TSV"):
+                break
+            time.sleep(0.2)
+        assert "ReadFromMergeTree (filter_sel_1)" in store.text("EXPLAIN indexes = 1 " + sql, params, "TSV")
+    finally:
+        store.drop_filter_column("sel_1")
+    assert store.search_state()["filter_columns"] == []

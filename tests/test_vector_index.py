@@ -1,6 +1,8 @@
 """The optional HNSW index: used when present, exact k rows under filters, new rows found at once."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -76,4 +78,21 @@ def test_index_cli(tmp_path, cli):
     empty = cli("index", "create", db=tmp_path / "db")
     assert empty.returncode == 1 and "load images first" in empty.stderr
     assert cli("index", "status", db=tmp_path / "db").stdout.strip() == \
-        "index: none (searches scan every row exactly)"
+        "index: none (searches scan every row exactly)\nfilter columns: none"
+
+
+def test_index_cli_filter_columns_and_tuning(tmp_path, cli, model):
+    with loaded(tmp_path, random_specs(40, 78), 78, model, extra=lambda i: {"price": i, "shelf": f"s{i % 4}"}):
+        pass
+    db = tmp_path / "db"
+    made = cli("index", "create", "--filter-column", "shelf", "--filter-column", "price", db=db)
+    assert made.returncode == 0 and "filter columns: price, shelf" in made.stdout
+    bad = cli("index", "create", "--filter-column", "nope", db=db)
+    assert bad.returncode != 0 and "unknown filter column 'nope'" in bad.stderr and "shelf" in bad.stderr
+    found = cli("search", "a red circle", "--filter", "shelf=s1", "--json", db=db)
+    assert found.returncode == 0 and {r["shelf"] for r in json.loads(found.stdout)} == {"s1"}
+    assert cli("index", "drop", "--filter-column", "price", db=db).stdout.endswith("filter columns: shelf\n")
+    built = cli("index", "create", db=db)
+    assert built.returncode == 0 and "search beam" in built.stdout and "target 0.95" in built.stdout
+    status = cli("index", "status", db=db).stdout
+    assert "vector_similarity" in status and "search beam " in status and "not tuned" not in status
