@@ -45,6 +45,7 @@ def catalogue(tmp_path_factory, model):
                           ("a green cross", ["category=nothing-like-this"])]:
         searcher.search(text, k=5, filters=[parse_filter(f) for f in filters])
     searcher.search(image_id=store.query("SELECT id FROM images ORDER BY id LIMIT 1")[0]["id"], k=5)
+    searcher.close()   # writes its buffered search_log rows
     yield store, Searcher(store, lambda: model, log=False), first, folder / "demo" / "images" / "zz-copy.jpg"
     store.close()
 
