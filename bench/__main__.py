@@ -1,6 +1,6 @@
 """Benchmarks, each against a baseline measured in the same run. From the repository root:
 
-    python -m bench [--images 3000] [--vectors 100000,1000000] [--duplicates 20000,100000]
+    python -m bench [--images 3000] [--vectors 100000,1000000] [--dim 512] [--duplicates 20000,100000]
                     [--copies-originals 2000] [--copies-rows 100000]
                     [--skip-vit] [--only loader,service,search,memory,duplicates,copies] [--out DIR]
 
@@ -9,9 +9,9 @@ loader      Loader throughput (decode in workers + encode + insert) against the 
             random weights as a stand-in for a real CLIP (bench/loader.py).
 service     `clipsearch serve` under 16 concurrent clients against the same searches in-process
             (bench/service.py).
-search      Exact scan, HNSW index and the service's choice per filter selectivity on the table of
-            `python -m bench.dataset`, against numpy brute force (latency, recall@10, index build and
-            upkeep) (bench/search.py).
+search      clipsearch's search per filter selectivity at real CLIP size (--dim 512) beside numpy,
+            faiss and DuckDB on the same vectors and filters: latency, recall@10, the ratio to the best
+            peer, where an exact scan's time goes (bench/search.py).
 memory      Peak memory of `clipsearch serve` and `clipsearch load` on the largest search table
             (bench/memory.py; run search first).
 duplicates  The near-duplicate scan on clustered vectors with planted copies against an exact
@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vit-images", type=int, default=256, help="generated images for the ViT-B-32 loader run")
     parser.add_argument("--vectors", default="100000",
                         help="table sizes for the search benchmark, comma-separated (e.g. 100000,1000000)")
+    parser.add_argument("--dim", type=int, default=512,
+                        help="vector dimensions for the search benchmark (512 as ViT-B-32; 128 as the bundled "
+                             "model, which the memory benchmark needs; 768 as ViT-L-14)")
     parser.add_argument("--duplicates", default="20000,100000", help="table sizes for the near-duplicate scan")
     parser.add_argument("--copies-originals", type=int, default=2000,
                         help="generated originals for the copies benchmark (each with a look-alike and 6 copies)")
@@ -91,12 +94,12 @@ def main(argv: list[str] | None = None) -> int:
             loader.run(ClipModel(), common.write_images(work / "images", args.images), BUNDLED, bundled_db)
         results["service"] = show(service.run(bundled_db))
     if "search" in only:
-        results["search"] = [search.run(int(n), ClipModel(), work) for n in args.vectors.split(",")]
+        results["search"] = [search.run(int(n), ClipModel(), work, args.dim) for n in args.vectors.split(",")]
     if "memory" in only:
-        db = work / f"db-search-{args.vectors.split(',')[-1]}"
+        db = work / f"db-search-{args.vectors.split(',')[-1]}-d128"
         if not db.exists():
-            raise SystemExit(f"{db} not found: the memory benchmark uses the search benchmark's largest table; "
-                             f"run --only search,memory --vectors {args.vectors}")
+            raise SystemExit(f"{db} not found: the memory benchmark searches the search benchmark's largest table "
+                             f"with the bundled model; run --only search,memory --dim 128 --vectors {args.vectors}")
         results["memory"] = show(memory.run(db, work))
     if "duplicates" in only:
         results["duplicates"] = [show(duplicates.run(int(n), work)) for n in args.duplicates.split(",")]

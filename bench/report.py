@@ -8,20 +8,10 @@ from pathlib import Path
 
 from clipsearch import synthetic
 
-from .search import FILTERS
-
-# Strategies clipsearch no longer has. Runs that measured them keep their figures in results.json; the
-# report shows them apart, as an earlier measurement, and the plot leaves them out.
-REMOVED = {"rerank": "the QBit 8-bit scan with exact re-rank"}
-
 
 def machine() -> str:
     import torch
     return f"{platform.machine()}, {os.cpu_count()} CPUs, {'GPU' if torch.cuda.is_available() else 'no GPU'}"
-
-
-def removed(case: dict) -> bool:
-    return case["strategy"].split(" (")[0] in REMOVED
 
 
 def write(results: dict, out: Path, plot: bool) -> str:
@@ -30,34 +20,56 @@ def write(results: dict, out: Path, plot: bool) -> str:
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     markdown = to_markdown(results)
     (out / "results.md").write_text(markdown)
-    if plot and any(run.get("cases") for run in results.get("search", [])):
+    if plot and any(run.get("engines") for run in results.get("search", [])):
         plot_search(results["search"], out / "search.png")
     return markdown
 
 
-def _case_rows(cases: list[dict]) -> list[str]:
-    return ["| strategy | filter | SQL p50 / p95 (ms) | numpy p50 (ms) | recall@10 | k rows | ran |",
-            "|---|---|---|---|---|---|---|"] + [
-        f"| {c['strategy']} | {c['filter']} | {c['sql_p50_ms']} / {c['sql_p95_ms']} | {c['numpy_p50_ms']} | "
-        f"{c['recall_at_10']} | {c['k_rows_share']:.0%} | {c['ran']} |" for c in cases]
+PEERS = ("numpy brute", "numpy gather", "DuckDB SQL", "faiss flat", "faiss HNSW")
+
+
+def _cell(case: dict) -> str:
+    """p50 ms, with recall@10 and the share of searches with k rows where they are short of perfect."""
+    notes = [f"recall {case['recall_at_10']}"] if case["recall_at_10"] < 1 else []
+    notes += [f"k rows {case['k_rows_share']:.0%}"] if case["k_rows_share"] < 1 else []
+    return f"{case['sql_p50_ms']}" + (f" ({', '.join(notes)})" if notes else "")
 
 
 def search_lines(run: dict) -> list[str]:
-    current = [c for c in run["cases"] if not removed(c)]
-    lines = ["", f"Search over {run['rows']:,} x {run['dim']} vectors (`python -m bench.dataset`; insert "
-                 f"{run['insert_rows_per_s']:,} rows/s; HNSW build {run['hnsw_build_s']} s), 40 queries, k=10:", "",
-             *_case_rows(current)]
-    m = run["maintenance"]
-    lines += ["", f"Index maintenance: {m['new_rows']:,} new rows inserted into the indexed table at "
-                  f"{m['insert_with_index_rows_per_s']:,} rows/s (unindexed: {run['insert_rows_per_s']:,}); "
-                  f"a new row found at once: {m['new_row_found_at_once']} ({m['found_by']}); "
-                  f"merging them into the indexed part: {m['merge_with_index_s']} s."]
-    old = [c for c in run["cases"] if removed(c)]
-    if old:
-        what = "; ".join(REMOVED[name] for name in dict.fromkeys(c["strategy"].split(" (")[0] for c in old))
-        column = f" (its QBit column took {run['rerank_column_s']} s to add)" if "rerank_column_s" in run else ""
-        lines += ["", f"Earlier measurement, same run, of a strategy since removed from clipsearch: {what}{column}:",
-                  "", *_case_rows(old)]
+    engines, notes = run["engines"], run["notes"]
+    ours = ["clipsearch", "clipsearch: rank() alone", "clipsearch (no filter columns)",
+            "clipsearch exact scan (no index)"]
+    ours = [e for e in ours if e in engines]
+    peers = [p for p in PEERS if p in engines]
+    lines = ["", f"Search over {run['rows']:,} x {run['dim']} vectors, {run['queries']} queries, k={run['k']}, p50 ms "
+                 "(recall@10 against exact where below 1; clipsearch's time is all of `Searcher.search` but "
+                 "encoding the query). Strategy clipsearch ran in brackets.", "",
+             "| filter | " + " | ".join(ours + peers) + " | best peer (recall >= 0.95, k rows) "
+             "| clipsearch / best peer |",
+             "|---" * (len(ours) + len(peers) + 3) + "|"]
+    for filt in engines["clipsearch"]:
+        good = [p for p in peers if engines[p][filt]["recall_at_10"] >= 0.95 and engines[p][filt]["k_rows_share"] == 1]
+        best = min(good, key=lambda p: engines[p][filt]["sql_p50_ms"]) if good else None
+        ratio = (f"{engines['clipsearch'][filt]['sql_p50_ms'] / max(0.01, engines[best][filt]['sql_p50_ms']):.1f}x"
+                 if best else "-")
+        cells = []
+        for name in ours:
+            cell = _cell(engines[name][filt])
+            if "ran" in engines[name][filt]:
+                cell += f" [{engines[name][filt]['ran']}]"
+            cells.append(cell)
+        lines.append(f"| {filt} | " + " | ".join(cells + [_cell(engines[p][filt]) for p in peers])
+                     + f" | {best or '-'} | {ratio} |")
+    lines += ["", f"Insert {notes['insert_rows_per_s']:,} rows/s; HNSW ({notes['hnsw']}) build and tuning "
+                  f"{notes['hnsw_build_and_tune_s']} s, tuned search beam {notes['tuned']['beam']} (recall@10 "
+                  f"{notes['tuned']['recall']} on {notes['tuned']['queries']} sample queries); filter columns "
+                  f"sel_1, sel_0_1 built in {notes['filter_columns_build_s']} s; faiss HNSW ({notes['faiss_hnsw']}) "
+                  f"build {notes['peers_build_s'].get('faiss HNSW', '-')} s."
+                  + (f" Not installed, skipped: {', '.join(notes['peers_missing'])}."
+                     if notes["peers_missing"] else "")]
+    if run.get("scan"):
+        lines += ["", "Where an exact scan's time goes (p50 ms, same table):", "",
+                  "| step | ms |", "|---|---|"] + [f"| {k} | {v} |" for k, v in run["scan"].items()]
     return lines
 
 
@@ -69,7 +81,7 @@ def to_markdown(results: dict) -> str:
         lines += [f"| {r['model']} | {r['images']} | {r['raw_encode_images_per_s']} | "
                   f"{r['decode_one_process_images_per_s']} | {r['loader_images_per_s']} | {r['loader_vs_raw']:.0%} |"
                   for r in results["loader"]]
-    for run in (r for r in results.get("search", []) if "cases" in r):  # older runs had another shape
+    for run in (r for r in results.get("search", []) if "engines" in r):  # older runs had another shape
         lines += search_lines(run)
     if results.get("memory"):
         mem = results["memory"]
@@ -164,7 +176,7 @@ def copies_lines(c: dict) -> list[str]:
 
 
 def plot_search(runs: list[dict], out: Path) -> None:
-    """p50 latency against rows, one line per strategy, one panel per filter; numpy dashed. Needs matplotlib
+    """p50 latency per engine and filter, one panel per table, log scale. Needs matplotlib
     (`pip install -e '.[bench]'`); without it, says so and writes nothing."""
     try:
         import matplotlib
@@ -173,23 +185,19 @@ def plot_search(runs: list[dict], out: Path) -> None:
         return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    runs = [r for r in runs if r.get("cases")]
-    p50 = {(r["rows"], c["strategy"], c["filter"]): c["sql_p50_ms"] for r in runs for c in r["cases"]}
-    numpy_p50: dict = {}  # the first strategy's baseline per table and filter
-    for r in runs:
-        for c in r["cases"]:
-            numpy_p50.setdefault((r["rows"], c["filter"]), c["numpy_p50_ms"])
-    strategies = dict.fromkeys(c["strategy"] for r in runs for c in r["cases"] if not removed(c))
-    fig, axes = plt.subplots(1, len(FILTERS), figsize=(4 * len(FILTERS), 3.6), sharey=True)
-    for ax, filt in zip(axes, FILTERS, strict=True):
-        for strategy in strategies:
-            sizes = [r["rows"] for r in runs if (r["rows"], strategy, filt) in p50]
-            ax.plot(sizes, [p50[n, strategy, filt] for n in sizes], marker="o", label=strategy.split(" (")[0])
-        sizes = [r["rows"] for r in runs if (r["rows"], filt) in numpy_p50]
-        ax.plot(sizes, [numpy_p50[n, filt] for n in sizes], "k--", marker="x", label="numpy brute force")
-        ax.set(xscale="log", yscale="log", title=f"filter: {filt}", xlabel="rows")
-    axes[0].set_ylabel("p50 latency, top-10 (ms)")
-    axes[-1].legend(fontsize=8)
+    runs = [r for r in runs if r.get("engines")]
+    fig, axes = plt.subplots(1, len(runs), figsize=(7 * len(runs), 4), squeeze=False)
+    for ax, run in zip(axes[0], runs, strict=True):
+        names = [n for n in ("clipsearch", "clipsearch (no filter columns)", *PEERS) if n in run["engines"]]
+        filters = list(run["engines"]["clipsearch"])
+        width = 0.8 / len(names)
+        for j, name in enumerate(names):
+            ax.bar([i + j * width for i in range(len(filters))],
+                   [run["engines"][name][f]["sql_p50_ms"] for f in filters], width, label=name)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(filters))], [f"filter: {f}" for f in filters])
+        ax.set(yscale="log", ylabel="p50 latency, top-10 (ms)", title=f"{run['rows']:,} x {run['dim']}")
+        ax.axhline(10, color="grey", linestyle=":", linewidth=1)
+    axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -1,11 +1,22 @@
-"""Search strategies side by side on a catalogue-like table, per filter selectivity.
+"""Search at real CLIP size: clipsearch beside its peers on one table, per filter selectivity.
 
-The table is what `python -m bench.dataset` makes (`clipsearch.synthetic`): the bundled model's
-embeddings of 4,000 generated images, each repeated with a small perturbation, and columns sel_50,
-sel_10, sel_1, sel_0_1 set on exactly that share of rows. Each strategy (the exact Float32 scan, the
-HNSW index, the service's own choice) against numpy brute force over the same vectors in RAM with
-the same filter: latency, recall@10 against numpy's exact top-10, and whether k rows came back. Then
-the index's upkeep: inserting into the indexed table and merging the new rows in.
+The table: the bundled model's embeddings of 4,000 generated images, lifted to `dim` dimensions by a
+random orthonormal map (cosine similarities unchanged) and each repeated with a small random perturbation
+in `dim` dimensions, so the table is clustered like real CLIP embeddings (ViT-B-32: 512-d) with many near
+neighbours; columns sel_10, sel_1, sel_0_1 mark 10%, 1% and 0.1% of rows at random. Queries: 20 texts
+and 20 unseen images, lifted the same way.
+
+Every engine answers the same 40 queries, k=10, with the same filter, in interleaved rounds (each query
+goes to each engine in turn, so a busy moment of the machine hits them all):
+- clipsearch: `Searcher.search` as the service calls it, with a stand-in model that returns the query's
+  vector, so its time is everything but encoding (table state, validation, the ranking SQL, the log);
+  first without filter columns, then with sel_1 and sel_0_1 declared (`index create --filter-column`);
+- its ranking SQL alone (`Searcher.rank`), and an exact scan without any index;
+- numpy: brute force over all rows with the filter as a mask, and a gather of the matching rows;
+- faiss: a flat inner-product index and HNSW (M 16), both with an IDSelectorBitmap for the filter;
+- DuckDB: the same brute-force SQL (`array_cosine_distance` over FLOAT[dim]).
+Recall@10 is against numpy's exact top 10 with the filter. faiss and DuckDB come with `pip install -e
+'.[bench]'`; an engine that is not installed is skipped and said so.
 """
 from __future__ import annotations
 
@@ -20,111 +31,237 @@ import clipsearch
 from clipsearch import synthetic
 from clipsearch.collection import Collection
 from clipsearch.model import ClipModel
-from clipsearch.query import QueryVector, parse_filter, search_sql
-from clipsearch.search import POSTFILTER_SAFETY
+from clipsearch.query import QueryVector, parse_filter
 
 from .common import ms_stats
 
-FILTERS = {"none": None, "50%": "sel_50", "10%": "sel_10", "1%": "sel_1", "0.1%": "sel_0_1"}
+FILTERS = {"none": None, "10%": "sel_10", "1%": "sel_1", "0.1%": "sel_0_1"}
+FILTER_COLUMNS = ("sel_1", "sel_0_1")   # declared for the second clipsearch run
 K = 10
-BASES, SEED = 4000, 5          # synthetic.fill's defaults: base images and seed
+BASES, SEED = 4000, 5
 HNSW = ("bf16", 16, 128)       # quantization, M, ef_construction
+FAISS_HNSW = (16, 40, 64)      # M, efConstruction, efSearch
+EXACT_QUERIES = 8              # the exact scan without an index costs ~0.5 s a query at 1M x 512
 
 
-def query_vectors(model: ClipModel) -> np.ndarray:
+def lift(vectors: np.ndarray, dim: int, seed: int = 11) -> np.ndarray:
+    """`vectors` in `dim` dimensions by a random orthonormal map: every cosine similarity is kept."""
+    if dim == vectors.shape[1]:
+        return vectors
+    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((dim, vectors.shape[1])))
+    return (vectors @ q.T).astype(np.float32)
+
+
+def query_vectors(model: ClipModel, dim: int) -> np.ndarray:
     """20 text queries ("a red circle", ...) and 20 images none of the rows were made from."""
     texts = [synthetic.query_text(c, s) for c in synthetic.COLOURS for s in synthetic.SHAPES][::2]
-    return np.concatenate([model.encode_texts(texts), synthetic.encode_generated(model, 20, seed=999)])
+    queries = lift(np.concatenate([model.encode_texts(texts), synthetic.encode_generated(model, 20, seed=999)]), dim)
+    return queries / np.linalg.norm(queries, axis=1, keepdims=True)
 
 
-def stored_masks(photos: Collection, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Which rows each sel_* column marks, by row number (ids are row numbers in hex); checked against
-    the table on the rarest column."""
-    masks = {name: columns[name].astype(bool) for name in synthetic.SELECTIVITY}
-    stored = {r["id"] for r in photos.catalog.query("SELECT id FROM images WHERE sel_0_1 = 1")}
-    assert stored == {f"{i:032x}" for i in np.flatnonzero(masks["sel_0_1"])}, "sel_0_1 differs from the table"
-    return masks
+class QueryModel:
+    """Stands in for the CLIP model: "encodes" query text `"q<i>"` as the benchmark's i-th query vector."""
+
+    def __init__(self, label: str, queries: np.ndarray):
+        self.label, self.queries = label, queries
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        return self.queries[[int(t[1:]) for t in texts]]
 
 
-def measure(photos: Collection, state: dict, vectors: np.ndarray, column: str | None, keep: np.ndarray | None,
-            queries: np.ndarray, strategy: str | None, multiplier: float = 1.0) -> dict:
-    """p50/p95 of one strategy (None: the one the service picks) against numpy brute force over all
-    vectors with the same filter, recall@10 against numpy's exact top-10, and k-row completeness."""
-    filters = [parse_filter(f"{column}=1")] if column else []
-    sql_ms, numpy_ms, recall, complete, ran = [], [], [], [], set()
-    for q in queries:
-        parts = [QueryVector(vector=q)]
-        start = time.perf_counter()
-        if strategy is None:
-            rows, _, _, name = photos.searcher.rank(state, parts, filters, K)
-            name = name.split(" (")[0]
-        else:
-            sql, params = search_sql(state["columns"], filters, K, parts, strategy, multiplier)
-            rows, name = photos.catalog.query(sql, params), strategy
-        sql_ms.append((time.perf_counter() - start) * 1000)
-        ran.add(name)
-        start = time.perf_counter()
-        scores = vectors @ q
-        if keep is not None:
-            scores[~keep] = -np.inf
-        top = np.argpartition(-scores, K)[:K]
-        numpy_ms.append((time.perf_counter() - start) * 1000)
-        recall.append(len({r["id"] for r in rows} & {f"{i:032x}" for i in top}) / K)
-        complete.append(len(rows) == K)
-    return {**ms_stats(sql_ms, "sql"), "numpy_p50_ms": round(float(np.median(numpy_ms)), 1),
-            "recall_at_10": round(float(np.mean(recall)), 3), "k_rows_share": float(np.mean(complete)),
-            "ran": "+".join(sorted(ran))}
+class Peers:
+    """The other engines over the same vectors and filter masks; each `top(name, q, column)` returns row
+    numbers. Built once; engines that are not installed are left out (listed in `missing`)."""
+
+    def __init__(self, vectors: np.ndarray, masks: dict[str, np.ndarray]):
+        self.vectors, self.masks, self.missing, self.build_s = vectors, masks, [], {}
+        self.rows = {c: np.flatnonzero(m) for c, m in masks.items()}
+        self.engines: dict[str, Callable[[np.ndarray, str | None], list[int]]] = {
+            "numpy brute": self._numpy_brute, "numpy gather": self._numpy_gather}
+        try:
+            import faiss
+            self.flat = faiss.IndexFlatIP(vectors.shape[1])
+            self.flat.add(vectors)
+            self._bits = {c: np.packbits(m, bitorder="little") for c, m in masks.items()}   # the selectors' memory
+            self.bitmaps = {c: faiss.IDSelectorBitmap(len(masks[c]), faiss.swig_ptr(bits))
+                            for c, bits in self._bits.items()}
+            self.engines["faiss flat"] = self._faiss_flat
+            start = time.perf_counter()
+            m, ef_construction, self.ef_search = FAISS_HNSW
+            self.hnsw = faiss.IndexHNSWFlat(vectors.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+            self.hnsw.hnsw.efConstruction = ef_construction
+            self.hnsw.add(vectors)
+            self.build_s["faiss HNSW"] = round(time.perf_counter() - start, 1)
+            self.engines["faiss HNSW"] = self._faiss_hnsw
+            self.faiss = faiss
+        except ImportError:
+            self.missing.append("faiss")
+        try:
+            import duckdb
+            import pyarrow as pa
+            self.duck = duckdb.connect()
+            dim = vectors.shape[1]
+            table = pa.table({"row": np.arange(len(vectors)),
+                              "v": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
+                              **{c: m.astype(np.int8) for c, m in masks.items()}})
+            self.duck.register("source", table)
+            self.duck.execute("CREATE TABLE t AS SELECT * FROM source")
+            self.duck.unregister("source")
+            self.duck_sql = {c: f"SELECT row FROM t {f'WHERE {c} = 1' if c else ''} "
+                                f"ORDER BY array_cosine_distance(v, $q::FLOAT[{dim}]) LIMIT {K}"
+                             for c in [None, *masks]}
+            self.engines["DuckDB SQL"] = self._duckdb
+        except ImportError:
+            self.missing.append("duckdb")
+
+    def _numpy_brute(self, q: np.ndarray, column: str | None) -> list[int]:
+        scores = self.vectors @ q
+        if column:
+            scores[~self.masks[column]] = -np.inf
+        return np.argpartition(-scores, K)[:K].tolist()
+
+    def _numpy_gather(self, q: np.ndarray, column: str | None) -> list[int]:
+        if not column:
+            return self._numpy_brute(q, column)
+        rows = self.rows[column]
+        scores = self.vectors[rows] @ q
+        return rows[np.argpartition(-scores, K)[:K]].tolist()
+
+    def _faiss_flat(self, q: np.ndarray, column: str | None) -> list[int]:
+        params = self.faiss.SearchParameters(sel=self.bitmaps[column]) if column else None
+        return self.flat.search(q[None, :], K, params=params)[1][0].tolist()
+
+    def _faiss_hnsw(self, q: np.ndarray, column: str | None) -> list[int]:
+        params = self.faiss.SearchParametersHNSW(efSearch=self.ef_search)
+        if column:
+            params.sel = self.bitmaps[column]
+        return [int(i) for i in self.hnsw.search(q[None, :], K, params=params)[1][0] if i >= 0]
+
+    def _duckdb(self, q: np.ndarray, column: str | None) -> list[int]:
+        return [r[0] for r in self.duck.execute(self.duck_sql[column], {"q": q.tolist()}).fetchall()]
 
 
-def run(count: int, model: ClipModel, work: Path) -> dict:
-    """Every strategy and filter on a fresh `count`-row table in work/db-search-COUNT (kept for the
-    memory benchmark)."""
-    db = work / f"db-search-{count}"
+def run(count: int, model: ClipModel, work: Path, dim: int = 512) -> dict:
+    """The comparison on a fresh `count` x `dim` table in work/db-search-COUNT-dDIM."""
+    db = work / f"db-search-{count}-d{dim}"
     shutil.rmtree(db, ignore_errors=True)
-    queries = query_vectors(model)
-    out: dict = {"rows": count, "dim": int(queries.shape[1]), "cases": []}
-    with clipsearch.open(db, model=model, log_searches=False) as photos:
-        # synthetic.fill(catalog, model, count), with the insert timed on its own
-        vectors = synthetic.perturbed(synthetic.encode_generated(model, BASES, SEED), count, SEED + 1)
+    queries = query_vectors(model, dim)
+    vectors = synthetic.perturbed(lift(synthetic.encode_generated(model, BASES, SEED), dim), count, SEED + 1)
+    out: dict = {"rows": count, "dim": dim, "queries": len(queries), "k": K, "engines": {}, "notes": {}}
+    fake = QueryModel(model.label, queries)
+    with clipsearch.open(db, model=lambda: fake, log_searches=True) as photos:   # logged, as the service does
         start = time.perf_counter()
         columns = synthetic.insert_vectors(photos.catalog, vectors, model.label, SEED)
-        out["insert_rows_per_s"] = round(count / (time.perf_counter() - start))
+        out["notes"]["insert_rows_per_s"] = round(count / (time.perf_counter() - start))
         photos.catalog.command("OPTIMIZE TABLE images FINAL")
-        masks = stored_masks(photos, columns)
-
-        def run_all(label: str, strategy: str | None, multiplier_for: Callable[[float], float] | None = None
-                    ) -> None:
-            state = photos.catalog.search_state()
-            for filt, column in FILTERS.items():
-                share = 1.0 if column is None else synthetic.SELECTIVITY[column]
-                multiplier = multiplier_for(share) if multiplier_for else 1.0
-                case = {"strategy": label, "filter": filt,
-                        **measure(photos, state, vectors, column, masks.get(column), queries, strategy, multiplier)}
-                out["cases"].append(case)
-                print(case, flush=True)
-
-        run_all("exact (Float32 scan)", "exact")
+        masks = {c: columns[c].astype(bool) for c in FILTERS.values() if c}
+        exact = {(f, i): set(np.argpartition(-np.where(masks[c], vectors @ q, -np.inf) if c else -(vectors @ q),
+                                             K)[:K].tolist())
+                 for f, c in FILTERS.items() for i, q in enumerate(queries)}
+        out["engines"]["clipsearch exact scan (no index)"] = measure_clipsearch(
+            photos, queries[:EXACT_QUERIES], exact, "rank")
         start = time.perf_counter()
-        photos.create_index(*HNSW)
-        out["hnsw_build_s"] = round(time.perf_counter() - start, 1)
-        run_all("hnsw ({}, M={}, ef_construction={})".format(*HNSW), "hnsw", lambda share: POSTFILTER_SAFETY / share)
-        run_all("default (service's choice)", None)
-        out["maintenance"] = index_maintenance(photos, model, count)
+        tuned = photos.create_index(*HNSW)
+        out["notes"]["hnsw_build_and_tune_s"] = round(time.perf_counter() - start, 1)
+        out["notes"]["hnsw"] = "{} M={} ef_construction={}".format(*HNSW)
+        out["notes"]["tuned"] = tuned
+        out["scan"] = scan_costs(photos, vectors, queries[:EXACT_QUERIES])
+        peers = Peers(vectors, masks)
+        out["notes"]["peers_missing"] = peers.missing
+        out["notes"]["peers_build_s"] = peers.build_s
+        out["notes"]["faiss_hnsw"] = "M={} efConstruction={} efSearch={}".format(*FAISS_HNSW)
+        measure_all(out, photos, peers, queries, exact, "clipsearch (no filter columns)")
+        start = time.perf_counter()
+        for column in FILTER_COLUMNS:
+            photos.add_filter_column(column)
+        out["notes"]["filter_columns_build_s"] = round(time.perf_counter() - start, 1)
+        measure_all(out, photos, peers, queries, exact, "clipsearch", with_peers=False)
     return out
 
 
-def index_maintenance(photos: Collection, model: ClipModel, count: int, new: int = 10_000) -> dict:
-    """Insert rows into the indexed table: time against the unindexed rate, the merge that folds them
-    into the big part (rebuilding its index), and whether a new row is found at once."""
-    added = synthetic.perturbed(synthetic.encode_generated(model, 400, 77), new, 78)
-    start = time.perf_counter()
-    synthetic.insert_vectors(photos.catalog, added, model.label, 77, count)
-    insert_s = time.perf_counter() - start
-    state = photos.catalog.search_state()
-    rows, _, _, strategy = photos.searcher.rank(state, [QueryVector(vector=added[0])], [], 1)
-    found = bool(rows) and rows[0]["id"] == f"{count:032x}"
-    start = time.perf_counter()
-    photos.catalog.command("OPTIMIZE TABLE images FINAL")
-    merge_s = time.perf_counter() - start
-    return {"new_rows": new, "insert_with_index_rows_per_s": round(new / insert_s), "new_row_found_at_once": found,
-            "found_by": strategy, "merge_with_index_s": round(merge_s, 1)}
+def measure_clipsearch(photos: Collection, queries: np.ndarray, exact: dict, how: str,
+                       filters: dict | None = None) -> dict:
+    """One clipsearch way over every filter: `how` is "search" (Searcher.search less its encoding) or "rank"
+    (the ranking SQL alone, exact strategy: the scan without an index)."""
+    cases = {}
+    for filt, column in (filters or FILTERS).items():
+        filters_ = [parse_filter(f"{column}=1")] if column else []
+        ms, recall, complete, ran = [], [], [], set()
+        for i, q in enumerate(queries):
+            if how == "rank":
+                start = time.perf_counter()
+                rows, _, _, strategy = photos.searcher.rank(photos.catalog.search_state(), [QueryVector(vector=q)],
+                                                            filters_, K)
+                ms.append((time.perf_counter() - start) * 1000)
+            else:
+                result = photos.searcher.search(f"q{i}", k=K, filters=filters_)
+                rows, strategy = result.rows, result.strategy
+                ms.append(result.took_ms["total"] - result.took_ms["encode"] - result.took_ms["model_load"])
+            recall.append(len({int(r["id"], 16) for r in rows} & exact[filt, i]) / K)
+            complete.append(len(rows) == K)
+            ran.add(strategy)
+        cases[filt] = {**ms_stats(ms, "sql"), "recall_at_10": round(float(np.mean(recall)), 3),
+                       "k_rows_share": float(np.mean(complete)), "ran": " / ".join(sorted(ran))}
+    return cases
+
+
+def measure_all(out: dict, photos: Collection, peers: Peers, queries: np.ndarray, exact: dict, label: str,
+                with_peers: bool = True) -> None:
+    """clipsearch's search and rank, and (with_peers) every peer, in interleaved rounds per filter."""
+    engines = [label, f"{label}: rank() alone"] + (list(peers.engines) if with_peers else [])
+    times: dict = {(e, f): [] for e in engines for f in FILTERS}
+    found: dict = {(e, f): [] for e in engines for f in FILTERS}
+    ran: dict = {f: set() for f in FILTERS}
+    for filt, column in FILTERS.items():
+        filters = [parse_filter(f"{column}=1")] if column else []
+        for i, q in enumerate(queries):
+            result = photos.searcher.search(f"q{i}", k=K, filters=filters)
+            times[label, filt].append(result.took_ms["total"] - result.took_ms["encode"]
+                                      - result.took_ms["model_load"])
+            found[label, filt].append([int(r["id"], 16) for r in result.rows])
+            ran[filt].add(result.strategy)
+            start = time.perf_counter()
+            rows = photos.searcher.rank(photos.catalog.search_state(), [QueryVector(vector=q)], filters, K)[0]
+            times[f"{label}: rank() alone", filt].append((time.perf_counter() - start) * 1000)
+            found[f"{label}: rank() alone", filt].append([int(r["id"], 16) for r in rows])
+            for name, top in (peers.engines.items() if with_peers else []):
+                start = time.perf_counter()
+                ids = top(q, column)
+                times[name, filt].append((time.perf_counter() - start) * 1000)
+                found[name, filt].append(ids)
+    for name in engines:
+        out["engines"][name] = {
+            filt: {**ms_stats(times[name, filt], "sql"),
+                   "recall_at_10": round(float(np.mean([len(set(ids) & exact[filt, i]) / K
+                                                        for i, ids in enumerate(found[name, filt])])), 3),
+                   "k_rows_share": float(np.mean([len(ids) == K for ids in found[name, filt]])),
+                   **({"ran": " / ".join(sorted(ran[filt]))} if name == label else {})}
+            for filt in FILTERS}
+        print(name, out["engines"][name], flush=True)
+
+
+def scan_costs(photos: Collection, vectors: np.ndarray, queries: np.ndarray) -> dict:
+    """Where an exact scan's time goes: reading the vectors, the distance function, the sort; numpy's
+    matrix-vector product over the same vectors beside them. p50 ms over `queries`."""
+    sql = {"read the vectors (max(length(embedding)))": "SELECT max(length(embedding)) FROM images",
+           "dotProduct over every row": "SELECT max(dotProduct(embedding, {q:Array(Float32)})) FROM images",
+           "cosineDistance over every row": "SELECT max(cosineDistance(embedding, {q:Array(Float32)})) FROM images",
+           "cosineDistance, 1 thread": "SELECT max(cosineDistance(embedding, {q:Array(Float32)})) FROM images "
+                                       "SETTINGS max_threads = 1",
+           "top 10 by cosineDistance (exact search)": "SELECT id FROM images ORDER BY cosineDistance(embedding, "
+                                                      "{q:Array(Float32)}) LIMIT 10"}
+    out = {}
+    for name, statement in sql.items():
+        ms = []
+        for q in queries:
+            start = time.perf_counter()
+            photos.catalog.query(statement, {"q": q.tolist()} if "{q:" in statement else None)
+            ms.append((time.perf_counter() - start) * 1000)
+        out[name] = round(float(np.median(ms)), 1)
+    ms = []
+    for q in queries:
+        start = time.perf_counter()
+        np.argpartition(-(vectors @ q), K)[:K]
+        ms.append((time.perf_counter() - start) * 1000)
+    out["numpy vectors @ q + top 10"] = round(float(np.median(ms)), 1)
+    return out
