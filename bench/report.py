@@ -106,14 +106,17 @@ def to_markdown(results: dict) -> str:
                                   for k in synthetic.NEAR_COPY_KINDS) + "."]
     if results.get("copies"):
         lines += copies_lines(results["copies"])
-    if results.get("service"):
-        v = results["service"]
-        images = v.get("images") or results.get("loader", [{}])[0].get("images", "?")  # older runs: the loader's
+    runs = results.get("service_runs") or ([results["service"]] if results.get("service") else [])
+    if runs:
+        v = runs[0]
         lines += ["", f"| `clipsearch serve`, {v['clients']} clients x {v['searches'] // v['clients']} searches | "
                   "searches/s | p50 (ms) | p95 (ms) | errors | same searches in-process (searches/s, ms each) |",
-                  "|---|---|---|---|---|---|",
-                  f"| {images} images, k=10 | {v['http_searches_per_s']} | {v['http_p50_ms']} | {v['http_p95_ms']} | "
-                  f"{v['errors']} | {v['in_process_searches_per_s']}, {v['in_process_ms_per_search']} |"]
+                  "|---|---|---|---|---|---|"]
+        for v in runs:
+            images = v.get("images") or results.get("loader", [{}])[0].get("images", "?")  # older runs: the loader's
+            lines.append(f"| {images:,} images, k=10 | {v['http_searches_per_s']} | {v['http_p50_ms']} | "
+                         f"{v['http_p95_ms']} | {v['errors']} | {v['in_process_searches_per_s']}, "
+                         f"{v['in_process_ms_per_search']} |")
     if results.get("served"):
         s = results["served"]
         lines += ["", f"One served folder, everyone at once ({s['base_images']:,} images, then {s['loaded']:,} more "
