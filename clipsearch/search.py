@@ -162,7 +162,8 @@ class Searcher:
             raise QueryError("no vector index to tune: run `clipsearch index create` on a loaded store")
         sample = self.catalog.query("SELECT embedding FROM images ORDER BY cityHash64(id) LIMIT {n:UInt32}",
                                     {"n": 2 * queries})
-        vectors = [np.add(a["embedding"], b["embedding"]) for a, b in zip(sample[::2], sample[1::2], strict=False)]
+        stored = [np.asarray(r["embedding"], dtype=np.float32) for r in sample]
+        vectors = [a + b for a, b in zip(stored[::2], stored[1::2], strict=False)] or stored   # one row: itself
         parts = [[QueryVector(vector=v / np.linalg.norm(v))] for v in vectors]
         exact = [{r["id"] for r in self.catalog.query(*search_sql(state["columns"], [], 10, p))} for p in parts]
         beam, recall = TUNING_BEAMS[-1], 0.0
