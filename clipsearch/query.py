@@ -10,15 +10,23 @@ from typing import Any
 from .connection import quote_identifier
 from .errors import QueryError
 
-OPERATORS = ("!=", ">=", "<=", "=", ">", "<")  # the CLI's; JSON filters add "in" and "has"
-JSON_OPERATORS = OPERATORS + ("in", "has")
-FILTER_RE = re.compile(r"^\s*([^!<>=\s]+)\s*(!=|>=|<=|=|>|<)\s*(.*?)\s*$", re.DOTALL)
+OPERATORS = ("!=", ">=", "<=", "~=", "=", ">", "<")  # the CLI's; JSON filters add the rest
+JSON_OPERATORS = OPERATORS + ("in", "not in", "has", "is null", "is not null")
+FILTER_RE = re.compile(r"^\s*([^!<>=~\s]+)\s*(!=|>=|<=|~=|=|>|<)\s*(.*?)\s*$", re.DOTALL)
+NULL_RE = re.compile(r"^\s*([^!<>=~\s]+)\s+is\s+(not\s+)?null\s*$", re.IGNORECASE)
+NEAR = "near"            # the pseudo-column of `near=LAT,LON,KM`: photos within KM of a place (EXIF GPS)
 NUMERIC_TYPE = re.compile(r"^(U?Int\d+|Float\d+|Decimal)")
 TIME_TYPE = re.compile(r"^(Date|DateTime)")
 HASH_COLUMNS = ("phash", "colour_hash")  # perceptual hashes: compared bitwise, not shown with results
 NOT_FILTERABLE = {"embedding", *HASH_COLUMNS}  # vectors and hashes, not metadata
 HIDDEN = ", ".join(("embedding", *HASH_COLUMNS))  # left out of search results
 MAX_K = 1000
+MAX_K_THRESHOLD = 10_000  # k with a min_score: every match above it, a page at a time
+MAX_WINDOW = 10_000       # offset + k: the rows one search ranks to answer a page
+MAX_TERMS = 16            # texts, images and stored ids in one query
+MAX_FACETS = 8            # columns counted per search
+FACET_TOP = 100           # without a min_score, facets count the best FACET_TOP matches
+MAX_FACET_VALUES = 50     # values per facet, the most frequent
 MAX_IN_VALUES = 1000     # values in one 'in' filter (the embedded engine inlines bound values)
 MAX_FILTERS = 100
 
@@ -31,12 +39,18 @@ class Filter:
 
 
 def parse_filter(expr: str) -> Filter:
-    """`COL=VALUE`, `COL!=VALUE`, `COL>=N`, `COL<=N`, `COL>N`, `COL<N`."""
+    """`COL=VALUE`, `COL!=VALUE`, `COL>=N`, `COL<=N`, `COL>N`, `COL<N`, `COL~=TEXT` (substring), `COL=A|B`
+    (any of them), `COL is null`, `COL is not null`, `near=LAT,LON,KM`."""
+    null = NULL_RE.match(expr)
+    if null:
+        return Filter(null.group(1), "is not null" if null.group(2) else "is null", None)
     match = FILTER_RE.match(expr)
     if not match:
         raise QueryError(f"cannot parse filter {expr!r}: expected COLUMN OP VALUE with OP one of "
-                         + " ".join(OPERATORS))
+                         + " ".join(OPERATORS) + ", or COLUMN is [not] null")
     column, op, value = match.groups()
+    if "|" in value and op in ("=", "!=", "~=") and column != NEAR:
+        return Filter(column, {"=": "in", "!=": "not in", "~=": "~="}[op], value.split("|"))
     return Filter(column, op, value)
 
 
@@ -63,29 +77,75 @@ def _bind_value(column: str, kind: str, value: Any, name: str, params: dict) -> 
         raise QueryError(f"column {column!r} needs a single value, got {value!r}")
     params[name] = str(value)
     if TIME_TYPE.match(kind):
-        params[name] = parse_time(column, params[name])
+        params[name] = parse_time(column, params[name])[0]
         return f"parseDateTime64BestEffort({{{name}:String}})"
     if kind == "String":
         return f"{{{name}:String}}"
     raise QueryError(f"column {column!r} has type {kind}, which filters do not support")
 
 
-TIME_FORMATS = ("%Y-%m", "%Y")   # besides ISO 8601 (datetime.fromisoformat)
+TIME_PERIODS = (("%Y", "YEAR"), ("%Y-%m", "MONTH"), ("%Y-%m-%d", "DAY"))  # besides ISO 8601 times
 
 
-def parse_time(column: str, text: str) -> str:
-    """A date or time a user typed, checked here so a typo is a clear error, as ISO text for ClickHouse."""
-    try:
-        return datetime.fromisoformat(text.strip()).isoformat(sep=" ")
-    except ValueError:
-        pass
-    for fmt in TIME_FORMATS:
+def parse_time(column: str, text: str) -> tuple[str, str | None]:
+    """A date or time a user typed, checked here so a typo is a clear error, as ISO text for ClickHouse,
+    with the period it names: YEAR (2024), MONTH (2024-06), DAY (2024-06-01) or None (a point in time)."""
+    text = text.strip()
+    for fmt, unit in TIME_PERIODS:
         try:
-            return datetime.strptime(text.strip(), fmt).isoformat(sep=" ")
+            return datetime.strptime(text, fmt).isoformat(sep=" "), unit
         except ValueError:
             pass
-    raise QueryError(f"column {column!r} holds dates; {text!r} is not a date: use 2024-06-01, "
-                     "2024-06-01 12:30:00 or 2024-06")
+    try:
+        return datetime.fromisoformat(text).isoformat(sep=" "), None
+    except ValueError:
+        raise QueryError(f"column {column!r} holds dates; {text!r} is not a date: use 2024-06-01, "
+                         "2024-06-01 12:30:00, 2024-06 or 2024") from None
+
+
+def _compare(column: str, kind: str, op: str, value: Any, name: str, params: dict) -> str:
+    """`column op value`: numbers as numbers, text case-insensitively (`~=`: contains), dates by the period
+    they name (`taken_at=2024-06` is all of June, `taken_at<=2024-06` up to its end)."""
+    col = quote_identifier(column)
+    if TIME_TYPE.match(kind) and op != "~=":
+        if isinstance(value, (dict, list)) or value is None:
+            raise QueryError(f"column {column!r} needs a single value, got {value!r}")
+        params[name], unit = parse_time(column, str(value))
+        start = f"parseDateTime64BestEffort({{{name}:String}})"
+        if unit is None:
+            return f"{col} {op} {start}"
+        end = f"{start} + INTERVAL 1 {unit}"
+        return {"=": f"({col} >= {start} AND {col} < {end})", "!=": f"NOT ({col} >= {start} AND {col} < {end})",
+                ">=": f"{col} >= {start}", "<": f"{col} < {start}", ">": f"{col} >= {end}", "<=": f"{col} < {end}"}[op]
+    placeholder = _bind_value(column, kind, value, name, params)
+    if kind == "String" and op == "~=":
+        return f"positionCaseInsensitiveUTF8({col}, {placeholder}) > 0"
+    if op == "~=":
+        raise QueryError(f"'~=' (contains) needs a text column; {column!r} is {kind}")
+    if kind == "String" and op in ("=", "!="):
+        return f"lowerUTF8({col}) {op} lowerUTF8({placeholder})"
+    return f"{col} {op} {placeholder}"
+
+
+def _near(columns: dict[str, str], value: Any, name: str, params: dict) -> str:
+    """`near=LAT,LON,KM`: photos taken within KM kilometres of (LAT, LON), by ClickHouse's greatCircleDistance
+    over the EXIF GPS columns."""
+    if "latitude" not in columns:
+        raise QueryError("this table has no latitude/longitude columns")
+    if isinstance(value, dict):
+        value = [value.get(key) for key in ("lat", "lon", "km")]
+    if isinstance(value, str):
+        value = value.split(",")
+    try:
+        lat, lon, km = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise QueryError(f"near takes LAT,LON,KM (degrees and kilometres), e.g. near=48.8584,2.2945,5; "
+                         f"got {value!r}") from None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180 and 0 < km <= 20_040):
+        raise QueryError("near: latitude -90..90, longitude -180..180, distance above 0 and at most 20040 km")
+    params.update({f"{name}_lat": lat, f"{name}_lon": lon, f"{name}_m": km * 1000})
+    return (f"greatCircleDistance(longitude, latitude, {{{name}_lon:Float64}}, {{{name}_lat:Float64}}) "
+            f"<= {{{name}_m:Float64}}")
 
 
 def filter_sql(filters: list[Filter], columns: dict[str, str]) -> tuple[list[str], dict]:
@@ -96,6 +156,11 @@ def filter_sql(filters: list[Filter], columns: dict[str, str]) -> tuple[list[str
         raise QueryError(f"at most {MAX_FILTERS} filters, got {len(filters)}")
     known = [c for c in columns if c not in NOT_FILTERABLE]
     for i, f in enumerate(filters):
+        if f.column == NEAR and NEAR not in columns:
+            if f.op != "=":
+                raise QueryError("near takes '=': near=LAT,LON,KM")
+            conditions.append(_near(columns, f.value, f"f{i}", params))
+            continue
         if f.column not in known:
             raise QueryError(f"unknown column {f.column!r}; known columns: {', '.join(known)}")
         if f.op not in JSON_OPERATORS:
@@ -103,34 +168,43 @@ def filter_sql(filters: list[Filter], columns: dict[str, str]) -> tuple[list[str
         kind = base_type(columns[f.column])
         column = quote_identifier(f.column)
         array = re.match(r"^Array\((.*)\)$", kind)
-        if f.op == "has":
+        if f.op in ("is null", "is not null"):
+            # Text columns without a value hold '' (camera) or NULL (manifest columns): both count as null.
+            empty = f" OR {column} = ''" if kind == "String" else ""
+            null = f"({column} IS NULL{empty})" if empty else f"{column} IS NULL"
+            conditions.append(null if f.op == "is null" else f"NOT {null}")
+        elif f.op == "has":
             if not array:
                 raise QueryError(f"'has' needs an array column; {f.column!r} is {kind}")
             placeholder = _bind_value(f.column, base_type(array.group(1)), f.value, f"f{i}", params)
             conditions.append(f"has({column}, {placeholder})")
         elif array:
             raise QueryError(f"column {f.column!r} is an array: filter it with 'has'")
-        elif f.op == "in":
+        elif f.op in ("in", "not in") or isinstance(f.value, list):
             values = f.value if isinstance(f.value, list) else None
             if not values:
-                raise QueryError(f"'in' needs a non-empty list of values for {f.column!r}")
+                raise QueryError(f"{f.op!r} needs a non-empty list of values for {f.column!r}")
             if len(values) > MAX_IN_VALUES:
-                raise QueryError(f"'in' takes at most {MAX_IN_VALUES} values, got {len(values)} for {f.column!r}")
-            placeholders = [_bind_value(f.column, kind, v, f"f{i}_{j}", params) for j, v in enumerate(values)]
-            conditions.append(f"{column} IN ({', '.join(placeholders)})")
+                raise QueryError(f"{f.op!r} takes at most {MAX_IN_VALUES} values, got {len(values)} for {f.column!r}")
+            op = "~=" if f.op == "~=" else "="
+            if f.op not in ("in", "not in", "~="):
+                raise QueryError(f"{f.op!r} takes one value; several are for '=' (in), '!=' (not in) and '~='")
+            any_of = " OR ".join(_compare(f.column, kind, op, v, f"f{i}_{j}", params) for j, v in enumerate(values))
+            conditions.append(f"NOT ({any_of})" if f.op == "not in" else f"({any_of})")
         else:
-            conditions.append(f"{column} {f.op} {_bind_value(f.column, kind, f.value, f'f{i}', params)}")
+            conditions.append(_compare(f.column, kind, f.op, f.value, f"f{i}", params))
     return conditions, params
 
 
-def check_k(k: Any) -> int:
+def check_k(k: Any, maximum: int = MAX_K) -> int:
     """One rule for every caller: an int, or a string of ASCII digits (a query string's "10")."""
     if isinstance(k, str) and re.fullmatch(r"\s*[0-9]{1,9}\s*", k):
         k = int(k)
     if isinstance(k, bool) or not isinstance(k, int):
         raise QueryError(f"k must be an integer, got {k!r}")
-    if not 1 <= k <= MAX_K:
-        raise QueryError(f"k must be between 1 and {MAX_K}, got {k}")
+    if not 1 <= k <= maximum:
+        more = f" ({MAX_K_THRESHOLD} with a min_score)" if maximum < MAX_K_THRESHOLD else ""
+        raise QueryError(f"k must be between 1 and {maximum}{more}, got {k}")
     return k
 
 
@@ -142,34 +216,73 @@ class QueryVector:
     image_id: str | None = None
 
 
+@dataclass(frozen=True)
+class Options:
+    """Which of the ranked matches a search returns: the page from `offset` on, only those scoring at least
+    `min_score`, ordered by the column `order_by` instead of the score (with a min_score), at most
+    `per_limit` per value of the column `per`."""
+    offset: int = 0
+    min_score: float | None = None
+    order_by: str | None = None
+    descending: bool = False
+    per: str | None = None
+    per_limit: int = 1
+
+
+EVERY = Options()   # the top k by score, as searches always were
+
+
+def _whole(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, str) and re.fullmatch(r"\s*[0-9]{1,9}\s*", value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise QueryError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+    return value
+
+
+def _sortable(name: str, column: str | None, columns: dict[str, str]) -> str:
+    """A column to order, group or facet by: a known metadata column that holds single values."""
+    known = [c for c in columns if c not in NOT_FILTERABLE and not base_type(columns[c]).startswith("Array")]
+    if column not in known:
+        raise QueryError(f"{name}: unknown column {column!r}; use one of {', '.join(known)}")
+    return quote_identifier(column)
+
+
+def check_options(options: Options, k: Any, columns: dict[str, str]) -> tuple[Options, int]:
+    """`options` and `k` checked against each other and the table (k may reach MAX_K_THRESHOLD with a
+    min_score; offset + k at most MAX_WINDOW); returns them with numbers from text made numbers."""
+    min_score = options.min_score
+    if min_score is not None:
+        if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not -2 <= min_score <= 2:
+            raise QueryError(f"min_score is a similarity, a number from -1 to 1, got {min_score!r}")
+        min_score = float(min_score)
+    k = check_k(k, MAX_K if min_score is None else MAX_K_THRESHOLD)
+    offset = _whole("offset", options.offset, 0, MAX_WINDOW - 1)
+    if offset + k > MAX_WINDOW:
+        raise QueryError(f"offset + k is at most {MAX_WINDOW}, got {offset + k}")
+    if options.order_by is not None:
+        if min_score is None:
+            raise QueryError("order_by needs a min_score: it orders the matches above it by a column")
+        _sortable("order_by", options.order_by, columns)
+    if options.per is not None:
+        _sortable("per", options.per, columns)
+    per_limit = _whole("per_limit", options.per_limit, 1, MAX_K)
+    return Options(offset, min_score, options.order_by, bool(options.descending), options.per, per_limit), k
+
+
 STRATEGIES = ("exact", "hnsw")
 HNSW_SEARCH_BEAM = 2048   # hnsw_candidate_list_size_for_search (ef at query time) of an index not tuned
 
 
-def search_sql(columns: dict[str, str], filters: list[Filter], k: int | str, vectors: list[QueryVector],
-               strategy: str = "exact", multiplier: float = 1.0, beam: int | None = None) -> tuple[str, dict]:
-    """The one SQL query of a search and its parameters.
-
-    The ranking is a weighted sum of cosine distances to each query vector
-    (weights normalised to sum to 1), so a hybrid image+text query is still
-    one ORDER BY in ClickHouse; `score` is the matching weighted cosine
-    similarity. Images used as queries by id are left out of the results.
-
-    Strategies (`Searcher` picks one per query):
-    - "exact": rank every matching row by its Float32 vector; ties broken by id.
-    - "hnsw": the table's vector_similarity index answers `ORDER BY distance
-      LIMIT k` (approximate). With filters the index fetches `multiplier` x k
-      neighbours and ClickHouse drops those that do not match (postfilter).
-    """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}")
+def _ranking(columns: dict[str, str], filters: list[Filter], vectors: list[QueryVector]
+             ) -> tuple[str, list[str], dict, str, str]:
+    """The parts every search shares: (WITH definitions, WHERE conditions, params, distance, score)."""
     conditions, params = filter_sql(filters, columns)
-    params["k"] = check_k(k)
-    total = sum(v.weight for v in vectors)
-    if not vectors or any(v.weight < 0 for v in vectors) or total <= 0:
-        raise QueryError("weights must be non-negative and not all zero")
-    if strategy != "exact" and (len(vectors) != 1 or vectors[0].vector is None):
-        raise ValueError(f"the {strategy} strategy serves one query vector, not a stored id or a mix")
+    if not 1 <= len(vectors) <= MAX_TERMS:
+        raise QueryError(f"a query has 1 to {MAX_TERMS} terms, got {len(vectors)}")
+    positive = sum(v.weight for v in vectors if v.weight > 0)
+    if positive <= 0 or not all(math.isfinite(v.weight) for v in vectors):
+        raise QueryError("weights are finite numbers, and at least one term needs a positive weight")
     defs, terms = [], []
     for i, v in enumerate(vectors):
         if v.image_id is not None:
@@ -184,34 +297,126 @@ def search_sql(columns: dict[str, str], filters: list[Filter], k: int | str, vec
         if len(vectors) == 1:
             terms.append(f"cosineDistance(embedding, v{i})")
         else:
-            params[f"w{i}"] = v.weight / total
+            params[f"w{i}"] = v.weight / positive
             terms.append(f"{{w{i}:Float64}} * cosineDistance(embedding, v{i})")
     distance = " + ".join(terms)
-    where = ("\nWHERE " + "\n  AND ".join(conditions)) if conditions else ""
-    head = f"WITH {', '.join(defs)}\nSELECT * EXCEPT ({HIDDEN}), 1 - ({distance}) AS score\nFROM images"
+    # weights are shares of the positive ones: score = sum(w * cos) = sum(w) - distance, 1 - distance without
+    # negative terms
+    base = "1"
+    if any(v.weight < 0 for v in vectors):
+        params["w_sum"] = sum(v.weight for v in vectors) / positive
+        base = "{w_sum:Float64}"
+    return "WITH " + ", ".join(defs), conditions, params, distance, f"{base} - ({distance})"
+
+
+def search_sql(columns: dict[str, str], filters: list[Filter], k: int | str, vectors: list[QueryVector],
+               strategy: str = "exact", multiplier: float = 1.0, beam: int | None = None,
+               options: Options = EVERY) -> tuple[str, dict]:
+    """The one SQL query of a search and its parameters.
+
+    The ranking is a weighted sum of cosine distances to each query vector
+    (weights divided by the sum of the positive ones; negative weights push
+    away), so a query of several terms is still one ORDER BY in ClickHouse;
+    `score` is the matching weighted cosine similarity. Images used as
+    queries by id are left out of the results. `options` pages (OFFSET),
+    cuts at a score (WHERE score >= min_score), orders by a column and keeps
+    at most n rows per value of one (LIMIT n BY).
+
+    Strategies (`Searcher` picks one per query):
+    - "exact": rank every matching row by its Float32 vector; ties broken by id.
+    - "hnsw": the table's vector_similarity index answers `ORDER BY distance
+      LIMIT k OFFSET offset` (approximate), the score cut applied around it. With
+      filters the index fetches `multiplier` x (offset + k) neighbours and
+      ClickHouse drops those that do not match (postfilter).
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}")
+    options, params_k = check_options(options, k, columns)
+    with_, conditions, params, distance, score = _ranking(columns, filters, vectors)
+    params["k"] = params_k
+    if strategy != "exact" and (len(vectors) != 1 or vectors[0].vector is None or options.per or options.order_by):
+        raise ValueError(f"the {strategy} strategy serves one query vector ordered by score, not a stored id, a mix, "
+                         "an order by a column or a per-column limit")
+    page = "\nLIMIT {k:UInt32}"
+    if options.offset:
+        page += " OFFSET {offset:UInt32}"
+        params["offset"] = options.offset
+    if options.min_score is not None:
+        params["min_score"] = options.min_score
+    head = f"{with_}\nSELECT * EXCEPT ({HIDDEN}), {score} AS score\nFROM images"
     if strategy == "hnsw":
-        # The index serves only `ORDER BY <distance> LIMIT k` exactly: no tie-breaker column.
-        # `beam` is the search beam that reached the recall target for k = 10 when the index was tuned
-        # (Searcher.tune_index); it grows with k and with the neighbours a filter makes it fetch:
-        # `multiplier` x k (ClickHouse accepts 1..1000), of which those that do not match are dropped.
+        # The index serves only `ORDER BY <distance> LIMIT k` exactly: no tie-breaker column, no WHERE on the
+        # distance (the score cut goes around it). `beam` is the search beam that reached the recall target for
+        # k = 10 when the index was tuned (Searcher.tune_index); it grows with k and with the neighbours a
+        # filter makes it fetch: `multiplier` x (offset + k) (ClickHouse accepts 1..1000), of which those that
+        # do not match are dropped. Pages are slices of one search while the neighbours fetched fit the beam.
         # Projections are off: ClickHouse would prefer a filter column's projection, which has no index.
+        where = ("\nWHERE " + "\n  AND ".join(conditions)) if conditions else ""
         fetch = min(1000.0, max(1.0, float(multiplier))) if conditions else 1.0
-        wanted = math.ceil(fetch * params["k"])
+        wanted = math.ceil(fetch * (params["k"] + options.offset))
         beam = math.ceil((beam or HNSW_SEARCH_BEAM) * max(1.0, params["k"] / 10))
         settings = (f"\nSETTINGS hnsw_candidate_list_size_for_search = {max(beam, wanted)}, "
                     "optimize_use_projections = 0")
         if conditions:
             settings += (f", vector_search_filter_strategy = 'postfilter', vector_search_index_fetch_multiplier = "
-                         f"{fetch:g}, max_limit_for_vector_search_queries = {max(1000, wanted)}")
-        return f"{head}{where}\nORDER BY {distance}\nLIMIT {{k:UInt32}}{settings}", params
-    return f"{head}{where}\nORDER BY {distance} ASC, id\nLIMIT {{k:UInt32}}", params
+                         f"{fetch:g}")
+        if conditions or wanted > 1000:
+            settings += f", max_limit_for_vector_search_queries = {max(1000, wanted)}"
+        sql = f"{head}{where}\nORDER BY {distance}{page}"
+        if options.min_score is not None:  # settings in a subquery do not reach the index: they go outside
+            sql = f"SELECT * FROM (\n{sql}\n)\nWHERE score >= {{min_score:Float64}}"
+        return sql + settings, params
+    if options.min_score is not None:
+        conditions.append("score >= {min_score:Float64}")
+    where = ("\nWHERE " + "\n  AND ".join(conditions)) if conditions else ""
+    order = f"{distance} ASC, id"
+    if options.order_by:
+        column = quote_identifier(options.order_by)
+        order = f"{column} {'DESC' if options.descending else 'ASC'} NULLS LAST, {order}"
+    by = ""
+    if options.per:
+        by = f"\nLIMIT {{per_limit:UInt32}} BY {quote_identifier(options.per)}"
+        params["per_limit"] = options.per_limit
+    return f"{head}{where}\nORDER BY {order}{by}{page}", params
+
+
+def facet_sql(columns: dict[str, str], filters: list[Filter], vectors: list[QueryVector], facets: list[str],
+              top: int | str = FACET_TOP, min_score: float | None = None) -> tuple[str, dict]:
+    """Counts of the matches per value of each column in `facets` (a date column: per year), among the
+    `top` best or, with `min_score`, among all that score at least that: one GROUP BY over an ARRAY JOIN.
+    Answers rows (facet, value, n), at most MAX_FACET_VALUES per facet, the most frequent first."""
+    if not 1 <= len(facets) <= MAX_FACETS:
+        raise QueryError(f"facets: 1 to {MAX_FACETS} columns, got {len(facets)}")
+    if len(set(facets)) != len(facets):
+        raise QueryError("facets: a column is named twice")
+    values = []
+    for name in facets:
+        column = _sortable("facets", name, columns)
+        values.append(f"toString(toYear({column}))" if TIME_TYPE.match(base_type(columns[name]))
+                      else f"toString({column})")
+    options, top = check_options(Options(min_score=min_score), top, columns)
+    with_, conditions, params, distance, score = _ranking(columns, filters, vectors)
+    params.update(facet_names=list(facets), facet_values=MAX_FACET_VALUES)
+    window = ""
+    if options.min_score is None:
+        window = "\n    ORDER BY " + distance + " ASC, id\n    LIMIT {facet_top:UInt32}"
+        params["facet_top"] = top
+    else:
+        conditions.append("score >= {min_score:Float64}")
+        params["min_score"] = options.min_score
+    where = ("\n    WHERE " + "\n      AND ".join(conditions)) if conditions else ""
+    return (f"SELECT facet, value, count() AS n\nFROM (\n    {with_}\n    SELECT {score} AS score, "
+            f"[{', '.join(values)}] AS facet_values\n    FROM images{where}{window}\n)\n"
+            "ARRAY JOIN facet_values AS value, {facet_names:Array(String)} AS facet\n"
+            "GROUP BY facet, value\nORDER BY facet, n DESC, value\nLIMIT {facet_values:UInt32} BY facet"), params
 
 
 def filters_from_json(spec: object) -> list[Filter]:
     """Filters from a request: CLI strings, [{"column", "op", "value"}], or {"col": value | {op: value}}.
 
-    In the dict form a plain value means equality and a list means "in":
-    {"category": "poster", "price": {">=": 10, "<": 50}, "colour": ["red", "blue"], "tags": {"has": "sale"}}
+    In the dict form a plain value means equality, a list "in" and null "is null":
+    {"category": "poster", "price": {">=": 10, "<": 50}, "colour": ["red", "blue"], "tags": {"has": "sale"},
+     "taken_at": null, "near": [48.86, 2.35, 10]}
     """
     if spec is None:
         return []
@@ -222,16 +427,19 @@ def filters_from_json(spec: object) -> list[Filter]:
                 if not cond:
                     raise QueryError(f"empty condition for {column!r}")
                 out += [Filter(column, op, value) for op, value in cond.items()]
+            elif cond is None:
+                out.append(Filter(column, "is null", None))
             else:
-                out.append(Filter(column, "in" if isinstance(cond, list) else "=", cond))
+                out.append(Filter(column, "in" if isinstance(cond, list) and column != NEAR else "=", cond))
         return out
     if isinstance(spec, list):
         out = []
         for item in spec:
             if isinstance(item, str):
                 out.append(parse_filter(item))
-            elif isinstance(item, dict) and {"column", "op", "value"} <= set(item):
-                out.append(Filter(str(item["column"]), str(item["op"]), item["value"]))
+            elif isinstance(item, dict) and ({"column", "op", "value"} <= set(item)
+                                             or {"column", "op"} <= set(item) and "null" in str(item["op"])):
+                out.append(Filter(str(item["column"]), str(item["op"]), item.get("value")))
             else:
                 raise QueryError(f"a filter is a string like 'price<10' or {{column, op, value}}, got {item!r}")
         return out

@@ -11,7 +11,19 @@ from PIL import Image
 from .catalog import Catalog
 from .errors import EmptyStore, QueryError
 from .model import ClipModel
-from .query import Filter, QueryVector, check_k, filter_sql, search_sql
+from .query import (
+    EVERY,
+    FACET_TOP,
+    MAX_TERMS,
+    MAX_WINDOW,
+    Filter,
+    Options,
+    QueryVector,
+    check_options,
+    facet_sql,
+    filter_sql,
+    search_sql,
+)
 from .search_log import SearchLog
 
 DEFAULT_WEIGHTS = {"image": 0.5, "text": 0.5}
@@ -40,6 +52,33 @@ class SearchResult:
     kind: str
     strategy: str
     took_ms: dict = field(default_factory=dict)
+    facets: dict[str, list[dict]] | None = None   # column -> [{"value", "count"}], the most frequent first
+    facet_sql: dict | None = None                 # {"query", "params"} of the facet counts
+    next_offset: int | None = None                # the next page's offset, None after the last page
+
+
+@dataclass(frozen=True)
+class Term:
+    """One term of a query: a text, an image or a stored image's id, with a weight (negative: away from it)."""
+    text: str | None = None
+    image: Image.Image | None = None
+    image_id: str | None = None
+    weight: float = 1.0
+
+    def checked(self) -> Term:
+        if sum(x is not None for x in (self.text, self.image, self.image_id)) != 1:
+            raise QueryError("a term is one of a text, an image or an image id")
+        w = self.weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not -1000 <= w <= 1000:
+            raise QueryError(f"a term's weight is a number from -1000 to 1000, got {w!r}")
+        if self.text is not None:
+            text = self.text.strip() if isinstance(self.text, str) else ""
+            if not text:
+                raise QueryError("a text term is empty")
+            if len(text) > MAX_QUERY_CHARS:
+                raise QueryError(f"the query text is {len(text)} characters; at most {MAX_QUERY_CHARS}")
+            return Term(text=text, weight=float(w))
+        return Term(image=self.image, image_id=None if self.image_id is None else str(self.image_id), weight=float(w))
 
 
 class Searcher:
@@ -69,80 +108,114 @@ class Searcher:
         return state
 
     def search(self, text: str | None = None, image: Image.Image | None = None, image_id: str | None = None,
-               k: int | str = 10, filters: Sequence[Filter] = (), weights: dict | None = None) -> SearchResult:
-        """Rank by text, an image, a stored image id, or a weighted mix of an image and a text."""
+               k: int | str = 10, filters: Sequence[Filter] = (), weights: dict | None = None, *,
+               terms: Sequence[Term] = (), options: Options = EVERY, facets: Sequence[str] = (),
+               facet_top: int | str = FACET_TOP) -> SearchResult:
+        """Rank by text, an image, a stored image id, a weighted mix of an image and a text, or any list of
+        weighted `terms` (with those); `options` pages, cuts at a score, orders by a column, diversifies;
+        `facets` counts the matches per value of those columns."""
         start = time.perf_counter()
         text = text.strip() if isinstance(text, str) and text.strip() else None
         if text is not None and len(text) > MAX_QUERY_CHARS:
             raise QueryError(f"the query text is {len(text)} characters; at most {MAX_QUERY_CHARS}")
-        if text is None and image is None and image_id is None:
+        if text is None and image is None and image_id is None and not terms:
             raise QueryError("empty query: give a text, an image or an image id")
         if image is not None and image_id is not None:
             raise QueryError("give an image or an image id, not both")
-        state = self.table_state()
-        filter_sql(list(filters), state["columns"])  # a typo'd column or a bad value before the model loads
-        check_k(k)
-        if image_id is not None:
-            image_id = self.catalog.get_image(image_id)["id"]  # a unique prefix names its image
+        if len(terms) > MAX_TERMS:
+            raise QueryError(f"a query has at most {MAX_TERMS} terms, got {len(terms)}")
         weights = {**DEFAULT_WEIGHTS, **(weights or {})}
         for name, w in weights.items():
             if name not in DEFAULT_WEIGHTS or isinstance(w, bool) or not isinstance(w, (int, float)) \
                     or not 0 <= w < float("inf"):
                 raise QueryError(f"weights are non-negative numbers for 'image' and 'text', got {name}={w!r}")
         hybrid = text is not None and (image is not None or image_id is not None)
+        query = [Term(image=image, weight=weights["image"] if hybrid else 1.0)] if image is not None else []
+        query += [Term(image_id=image_id, weight=weights["image"] if hybrid else 1.0)] if image_id is not None else []
+        query += [Term(text=text, weight=weights["text"] if hybrid else 1.0)] if text is not None else []
+        query = [t.checked() for t in [*query, *terms]]
+        state = self.table_state()
+        filter_sql(list(filters), state["columns"])  # a typo'd column or a bad value before the model loads
+        options, _ = check_options(options, k, state["columns"])
+        query = [Term(image_id=self.catalog.get_image(term.image_id)["id"], weight=term.weight)  # a unique prefix
+                 if term.image_id is not None else term for term in query]
         t = time.perf_counter()
-        if image is not None or text is not None:
+        if any(term.image_id is None for term in query):
             _ = self.model  # loads it if this is its first use, timed apart from encoding
+            self.catalog.check_model(self.model.label, state["models"])
         model_load_ms = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
-        parts = []
-        if image_id is not None:
-            parts.append(QueryVector(weights["image"] if hybrid else 1.0, image_id=str(image_id)))
-        if image is not None or text is not None:
-            self.catalog.check_model(self.model.label, state["models"])
-        if image is not None:
-            parts.append(QueryVector(weights["image"] if hybrid else 1.0, vector=self.model.encode_images([image])[0]))
-        if text is not None:
-            parts.append(QueryVector(weights["text"] if hybrid else 1.0, vector=self.model.encode_texts([text])[0]))
+        parts = self._vectors(query)
         encode_ms = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
-        rows, sql, params, strategy = self.rank(state, parts, list(filters), k)
+        rows, sql, params, strategy = self.rank(state, parts, list(filters), k, options)
         query_ms = (time.perf_counter() - t) * 1000
-        kind = "hybrid" if hybrid else "text" if text else "image" if image is not None else "similar"
-        result = SearchResult(rows, sql, params, kind, strategy, {
+        kinds = {"text" if term.text is not None else "image" if term.image is not None else "similar"
+                 for term in query}
+        kind = kinds.pop() if len(query) == 1 else "hybrid"
+        result = SearchResult(rows, sql, params, kind, strategy, next_offset=options.offset + len(rows)
+                              if len(rows) == params["k"] and options.offset + len(rows) < MAX_WINDOW else None)
+        if facets:
+            t = time.perf_counter()
+            fsql, fparams = facet_sql(state["columns"], list(filters), parts, list(facets), facet_top,
+                                      options.min_score)
+            counts: dict[str, list[dict]] = {name: [] for name in facets}
+            for row in self.catalog.query(fsql, fparams):
+                counts[row["facet"]].append({"value": row["value"], "count": int(row["n"])})
+            result.facets, result.facet_sql = counts, {"query": fsql, "params": fparams}
+            result.took_ms["facets"] = round((time.perf_counter() - t) * 1000, 2)
+        result.took_ms.update({
             "model_load": round(model_load_ms, 2), "encode": round(encode_ms, 2), "query": round(query_ms, 2),
             "total": round((time.perf_counter() - start) * 1000, 2)})
         if self.log is not None:
-            self.log.record(kind, self.origin, text, list(filters), result.params["k"], [r["id"] for r in rows],
-                            len(rows), result.took_ms)
+            self.log.record(kind, self.origin, text or next((term.text for term in query if term.text), None),
+                            list(filters), result.params["k"], [r["id"] for r in rows], len(rows), result.took_ms)
         return result
 
-    def rank(self, state: dict, parts: list[QueryVector], filters: list[Filter], k: int | str
-             ) -> tuple[list[dict], str, dict, str]:
+    def _vectors(self, query: list[Term]) -> list[QueryVector]:
+        """The terms as query vectors, in order: texts and images encoded in one batch each."""
+        texts = [t.text for t in query if t.text is not None]
+        images = [t.image for t in query if t.image is not None]
+        encoded = {"text": iter(self.model.encode_texts(texts) if texts else []),
+                   "image": iter(self.model.encode_images(images) if images else [])}
+        return [QueryVector(t.weight, image_id=t.image_id) if t.image_id is not None else
+                QueryVector(t.weight, vector=next(encoded["text" if t.text is not None else "image"]))
+                for t in query]
+
+    def rank(self, state: dict, parts: list[QueryVector], filters: list[Filter], k: int | str,
+             options: Options = EVERY) -> tuple[list[dict], str, dict, str]:
         """Rows ranked by the weighted distance to `parts`: (rows, sql, params, strategy that ran)."""
-        strategy, multiplier, _ = self.plan(state, filters, parts)
-        sql, params = search_sql(state["columns"], filters, k, parts, strategy, multiplier, state["beam"])
+        strategy, multiplier, _ = self.plan(state, filters, parts, options)
+        sql, params = search_sql(state["columns"], filters, k, parts, strategy, multiplier, state["beam"], options)
         rows = self.catalog.query(sql, params)
-        column = self._filter_column(state, filters)
-        if strategy == "exact" and column:
-            strategy = f"exact (projection on {column[0]})"
-        if strategy != "exact" and len(rows) < params["k"] and len(rows) < self._count(state, filters)[0]:
+        if strategy != "exact" and len(rows) < params["k"] and (
+                # Without filters the index returns every neighbour asked for, so only the score cut or the
+                # table's end makes a page short; with filters the score cut and too few neighbours fetched
+                # look alike.
+                bool(filters) if options.min_score is not None
+                else len(rows) < self._count(state, filters)[0] - options.offset):
             # The index came back short (the filter dropped too many neighbours): rank the matching
             # rows exactly, so a search always returns k rows when k rows match.
             strategy = f"exact (after {strategy} returned {len(rows)})"
-            sql, params = search_sql(state["columns"], filters, k, parts, "exact")
+            sql, params = search_sql(state["columns"], filters, k, parts, "exact", options=options)
             rows = self.catalog.query(sql, params)
+        column = self._filter_column(state, filters)
+        if strategy == "exact" and column:
+            strategy = f"exact (projection on {column[0]})"
         return rows, sql, params, strategy
 
-    def plan(self, state: dict, filters: list[Filter], parts: list[QueryVector]) -> tuple[str, float, int]:
+    def plan(self, state: dict, filters: list[Filter], parts: list[QueryVector], options: Options = EVERY
+             ) -> tuple[str, float, int]:
         """The strategy for one search: (name, postfilter multiplier, estimated rows matching the filters).
 
-        The index serves a single query vector; a mix or a stored id is ranked exactly. With filters,
+        The index serves a single query vector ordered by score (pages and a score cut included); a mix,
+        a stored id, an order by a column or a per-column limit is ranked exactly. With filters,
         their share of rows is counted in SQL on the first SAMPLE_ROWS rows (ids are content hashes, so
         that is a random sample; the whole table when it is smaller): from MIN_INDEX_SHARE up the index
         is used, below it the matching rows are ranked exactly.
         """
-        if len(parts) != 1 or parts[0].vector is None or not state["vector_index"]:
+        if len(parts) != 1 or parts[0].vector is None or not state["vector_index"] or options.order_by \
+                or options.per:
             return "exact", 1.0, state["rows"]
         matching, seen = self._count(state, filters, SAMPLE_ROWS)
         share = matching / max(1, seen)

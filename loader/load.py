@@ -88,15 +88,33 @@ class _InProcess:
         pass
 
 
-def _exif(image: Image.Image) -> tuple[datetime | None, str]:
+def _exif(image: Image.Image) -> tuple[datetime | None, str, float | None, float | None]:
+    """(taken_at, camera, latitude, longitude) from the image's EXIF, each None or '' when absent."""
     try:
         exif = image.getexif()
+    except Exception:  # EXIF is optional metadata: a broken block must not fail the image
+        return None, "", None, None
+    try:
         raw = exif.get_ifd(0x8769).get(36867) or exif.get(306)  # DateTimeOriginal, else DateTime
         taken = datetime.strptime(str(raw).strip("\x00 "), "%Y:%m:%d %H:%M:%S") if raw else None
         camera = " ".join(str(exif.get(tag, "")).strip("\x00 ") for tag in (271, 272)).strip()  # Make Model
-        return taken, camera
-    except Exception:  # EXIF is optional metadata: a broken block must not fail the image
-        return None, ""
+    except Exception:
+        taken, camera = None, ""
+    return (taken, camera, *_gps(exif))
+
+
+def _gps(exif: Image.Exif) -> tuple[float | None, float | None]:
+    """Latitude and longitude in degrees from the GPS IFD (degrees, minutes, seconds and N/S, E/W), or None."""
+    try:
+        gps = exif.get_ifd(0x8825)  # GPSInfo
+        degrees = [sum(float(part) / 60 ** i for i, part in enumerate(gps[tag])) for tag in (2, 4)]
+        lat, lon = (-d if str(gps.get(ref, "")).strip("\x00 ").upper() in ("S", "W") else d
+                    for d, ref in zip(degrees, (1, 3), strict=True))
+    except Exception:  # no GPS block, or a broken one
+        return None, None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):  # also refuses NaN (a 0/0 rational)
+        return None, None
+    return lat, lon
 
 
 def prepare(path: str) -> dict:
@@ -115,7 +133,7 @@ def prepare(path: str) -> dict:
         if width * height > _worker["max_pixels"]:
             return {"path": path, "error": f"image too large ({width}x{height} pixels > {_worker['max_pixels']})"}
         fmt = image.format or ""
-        taken, camera = _exif(image)
+        taken, camera, latitude, longitude = _exif(image)
         decoded = decode(image, _worker["min_size"])
         phash, colour_hash = _hashes(decoded)
         pixels = np.asarray(_worker["transform"](decoded))
@@ -129,7 +147,7 @@ def prepare(path: str) -> dict:
         return {"path": path, "error": "the file changed while it was read"}
     return {"path": path, "id": content_id(data), "width": width, "height": height, "format": fmt,
             "file_size": size, "modified_at": datetime.fromtimestamp(info.st_mtime_ns // 1_000_000 / 1000),
-            "taken_at": taken, "camera": camera, "phash": phash, "colour_hash": colour_hash, "pixels": pixels}
+            "taken_at": taken, "camera": camera, "latitude": latitude, "longitude": longitude, "phash": phash, "colour_hash": colour_hash, "pixels": pixels}
 
 
 def _hashes(image: Image.Image) -> tuple[int | None, int | None]:
@@ -183,6 +201,8 @@ def rows_table(rows: list[dict], vectors: np.ndarray, model_label: str, metadata
         "modified_at": pa.array([r.get("modified_at") for r in rows], pa.timestamp("ms")),
         "taken_at": pa.array([r["taken_at"] for r in rows], pa.timestamp("s")),
         "camera": pa.array([r["camera"] for r in rows], pa.string()),
+        "latitude": pa.array([r.get("latitude") for r in rows], pa.float64()),
+        "longitude": pa.array([r.get("longitude") for r in rows], pa.float64()),
         "phash": pa.array([r.get("phash") for r in rows], pa.uint64()),
         "colour_hash": pa.array([r.get("colour_hash") for r in rows], pa.uint64()),
         "model": pa.array([model_label] * len(rows), pa.string()),

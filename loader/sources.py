@@ -13,7 +13,7 @@ from ..errors import SourceError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
 BUILTIN_COLUMNS = {"id", "path", "width", "height", "format", "file_size", "modified_at", "taken_at", "camera",
-                   "model", "loaded_at", "embedding", "score"}
+                   "model", "loaded_at", "embedding", "score", "latitude", "longitude", "near"}
 
 
 @dataclass

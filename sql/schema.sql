@@ -16,6 +16,8 @@ CREATE TABLE IF NOT EXISTS images
     modified_at Nullable(DateTime64(3)),     -- the file's modification time when it was read
     taken_at   Nullable(DateTime),           -- EXIF DateTimeOriginal when present
     camera     String DEFAULT '',            -- EXIF Make and Model when present
+    latitude   Nullable(Float64),            -- EXIF GPS position in degrees when present (north +)
+    longitude  Nullable(Float64),            -- (east +); `near=LAT,LON,KM` filters by greatCircleDistance
     phash      Nullable(UInt64),             -- perceptual hashes of the pixels and their mean colour, for
     colour_hash Nullable(UInt64),            -- copies of one picture (clipsearch/hashes.py), NULL if none
     model      LowCardinality(String),       -- the CLIP model that made `embedding`
@@ -33,6 +35,9 @@ ALTER TABLE images ADD COLUMN IF NOT EXISTS modified_at Nullable(DateTime64(3)) 
 -- Databases made before the perceptual hashes existed get them as NULL: `clipsearch hashes` fills them in.
 ALTER TABLE images ADD COLUMN IF NOT EXISTS phash Nullable(UInt64) AFTER camera;
 ALTER TABLE images ADD COLUMN IF NOT EXISTS colour_hash Nullable(UInt64) AFTER phash;
+-- Databases made before GPS positions were read get them as NULL (files loaded again fill them in).
+ALTER TABLE images ADD COLUMN IF NOT EXISTS latitude Nullable(Float64) AFTER camera;
+ALTER TABLE images ADD COLUMN IF NOT EXISTS longitude Nullable(Float64) AFTER latitude;
 
 -- Files the loader could not read, with the reason, one row per attempt.
 CREATE TABLE IF NOT EXISTS load_errors
