@@ -17,7 +17,7 @@ CREATE TABLE IF NOT EXISTS images
     taken_at   Nullable(DateTime),           -- EXIF DateTimeOriginal when present
     camera     String DEFAULT '',            -- EXIF Make and Model when present
     latitude   Nullable(Float64),            -- EXIF GPS position in degrees when present (north +)
-    longitude  Nullable(Float64),            -- (east +); `near=LAT,LON,KM` filters by greatCircleDistance
+    longitude  Nullable(Float64),            -- (east +): `near=LAT,LON,KM` filters by greatCircleDistance
     phash      Nullable(UInt64),             -- perceptual hashes of the pixels and their mean colour, for
     colour_hash Nullable(UInt64),            -- copies of one picture (clipsearch/hashes.py), NULL if none
     model      LowCardinality(String),       -- the CLIP model that made `embedding`
