@@ -19,8 +19,8 @@ from .connection import Connection
 from .errors import QueryError
 from .files import read_loaded_file
 from .model import ClipModel, ModelSource, model_loader
-from .query import Filter, filters_from_json
-from .search import Searcher, SearchResult
+from .query import FACET_TOP, Filter, Options, filters_from_json
+from .search import Searcher, SearchResult, Term
 from .settings import Settings
 
 FilterSpec = Any   # ["price<20", ...], [Filter, ...] or {"category": "poster", "price": {"<": 20}}
@@ -34,6 +34,22 @@ def as_filters(spec: FilterSpec) -> list[Filter]:
     if isinstance(spec, (list, tuple)) and all(isinstance(f, Filter) for f in spec):
         return list(spec)
     return filters_from_json(list(spec) if isinstance(spec, tuple) else spec)
+
+
+def as_terms(spec: Any) -> list[Term]:
+    """Terms from Term objects or dicts {"text" | "image" (PIL image or file path) | "image_id", "weight"}."""
+    out = []
+    for item in spec or ():
+        if isinstance(item, dict):
+            if not set(item) <= {"text", "image", "image_id", "weight"}:
+                raise QueryError(f"a term has a text, an image or an image_id, and a weight; got {sorted(item)}")
+            image = item.get("image")
+            image = open_query_image(image) if isinstance(image, (str, os.PathLike)) else image
+            item = Term(item.get("text"), image, item.get("image_id"), item.get("weight", 1.0))
+        if not isinstance(item, Term):
+            raise QueryError(f"a term is a dict with text, image or image_id and a weight, got {item!r}")
+        out.append(item)
+    return out
 
 
 class Collection:
@@ -73,8 +89,18 @@ class Collection:
 
     # -- searching --------------------------------------------------------------------------
     def search(self, text: str | None = None, *, image: Any = None, similar: str | None = None, k: int = 10,
-               filters: FilterSpec = None, image_weight: float = 0.5) -> SearchResult:
+               filters: FilterSpec = None, image_weight: float = 0.5, terms: Any = (),
+               min_score: float | None = None, offset: int = 0, order_by: str | None = None,
+               descending: bool = False, per: str | None = None, per_limit: int = 1,
+               facets: Any = (), facet_top: int = FACET_TOP) -> SearchResult:
         """Rank by text, an image (a PIL image or a file path), a stored image id, or text mixed with one of those.
+
+        `terms` adds weighted terms, negative weights pushing away: [{"text": "night", "weight": 0.5},
+        {"text": "people", "weight": -1}, {"image": "ref.jpg", "weight": 0.5}, {"image_id": "3f2a9c01", ...}].
+        `min_score` keeps the matches at least that similar (k may then reach 10,000), `offset` pages,
+        `order_by` (with a min_score) orders them by a column instead, `per`/`per_limit` keeps at most that
+        many per value of a column, `facets` counts the matches per value of those columns (in
+        `result.facets`, among the best `facet_top` or all above the min_score).
 
         `result.rows` are dicts with id, path, score (cosine similarity) and the metadata columns, best first;
         `result.sql` and `result.params` are the one query ClickHouse ran.
@@ -85,7 +111,10 @@ class Collection:
                 or not 0 <= image_weight <= 1:
             raise QueryError(f"the image weight is a number from 0 to 1, got {image_weight!r}")
         return self.searcher.search(text, image, similar, k, as_filters(filters),
-                                    {"image": image_weight, "text": 1 - image_weight})
+                                    {"image": image_weight, "text": 1 - image_weight}, terms=as_terms(terms),
+                                    options=Options(offset, min_score, order_by, descending, per, per_limit),
+                                    facets=[facets] if isinstance(facets, str) else list(facets),
+                                    facet_top=facet_top)
 
     def get(self, image_id: str) -> dict:
         """One stored image's row (without its vector); NotFound if there is none."""

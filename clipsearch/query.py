@@ -203,8 +203,8 @@ def check_k(k: Any, maximum: int = MAX_K) -> int:
     if isinstance(k, bool) or not isinstance(k, int):
         raise QueryError(f"k must be an integer, got {k!r}")
     if not 1 <= k <= maximum:
-        more = f" ({MAX_K_THRESHOLD} with a min_score)" if maximum < MAX_K_THRESHOLD else ""
-        raise QueryError(f"k must be between 1 and {maximum}{more}, got {k}")
+        more = f" (up to {MAX_K_THRESHOLD} with a min_score)" if maximum < MAX_K_THRESHOLD else ""
+        raise QueryError(f"k must be between 1 and {maximum}, got {k}{more}")
     return k
 
 
@@ -232,7 +232,8 @@ class Options:
 EVERY = Options()   # the top k by score, as searches always were
 
 
-def _whole(name: str, value: Any, low: int, high: int) -> int:
+def check_whole(name: str, value: Any, low: int, high: int) -> int:
+    """An int from `low` to `high`, or a string of ASCII digits (a query string's "10")."""
     if isinstance(value, str) and re.fullmatch(r"\s*[0-9]{1,9}\s*", value):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -257,7 +258,7 @@ def check_options(options: Options, k: Any, columns: dict[str, str]) -> tuple[Op
             raise QueryError(f"min_score is a similarity, a number from -1 to 1, got {min_score!r}")
         min_score = float(min_score)
     k = check_k(k, MAX_K if min_score is None else MAX_K_THRESHOLD)
-    offset = _whole("offset", options.offset, 0, MAX_WINDOW - 1)
+    offset = check_whole("offset", options.offset, 0, MAX_WINDOW - 1)
     if offset + k > MAX_WINDOW:
         raise QueryError(f"offset + k is at most {MAX_WINDOW}, got {offset + k}")
     if options.order_by is not None:
@@ -266,7 +267,7 @@ def check_options(options: Options, k: Any, columns: dict[str, str]) -> tuple[Op
         _sortable("order_by", options.order_by, columns)
     if options.per is not None:
         _sortable("per", options.per, columns)
-    per_limit = _whole("per_limit", options.per_limit, 1, MAX_K)
+    per_limit = check_whole("per_limit", options.per_limit, 1, MAX_K)
     return Options(offset, min_score, options.order_by, bool(options.descending), options.per, per_limit), k
 
 

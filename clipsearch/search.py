@@ -1,6 +1,7 @@
 """Search: encode the query with the model, let ClickHouse rank with one SQL query, log it."""
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,15 @@ class SearchResult:
     facets: dict[str, list[dict]] | None = None   # column -> [{"value", "count"}], the most frequent first
     facet_sql: dict | None = None                 # {"query", "params"} of the facet counts
     next_offset: int | None = None                # the next page's offset, None after the last page
+
+
+WEIGHTED = re.compile(r"^(.+):(-?(?:\d+(?:\.\d*)?|\.\d+))$", re.DOTALL)
+
+
+def weighted(value: str) -> tuple[str, float | None]:
+    """`VALUE:W` -> (VALUE, W); a value without a numeric suffix -> (value, None). "16:9:1" is "16:9" at 1."""
+    match = WEIGHTED.match(value)
+    return (match.group(1), float(match.group(2))) if match else (value, None)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from ..collection import Collection
 from ..errors import FileChanged, NotFound, QueryError
 from ..model import decode
 from ..query import filters_from_json, parse_filter
-from ..search import SearchResult
+from ..search import SearchResult, Term, weighted
 from . import console
 from .openapi import openapi_document
 from .requests import DuplicatesQuery, FileQuery, LabelBody, M, SearchBody, SearchQuery, SimilarQuery, SqlBody, parse
@@ -97,16 +97,21 @@ def _search_request() -> dict:
         query = _args(SearchQuery)
         weights = None if query.image_weight is None else {"image": query.image_weight,
                                                            "text": 1 - query.image_weight}
-        return {"text": query.q, "image_id": query.image_id, "k": query.k,
-                "filters": [parse_filter(f) for f in query.filter], "weights": weights}
+        terms = [Term(text=text, weight=1.0 if weight is None else weight)
+                 for text, weight in map(weighted, query.term)]
+        return {"text": query.q, "image_id": query.image_id, "filters": [parse_filter(f) for f in query.filter],
+                "weights": weights, "terms": terms, "facets": query.facet, **query.options()}
     body, image = _body(SearchBody)
-    return {"text": body.text, "image": image, "image_id": body.image_id or None, "k": body.k,
-            "filters": filters_from_json(body.filters), "weights": body.weights}
+    terms = [Term(t.text, _image_from_base64(t.image), t.image_id, t.weight) for t in body.terms]
+    return {"text": body.text, "image": image, "image_id": body.image_id or None,
+            "filters": filters_from_json(body.filters), "weights": body.weights, "terms": terms,
+            "facets": body.facets, **body.options()}
 
 
 def _response(result: SearchResult) -> Response:
+    extra = {} if result.facets is None else {"facets": result.facets, "facets_sql": result.facet_sql}
     return jsonify(results=result.rows, took_ms=result.took_ms, kind=result.kind, strategy=result.strategy,
-                   sql={"query": result.sql, "params": result.params})
+                   sql={"query": result.sql, "params": result.params}, next_offset=result.next_offset, **extra)
 
 
 @api.route("/api/search", methods=["GET", "POST"])
@@ -128,8 +133,8 @@ def image(image_id: str) -> Response:
 @api.get("/api/images/<image_id>/similar")
 def similar(image_id: str) -> Response:
     query = _args(SimilarQuery)
-    result = collection().searcher.search(image_id=_check_id(image_id), k=query.k,
-                                          filters=[parse_filter(f) for f in query.filter])
+    result = collection().searcher.search(image_id=_check_id(image_id), filters=[parse_filter(f) for f in query.filter],
+                                          facets=query.facet, **query.options())
     return _response(result)
 
 

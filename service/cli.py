@@ -14,7 +14,8 @@ from ..copies import MAX_DISTANCE as COPY_MAX_DISTANCE
 from ..duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
 from ..errors import ClipsearchError, QueryError
 from ..model import ModelSource, model_loader
-from ..query import Filter, parse_filter
+from ..query import FACET_TOP, Filter, parse_filter
+from ..search import weighted
 from ..settings import Settings
 
 DEMO_DIR = "./demo-catalogue"
@@ -68,32 +69,72 @@ def cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_results(rows: list[dict], as_json: bool) -> None:
+def _print_results(rows: list[dict], as_json: bool, facets: dict | None = None) -> None:
     if as_json:
-        print(json.dumps(rows, ensure_ascii=False, default=str))
+        print(json.dumps(rows if facets is None else {"results": rows, "facets": facets}, ensure_ascii=False,
+                         default=str))
         return
     if not rows:
         print("no results")
-        return
     skip = {"id", "path", "score", "width", "height", "format", "file_size", "modified_at", "model", "loaded_at",
-            "camera", "taken_at"}
+            "camera", "taken_at", "latitude", "longitude"}
     for rank, row in enumerate(rows, 1):
         extra = "  ".join(f"{k}={v}" for k, v in row.items() if k not in skip and v is not None)
         print(f"{rank:3d}  {row['score']:.3f}  {row['id'][:12]}  {row['path']}  {extra}".rstrip())
+    for name, counts in (facets or {}).items():
+        print(f"{name}: " + (", ".join(f"{c['value']} {c['count']}" for c in counts) or "-"))
+
+
+def _term(kind: str, value: str, weight: float, sign: float = 1.0) -> dict:
+    """A --plus/--minus/--image/--similar value as a term: `VALUE` or `VALUE:W` (a file that exists keeps its
+    whole name)."""
+    name, given = weighted(value)
+    if given is not None and not (kind == "image" and os.path.exists(value)):
+        value, weight = name, given
+    return {kind: open_query_image(value) if kind == "image" else value, "weight": sign * weight}
+
+
+def _terms(args: argparse.Namespace) -> list[dict]:
+    """The query as weighted terms: TEXT (1, or 1 - W with --image-weight W), each --image and --similar (W,
+    default 1 or --image-weight), each --plus (W, default 1) and --minus (-W, default -1)."""
+    image_weight = 1.0 if args.image_weight is None else args.image_weight
+    text_weight = 1.0 if args.image_weight is None else 1 - args.image_weight
+    terms = [{"text": args.text, "weight": text_weight}] if args.text is not None else []
+    terms += [_term("image", v, image_weight) for v in args.image]
+    terms += [_term("image_id", v, image_weight) for v in args.similar]
+    terms += [_term("text", v, 1.0) for v in args.plus]
+    terms += [_term("text", v, 1.0, -1.0) for v in args.minus]
+    return terms
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    if args.text is None and args.image is None and args.similar is None:
+    if args.text is None and not (args.image or args.similar or args.plus):
         raise QueryError("give a TEXT, --image FILE or --similar ID (TEXT with one of the others is hybrid)")
-    if not 0 <= args.image_weight <= 1:
+    if args.image_weight is not None and not 0 <= args.image_weight <= 1:
         raise QueryError(f"--image-weight is a number from 0 to 1, got {args.image_weight:g}")
-    image = open_query_image(args.image) if args.image else None
     filters = [parse_filter(f) for f in args.filter]
+    facets = [name.strip() for item in args.facet for name in item.split(",") if name.strip()]
+    per, per_limit = args.per or (None, 1)
+    terms = _terms(args)
     with _open(args) as photos:
-        result = photos.search(args.text, image=image, similar=args.similar, k=args.k, filters=filters,
-                               image_weight=args.image_weight)
-    _print_results(result.rows, args.json)
+        result = photos.search(terms=terms, k=args.k, filters=filters, min_score=args.min_score,
+                               offset=args.offset, order_by=args.order_by, descending=args.desc, per=per,
+                               per_limit=per_limit, facets=facets, facet_top=args.facet_top)
+    _print_results(result.rows, args.json, result.facets)
+    if args.show_sql:
+        print(f"-- {result.strategy}\n{result.sql}\n-- parameters: {json.dumps(_short(result.params))}",
+              file=sys.stderr)
+        if result.facet_sql:
+            print(f"-- facets\n{result.facet_sql['query']}\n-- parameters: "
+                  f"{json.dumps(_short(result.facet_sql['params']))}", file=sys.stderr)
+    if result.next_offset is not None and (args.offset or args.min_score is not None):
+        print(f"more: --offset {result.next_offset}", file=sys.stderr)
     return 0
+
+
+def _short(params: dict) -> dict:
+    """Parameters with vectors shortened, for reading."""
+    return {k: f"[{len(v)} floats]" if isinstance(v, list) and len(v) > 8 else v for k, v in params.items()}
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -240,16 +281,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", action="append", default=[], metavar="EXPR", help="label only matching images")
     p.set_defaults(func=cmd_label)
 
-    p = sub.add_parser("search", parents=[common], help="search by text, image file or stored image id")
+    p = sub.add_parser("search", parents=[common], help="search by text, image file or stored image id",
+                       description="A query is one or more weighted terms: TEXT, --plus, --minus, --image and "
+                                   "--similar (each VALUE or VALUE:WEIGHT, repeatable); the score is their "
+                                   "weighted cosine similarity, in one ORDER BY.")
     p.add_argument("text", nargs="?", help="what to look for, e.g. \"a red car at night\"")
-    p.add_argument("--image", help="query image file")
-    p.add_argument("--similar", metavar="ID", help="images like the stored image ID")
-    p.add_argument("--image-weight", type=float, default=0.5, metavar="W",
+    p.add_argument("--image", action="append", default=[], metavar="FILE[:W]", help="query image file (repeatable)")
+    p.add_argument("--similar", action="append", default=[], metavar="ID[:W]",
+                   help="images like the stored image ID (repeatable)")
+    p.add_argument("--plus", action="append", default=[], metavar="TEXT[:W]",
+                   help="also like this text, weight W (default 1)")
+    p.add_argument("--minus", action="append", default=[], metavar="TEXT[:W]",
+                   help="unlike this text: weight -W (default -1), e.g. --minus red")
+    p.add_argument("--image-weight", type=float, metavar="W",
                    help="hybrid TEXT + image: weight of the image similarity, 0..1 (default 0.5)")
-    p.add_argument("--k", type=int, default=10, help="how many results (default 10, at most 1000)")
+    p.add_argument("--k", type=int, default=10,
+                   help="how many results (default 10, at most 1000; 10000 with --min-score)")
+    p.add_argument("--min-score", type=float, metavar="S", help="only results with a score of at least S")
+    p.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N results (paging)")
+    p.add_argument("--order-by", metavar="COLUMN", help="with --min-score: order the matches by a column")
+    p.add_argument("--desc", action="store_true", help="with --order-by: largest (latest) first")
+    p.add_argument("--per", nargs=2, metavar=("COLUMN", "N"), help="at most N results per value of COLUMN")
+    p.add_argument("--facet", action="append", default=[], metavar="COLUMN",
+                   help="count the matches per value of COLUMN (a date column: per year); repeatable or a,b,c")
+    p.add_argument("--facet-top", type=int, default=FACET_TOP, metavar="N",
+                   help=f"facets count the best N matches (default {FACET_TOP}), or all above --min-score")
     p.add_argument("--filter", action="append", default=[], metavar="EXPR",
-                   help="COL=V, COL!=V, COL>=N, COL<=N, COL>N, COL<N; repeat to AND them")
-    p.add_argument("--json", action="store_true", help="print a JSON array instead of lines")
+                   help="COL=V, COL!=V, COL>=N, COL<=N, COL>N, COL<N, COL~=TEXT (contains), COL=A|B, "
+                        "'COL is [not] null', near=LAT,LON,KM; text compares ignoring case, 2024-06 means all "
+                        "of June; repeat to AND them")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON array instead of lines (with --facet: {results, facets})")
+    p.add_argument("--show-sql", action="store_true", help="print the SQL ClickHouse ran (to stderr)")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("embed", parents=[common], help="print a text's normalized embedding as JSON")

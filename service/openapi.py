@@ -16,11 +16,17 @@ JSON_OBJECT = {"type": "object"}
 ID_PARAMETER = {"name": "image_id", "in": "path", "required": True,
                 "schema": {"type": "string", "maxLength": 64},
                 "description": "the image's id (32 hex digits) or a unique prefix of 6 or more"}
-SEARCH_RESULT = {"type": "object", "required": ["results", "took_ms", "kind", "strategy", "sql"], "properties": {
+SQL = {"type": "object", "properties": {"query": {"type": "string"}, "params": JSON_OBJECT}}
+SEARCH_RESULT = {"type": "object", "required": ["results", "took_ms", "kind", "strategy", "sql", "next_offset"],
+                 "properties": {
     "results": {"type": "array", "items": {"type": "object", "required": ["id", "path", "score"], "properties": {
         "id": {"type": "string"}, "path": {"type": "string"}, "score": {"type": "number"}}}},
-    "took_ms": JSON_OBJECT, "kind": {"type": "string"}, "strategy": {"type": "string"},
-    "sql": {"type": "object", "properties": {"query": {"type": "string"}, "params": JSON_OBJECT}}}}
+    "took_ms": JSON_OBJECT, "kind": {"type": "string"}, "strategy": {"type": "string"}, "sql": SQL,
+    "next_offset": {"type": ["integer", "null"], "description": "the next page's offset; null after the last page"},
+    "facets": {"type": "object", "description": "with facets: column -> [{value, count}], the most frequent first",
+               "additionalProperties": {"type": "array", "items": {"type": "object", "properties": {
+                   "value": {"type": ["string", "null"]}, "count": {"type": "integer"}}}}},
+    "facets_sql": SQL}}
 SQL_RESULT = {"type": "object", "required": ["columns", "rows", "row_count", "truncated", "elapsed_ms"], "properties": {
     "columns": {"type": "array", "items": {"type": "object", "required": ["name", "type"], "properties": {
         "name": {"type": "string"}, "type": {"type": "string", "description": "the ClickHouse type"}}}},

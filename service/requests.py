@@ -13,7 +13,20 @@ from ..copies import BOUNDED_DISTANCE, DEFAULT_DISTANCE, check_distance
 from ..duplicates import BOUNDED_THRESHOLD, DEFAULT_THRESHOLD, check_mode, check_threshold
 from ..errors import QueryError
 from ..labels import MAX_LABELS, MAX_PROMPT_CHARS
-from ..query import JSON_OPERATORS, MAX_FILTERS, MAX_IN_VALUES, MAX_K, check_k
+from ..query import (
+    FACET_TOP,
+    JSON_OPERATORS,
+    MAX_FACETS,
+    MAX_FILTERS,
+    MAX_IN_VALUES,
+    MAX_K,
+    MAX_K_THRESHOLD,
+    MAX_TERMS,
+    MAX_WINDOW,
+    Options,
+    check_k,
+    check_whole,
+)
 from ..search import MAX_QUERY_CHARS
 
 
@@ -31,6 +44,22 @@ def _json_text(value: Any) -> Any:
 
 K = Annotated[int, BeforeValidator(check_k),
               WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10})]
+SearchK = Annotated[int, BeforeValidator(lambda k: check_k(k, MAX_K_THRESHOLD)), WithJsonSchema(
+    {"type": "integer", "minimum": 1, "maximum": MAX_K_THRESHOLD, "default": 10,
+     "description": f"results per page: at most {MAX_K}, or {MAX_K_THRESHOLD} with a min_score"})]
+
+
+def _whole(name: str, low: int, high: int, default: int, description: str) -> Any:
+    return Annotated[int, BeforeValidator(lambda v: check_whole(name, v, low, high)), WithJsonSchema(
+        {"type": "integer", "minimum": low, "maximum": high, "default": default, "description": description})]
+
+
+Offset = _whole("offset", 0, MAX_WINDOW - 1, 0, f"skip this many results (paging); offset + k at most {MAX_WINDOW}")
+PerLimit = _whole("per_limit", 1, MAX_K, 1, "with per: at most this many results per value")
+FacetTop = _whole("facet_top", 1, MAX_WINDOW, FACET_TOP, "without min_score, facets count the best this many matches")
+MinScore = Annotated[float | None, Field(ge=-2, le=2, allow_inf_nan=False,
+                                         description="only results at least this similar (a cosine similarity)")]
+Column = Annotated[str, Field(max_length=64)]
 Text = Annotated[str, Field(max_length=MAX_QUERY_CHARS)]
 ImageId = Annotated[str, Field(max_length=64, description="a full id (32 hex digits) or a unique prefix of 6+")]
 
@@ -57,32 +86,70 @@ Labels = Annotated[Any, WithJsonSchema({
               {"type": "string"}]})]
 
 
-class SearchQuery(BaseModel):
+FILTER_HELP = ("COL=V, COL!=V, COL>=N, COL<=N, COL>N, COL<N, COL~=TEXT (contains), COL=A|B, 'COL is [not] null', "
+               "near=LAT,LON,KM")
+
+
+class Results(BaseModel):
+    """What every search shares: how many, which page, the score cut, the order, diversity, facets."""
+    k: SearchK = 10
+    offset: Offset = 0
+    min_score: MinScore = None
+    order_by: Column | None = Field(None, description="with min_score: order the matches by this column")
+    desc: bool = Field(False, description="with order_by: largest (latest) first")
+    per: Column | None = Field(None, description="at most per_limit results per value of this column")
+    per_limit: PerLimit = 1
+    facet_top: FacetTop = FACET_TOP
+
+    def options(self) -> dict:
+        """The fields as Searcher.search keyword arguments."""
+        return {"k": self.k, "options": Options(self.offset, self.min_score, self.order_by, self.desc, self.per,
+                                                self.per_limit), "facet_top": self.facet_top}
+
+
+class SearchQuery(Results):
     """GET /api/search"""
     q: Text | None = Field(None, description="what to look for")
     image_id: ImageId | None = Field(None, description="rank by a stored image (full id or a unique prefix)")
-    k: K = 10
     filter: list[Annotated[str, Field(max_length=1000)]] = Field(
-        default_factory=list, max_length=MAX_FILTERS, description="COL=V, COL!=V, COL>=N, COL<=N, COL>N, COL<N")
+        default_factory=list, max_length=MAX_FILTERS, description=FILTER_HELP)
     image_weight: float | None = Field(None, ge=0, le=1, allow_inf_nan=False,
                                        description="with q and image_id: the image's share of the ranking")
+    term: list[Annotated[str, Field(max_length=MAX_QUERY_CHARS + 20)]] = Field(
+        default_factory=list, max_length=MAX_TERMS, description="more texts, TEXT or TEXT:WEIGHT (negative: unlike it)")
+    facet: list[Column] = Field(default_factory=list, max_length=MAX_FACETS,
+                                description="count the matches per value of this column (a date column: per year)")
 
 
-class SearchBody(BaseModel):
+class TermBody(BaseModel):
+    """One term of a query: a text, an image (base64) or a stored image's id, and its weight."""
+    model_config = ConfigDict(extra="forbid")
+    text: Text | None = None
+    image: str | None = Field(None, description="base64")
+    image_id: ImageId | None = None
+    weight: float = Field(1.0, ge=-1000, le=1000, allow_inf_nan=False, description="negative: unlike it")
+
+
+class SearchBody(Results):
     """POST /api/search, as JSON; a multipart form has the same fields with `image` as a file and
-    `filters` / `weights` as JSON text."""
+    `filters` / `weights` / `terms` / `facets` as JSON text."""
     text: Text | None = None
     image: str | None = Field(None, description="the query image, base64 (a data: URL is fine)")
     image_id: ImageId | None = None
-    k: K = 10
     filters: Filters = None
     weights: Weights = None
+    terms: Annotated[list[TermBody], BeforeValidator(_json_text), Field(max_length=MAX_TERMS)] = Field(
+        default_factory=list, description="more terms: [{\"text\": \"night\", \"weight\": 0.5}, "
+                                          "{\"text\": \"people\", \"weight\": -1}, {\"image_id\": ...}]")
+    facets: Annotated[list[Column], BeforeValidator(_json_text), Field(max_length=MAX_FACETS)] = Field(
+        default_factory=list, description="count the matches per value of these columns (a date column: per year)")
 
 
-class SimilarQuery(BaseModel):
+class SimilarQuery(Results):
     """GET /api/images/{id}/similar"""
-    k: K = 10
-    filter: list[Annotated[str, Field(max_length=1000)]] = Field(default_factory=list, max_length=MAX_FILTERS)
+    filter: list[Annotated[str, Field(max_length=1000)]] = Field(default_factory=list, max_length=MAX_FILTERS,
+                                                                 description=FILTER_HELP)
+    facet: list[Column] = Field(default_factory=list, max_length=MAX_FACETS)
 
 
 class FileQuery(BaseModel):
