@@ -273,6 +273,7 @@ def check_options(options: Options, k: Any, columns: dict[str, str]) -> tuple[Op
 
 STRATEGIES = ("exact", "hnsw")
 HNSW_SEARCH_BEAM = 2048   # hnsw_candidate_list_size_for_search (ef at query time) of an index not tuned
+HNSW_TIE_MARGIN = 16      # neighbours fetched past a page, so rows tied at its edge sort by id
 
 
 def _ranking(columns: dict[str, str], filters: list[Filter], vectors: list[QueryVector]
@@ -346,15 +347,19 @@ def search_sql(columns: dict[str, str], filters: list[Filter], k: int | str, vec
         params["min_score"] = options.min_score
     head = f"{with_}\nSELECT * EXCEPT ({HIDDEN}), {score} AS score\nFROM images"
     if strategy == "hnsw":
-        # The index serves only `ORDER BY <distance> LIMIT k` exactly: no tie-breaker column, no WHERE on the
-        # distance (the score cut goes around it). `beam` is the search beam that reached the recall target for
-        # k = 10 when the index was tuned (Searcher.tune_index); it grows with k and with the neighbours a
-        # filter makes it fetch: `multiplier` x (offset + k) (ClickHouse accepts 1..1000), of which those that
-        # do not match are dropped. Pages are slices of one search while the neighbours fetched fit the beam.
-        # Projections are off: ClickHouse would prefer a filter column's projection, which has no index.
-        where = ("\nWHERE " + "\n  AND ".join(conditions)) if conditions else ""
+        # The index serves only `ORDER BY <distance> LIMIT n` exactly: no tie-breaker column, no WHERE on the
+        # distance. So it fetches the best offset + k (+ HNSW_TIE_MARGIN, for rows tied at the page's edge,
+        # copies of one picture) and the query around it cuts at the score, orders ties by id and takes the
+        # page: pages are slices of one ranking while the neighbours fetched fit the search beam. `beam` is the
+        # beam that reached the recall target for k = 10 when the index was tuned (Searcher.tune_index); it
+        # grows with k and with the neighbours a filter makes it fetch: `multiplier` x as many (ClickHouse
+        # accepts 1..1000), of which those that do not match are dropped (postfilter). Projections are off:
+        # ClickHouse would prefer a filter column's projection, which has no index. Settings go on the outer
+        # query: those of a subquery do not reach the index.
+        where = ("\n    WHERE " + "\n      AND ".join(conditions)) if conditions else ""
+        params["window"] = params["k"] + options.offset + HNSW_TIE_MARGIN
         fetch = min(1000.0, max(1.0, float(multiplier))) if conditions else 1.0
-        wanted = math.ceil(fetch * (params["k"] + options.offset))
+        wanted = math.ceil(fetch * params["window"])
         beam = math.ceil((beam or HNSW_SEARCH_BEAM) * max(1.0, params["k"] / 10))
         settings = (f"\nSETTINGS hnsw_candidate_list_size_for_search = {max(beam, wanted)}, "
                     "optimize_use_projections = 0")
@@ -363,10 +368,10 @@ def search_sql(columns: dict[str, str], filters: list[Filter], k: int | str, vec
                          f"{fetch:g}")
         if conditions or wanted > 1000:
             settings += f", max_limit_for_vector_search_queries = {max(1000, wanted)}"
-        sql = f"{head}{where}\nORDER BY {distance}{page}"
-        if options.min_score is not None:  # settings in a subquery do not reach the index: they go outside
-            sql = f"SELECT * FROM (\n{sql}\n)\nWHERE score >= {{min_score:Float64}}"
-        return sql + settings, params
+        inner = f"    {with_}\n    SELECT * EXCEPT ({HIDDEN}), {score} AS score\n    FROM images{where}\n" \
+                f"    ORDER BY {distance}\n    LIMIT {{window:UInt32}}"
+        cut = "\nWHERE score >= {min_score:Float64}" if options.min_score is not None else ""
+        return f"SELECT *\nFROM (\n{inner}\n){cut}\nORDER BY score DESC, id{page}{settings}", params
     if options.min_score is not None:
         conditions.append("score >= {min_score:Float64}")
     where = ("\nWHERE " + "\n  AND ".join(conditions)) if conditions else ""
