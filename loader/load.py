@@ -147,7 +147,8 @@ def prepare(path: str) -> dict:
         return {"path": path, "error": "the file changed while it was read"}
     return {"path": path, "id": content_id(data), "width": width, "height": height, "format": fmt,
             "file_size": size, "modified_at": datetime.fromtimestamp(info.st_mtime_ns // 1_000_000 / 1000),
-            "taken_at": taken, "camera": camera, "latitude": latitude, "longitude": longitude, "phash": phash, "colour_hash": colour_hash, "pixels": pixels}
+            "taken_at": taken, "camera": camera, "latitude": latitude, "longitude": longitude, "phash": phash,
+            "colour_hash": colour_hash, "pixels": pixels}
 
 
 def _hashes(image: Image.Image) -> tuple[int | None, int | None]:

@@ -158,6 +158,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db")
     parser.add_argument("--query", default="a red circle")
+    parser.add_argument("--params", default="", help="more of the search's address, e.g. 'min_score=0.4&minus=red'")
     parser.add_argument("--tab", choices=["search", "sql", "dashboard"], default="search")
     parser.add_argument("--sql", default=DEFAULT_SQL, help="--tab sql: the SQL the console runs")
     parser.add_argument("--demo", type=Path, help="build (once) and use a demo database in this folder")
@@ -191,7 +192,8 @@ def main(argv=None) -> int:
     port = free_port()
     server = start_server(str(db) if db else None, port)
     try:
-        dom = render(f"http://127.0.0.1:{port}/?" + urllib.parse.urlencode({"q": args.query}), args.out, size)
+        address = urllib.parse.urlencode({"q": args.query}) + (f"&{args.params}" if args.params else "")
+        dom = render(f"http://127.0.0.1:{port}/?" + address, args.out, size)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -36,5 +36,24 @@ def page_url(tmp_path_factory, model):
 def test_an_address_restores_its_search(page_url):
     dom = render(page_url + "?q=a+green+star&k=12&filter=category%3Dposter", None)
     cards = re.findall(r'class="card".*?</button>', dom, re.S)
-    assert len(cards) == 12 and all("category: poster" in c for c in cards)  # k and the filter from the address
-    assert re.search(r"12 results \(text, exact\)", dom)  # and the text
+    # the filter and the text from the address; k=12 a page, and the second page loaded too, since the grid's
+    # end was in view: every poster (a third of 60)
+    assert len(cards) == 20 and all("category: poster" in c for c in cards)
+    assert re.search(r"20 results \(text, exact\)", dom)
+
+
+def test_threshold_terms_facets_and_more_pages_on_scroll(page_url):
+    """min_score, a minus term and a chip filter from the address; the grid fills past the first page as its
+    end scrolls into view (the window is taller than one page), with facets as clickable chips."""
+    dom = render(page_url + "?q=a+star&minus=red&k=12&min_score=0.2&filter=taken_at+is+null", None)
+    cards = re.findall(r'class="card".*?</button>', dom, re.S)
+    ids = re.findall(r'/api/images/([0-9a-f]{32})/file"', dom)
+    scores = [float(s) for s in re.findall(r'class="score">([-0-9.]+)<', dom)]
+    assert len(cards) > 12 and len(ids) == len(set(ids)) == len(cards)  # more than one page, none twice
+    assert min(scores) >= 0.2 and scores == sorted(scores, reverse=True)
+    shown, total = re.search(r"(\d+)(?: of (\d+))? results \(hybrid, exact\)", dom).groups()
+    total = int(total or shown)
+    categories = re.search(r'<div class="facet"><span class="facet-name">category</span>(.*?)</div>', dom, re.S)
+    counts = [int(n) for n in re.findall(r"<b>(\d+)</b>", categories.group(1))]
+    assert len(counts) == 3 and sum(counts) == total  # every match above the score counted
+    assert 'id="active-filters"><button type="button" class="chip"' in dom and "taken_at is null ×" in dom

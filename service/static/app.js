@@ -1,12 +1,18 @@
 // clipsearch page: builds a search request from the form, renders the ranked grid.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const HIDDEN_COLUMNS = new Set(["id", "path", "model", "loaded_at", "modified_at", "embedding", "camera", "taken_at"]);
+const HIDDEN_COLUMNS = new Set(["id", "path", "model", "loaded_at", "modified_at", "embedding", "camera", "latitude",
+                                "longitude"]);
 const CARD_SKIP = new Set(["id", "path", "score", "model", "loaded_at", "modified_at", "file_size", "format", "camera",
-                           "taken_at", "width", "height"]);
+                           "taken_at", "width", "height", "latitude", "longitude"]);
 let queryFile = null;     // an uploaded query image
 let queryImageId = null;  // "more like this": a stored image as the query
 let columns = [];
+let facetColumns = [];    // counted with every search, shown as clickable filters
+let facetFilters = [];    // filters added by clicking a facet: {column, op, value}
+let nextPage = null;      // loads the next page of the current search (offset), or null after the last
+let shown = new Set();    // ids on the grid, so a page never shows one twice
+let total = null;         // with a min score: how many match (from the facet counts)
 
 function setQueryImage(src) {
   $("preview").src = src || "";
@@ -27,7 +33,11 @@ function weights() {
 async function loadColumns() {
   const res = await fetch("/api/columns");
   if (!res.ok) return;
-  columns = (await res.json()).columns.filter((c) => !HIDDEN_COLUMNS.has(c.name));
+  const all = (await res.json()).columns;
+  columns = all.filter((c) => !HIDDEN_COLUMNS.has(c.name));
+  // Facets: the columns with a short list of values, and the year of taken_at.
+  facetColumns = columns.filter((c) => c.kind === "text" && c.values).map((c) => c.name)
+    .concat(all.some((c) => c.name === "taken_at") ? ["taken_at"] : []).slice(0, 8);
   const box = $("filters");
   box.innerHTML = "";
   for (const c of columns) {
@@ -40,8 +50,18 @@ async function loadColumns() {
       const opts = c.values.map((v) => `<option>${escapeHtml(v)}</option>`).join("");
       div.innerHTML = `<label>${c.name}</label><select data-col="${c.name}" data-op="="><option value="">any</option>${opts}</select>`;
     } else if (c.kind === "text") {
-      div.innerHTML = `<label>${c.name}</label><input data-col="${c.name}" data-op="=" placeholder="equals">`;
+      div.innerHTML = `<label>${c.name}</label><input data-col="${c.name}" data-op="~=" placeholder="contains">`;
+    } else if (c.kind === "time") {  // 2024, 2024-06 or 2024-06-01: "to" includes the whole period
+      div.innerHTML = `<label>${c.name}</label><input data-col="${c.name}" data-op=">=" placeholder="from 2024-06">
+        &ndash;<input data-col="${c.name}" data-op="<=" placeholder="to 2024-08">`;
     } else continue;
+    box.appendChild(div);
+  }
+  if (all.some((c) => c.name === "latitude")) {
+    const div = document.createElement("div");
+    div.className = "filter";
+    div.innerHTML = `<label title="taken within KM of a place (EXIF GPS)">near</label>
+      <input class="wide" data-col="near" data-op="=" placeholder="lat,lon,km">`;
     box.appendChild(div);
   }
 }
@@ -53,8 +73,25 @@ function filters() {
     const numeric = el.type === "number";
     out.push({ column: el.dataset.col, op: el.dataset.op, value: numeric ? Number(el.value) : el.value });
   }
-  return out;
+  return out.concat(facetFilters);
 }
+// A filter as the CLI writes it (the address's filter=...), and back.
+const filterText = (f) => f.op === "is null" ? `${f.column} is null` : `${f.column}${f.op}${f.value}`;
+function parseFilter(text) {
+  const nul = text.match(/^([A-Za-z_][A-Za-z0-9_]*) is null$/);
+  if (nul) return { column: nul[1], op: "is null", value: null };
+  const m = text.match(/^([A-Za-z_][A-Za-z0-9_]*)(>=|<=|~=|!=|=|>|<)(.*)$/);
+  return m && { column: m[1], op: m[2], value: m[3] };
+}
+// "night, sunset:0.5" -> [{text: "night", weight: 1}, {text: "sunset", weight: 0.5}] (times sign)
+function terms(text, sign) {
+  return text.split(",").map((t) => t.trim()).filter(Boolean).map((t) => {
+    const m = t.match(/^(.+):(\d+(?:\.\d*)?|\.\d+)$/);
+    return m ? { text: m[1], weight: sign * Number(m[2]) } : { text: t, weight: sign };
+  });
+}
+function allTerms() { return terms($("plus").value, 1).concat(terms($("minus").value, -1)); }
+function minScore() { return $("min-score").value === "" ? null : Number($("min-score").value); }
 
 function escapeHtml(s) {
   return String(s).replace(/[&<>"']/g, (ch) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[ch]));
@@ -69,7 +106,10 @@ function searchParams() {
   if (queryImageId) params.set("image_id", queryImageId);
   if ($("k").value !== "24") params.set("k", $("k").value);
   if (queryImageId && text) params.set("w", $("weight").value);
-  for (const f of filters()) params.append("filter", `${f.column}${f.op}${f.value}`);
+  if ($("plus").value.trim()) params.set("plus", $("plus").value.trim());
+  if ($("minus").value.trim()) params.set("minus", $("minus").value.trim());
+  if ($("min-score").value !== "") params.set("min_score", $("min-score").value);
+  for (const f of filters()) params.append("filter", filterText(f));
   return params;
 }
 
@@ -83,15 +123,42 @@ function restore(params) {
     $("k").value = params.get("k");
   }
   if (params.get("w")) $("weight").value = params.get("w");
+  $("plus").value = params.get("plus") || "";
+  $("minus").value = params.get("minus") || "";
+  $("min-score").value = params.get("min_score") || "";
   weights();
   for (const el of $("filters").querySelectorAll("[data-col]")) el.value = "";
-  for (const f of params.getAll("filter")) {
-    const m = f.match(/^([A-Za-z_][A-Za-z0-9_]*)(>=|<=|=)(.*)$/);
-    const el = m && $("filters").querySelector(`[data-col="${m[1]}"][data-op="${m[2]}"]`);
-    if (el) el.value = m[3];
+  facetFilters = [];
+  for (const text of params.getAll("filter")) {
+    const f = parseFilter(text);
+    if (!f) continue;
+    const el = $("filters").querySelector(`[data-col="${f.column}"][data-op="${f.op}"]`);
+    if (el && !el.value) el.value = f.value;
+    else facetFilters.push(f);  // set by a facet click: shown as a removable chip
   }
+  showActiveFilters();
   updateWeightRow();
-  return Boolean(params.get("q") || params.get("image_id"));
+  return Boolean(params.get("q") || params.get("image_id") || params.get("plus"));
+}
+
+// One page of the current search: the form as a JSON body, or a multipart form with the dropped file.
+async function fetchPage(offset) {
+  const text = $("text").value.trim();
+  const request = { k: Number($("k").value), offset, filters: filters().map(filterText), terms: allTerms(),
+                    min_score: minScore(),
+                    facets: offset === 0 ? facetColumns : [] };
+  if (queryFile) {
+    const form = new FormData();
+    form.append("image", queryFile);
+    form.append("text", text);
+    form.append("weights", JSON.stringify(weights()));
+    for (const [key, value] of Object.entries(request)) {
+      if (value !== null) form.append(key, typeof value === "number" ? value : JSON.stringify(value));
+    }
+    return fetch("/api/search", { method: "POST", body: form });
+  }
+  const body = { text: text || null, image_id: queryImageId, weights: weights(), ...request };
+  return fetch("/api/search", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
 }
 
 async function search() {
@@ -99,44 +166,96 @@ async function search() {
     const address = "?" + searchParams().toString();
     if (address !== location.search) history.pushState(null, "", address);
   }
-  const text = $("text").value.trim();
-  const k = Number($("k").value);
-  let res;
+  nextPage = null;
   $("status").className = "";
   $("status").textContent = "Searching…";
-  if (queryFile) {
-    const form = new FormData();
-    form.append("image", queryFile);
-    form.append("text", text);
-    form.append("k", k);
-    form.append("filters", JSON.stringify(filters()));
-    form.append("weights", JSON.stringify(weights()));
-    res = await fetch("/api/search", { method: "POST", body: form });
-  } else {
-    const body = { text: text || null, image_id: queryImageId, k, filters: filters(), weights: weights() };
-    res = await fetch("/api/search", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-  }
+  const res = await fetchPage(0);
   const data = await res.json();
   if (!res.ok) {
     $("status").className = "error";
     $("status").textContent = data.error;
     $("results").innerHTML = "";
+    $("facets").innerHTML = "";
     return;
   }
-  render(data);
+  render(data, false);
 }
 
-function render(data) {
+// The next page, when the end of the grid scrolls into view.
+async function loadMore() {
+  if (nextPage === null) return;
+  const offset = nextPage;
+  nextPage = null;  // one request at a time
+  const res = await fetchPage(offset);
+  const data = await res.json();
+  if (res.ok) render(data, true);
+}
+new IntersectionObserver((entries) => { if (entries.some((e) => e.isIntersecting)) loadMore(); },
+                         { rootMargin: "400px" }).observe($("more"));
+
+function showActiveFilters() {
+  const box = $("active-filters");
+  box.innerHTML = "";
+  facetFilters.forEach((f, i) => {
+    const chip = document.createElement("button");
+    chip.type = "button";
+    chip.className = "chip";
+    chip.title = "Remove this filter";
+    chip.textContent = `${filterText(f)} ×`;
+    chip.addEventListener("click", () => { facetFilters.splice(i, 1); showActiveFilters(); search(); });
+    box.appendChild(chip);
+  });
+}
+
+function renderFacets(facets) {
+  const box = $("facets");
+  box.innerHTML = "";
+  for (const [column, counts] of Object.entries(facets || {})) {
+    if (!counts.length) continue;
+    const div = document.createElement("div");
+    div.className = "facet";
+    div.innerHTML = `<span class="facet-name">${escapeHtml(column === "taken_at" ? "year taken" : column)}</span>`;
+    for (const { value, count } of counts.slice(0, 12)) {
+      const chip = document.createElement("button");
+      chip.type = "button";
+      chip.className = "chip";
+      chip.innerHTML = `${escapeHtml(value === null || value === "" ? "(none)" : value)} <b>${count}</b>`;
+      chip.addEventListener("click", () => {
+        facetFilters = facetFilters.filter((f) => f.column !== column);
+        facetFilters.push(value === null || value === "" ? { column, op: "is null", value: null } : { column, op: "=", value });
+        showActiveFilters();
+        search();
+      });
+      div.appendChild(chip);
+    }
+    box.appendChild(div);
+  }
+}
+
+function render(data, append) {
   const t = data.took_ms;
-  $("status").textContent = `${data.results.length} results (${data.kind}, ${data.strategy}) in ${t.total.toFixed(0)} ms ` +
-    `(encode ${t.encode.toFixed(0)} ms, ClickHouse ${t.query.toFixed(0)} ms)`;
+  const grid = $("results");
+  if (!append) {
+    grid.innerHTML = "";
+    shown = new Set();
+    renderFacets(data.facets);
+  }
+  nextPage = data.next_offset;
+  if (data.facets && minScore() !== null) {  // with a min score, the facets count every match: their total
+    total = Math.max(0, ...Object.values(data.facets).map((c) => c.reduce((n, v) => n + v.count, 0)));
+  } else if (!append) total = null;
+  const count = shown.size + data.results.length;
+  const of = nextPage !== null && total ? ` of ${total}` : "";
+  $("status").textContent = `${count}${of} results (${data.kind}, ${data.strategy}) in ` +
+    `${t.total.toFixed(0)} ms (encode ${t.encode.toFixed(0)} ms, ClickHouse ${t.query.toFixed(0)} ms)` +
+    (nextPage === null ? "" : "; scroll for more");
   const params = Object.fromEntries(Object.entries(data.sql.params).map(([k, v]) =>
     [k, Array.isArray(v) && v.length > 6 ? `[${v.slice(0, 4).map((x) => x.toFixed(4)).join(", ")}, … ${v.length} floats]` : v]));
   $("sql").textContent = data.sql.query + "\n\n-- parameters\n" + JSON.stringify(params, null, 2);
   $("sql-row").hidden = false;
-  const grid = $("results");
-  grid.innerHTML = "";
   for (const r of data.results) {
+    if (shown.has(r.id)) continue;
+    shown.add(r.id);
     const card = document.createElement("div");
     card.className = "card";
     const chips = Object.entries(r).filter(([k, v]) => !CARD_SKIP.has(k) && v !== null && v !== "")
@@ -156,6 +275,8 @@ function render(data) {
     });
     grid.appendChild(card);
   }
+  // The observer speaks only when the end of the grid comes into view: if it is still in view, go on.
+  if (nextPage !== null && $("more").getBoundingClientRect().top < innerHeight + 400) loadMore();
 }
 
 function useFile(file) {
@@ -167,6 +288,7 @@ function useFile(file) {
 
 $("search-form").addEventListener("submit", (e) => { e.preventDefault(); search(); });
 $("text").addEventListener("input", updateWeightRow);
+$("min-score").addEventListener("change", () => { if (restoreable()) search(); });
 $("weight").addEventListener("input", weights);
 $("file").addEventListener("change", (e) => useFile(e.target.files[0]));
 $("clear-image").addEventListener("click", () => { queryFile = null; queryImageId = null; setQueryImage(null); });
@@ -177,6 +299,8 @@ $("toggle-sql").addEventListener("click", () => {
 for (const ev of ["dragenter", "dragover"]) $("drop").addEventListener(ev, (e) => { e.preventDefault(); $("drop").classList.add("over"); });
 for (const ev of ["dragleave", "drop"]) $("drop").addEventListener(ev, (e) => { e.preventDefault(); $("drop").classList.remove("over"); });
 $("drop").addEventListener("drop", (e) => useFile(e.dataTransfer.files[0]));
+
+function restoreable() { return Boolean($("text").value.trim() || queryFile || queryImageId || allTerms().length); }
 
 // The address runs its search on load (links, bookmarks, screenshots) and on back/forward.
 window.addEventListener("popstate", () => {
