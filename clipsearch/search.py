@@ -160,9 +160,8 @@ class Searcher:
         t = time.perf_counter()
         rows, sql, params, strategy = self.rank(state, parts, list(filters), k, options)
         query_ms = (time.perf_counter() - t) * 1000
-        kinds = {"text" if term.text is not None else "image" if term.image is not None else "similar"
-                 for term in query}
-        kind = kinds.pop() if len(query) == 1 else "hybrid"
+        one = query[0]
+        kind = "hybrid" if len(query) > 1 else "text" if one.text else "image" if one.image is not None else "similar"
         result = SearchResult(rows, sql, params, kind, strategy, next_offset=options.offset + len(rows)
                               if len(rows) == params["k"] and options.offset + len(rows) < MAX_WINDOW else None)
         if facets:
