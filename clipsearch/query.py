@@ -386,11 +386,8 @@ def search_sql(columns: dict[str, str], filters: list[Filter], k: int | str, vec
     return f"{head}{where}\nORDER BY {order}{by}{page}", params
 
 
-def facet_sql(columns: dict[str, str], filters: list[Filter], vectors: list[QueryVector], facets: list[str],
-              top: int | str = FACET_TOP, min_score: float | None = None) -> tuple[str, dict]:
-    """Counts of the matches per value of each column in `facets` (a date column: per year), among the
-    `top` best or, with `min_score`, among all that score at least that: one GROUP BY over an ARRAY JOIN.
-    Answers rows (facet, value, n), at most MAX_FACET_VALUES per facet, the most frequent first."""
+def check_facets(facets: list[str], columns: dict[str, str]) -> list[str]:
+    """The SQL of each facet's value (a date column: its year), for up to MAX_FACETS known columns."""
     if not 1 <= len(facets) <= MAX_FACETS:
         raise QueryError(f"facets: 1 to {MAX_FACETS} columns, got {len(facets)}")
     if len(set(facets)) != len(facets):
@@ -400,6 +397,15 @@ def facet_sql(columns: dict[str, str], filters: list[Filter], vectors: list[Quer
         column = _sortable("facets", name, columns)
         values.append(f"toString(toYear({column}))" if TIME_TYPE.match(base_type(columns[name]))
                       else f"toString({column})")
+    return values
+
+
+def facet_sql(columns: dict[str, str], filters: list[Filter], vectors: list[QueryVector], facets: list[str],
+              top: int | str = FACET_TOP, min_score: float | None = None) -> tuple[str, dict]:
+    """Counts of the matches per value of each column in `facets` (a date column: per year), among the
+    `top` best or, with `min_score`, among all that score at least that: one GROUP BY over an ARRAY JOIN.
+    Answers rows (facet, value, n), at most MAX_FACET_VALUES per facet, the most frequent first."""
+    values = check_facets(facets, columns)
     options, top = check_options(Options(min_score=min_score), top, columns)
     with_, conditions, params, distance, score = _ranking(columns, filters, vectors)
     params.update(facet_names=list(facets), facet_values=MAX_FACET_VALUES)

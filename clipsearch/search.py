@@ -20,6 +20,7 @@ from .query import (
     Filter,
     Options,
     QueryVector,
+    check_facets,
     check_options,
     facet_sql,
     filter_sql,
@@ -147,6 +148,8 @@ class Searcher:
         state = self.table_state()
         filter_sql(list(filters), state["columns"])  # a typo'd column or a bad value before the model loads
         options, _ = check_options(options, k, state["columns"])
+        if facets:
+            check_facets(list(facets), state["columns"])  # before the model loads and the search runs
         query = [Term(image_id=self.catalog.get_image(term.image_id)["id"], weight=term.weight)  # a unique prefix
                  if term.image_id is not None else term for term in query]
         t = time.perf_counter()
