@@ -278,8 +278,11 @@ class Catalog:
         # to do: merges rebuild them; deletes drop them from the parts they touch (see delete_images).
         self.command("ALTER TABLE images MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild', "
                      "lightweight_mutation_projection_mode = 'drop'")
-        self.command(f"ALTER TABLE images ADD PROJECTION IF NOT EXISTS {name} "
-                     f"(SELECT * ORDER BY {quote_identifier(column)})")
+        # Text filters compare case-insensitively (query.py: lowerUTF8(col) = lowerUTF8(value)): sorted the
+        # same way, so ClickHouse can find their rows by the projection's key.
+        key = quote_identifier(column)
+        key = f"lowerUTF8({key})" if base_type(columns[column]) == "String" else key
+        self.command(f"ALTER TABLE images ADD PROJECTION IF NOT EXISTS {name} (SELECT * ORDER BY {key})")
         self.command(f"ALTER TABLE images MATERIALIZE PROJECTION {name} SETTINGS mutations_sync = 2")
 
     def drop_filter_column(self, column: str) -> None:

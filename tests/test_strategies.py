@@ -143,3 +143,22 @@ def test_filter_column_ranks_selective_filters_from_its_projection(table):
     finally:
         store.drop_filter_column("sel_1")
     assert store.search_state()["filter_columns"] == []
+
+
+def test_text_filter_column_matches_case_insensitive_filters_by_its_key(table):
+    """Text filters compare case-insensitively, so a text column's projection is sorted by lowerUTF8(col):
+    `shelf=top` still reads only the rows it matches."""
+    store, searcher, vectors, queries = table
+    store.command("ALTER TABLE images ADD COLUMN shelf String DEFAULT if(sel_1 = 1, 'Top', 'Low')")
+    store.command("ALTER TABLE images MATERIALIZE COLUMN shelf SETTINGS mutations_sync = 2")
+    store.add_filter_column("shelf")
+    try:
+        state = store.search_state()
+        one = [QueryVector(vector=queries[3])]
+        rows, sql, params, strategy = searcher.rank(state, one, [parse_filter("shelf=top")], 10)
+        assert strategy == "exact (projection on shelf)"
+        assert [r["id"] for r in rows] == _exact_top(store, vectors, queries[3], "sel_1=1")
+        assert "ReadFromMergeTree (filter_shelf)" in store.text("EXPLAIN indexes = 1 " + sql, params, "TSV")
+    finally:
+        store.drop_filter_column("shelf")
+        store.command("ALTER TABLE images DROP COLUMN shelf")
