@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -86,6 +87,15 @@ class _InProcess:
 
     def terminate(self) -> None:
         pass
+
+
+def _stop(pool: Any, wait_s: float = 10.0) -> None:
+    """Pool.terminate(), waited for at most `wait_s`: after Ctrl-C it has been seen to block for good in
+    joining the pool's task thread (stuck on the task queue's lock), and an interrupted load must exit.
+    The workers are daemons, so they go with this process either way."""
+    stopper = threading.Thread(target=pool.terminate, name="clipsearch-pool-stop", daemon=True)
+    stopper.start()
+    stopper.join(wait_s)
 
 
 def _exif(image: Image.Image) -> tuple[datetime | None, str, float | None, float | None]:
@@ -304,7 +314,7 @@ def load(source: str, catalog: Catalog, model: ModelSource, batch_size: int = 64
             summary.replaced += catalog.forget_replaced(replaced)
             bar.update(len(results))
     finally:
-        pool.terminate()
+        _stop(pool)
         bar.close()
         summary.seconds = time.perf_counter() - start
     return summary
