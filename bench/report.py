@@ -67,8 +67,11 @@ def search_lines(run: dict) -> list[str]:
                   f"build {notes['peers_build_s'].get('faiss HNSW', '-')} s."
                   + (f" Not installed, skipped: {', '.join(notes['peers_missing'])}."
                      if notes["peers_missing"] else "")]
+    if run.get("index_costs"):
+        lines += ["", "Where an index search's time goes (p50 ms, unfiltered, k=10):", "",
+                  "| query | ms |", "|---|---|"] + [f"| {k} | {v} |" for k, v in run["index_costs"].items()]
     if run.get("scan"):
-        lines += ["", "Where an exact scan's time goes (p50 ms, same table):", "",
+        lines += ["", "Where an exact scan's time goes (p50 ms, same table, before the index):", "",
                   "| step | ms |", "|---|---|"] + [f"| {k} | {v} |" for k, v in run["scan"].items()]
     return lines
 
