@@ -4,12 +4,14 @@
    and shape) and one copy per kind of change (synthetic.COPY_KINDS), hashed as the loader hashes them;
    the hash values go into a table and `copy_groups` groups them in SQL at the default threshold. Recall
    per kind of change, precision (look-alikes grouped, and pairs in a group that are not one picture),
-   crop recall by how much was cropped, and the SQL pairs against an exact all-pairs numpy scan.
+   crop recall by how much was cropped, the SQL pairs against an exact all-pairs numpy scan, and the same
+   images grouped by the simpler rules clipsearch had before (RULES: the whole picture's pHash alone, then
+   with the centre views), from exact all-pairs scans.
 2. hashing: the cost of hashing in the loader (loader images/s with and without it on the same files) and
    against the imagehash library's pHash (speed and how many bits ours differs), where imagehash is installed.
-3. scale: `copy_pairs` on 100,000 rows of hash values (each row a real hash of part 1 with a quarter of its
-   bits flipped, 1% of rows planted copies of others with 0-8 bits flipped) against an exact all-pairs
-   Hamming scan in numpy over the same values.
+3. scale: `copy_pairs` on 100,000 rows of hash values (each row the hashes of an original of part 1 with a
+   quarter of the bits of both grey hashes flipped, 1% of rows planted copies of others with 0 to the
+   threshold bits flipped) against an exact all-pairs Hamming scan in numpy over the same values.
 """
 from __future__ import annotations
 
@@ -26,24 +28,31 @@ from PIL import Image
 import clipsearch
 from clipsearch import copies, synthetic
 from clipsearch.catalog import Catalog
-from clipsearch.hashes import HASH_DECODE_SIZE, image_hashes
+from clipsearch.hashes import HASH_COLUMNS, HASH_DECODE_SIZE, image_hashes
 from clipsearch.model import ClipModel, decode
 
 from . import common
 
 CROP_BUCKETS = (0.05, 0.075, 0.10)  # recall of crops by the largest share trimmed from a side
 SWEEP = (0, 4, 6, 8, 10, 12)         # thresholds the quality run also groups at
+VIEWS = {1: ("phash", "chroma_hash"), 2: ("centre_phash", "centre_chroma_hash")}  # whole, centre
+VIEW_PAIRS = ((1, 1), (2, 2), (2, 1), (1, 2))   # as sql/queries/near_copy_pairs.sql compares them
+# The rules compared in part 1: (name, view pairs, threshold, whether the colour layouts must agree).
+RULES = (("whole pHash (before)", ((1, 1),), 8, False),
+         ("whole and centre pHash", VIEW_PAIRS, copies.DEFAULT_DISTANCE, False),
+         ("whole and centre pHash + colour layout (default)", VIEW_PAIRS, copies.DEFAULT_DISTANCE, True))
+
+Hashes = dict[str, np.ndarray]   # column -> one uint64 per image
 
 
-def hash_file(data: bytes) -> tuple[int, int, int, int]:
-    """(phash, colour_hash, width, height) as the loader computes them (JPEGs decoded at reduced scale)."""
+def hash_file(data: bytes) -> tuple[tuple[int, ...], int, int]:
+    """(the hashes, width, height) as the loader computes them (JPEGs decoded at reduced scale)."""
     image = Image.open(io.BytesIO(data))
     width, height = image.size
-    phash, colour_hash = image_hashes(decode(image, HASH_DECODE_SIZE))
-    return phash, colour_hash, width, height
+    return tuple(image_hashes(decode(image, HASH_DECODE_SIZE))), width, height
 
 
-def insert_hashes(catalog: Catalog, names: list[str], phash: np.ndarray, colour: np.ndarray,
+def insert_hashes(catalog: Catalog, names: list[str], hashes: Hashes,
                   width: list[int] | None = None, height: list[int] | None = None,
                   file_size: list[int] | None = None) -> list[str]:
     """Rows with these hash values (no vectors) under ids 0, 1, ... in hex; returns the ids."""
@@ -56,80 +65,124 @@ def insert_hashes(catalog: Catalog, names: list[str], phash: np.ndarray, colour:
             "width": pa.array((width or [256] * n)[lo:hi], pa.uint32()),
             "height": pa.array((height or [256] * n)[lo:hi], pa.uint32()),
             "file_size": pa.array((file_size or [0] * n)[lo:hi], pa.uint64()),
-            "phash": pa.array(phash[lo:hi], pa.uint64()), "colour_hash": pa.array(colour[lo:hi], pa.uint64())}))
+            **{c: pa.array(hashes[c][lo:hi], pa.uint64()) for c in HASH_COLUMNS}}))
     return ids
 
 
-def exact_pairs(phash: np.ndarray, colour: np.ndarray, distance: int, colour_distance: int,
-                chunk: int = 128) -> set[tuple[int, int]]:
-    """Every pair (i < j) within the thresholds, by comparing all pairs (numpy, in blocks of rows)."""
+def _near(a: np.ndarray, b: np.ndarray, most: int) -> np.ndarray:
+    return np.bitwise_count(a[:, None] ^ b[None, :]) <= most
+
+
+def exact_pairs(hashes: Hashes, distance: int, view_pairs: tuple = VIEW_PAIRS, chroma: bool = True,
+                chunk: int = 256) -> set[tuple[int, int]]:
+    """Every pair (i < j) that is a copy by the rule of near_copy_pairs.sql (with `view_pairs`, and the colour
+    layouts or not), by comparing all pairs (numpy, in blocks of rows)."""
+    colour = hashes["colour_hash"]
     found: set[tuple[int, int]] = set()
-    for lo in range(0, len(phash), chunk):
-        near = np.bitwise_count(phash[lo:lo + chunk, None] ^ phash[None, :]) <= distance
+    for lo in range(0, len(colour), chunk):
+        block = slice(lo, lo + chunk)
+        near = np.zeros((len(colour[block]), len(colour)), bool)
+        for one, other in ((a, b) for pair in view_pairs for a, b in {pair, pair[::-1]}):
+            (grey_a, chroma_a), (grey_b, chroma_b) = VIEWS[one], VIEWS[other]
+            match = _near(hashes[grey_a][block], hashes[grey_b], distance)
+            i, j = np.nonzero(match)
+            if chroma:  # only where the grey layouts match: few pairs
+                far = np.bitwise_count(hashes[chroma_a][block][i] ^ hashes[chroma_b][j]) > copies.CHROMA_DISTANCE
+                match[i[far], j[far]] = False
+            near |= match
         i, j = np.nonzero(near)
         i += lo
-        keep = (j > i) & (np.bitwise_count(colour[i] ^ colour[j]) <= colour_distance)
+        keep = (j > i) & (np.bitwise_count(colour[i] ^ colour[j]) <= copies.COLOUR_DISTANCE)
         found.update(zip(i[keep].tolist(), j[keep].tolist(), strict=True))
     return found
 
 
-def quality(originals: int, work: Path, seed: int = 41) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Part 1; also returns the originals' (phash, colour_hash) for part 3."""
+def _rounded(scores: dict) -> dict:
+    return {"recall": {k: round(v, 3) for k, v in scores["recall"].items()},
+            "lookalike_precision": round(scores["lookalike_precision"], 4),
+            "pair_precision": round(scores["pair_precision"], 3),
+            "originals_merged": round(scores["originals_merged"], 3)}
+
+
+def _groups(pairs: set[tuple[int, int]], names: list[str]) -> list[list[str]]:
+    """Pairs of indexes joined into groups of names (connected components)."""
+    parent: dict[int, int] = {}
+
+    def root(x: int) -> int:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in pairs:
+        parent[root(a)] = root(b)
+    groups: dict[int, list[str]] = {}
+    for x in parent:
+        groups.setdefault(root(x), []).append(names[x])
+    return list(groups.values())
+
+
+def quality(originals: int, work: Path, seed: int = 41) -> tuple[dict, Hashes]:
+    """Part 1; also returns the originals' hashes for part 3."""
     start = time.perf_counter()
     items, rows = [], []
     for item in synthetic.copy_benchmark(originals, seed):
         rows.append((*hash_file(item.data), len(item.data)))
         items.append(dataclasses.replace(item, data=b""))
     generate_s = time.perf_counter() - start
-    phash = np.array([r[0] for r in rows], np.uint64)
-    colour = np.array([r[1] for r in rows], np.uint64)
+    hashes = {c: np.array([r[0][k] for r in rows], np.uint64) for k, c in enumerate(HASH_COLUMNS)}
+    names = [item.name for item in items]
     db = work / "db-copies"
     shutil.rmtree(db, ignore_errors=True)
     with Catalog.open(db) as catalog:
-        ids = insert_hashes(catalog, [item.name for item in items], phash, colour, [r[2] for r in rows],
-                            [r[3] for r in rows], [r[4] for r in rows])
+        ids = insert_hashes(catalog, names, hashes, [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows])
         start = time.perf_counter()
         groups = copies.copy_groups(catalog)
         sql_s = time.perf_counter() - start
         pairs = copies.copy_pairs(catalog)
-        sweep = {}
-        for threshold in SWEEP:
-            other = synthetic.score_copies(items, [[row["path"] for row in g["images"]]
-                                                   for g in copies.copy_groups(catalog, threshold)])
-            sweep[threshold] = {"recall": {k: round(v, 3) for k, v in other["recall"].items()},
-                                "lookalike_precision": round(other["lookalike_precision"], 4),
-                                "pair_precision": round(other["pair_precision"], 3),
-                                "originals_merged": round(other["originals_merged"], 3)}
+        sweep = {t: _rounded(synthetic.score_copies(items, [[row["path"] for row in g["images"]]
+                                                            for g in copies.copy_groups(catalog, t)]))
+                 for t in SWEEP}
     index = {image_id: i for i, image_id in enumerate(ids)}
     found = {(index[p["id_a"]], index[p["id_b"]]) for p in pairs}
-    exact = exact_pairs(phash, colour, copies.DEFAULT_DISTANCE, copies.COLOUR_DISTANCE)
+    exact = exact_pairs(hashes, copies.DEFAULT_DISTANCE)
+    rules = {}
+    for name, view_pairs, threshold, chroma in RULES:
+        rule_pairs = exact if (view_pairs, threshold, chroma) == (VIEW_PAIRS, copies.DEFAULT_DISTANCE, True) else \
+            exact_pairs(hashes, threshold, view_pairs, chroma)
+        rules[name] = {"threshold": threshold, **_rounded(synthetic.score_copies(items, _groups(rule_pairs, names)))}
     is_original = [item.kind == "original" for item in items]
     original_pairs = sum(1 for i, j in exact if is_original[i] and is_original[j])
     scores = synthetic.score_copies(items, [[row["path"] for row in g["images"]] for g in groups])
     group_of = {row["path"]: n for n, g in enumerate(groups) for row in g["images"]}
     original = {item.family: item.name for item in items if item.kind == "original"}
-    crops = [item for item in items if item.kind == "crop"]
     by_amount = {}
-    for low, high in zip((0.0, *CROP_BUCKETS), CROP_BUCKETS, strict=False):
-        inside = [c for c in crops if low < c.amount <= high or (low == 0 and c.amount == 0)]
-        caught = [c.name in group_of and group_of[c.name] == group_of.get(original[c.family]) for c in inside]
-        by_amount[f"{low:.1%}-{high:.1%}".replace(".0%", "%")] = round(float(np.mean(caught)), 3) if caught else None
+    for kind in ("crop", "border"):
+        changed = [item for item in items if item.kind == kind]
+        edges = (0.0, *CROP_BUCKETS) if kind == "crop" else (1, 4, 7, 10)
+        bucket = {}
+        for low, high in zip(edges, edges[1:], strict=False):
+            inside = [c for c in changed if low < c.amount <= high or (low == 0 and c.amount == 0)]
+            caught = [c.name in group_of and group_of[c.name] == group_of.get(original[c.family]) for c in inside]
+            label = f"{low:.1%}-{high:.1%}".replace(".0%", "%") if kind == "crop" else f"{low + 1:.0f}-{high:.0f} px"
+            bucket[label] = round(float(np.mean(caught)), 3) if caught else None
+        by_amount[kind] = bucket
+    keep = [i for i, item in enumerate(items) if item.kind == "original"]
     return ({"originals": originals, "images": len(items), "threshold": copies.DEFAULT_DISTANCE,
-             "colour_distance": copies.COLOUR_DISTANCE, "generate_and_hash_s": round(generate_s, 1),
-             "sql_s": round(sql_s, 2), "groups": len(groups),
+             "colour_distance": copies.COLOUR_DISTANCE, "chroma_distance": copies.CHROMA_DISTANCE,
+             "generate_and_hash_s": round(generate_s, 1), "sql_s": round(sql_s, 2), "groups": len(groups),
              "recall": {k: round(v, 3) for k, v in scores["recall"].items()},
-             "crop_recall_by_largest_side": by_amount,
+             "crop_recall_by_largest_side": by_amount["crop"], "border_recall_by_width": by_amount["border"],
              "lookalike_precision": round(scores["lookalike_precision"], 4),
              "pair_precision": round(scores["pair_precision"], 3),
              "pair_precision_per_kind": {k: round(v, 3) for k, v in scores["pair_precision_per_kind"].items()},
              "originals_merged": round(scores["originals_merged"], 3),
              "matching_original_pairs": original_pairs, "original_pairs": originals * (originals - 1) // 2,
-             "by_threshold": sweep,
+             "by_threshold": sweep, "rules": rules,
              "sql_pairs": len(found), "exact_pairs": len(exact),
              "sql_recall_vs_exact": round(len(found & exact) / max(1, len(exact)), 4),
              "sql_pairs_not_exact": len(found - exact)},
-            phash[[i for i, item in enumerate(items) if item.kind == "original"]],
-            colour[[i for i, item in enumerate(items) if item.kind == "original"]])
+            {c: v[keep] for c, v in hashes.items()})
 
 
 def hashing(model: ClipModel, work: Path, images: int = 500, rounds: int = 3) -> dict:
@@ -142,7 +195,7 @@ def hashing(model: ClipModel, work: Path, images: int = 500, rounds: int = 3) ->
     try:
         for _ in range(rounds):
             for label in ("without", "with"):
-                loader._hashes = real if label == "with" else (lambda image: (None, None))
+                loader._hashes = real if label == "with" else (lambda image: None)
                 db = work / "db-hashing"
                 shutil.rmtree(db, ignore_errors=True)
                 with clipsearch.open(db, model=model) as photos:
@@ -166,32 +219,43 @@ def hashing(model: ClipModel, work: Path, images: int = 500, rounds: int = 3) ->
     start = time.perf_counter()
     theirs = [int(str(imagehash.phash(im)), 16) for im in decoded]
     out["imagehash_phash_ms_per_image"] = round((time.perf_counter() - start) / len(decoded) * 1000, 3)
-    out["mean_bits_from_imagehash_phash"] = round(float(np.mean([(a[0] ^ b).bit_count()
+    out["mean_bits_from_imagehash_phash"] = round(float(np.mean([(a.phash ^ b).bit_count()
                                                                 for a, b in zip(ours, theirs, strict=True)])), 3)
-    out["same_as_imagehash_phash"] = round(float(np.mean([a[0] == b for a, b in zip(ours, theirs, strict=True)])), 3)
+    out["same_as_imagehash_phash"] = round(float(np.mean([a.phash == b for a, b in zip(ours, theirs, strict=True)])),
+                                           3)
     return out
 
 
-def scale(rows: int, phash: np.ndarray, colour: np.ndarray, work: Path, seed: int = 43) -> dict:
-    """Part 3: `rows` hash values made from real ones, 1% planted copies; SQL against numpy all pairs."""
+def _flips(rng: np.random.Generator, rows: int, bits: np.ndarray | float) -> np.ndarray:
+    """One uint64 per row with bits set at random: each bit with chance `bits`, or exactly bits[row] of them."""
+    if np.isscalar(bits):
+        return np.packbits(rng.random((rows, 64)) < bits, axis=1).view(">u8").ravel().astype(np.uint64)
+    out = np.zeros(rows, np.uint64)
+    for k, count in enumerate(bits):
+        for bit in rng.choice(64, int(count), replace=False):
+            out[k] |= np.uint64(1) << np.uint64(bit)
+    return out
+
+
+def scale(rows: int, originals: Hashes, work: Path, seed: int = 43) -> dict:
+    """Part 3: `rows` rows of hash values made from real ones, 1% planted copies; SQL against numpy all pairs.
+    The same flips go to a row's two grey hashes, which keeps them as far apart as a real picture's."""
     rng = np.random.default_rng(seed)
     planted = rows // 100
     distinct = rows - planted
-    base = rng.integers(0, len(phash), distinct)
-    flips = np.packbits(rng.random((distinct, 64)) < 0.25, axis=1).view(">u8").ravel().astype(np.uint64)
-    values = phash[base] ^ flips
-    colours = colour[base]
+    base = rng.integers(0, len(originals["phash"]), distinct)
     sources = rng.choice(distinct, planted, replace=False)
-    copy_flips = np.zeros(planted, np.uint64)
-    for k, bits in enumerate(rng.integers(0, copies.DEFAULT_DISTANCE + 1, planted)):
-        for bit in rng.choice(64, bits, replace=False):
-            copy_flips[k] |= np.uint64(1) << np.uint64(bit)
-    values = np.concatenate([values, values[sources] ^ copy_flips])
-    colours = np.concatenate([colours, colours[sources]])
+    flips = _flips(rng, distinct, 0.25)
+    copy_flips = _flips(rng, planted, rng.integers(0, copies.DEFAULT_DISTANCE + 1, planted))
+    values = {}
+    for column, hashes in originals.items():
+        distinct_values = hashes[base] ^ flips if column in ("phash", "centre_phash") else hashes[base]
+        copy_values = distinct_values[sources] ^ (copy_flips if column in ("phash", "centre_phash") else 0)
+        values[column] = np.concatenate([distinct_values, copy_values])
     db = work / "db-copies-scale"
     shutil.rmtree(db, ignore_errors=True)
     with Catalog.open(db) as catalog:
-        ids = insert_hashes(catalog, [f"/bench/{i:08d}.jpg" for i in range(rows)], values, colours)
+        ids = insert_hashes(catalog, [f"/bench/{i:08d}.jpg" for i in range(rows)], values)
         catalog.command("OPTIMIZE TABLE images FINAL")
         start = time.perf_counter()
         pairs = copies.copy_pairs(catalog, copies.DEFAULT_DISTANCE)
@@ -199,10 +263,10 @@ def scale(rows: int, phash: np.ndarray, colour: np.ndarray, work: Path, seed: in
     index = {image_id: i for i, image_id in enumerate(ids)}
     found = {(index[p["id_a"]], index[p["id_b"]]) for p in pairs}
     start = time.perf_counter()
-    exact = exact_pairs(values, colours, copies.DEFAULT_DISTANCE, copies.COLOUR_DISTANCE)
+    exact = exact_pairs(values, copies.DEFAULT_DISTANCE)
     numpy_s = time.perf_counter() - start
     planted_pairs = {(int(s), distinct + k) for k, s in enumerate(sources)}
-    bands, partitions = copies.band_plan(rows, copies.DEFAULT_DISTANCE)
+    bands, partitions = copies.band_plan(rows * copies.VIEWS, copies.DEFAULT_DISTANCE)
     return {"rows": rows, "threshold": copies.DEFAULT_DISTANCE, "bands": bands, "partitions": partitions,
             "sql_s": round(sql_s, 1), "candidate_pairs": int(pairs[0]["compared"]) if pairs else 0,
             "all_pairs": rows * (rows - 1) // 2, "numpy_all_pairs_s": round(numpy_s, 1),
@@ -214,10 +278,10 @@ def scale(rows: int, phash: np.ndarray, colour: np.ndarray, work: Path, seed: in
 
 def run(originals: int, rows: int, model: ClipModel, work: Path, loader_images: int = 500) -> dict:
     start = time.perf_counter()
-    result, phash, colour = quality(originals, work)
+    result, hashes = quality(originals, work)
     print(result, flush=True)
     out = {"quality": result, "hashing": hashing(model, work, loader_images)}
     print(out["hashing"], flush=True)
-    out["scale"] = scale(rows, phash, colour, work)
+    out["scale"] = scale(rows, hashes, work)
     out["seconds"] = round(time.perf_counter() - start)
     return out

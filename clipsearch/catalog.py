@@ -160,13 +160,13 @@ class Catalog:
         """Insert a pyarrow Table of image rows (the loader builds it)."""
         self.connection.insert("images", rows)
 
-    def set_hashes(self, ids: list[str], phashes: list[int], colour_hashes: list[int]) -> None:
-        """Store the perceptual hashes of images already stored (one mutation, waited for)."""
-        self.command("ALTER TABLE images UPDATE "
-                     "phash = transform(id, {ids:Array(String)}, {phashes:Array(UInt64)}, phash), "
-                     "colour_hash = transform(id, {ids:Array(String)}, {colour_hashes:Array(UInt64)}, colour_hash) "
-                     "WHERE id IN {ids:Array(String)} SETTINGS mutations_sync = 2",
-                     {"ids": ids, "phashes": phashes, "colour_hashes": colour_hashes})
+    def set_hashes(self, hashes: dict[str, Any]) -> None:
+        """Store the perceptual hashes (id -> hashes.Hashes) of images already stored (one mutation, waited for)."""
+        columns = next(iter(hashes.values()))._fields
+        updates = ", ".join(f"{c} = transform(id, {{ids:Array(String)}}, {{{c}:Array(UInt64)}}, {c})" for c in columns)
+        params: dict[str, Any] = {c: [getattr(h, c) for h in hashes.values()] for c in columns}
+        self.command(f"ALTER TABLE images UPDATE {updates} WHERE id IN {{ids:Array(String)}} "
+                     "SETTINGS mutations_sync = 2", {"ids": list(hashes), **params})
 
     def record_load_errors(self, errors: list[tuple[str, str]]) -> None:
         import pyarrow as pa

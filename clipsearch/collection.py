@@ -155,7 +155,7 @@ class Collection:
     def backfill_hashes(self, batch_size: int = 512, workers: int | None = None, progress: bool = False) -> Any:
         """Compute the perceptual hashes of images stored without them (loaded before hashes existed), from
         their files while those are still the ones loaded; returns a BackfillSummary. Safe to re-run."""
-        from .hashes import backfill
+        from .backfill import backfill
         return backfill(self.catalog, batch_size, workers, progress)
 
     # -- SQL and the index ------------------------------------------------------------------

@@ -1,13 +1,19 @@
 """Copies of one picture: images whose perceptual hashes (clipsearch/hashes.py) differ in a few bits.
 
+Each image is compared whole and by its central 85% (a crop shows about the middle of its original; a frame
+falls outside the middle): two images are copies when one view of each, whole/whole, centre/centre or
+centre/whole, is within `threshold` bits of grey layout (pHash) and CHROMA_DISTANCE bits of colour layout,
+and their mean colours within COLOUR_DISTANCE steps. The colour layout is what keeps pictures with little
+detail apart (one object on a plain background: pHash then says little more than where the object is).
+
 The SQL is the analysts' file sql/queries/near_copy_pairs.sql, run as it is. Comparing every pair is
-quadratic, so candidates come from bands: each of several fixed shuffles of the 64 phash bits is cut
-into `bands` bands, and two rows are compared only if their hashes agree exactly on one whole band. Two
+quadratic, so candidates come from bands: each of several fixed shuffles of the 64 bits of a grey hash is cut
+into `bands` bands, and two images are compared only if a view of each agrees exactly on one whole band. Two
 hashes d bits apart always agree on some band when d < bands (pigeonhole); further apart, the d bits
 fall into every band of one shuffle with a chance `band_miss` computes exactly, and independent shuffles
 multiply it, so `band_plan` takes enough of them to miss a pair right at the threshold less than once in
-MISS_CHANCE (closer pairs far less often). Bands are about log2(rows) bits wide, so that each holds
-about one row of unrelated pictures. Pairs are joined into groups (grouping.py), like the CLIP-distance ones.
+MISS_CHANCE (closer pairs far less often). Bands are about log2(views) bits wide, so that each holds
+about one view of unrelated pictures. Pairs are joined into groups (grouping.py), like the CLIP-distance ones.
 """
 from __future__ import annotations
 
@@ -18,11 +24,14 @@ from typing import Any
 from .catalog import Catalog
 from .errors import QueryError, StoreError
 from .grouping import group_pairs
+from .hashes import MISSING
 from .sql import read as read_sql
 
 HASH_BITS = 64
-DEFAULT_DISTANCE = 8          # phash bits; measured in bench/copies.py (README: what it catches)
+VIEWS = 2                     # whole and centre: grey hashes per image in the band search
+DEFAULT_DISTANCE = 10         # grey bits; measured in bench/copies.py (README: what it catches)
 COLOUR_DISTANCE = 3           # colour_hash steps: a brightness change of 15% moves 1-3 steps
+CHROMA_DISTANCE = 6           # chroma_hash bits (bench/copies.py: tighter loses crops, looser merges pictures)
 MAX_DISTANCE = 24             # beyond this, pictures of a plain background with one object all "match"
 BOUNDED_DISTANCE = 12         # over HTTP
 MISS_CHANCE = 0.001           # a pair exactly at the threshold; closer pairs are missed far less often
@@ -36,7 +45,7 @@ TOO_MANY = "more candidate pairs than max_candidates"
 
 
 def check_distance(threshold: Any, ceiling: int = MAX_DISTANCE) -> int:
-    """A threshold in differing phash bits: a whole number from 0 to `ceiling` (the default for None)."""
+    """A threshold in differing grey hash bits: a whole number from 0 to `ceiling` (the default for None)."""
     if threshold is None:
         return DEFAULT_DISTANCE
     if isinstance(threshold, bool):
@@ -68,10 +77,11 @@ def band_miss(distance: int, bands: int) -> float:
     return 1 - clean / total
 
 
-def band_plan(rows: int, distance: int) -> tuple[int, int]:
-    """(bands, partitions): bands of about log2(rows) bits (8 to 16), more and narrower if that is what it
-    takes to miss a pair at `distance` less than once in MISS_CHANCE with at most MAX_PARTITIONS shuffles."""
-    bits = min(16, max(8, math.ceil(math.log2(max(rows, 2)))))
+def band_plan(hashes: int, distance: int) -> tuple[int, int]:
+    """(bands, partitions) for a band search over `hashes` grey hashes: bands of about log2(hashes) bits (8 to
+    16), more and narrower if that is what it takes to miss a pair at `distance` less than once in MISS_CHANCE
+    with at most MAX_PARTITIONS shuffles."""
+    bits = min(16, max(8, math.ceil(math.log2(max(hashes, 2)))))
     for bands in range(math.ceil(HASH_BITS / bits), 17):
         miss = band_miss(distance, bands)
         if miss == 0:
@@ -83,22 +93,23 @@ def band_plan(rows: int, distance: int) -> tuple[int, int]:
 
 
 def copy_pairs(catalog: Catalog, threshold: object = None, bounded: bool = False) -> list[dict]:
-    """Pairs {id_a, id_b, distance, colour_distance} of distinct images whose phash is within `threshold`
-    bits and colour_hash within COLOUR_DISTANCE steps, closest first. Rows without hashes take no part.
+    """Pairs {id_a, id_b, distance, colour_distance} of distinct images that are copies (the module's doc) at
+    `threshold` grey bits, closest first; `distance` is that of their closest views. Rows without hashes take
+    no part.
 
     `bounded` (for requests from the network): the threshold at most BOUNDED_DISTANCE, at most
     BOUNDED_CANDIDATES candidate pairs, and the statement stopped past BOUNDED_SECONDS or BOUNDED_MEMORY.
     """
     distance = check_distance(threshold, BOUNDED_DISTANCE if bounded else MAX_DISTANCE)
-    rows = int(catalog.query("SELECT count() AS n FROM images WHERE phash IS NOT NULL")[0]["n"])
+    rows = int(catalog.query(f"SELECT count() AS n FROM images WHERE NOT ({MISSING})")[0]["n"])
     if rows < 2:
         return []
-    bands, partitions = band_plan(rows, distance)
+    bands, partitions = band_plan(rows * VIEWS, distance)
     limit = BOUNDED_CANDIDATES if bounded else MAX_CANDIDATES
     settings = (f"\nSETTINGS max_execution_time = {BOUNDED_SECONDS}, max_memory_usage = {BOUNDED_MEMORY}"
                 if bounded else "")
-    params = {"max_distance": distance, "max_colour_distance": COLOUR_DISTANCE, "bands": bands,
-              "partitions": partitions, "max_candidates": limit}
+    params = {"max_distance": distance, "max_chroma_distance": CHROMA_DISTANCE, "max_colour_distance": COLOUR_DISTANCE,
+              "bands": bands, "partitions": partitions, "max_candidates": limit}
     try:
         return catalog.query(read_sql(PAIRS_FILE) + settings, params)
     except StoreError as exc:
@@ -113,11 +124,11 @@ def copy_pairs(catalog: Catalog, threshold: object = None, bounded: bool = False
 
 def copy_groups(catalog: Catalog, threshold: object = None, bounded: bool = False) -> list[dict]:
     """Groups of copies, largest group first: {"images": [rows, the largest (highest-resolution, then
-    biggest) file first: the one to keep], "max_distance": the most phash bits apart of a grouped pair}."""
+    biggest) file first: the one to keep], "max_distance": the most grey bits apart of a grouped pair}."""
     pairs = copy_pairs(catalog, threshold, bounded)
     return group_pairs(catalog, pairs, keep_first=lambda r: (-r["width"] * r["height"], -r["file_size"], r["path"]))
 
 
 def hashes_missing(catalog: Catalog) -> int:
-    """How many images have no perceptual hash yet (loaded before hashes existed, or not decodable)."""
-    return int(catalog.query("SELECT count() AS n FROM images WHERE phash IS NULL")[0]["n"])
+    """How many images lack perceptual hashes (loaded before they existed, or not decodable)."""
+    return int(catalog.query(f"SELECT count() AS n FROM images WHERE {MISSING}")[0]["n"])

@@ -9,6 +9,7 @@ from typing import Any
 
 from .connection import quote_identifier
 from .errors import QueryError
+from .hashes import HASH_COLUMNS  # perceptual hashes: compared bitwise, not shown with results
 
 OPERATORS = ("!=", ">=", "<=", "~=", "=", ">", "<")  # the CLI's; JSON filters add the rest
 JSON_OPERATORS = OPERATORS + ("in", "not in", "has", "is null", "is not null")
@@ -17,7 +18,6 @@ NULL_RE = re.compile(r"^\s*([^!<>=~\s]+)\s+is\s+(not\s+)?null\s*$", re.IGNORECAS
 NEAR = "near"            # the pseudo-column of `near=LAT,LON,KM`: photos within KM of a place (EXIF GPS)
 NUMERIC_TYPE = re.compile(r"^(U?Int\d+|Float\d+|Decimal)")
 TIME_TYPE = re.compile(r"^(Date|DateTime)")
-HASH_COLUMNS = ("phash", "colour_hash")  # perceptual hashes: compared bitwise, not shown with results
 NOT_FILTERABLE = {"embedding", *HASH_COLUMNS}  # vectors and hashes, not metadata
 HIDDEN = ", ".join(("embedding", *HASH_COLUMNS))  # left out of search results
 MAX_K = 1000

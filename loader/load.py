@@ -28,7 +28,7 @@ from PIL import Image, UnidentifiedImageError
 from ..catalog import Catalog
 from ..errors import SourceError
 from ..files import MAX_FILE_BYTES, content_id
-from ..hashes import image_hashes
+from ..hashes import HASH_COLUMNS, Hashes, image_hashes
 from ..model import ModelSource, decode, model_loader
 from .sources import Source, read_source
 
@@ -145,7 +145,7 @@ def prepare(path: str) -> dict:
         fmt = image.format or ""
         taken, camera, latitude, longitude = _exif(image)
         decoded = decode(image, _worker["min_size"])
-        phash, colour_hash = _hashes(decoded)
+        hashes = _hashes(decoded)
         pixels = np.asarray(_worker["transform"](decoded))
     except UnidentifiedImageError:
         return {"path": path, "error": "not an image (unrecognised format)"}
@@ -157,17 +157,17 @@ def prepare(path: str) -> dict:
         return {"path": path, "error": "the file changed while it was read"}
     return {"path": path, "id": content_id(data), "width": width, "height": height, "format": fmt,
             "file_size": size, "modified_at": datetime.fromtimestamp(info.st_mtime_ns // 1_000_000 / 1000),
-            "taken_at": taken, "camera": camera, "latitude": latitude, "longitude": longitude, "phash": phash,
-            "colour_hash": colour_hash, "pixels": pixels}
+            "taken_at": taken, "camera": camera, "latitude": latitude, "longitude": longitude, "hashes": hashes,
+            "pixels": pixels}
 
 
-def _hashes(image: Image.Image) -> tuple[int | None, int | None]:
-    """The perceptual hashes of the decoded image, before the model's resize; (None, None) if they cannot be
-    computed: a missing hash is a NULL, never a failed load."""
+def _hashes(image: Image.Image) -> Hashes | None:
+    """The perceptual hashes of the decoded image, before the model's resize; None if they cannot be
+    computed: missing hashes are NULLs, never a failed load."""
     try:
         return image_hashes(image)
     except Exception:
-        return None, None
+        return None
 
 
 # -- parent side ----------------------------------------------------------------------------
@@ -214,8 +214,8 @@ def rows_table(rows: list[dict], vectors: np.ndarray, model_label: str, metadata
         "camera": pa.array([r["camera"] for r in rows], pa.string()),
         "latitude": pa.array([r.get("latitude") for r in rows], pa.float64()),
         "longitude": pa.array([r.get("longitude") for r in rows], pa.float64()),
-        "phash": pa.array([r.get("phash") for r in rows], pa.uint64()),
-        "colour_hash": pa.array([r.get("colour_hash") for r in rows], pa.uint64()),
+        **{name: pa.array([getattr(r["hashes"], name) if r.get("hashes") else None for r in rows], pa.uint64())
+           for name in HASH_COLUMNS},
         "model": pa.array([model_label] * len(rows), pa.string()),
         "embedding": pa.ListArray.from_arrays(
             pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32)),

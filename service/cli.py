@@ -203,7 +203,7 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
         groups = photos.duplicates(threshold, mode=mode)
         missing = hashes_missing(photos.catalog) if copies else 0
     if missing:
-        print(f"note: {missing} images have no perceptual hashes yet and take no part; `clipsearch hashes` "
+        print(f"note: {missing} images lack perceptual hashes and take no part; `clipsearch hashes` "
               "computes them", file=sys.stderr)
     if args.json:
         print(json.dumps(groups, ensure_ascii=False, default=str))

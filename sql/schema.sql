@@ -18,8 +18,11 @@ CREATE TABLE IF NOT EXISTS images
     camera     String DEFAULT '',            -- EXIF Make and Model when present
     latitude   Nullable(Float64),            -- EXIF GPS position in degrees when present (north +)
     longitude  Nullable(Float64),            -- (east +): `near=LAT,LON,KM` filters by greatCircleDistance
-    phash      Nullable(UInt64),             -- perceptual hashes of the pixels and their mean colour, for
-    colour_hash Nullable(UInt64),            -- copies of one picture (clipsearch/hashes.py), NULL if none
+    phash      Nullable(UInt64),             -- perceptual hashes of the pixels, for copies of one picture
+    colour_hash Nullable(UInt64),            -- (clipsearch/hashes.py), NULL if none: grey layout, mean colour,
+    centre_phash Nullable(UInt64),           -- the grey layout of the central 85%,
+    chroma_hash Nullable(UInt64),            -- the colour layout of the whole picture
+    centre_chroma_hash Nullable(UInt64),     -- and of its central 85%
     model      LowCardinality(String),       -- the CLIP model that made `embedding`
     loaded_at  DateTime64(3) DEFAULT now64(3),
     -- L2-normalized, so cosineDistance ranks exactly like a dot product.
@@ -35,6 +38,9 @@ ALTER TABLE images ADD COLUMN IF NOT EXISTS modified_at Nullable(DateTime64(3)) 
 -- Databases made before the perceptual hashes existed get them as NULL: `clipsearch hashes` fills them in.
 ALTER TABLE images ADD COLUMN IF NOT EXISTS phash Nullable(UInt64) AFTER camera;
 ALTER TABLE images ADD COLUMN IF NOT EXISTS colour_hash Nullable(UInt64) AFTER phash;
+ALTER TABLE images ADD COLUMN IF NOT EXISTS centre_phash Nullable(UInt64) AFTER colour_hash;
+ALTER TABLE images ADD COLUMN IF NOT EXISTS chroma_hash Nullable(UInt64) AFTER centre_phash;
+ALTER TABLE images ADD COLUMN IF NOT EXISTS centre_chroma_hash Nullable(UInt64) AFTER chroma_hash;
 -- Databases made before GPS positions were read get them as NULL (files loaded again fill them in).
 ALTER TABLE images ADD COLUMN IF NOT EXISTS latitude Nullable(Float64) AFTER camera;
 ALTER TABLE images ADD COLUMN IF NOT EXISTS longitude Nullable(Float64) AFTER latitude;

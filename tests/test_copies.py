@@ -15,9 +15,11 @@ from PIL import Image
 from clipsearch import copies, synthetic
 from clipsearch.catalog import Catalog
 from clipsearch.copies import (
+    CHROMA_DISTANCE,
     COLOUR_DISTANCE,
     DEFAULT_DISTANCE,
     MISS_CHANCE,
+    VIEWS,
     band_miss,
     band_plan,
     band_sizes,
@@ -26,7 +28,7 @@ from clipsearch.copies import (
     copy_pairs,
 )
 from clipsearch.errors import QueryError
-from clipsearch.hashes import HASH_DECODE_SIZE, distance, file_hashes, image_hashes
+from clipsearch.hashes import HASH_COLUMNS, HASH_DECODE_SIZE, distance, file_hashes, image_hashes
 from clipsearch.loader.load import load
 from clipsearch.model import decode
 from clipsearch.service.app import create_app
@@ -78,47 +80,76 @@ def test_copies_are_grouped_exactly_and_look_alikes_are_not(planted):
         assert 0 <= g["max_distance"] <= DEFAULT_DISTANCE and isinstance(g["max_distance"], int)
 
 
-def _exact(rows, max_distance, max_colour):
+# (grey, colour layout) of the two views of an image, and the view pairs compared: as near_copy_pairs.sql
+_VIEWS = {"whole": ("phash", "chroma_hash"), "centre": ("centre_phash", "centre_chroma_hash")}
+_VIEW_PAIRS = (("whole", "whole"), ("centre", "centre"), ("centre", "whole"), ("whole", "centre"))
+
+
+def _copy_distance(a, b, view_pairs=_VIEW_PAIRS):
+    """The rule of sql/queries/near_copy_pairs.sql in Python, for rows of hashes: the fewest grey bits between a
+    view of each whose colour layouts agree too (None if none do, or if the mean colours are too far apart)."""
+    if distance(a["colour_hash"], b["colour_hash"]) > COLOUR_DISTANCE:
+        return None
+    grey = [distance(a[_VIEWS[x][0]], b[_VIEWS[y][0]]) for x, y in view_pairs
+            if distance(a[_VIEWS[x][1]], b[_VIEWS[y][1]]) <= CHROMA_DISTANCE]
+    return min(grey, default=None)
+
+
+def _exact(rows, max_distance):
     return {(min(a["id"], b["id"]), max(a["id"], b["id"])) for i, a in enumerate(rows) for b in rows[i + 1:]
-            if distance(a["phash"], b["phash"]) <= max_distance and distance(a["colour_hash"], b["colour_hash"])
-            <= max_colour}
+            if (d := _copy_distance(a, b)) is not None and d <= max_distance}
 
 
 @pytest.mark.parametrize("threshold", [0, 4, DEFAULT_DISTANCE, 12])
 def test_sql_pairs_are_every_pair_within_the_threshold(planted, threshold):
     """The band search may skip comparisons, never results: against all pairs, in Python."""
     with Catalog.open(planted[0]) as store:
-        rows = store.query("SELECT id, phash, colour_hash FROM images")
+        rows = store.query(f"SELECT id, {', '.join(HASH_COLUMNS)} FROM images")
         pairs = copy_pairs(store, threshold)
-    assert {(p["id_a"], p["id_b"]) for p in pairs} == _exact(rows, threshold, COLOUR_DISTANCE)
+    assert {(p["id_a"], p["id_b"]) for p in pairs} == _exact(rows, threshold)
     hashes = {r["id"]: r for r in rows}
     for p in pairs:
-        assert p["distance"] == distance(hashes[p["id_a"]]["phash"], hashes[p["id_b"]]["phash"]) <= threshold
+        assert p["distance"] == _copy_distance(hashes[p["id_a"]], hashes[p["id_b"]]) <= threshold
         assert p["colour_distance"] <= COLOUR_DISTANCE
 
 
+def _flip(value: int, bits, rng) -> int:
+    for bit in rng.choice(64, bits, replace=False):
+        value ^= 1 << int(bit)
+    return value
+
+
 def test_band_search_on_many_rows_finds_every_pair(tmp_path):
-    """3,000 hash values with 300 planted pairs 0-12 bits apart: at the default threshold (and at 12, with
-    narrower bands) the SQL finds exactly the pairs an all-pairs scan finds."""
+    """3,000 random hash values with 300 planted pairs 0-12 bits apart, a quarter each by whole/whole,
+    centre/centre and centre/whole in both directions, one in five with colour layouts too far apart on those
+    views: at the default threshold (and at 12, with narrower bands) the SQL finds exactly the pairs an
+    all-pairs scan finds."""
     rng = np.random.default_rng(8)
     n = 3000
-    phash = rng.integers(0, 2**63, n, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, n, dtype=np.uint64)
-    colour = np.zeros(n, np.uint64)
+
+    def random_hashes():
+        return rng.integers(0, 2**63, n, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, n, dtype=np.uint64)
+    h = {"phash": random_hashes(), "centre_phash": random_hashes(), "chroma_hash": np.zeros(n, np.uint64),
+         "centre_chroma_hash": np.zeros(n, np.uint64), "colour_hash": np.zeros(n, np.uint64)}
     for k in range(300):
-        flipped = int(phash[k])
-        for bit in rng.choice(64, k % 13, replace=False):
-            flipped ^= 1 << int(bit)
-        phash[n - 1 - k] = flipped
+        one, other = _VIEW_PAIRS[k % 4]
+        copy = n - 1 - k
+        h[_VIEWS[other][0]][copy] = _flip(int(h[_VIEWS[one][0]][k]), k % 13, rng)
+        if k % 5 == 0:
+            h[_VIEWS[other][1]][copy] = _flip(0, CHROMA_DISTANCE + 2, rng)
     ids = [f"{i:032x}" for i in range(n)]
     with Catalog.open(tmp_path / "db") as store:
         store.insert_images(pa.table({"id": ids, "path": ids, "model": ["test"] * n,
-                                      "phash": pa.array(phash, pa.uint64()),
-                                      "colour_hash": pa.array(colour, pa.uint64())}))
+                                      **{c: pa.array(v, pa.uint64()) for c, v in h.items()}}))
         for threshold in (DEFAULT_DISTANCE, 12):
             found = {(p["id_a"], p["id_b"]) for p in copy_pairs(store, threshold)}
-            near = np.bitwise_count(phash[:, None] ^ phash[None, :]) <= threshold
-            exact = {(ids[i], ids[j]) for i, j in zip(*np.nonzero(np.triu(near, 1)), strict=True)}
-            assert len(exact) >= 300 * (threshold + 1) // 13
+            near = np.zeros((n, n), bool)
+            for one, other in _VIEW_PAIRS:
+                (grey_a, chroma_a), (grey_b, chroma_b) = _VIEWS[one], _VIEWS[other]
+                near |= (np.bitwise_count(h[grey_a][:, None] ^ h[grey_b][None, :]) <= threshold) & \
+                    (np.bitwise_count(h[chroma_a][:, None] ^ h[chroma_b][None, :]) <= CHROMA_DISTANCE)
+            exact = {(ids[i], ids[j]) for i, j in zip(*np.nonzero(np.triu(near | near.T, 1)), strict=True)}
+            assert len(exact) >= 0.8 * 300 * (threshold + 1) // 13
             assert found == exact
 
 
@@ -145,9 +176,10 @@ def test_band_plan_misses_a_pair_at_the_threshold_rarely():
 
 def test_the_analysts_file_gives_the_same_pairs(planted, cli):
     db = planted[0]
-    bands, partitions = band_plan(100, DEFAULT_DISTANCE)
+    bands, partitions = band_plan(100 * VIEWS, DEFAULT_DISTANCE)
     out = cli("sql", "--file", ROOT / "sql" / "queries" / "near_copy_pairs.sql", "--format", "JSONEachRow",
               "--param", f"max_distance={DEFAULT_DISTANCE}", "--param", f"max_colour_distance={COLOUR_DISTANCE}",
+              "--param", f"max_chroma_distance={CHROMA_DISTANCE}",
               "--param", f"bands={bands}", "--param", f"partitions={partitions}",
               "--param", "max_candidates=100000000", db=db)
     assert out.returncode == 0, out.stderr
@@ -170,8 +202,8 @@ def test_thresholds():
 def test_loader_and_backfill_compute_the_same_hashes(planted):
     db, _, items = planted
     with Catalog.open(db) as store:
-        stored = {r["path"].rsplit("/", 1)[1].split(".")[0]: (r["phash"], r["colour_hash"])
-                  for r in store.query("SELECT path, phash, colour_hash FROM images")}
+        stored = {r["path"].rsplit("/", 1)[1].split(".")[0]: tuple(r[c] for c in HASH_COLUMNS)
+                  for r in store.query(f"SELECT path, {', '.join(HASH_COLUMNS)} FROM images")}
     for item in items[:20]:
         assert stored[item.name] == file_hashes(item.data)
 
@@ -185,9 +217,9 @@ def test_a_hash_that_fails_is_null_not_a_failed_load(tmp_path, store, model, mon
     folder = write_catalogue(tmp_path / "imgs", random_specs(4, 3), 3, manifest=None)
     summary = load(str(folder), store, model, progress=False, workers=1)  # a forked worker inherits the patch
     assert (summary.loaded, summary.failed) == (4, 0)
-    assert store.query("SELECT countIf(phash IS NULL) AS n, countIf(colour_hash IS NULL) AS c FROM images")[0] == \
-        {"n": 4, "c": 4}
-    assert file_hashes(b"not an image") == (None, None)
+    nulls = ", ".join(f"countIf({c} IS NULL) AS {c}" for c in HASH_COLUMNS)
+    assert store.query(f"SELECT {nulls} FROM images")[0] == dict.fromkeys(HASH_COLUMNS, 4)
+    assert file_hashes(b"not an image") is None
 
 
 def test_hashes_survive_what_copies_go_through():
@@ -195,11 +227,11 @@ def test_hashes_survive_what_copies_go_through():
     kept = {kind: [] for kind in ("reencode", "resize", "format", "brightness")}
     for _ in range(20):
         _, data = synthetic.make_image(rng, dims_range=(200, 500))
-        original = file_hashes(data)
+        original = file_hashes(data)._asdict()
         for kind, outcomes in kept.items():
-            copy = file_hashes(synthetic.planted_copy(data, kind, rng).data)
-            outcomes.append(distance(original[0], copy[0]) <= DEFAULT_DISTANCE
-                            and distance(original[1], copy[1]) <= COLOUR_DISTANCE)
+            copy = file_hashes(synthetic.planted_copy(data, kind, rng).data)._asdict()
+            apart = _copy_distance(original, copy, (("whole", "whole"),))  # the centre views: for crops and frames
+            outcomes.append(apart is not None and apart <= DEFAULT_DISTANCE)
     # pictures with almost no detail (a small shape on a gradient) have fragile hashes: one in 20 here
     assert all(sum(outcomes) >= 18 for outcomes in kept.values()), kept
 
@@ -211,30 +243,34 @@ def test_the_hash_is_imagehash_phash():
     for _ in range(40):
         _, data = synthetic.make_image(rng, dims_range=(200, 640))
         image = decode(Image.open(io.BytesIO(data)), HASH_DECODE_SIZE)
-        bits.append(distance(image_hashes(image)[0], int(str(imagehash.phash(image)), 16)))
+        bits.append(distance(image_hashes(image).phash, int(str(imagehash.phash(image)), 16)))
     assert np.mean(bits) <= 1 and max(bits) <= 6
 
 
 def _hashes_by_path(store):
-    rows = store.query("SELECT path, phash, colour_hash FROM images")
-    return {r["path"]: (r["phash"], r["colour_hash"]) for r in rows}
+    rows = store.query(f"SELECT path, {', '.join(HASH_COLUMNS)} FROM images")
+    return {r["path"]: tuple(r[c] for c in HASH_COLUMNS) for r in rows}
 
 
-def test_old_databases_get_the_columns_and_the_backfill_fills_them(tmp_path, model, cli):
+@pytest.mark.parametrize("dropped", [HASH_COLUMNS, ("centre_phash", "chroma_hash", "centre_chroma_hash")],
+                         ids=["no hashes", "whole-picture hashes only"])
+def test_old_databases_get_the_columns_and_the_backfill_fills_them(tmp_path, model, cli, dropped):
+    """A database from before the hashes, or from when only phash and colour_hash existed."""
     folder = write_catalogue(tmp_path / "imgs", random_specs(8, 4), 4, manifest=None)
     db = tmp_path / "db"
     with Catalog.open(db) as store:
         assert load(str(folder), store, model, progress=False).loaded == 8
         before = _hashes_by_path(store)
-        store.command("ALTER TABLE images DROP COLUMN phash, DROP COLUMN colour_hash SETTINGS mutations_sync = 2")
+        drops = ", ".join(f"DROP COLUMN {c}" for c in dropped)
+        store.command(f"ALTER TABLE images {drops} SETTINGS mutations_sync = 2")
     with Catalog.open(db) as store:  # opening adds them back, empty
-        assert store.columns()["phash"] == "Nullable(UInt64)"
-        assert store.query("SELECT countIf(phash IS NULL) AS n FROM images")[0]["n"] == 8
+        assert all(store.columns()[c] == "Nullable(UInt64)" for c in HASH_COLUMNS)
+        assert store.query(f"SELECT countIf({dropped[-1]} IS NULL) AS n FROM images")[0]["n"] == 8
     files = sorted(folder.iterdir())
     files[0].unlink()                                    # gone
     files[1].write_bytes(files[2].read_bytes() + b"x")   # changed since it was loaded
     note = cli("duplicates", db=db)
-    assert note.returncode == 0 and "8 images have no perceptual hashes" in note.stderr
+    assert note.returncode == 0 and "8 images lack perceptual hashes" in note.stderr
     first = cli("hashes", "--quiet", db=db)
     assert first.returncode == 0, first.stderr
     assert first.stdout.startswith("hashed 6 of 8 images without hashes")
@@ -243,13 +279,15 @@ def test_old_databases_get_the_columns_and_the_backfill_fills_them(tmp_path, mod
     with Catalog.open(db) as store:
         after = _hashes_by_path(store)
         assert store.count() == 8
-    assert {p: h for p, h in after.items() if h[0] is not None} == {p: before[p] for p in after if p not in
-                                                                     (str(files[0]), str(files[1]))}
-    assert after[str(files[0])] == after[str(files[1])] == (None, None)
+    left = (str(files[0]), str(files[1]))
+    assert {p: h for p, h in after.items() if p not in left} == {p: before[p] for p in after if p not in left}
+    for path in left:  # what was not dropped stays as it was
+        assert after[path] == tuple(None if c in dropped else v for c, v in zip(HASH_COLUMNS, before[path],
+                                                                                strict=True))
     again = cli("hashes", "--quiet", db=db)  # idempotent: only the two without hashes are tried again
     assert again.returncode == 0 and again.stdout.startswith("hashed 0 of 2 images")
     with Catalog.open(db) as store:
-        store.command("DELETE FROM images WHERE phash IS NULL")
+        store.command(f"DELETE FROM images WHERE {dropped[-1]} IS NULL")
     assert cli("hashes", db=db).stdout.strip() == "every image has its perceptual hashes"
 
 
@@ -262,7 +300,7 @@ def test_cli_modes_and_errors(planted, cli):
     listing = cli("duplicates", db=db)
     assert listing.returncode == 0 and listing.stdout.count("group ") == len(expected)
     assert "hash bits apart" in listing.stdout and not listing.stderr
-    same = cli("duplicates", "--mode", "copies", "--threshold", "8", "--json", db=db)
+    same = cli("duplicates", "--mode", "copies", "--threshold", str(DEFAULT_DISTANCE), "--json", db=db)
     assert json.loads(same.stdout) == json.loads(out.stdout)
     similar = cli("duplicates", "--mode", "similar", "--json", db=db)  # by CLIP distance: other groups
     assert similar.returncode == 0 and all(isinstance(g["max_distance"], float) for g in json.loads(similar.stdout))
@@ -302,29 +340,49 @@ def test_http_modes_and_bounds(planted, model, monkeypatch):
         assert names == {"mode", "threshold"}
         # the hashes are no search result columns and no filters
         hit = client.get("/api/search?q=a+red+circle&k=3").get_json()["results"][0]
-        assert "phash" not in hit and "colour_hash" not in hit
-        assert not {"phash", "colour_hash"} & {c["name"] for c in client.get("/api/columns").get_json()["columns"]}
+        assert not set(HASH_COLUMNS) & set(hit)
+        assert not set(HASH_COLUMNS) & {c["name"] for c in client.get("/api/columns").get_json()["columns"]}
     finally:
         app.extensions["clipsearch"].close()
 
 
 # -- the generated benchmark at small size ------------------------------------------------------
+def _grouped_scores(tmp_path, items, whole_only=False):
+    """Hash `items` as the loader does, group them in SQL at the default threshold and score the groups.
+    `whole_only`: the centre views hold the whole picture's hashes, as if clipsearch had no centre hashes."""
+    values = [file_hashes(item.data)._asdict() for item in items]
+    if whole_only:
+        for v in values:
+            v.update(centre_phash=v["phash"], centre_chroma_hash=v["chroma_hash"])
+    n = len(items)
+    with Catalog.open(tmp_path / f"db-{whole_only}") as store:
+        store.insert_images(pa.table({
+            "id": [f"{i:032x}" for i in range(n)], "path": [item.name for item in items], "model": ["test"] * n,
+            **{c: pa.array([v[c] for v in values], pa.uint64()) for c in HASH_COLUMNS}}))
+        groups = copy_groups(store)
+    return synthetic.score_copies(items, [[row["path"] for row in g["images"]] for g in groups])
+
+
 def test_generated_benchmark_recall_and_precision(tmp_path):
     """bench/copies.py at small size: 40 originals, a look-alike of each and a copy per kind of change,
     hashed as the loader hashes them and grouped in SQL at the default threshold."""
-    items, values = [], []
-    for item in synthetic.copy_benchmark(40, 21, dims_range=(200, 500)):
-        values.append(file_hashes(item.data))
-        items.append(item)
-    n = len(items)
-    with Catalog.open(tmp_path / "db") as store:
-        store.insert_images(pa.table({
-            "id": [f"{i:032x}" for i in range(n)], "path": [item.name for item in items], "model": ["test"] * n,
-            "phash": pa.array([v[0] for v in values], pa.uint64()),
-            "colour_hash": pa.array([v[1] for v in values], pa.uint64())}))
-        groups = copy_groups(store)
-    scores = synthetic.score_copies(items, [[row["path"] for row in g["images"]] for g in groups])
+    scores = _grouped_scores(tmp_path, list(synthetic.copy_benchmark(40, 21, dims_range=(200, 500))))
     for kind in ("reencode", "resize", "format", "brightness"):
         assert scores["recall"][kind] >= 0.95, scores
-    assert scores["recall"]["border"] >= 0.6 and scores["recall"]["crop"] >= 0.2, scores
+    assert scores["recall"]["border"] >= 0.9 and scores["recall"]["crop"] >= 0.7, scores
     assert scores["lookalike_precision"] == 1.0 and scores["pair_precision"] >= 0.99, scores
+
+
+def test_crops_and_borders_are_found_by_the_centre_views(tmp_path):
+    """Known answers: 120 originals, each with a look-alike, a crop of 0-10% per side and a 2-10 pixel border,
+    grouped at the default threshold. The goal, measured on bench/copies.py's 2,000 originals, is a recall of
+    0.8 for both and no look-alike grouped; samples of 120 vary by about 0.05 either way (0.79 and 0.97 on this
+    one), so crops need 0.75 here. 3 of the 310 pairs in groups are not one picture. The same images with the
+    whole pictures' hashes alone find 0.42 of the crops and 0.75 of the borders: these thresholds need the
+    centre views."""
+    items = list(synthetic.copy_benchmark(120, 33, ("crop", "border"), dims_range=(200, 640)))
+    scores = _grouped_scores(tmp_path, items)
+    assert scores["recall"]["crop"] >= 0.75 and scores["recall"]["border"] >= 0.9, scores
+    assert scores["lookalike_precision"] == 1.0 and scores["pair_precision"] >= 0.98, scores
+    whole = _grouped_scores(tmp_path, items, whole_only=True)
+    assert whole["recall"]["crop"] < 0.6 and whole["recall"]["border"] < 0.9, whole

@@ -20,6 +20,9 @@ CREATE TABLE IF NOT EXISTS images_local ON CLUSTER clipsearch
     camera     String DEFAULT '',
     phash      Nullable(UInt64),
     colour_hash Nullable(UInt64),
+    centre_phash Nullable(UInt64),
+    chroma_hash Nullable(UInt64),
+    centre_chroma_hash Nullable(UInt64),
     model      LowCardinality(String),
     loaded_at  DateTime64(3) DEFAULT now64(3),
     embedding  Array(Float32) CODEC(NONE)
@@ -63,9 +66,12 @@ ORDER BY time;
 CREATE TABLE IF NOT EXISTS search_log ON CLUSTER clipsearch AS search_log_local
 ENGINE = Distributed(clipsearch, currentDatabase(), search_log_local, rand());
 
--- Clusters made before the perceptual hashes existed add them the same way (and the same two on `images`):
+-- Clusters made before the perceptual hashes existed add them the same way (and the same five on `images`):
 --   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS phash Nullable(UInt64) AFTER camera;
 --   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS colour_hash Nullable(UInt64) AFTER phash;
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS centre_phash Nullable(UInt64) AFTER colour_hash;
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS chroma_hash Nullable(UInt64) AFTER centre_phash;
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS centre_chroma_hash Nullable(UInt64) AFTER chroma_hash;
 -- Rows loaded before keep NULL hashes and take no part in finding copies: `clipsearch hashes` updates rows
 -- in place (ALTER TABLE ... UPDATE), which a Distributed table does not take.
 -- Manifest columns go on both tables, local first:
