@@ -24,11 +24,13 @@ from typing import Any
 from .catalog import Catalog
 from .errors import QueryError, StoreError
 from .grouping import group_pairs
-from .hashes import MISSING
+from .hashes import MISSING, Hashes
 from .sql import read as read_sql
 
 HASH_BITS = 64
-VIEWS = 2                     # whole and centre: grey hashes per image in the band search
+# Each view of an image: (its grey layout, its colour layout); the pairs of views compared, one of each image.
+VIEWS = {"whole": ("phash", "chroma_hash"), "centre": ("centre_phash", "centre_chroma_hash")}
+VIEW_PAIRS = (("whole", "whole"), ("centre", "centre"), ("centre", "whole"), ("whole", "centre"))
 DEFAULT_DISTANCE = 10         # grey bits; measured in bench/copies.py (README: what it catches)
 COLOUR_DISTANCE = 3           # colour_hash steps: a brightness change of 15% moves 1-3 steps
 CHROMA_DISTANCE = 6           # chroma_hash bits (bench/copies.py: tighter loses crops, looser merges pictures)
@@ -37,11 +39,22 @@ BOUNDED_DISTANCE = 12         # over HTTP
 MISS_CHANCE = 0.001           # a pair exactly at the threshold; closer pairs are missed far less often
 MAX_PARTITIONS = 32
 MAX_CANDIDATES = 2_000_000_000   # the CLI: as good as no limit
-BOUNDED_CANDIDATES = 5_000_000   # over HTTP: candidate pairs compared in one request
+BOUNDED_CANDIDATES = 50_000_000  # over HTTP: candidate pairs compared in one request, about 2 s (bench/copies.py)
 BOUNDED_SECONDS = 20
 BOUNDED_MEMORY = 2_000_000_000
 PAIRS_FILE = "queries/near_copy_pairs.sql"
 TOO_MANY = "more candidate pairs than max_candidates"
+
+
+def copy_distance(a: Hashes, b: Hashes, view_pairs: tuple = VIEW_PAIRS, colours: bool = True) -> int | None:
+    """The rule of near_copy_pairs.sql for one pair, in Python: the fewest grey bits between a view of each
+    image whose colour layouts agree too, None if none do or the mean colours are too far apart. `colours`
+    false: the closest views' grey bits, whatever the colours."""
+    if colours and (a.colour_hash ^ b.colour_hash).bit_count() > COLOUR_DISTANCE:
+        return None
+    grey = [(getattr(a, VIEWS[x][0]) ^ getattr(b, VIEWS[y][0])).bit_count() for x, y in view_pairs
+            if not colours or (getattr(a, VIEWS[x][1]) ^ getattr(b, VIEWS[y][1])).bit_count() <= CHROMA_DISTANCE]
+    return min(grey, default=None)
 
 
 def check_distance(threshold: Any, ceiling: int = MAX_DISTANCE) -> int:
@@ -104,7 +117,7 @@ def copy_pairs(catalog: Catalog, threshold: object = None, bounded: bool = False
     rows = int(catalog.query(f"SELECT count() AS n FROM images WHERE NOT ({MISSING})")[0]["n"])
     if rows < 2:
         return []
-    bands, partitions = band_plan(rows * VIEWS, distance)
+    bands, partitions = band_plan(rows * len(VIEWS), distance)
     limit = BOUNDED_CANDIDATES if bounded else MAX_CANDIDATES
     settings = (f"\nSETTINGS max_execution_time = {BOUNDED_SECONDS}, max_memory_usage = {BOUNDED_MEMORY}"
                 if bounded else "")

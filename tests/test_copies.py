@@ -19,16 +19,18 @@ from clipsearch.copies import (
     COLOUR_DISTANCE,
     DEFAULT_DISTANCE,
     MISS_CHANCE,
+    VIEW_PAIRS,
     VIEWS,
     band_miss,
     band_plan,
     band_sizes,
     check_distance,
+    copy_distance,
     copy_groups,
     copy_pairs,
 )
 from clipsearch.errors import QueryError
-from clipsearch.hashes import HASH_COLUMNS, HASH_DECODE_SIZE, distance, file_hashes, image_hashes
+from clipsearch.hashes import HASH_COLUMNS, HASH_DECODE_SIZE, Hashes, distance, file_hashes, image_hashes
 from clipsearch.loader.load import load
 from clipsearch.model import decode
 from clipsearch.service.app import create_app
@@ -80,24 +82,13 @@ def test_copies_are_grouped_exactly_and_look_alikes_are_not(planted):
         assert 0 <= g["max_distance"] <= DEFAULT_DISTANCE and isinstance(g["max_distance"], int)
 
 
-# (grey, colour layout) of the two views of an image, and the view pairs compared: as near_copy_pairs.sql
-_VIEWS = {"whole": ("phash", "chroma_hash"), "centre": ("centre_phash", "centre_chroma_hash")}
-_VIEW_PAIRS = (("whole", "whole"), ("centre", "centre"), ("centre", "whole"), ("whole", "centre"))
-
-
-def _copy_distance(a, b, view_pairs=_VIEW_PAIRS):
-    """The rule of sql/queries/near_copy_pairs.sql in Python, for rows of hashes: the fewest grey bits between a
-    view of each whose colour layouts agree too (None if none do, or if the mean colours are too far apart)."""
-    if distance(a["colour_hash"], b["colour_hash"]) > COLOUR_DISTANCE:
-        return None
-    grey = [distance(a[_VIEWS[x][0]], b[_VIEWS[y][0]]) for x, y in view_pairs
-            if distance(a[_VIEWS[x][1]], b[_VIEWS[y][1]]) <= CHROMA_DISTANCE]
-    return min(grey, default=None)
+def _hashes(row) -> Hashes:
+    return Hashes(*(row[c] for c in HASH_COLUMNS))
 
 
 def _exact(rows, max_distance):
     return {(min(a["id"], b["id"]), max(a["id"], b["id"])) for i, a in enumerate(rows) for b in rows[i + 1:]
-            if (d := _copy_distance(a, b)) is not None and d <= max_distance}
+            if (d := copy_distance(_hashes(a), _hashes(b))) is not None and d <= max_distance}
 
 
 @pytest.mark.parametrize("threshold", [0, 4, DEFAULT_DISTANCE, 12])
@@ -109,7 +100,7 @@ def test_sql_pairs_are_every_pair_within_the_threshold(planted, threshold):
     assert {(p["id_a"], p["id_b"]) for p in pairs} == _exact(rows, threshold)
     hashes = {r["id"]: r for r in rows}
     for p in pairs:
-        assert p["distance"] == _copy_distance(hashes[p["id_a"]], hashes[p["id_b"]]) <= threshold
+        assert p["distance"] == copy_distance(_hashes(hashes[p["id_a"]]), _hashes(hashes[p["id_b"]])) <= threshold
         assert p["colour_distance"] <= COLOUR_DISTANCE
 
 
@@ -132,11 +123,11 @@ def test_band_search_on_many_rows_finds_every_pair(tmp_path):
     h = {"phash": random_hashes(), "centre_phash": random_hashes(), "chroma_hash": np.zeros(n, np.uint64),
          "centre_chroma_hash": np.zeros(n, np.uint64), "colour_hash": np.zeros(n, np.uint64)}
     for k in range(300):
-        one, other = _VIEW_PAIRS[k % 4]
+        one, other = VIEW_PAIRS[k % 4]
         copy = n - 1 - k
-        h[_VIEWS[other][0]][copy] = _flip(int(h[_VIEWS[one][0]][k]), k % 13, rng)
+        h[VIEWS[other][0]][copy] = _flip(int(h[VIEWS[one][0]][k]), k % 13, rng)
         if k % 5 == 0:
-            h[_VIEWS[other][1]][copy] = _flip(0, CHROMA_DISTANCE + 2, rng)
+            h[VIEWS[other][1]][copy] = _flip(0, CHROMA_DISTANCE + 2, rng)
     ids = [f"{i:032x}" for i in range(n)]
     with Catalog.open(tmp_path / "db") as store:
         store.insert_images(pa.table({"id": ids, "path": ids, "model": ["test"] * n,
@@ -144,8 +135,8 @@ def test_band_search_on_many_rows_finds_every_pair(tmp_path):
         for threshold in (DEFAULT_DISTANCE, 12):
             found = {(p["id_a"], p["id_b"]) for p in copy_pairs(store, threshold)}
             near = np.zeros((n, n), bool)
-            for one, other in _VIEW_PAIRS:
-                (grey_a, chroma_a), (grey_b, chroma_b) = _VIEWS[one], _VIEWS[other]
+            for one, other in VIEW_PAIRS:
+                (grey_a, chroma_a), (grey_b, chroma_b) = VIEWS[one], VIEWS[other]
                 near |= (np.bitwise_count(h[grey_a][:, None] ^ h[grey_b][None, :]) <= threshold) & \
                     (np.bitwise_count(h[chroma_a][:, None] ^ h[chroma_b][None, :]) <= CHROMA_DISTANCE)
             exact = {(ids[i], ids[j]) for i, j in zip(*np.nonzero(np.triu(near | near.T, 1)), strict=True)}
@@ -176,7 +167,7 @@ def test_band_plan_misses_a_pair_at_the_threshold_rarely():
 
 def test_the_analysts_file_gives_the_same_pairs(planted, cli):
     db = planted[0]
-    bands, partitions = band_plan(100 * VIEWS, DEFAULT_DISTANCE)
+    bands, partitions = band_plan(100 * len(VIEWS), DEFAULT_DISTANCE)
     out = cli("sql", "--file", ROOT / "sql" / "queries" / "near_copy_pairs.sql", "--format", "JSONEachRow",
               "--param", f"max_distance={DEFAULT_DISTANCE}", "--param", f"max_colour_distance={COLOUR_DISTANCE}",
               "--param", f"max_chroma_distance={CHROMA_DISTANCE}",
@@ -227,10 +218,10 @@ def test_hashes_survive_what_copies_go_through():
     kept = {kind: [] for kind in ("reencode", "resize", "format", "brightness")}
     for _ in range(20):
         _, data = synthetic.make_image(rng, dims_range=(200, 500))
-        original = file_hashes(data)._asdict()
+        original = file_hashes(data)
         for kind, outcomes in kept.items():
-            copy = file_hashes(synthetic.planted_copy(data, kind, rng).data)._asdict()
-            apart = _copy_distance(original, copy, (("whole", "whole"),))  # the centre views: for crops and frames
+            copy = file_hashes(synthetic.planted_copy(data, kind, rng).data)
+            apart = copy_distance(original, copy, (("whole", "whole"),))  # the centre views: for crops and frames
             outcomes.append(apart is not None and apart <= DEFAULT_DISTANCE)
     # pictures with almost no detail (a small shape on a gradient) have fragile hashes: one in 20 here
     assert all(sum(outcomes) >= 18 for outcomes in kept.values()), kept
