@@ -9,7 +9,14 @@
    with the centre views), from exact all-pairs scans.
 2. hashing: the cost of hashing in the loader (loader images/s with and without it on the same files) and
    against the imagehash library's pHash (speed and how many bits ours differs), where imagehash is installed.
-3. scale: `copy_pairs` on 100,000 rows of hash values (each row the hashes of an original of part 1 with a
+3. not caught: changes clipsearch does not look for (mirrors, quarter turns, a 5 degree tilt, crops of 20%
+   per side, a frame of 15% of the side, greyscale), on 200 generated pictures: the share grouped with
+   their original at the default threshold and the median distance (the closest views whose colour
+   layouts agree; none: no such views, or mean colours too far apart).
+4. demo catalogue: the 2,000 distinct pictures of `clipsearch demo` (one small shape on a plain, gradient or
+   noise background, many under 100 pixels), hashed as the loader hashes them: how many the default rule and
+   the rule before (RULES) put in groups, every one of them a false match.
+5. scale: `copy_pairs` on 100,000 rows of hash values (each row the hashes of an original of part 1 with a
    quarter of the bits of both grey hashes flipped, 1% of rows planted copies of others with 0 to the
    threshold bits flipped) against an exact all-pairs Hamming scan in numpy over the same values.
 """
@@ -23,26 +30,25 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image
+from PIL import Image, ImageOps
 
 import clipsearch
 from clipsearch import copies, synthetic
 from clipsearch.catalog import Catalog
-from clipsearch.hashes import HASH_COLUMNS, HASH_DECODE_SIZE, image_hashes
+from clipsearch.hashes import HASH_COLUMNS, HASH_DECODE_SIZE, Hashes, image_hashes
 from clipsearch.model import ClipModel, decode
 
 from . import common
 
 CROP_BUCKETS = (0.05, 0.075, 0.10)  # recall of crops by the largest share trimmed from a side
 SWEEP = (0, 4, 6, 8, 10, 12)         # thresholds the quality run also groups at
-VIEWS = {1: ("phash", "chroma_hash"), 2: ("centre_phash", "centre_chroma_hash")}  # whole, centre
-VIEW_PAIRS = ((1, 1), (2, 2), (2, 1), (1, 2))   # as sql/queries/near_copy_pairs.sql compares them
+VIEWS, VIEW_PAIRS = copies.VIEWS, copies.VIEW_PAIRS
 # The rules compared in part 1: (name, view pairs, threshold, whether the colour layouts must agree).
-RULES = (("whole pHash (before)", ((1, 1),), 8, False),
+RULES = (("whole pHash (before)", (("whole", "whole"),), 8, False),
          ("whole and centre pHash", VIEW_PAIRS, copies.DEFAULT_DISTANCE, False),
          ("whole and centre pHash + colour layout (default)", VIEW_PAIRS, copies.DEFAULT_DISTANCE, True))
 
-Hashes = dict[str, np.ndarray]   # column -> one uint64 per image
+Columns = dict[str, np.ndarray]   # hash column -> one uint64 per image
 
 
 def hash_file(data: bytes) -> tuple[tuple[int, ...], int, int]:
@@ -52,7 +58,7 @@ def hash_file(data: bytes) -> tuple[tuple[int, ...], int, int]:
     return tuple(image_hashes(decode(image, HASH_DECODE_SIZE))), width, height
 
 
-def insert_hashes(catalog: Catalog, names: list[str], hashes: Hashes,
+def insert_hashes(catalog: Catalog, names: list[str], hashes: Columns,
                   width: list[int] | None = None, height: list[int] | None = None,
                   file_size: list[int] | None = None) -> list[str]:
     """Rows with these hash values (no vectors) under ids 0, 1, ... in hex; returns the ids."""
@@ -73,16 +79,16 @@ def _near(a: np.ndarray, b: np.ndarray, most: int) -> np.ndarray:
     return np.bitwise_count(a[:, None] ^ b[None, :]) <= most
 
 
-def exact_pairs(hashes: Hashes, distance: int, view_pairs: tuple = VIEW_PAIRS, chroma: bool = True,
+def exact_pairs(hashes: Columns, distance: int, view_pairs: tuple = VIEW_PAIRS, chroma: bool = True,
                 chunk: int = 256) -> set[tuple[int, int]]:
-    """Every pair (i < j) that is a copy by the rule of near_copy_pairs.sql (with `view_pairs`, and the colour
-    layouts or not), by comparing all pairs (numpy, in blocks of rows)."""
+    """Every pair (i < j) that is a copy by the rule of near_copy_pairs.sql (with `view_pairs`, each pair and its
+    reverse, and the colour layouts or not), by comparing all pairs (numpy, in blocks of rows)."""
     colour = hashes["colour_hash"]
     found: set[tuple[int, int]] = set()
     for lo in range(0, len(colour), chunk):
         block = slice(lo, lo + chunk)
         near = np.zeros((len(colour[block]), len(colour)), bool)
-        for one, other in ((a, b) for pair in view_pairs for a, b in {pair, pair[::-1]}):
+        for one, other in view_pairs:
             (grey_a, chroma_a), (grey_b, chroma_b) = VIEWS[one], VIEWS[other]
             match = _near(hashes[grey_a][block], hashes[grey_b], distance)
             i, j = np.nonzero(match)
@@ -122,7 +128,7 @@ def _groups(pairs: set[tuple[int, int]], names: list[str]) -> list[list[str]]:
     return list(groups.values())
 
 
-def quality(originals: int, work: Path, seed: int = 41) -> tuple[dict, Hashes]:
+def quality(originals: int, work: Path, seed: int = 41) -> tuple[dict, Columns]:
     """Part 1; also returns the originals' hashes for part 3."""
     start = time.perf_counter()
     items, rows = [], []
@@ -185,6 +191,62 @@ def quality(originals: int, work: Path, seed: int = 41) -> tuple[dict, Hashes]:
             {c: v[keep] for c, v in hashes.items()})
 
 
+def _framed(image: Image.Image) -> Image.Image:
+    return ImageOps.expand(image, round(0.15 * min(image.size)), fill=(255, 255, 255))
+
+
+def _cropped(image: Image.Image) -> Image.Image:
+    width, height = image.size
+    return image.crop((round(0.2 * width), round(0.2 * height), round(0.8 * width), round(0.8 * height)))
+
+
+NOT_CAUGHT = {"mirrored": ImageOps.mirror, "quarter turn": lambda im: im.rotate(90, expand=True),
+              "tilted 5 degrees": lambda im: im.rotate(5, Image.Resampling.BILINEAR),
+              "cropped 20% per side": _cropped, "white frame of 15% of the side": _framed,
+              "greyscale": lambda im: ImageOps.grayscale(im).convert("RGB")}
+
+
+def not_caught(pictures: int = 200, seed: int = 47) -> dict:
+    """Part 3: the share of each change in NOT_CAUGHT that the default rule still groups, and the median grey
+    bits between the closest views of copy and original, whatever their colours."""
+    rng = np.random.default_rng(seed)
+    apart: dict[str, list] = {name: [] for name in NOT_CAUGHT}
+    grey: dict[str, list] = {name: [] for name in NOT_CAUGHT}
+    for _ in range(pictures):
+        _, data = synthetic.make_image(rng, dims_range=(200, 640))
+        image = decode(Image.open(io.BytesIO(data)))
+        original = image_hashes(decode(Image.open(io.BytesIO(data)), HASH_DECODE_SIZE))
+        for name, change in NOT_CAUGHT.items():
+            buffer = io.BytesIO()
+            change(image).save(buffer, "JPEG", quality=90)
+            copy = Hashes(*hash_file(buffer.getvalue())[0])
+            apart[name].append(copies.copy_distance(original, copy))
+            grey[name].append(copies.copy_distance(original, copy, colours=False))
+    return {"pictures": pictures, "threshold": copies.DEFAULT_DISTANCE, **{
+        name: {"caught": round(sum(d is not None and d <= copies.DEFAULT_DISTANCE for d in apart[name]) / pictures, 3),
+               "median_grey_bits": int(np.median(grey[name]))} for name in NOT_CAUGHT}}
+
+
+def demo_catalogue(work: Path, count: int = 2000) -> dict:
+    """Part 3: the demo catalogue's distinct pictures grouped by each rule (every group is a false match)."""
+    synthetic.make_catalogue(work / "demo-catalogue", count)
+    paths = sorted((work / "demo-catalogue" / "images").iterdir())
+    rows = [hash_file(path.read_bytes())[0] for path in paths]
+    hashes = {c: np.array([r[k] for r in rows], np.uint64) for k, c in enumerate(HASH_COLUMNS)}
+    out: dict = {"images": len(paths)}
+    for name, view_pairs, threshold, chroma in RULES:
+        groups = _groups(exact_pairs(hashes, threshold, view_pairs, chroma), [p.name for p in paths])
+        out[name] = {"threshold": threshold, "groups": len(groups), "images_in_groups": sum(map(len, groups))}
+    db = work / "db-copies-demo"
+    shutil.rmtree(db, ignore_errors=True)
+    with Catalog.open(db) as catalog:
+        insert_hashes(catalog, [p.name for p in paths], hashes)
+        groups = copies.copy_groups(catalog)
+    out["sql_groups"] = len(groups)
+    out["sql_images_in_groups"] = sum(len(g["images"]) for g in groups)
+    return out
+
+
 def hashing(model: ClipModel, work: Path, images: int = 500, rounds: int = 3) -> dict:
     """Part 2: the loader on the same `images` photo-sized files with and without hashing (best of `rounds`
     each, alternating), and our hashes against imagehash's pHash on their decoded pixels."""
@@ -237,8 +299,8 @@ def _flips(rng: np.random.Generator, rows: int, bits: np.ndarray | float) -> np.
     return out
 
 
-def scale(rows: int, originals: Hashes, work: Path, seed: int = 43) -> dict:
-    """Part 3: `rows` rows of hash values made from real ones, 1% planted copies; SQL against numpy all pairs.
+def scale(rows: int, originals: Columns, work: Path, seed: int = 43) -> dict:
+    """Part 4: `rows` rows of hash values made from real ones, 1% planted copies; SQL against numpy all pairs.
     The same flips go to a row's two grey hashes, which keeps them as far apart as a real picture's."""
     rng = np.random.default_rng(seed)
     planted = rows // 100
@@ -266,7 +328,7 @@ def scale(rows: int, originals: Hashes, work: Path, seed: int = 43) -> dict:
     exact = exact_pairs(values, copies.DEFAULT_DISTANCE)
     numpy_s = time.perf_counter() - start
     planted_pairs = {(int(s), distinct + k) for k, s in enumerate(sources)}
-    bands, partitions = copies.band_plan(rows * copies.VIEWS, copies.DEFAULT_DISTANCE)
+    bands, partitions = copies.band_plan(rows * len(copies.VIEWS), copies.DEFAULT_DISTANCE)
     return {"rows": rows, "threshold": copies.DEFAULT_DISTANCE, "bands": bands, "partitions": partitions,
             "sql_s": round(sql_s, 1), "candidate_pairs": int(pairs[0]["compared"]) if pairs else 0,
             "all_pairs": rows * (rows - 1) // 2, "numpy_all_pairs_s": round(numpy_s, 1),
@@ -280,7 +342,9 @@ def run(originals: int, rows: int, model: ClipModel, work: Path, loader_images: 
     start = time.perf_counter()
     result, hashes = quality(originals, work)
     print(result, flush=True)
-    out = {"quality": result, "hashing": hashing(model, work, loader_images)}
+    out = {"quality": result, "not_caught": not_caught(), "demo_catalogue": demo_catalogue(work)}
+    print(out["not_caught"], out["demo_catalogue"], flush=True)
+    out["hashing"] = hashing(model, work, loader_images)
     print(out["hashing"], flush=True)
     out["scale"] = scale(rows, hashes, work)
     out["seconds"] = round(time.perf_counter() - start)

@@ -139,36 +139,60 @@ CHANGES = {"reencode": "re-encoded (JPEG quality 50-95)", "resize": "resized to 
            "brightness": "brightness changed (5-15%)", "border": "2-10 pixel border added"}
 
 
+def _recall_table(rows: dict, first: str) -> list[str]:
+    """One row per entry of `rows` ({label: {"recall": {kind: r}, "lookalike_precision", "pair_precision",
+    "originals_merged"}}), a column per kind of change."""
+    kinds = list(next(iter(rows.values()))["recall"])
+    return [f"| {first} | " + " | ".join(kinds) + " | look-alike precision | pair precision | originals merged |",
+            "|---" * (len(kinds) + 4) + "|"] + [
+        f"| {label} | " + " | ".join(str(r["recall"][k]) for k in kinds) + f" | {r['lookalike_precision']} | "
+        f"{r['pair_precision']} | {r['originals_merged']} |" for label, r in rows.items()]
+
+
 def copies_lines(c: dict) -> list[str]:
-    q, h, s = c["quality"], c["hashing"], c.get("scale")
+    q, h, s, demo = c["quality"], c["hashing"], c.get("scale"), c.get("demo_catalogue")
+    layout = f", colour layout within {q['chroma_distance']} bits" if "chroma_distance" in q else ""
     lines = ["", f"Copies by perceptual hash (`clipsearch duplicates`, threshold {q['threshold']} bits, colour within "
-                 f"{q['colour_distance']} steps): {q['originals']:,} generated originals (200-640 px), a look-alike "
-                 f"of each (another picture of the same colour and shape) and one copy per change, "
+                 f"{q['colour_distance']} steps{layout}): {q['originals']:,} generated originals (200-640 px), a "
+                 f"look-alike of each (another picture of the same colour and shape) and one copy per change, "
                  f"{q['images']:,} images:", "",
              "| change | recall (grouped with the original) | pair precision |", "|---|---|---|"]
     lines += [f"| {CHANGES.get(k, k)} | {r} | {q['pair_precision_per_kind'][k]} |" for k, r in q["recall"].items()]
+    borders = ("; borders by width: " + ", ".join(f"{k}: {v}" for k, v in q["border_recall_by_width"].items())
+               if "border_recall_by_width" in q else "")
     lines += [f"| look-alikes (precision: not grouped with the picture they resemble) | - | "
               f"{q['lookalike_precision']} |", "",
               "Crops by the largest share trimmed from one side: "
-              + ", ".join(f"{k}: {v}" for k, v in q["crop_recall_by_largest_side"].items())
+              + ", ".join(f"{k}: {v}" for k, v in q["crop_recall_by_largest_side"].items()) + borders
               + f". Of all pairs of images sharing a group, {q['pair_precision']:.1%} show one picture; "
               f"{q['originals_merged']:.1%} of the distinct originals share a group with another original "
               f"({q.get('matching_original_pairs', '?')} of their {q.get('original_pairs', 0):,} pairs match). The SQL "
               f"found {q['sql_pairs']:,} pairs in {q['sql_s']} s, {q['sql_recall_vs_exact']:.2%} of the "
               f"{q['exact_pairs']:,} an all-pairs scan finds ({q['sql_pairs_not_exact']} others)."]
+    if q.get("rules"):
+        lines += ["", "The same images by each rule (all-pairs scans):", "",
+                  *_recall_table({f"{name}, {r['threshold']} bits": r for name, r in q["rules"].items()}, "rule")]
     if q.get("by_threshold"):
-        kinds = list(q["recall"])
-        lines += ["", "| threshold (bits) | " + " | ".join(kinds) + " | look-alike precision | pair precision "
-                      "| originals merged |", "|---" * (len(kinds) + 4) + "|"]
-        lines += [f"| {t} | " + " | ".join(str(r["recall"][k]) for k in kinds) + f" | {r['lookalike_precision']} | "
-                  f"{r['pair_precision']} | {r['originals_merged']} |" for t, r in q["by_threshold"].items()]
+        lines += ["", "The default rule at other thresholds:", "",
+                  *_recall_table({str(t): r for t, r in q["by_threshold"].items()}, "threshold (bits)")]
+    if c.get("not_caught"):
+        n = c["not_caught"]
+        lines += ["", f"Changes not looked for, on {n['pictures']} generated pictures: the share still grouped with "
+                      f"the original at {n['threshold']} bits, and the median grey bits between the closest views "
+                      "(colours aside): " + "; ".join(f"{name} {r['caught']} ({r['median_grey_bits']} bits)"
+                                                     for name, r in n.items() if isinstance(r, dict)) + "."]
+    if demo:
+        lines += ["", f"The demo catalogue's {demo['images']:,} distinct pictures, grouped (every group a false "
+                      "match): " + "; ".join(f"{name}: {r['images_in_groups']} images in {r['groups']} groups"
+                                             for name, r in demo.items() if isinstance(r, dict))
+                  + f" (SQL: {demo['sql_images_in_groups']} in {demo['sql_groups']})."]
     imagehash = ("" if h.get("imagehash_phash_ms_per_image") is None else
                  f"; the imagehash library's pHash alone takes {h['imagehash_phash_ms_per_image']} ms, and ours "
                  f"differs from it by {h['mean_bits_from_imagehash_phash']} bits on average (equal on "
                  f"{h['same_as_imagehash_phash']:.0%} of images)")
     lines += ["", f"Hashing in the loader ({h['images']} photo-sized images, bundled model): "
                   f"{h['loader_without_hashes_images_per_s']} images/s without, {h['loader_with_hashes_images_per_s']} "
-                  f"with the hashes; both hashes cost {h['hash_ms_per_image']} ms per decoded image{imagehash}."
+                  f"with the hashes; all the hashes cost {h['hash_ms_per_image']} ms per decoded image{imagehash}."
                   + (f" The whole section took {c['seconds']} s." if c.get("seconds") else "")]
     if s:
         lines += ["", "| copies scan: rows | threshold | bands x shuffles | candidate pairs compared | SQL (s) "
