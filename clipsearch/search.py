@@ -254,7 +254,7 @@ class Searcher:
                                     {"n": 2 * queries})
         stored = [np.asarray(r["embedding"], dtype=np.float32) for r in sample]
         vectors = [a + b for a, b in zip(stored[::2], stored[1::2], strict=False)] or stored   # one row: itself
-        parts = [[QueryVector(vector=v / np.linalg.norm(v))] for v in vectors]
+        parts = [[QueryVector(vector=(v / np.linalg.norm(v)).tolist())] for v in vectors]
         exact = [{r["id"] for r in self.catalog.query(*search_sql(state["columns"], [], 10, p))} for p in parts]
         beam, recall = TUNING_BEAMS[-1], 0.0
         for beam in TUNING_BEAMS:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -158,3 +159,21 @@ def test_cluster_ddl_parses_with_clickhouse(catalogue):
     engines = " ".join(statements)
     assert "Distributed(clipsearch, currentDatabase(), images_local, sipHash64(id))" in engines
     assert "ReplicatedReplacingMergeTree" in engines
+
+
+def test_cluster_tables_have_the_schemas_columns(catalogue):
+    """The cluster DDL is kept by hand beside sql/schema.sql: each local table must have every column (name and
+    type) of the table it shards, or a load or a search log write on a cluster fails."""
+    store, _, _, _ = catalogue
+    statements = sql_statements((ROOT / "sql" / "cluster" / "images_cluster.sql").read_text())
+    for table in ("images", "load_errors", "search_log"):
+        create = next(s for s in statements if f"TABLE IF NOT EXISTS {table}_local " in s)
+        local = re.sub(r"ENGINE = Replicated\w+\([^)]*\)", "ENGINE = MergeTree",
+                       create.replace(" ON CLUSTER clipsearch", "").replace(f"{table}_local", f"cluster_{table}"))
+        store.command(local)
+        try:
+            manifest = ("category", "price")   # this catalogue's manifest columns, added to `images` at load
+            expected = {name: kind for name, kind in store.columns(table).items() if name not in manifest}
+            assert store.columns(f"cluster_{table}") == expected, table
+        finally:
+            store.command(f"DROP TABLE cluster_{table}")

@@ -18,6 +18,8 @@ CREATE TABLE IF NOT EXISTS images_local ON CLUSTER clipsearch
     modified_at Nullable(DateTime64(3)),
     taken_at   Nullable(DateTime),
     camera     String DEFAULT '',
+    latitude   Nullable(Float64),
+    longitude  Nullable(Float64),
     phash      Nullable(UInt64),
     colour_hash Nullable(UInt64),
     centre_phash Nullable(UInt64),
@@ -51,10 +53,12 @@ CREATE TABLE IF NOT EXISTS search_log_local ON CLUSTER clipsearch
 (
     time       DateTime64(3) DEFAULT now64(3),
     kind       LowCardinality(String),
+    origin     LowCardinality(String) DEFAULT '',
     text       String,
     filters    String,
     k          UInt32,
     results    UInt32,
+    model_load_ms Float32 DEFAULT 0,
     encode_ms  Float32,
     query_ms   Float32,
     total_ms   Float32,
@@ -72,6 +76,11 @@ ENGINE = Distributed(clipsearch, currentDatabase(), search_log_local, rand());
 --   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS centre_phash Nullable(UInt64) AFTER colour_hash;
 --   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS chroma_hash Nullable(UInt64) AFTER centre_phash;
 --   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS centre_chroma_hash Nullable(UInt64) AFTER chroma_hash;
+-- and the GPS columns (loads fill them from EXIF from then on) and search_log's newer columns:
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS latitude Nullable(Float64) AFTER camera;
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS longitude Nullable(Float64) AFTER latitude;
+--   ALTER TABLE search_log_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS origin LowCardinality(String) DEFAULT '' AFTER kind;
+--   ALTER TABLE search_log_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS model_load_ms Float32 DEFAULT 0 AFTER results;
 -- Rows loaded before keep NULL hashes and take no part in finding copies: `clipsearch hashes` updates rows
 -- in place (ALTER TABLE ... UPDATE), which a Distributed table does not take.
 -- Manifest columns go on both tables, local first:
