@@ -97,8 +97,10 @@ def main(argv: list[str] | None = None) -> int:
             loader.run(ClipModel(), common.write_images(work / "images", args.images), BUNDLED, bundled_db)
         row = show(service.run(args.service_db or bundled_db))
         earlier = results.pop("service_runs", None) or ([results.pop("service")] if results.get("service") else [])
+        for r in earlier:   # runs before the table size was recorded served the loader's images
+            r.setdefault("images", results.get("loader", [{}])[0].get("images", 0))
         # one row per table size: this run replaces an earlier one on as many images
-        results["service_runs"] = sorted([r for r in earlier if r.get("images") != row["images"]] + [row],
+        results["service_runs"] = sorted([r for r in earlier if r["images"] != row["images"]] + [row],
                                          key=lambda r: r["images"])
     if "search" in only:
         results["search"] = [search.run(int(n), ClipModel(), work, args.dim) for n in args.vectors.split(",")]
