@@ -35,6 +35,7 @@ from PIL import Image, ImageOps
 import clipsearch
 from clipsearch import copies, synthetic
 from clipsearch.catalog import Catalog
+from clipsearch.grouping import components
 from clipsearch.hashes import HASH_COLUMNS, HASH_DECODE_SIZE, Hashes, image_hashes
 from clipsearch.model import ClipModel, decode
 
@@ -112,20 +113,7 @@ def _rounded(scores: dict) -> dict:
 
 def _groups(pairs: set[tuple[int, int]], names: list[str]) -> list[list[str]]:
     """Pairs of indexes joined into groups of names (connected components)."""
-    parent: dict[int, int] = {}
-
-    def root(x: int) -> int:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in pairs:
-        parent[root(a)] = root(b)
-    groups: dict[int, list[str]] = {}
-    for x in parent:
-        groups.setdefault(root(x), []).append(names[x])
-    return list(groups.values())
+    return [[names[x] for x in members] for members in components(pairs).values()]
 
 
 def quality(originals: int, work: Path, seed: int = 41) -> tuple[dict, Columns]:
