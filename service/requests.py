@@ -49,14 +49,22 @@ SearchK = Annotated[int, BeforeValidator(lambda k: check_k(k, MAX_K_THRESHOLD)),
      "description": f"results per page: at most {MAX_K}, or {MAX_K_THRESHOLD} with a min_score"})]
 
 
-def _whole(name: str, low: int, high: int, default: int, description: str) -> Any:
-    return Annotated[int, BeforeValidator(lambda v: check_whole(name, v, low, high)), WithJsonSchema(
-        {"type": "integer", "minimum": low, "maximum": high, "default": default, "description": description})]
+def _whole(name: str, low: int, high: int) -> BeforeValidator:
+    """A whole number from `low` to `high` (digits in a query string too), checked as the library checks it."""
+    return BeforeValidator(lambda v: check_whole(name, v, low, high))
 
 
-Offset = _whole("offset", 0, MAX_WINDOW - 1, 0, f"skip this many results (paging); offset + k at most {MAX_WINDOW}")
-PerLimit = _whole("per_limit", 1, MAX_K, 1, "with per: at most this many results per value")
-FacetTop = _whole("facet_top", 1, MAX_WINDOW, FACET_TOP, "without min_score, facets count the best this many matches")
+def _whole_schema(low: int, high: int, default: int, description: str) -> WithJsonSchema:
+    return WithJsonSchema({"type": "integer", "minimum": low, "maximum": high, "default": default,
+                           "description": description})
+
+
+Offset = Annotated[int, _whole("offset", 0, MAX_WINDOW - 1), _whole_schema(
+    0, MAX_WINDOW - 1, 0, f"skip this many results (paging); offset + k at most {MAX_WINDOW}")]
+PerLimit = Annotated[int, _whole("per_limit", 1, MAX_K), _whole_schema(
+    1, MAX_K, 1, "with per: at most this many results per value")]
+FacetTop = Annotated[int, _whole("facet_top", 1, MAX_WINDOW), _whole_schema(
+    1, MAX_WINDOW, FACET_TOP, "without min_score, facets count the best this many matches")]
 MinScore = Annotated[float | None, Field(ge=-2, le=2, allow_inf_nan=False,
                                          description="only results at least this similar (a cosine similarity)")]
 Column = Annotated[str, Field(max_length=64)]
