@@ -216,7 +216,7 @@ def plot_search(runs: list[dict], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     runs = [r for r in runs if r.get("engines")]
-    fig, axes = plt.subplots(1, len(runs), figsize=(7 * len(runs), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(runs), figsize=(8.5 * len(runs), 4), squeeze=False)
     for ax, run in zip(axes[0], runs, strict=True):
         names = [n for n in ("clipsearch", "clipsearch (no filter columns)", *PEERS) if n in run["engines"]]
         filters = list(run["engines"]["clipsearch"])
@@ -227,7 +227,7 @@ def plot_search(runs: list[dict], out: Path) -> None:
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(filters))], [f"filter: {f}" for f in filters])
         ax.set(yscale="log", ylabel="p50 latency, top-10 (ms)", title=f"{run['rows']:,} x {run['dim']}")
         ax.axhline(10, color="grey", linestyle=":", linewidth=1)
-    axes[0][-1].legend(fontsize=7)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
