@@ -25,8 +25,15 @@ STATE_TTL_S = 1.0
 MAX_CACHED_COUNTS = 256
 # A filter column is a projection of the whole table sorted by that column, so the rows a filter on it
 # matches sit together and an exact ranking reads only them (see Catalog.add_filter_column).
+FILTER_PREFIX = "filter_"   # projection name = prefix + column
 FILTER_PROJECTIONS = ("FROM system.projections WHERE database = currentDatabase() AND table = 'images' "
-                      "AND startsWith(name, 'filter_') AND length(sorting_key) = 1")
+                      f"AND startsWith(name, '{FILTER_PREFIX}') AND length(sorting_key) = 1")
+FILTER_COLUMN = f"substring(name, {len(FILTER_PREFIX) + 1})"   # the column a filter projection sorts by
+
+
+def filter_projection(column: str) -> str:
+    """The quoted name of the projection that makes `column` a filter column."""
+    return quote_identifier(FILTER_PREFIX + column)
 VECTOR_INDEXES = ("FROM system.data_skipping_indices WHERE database = currentDatabase() "
                   "AND table = 'images' AND type = 'vector_similarity'")
 
@@ -153,7 +160,7 @@ class Catalog:
         if columns:
             self.command("ALTER TABLE images APPLY DELETED MASK SETTINGS mutations_sync = 0")
             for column in columns:
-                self.command(f"ALTER TABLE images MATERIALIZE PROJECTION {quote_identifier(f'filter_{column}')} "
+                self.command(f"ALTER TABLE images MATERIALIZE PROJECTION {filter_projection(column)} "
                              "SETTINGS mutations_sync = 0")
 
     def insert_images(self, rows: Any) -> None:
@@ -215,7 +222,7 @@ class Catalog:
             "       (SELECT groupUniqArray(3)(model) FROM images) AS models, "
             "       (SELECT count() FROM images) AS rows, "
             f"       (SELECT count() {VECTOR_INDEXES}) AS vector_indexes, "
-            f"       (SELECT groupArray(substring(name, 8)) {FILTER_PROJECTIONS}) AS filter_columns, "  # filter_
+            f"       (SELECT groupArray({FILTER_COLUMN}) {FILTER_PROJECTIONS}) AS filter_columns, "
             "       (SELECT argMax(beam, tuned_at) FROM vector_index_tuning "
             f"        WHERE index_type IN (SELECT type_full {VECTOR_INDEXES})) AS beam")[0]
         state = {"columns": {name: ch_type for _, name, ch_type in sorted(row["columns"])},
@@ -273,7 +280,7 @@ class Catalog:
         if column not in columns or column in NOT_FILTERABLE:
             known = ", ".join(c for c in columns if c not in NOT_FILTERABLE)
             raise QueryError(f"unknown filter column {column!r}; known columns: {known}")
-        name = quote_identifier(f"filter_{column}")
+        name = filter_projection(column)
         # ReplacingMergeTree merges and lightweight deletes refuse tables with projections unless told what
         # to do: merges rebuild them; deletes drop them from the parts they touch (see delete_images).
         self.command("ALTER TABLE images MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild', "
@@ -288,11 +295,11 @@ class Catalog:
     def drop_filter_column(self, column: str) -> None:
         if column not in self.filter_columns():
             raise QueryError(f"{column!r} is not a filter column")
-        self.command(f"ALTER TABLE images DROP PROJECTION IF EXISTS {quote_identifier(f'filter_{column}')} "
+        self.command(f"ALTER TABLE images DROP PROJECTION IF EXISTS {filter_projection(column)} "
                      "SETTINGS mutations_sync = 2")
 
     def filter_columns(self) -> list[str]:
-        return sorted(r["c"] for r in self.query(f"SELECT substring(name, 8) AS c {FILTER_PROJECTIONS}"))
+        return sorted(r["c"] for r in self.query(f"SELECT {FILTER_COLUMN} AS c {FILTER_PROJECTIONS}"))
 
     def drop_vector_index(self) -> None:
         index = self.vector_index()

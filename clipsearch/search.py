@@ -211,8 +211,8 @@ class Searcher:
             strategy = f"exact (after {strategy} returned {len(rows)})"
             sql, params = search_sql(state["columns"], filters, k, parts, "exact", options=options)
             rows = self.catalog.query(sql, params)
-        column = self._filter_column(state, filters)
-        if strategy == "exact" and column:
+        column = self._filter_column(state, filters) if strategy == "exact" else None
+        if column:
             strategy = f"exact (projection on {column[0]})"
         return rows, sql, params, strategy
 
