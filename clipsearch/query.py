@@ -274,6 +274,11 @@ def check_options(options: Options, k: Any, columns: dict[str, str]) -> tuple[Op
 STRATEGIES = ("exact", "hnsw")
 HNSW_SEARCH_BEAM = 2048   # hnsw_candidate_list_size_for_search (ef at query time) of an index not tuned
 HNSW_TIE_MARGIN = 16      # neighbours fetched past a page, so rows tied at its edge sort by id
+# An exact ranking reads its rows on two threads from 4,096 rows on (ClickHouse's default: 163,840 rows or
+# 24 MB): a filter column's projection hands it one short range, e.g. 10,000 rows for a 1% filter, which
+# one thread read 25-35% slower at 1M x 512 (bench/results.md).
+CONCURRENT_READ = ("merge_tree_min_rows_for_concurrent_read = 4096, "
+                   "merge_tree_min_bytes_for_concurrent_read = 8388608")
 
 
 def _ranking(columns: dict[str, str], filters: list[Filter], vectors: list[QueryVector]
@@ -383,7 +388,7 @@ def search_sql(columns: dict[str, str], filters: list[Filter], k: int | str, vec
     if options.per:
         by = f"\nLIMIT {{per_limit:UInt32}} BY {quote_identifier(options.per)}"
         params["per_limit"] = options.per_limit
-    return f"{head}{where}\nORDER BY {order}{by}{page}", params
+    return f"{head}{where}\nORDER BY {order}{by}{page}\nSETTINGS {CONCURRENT_READ}", params
 
 
 def check_facets(facets: list[str], columns: dict[str, str]) -> list[str]:

@@ -31,7 +31,12 @@ CREATE TABLE IF NOT EXISTS images
     embedding  Array(Float32) CODEC(NONE)
 )
 ENGINE = ReplacingMergeTree(loaded_at)
-ORDER BY id;
+ORDER BY id
+-- Granules of 1,024 rows (ClickHouse's default 8,192, or ~5,000 at 2 KB of 512-d vector a row): a search
+-- reads one granule of every column per result row, and a filter column's projection reads the
+-- granules holding its matches, so smaller granules read less (measured at 1M x 512: a 0.1% filter's
+-- exact ranking 25 -> 15 ms). Full scans are no slower. Set when the table is made; see bench/results.md.
+SETTINGS index_granularity = 1024;
 
 -- Databases made before modified_at existed get it (NULL: compared by size alone until reloaded).
 ALTER TABLE images ADD COLUMN IF NOT EXISTS modified_at Nullable(DateTime64(3)) AFTER file_size;

@@ -175,5 +175,21 @@ def test_cluster_tables_have_the_schemas_columns(catalogue):
             manifest = ("category", "price")   # this catalogue's manifest columns, added to `images` at load
             expected = {name: kind for name, kind in store.columns(table).items() if name not in manifest}
             assert store.columns(f"cluster_{table}") == expected, table
+            assert granularity(store, f"cluster_{table}") == granularity(store, table), table
         finally:
             store.command(f"DROP TABLE cluster_{table}")
+
+
+def granularity(store, table: str) -> int:
+    settings = store.query("SELECT engine_full FROM system.tables "
+                           "WHERE database = currentDatabase() AND name = {t:String}", {"t": table})[0]["engine_full"]
+    found = re.search(r"index_granularity = (\d+)", settings)
+    return int(found.group(1)) if found else 8192
+
+
+def test_images_has_small_granules(catalogue):
+    """A search reads one granule of every column per result row: `images` is made with 1,024-row granules
+    (ClickHouse's default is 8,192; see sql/schema.sql and bench/results.md)."""
+    store, _, _, _ = catalogue
+    assert granularity(store, "images") == 1024
+    assert granularity(store, "search_log") == 8192

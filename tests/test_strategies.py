@@ -75,7 +75,7 @@ def test_service_choice_is_fast_where_it_can_and_recall_stays_high(table):
             recalls.append(len({r["id"] for r in rows} & set(_exact_top(store, vectors, q, flt))) / 10)
             ran.setdefault(flt, set()).add(strategy.split(" (")[0])
     assert np.mean(recalls) >= 0.95
-    # 1% uses the index (asked for 400 x k neighbours); 0.1% would need more than ClickHouse fetches
+    # 1% uses the index (asked for 800 x k neighbours); 0.1% would need more than ClickHouse fetches
     assert ran[None] == ran["sel_50=1"] == ran["sel_1=1"] == {"hnsw"} and ran["sel_0_1=1"] == {"exact"}
 
 
@@ -83,8 +83,8 @@ def test_plan_without_index_and_for_mixed_queries(table):
     store, searcher, _, queries = table
     state = store.search_state()
     one = [QueryVector(vector=queries[0])]
-    assert searcher.plan(state, [], one) == ("hnsw", 4.0, ROWS)
-    assert searcher.plan(state, [parse_filter("sel_10=1")], one) == ("hnsw", 40.0, ROWS // 10)
+    assert searcher.plan(state, [], one) == ("hnsw", 8.0, ROWS)
+    assert searcher.plan(state, [parse_filter("sel_10=1")], one) == ("hnsw", 80.0, ROWS // 10)
     assert searcher.plan(state, [parse_filter("sel_0_1=1")], one) == ("exact", 1.0, ROWS // 1000)
     assert searcher.plan(state, [], [QueryVector(image_id="0" * 32)])[0] == "exact"
     assert searcher.plan(state, [], [QueryVector(0.5, vector=queries[0]), QueryVector(0.5, vector=queries[1])])[0] \

@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS images_local ON CLUSTER clipsearch
     embedding  Array(Float32) CODEC(NONE)
 )
 ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/clipsearch/images_local', '{replica}', loaded_at)
-ORDER BY id;
+ORDER BY id
+SETTINGS index_granularity = 1024;
 
 -- Sharding by a hash of the content id keeps every copy of a file on one shard,
 -- so ReplacingMergeTree still collapses duplicates there.
