@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import PurePath
 
 from .. import __version__
 from ..collection import Collection, open_query_image
@@ -17,6 +18,7 @@ from ..model import ModelSource, model_loader
 from ..query import FACET_TOP, Filter, parse_filter
 from ..search import weighted
 from ..settings import Settings
+from ..sql import read as read_sql
 
 DEMO_DIR = "./demo-catalogue"
 EXAMPLE_SEARCHES = [
@@ -161,10 +163,18 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def _read_file(path: str) -> str:
+    """A SQL file. `sql/...` that is not here names the file shipped with clipsearch, so the README's
+    `--file sql/queries/...` works from an installed wheel too, in any folder."""
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()
     except OSError as exc:
+        parts = PurePath(path).parts
+        if isinstance(exc, FileNotFoundError) and len(parts) > 1 and parts[0] == "sql" and ".." not in parts:
+            try:
+                return read_sql("/".join(parts[1:]))
+            except OSError:
+                pass
         raise QueryError(f"{path}: {exc.strerror}") from None
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -171,3 +172,11 @@ def run_cli(*args: object, db: str | os.PathLike | None = None, env: Mapping[str
     cmd = (command or [sys.executable, "-m", "clipsearch.service.cli"]) + [str(a) for a in args] + \
         (["--db", str(db)] if db else [])
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=timeout, **kwargs)
+
+
+def granularity(store, table: str) -> int:
+    """The table's index_granularity (rows per granule), as made."""
+    settings = store.query("SELECT engine_full FROM system.tables "
+                           "WHERE database = currentDatabase() AND name = {t:String}", {"t": table})[0]["engine_full"]
+    found = re.search(r"index_granularity = (\d+)", settings)
+    return int(found.group(1)) if found else 8192

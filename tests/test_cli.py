@@ -10,6 +10,10 @@ import json
 import numpy as np
 import pytest
 
+from clipsearch.errors import QueryError
+from clipsearch.service.cli import _read_file as read_sql_file
+from clipsearch.sql import read as read_sql
+
 from .conftest import CONSOLE_SCRIPT, random_specs, run_cli, write_catalogue
 
 
@@ -107,6 +111,20 @@ def test_sql_files_params_and_text_embedding_function(loaded_db, cli):
     assert json.loads(coverage.stdout)["images"] == 80
     bad = cli("sql", "--file", "sql/queries/image_neighbours.sql", db=db)
     assert bad.returncode == 1 and "image_id" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_sql_file_falls_back_to_the_shipped_sql_folder(tmp_path, monkeypatch):
+    """`--file sql/...` where no such file is here (an installed wheel, any folder) reads the file clipsearch
+    ships; a file that is here wins, and a name shipped nowhere is a clear error."""
+    monkeypatch.chdir(tmp_path)
+    assert read_sql_file("sql/rebuild_images.sql") == read_sql("rebuild_images.sql")
+    assert "FROM images" in read_sql_file("sql/queries/embedding_coverage.sql")
+    (tmp_path / "sql").mkdir()
+    (tmp_path / "sql" / "schema.sql").write_text("SELECT 'mine'")
+    assert read_sql_file("sql/schema.sql") == "SELECT 'mine'"
+    for missing in ("sql/queries/nope.sql", "elsewhere/schema.sql", "sql"):
+        with pytest.raises(QueryError, match="No such file|Is a directory"):
+            read_sql_file(missing)
 
 
 @pytest.mark.slow

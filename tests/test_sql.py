@@ -19,7 +19,7 @@ from clipsearch.search import Searcher
 from clipsearch.sql_functions import register_embedded
 from clipsearch.synthetic import CATEGORIES, make_catalogue
 
-from .conftest import ROOT
+from .conftest import ROOT, granularity
 
 QUERIES = ROOT / "sql" / "queries"
 N = 300
@@ -178,13 +178,6 @@ def test_cluster_tables_have_the_schemas_columns(catalogue):
             assert granularity(store, f"cluster_{table}") == granularity(store, table), table
         finally:
             store.command(f"DROP TABLE cluster_{table}")
-
-
-def granularity(store, table: str) -> int:
-    settings = store.query("SELECT engine_full FROM system.tables "
-                           "WHERE database = currentDatabase() AND name = {t:String}", {"t": table})[0]["engine_full"]
-    found = re.search(r"index_granularity = (\d+)", settings)
-    return int(found.group(1)) if found else 8192
 
 
 def test_images_has_small_granules(catalogue):

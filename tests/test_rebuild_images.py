@@ -1,0 +1,47 @@
+"""sql/rebuild_images.sql: how a store made before 1,024-row granules gets them."""
+from __future__ import annotations
+
+import numpy as np
+
+import clipsearch
+from clipsearch import synthetic
+from clipsearch.connection import sql_statements
+from clipsearch.query import QueryVector, parse_filter
+from clipsearch.sql import read as read_sql
+
+from .conftest import granularity
+
+
+def test_rebuild_images_gives_an_old_store_small_granules(tmp_path, model):
+    """sql/rebuild_images.sql on a store made with ClickHouse's default granule (as before 1,024): every row,
+    the vector index and a filter column stay, and searches use both as before."""
+    photos = clipsearch.open(tmp_path / "db", model=model, log_searches=False)
+    try:
+        rng = np.random.default_rng(31)
+        vectors = synthetic.perturbed(rng.standard_normal((60, 128)).astype(np.float32), 5000, 32)
+        script = read_sql("rebuild_images.sql")
+        for statement in sql_statements(script.replace("index_granularity = 1024", "index_granularity = 8192")):
+            photos.catalog.command(statement)   # the empty table remade as stores used to be
+        synthetic.insert_vectors(photos.catalog, vectors, model.label)
+        photos.create_index("bf16", 16, 64)
+        photos.add_filter_column("sel_1")
+        assert granularity(photos.catalog, "images") == 8192
+        before = photos.sql("SELECT id, embedding, sel_1 FROM images ORDER BY id")
+
+        assert len(before) == 5000
+        for statement in sql_statements(script):
+            photos.catalog.command(statement)
+        assert granularity(photos.catalog, "images") == 1024
+        assert photos.sql("SELECT id, embedding, sel_1 FROM images ORDER BY id") == before
+        assert photos.sql("SELECT count() AS n FROM system.tables WHERE name = 'images_rebuilt'") == [{"n": 0}]
+        state = photos.catalog.search_state()
+        assert state["filter_columns"] == ["sel_1"] and photos.catalog.vector_index() is not None
+        one = [QueryVector(vector=vectors[7].tolist())]
+        assert photos.searcher.rank(state, one, [], 10)[3] == "hnsw"
+        rows, _, _, strategy = photos.searcher.rank(state, one, [parse_filter("sel_1=1")], 10)
+        assert strategy == "exact (projection on sel_1)"
+        keep = np.flatnonzero([r["sel_1"] == 1 for r in before])
+        exact = keep[np.argsort(-(vectors[keep] @ vectors[7]))][:10]
+        assert [int(r["id"], 16) for r in rows] == [int(i) for i in exact]
+    finally:
+        photos.close()
