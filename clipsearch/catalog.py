@@ -8,17 +8,28 @@ and near-duplicates keep their one statement each beside the logic it serves.
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Any
 
 from .connection import WRITES, Connection, connect, quote_identifier, sql_statements
 from .errors import ModelMismatch, NotFound, QueryError
-from .query import NOT_FILTERABLE, NUMERIC_TYPE, TIME_TYPE, Filter, base_type, filter_sql
+from .query import NOT_FILTERABLE, NUMERIC_TYPE, RESCORE_FETCH, TIME_TYPE, Filter, base_type, filter_sql
 from .settings import Settings
 from .sql import read as read_sql
 
 MIN_ID_PREFIX = 6           # the CLI prints 12; shorter prefixes are too likely to be ambiguous
 VECTOR_QUANTIZATIONS = ("bf16", "f32", "f16", "i8", "b1")
+QUANTIZATION_ARGUMENT = re.compile(r"^vector_similarity\('hnsw', '\w+', \d+, '(\w+)'")
+
+
+def index_quantization(type_full: str | None) -> str:
+    """The quantization a vector_similarity index's type names ('bf16' where it names none: ClickHouse's
+    default), '' for no index."""
+    if not type_full:
+        return ""
+    found = QUANTIZATION_ARGUMENT.match(type_full)
+    return found.group(1) if found else "bf16"
 # The table state a search reads is cached until this process writes (WRITES) or this many seconds pass:
 # the time other clients of a ClickHouse server take to be seen. Reading it costs 10-14 ms at 1M rows.
 STATE_TTL_S = 1.0
@@ -224,10 +235,12 @@ class Catalog:
             f"       (SELECT count() {VECTOR_INDEXES}) AS vector_indexes, "
             f"       (SELECT groupArray({FILTER_COLUMN}) {FILTER_PROJECTIONS}) AS filter_columns, "
             "       (SELECT argMax(beam, tuned_at) FROM vector_index_tuning "
-            f"        WHERE index_type IN (SELECT type_full {VECTOR_INDEXES})) AS beam")[0]
+            f"        WHERE index_type IN (SELECT type_full {VECTOR_INDEXES})) AS beam, "
+            f"       (SELECT any(type_full) {VECTOR_INDEXES}) AS index_type")[0]
         state = {"columns": {name: ch_type for _, name, ch_type in sorted(row["columns"])},
                  "models": sorted(row["models"]), "rows": int(row["rows"]), "vector_index": row["vector_indexes"] > 0,
-                 "filter_columns": sorted(row["filter_columns"]), "beam": int(row["beam"]) or None}
+                 "filter_columns": sorted(row["filter_columns"]), "beam": int(row["beam"]) or None,
+                 "rescore": RESCORE_FETCH.get(index_quantization(row["index_type"]), 0)}
         self._state, self._counts = (writes, now, state), {}
         return state
 

@@ -199,7 +199,8 @@ class Searcher:
              options: Options = EVERY) -> tuple[list[dict], str, dict, str]:
         """Rows ranked by the weighted distance to `parts`: (rows, sql, params, strategy that ran)."""
         strategy, multiplier, _ = self.plan(state, filters, parts, options)
-        sql, params = search_sql(state["columns"], filters, k, parts, strategy, multiplier, state["beam"], options)
+        sql, params = search_sql(state["columns"], filters, k, parts, strategy, multiplier, state["beam"], options,
+                                 state["rescore"])
         rows = self.catalog.query(sql, params)
         if strategy != "exact" and len(rows) < params["k"] and (
                 # Without filters the index returns every neighbour asked for, so only the score cut or the
@@ -259,7 +260,8 @@ class Searcher:
         exact = [{r["id"] for r in self.catalog.query(*search_sql(state["columns"], [], 10, p))} for p in parts]
         beam, recall = TUNING_BEAMS[-1], 0.0
         for beam in TUNING_BEAMS:
-            found = [{r["id"] for r in self.catalog.query(*search_sql(state["columns"], [], 10, p, "hnsw", 1.0, beam))}
+            found = [{r["id"] for r in self.catalog.query(*search_sql(state["columns"], [], 10, p, "hnsw", 1.0, beam,
+                                                                        rescore=state["rescore"]))}
                      for p in parts]
             recall = float(np.mean([len(f & e) / max(1, len(e)) for f, e in zip(found, exact, strict=True)]))
             if recall >= target:

@@ -9,7 +9,7 @@ import pytest
 
 from clipsearch.catalog import Catalog
 from clipsearch.errors import QueryError
-from clipsearch.query import QueryVector, parse_filter, search_sql
+from clipsearch.query import RESCORE_FETCH, QueryVector, parse_filter, search_sql
 from clipsearch.search import MIN_INDEX_SHARE, RECALL_TARGET, TUNING_BEAMS, Searcher
 from clipsearch.synthetic import SELECTIVITY, fill
 
@@ -77,6 +77,32 @@ def test_service_choice_is_fast_where_it_can_and_recall_stays_high(table):
     assert np.mean(recalls) >= 0.95
     # 1% uses the index (asked for 800 x k neighbours); 0.1% would need more than ClickHouse fetches
     assert ran[None] == ran["sel_50=1"] == ran["sel_1=1"] == {"hnsw"} and ran["sel_0_1=1"] == {"exact"}
+
+
+@pytest.mark.parametrize("quantization", ["i8", "b1"])
+def test_coarse_quantizations_rank_and_score_by_the_stored_vectors(table, quantization):
+    """An i8 or b1 index's own distances are too coarse to show or rank by (b1 scores were off by ~100):
+    ClickHouse re-ranks the index's candidates by the Float32 vectors, so scores are exact and recall high."""
+    store, searcher, vectors, queries = table
+    store.drop_vector_index()
+    store.create_vector_index(quantization, 16, 128)
+    try:
+        state = store.search_state()
+        assert state["rescore"] == RESCORE_FETCH[quantization]
+        recalls = []
+        for q in queries:
+            rows, sql, _, strategy = searcher.rank(state, [QueryVector(vector=q)], [], 10)
+            assert strategy == "hnsw" and "vector_search_with_rescoring = 1" in sql
+            ids = [int(r["id"], 16) for r in rows]
+            np.testing.assert_allclose([r["score"] for r in rows], vectors[ids] @ q, atol=1e-5)
+            recalls.append(len({r["id"] for r in rows} & set(_exact_top(store, vectors, q, None))) / 10)
+        assert np.mean(recalls) >= 0.95
+    finally:
+        store.drop_vector_index()
+        store.create_vector_index("bf16", 16, 128)
+    state = store.search_state()
+    assert state["rescore"] == 0   # bf16's own distances are within ~2e-4 of the exact ones: no rescoring
+    assert "rescoring" not in searcher.rank(state, [QueryVector(vector=queries[0])], [], 10)[1]
 
 
 def test_plan_without_index_and_for_mixed_queries(table):
