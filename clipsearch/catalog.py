@@ -20,16 +20,6 @@ from .sql import read as read_sql
 
 MIN_ID_PREFIX = 6           # the CLI prints 12; shorter prefixes are too likely to be ambiguous
 VECTOR_QUANTIZATIONS = ("bf16", "f32", "f16", "i8", "b1")
-QUANTIZATION_ARGUMENT = re.compile(r"^vector_similarity\('hnsw', '\w+', \d+, '(\w+)'")
-
-
-def index_quantization(type_full: str | None) -> str:
-    """The quantization a vector_similarity index's type names ('bf16' where it names none: ClickHouse's
-    default), '' for no index."""
-    if not type_full:
-        return ""
-    found = QUANTIZATION_ARGUMENT.match(type_full)
-    return found.group(1) if found else "bf16"
 # The table state a search reads is cached until this process writes (WRITES) or this many seconds pass:
 # the time other clients of a ClickHouse server take to be seen. Reading it costs 10-14 ms at 1M rows.
 STATE_TTL_S = 1.0
@@ -45,8 +35,20 @@ FILTER_COLUMN = f"substring(name, {len(FILTER_PREFIX) + 1})"   # the column a fi
 def filter_projection(column: str) -> str:
     """The quoted name of the projection that makes `column` a filter column."""
     return quote_identifier(FILTER_PREFIX + column)
+
+
 VECTOR_INDEXES = ("FROM system.data_skipping_indices WHERE database = currentDatabase() "
                   "AND table = 'images' AND type = 'vector_similarity'")
+QUANTIZATION_ARGUMENT = re.compile(r"^vector_similarity\('hnsw', '\w+', \d+, '(\w+)'")
+
+
+def index_quantization(type_full: str | None) -> str:
+    """The quantization a vector_similarity index's type names ('bf16' where it names none: ClickHouse's
+    default), '' for no index."""
+    if not type_full:
+        return ""
+    found = QUANTIZATION_ARGUMENT.match(type_full)
+    return found.group(1) if found else "bf16"
 
 
 class Catalog:

@@ -27,7 +27,6 @@ def test_rebuild_images_gives_an_old_store_small_granules(tmp_path, model):
         photos.add_filter_column("sel_1")
         assert granularity(photos.catalog, "images") == 8192
         before = photos.sql("SELECT id, embedding, sel_1 FROM images ORDER BY id")
-
         assert len(before) == 5000
         for statement in sql_statements(script):
             photos.catalog.command(statement)
