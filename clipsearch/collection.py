@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import readonly
-from .catalog import Catalog
+from .catalog import DEFAULT_QUANTIZATION, Catalog
 from .connection import Connection
 from .errors import QueryError
 from .files import read_loaded_file
@@ -192,7 +192,7 @@ class Collection:
         readonly.check(session.query, query, self._denied)
         return session.query(query, params) if fmt is None else session.text(query, params, fmt)
 
-    def create_index(self, quantization: str = "bf16", m: int = 16, ef_construction: int = 128) -> dict:
+    def create_index(self, quantization: str = DEFAULT_QUANTIZATION, m: int = 16, ef_construction: int = 128) -> dict:
         """Build ClickHouse's HNSW vector index over the embeddings (minutes per few 100k rows), then tune its
         search beam for the recall target (Searcher.tune_index); returns what the tuning found."""
         self.catalog.create_vector_index(quantization, m, ef_construction)

@@ -8,6 +8,7 @@ import sys
 from pathlib import PurePath
 
 from .. import __version__
+from ..catalog import DEFAULT_QUANTIZATION, VECTOR_QUANTIZATIONS
 from ..collection import Collection, open_query_image
 from ..collection import open as open_collection
 from ..copies import DEFAULT_DISTANCE as COPY_DISTANCE
@@ -339,8 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("index", parents=[common], help="add, drop or show the HNSW vector index")
     p.add_argument("action", choices=["create", "drop", "status"], help="build it, remove it, or show it")
-    p.add_argument("--quantization", default="bf16", choices=["bf16", "f32", "f16", "i8", "b1"],
-                   help="how the index stores vectors (default bf16)")
+    p.add_argument("--quantization", default=DEFAULT_QUANTIZATION, choices=VECTOR_QUANTIZATIONS,
+                   help=f"how the index stores vectors (default {DEFAULT_QUANTIZATION})")
     p.add_argument("--m", type=int, default=16, help="HNSW neighbours per node (default 16)")
     p.add_argument("--ef-construction", type=int, default=128, help="HNSW build beam width (default 128)")
     p.add_argument("--filter-column", action="append", default=[], metavar="COL",
