@@ -2,7 +2,8 @@
 
     python -m bench [--images 3000] [--vectors 100000,1000000] [--dim 512] [--duplicates 20000,100000]
                     [--copies-originals 2000] [--copies-rows 100000]
-                    [--skip-vit] [--only loader,service,search,memory,duplicates,copies] [--out DIR]
+                    [--quantization-rows 300000]
+                    [--skip-vit] [--only loader,service,search,quantization,memory,duplicates,copies] [--out DIR]
 
 loader      Loader throughput (decode in workers + encode + insert) against the model's raw encode
             speed and one-process decoding on the same images: the bundled model, and ViT-B-32 with
@@ -12,6 +13,8 @@ service     `clipsearch serve` under 16 concurrent clients against the same sear
 search      clipsearch's search per filter selectivity at real CLIP size (--dim 512) beside numpy,
             faiss and DuckDB on the same vectors and filters: latency, recall@10, the ratio to the best
             peer, where an exact scan's time goes (bench/search.py).
+quantization  The HNSW index stored as f16, bf16, f32, i8 and b1 on the search benchmark's table and
+            queries: build time, latency, recall@10 and score error per search beam (bench/quantization.py).
 memory      Peak memory of `clipsearch serve` and `clipsearch load` on the largest search table
             (bench/memory.py; run search first).
 duplicates  The near-duplicate scan on clustered vectors with planted copies against an exact
@@ -34,10 +37,10 @@ from pathlib import Path
 
 from clipsearch.model import ClipModel
 
-from . import common, copies, duplicates, loader, memory, report, search, served, service
+from . import common, copies, duplicates, loader, memory, quantization, report, search, served, service
 
 BUNDLED, VIT = "clipsearch-shapes (bundled)", "ViT-B-32 (random weights)"
-SECTIONS = ("loader", "service", "search", "memory", "duplicates", "served", "copies")
+SECTIONS = ("loader", "service", "search", "quantization", "memory", "duplicates", "served", "copies")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,6 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dim", type=int, default=512,
                         help="vector dimensions for the search benchmark (512 as ViT-B-32; 128 as the bundled "
                              "model, which the memory benchmark needs; 768 as ViT-L-14)")
+    parser.add_argument("--quantization-rows", type=int, default=300_000,
+                        help="table size for the quantization benchmark (at --dim)")
     parser.add_argument("--duplicates", default="20000,100000", help="table sizes for the near-duplicate scan")
     parser.add_argument("--copies-originals", type=int, default=2000,
                         help="generated originals for the copies benchmark (each with a look-alike and 6 copies)")
@@ -60,8 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-vit", action="store_true", help="skip the ViT-B-32 (random weights) loader run")
     parser.add_argument("--served-images", type=int, default=10_000,
                         help="images loaded through a running service for the served section")
-    parser.add_argument("--only", help="run only these sections (loader,service,search,memory,duplicates,served,"
-                                       "copies; or report) "
+    parser.add_argument("--only", help="run only these sections (loader,service,search,quantization,memory,"
+                                       "duplicates,served,copies; or report) "
                                        "and keep the others' results from the last run")
     parser.add_argument("--out", type=Path, default=common.HERE,
                         help="folder for results.json, results.md and search.png (default: bench/)")
@@ -104,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                                          key=lambda r: r["images"])
     if "search" in only:
         results["search"] = [search.run(int(n), ClipModel(), work, args.dim) for n in args.vectors.split(",")]
+    if "quantization" in only:
+        results["quantization"] = quantization.run(args.quantization_rows, ClipModel(), work, args.dim)
     if "memory" in only:
         db = work / f"db-search-{args.vectors.split(',')[-1]}-d128"
         if not db.exists():

@@ -86,6 +86,8 @@ def to_markdown(results: dict) -> str:
                   for r in results["loader"]]
     for run in (r for r in results.get("search", []) if "engines" in r):  # older runs had another shape
         lines += search_lines(run)
+    if results.get("quantization"):
+        lines += quantization_lines(results["quantization"])
     if results.get("memory"):
         mem = results["memory"]
         lines += ["", f"Peak resident memory with {mem['rows']:,} rows: `clipsearch serve` {mem['serve_mib']} MiB "
@@ -137,6 +139,20 @@ def to_markdown(results: dict) -> str:
 CHANGES = {"reencode": "re-encoded (JPEG quality 50-95)", "resize": "resized to 50-90%",
            "crop": "cropped (0-10% off each side)", "format": "format changed (PNG <-> JPEG)",
            "brightness": "brightness changed (5-15%)", "border": "2-10 pixel border added"}
+
+
+def quantization_lines(q: dict) -> list[str]:
+    lines = ["", f"The HNSW index's quantization on {q['rows']:,} x {q['dim']} (the search benchmark's table and "
+                 f"{q['queries']} queries, unfiltered, k=10, clipsearch's ranking SQL; i8 and b1 re-ranked by the "
+                 "Float32 vectors):", "",
+             "| quantization | build (s) | search beam | p50 (ms) | recall@10 | largest score error |",
+             "|---|---|---|---|---|---|"]
+    rescored = {r["quantization"] for r in q["runs"] if r["rescored"]}
+    how = {True: " (re-ranked)", False: " (index distances only)"}
+    lines += [f"| {r['quantization']}{how[r['rescored']] if r['quantization'] in rescored else ''} | "
+              f"{r['build_s']} | {r['beam']} | "
+              f"{r['sql_p50_ms']} | {r['recall_at_10']} | {r['max_score_error']} |" for r in q["runs"]]
+    return lines
 
 
 def _recall_table(rows: dict, first: str) -> list[str]:

@@ -19,11 +19,10 @@ from .settings import Settings
 from .sql import read as read_sql
 
 MIN_ID_PREFIX = 6           # the CLI prints 12; shorter prefixes are too likely to be ambiguous
-VECTOR_QUANTIZATIONS = ("f16", "bf16", "f32", "i8", "b1")
-# f16 by default: as small as ClickHouse's bf16 but 3 more bits of mantissa, so the index's own distances are
-# closer to the exact ones (scores within 3e-5 instead of 2e-4) and rank better at the same beam, at the same
-# speed (300k x 512: recall@10 1.0 against 0.988 at beam 2048, 0.978 against 0.963 at 512; bench/README.md).
-DEFAULT_QUANTIZATION = "f16"
+VECTOR_QUANTIZATIONS = ("bf16", "f16", "f32", "i8", "b1")
+# ClickHouse's own default. f16 (same size, 3 more bits of mantissa) scores closer to exact but, at 1M x 512,
+# ranked no better and built slower (bench/README.md, "Index quantization").
+DEFAULT_QUANTIZATION = "bf16"
 # The table state a search reads is cached until this process writes (WRITES) or this many seconds pass:
 # the time other clients of a ClickHouse server take to be seen. Reading it costs 10-14 ms at 1M rows.
 STATE_TTL_S = 1.0

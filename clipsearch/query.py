@@ -279,10 +279,10 @@ HNSW_TIE_MARGIN = 16      # neighbours fetched past a page, so rows tied at its 
 # one thread read 25-35% slower at 1M x 512 (bench/results.md).
 CONCURRENT_READ = ("merge_tree_min_rows_for_concurrent_read = 4096, "
                    "merge_tree_min_bytes_for_concurrent_read = 8388608")
-# Index quantizations too coarse to rank by or to show as scores (measured at 50k x 512, beam 2048: i8 scores
-# off by up to 0.014 and recall@10 0.79, b1 off by up to 158 and 0.19; bf16 within 2e-4, f16 3e-5). For these
-# ClickHouse fetches this many times the window from the index and re-ranks them by the stored Float32
-# vectors (vector_search_with_rescoring): recall@10 0.997 for i8, 1.0 for b1 there, scores exact.
+# Index quantizations too coarse to rank by or to show as scores (300k x 512, beam 2048: i8 scores off by up
+# to 0.012 and recall@10 0.685, b1 off by up to 160 and 0.057; bf16 within 2e-4). For these ClickHouse fetches
+# this many times the window from the index and re-ranks them by the stored Float32 vectors
+# (vector_search_with_rescoring): scores exact, recall@10 0.99 for i8 and 0.835 for b1 there (bench/results.md).
 RESCORE_FETCH = {"i8": 2, "b1": 64}
 
 

@@ -96,4 +96,4 @@ def test_index_cli_filter_columns_and_tuning(tmp_path, cli, model):
     assert built.returncode == 0 and "search beam" in built.stdout and "target 0.95" in built.stdout
     status = cli("index", "status", db=db).stdout
     assert "vector_similarity" in status and "search beam " in status and "not tuned" not in status
-    assert "'cosineDistance', 128, 'f16', 16, 128)" in status   # the default quantization
+    assert "'cosineDistance', 128, 'bf16', 16, 128)" in status   # the default quantization
