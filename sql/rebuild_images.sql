@@ -4,11 +4,16 @@
 -- one granule of every column per result row (bench/README.md, "Search at real CLIP size").
 -- Check first: SELECT engine_full FROM system.tables WHERE name = 'images' (no index_granularity = 1024 in it).
 -- Stop loaders and `clipsearch serve` first, then run
---   clipsearch sql --file sql/rebuild_images.sql           (embedded, or a server via CLICKHOUSE_URL)
---   clickhouse-client --multiquery < sql/rebuild_images.sql
+--   clipsearch sql --file sql/rebuild_images.sql              (the embedded store)
+--   clickhouse-client --multiquery < sql/rebuild_images.sql    (a server)
 -- It needs the table's size again on disk until the old copy is dropped, and rebuilds the vector index.
 -- The settings are the ones clipsearch gives the table (filter columns need the two projection modes).
 DROP TABLE IF EXISTS images_rebuilt;
+-- Only the single table sql/schema.sql makes: a cluster's `images` is a Distributed table, and swapping it
+-- for a local copy of every shard's rows would break the cluster.
+SELECT throwIf(engine != 'ReplacingMergeTree',
+               'images is not the ReplacingMergeTree table of sql/schema.sql: nothing was changed (see sql/README.md)')
+FROM system.tables WHERE database = currentDatabase() AND name = 'images';
 CREATE TABLE images_rebuilt AS images
 ENGINE = ReplacingMergeTree(loaded_at) ORDER BY id
 SETTINGS index_granularity = 1024, deduplicate_merge_projection_mode = 'rebuild',

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import clipsearch
 from clipsearch import synthetic
 from clipsearch.connection import sql_statements
+from clipsearch.errors import ClipsearchError
 from clipsearch.query import QueryVector, parse_filter
 from clipsearch.sql import read as read_sql
 
@@ -28,8 +30,7 @@ def test_rebuild_images_gives_an_old_store_small_granules(tmp_path, model):
         assert granularity(photos.catalog, "images") == 8192
         before = photos.sql("SELECT id, embedding, sel_1 FROM images ORDER BY id")
         assert len(before) == 5000
-        for statement in sql_statements(script):
-            photos.catalog.command(statement)
+        photos.sql(script, fmt="TSV")   # as `clipsearch sql --file sql/rebuild_images.sql` runs it
         assert granularity(photos.catalog, "images") == 1024
         assert photos.sql("SELECT id, embedding, sel_1 FROM images ORDER BY id") == before
         assert photos.sql("SELECT count() AS n FROM system.tables WHERE name = 'images_rebuilt'") == [{"n": 0}]
@@ -42,5 +43,13 @@ def test_rebuild_images_gives_an_old_store_small_granules(tmp_path, model):
         keep = np.flatnonzero([r["sel_1"] == 1 for r in before])
         exact = keep[np.argsort(-(vectors[keep] @ vectors[7]))][:10]
         assert [int(r["id"], 16) for r in rows] == [int(i) for i in exact]
+
+        # A cluster's `images` is a Distributed table (here a Merge table over the rows): refused, nothing changed.
+        photos.catalog.command("RENAME TABLE images TO images_rows")
+        photos.catalog.command("CREATE TABLE images ENGINE = Merge(currentDatabase(), '^images_rows$')")
+        with pytest.raises(ClipsearchError, match="not the ReplacingMergeTree table"):
+            photos.sql(script, fmt="TSV")
+        assert photos.sql("SELECT name, engine FROM system.tables WHERE name LIKE 'images%' ORDER BY name") == [
+            {"name": "images", "engine": "Merge"}, {"name": "images_rows", "engine": "ReplacingMergeTree"}]
     finally:
         photos.close()
