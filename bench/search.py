@@ -53,6 +53,11 @@ def lift(vectors: np.ndarray, dim: int, seed: int = 11) -> np.ndarray:
     return (vectors @ q.T).astype(np.float32)
 
 
+def table_vectors(model: ClipModel, count: int, dim: int) -> np.ndarray:
+    """The benchmark's `count` x `dim` table: the bundled model's generated images, lifted and perturbed."""
+    return synthetic.perturbed(lift(synthetic.encode_generated(model, BASES, SEED), dim), count, SEED + 1)
+
+
 def query_vectors(model: ClipModel, dim: int) -> np.ndarray:
     """20 text queries ("a red circle", ...) and 20 images none of the rows were made from."""
     texts = [synthetic.query_text(c, s) for c in synthetic.COLOURS for s in synthetic.SHAPES][::2]
@@ -160,7 +165,7 @@ def run(count: int, model: ClipModel, work: Path, dim: int = 512) -> dict:
     db = work / f"db-search-{count}-d{dim}"
     shutil.rmtree(db, ignore_errors=True)
     queries = query_vectors(model, dim)
-    vectors = synthetic.perturbed(lift(synthetic.encode_generated(model, BASES, SEED), dim), count, SEED + 1)
+    vectors = table_vectors(model, count, dim)
     out: dict = {"rows": count, "dim": dim, "queries": len(queries), "k": K, "engines": {}, "notes": {}}
     fake = QueryModel(model.label, queries)
     with clipsearch.open(db, model=lambda: fake, log_searches=True) as photos:   # logged, as the service does
