@@ -237,13 +237,12 @@ class Catalog:
             "        WHERE database = currentDatabase() AND table = 'images') AS columns, "
             "       (SELECT groupUniqArray(3)(model) FROM images) AS models, "
             "       (SELECT count() FROM images) AS rows, "
-            f"       (SELECT count() {VECTOR_INDEXES}) AS vector_indexes, "
             f"       (SELECT groupArray({FILTER_COLUMN}) {FILTER_PROJECTIONS}) AS filter_columns, "
             "       (SELECT argMax(beam, tuned_at) FROM vector_index_tuning "
             f"        WHERE index_type IN (SELECT type_full {VECTOR_INDEXES})) AS beam, "
             f"       (SELECT any(type_full) {VECTOR_INDEXES}) AS index_type")[0]
         state = {"columns": {name: ch_type for _, name, ch_type in sorted(row["columns"])},
-                 "models": sorted(row["models"]), "rows": int(row["rows"]), "vector_index": row["vector_indexes"] > 0,
+                 "models": sorted(row["models"]), "rows": int(row["rows"]), "vector_index": bool(row["index_type"]),
                  "filter_columns": sorted(row["filter_columns"]), "beam": int(row["beam"]) or None,
                  "rescore": RESCORE_FETCH.get(index_quantization(row["index_type"]), 0)}
         self._state, self._counts = (writes, now, state), {}
