@@ -63,19 +63,56 @@ def base_type(ch_type: str) -> str:
         ch_type = inner.group(1)
 
 
+# Names the search SQL gives its own expressions (aliases, lambda parameters): quoted, with a '$' that no
+# column name can hold (quote_identifier takes letters, digits and _), so no manifest column is hidden by one.
+LAMBDA = "`$x`"
+
+
+def vector_alias(i: int) -> str:
+    return f"`$v{i}`"
+
+
+NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", re.ASCII)  # not Python's 1_000, nan, inf
+
+
+def _number(column: str, value: Any) -> float:
+    """A filter value for a numeric column: a finite number (NaN and infinities compare as nothing useful and
+    are not JSON, so they are refused rather than echoed back in the response)."""
+    number = math.nan
+    if isinstance(value, str) and NUMBER.fullmatch(value) or isinstance(value, (int, float)) \
+            and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:   # an int past the float range
+            pass
+    if not math.isfinite(number):
+        raise QueryError(f"column {column!r} is numeric; {value!r} is not a number (finite, in decimal digits)")
+    return number
+
+
+def check_text(what: str, value: str) -> str:
+    """`value` if it is text the store can take: a lone surrogate (JSON's "\\ud800", or a command line's
+    undecodable bytes) is not valid Unicode and would fail deep in the database driver."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise QueryError(f"{what} is not valid Unicode text (it holds a lone surrogate, such as \\ud800)") from None
+    return value
+
+
+def _text(column: str, value: Any) -> str:
+    """A filter value for a text or date column: one value, as text."""
+    if isinstance(value, (dict, list)) or value is None:
+        raise QueryError(f"column {column!r} needs a single value, got {value!r}")
+    return check_text(f"the value for column {column!r}", str(value))
+
+
 def _bind_value(column: str, kind: str, value: Any, name: str, params: dict) -> str:
     """Bind one filter value for a column of type `kind`; returns its SQL placeholder."""
     if NUMERIC_TYPE.match(kind):
-        if isinstance(value, bool):
-            raise QueryError(f"column {column!r} is numeric; {value!r} is not a number")
-        try:
-            params[name] = float(value)
-        except (TypeError, ValueError):
-            raise QueryError(f"column {column!r} is numeric; {value!r} is not a number") from None
+        params[name] = _number(column, value)
         return f"{{{name}:Float64}}"
-    if isinstance(value, (dict, list)) or value is None:
-        raise QueryError(f"column {column!r} needs a single value, got {value!r}")
-    params[name] = str(value)
+    params[name] = _text(column, value)
     if TIME_TYPE.match(kind):
         params[name] = parse_time(column, params[name])[0]
         return f"parseDateTime64BestEffort({{{name}:String}})"
@@ -108,9 +145,7 @@ def _compare(column: str, kind: str, op: str, value: Any, name: str, params: dic
     they name (`taken_at=2024-06` is all of June, `taken_at<=2024-06` up to its end)."""
     col = quote_identifier(column)
     if TIME_TYPE.match(kind) and op != "~=":
-        if isinstance(value, (dict, list)) or value is None:
-            raise QueryError(f"column {column!r} needs a single value, got {value!r}")
-        params[name], unit = parse_time(column, str(value))
+        params[name], unit = parse_time(column, _text(column, value))
         start = f"parseDateTime64BestEffort({{{name}:String}})"
         if unit is None:
             return f"{col} {op} {start}"
@@ -125,6 +160,41 @@ def _compare(column: str, kind: str, op: str, value: Any, name: str, params: dic
     if kind == "String" and op in ("=", "!="):
         return f"lowerUTF8({col}) {op} lowerUTF8({placeholder})"
     return f"{col} {op} {placeholder}"
+
+
+def _any_of(column: str, kind: str, contains: bool, values: list, name: str, params: dict) -> str:
+    """`column` equal to (or with `contains`, containing) any of `values`, the list bound as ONE array
+    parameter: as a thousand literals OR'ed together, five such filters passed max_query_size and a
+    hundred took seconds to parse."""
+    col = quote_identifier(column)
+    if contains:
+        if kind != "String":
+            raise QueryError(f"'~=' (contains) needs a text column; {column!r} is {kind}")
+        params[name] = [_text(column, v) for v in values]
+        return f"arrayExists({LAMBDA} -> positionCaseInsensitiveUTF8({col}, {LAMBDA}) > 0, {{{name}:Array(String)}})"
+    if NUMERIC_TYPE.match(kind):
+        params[name] = [_number(column, v) for v in values]
+        return f"({col} IN {{{name}:Array(Float64)}})"
+    if kind == "String":
+        params[name] = [_text(column, v) for v in values]
+        return f"(lowerUTF8({col}) IN arrayMap({LAMBDA} -> lowerUTF8({LAMBDA}), {{{name}:Array(String)}}))"
+    if not TIME_TYPE.match(kind):
+        raise QueryError(f"column {column!r} has type {kind}, which filters do not support")
+    # A date names its period (2024: the year, 2024-06: the month, 2024-06-01: the day), a time itself.
+    periods: dict[str | None, list[str]] = {}
+    for value in values:
+        start, unit = parse_time(column, _text(column, value))
+        periods.setdefault(unit, []).append(start[:{"YEAR": 4, "MONTH": 7, "DAY": 10}[unit]] if unit else start)
+    parts = []
+    for unit, texts in periods.items():
+        key = f"{name}_{(unit or 'time').lower()}"
+        params[key] = texts
+        if unit is None:
+            parts.append(f"{col} IN arrayMap({LAMBDA} -> parseDateTime64BestEffort({LAMBDA}), {{{key}:Array(String)}})")
+        else:
+            pattern = {"YEAR": "%Y", "MONTH": "%Y-%m", "DAY": "%Y-%m-%d"}[unit]
+            parts.append(f"formatDateTime({col}, '{pattern}') IN {{{key}:Array(String)}}")
+    return f"({' OR '.join(parts)})"
 
 
 def _near(columns: dict[str, str], value: Any, name: str, params: dict) -> str:
@@ -186,11 +256,10 @@ def filter_sql(filters: list[Filter], columns: dict[str, str]) -> tuple[list[str
                 raise QueryError(f"{f.op!r} needs a non-empty list of values for {f.column!r}")
             if len(values) > MAX_IN_VALUES:
                 raise QueryError(f"{f.op!r} takes at most {MAX_IN_VALUES} values, got {len(values)} for {f.column!r}")
-            op = "~=" if f.op == "~=" else "="
             if f.op not in ("in", "not in", "~="):
                 raise QueryError(f"{f.op!r} takes one value; several are for '=' (in), '!=' (not in) and '~='")
-            any_of = " OR ".join(_compare(f.column, kind, op, v, f"f{i}_{j}", params) for j, v in enumerate(values))
-            conditions.append(f"NOT ({any_of})" if f.op == "not in" else f"({any_of})")
+            any_of = _any_of(f.column, kind, f.op == "~=", values, f"f{i}", params)
+            conditions.append(f"NOT {any_of}" if f.op == "not in" else any_of)
         else:
             conditions.append(_compare(f.column, kind, f.op, f.value, f"f{i}", params))
     return conditions, params
@@ -298,19 +367,19 @@ def _ranking(columns: dict[str, str], filters: list[Filter], vectors: list[Query
     defs, terms = [], []
     for i, v in enumerate(vectors):
         if v.image_id is not None:
-            defs.append(f"(SELECT embedding FROM images WHERE id = {{v{i}_id:String}} LIMIT 1) AS v{i}")
+            defs.append(f"(SELECT embedding FROM images WHERE id = {{v{i}_id:String}} LIMIT 1) AS {vector_alias(i)}")
             conditions.insert(0, f"id != {{v{i}_id:String}}")
             params[f"v{i}_id"] = v.image_id
         elif v.vector is not None:
-            defs.append(f"{{v{i}:Array(Float32)}} AS v{i}")
+            defs.append(f"{{v{i}:Array(Float32)}} AS {vector_alias(i)}")
             params[f"v{i}"] = [float(x) for x in v.vector]
         else:
             raise ValueError("a query vector needs a vector or an image id")
         if len(vectors) == 1:
-            terms.append(f"cosineDistance(embedding, v{i})")
+            terms.append(f"cosineDistance(embedding, {vector_alias(i)})")
         else:
             params[f"w{i}"] = v.weight / positive
-            terms.append(f"{{w{i}:Float64}} * cosineDistance(embedding, v{i})")
+            terms.append(f"{{w{i}:Float64}} * cosineDistance(embedding, {vector_alias(i)})")
     distance = " + ".join(terms)
     # weights are shares of the positive ones: score = sum(w * cos) = sum(w) - distance, 1 - distance without
     # negative terms
@@ -433,8 +502,8 @@ def facet_sql(columns: dict[str, str], filters: list[Filter], vectors: list[Quer
         params["min_score"] = options.min_score
     where = ("\n    WHERE " + "\n      AND ".join(conditions)) if conditions else ""
     return (f"SELECT facet, value, count() AS n\nFROM (\n    {with_}\n    SELECT {score} AS score, "
-            f"[{', '.join(values)}] AS facet_values\n    FROM images{where}{window}\n)\n"
-            "ARRAY JOIN facet_values AS value, {facet_names:Array(String)} AS facet\n"
+            f"[{', '.join(values)}] AS `$facet_values`\n    FROM images{where}{window}\n)\n"
+            "ARRAY JOIN `$facet_values` AS value, {facet_names:Array(String)} AS facet\n"
             "GROUP BY facet, value\nORDER BY facet, n DESC, value\nLIMIT {facet_values:UInt32} BY facet"), params
 
 

@@ -22,6 +22,7 @@ from .query import (
     QueryVector,
     check_facets,
     check_options,
+    check_text,
     facet_sql,
     filter_sql,
     search_sql,
@@ -89,8 +90,9 @@ class Term:
                 raise QueryError("a text term is empty")
             if len(text) > MAX_QUERY_CHARS:
                 raise QueryError(f"the query text is {len(text)} characters; at most {MAX_QUERY_CHARS}")
-            return Term(text=text, weight=float(w))
-        return Term(image=self.image, image_id=None if self.image_id is None else str(self.image_id), weight=float(w))
+            return Term(text=check_text("the query text", text), weight=float(w))
+        image_id = None if self.image_id is None else check_text("the image id", str(self.image_id))
+        return Term(image=self.image, image_id=image_id, weight=float(w))
 
 
 class Searcher:

@@ -261,7 +261,8 @@ def _message(error: Any) -> str:
         return f"{field} {text}" if text.startswith(("must ", "is ")) else text
     plain = {"string_type": "must be a string", "missing": "is required", "extra_forbidden": "is not a known field",
              "float_type": "must be a number", "float_parsing": "must be a number", "model_type": "must be an object",
-             "dict_type": "must be an object", "list_type": "must be a list"}
+             "dict_type": "must be an object", "list_type": "must be a list",
+             "string_unicode": "is not valid Unicode text (it holds a lone surrogate, such as \\ud800)"}
     if kind in plain:
         return f"{field} {plain[kind]}"
     if kind == "string_too_long":

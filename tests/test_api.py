@@ -52,7 +52,7 @@ def test_get_search_with_filters(client):
     assert all(r["price"] >= 30 and r["category"] == "mug" for r in body["results"])
     scores = [r["score"] for r in body["results"]]
     assert scores == sorted(scores, reverse=True)
-    assert "cosineDistance(embedding, v0)" in body["sql"]["query"]
+    assert "cosineDistance(embedding, `$v0`)" in body["sql"]["query"]
     assert body["sql"]["params"]["f0"] == 30.0 and body["sql"]["params"]["k"] == 7
     assert set(body["took_ms"]) == {"model_load", "encode", "query", "total"}  # docs/api.md
 
