@@ -2,18 +2,23 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..connection import IDENTIFIER
 from ..errors import SourceError
+from ..hashes import HASH_COLUMNS
+from ..query import NUMBER
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
 BUILTIN_COLUMNS = {"id", "path", "width", "height", "format", "file_size", "modified_at", "taken_at", "camera",
-                   "model", "loaded_at", "embedding", "score", "latitude", "longitude", "near"}
+                   "model", "loaded_at", "embedding", "score", "latitude", "longitude", "near", *HASH_COLUMNS}
 
 
 @dataclass
@@ -41,22 +46,79 @@ def read_source(source: str | os.PathLike, restrict_to_folder: bool = False) -> 
     if path.is_dir():
         return _read_folder(path.resolve())
     if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
-        return _from_rows(path.resolve(), rows, restrict_to_folder)
+        return _from_rows(path.resolve(), *_csv_rows(path), restrict_to_folder)
     if path.suffix.lower() in (".jsonl", ".ndjson"):
-        rows = []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise SourceError(f"{source}:{n}: not valid JSON ({exc.msg})") from None
-                    if not isinstance(rows[-1], dict):
-                        raise SourceError(f"{source}:{n}: each line must be a JSON object")
-        return _from_rows(path.resolve(), rows, restrict_to_folder)
+        return _from_rows(path.resolve(), *_jsonl_rows(path), restrict_to_folder)
     raise SourceError(f"{source}: give a folder or a .csv / .jsonl manifest")
+
+
+MAX_VALUE_CHARS = 65_536   # one manifest value: metadata, not documents
+NOT_UTF8 = "not valid UTF-8 text (save the manifest as UTF-8)"
+Rows = list[tuple[int, dict]]   # (line number, row)
+Bad = list[tuple[int, str]]     # (line number, reason): one load error each
+
+
+def _text(path: Path) -> str:
+    """The manifest's text; bytes that are not UTF-8 kept as lone surrogates, so only their rows fail."""
+    try:
+        return path.read_bytes().decode("utf-8", "surrogateescape").removeprefix("\ufeff")
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read it ({exc.strerror})") from None
+
+
+def _csv_rows(path: Path) -> tuple[Rows, Bad]:
+    reader = csv.reader(io.StringIO(_text(path), newline=""))
+    limit = csv.field_size_limit(2**31 - 1)   # a long field is one bad row (below), not an error of the file
+    try:
+        header = next(reader, None)
+        if header is None:
+            return [], []
+        if len(set(header)) != len(header):
+            twice = sorted({c for c in header if header.count(c) > 1})
+            raise SourceError(f"{path}: the header names {', '.join(map(repr, twice))} more than once")
+        rows: Rows = []
+        bad: Bad = []
+        line = reader.line_num + 1
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:   # a record the csv module refuses: that one alone
+                bad.append((line, f"not valid CSV ({exc})"))
+                if reader.line_num < line:   # nothing read: stop rather than repeat
+                    break
+                fields = []
+            if len(fields) > len(header):
+                bad.append((line, f"{len(fields)} fields, the header has {len(header)}"))
+            elif any(fields):   # blank lines are no rows
+                rows.append((line, dict(zip(header, fields, strict=False))))
+            line = reader.line_num + 1
+    finally:
+        csv.field_size_limit(limit)
+    return rows, bad
+
+
+def _jsonl_rows(path: Path) -> tuple[Rows, Bad]:
+    rows: Rows = []
+    bad: Bad = []
+    for n, line in enumerate(_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            bad.append((n, f"not valid JSON ({exc.msg})"))
+        except RecursionError:
+            bad.append((n, "nested too deeply"))
+        except ValueError as exc:   # e.g. an integer of more than 4,300 digits
+            bad.append((n, f"not valid JSON ({exc})"))
+        else:
+            if isinstance(row, dict):
+                rows.append((n, row))
+            else:
+                bad.append((n, "each line must be a JSON object"))
+    return rows, bad
 
 
 def printable(path: str) -> str:
@@ -86,33 +148,74 @@ def _read_folder(root: Path) -> Source:
     return Source(items, {}, str(root), ignored, rejected)
 
 
-def _from_rows(manifest: Path, rows: list[dict], restrict_to_folder: bool = False) -> Source:
-    if not rows:
+class _BadRow(Exception):
+    """A manifest row that cannot be loaded: the message says why."""
+
+
+def _from_rows(manifest: Path, rows: Rows, bad: Bad, restrict_to_folder: bool = False) -> Source:
+    """The manifest's good rows as items; each bad one (and each of `bad`) a rejected `manifest:line`."""
+    if not rows and not bad:
         raise SourceError(f"{manifest}: the manifest has no rows")
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    if "path" not in columns:
+    columns = list(dict.fromkeys(k for _, row in rows for k in row))
+    if rows and "path" not in columns:
         raise SourceError(f"{manifest}: the manifest needs a 'path' column (found: {', '.join(columns)})")
     meta_columns = [c for c in columns if c != "path"]
     for c in meta_columns:
-        if not IDENTIFIER.match(c):
+        if not IDENTIFIER.fullmatch(c):
             raise SourceError(f"{manifest}: column name {c!r} is not usable in SQL; use letters, digits and _")
         if c in BUILTIN_COLUMNS:
             raise SourceError(f"{manifest}: column {c!r} clashes with a built-in column; rename it")
-    types = {c: _infer_type([row.get(c) for row in rows]) for c in meta_columns}
-    items, outside = [], []
     folder = manifest.parent
-    for row in rows:
-        if not row.get("path"):
-            raise SourceError(f"{manifest}: a row has an empty path")
-        file_path = (folder / str(row["path"])).resolve()
+    good: list[tuple[Path, dict]] = []
+    for n, row in rows:
+        try:
+            good.append((_row_path(folder, row.get("path")), {c: _row_value(row.get(c)) for c in meta_columns}))
+        except _BadRow as exc:
+            bad.append((n, str(exc)))
+    types = {c: _infer_type([values[c] for _, values in good]) for c in meta_columns}
+    items, outside = [], []
+    for file_path, values in good:
         if not file_path.is_relative_to(folder):
             if restrict_to_folder:
-                raise SourceError(f"{manifest}: {row['path']!r} is outside the manifest's folder {folder}; "
+                raise SourceError(f"{manifest}: {str(file_path)!r} is outside the manifest's folder {folder}; "
                                   "nothing was loaded (without --restrict-to-folder such paths are loaded)")
             outside.append(str(file_path))
-        items.append(Item(str(file_path), {c: _convert(row.get(c), types[c]) for c in meta_columns}))
+        items.append(Item(str(file_path), {c: _convert(values[c], types[c]) for c in meta_columns}))
     root = os.path.commonpath([str(folder), *(i.path for i in items)])
-    return Source(items, types, root, outside=outside)
+    rejected = [(f"{printable(str(manifest))}:{n}", reason) for n, reason in sorted(bad)]
+    return Source(items, types, root, rejected=rejected, outside=outside)
+
+
+def _row_path(folder: Path, value: object) -> Path:
+    if _is_missing(value):
+        raise _BadRow("the path is empty")
+    if not isinstance(value, str):
+        raise _BadRow(f"the path must be text, not {type(value).__name__}")
+    _row_value(value)
+    if "\x00" in value:
+        raise _BadRow("the path holds a NUL byte")
+    try:
+        return (folder / value).resolve()
+    except (OSError, ValueError, RuntimeError) as exc:   # too long, a loop of links
+        raise _BadRow(f"the path cannot be used ({exc})") from None
+
+
+def _row_value(value: object) -> object:
+    """A manifest value as it can be stored: nested JSON as its text, text checked for size and encoding."""
+    if isinstance(value, (dict, list)):
+        try:
+            value = json.dumps(value)   # \u escapes: ASCII whatever it holds
+        except RecursionError:
+            raise _BadRow("a value is nested too deeply") from None
+    if isinstance(value, str):
+        if len(value) > MAX_VALUE_CHARS:
+            raise _BadRow(f"a value of {len(value)} characters; at most {MAX_VALUE_CHARS}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:   # undecodable bytes, or JSON's lone surrogate "\\ud800"
+            raise _BadRow(NOT_UTF8 if "\\udc" in ascii(value) else "a value is not valid Unicode text (a lone "
+                          "surrogate such as \\ud800)") from None
+    return value
 
 
 def _is_missing(value: object) -> bool:
@@ -129,15 +232,25 @@ def _infer_type(values: list) -> str:
     return "Nullable(String)"
 
 
+INT64 = range(-2**63, 2**63)
+INTEGER = re.compile(r"\s*[+-]?\d+\s*", re.ASCII)
+
+
 def _parses(value: object, kind: type) -> bool:
-    if isinstance(value, bool):
+    """Whether `value` is a number of `kind` as manifests write them: a JSON number or decimal digits, an int
+    within Int64, a float finite (not Python's 1_000, nan or inf: text, as 2**70 is no Int64)."""
+    if isinstance(value, str) and NUMBER.fullmatch(value):
+        try:
+            value = int(value) if INTEGER.fullmatch(value) else float(value)
+        except ValueError:   # more digits than Python converts
+            return False
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
-    if kind is int and isinstance(value, float):
-        return False
+    if kind is int:
+        return isinstance(value, int) and value in INT64
     try:
-        kind(value)
-        return True
-    except (TypeError, ValueError):
+        return math.isfinite(float(value))
+    except OverflowError:
         return False
 
 
