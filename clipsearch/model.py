@@ -14,6 +14,10 @@ from PIL import Image
 from .errors import ModelError
 
 pillow_heif.register_heif_opener()  # HEIC/HEIF photos from phones open like any other format
+# The formats clipsearch reads, and the only ones Pillow is let to open: an EPS, PDF, PSD ... (uploaded, or
+# named .jpg in a folder) is "not an image" and never reaches a decoder nobody asked for (EPS: Ghostscript).
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF")
+FORMAT_NAMES = "JPEG, PNG, WebP, GIF, BMP, TIFF or HEIC/HEIF"
 
 BUNDLED_MODEL_DIR = Path(__file__).parent / "bundled_model"
 BUNDLED_MODEL = f"local-dir:{BUNDLED_MODEL_DIR}"
@@ -162,7 +166,12 @@ def open_image(source: str | bytes | bytearray | BinaryIO, min_size: int | None 
     import io
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
-    return decode(Image.open(source), min_size)
+    return decode(read_image(source), min_size)
+
+
+def read_image(source: str | BinaryIO) -> Image.Image:
+    """Open an image file (not decoded yet) of one of IMAGE_FORMATS; UnidentifiedImageError for any other."""
+    return Image.open(source, formats=IMAGE_FORMATS)
 
 
 def decode(image: Image.Image, min_size: int | None = None) -> Image.Image:

@@ -12,6 +12,7 @@ import io
 import multiprocessing
 import os
 import signal
+import stat
 import sys
 import threading
 import time
@@ -29,7 +30,7 @@ from ..catalog import Catalog
 from ..errors import SourceError
 from ..files import MAX_FILE_BYTES, content_id
 from ..hashes import HASH_COLUMNS, Hashes, image_hashes
-from ..model import ModelSource, decode, model_loader
+from ..model import FORMAT_NAMES, ModelSource, decode, model_loader, read_image
 from .sources import Source, read_source
 
 MAX_PIXELS = 100_000_000
@@ -132,13 +133,15 @@ def prepare(path: str) -> dict:
     try:
         info = os.stat(path)
         size = info.st_size
+        if not stat.S_ISREG(info.st_mode):   # a folder, a device or a pipe (which would block the read)
+            return {"path": path, "error": "not a regular file"}
         if size == 0:
             return {"path": path, "error": "empty file"}
         if size > _worker["max_bytes"]:
             return {"path": path, "error": f"file too large ({size} bytes > {_worker['max_bytes']})"}
         with open(path, "rb") as f:
             data = f.read()
-        image = Image.open(io.BytesIO(data))
+        image = read_image(io.BytesIO(data))
         width, height = image.size
         if width * height > _worker["max_pixels"]:
             return {"path": path, "error": f"image too large ({width}x{height} pixels > {_worker['max_pixels']})"}
@@ -148,7 +151,7 @@ def prepare(path: str) -> dict:
         hashes = _hashes(decoded)
         pixels = np.asarray(_worker["transform"](decoded))
     except UnidentifiedImageError:
-        return {"path": path, "error": "not an image (unrecognised format)"}
+        return {"path": path, "error": f"not an image (unknown or unsupported format; clipsearch reads {FORMAT_NAMES})"}
     except FileNotFoundError:
         return {"path": path, "error": "no such file"}
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:

@@ -182,7 +182,7 @@ def _from_rows(manifest: Path, rows: Rows, bad: Bad, restrict_to_folder: bool = 
             outside.append(str(file_path))
         items.append(Item(str(file_path), {c: _convert(values[c], types[c]) for c in meta_columns}))
     root = os.path.commonpath([str(folder), *(i.path for i in items)])
-    rejected = [(f"{printable(str(manifest))}:{n}", reason) for n, reason in sorted(bad)]
+    rejected = [(f"{printable(str(manifest))}:{n}", f"bad manifest row: {reason}") for n, reason in sorted(bad)]
     return Source(items, types, root, rejected=rejected, outside=outside)
 
 

@@ -7,13 +7,14 @@ import io
 import os
 import re
 import threading
+import urllib.parse
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 from PIL import Image, UnidentifiedImageError
 
 from ..collection import Collection
 from ..errors import FileChanged, NotFound, QueryError
-from ..model import decode
+from ..model import FORMAT_NAMES, decode, read_image
 from ..query import filters_from_json, parse_filter
 from ..search import SearchResult, Term, weighted
 from . import console
@@ -22,7 +23,7 @@ from .requests import DuplicatesQuery, FileQuery, LabelBody, M, SearchBody, Sear
 
 api = Blueprint("api", __name__)
 QUERY_DECODE_SIZE = 448   # at least this many pixels per side are decoded from a JPEG query image
-ID_RE = re.compile(r"^[0-9a-f]{1,64}$")
+ID_RE = re.compile(r"[0-9a-f]{1,64}")   # fullmatch: `$` would let a trailing newline through
 
 
 def collection() -> Collection:
@@ -33,7 +34,7 @@ def _decode_upload(data: bytes) -> Image.Image:
     if not data:
         raise QueryError("the uploaded image is empty")
     try:
-        image = Image.open(io.BytesIO(data))
+        image = read_image(io.BytesIO(data))
         # A JPEG is decoded at a reduced scale (the model sees a few hundred pixels), so a phone's 48
         # megapixels cost little; other formats decode whole, so their limit is far lower.
         limit = current_app.config["MAX_UPLOAD_PIXELS" if image.format != "JPEG" else "MAX_UPLOAD_JPEG_PIXELS"]
@@ -44,7 +45,7 @@ def _decode_upload(data: bytes) -> Image.Image:
     except QueryError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError):
-        raise QueryError("the upload is not an image that can be read") from None
+        raise QueryError(f"the upload is not an image in a format clipsearch reads ({FORMAT_NAMES})") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise QueryError(f"the uploaded image cannot be decoded: {exc}") from None
 
@@ -120,7 +121,7 @@ def search() -> Response:
 
 
 def _check_id(image_id: str) -> str:
-    if not ID_RE.match(image_id):
+    if not ID_RE.fullmatch(image_id):
         raise NotFound(f"no image with id {image_id!r}")
     return image_id
 
@@ -143,13 +144,14 @@ def image_file(image_id: str) -> Response:
     """The stored image, or with ?size=thumb a cached JPEG thumbnail. Only paths in the table are served."""
     row, data = collection().read_file(_check_id(image_id))  # verified: still the bytes that were loaded
     if _args(FileQuery).size != "thumb":
-        return send_file(io.BytesIO(data), mimetype=_mimetype(row["format"]), max_age=86400,
-                         download_name=os.path.basename(row["path"]))
+        response = send_file(io.BytesIO(data), mimetype=_mimetype(row["format"]), max_age=86400)
+        response.headers["Content-Disposition"] = _disposition(os.path.basename(row["path"]))
+        return response
     thumb = current_app.config["THUMB_DIR"] / f"{row['id']}.jpg"
     if not thumb.exists():
         thumb.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with Image.open(io.BytesIO(data)) as im:
+            with read_image(io.BytesIO(data)) as im:
                 small = decode(im, current_app.config["THUMB_SIZE"])
         except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError):
             raise FileChanged(f"the file of image {image_id} no longer decodes") from None
@@ -161,7 +163,16 @@ def image_file(image_id: str) -> Response:
 
 
 def _mimetype(image_format: str) -> str:
-    return Image.MIME.get(image_format.upper(), "application/octet-stream")
+    Image.init()   # every plugin's types: only those imported so far are known before (TIFF was not)
+    return {"MPO": "image/jpeg"}.get(image_format.upper()) or Image.MIME.get(image_format.upper(),
+                                                                             "application/octet-stream")
+
+
+def _disposition(name: str) -> str:
+    """`inline` with the file's name: as ASCII in `filename` and exactly, percent-encoded, in RFC 5987's
+    `filename*`. A name may hold a newline or a quote, which a header value cannot."""
+    plain = re.sub(r'[^\x20-\x7e]|["\\]', "_", name)
+    return f"inline; filename=\"{plain}\"; filename*=UTF-8''{urllib.parse.quote(name, safe='')}"
 
 
 @api.post("/api/label")

@@ -2,8 +2,10 @@
 names, non-finite numbers, lone surrogates, odd file names and ids. Each a clear 4xx or a right answer."""
 from __future__ import annotations
 
+import base64
 import json
 import time
+import urllib.parse
 
 import numpy as np
 import pytest
@@ -21,8 +23,14 @@ def app(tmp_path_factory, model):
     # `v0` was the SQL's own alias for the query vector, `facet_values` its facets' array
     manifest = synthetic.write_catalogue(folder / "images", specs, 23, extra=lambda i: {
         "category": ("poster", "badge", "mug")[i % 3], "price": i, "v0": i * 10, "facet_values": f"fv{i % 2}"})
+    odd = folder / "odd"   # a newline and a quote in names, a TIFF, an EPS named .jpg
+    odd.mkdir()
+    for name, fmt in (("line\nbreak.png", "PNG"), ('say "cheese".png', "PNG"), ("scan.tif", "TIFF"),
+                      ("fake.jpg", "EPS")):
+        synthetic.render(synthetic.random_spec(rng), rng).save(odd / name, format=fmt)
     app = create_app(Settings(db=str(folder / "db")), model=model, config={"TESTING": True})
     app.extensions["clipsearch"].load(manifest)
+    app.extensions["clipsearch"].load(odd, workers=0)
     yield app
     app.extensions["clipsearch"].close()
 
@@ -113,3 +121,46 @@ def test_a_lone_surrogate_is_our_own_400(client, body):
     assert res.status_code == 400, res.data
     error = strict_json(res.data)["error"]
     assert "lone surrogate" in error and "pybind" not in error.lower() and "utf-8" not in error.lower(), error
+
+
+def odd_file(app, name: str) -> dict:
+    return app.extensions["clipsearch"].catalog.query(
+        "SELECT id, path, format FROM images WHERE endsWith(path, {name:String})", {"name": "/odd/" + name})[0]
+
+
+@pytest.mark.parametrize("name", ["line\nbreak.png", 'say "cheese".png'])
+def test_a_file_name_with_a_newline_or_quote_is_served(app, client, name):
+    res = client.get(f"/api/images/{odd_file(app, name)['id']}/file")
+    assert res.status_code == 200 and res.mimetype == "image/png"
+    disposition = res.headers["Content-Disposition"]
+    assert "\n" not in disposition and disposition.startswith("inline; filename=")
+    assert disposition.endswith("filename*=UTF-8''" + urllib.parse.quote(name, safe=""))
+
+
+def test_a_tiff_is_served_as_a_tiff(app, client):
+    res = client.get(f"/api/images/{odd_file(app, 'scan.tif')['id']}/file")
+    assert res.status_code == 200 and res.mimetype == "image/tiff"
+
+
+def test_an_id_with_a_trailing_newline_is_not_found(app, client):
+    image_id = odd_file(app, "scan.tif")["id"]
+    assert client.get(f"/api/images/{image_id}").status_code == 200
+    for path in (f"/api/images/{image_id}%0a", f"/api/images/{image_id}%0A/file", f"/api/images/{image_id}%0a/similar"):
+        res = client.get(path)
+        assert res.status_code == 404 and "no image with id" in res.get_json()["error"], path
+
+
+def test_only_the_listed_formats_are_decoded(app, client, tmp_path):
+    errors = app.extensions["clipsearch"].catalog.query("SELECT reason FROM load_errors WHERE endsWith(path, "
+                                                        "'/odd/fake.jpg')")
+    assert [e["reason"] for e in errors] == \
+        ["not an image (unknown or unsupported format; clipsearch reads JPEG, PNG, WebP, GIF, BMP, TIFF or HEIC/HEIF)"]
+    eps = (app.extensions["clipsearch"].catalog.query("SELECT path FROM images LIMIT 1")[0]["path"], tmp_path / "x.eps")
+    from PIL import Image
+    Image.open(eps[0]).convert("RGB").save(eps[1], format="EPS")
+    data = base64.b64encode(eps[1].read_bytes()).decode()
+    res = client.post("/api/search", json={"image": data})
+    assert res.status_code == 400 and res.get_json()["error"].startswith(
+        "the upload is not an image in a format clipsearch reads"), res.get_json()
+    res = client.post("/api/search", data={"image": (eps[1].open("rb"), "x.jpg")})
+    assert res.status_code == 400 and "format clipsearch reads" in res.get_json()["error"]
