@@ -91,10 +91,17 @@ class SearchLog:
                 raise
 
     def close(self) -> None:
-        """Stop flushing in the background and write what is left."""
+        """Stop flushing in the background and write what is left. A write that fails here (a full disk, a
+        store gone) is a warning and its rows are counted in `dropped`: a search never fails for its log."""
         with self._lock:
             self._closed = True
             timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
-        self.flush()
+        try:
+            self.flush()
+        except Exception as exc:
+            with self._lock:
+                lost, self.dropped = len(self._pending), self.dropped + len(self._pending)
+                self._pending.clear()
+            log.warning("search_log: %d rows not written: %s", lost, exc)

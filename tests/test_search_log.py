@@ -1,6 +1,7 @@
 """Where searches came from, in search_log; images named by the short ids the CLI prints."""
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -88,3 +89,24 @@ def test_many_searches_all_logged_after_close(tmp_path, model):
     with clipsearch.open(tmp_path / "db", model=model, log_searches=False) as photos:
         logged = [r["text"] for r in photos.sql("SELECT text FROM search_log ORDER BY time, text")]
     assert sorted(logged) == sorted(texts)
+
+
+def test_a_search_prints_its_results_when_its_log_cannot_be_written(tmp_path, model, cli, monkeypatch, caplog):
+    """A full disk: the search_log insert fails, the search still answers (issue 23)."""
+    from clipsearch.connection import Connection
+    from clipsearch.errors import StoreError
+    rng = np.random.default_rng(84)
+    manifest = synthetic.write_catalogue(tmp_path / "images", [synthetic.random_spec(rng) for _ in range(3)], 84)
+    with clipsearch.open(tmp_path / "db", model=model, log_searches=False) as photos:
+        photos.load(manifest)
+    insert = Connection.insert
+
+    def full_disk(self, table, rows, counted=True):
+        if table == "search_log":
+            raise StoreError("Cannot reserve 1.00 MiB, not enough space")
+        return insert(self, table, rows, counted)
+    monkeypatch.setattr(Connection, "insert", full_disk)
+    result = cli("search", "a red star", "--k", "2", "--json", db=tmp_path / "db")
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)) == 2
+    assert "search_log: 1 rows not written: Cannot reserve" in caplog.text
