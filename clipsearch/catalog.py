@@ -140,6 +140,16 @@ class Catalog:
         rows = self.query("SELECT id FROM images WHERE id IN {ids:Array(String)}", {"ids": list(ids)})
         return {r["id"] for r in rows}
 
+    def stored_before(self, ids: list[str], stamp_ms: int) -> set[str]:
+        """The `ids` that also have a row loaded before `stamp_ms` (ms since the epoch): stored by another
+        load racing this one, which both read as new."""
+        if not ids:
+            return set()
+        rows = self.query("SELECT id FROM images WHERE id IN {ids:Array(String)} GROUP BY id "
+                          "HAVING min(toUnixTimestamp64Milli(loaded_at)) < {stamp:Int64}",
+                          {"ids": ids, "stamp": stamp_ms})
+        return {r["id"] for r in rows}
+
     def known_files(self, root: str) -> dict[str, tuple[int, int | None]]:
         """path -> (size, modification time in ms or None) of the stored images under the folder `root`."""
         rows = self.query("SELECT path, file_size, toUnixTimestamp64Milli(modified_at) AS mtime FROM images "

@@ -203,7 +203,9 @@ def _unchanged(path: str, stored: tuple[int, int | None] | None) -> bool:
 
 
 def rows_table(rows: list[dict], vectors: np.ndarray, model_label: str, metadata: dict[str, dict],
-                column_types: dict[str, str]) -> pa.Table:
+                column_types: dict[str, str], loaded_at_ms: int | None = None) -> pa.Table:
+    """The rows as the `images` table's columns; `loaded_at_ms` (ms since the epoch) is their loaded_at,
+    else the store's clock sets it."""
     import pyarrow as pa
     columns = {
         "id": pa.array([r["id"] for r in rows], pa.string()),
@@ -227,6 +229,8 @@ def rows_table(rows: list[dict], vectors: np.ndarray, model_label: str, metadata
     arrow_types = {"Nullable(Int64)": pa.int64(), "Nullable(Float64)": pa.float64(), "Nullable(String)": pa.string()}
     for name, ch_type in column_types.items():
         columns[name] = pa.array([metadata[r["path"]].get(name) for r in rows], arrow_types[ch_type])
+    if loaded_at_ms is not None:
+        columns["loaded_at"] = pa.array([loaded_at_ms] * len(rows), pa.timestamp("ms"))
     return pa.table(columns)
 
 
@@ -298,6 +302,7 @@ def load(source: str, catalog: Catalog, model: ModelSource, batch_size: int = 64
         pending: deque = deque()
         batches = _batches(todo, batch_size)
         chunksize = max(1, batch_size // (max(workers, 1) * 2))
+        stamp = 0   # each batch's loaded_at, ms since the epoch, increasing
         while True:
             while len(pending) < PREFETCH_BATCHES and (batch := next(batches, None)) is not None:
                 pending.append(pool.map_async(prepare, batch, chunksize))
@@ -310,8 +315,14 @@ def load(source: str, catalog: Catalog, model: ModelSource, batch_size: int = 64
             if good:
                 batch_tensor = torch.stack([tensor_transform(r["pixels"]) for r in good])
                 vectors = clip.encode_tensors(batch_tensor)
-                catalog.insert_images(rows_table(good, vectors, clip.label, metadata, src.column_types))
-                summary.loaded += len(good)
+                stamp = max(stamp + 1, time.time_ns() // 1_000_000)
+                catalog.insert_images(rows_table(good, vectors, clip.label, metadata, src.column_types, stamp))
+                # Two loads of the same files at once (e.g. through one service) both find them new and both
+                # insert (the rows collapse into one): the first to store an image loaded it, and for the
+                # other it was already present, so the summaries add up to what the table holds.
+                earlier = catalog.stored_before([r["id"] for r in good], stamp)
+                summary.loaded += len(good) - len(earlier)
+                summary.already_present += len(earlier)
             # A stored path read again gave new content: its old row goes (the new content is stored now).
             replaced = {r["path"]: r["id"] for r in results if "id" in r and r["path"] in known}
             summary.replaced += catalog.forget_replaced(replaced)
