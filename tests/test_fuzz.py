@@ -3,6 +3,10 @@ that break the schema) against the real app over a loaded catalogue, and every a
 for errors, never a server error."""
 from __future__ import annotations
 
+import base64
+import io
+import json
+
 import numpy as np
 import pytest
 import schemathesis
@@ -21,7 +25,7 @@ def app(tmp_path_factory, model):
     folder = tmp_path_factory.mktemp("fuzz")
     rng = np.random.default_rng(71)
     manifest = synthetic.write_catalogue(folder / "images", [synthetic.random_spec(rng) for _ in range(30)], 71,
-                                         extra=lambda i: {"category": ("poster", "badge")[i % 2], "price": i})
+                                         extra=lambda i: {"category": ("poster", "badge")[i % 2], "price": i, "v0": i})
     app = create_app(Settings(db=str(folder / "db")), model=model, config={"TESTING": True})
     app.extensions["clipsearch"].load(manifest)
     yield app
@@ -53,6 +57,47 @@ def test_no_input_is_a_server_error(operations, label, mode):
         if response.status_code >= 400:
             assert set(response.json()) == {"error"} and response.json()["error"], response.text[:500]
     fuzz()
+
+
+def _eps() -> str:
+    """An EPS file, base64: a format Pillow knows (through Ghostscript) that clipsearch does not read."""
+    from PIL import Image
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(out, format="EPS")
+    return base64.b64encode(out.getvalue()).decode()
+
+
+MANY = [f"c{i}" for i in range(1000)]
+HOSTILE = [   # issue 23's inputs: (operation, Case fields)
+    ("GET /api/search", {"query": {"q": "x", "filter": "price<nan"}}),
+    ("GET /api/search", {"query": {"q": "x", "filter": ["price<1e309", "price>-inf", "price<1_000"]}}),
+    ("POST /api/search", {"body": '{"text": "x", "filters": {"price": {"<": NaN}}}'}),   # JSON text as sent
+    ("POST /api/search", {"body": '{"text": "x", "filters": {"price": [1, Infinity]}, "min_score": NaN}'}),
+    ("POST /api/search", {"body": {"text": "x", "filters": {"category": "\ud800"}}}),
+    ("POST /api/search", {"body": {"text": "\udfff", "facets": ["v0"], "filters": {"v0": {">=": 3}}}}),
+    ("POST /api/search", {"body": {"text": "x", "filters": [{"column": "category", "op": "in", "value": MANY}] * 100}}),
+    ("POST /api/search", {"body": {"text": "x", "filters": {"price": {"not in": list(range(1000))}}}}),
+    ("POST /api/search", {"body": {"image": _eps()}}),
+    ("POST /api/label", {"body": {"image": _eps(), "labels": ["a", "b"]}}),
+    ("GET /api/images/{image_id}", {"path_parameters": {"image_id": "ab\n"}}),
+    ("GET /api/images/{image_id}/file", {"path_parameters": {"image_id": "ab\n"}}),
+]
+
+
+@pytest.mark.parametrize("label,fields", HOSTILE, ids=[f"{label} {i}" for i, (label, _) in enumerate(HOSTILE)])
+def test_hostile_examples_are_answered_in_strict_json(app, operations, label, fields):
+    if isinstance(fields.get("body"), str):   # NaN and Infinity: not JSON, so no client of schemathesis sends them
+        method, path = label.split()
+        response = app.test_client().open(path, method=method, data=fields["body"], content_type="application/json")
+        status, text = response.status_code, response.get_data(as_text=True)
+    else:
+        fields = {**fields, "media_type": "application/json"} if "body" in fields else fields
+        response = operations[label].Case(**fields).call()
+        status, text = response.status_code, response.text
+    assert status < 500, text[:500]
+    body = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in {text[:300]}"))
+    if status >= 400:
+        assert set(body) == {"error"} and body["error"] and "pybind" not in body["error"], body
 
 
 def test_the_document_describes_every_route(app, operations):
