@@ -65,7 +65,14 @@ PerLimit = Annotated[int, _whole("per_limit", 1, MAX_K), _whole_schema(
     1, MAX_K, 1, "with per: at most this many results per value")]
 FacetTop = Annotated[int, _whole("facet_top", 1, MAX_WINDOW), _whole_schema(
     1, MAX_WINDOW, FACET_TOP, "without min_score, facets count the best this many matches")]
-MinScore = Annotated[float | None, Field(ge=-2, le=2, allow_inf_nan=False,
+def _no_bool(value: Any) -> Any:
+    """pydantic reads true as 1.0; a number field takes numbers only."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+MinScore = Annotated[float | None, BeforeValidator(_no_bool), Field(ge=-2, le=2, allow_inf_nan=False,
                                          description="only results at least this similar (a cosine similarity)")]
 Column = Annotated[str, Field(max_length=64)]
 Text = Annotated[str, Field(max_length=MAX_QUERY_CHARS)]
@@ -121,7 +128,7 @@ class SearchQuery(Results):
     image_id: ImageId | None = Field(None, description="rank by a stored image (full id or a unique prefix)")
     filter: list[Annotated[str, Field(max_length=1000)]] = Field(
         default_factory=list, max_length=MAX_FILTERS, description=FILTER_HELP)
-    image_weight: float | None = Field(None, ge=0, le=1, allow_inf_nan=False,
+    image_weight: Annotated[float | None, BeforeValidator(_no_bool)] = Field(None, ge=0, le=1, allow_inf_nan=False,
                                        description="with q and image_id: the image's share of the ranking")
     term: list[Annotated[str, Field(max_length=MAX_QUERY_CHARS + 20)]] = Field(
         default_factory=list, max_length=MAX_TERMS, description="more texts, TEXT or TEXT:WEIGHT (negative: unlike it)")
@@ -135,7 +142,8 @@ class TermBody(BaseModel):
     text: Text | None = None
     image: str | None = Field(None, description="base64")
     image_id: ImageId | None = None
-    weight: float = Field(1.0, ge=-1000, le=1000, allow_inf_nan=False, description="negative: unlike it")
+    weight: Annotated[float, BeforeValidator(_no_bool)] = Field(1.0, ge=-1000, le=1000, allow_inf_nan=False,
+                                                                description="negative: unlike it")
 
 
 class SearchBody(Results):

@@ -99,6 +99,15 @@ def test_numbers_that_are_not_finite_decimals_are_a_400(client, how, value):
     assert "is not a number" in strict_json(res.data)["error"]
 
 
+@pytest.mark.parametrize("body,message", [
+    ({"min_score": True}, "min_score must be a number, not true or false"),
+    ({"terms": [{"text": "night", "weight": False}]}, "terms.weight must be a number, not true or false"),
+])
+def test_true_and_false_are_not_numbers(client, body, message):
+    status, answer = search(client, **body)
+    assert status == 400 and answer["error"] == message
+
+
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e309"])
 def test_json_nan_and_infinity_in_a_body_are_a_400(client, literal):
     for filters in ('{"price": {"<": %s}}', '{"price": [1, %s]}', '["price<%s"]'):
