@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import readonly
@@ -179,8 +179,21 @@ class Collection:
 
     def analyst_sql(self, query: str, params: dict | None = None, fmt: str | None = None) -> Any:
         """SQL as an analyst runs it: like `sql`, but in a read-only session that refuses writes, setting
-        changes and the table functions that read files or the network, within ANALYST_LIMITS
-        (time, memory, result rows), so one query cannot stall the searches beside it."""
+        changes and the table functions that read files or the network, within ANALYST_LIMITS and
+        HELD_RESULT_LIMITS (time, memory, result rows and bytes), so one query cannot stall the searches
+        beside it."""
+        session, checked = self._analyst_session(query)
+        return session.query(checked, params) if fmt is None else session.text(checked, params, fmt)
+
+    def analyst_stream(self, query: str, params: dict | None = None,
+                       fmt: str = "JSONCompactEachRowWithNamesAndTypes") -> Iterator[bytes]:
+        """analyst_sql's result in a row format, as the engine makes it (nothing held whole)."""
+        session, checked = self._analyst_session(query)
+        return session.stream(checked, params, fmt)
+
+    def _analyst_session(self, query: str) -> tuple[Connection, str]:
+        """The read-only session, and the text to run for `query`: clipsearch.readonly's check returns
+        ClickHouse's formatting of it, which is what it judged."""
         if not isinstance(query, str) or not query.strip():
             raise QueryError("empty SQL")
         with self._read_only_lock:
@@ -188,9 +201,7 @@ class Collection:
                 self.enable_text_embedding()  # functions serve every session
                 self._read_only = self.catalog.connection.read_only()
                 self._denied = readonly.denied_functions(self._read_only.query)
-        session = self._read_only
-        readonly.check(session.query, query, self._denied)
-        return session.query(query, params) if fmt is None else session.text(query, params, fmt)
+        return self._read_only, readonly.check(self._read_only.query, query, self._denied)
 
     def create_index(self, quantization: str = DEFAULT_QUANTIZATION, m: int = 16, ef_construction: int = 128) -> dict:
         """Build ClickHouse's HNSW vector index over the embeddings (minutes per few 100k rows), then tune its

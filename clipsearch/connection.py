@@ -11,8 +11,12 @@ import fcntl
 import json
 import os
 import re
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
+from xml.sax.saxutils import escape
 
 from .errors import StoreError, StoreUnavailable
 from .settings import Settings
@@ -23,8 +27,11 @@ from .settings import Settings
 ANALYST_DEFAULTS = {"vector_search_filter_strategy": "prefilter"}
 # What one analyst query may use (the read-only sessions of the page's SQL tab and of `serve`'s ClickHouse
 # HTTP port), so a careless query cannot stall the searches that share the engine.
-ANALYST_LIMITS = {"max_execution_time": 30, "max_memory_usage": 2_000_000_000, "max_result_rows": 100_000,
-                  "result_overflow_mode": "throw", "max_threads": 1}
+ANALYST_LIMITS = {"max_execution_time": 30, "max_memory_usage": 2_000_000_000, "max_threads": 1}
+# A result held whole in memory (the page's SQL tab; a format that cannot stream on the HTTP port) is also
+# bounded by its size; a streamed one is bounded by the time and memory above.
+HELD_RESULT_LIMITS = {"max_result_rows": 100_000, "max_result_bytes": 64 * 2**20, "result_overflow_mode": "throw"}
+READ_ONLY_SETTINGS = {**ANALYST_DEFAULTS, **ANALYST_LIMITS, **HELD_RESULT_LIMITS, "readonly": 1}
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Statements that return rows in an output format; anything else (INSERT ... VALUES, DDL) runs as a
 # command, because a format clause appended to it would be parsed as its data or refused.
@@ -130,6 +137,16 @@ class Connection:
         except Exception as exc:
             raise self._failed(exc) from exc
 
+    def stream(self, sql: str, params: dict | None = None, fmt: str = "JSONCompactEachRowWithNamesAndTypes"
+               ) -> Iterator[bytes]:
+        """A query's output in `fmt` as it arrives, never held whole."""
+        try:
+            source = self._client.raw_stream(sql, parameters=params or None, fmt=fmt)
+            with source:
+                yield from source
+        except Exception as exc:
+            raise self._failed(exc) from exc
+
     def close(self) -> None:
         self._client.close()
 
@@ -140,7 +157,7 @@ class Connection:
         import clickhouse_connect
         try:
             client = clickhouse_connect.get_client(dsn=self._dsn, autogenerate_session_id=False,
-                                                   settings={**ANALYST_DEFAULTS, **ANALYST_LIMITS, "readonly": 1})
+                                                   settings=READ_ONLY_SETTINGS)
         except Exception as exc:
             raise StoreUnavailable(f"cannot open a read-only session: {clean_message(exc)}") from exc
         return Connection(client, self.where, self._dsn)
@@ -160,7 +177,6 @@ class EmbeddedConnection(Connection):
     _json_settings: dict[str, Any] = {}   # chdb's default already; setting it costs a round trip
 
     def __init__(self, path: str | os.PathLike, create: bool = True):
-        import clickhouse_connect
         self.path = Path(path).expanduser().resolve()
         if not create and not (self.path / "metadata").is_dir():
             raise StoreUnavailable(f"no clipsearch database at {self.path}; load something first "
@@ -182,7 +198,7 @@ class EmbeddedConnection(Connection):
         self._lock_file.write(str(os.getpid()))
         self._lock_file.flush()
         try:
-            client = clickhouse_connect.get_client(dsn=f"chdb://{self.path}")
+            client = _chdb_client(self.path)
             for name, value in ANALYST_DEFAULTS.items():  # SET lasts for the engine's session
                 client.command(f"SET {name} = '{value}'")
         except Exception as exc:
@@ -191,16 +207,15 @@ class EmbeddedConnection(Connection):
         super().__init__(client, str(self.path), f"chdb://{self.path}")
 
     def read_only(self) -> Connection:
-        import clickhouse_connect
         try:
-            client = clickhouse_connect.get_client(dsn=f"chdb://{self.path}")
+            client = _chdb_client(self.path)
             # SET lasts for this session alone (the service's own session stays writable); once readonly
             # is set, the session cannot change any setting again, limits included.
-            for name, value in {**ANALYST_DEFAULTS, **ANALYST_LIMITS, "readonly": 1}.items():
+            for name, value in READ_ONLY_SETTINGS.items():
                 client.command(f"SET {name} = {value!r}" if isinstance(value, str) else f"SET {name} = {value}")
         except Exception as exc:
             raise StoreUnavailable(f"cannot open a read-only session: {clean_message(exc)}") from exc
-        return Connection(client, str(self.path))
+        return EmbeddedReadOnly(client, str(self.path), f"chdb://{self.path}")
 
     def _release(self) -> None:
         if not self._lock_file.closed:
@@ -212,6 +227,87 @@ class EmbeddedConnection(Connection):
             super().close()
         finally:
             self._release()
+
+
+ENGINE_CONFIG = ".clipsearch-engine.xml"
+
+
+def engine_uri(folder: str | os.PathLike) -> str:
+    """chdb's connection string for the database in `folder`, with the product's own engine configuration.
+
+    Without a config file the engine reads `config.xml` from the current directory, so a stray one in
+    the folder a command runs from would change (or break) the product. The configuration names
+    sql/engine/users.xml (the user's grants) by absolute path, as ClickHouse resolves a relative one
+    against the current directory; it is written into the database folder, where it is found by the
+    same path from every process. The first connection of a process starts its one engine, so every
+    connection in clipsearch opens with this string."""
+    from importlib.resources import files
+    folder = Path(os.path.realpath(Path(folder).expanduser()))
+    users = Path(str(files("clipsearch.sql").joinpath("engine", "users.xml"))).resolve()
+    config = folder / ENGINE_CONFIG
+    text = f"<clickhouse>\n  <users_config>{escape(str(users))}</users_config>\n</clickhouse>\n"
+    try:
+        current = config.read_text()
+    except OSError:
+        current = None
+    if current != text:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = config.with_name(f"{ENGINE_CONFIG}.{os.getpid()}")
+        partial.write_text(text)
+        partial.replace(config)   # another process may read it at the same moment: never half written
+    return f"{folder}?{urlencode({'config-file': str(config)})}"
+
+
+def import_chdb() -> Any:
+    """The chdb module. Importing it starts an engine in memory, which reads `config.xml` from the current
+    folder: import it from this package's folder, which has none."""
+    if "chdb" not in sys.modules:
+        here = os.getcwd()
+        os.chdir(Path(__file__).resolve().parent)
+        try:
+            import chdb  # noqa: F401
+        finally:
+            os.chdir(here)
+    return sys.modules["chdb"]
+
+
+def _chdb_client(folder: Path) -> Any:
+    """A clickhouse-connect client on the embedded engine, opened with engine_uri's string."""
+    import_chdb()
+    import clickhouse_connect
+    uri = engine_uri(folder)
+    path, _, query = uri.partition("?")
+    return clickhouse_connect.get_client(dsn=f"chdb://{path}", chdb_options=dict(parse_qsl(query)))
+
+
+class EmbeddedReadOnly(Connection):
+    """EmbeddedConnection.read_only's session. Its `stream` runs each query on an engine session of its own
+    with the same settings: chdb streams block by block (clickhouse-connect's chdb client holds a result
+    with a header whole), and one query's state never reaches another's."""
+
+    backend = "embedded"
+    _json_settings: dict[str, Any] = {}
+
+    def stream(self, sql: str, params: dict | None = None, fmt: str = "JSONCompactEachRowWithNamesAndTypes"
+               ) -> Iterator[bytes]:
+        from .results import STREAMING_FORMATS, one_header
+        if fmt not in STREAMING_FORMATS:
+            raise StoreError(f"{fmt} cannot be streamed")
+        conn = import_chdb().connect(engine_uri(self.where))
+        try:
+            for name, value in READ_ONLY_SETTINGS.items():
+                conn.query(f"SET {name} = {value!r}" if isinstance(value, str) else f"SET {name} = {value}")
+            result = conn.send_query(sql, fmt, params=params or {})
+            try:
+                yield from one_header((block.bytes() for block in result), fmt)
+            finally:
+                result.close()
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(clean_message(exc)) from exc
+        finally:
+            conn.close()
 
 
 def open_server(url: str) -> Connection:

@@ -1,13 +1,21 @@
-"""What read-only SQL may run: `readonly = 1` is not enough on its own.
+"""What read-only SQL may run, and the exact text that runs: `readonly = 1` is not enough on its own.
 
-On the embedded engine readonly=1 still lets a query read the server's files and network: the scalar
-function file('/etc/passwd'), `SELECT ... INTO OUTFILE` (which writes a file), DESCRIBE of a table
-function (url(), s3(), file(): it fetches the source to infer its columns) and KILL QUERY; and chdb runs
-several statements sent in one call. So ClickHouse parses the SQL first (formatQuery: one statement,
-comments gone, strings and names in one spelling) and `check` refuses what is not one query that returns
-rows, INTO OUTFILE, and any call of a table function that reads outside the database (every table function
-but SAFE_TABLE_FUNCTIONS, so also one an upgrade adds) or of file(). Every read-only path runs it: the
-library's analyst_sql (the page's SQL tab) and the analyst role of `serve`'s ClickHouse HTTP port.
+On the embedded engine readonly=1 still lets a query read the server's files: the scalar function
+file('/etc/passwd'), `SELECT ... INTO OUTFILE` (which writes a file), DESCRIBE of a table function (it
+fetches the source to infer its columns), KILL QUERY, SHOW PROCESSLIST and the system tables that hold
+other sessions' SQL (every session is the engine's one user); and chdb runs several statements sent in
+one call. So ClickHouse's own parser formats the SQL first (formatQuery: one statement, comments gone,
+strings and names in one spelling) and `check` judges that formatted text, which is then what runs:
+
+- the text reaches the parser hex-encoded, so no escape rule of a parameter value changes a byte of it;
+- the formatted text must format to itself, so the engine parses exactly what was judged;
+- what is judged: one query that returns rows, no INTO OUTFILE, no table function that reads outside the
+  database (every one but SAFE_TABLE_FUNCTIONS, so also one an upgrade adds), no file(), and only the
+  system tables in SYSTEM_TABLES (metadata; never processes, logs or errors), and no Identifier parameter
+  (its value, bound after the check, could name any table).
+
+Every read-only path runs it: the library's analyst_sql (the page's SQL tab) and the analyst logins of
+`serve`'s ClickHouse HTTP port. The engine's own guards beside it: sql/README.md#what-analysts-may-run.
 """
 from __future__ import annotations
 
@@ -19,15 +27,27 @@ from .errors import QueryError, StoreError
 RunQuery = Callable[[str, dict], list[dict]]   # SQL and parameters -> rows, in a read-only session
 
 ROW_STATEMENTS = {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS"}
-# Table functions that read only the database or their own arguments; every other one the engine knows
-# (file, url, s3, remote, mysql, executable, python, ...) is refused, and so is a new one an upgrade adds.
+# Table functions that read only their own arguments or a query the check sees; every other one the engine
+# knows (file, url, s3, remote, executable, python; merge, loop and mergeTree*, which name a table by
+# database and table, e.g. loop(system, processes)) is refused, and so is a new one an upgrade adds.
 SAFE_TABLE_FUNCTIONS = {"numbers", "numbers_mt", "zeros", "zeros_mt", "primes", "generate_series", "generateSeries",
-                        "generateRandom", "values", "SQLStandardValues", "null", "format", "input", "merge", "view",
-                        "viewIfPermitted", "viewExplain", "loop", "dictionary", "mergeTreeIndex",
-                        "mergeTreeProjection", "mergeTreeAnalyzeIndexes", "mergeTreeAnalyzeIndexesUUID",
-                        "mergeTreeCodecBlockCounts", "mergeTreeTextIndex", "fuzzJSON", "fuzzQuery"}
+                        "generateRandom", "values", "SQLStandardValues", "null", "format", "view", "viewIfPermitted",
+                        "viewExplain", "fuzzJSON", "fuzzQuery"}
+# System tables that describe the schema and the engine, not other sessions: what clients' metadata
+# queries (clickhouse-connect, SQLAlchemy, Grafana, Superset, DBeaver) and analysts read.
+SYSTEM_TABLES = {"one", "numbers", "numbers_mt", "zeros", "zeros_mt", "databases", "tables", "columns",
+                 "data_skipping_indices", "projections", "parts", "parts_columns", "detached_parts", "dictionaries",
+                 "functions", "table_functions", "aggregate_function_combinators", "formats", "data_type_families",
+                 "table_engines", "database_engines", "settings", "merge_tree_settings", "server_settings",
+                 "build_options", "time_zones", "collations", "contributors", "licenses", "keywords", "privileges",
+                 "current_roles", "enabled_roles", "grants", "users", "disks", "storage_policies"}
+# Statements the check refuses whatever they read: the SQL of every session, to everyone.
+REFUSED_SHOW = re.compile(r"^\s*SHOW\s+(FULL\s+)?PROCESSLIST\b", re.I)
 # What formatQuery writes: strings '...' and quoted names `...` (backslash escapes in both).
 QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|`((?:[^`\\]|\\.)*)`|\"((?:[^\"\\]|\\.)*)\"", re.S)
+NAME = r"(?:[A-Za-z_][A-Za-z0-9_]*)"
+SYSTEM_TABLE = re.compile(rf"\b(?:system|SYSTEM|System)\s*\.\s*({NAME})")
+FORMAT_CLAUSE = re.compile(r"\nFORMAT (\w+)\Z")   # formatQuery puts it last, on a line of its own
 
 
 def denied_functions(run: RunQuery) -> set[str]:
@@ -36,23 +56,51 @@ def denied_functions(run: RunQuery) -> set[str]:
     return {n.lower() for n in names - SAFE_TABLE_FUNCTIONS} | {"file"}  # file() is also a scalar function
 
 
+def formatted(run: RunQuery, sql: str) -> str:
+    """`sql` as ClickHouse's parser formats it. The text goes to the parser hex-encoded: a parameter's value
+    has its backslash escapes decoded, hex has none, so the parser reads these bytes exactly."""
+    try:
+        return str(run("SELECT formatQuery(unhex({q:String})) AS f", {"q": sql.encode("utf-8").hex()})[0]["f"])
+    except StoreError as exc:  # ClickHouse's parser: the message and position refer to `sql` itself
+        message = str(exc)
+        name = re.search(r" \((\w+)\)\s*$", message)   # the error's name, e.g. (SYNTAX_ERROR), kept
+        message = re.sub(r"\s*:?\s*In scope SELECT formatQuery\(.*$", "", message, flags=re.S)
+        raise StoreError(message + (f" ({name.group(1)})" if name and not message.endswith(")") else "")) from None
+
+
 def check(run: RunQuery, sql: str, denied: set[str]) -> str:
-    """`sql` as ClickHouse formats it, if a read-only session may run it; else a QueryError saying why."""
+    """The text to run for `sql`, if a read-only session may run it (ClickHouse's formatting of it, which
+    is what this judged); else a QueryError saying why."""
     if not sql.strip():
         raise QueryError("empty SQL")
-    try:
-        formatted = run("SELECT formatQuery({q:String}) AS f", {"q": sql})[0]["f"]
-    except StoreError as exc:  # ClickHouse's parser: the message and position refer to `sql` itself
-        raise StoreError(re.sub(r"\s*:?\s*In scope SELECT formatQuery\(.*$", "", str(exc), flags=re.S)) from None
+    if "\0" in sql:
+        raise QueryError("the SQL contains a NUL character")
+    text = formatted(run, sql)
+    if formatted(run, text) != text:   # parsed again it must mean the same: then what runs is what was judged
+        raise QueryError("this SQL could not be checked (ClickHouse formats it differently each time)")
     code = QUOTED.sub(lambda m: m.group(1) if m.group(1) is not None else
-                      m.group(2) if m.group(2) is not None else "''", formatted)
+                      m.group(2) if m.group(2) is not None else "''", text)
     first = re.match(r"[\s(]*([A-Za-z]+)", code)
     if not first or first.group(1).upper() not in ROW_STATEMENTS:
         raise QueryError("read-only SQL is one query that returns rows: SELECT, WITH, SHOW, DESCRIBE, EXPLAIN or "
                          "EXISTS (the session is read-only)")
+    if REFUSED_SHOW.match(code):
+        raise QueryError("SHOW PROCESSLIST is not allowed here (it shows other sessions' SQL)")
     if re.search(r"\bINTO\s+OUTFILE\b", code, re.I):
         raise QueryError("INTO OUTFILE is not allowed here (it writes a file on the server)")
-    for name in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(", code):
+    for name in re.findall(rf"({NAME})\s*\(", code):
         if name.lower() in denied:
             raise QueryError(f"{name}() reads files or the network from the server and is not allowed here")
-    return formatted
+    if re.search(r"\{\s*\w+\s*:\s*Identifier\s*\}", code):   # bound after this check: it could name any table
+        raise QueryError("Identifier parameters are not allowed here: write table and column names in the SQL")
+    for table in SYSTEM_TABLE.findall(code):
+        if table not in SYSTEM_TABLES:
+            raise QueryError(f"system.{table} is not readable here (it may hold other sessions' SQL); the system "
+                             f"tables that are: {', '.join(sorted(SYSTEM_TABLES))}")
+    return text
+
+
+def output_format(text: str) -> str | None:
+    """The FORMAT clause of a formatted query, if it has one."""
+    match = FORMAT_CLAUSE.search(text)
+    return match.group(1) if match else None

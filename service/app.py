@@ -24,7 +24,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..collection import Collection
 from ..collection import open as open_collection
-from ..connection import announce_service, redact, running_service
+from ..connection import announce_service, engine_uri, redact, running_service
 from ..errors import ClipsearchError
 from ..model import ModelSource
 from ..settings import Settings
@@ -165,8 +165,10 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, threads
             print(f"clipsearch: watching {', '.join(map(str, folders))} every {watch_interval:g}s", flush=True)
         print(f"clipsearch: serving on http://{host}:{port}/ ({collection.backend} store)", flush=True)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # clean up on `kill` as on Ctrl-C
-        waitress_serve(app, host=host, port=port, threads=threads, ident="clipsearch",
-                       asyncore_use_poll=True)  # poll(), not select(): the engine keeps many descriptors open
+        # poll(), not select(): the engine keeps many descriptors open. Idle connections hold no thread but
+        # count towards waitress's connection limit (100 by default): allow 1,000 and drop the idle after 10 s.
+        waitress_serve(app, host=host, port=port, threads=threads, ident="clipsearch", asyncore_use_poll=True,
+                       connection_limit=1000, channel_timeout=10)
         collection.close()
 
 
@@ -179,10 +181,13 @@ def _serve_sql(stack: contextlib.ExitStack, collection: Collection, host: str, s
     collection.enable_text_embedding()  # clipTextEmbedding() for every session, the model loaded on first use
     password = secrets.token_urlsafe(24)
     analyst = os.environ.get("CLIPSEARCH_ANALYST_PASSWORD") or None
-    sql_app = ClickHouseHTTP(str(folder), password, analyst)
+    sql_app = ClickHouseHTTP(engine_uri(folder), password, analyst)
     stack.callback(sql_app.close)
-    server = create_server(sql_app, host=host, port=sql_port, threads=4, ident="clipsearch-sql",
-                           asyncore_use_poll=True)
+    # Threads beyond what analysts may hold (FairShare: 2 running, 16 waiting), so the CLI, loads and the
+    # page's own requests always find one; idle connections are dropped after 10 s and up to 1,000 are
+    # kept, so idle clients cannot take every place either.
+    server = create_server(sql_app, host=host, port=sql_port, threads=24, ident="clipsearch-sql",
+                           asyncore_use_poll=True, connection_limit=1000, channel_timeout=10)
     threading.Thread(target=server.run, name="clipsearch-sql", daemon=True).start()
     stack.callback(server.close)
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host

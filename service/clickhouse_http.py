@@ -1,191 +1,509 @@
 """ClickHouse's HTTP interface over the embedded engine, on `serve`'s second port: how the CLI, analysts'
-clickhouse-client / clickhouse-connect, Grafana, Superset and pandas reach a served folder while the
+clickhouse-client / clickhouse-connect, Grafana, Superset, pandas and curl reach a served folder while the
 service owns it.
 
-It speaks what those clients use: the SQL in the body (or `query=` with insert data in the body),
-`param_*` values, `database=`, a FORMAT clause or `default_format`, compressed bodies, and errors as
-ClickHouse sends them (HTTP 500 with the message and `X-ClickHouse-Exception-Code`). Per-query settings
-in the URL are ignored: each user's session has its own, fixed at start.
+It speaks what those clients use: `/ping` and `GET /` (no login, `Ok.`), the SQL in the body or in
+`query=` (with insert data in the body), `param_*` values, `database=`, a FORMAT clause or
+`default_format`, settings in the URL, compressed request bodies, compressed responses with
+`enable_http_compression=1`, results streamed as the engine makes them, and errors as ClickHouse sends
+them (the message, `X-ClickHouse-Exception-Code` and ClickHouse's HTTP status for the code).
 
-Every request authenticates (Basic auth, `X-ClickHouse-User`/`-Key`, or `user`/`password` in the URL):
+Every request runs in a session of its own (a fresh engine connection: a client's database, settings and
+temporary state are never another's) and authenticates (Basic auth, `X-ClickHouse-User`/`-Key`, or
+`user`/`password` in the URL):
 - `clipsearch`: read-write, with a password made anew for each run and kept in the folder's serve file
   (readable by its owner only), which is how `clipsearch` commands find the running service;
-- `analyst`: read-only (`readonly = 1`: no writes, no setting changes; and clipsearch.readonly's check of
-  each statement: one query that returns rows, no INTO OUTFILE, no file() and no table function that
-  reads files or the network) within ANALYST_LIMITS, when CLIPSEARCH_ANALYST_PASSWORD is set. A request
-  with the `readonly` setting gets the same session, whoever sends it.
+- `analyst`: read-only, when CLIPSEARCH_ANALYST_PASSWORD is set. Its SQL runs as clipsearch.readonly
+  formats and checks it, in a session with `readonly = 1` (no writes, no setting changes) within
+  ANALYST_LIMITS; settings in the URL may only tighten those limits (AnalystSettings); its queries take
+  turns (FairShare) so that one client's burst cannot hold the port, and failed logins are throttled per
+  address (LoginThrottle). A request with the `readonly` setting gets the analyst's treatment, whoever
+  sends it.
 """
 from __future__ import annotations
 
 import base64
-import gzip
 import hmac
-import json
-import os
 import re
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+import time
+import uuid
+import zlib
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
 from .. import readonly
-from ..connection import ANALYST_DEFAULTS, ANALYST_LIMITS, IDENTIFIER, ROWS_STATEMENT, WRITES
-from ..errors import QueryError
+from ..connection import (
+    ANALYST_DEFAULTS,
+    ANALYST_LIMITS,
+    HELD_RESULT_LIMITS,
+    IDENTIFIER,
+    ROWS_STATEMENT,
+    WRITES,
+    import_chdb,
+)
+from ..errors import QueryError, StoreError
+from ..results import STREAMING_FORMATS, one_header
 
-FORMAT_RE = re.compile(r"\s+FORMAT\s+(\w+)\s*;?\s*$", re.I)
 INSERT_RE = re.compile(r"^\s*(INSERT\s+INTO\s+.+?)\s+FORMAT\s+(\w+)\s*$", re.I | re.S)
-MAX_BODY_BYTES = 512 * 1024 * 1024
+SELECT_RE = re.compile(r"^(\s|--[^\n]*\n|/\*.*?\*/|\()*(SELECT|WITH)\b", re.I | re.S)   # what chdb can stream
+FORMAT_RE = re.compile(r"\s+FORMAT\s+(\w+)\s*;?\s*$", re.I)   # the writer's SQL, which is not reformatted
+MAX_BODY_BYTES = 512 * 1024 * 1024   # the writer's insert data
+# What a ClickHouse server does by default and chdb does not: 64-bit integers quoted in JSON formats, which
+# clients of a server expect (a client asks for plain numbers in the URL, as clipsearch's own does).
+PORT_DEFAULTS = {**ANALYST_DEFAULTS, "output_format_json_quote_64bit_integers": 1}
+MAX_ANALYST_BODY_BYTES = 1024 * 1024  # an analyst sends SQL only (ClickHouse parses at most 256 KiB of it)
+# URL parameters that are the HTTP interface's own, not settings of the query.
+TRANSPORT = {"query", "database", "default_format", "user", "password", "query_id", "session_id", "session_timeout",
+             "session_check", "compress", "decompress", "enable_http_compression", "http_zlib_compression_level",
+             "wait_end_of_query", "buffer_size", "send_progress_in_http_headers", "http_headers_progress_interval_ms",
+             "cancel_http_readonly_queries_on_client_close", "quota_key", "role", "client_protocol_version",
+             "add_http_cors_header", "http_response_buffer_size", "max_result_rows_to_stream", "readonly"}
+CONTENT_TYPES = {"TabSeparated": "text/tab-separated-values", "TSV": "text/tab-separated-values",
+                 "CSV": "text/csv", "CSVWithNames": "text/csv", "JSON": "application/json",
+                 "JSONCompact": "application/json", "JSONEachRow": "application/x-ndjson",
+                 "JSONLines": "application/x-ndjson", "NDJSON": "application/x-ndjson"}
+# ClickHouse's HTTP status for an error code (its exceptionCodeToHTTPStatus: bad input 400, unknown names
+# 404, timeouts 408); and this port's own: a read-only refusal 403, a failed login 401 (with the header that
+# tells a browser to ask), too many queries waiting 503, a result over its bounds 400. 500 for the rest.
+HTTP_STATUS = {**dict.fromkeys((6, 8, 15, 25, 26, 27, 36, 38, 41, 44, 53, 62, 72, 117, 167, 168, 321, 396, 427, 241),
+                               400),
+               **dict.fromkeys((46, 47, 50, 56, 60, 63, 73, 81, 115), 404),
+               **dict.fromkeys((164, 192, 193, 291, 497), 403), 194: 401, 516: 401, 48: 501, 159: 408, 202: 503}
 
 
-def _decompress(data: bytes, encoding: str | None) -> bytes:
+class ClickHouseError(Exception):
+    """An error to answer the way a ClickHouse server does: `Code: N. DB::Exception: ...`."""
+
+    def __init__(self, code: int, message: str, name: str, status: int | None = None):
+        super().__init__(f"Code: {code}. DB::Exception: {message}. ({name})")
+        self.code, self.status = code, status or HTTP_STATUS.get(code, 500)
+
+
+def error_response(message: str, code: int | None = None, status: int | None = None) -> Response:
+    if code is None:
+        found = re.search(r"Code: (\d+)", message)
+        code = int(found.group(1)) if found else 1000
+    message = re.sub(r"\s*Stack trace.*$", "", message[message.find("Code: "):] if "Code: " in message else message,
+                     flags=re.S).strip()
+    status = status or HTTP_STATUS.get(code, 500)
+    headers = {"X-ClickHouse-Exception-Code": str(code)}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="clipsearch"'
+    return Response(message + "\n", status=status, content_type="text/plain; charset=UTF-8", headers=headers)
+
+
+def _decompress(data: bytes, encoding: str | None, limit: int) -> bytes:
+    """A request body, decompressed to at most `limit` bytes (a small bomb must not fill memory)."""
+    too_large = ClickHouseError(36, f"the request body is larger than {limit} bytes", "BAD_ARGUMENTS", 413)
     if not encoding:
-        return data
-    if encoding == "gzip":
-        return gzip.decompress(data)
-    if encoding == "lz4":
-        import lz4.frame
-        return lz4.frame.decompress(data)
-    if encoding == "zstd":
+        out = data
+    elif encoding in ("gzip", "deflate", "x-gzip"):
+        inflater = zlib.decompressobj(wbits=47)   # gzip or zlib, told apart by the header
+        out = inflater.decompress(data, limit + 1)
+    elif encoding == "zstd":
         import zstandard
-        return zstandard.ZstdDecompressor().decompress(data)
-    raise ValueError(f"Code: 1. DB::Exception: unsupported Content-Encoding {encoding}")
+        out = zstandard.ZstdDecompressor().stream_reader(data).read(limit + 1)
+    elif encoding == "lz4":
+        import lz4.frame
+        out = lz4.frame.LZ4FrameDecompressor().decompress(data, max_length=limit + 1)
+    else:
+        raise ClickHouseError(36, f"unsupported Content-Encoding {encoding}", "BAD_ARGUMENTS", 400)
+    if len(out) > limit:
+        raise too_large
+    return out
 
 
-class Session:
-    """One chdb session on the served folder, one statement at a time."""
+def _compressor(request: Request, args: dict) -> tuple[str, Callable[[bytes], bytes], Callable[[], bytes]] | None:
+    """(Content-Encoding, compress, flush) when the client asked for a compressed response in an encoding
+    this speaks (gzip, deflate, zstd; ClickHouse also speaks br, xz and lz4: the body then goes plain)."""
+    if args.get("enable_http_compression", "0") in ("", "0"):
+        return None
+    accepted = [e.split(";")[0].strip().lower() for e in request.headers.get("Accept-Encoding", "").split(",")]
+    for encoding in accepted:
+        if encoding in ("gzip", "deflate"):
+            deflater = zlib.compressobj(6, zlib.DEFLATED, 31 if encoding == "gzip" else 15)
+            return encoding, deflater.compress, deflater.flush
+        if encoding == "zstd":
+            import zstandard
+            zstd = zstandard.ZstdCompressor().compressobj()
+            return encoding, zstd.compress, zstd.flush
+    return None
 
-    def __init__(self, path: str, settings: dict[str, Any]):
-        import chdb
-        self.conn = chdb.connect(path)
-        self.lock = threading.Lock()
-        self.database = "default"
-        for name, value in settings.items():
-            self.conn.query(f"SET {name} = {value!r}" if isinstance(value, str) else f"SET {name} = {value}")
 
-    def run(self, sql: str, fmt: str, params: dict[str, str], database: str | None = None) -> bytes:
-        with self.lock:
-            if database and database != self.database:  # the session's current database, per request
-                if not IDENTIFIER.match(database):
-                    raise ValueError(f"Code: 81. DB::Exception: Database {database!r} does not exist. "
-                                     "(UNKNOWN_DATABASE)")
-                self.conn.query(f"USE `{database}`")
-                self.database = database
+class AnalystSettings:
+    """Settings an analyst sends in the URL: ClickHouse's settings-constraints semantics, applied before the
+    session turns read-only. A limit may only tighten (a positive value no larger than the analyst's own),
+    presentation settings of the output format are free, and any other change is refused as a read-only
+    user's would be. (chdb's engine cannot load `changeable_in_readonly` constraints, so this is done here;
+    the values are checked as numbers or plain words, then SET on the request's own session.)"""
+
+    LIMITS = ("max_execution_time", "max_memory_usage", "max_result_rows", "max_result_bytes", "max_rows_to_read",
+              "max_bytes_to_read", "max_rows_to_group_by", "max_rows_to_sort", "max_bytes_to_sort",
+              "max_rows_in_join", "max_bytes_in_join", "max_rows_in_distinct", "max_bytes_in_distinct",
+              "max_threads", "max_block_size", "max_ast_elements", "max_ast_depth", "max_expanded_ast_elements")
+    FREE = re.compile(r"^(output_format_\w+|input_format_\w+|format_csv_\w+|format_tsv_\w+|date_time_output_format|"
+                      r"date_time_input_format|cast_string_to_dynamic_use_inference|"
+                      r"interval_output_format|bool_true_representation|bool_false_representation|extremes|"
+                      r"result_overflow_mode|timeout_overflow_mode|read_overflow_mode|session_timezone|"
+                      r"output_format_json_quote_64bit_integers|join_use_nulls|totals_mode)$")
+    VALUE = re.compile(r"^[A-Za-z0-9_.:+\-/ ]{0,100}$")   # nothing that could end a quoted literal
+
+    @classmethod
+    def resolve(cls, requested: dict[str, str], base: dict[str, Any]) -> dict[str, Any]:
+        out = dict(base)
+        for name, value in requested.items():
+            if name in cls.LIMITS:
+                ceiling = int(base.get(name, 0) or 0)
+                if not value.isdigit() or int(value) < 1 or (ceiling and int(value) > ceiling):
+                    bound = f"1 to {ceiling}" if ceiling else "a positive number"
+                    raise ClickHouseError(164, f"Cannot modify '{name}' setting in readonly mode: an analyst may "
+                                               f"only tighten it ({bound})", "READONLY")
+                out[name] = int(value)
+            elif cls.FREE.match(name):
+                out[name] = _setting_value(name, value)
+            else:
+                raise ClickHouseError(164, f"Cannot modify '{name}' setting in readonly mode", "READONLY")
+        return out
+
+
+def _setting_value(name: str, value: str) -> int | str:
+    if re.fullmatch(r"-?\d{1,19}", value):
+        return int(value)
+    if not AnalystSettings.VALUE.match(value):
+        raise ClickHouseError(27, f"Cannot parse the value of setting '{name}'", "CANNOT_PARSE_INPUT_ASSERTION_FAILED")
+    return value
+
+
+def _set(conn: Any, settings: dict[str, Any]) -> None:
+    """SET each setting on a fresh session: names are identifiers, values numbers or plain words (checked)."""
+    for name, value in settings.items():
+        if not IDENTIFIER.match(name):
+            raise ClickHouseError(115, f"Unknown setting '{name}'", "UNKNOWN_SETTING")
+        conn.query(f"SET {name} = {value}" if isinstance(value, int) else f"SET {name} = '{value}'")
+
+
+class FairShare:
+    """Analysts' queries take turns: at most `total` run at once, at most `per_client` of one client, and a
+    waiting query of the client with fewest running goes first, so a second analyst's query starts as soon
+    as a place is free, whatever a first one has queued. A client is its login and session_id, or its
+    address without one. At most `client_waiting` of one client and `max_waiting` in all wait; past that,
+    or after `wait_s`, ClickHouse's "too many simultaneous queries" (Code 202)."""
+
+    def __init__(self, total: int = 2, per_client: int = 1, max_waiting: int = 16, client_waiting: int = 8,
+                 wait_s: float = 60.0):
+        self.total, self.per_client, self.wait_s = total, per_client, wait_s
+        self.max_waiting, self.client_waiting = max_waiting, client_waiting
+        self.running: dict[str, int] = defaultdict(int)   # no entry at 0: dropped when they reach it
+        self.waiting: dict[str, int] = defaultdict(int)
+        self.cond = threading.Condition()
+
+    def _may_start(self, client: str) -> bool:
+        mine = self.running.get(client, 0)
+        if sum(self.running.values()) >= self.total or mine >= self.per_client:
+            return False
+        return mine <= min(self.running.get(c, 0) for c in self.waiting)
+
+    def acquire(self, client: str) -> None:
+        deadline = time.monotonic() + self.wait_s
+        with self.cond:
+            if sum(self.waiting.values()) >= self.max_waiting or self.waiting.get(client, 0) >= self.client_waiting:
+                raise ClickHouseError(202, "Too many simultaneous queries from analysts; try again shortly",
+                                      "TOO_MANY_SIMULTANEOUS_QUERIES")
+            self.waiting[client] += 1
             try:
-                result = self.conn.query(sql, fmt, params=params)
-            except Exception:
-                self.conn.query("SELECT 1")   # takes the partial output chdb keeps for the next query
-                raise
-            return result.bytes() if result is not None else b""
+                while not self._may_start(client):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise ClickHouseError(202, f"Waited {self.wait_s:g} s for a turn: too many simultaneous "
+                                                   "queries from analysts", "TOO_MANY_SIMULTANEOUS_QUERIES")
+                    self.cond.wait(left)
+                self.running[client] += 1
+            finally:
+                self.waiting[client] -= 1
+                if not self.waiting[client]:
+                    del self.waiting[client]
+                self.cond.notify_all()
 
-    def close(self) -> None:
+    def release(self, client: str) -> None:
+        with self.cond:
+            self.running[client] -= 1
+            if not self.running[client]:
+                del self.running[client]
+            self.cond.notify_all()
+
+
+class LoginThrottle:
+    """After `limit` failed logins from one address within `window_s`, that address's analyst logins are
+    refused (right password or not) until the window has passed: guessing a human's password this way
+    takes years. The `clipsearch` login (a random 192-bit password) is never refused, so nobody can lock
+    the CLI out."""
+
+    def __init__(self, limit: int = 10, window_s: float = 60.0):
+        self.limit, self.window_s = limit, window_s
+        self.failures: dict[str, deque[float]] = defaultdict(deque)
+        self.lock = threading.Lock()
+
+    def _recent(self, address: str) -> deque[float]:
+        times = self.failures[address]
+        while times and times[0] < time.monotonic() - self.window_s:
+            times.popleft()
+        return times
+
+    def blocked_for(self, address: str) -> float:
         with self.lock:
-            self.conn.close()
+            times = self._recent(address)
+            return times[0] + self.window_s - time.monotonic() if len(times) >= self.limit else 0.0
+
+    def failed(self, address: str) -> None:
+        with self.lock:
+            self._recent(address).append(time.monotonic())
+            if len(self.failures) > 10_000:   # bounded: forget the quietest addresses
+                for stale in [a for a, t in self.failures.items() if not t][:5_000]:
+                    del self.failures[stale]
+
+
+@dataclass
+class Login:
+    name: str
+    password: str
+    analyst: bool
 
 
 class ClickHouseHTTP:
-    """The WSGI app: `users` maps a user name to (password, its Session)."""
+    """The WSGI app over the engine whose chdb connection string is `uri` (connection.engine_uri)."""
 
-    def __init__(self, path: str, writer_password: str, analyst_password: str | None = None,
-                 writer_user: str = "clipsearch"):
-        self.read_only = Session(path, {**ANALYST_DEFAULTS, **ANALYST_LIMITS, "readonly": 1})
-        self.users: dict[str, tuple[str, Session]] = {
-            writer_user: (writer_password, Session(path, ANALYST_DEFAULTS))}
+    def __init__(self, uri: str, writer_password: str, analyst_password: str | None = None,
+                 writer_user: str = "clipsearch", share: FairShare | None = None):
+        self.uri = uri
+        self.logins = {writer_user: Login(writer_user, writer_password, analyst=False)}
         if analyst_password:
-            self.users["analyst"] = (analyst_password, self.read_only)
+            self.logins["analyst"] = Login("analyst", analyst_password, analyst=True)
+        self.share = share or FairShare()
+        self.throttle = LoginThrottle()
+        self._checker: Any = None
         self._denied: set[str] | None = None
+        self._lock = threading.Lock()
+
+    # -- sessions -------------------------------------------------------------------------------------
+    def _connect(self, settings: dict[str, Any], database: str | None) -> Any:
+        conn = import_chdb().connect(self.uri)
+        try:
+            if database and database != "default":
+                conn.query(f"USE `{database}`")   # an identifier (checked by the caller)
+            _set(conn, settings)
+        except Exception:
+            conn.close()
+            raise
+        return conn
 
     def _rows(self, sql: str, params: dict) -> list[dict]:
-        text = self.read_only.run(sql, "JSONEachRow", {k: str(v) for k, v in params.items()}).decode()
+        """The read-only check's own queries, on a session that stays open."""
+        import json
+        with self._lock:
+            if self._checker is None:
+                self._checker = self._connect({**ANALYST_LIMITS, "readonly": 1}, None)
+            try:
+                text = self._checker.query(sql, "JSONEachRow", params=params).bytes().decode()
+            except Exception as exc:
+                self._checker.close()
+                self._checker = None   # chdb can leave a failed query's output to the next: start afresh
+                raise StoreError(str(exc)) from None
         return [json.loads(line) for line in text.splitlines() if line]
 
-    def check_read_only(self, sql: str) -> None:
-        """clipsearch.readonly's check: readonly=1 alone lets file(), INTO OUTFILE and DESCRIBE url() through."""
+    def check_read_only(self, sql: str) -> str:
+        """clipsearch.readonly's check; the text it returns is the text to run."""
         if self._denied is None:
             self._denied = readonly.denied_functions(self._rows)
         try:
-            readonly.check(self._rows, sql, self._denied)
+            return readonly.check(self._rows, sql, self._denied)
         except QueryError as exc:
-            raise ValueError(f"Code: 164. DB::Exception: {exc}. (READONLY)") from None
+            raise ClickHouseError(164, str(exc), "READONLY") from None
+        except StoreError as exc:   # ClickHouse's parser's own error, with its code
+            raise ClickHouseError(*_code_of(str(exc))) from None
 
+    # -- requests ---------------------------------------------------------------------------------------
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         request = Request(environ)
         try:
             response = self.handle(request)
+        except ClickHouseError as exc:
+            response = error_response(str(exc), exc.code, exc.status)
         except Exception as exc:  # every engine error goes back the way a server sends it
-            message = str(exc)
-            code = re.search(r"Code: (\d+)", message)
-            response = Response(message + "\n", status=500, content_type="text/plain; charset=UTF-8",
-                                headers={"X-ClickHouse-Exception-Code": code.group(1) if code else "1000"})
+            response = error_response(str(exc))
+        response.headers.setdefault("X-ClickHouse-Server-Display-Name", "clipsearch")
         return response(environ, start_response)
 
-    def authenticate(self, request: Request) -> Session | None:
+    def authenticate(self, request: Request) -> Login:
         user, password = request.headers.get("X-ClickHouse-User"), request.headers.get("X-ClickHouse-Key")
         auth = request.headers.get("Authorization", "")
         if user is None and auth.lower().startswith("basic "):
             try:
                 user, _, password = base64.b64decode(auth[6:]).decode().partition(":")
             except (ValueError, UnicodeDecodeError):
-                return None
+                user = password = None
         if user is None:
-            user, password = request.args.get("user"), request.args.get("password")
-        known = self.users.get(user or "")
-        if known is None or not hmac.compare_digest((password or "").encode(), known[0].encode()):
-            return None
-        return known[1]
+            user, password = request.args.get("user", "default"), request.args.get("password", "")
+        address = request.remote_addr or ""
+        login = self.logins.get(user or "")
+        if login is not None and login.analyst:
+            wait = self.throttle.blocked_for(address)
+            if wait > 0:
+                raise ClickHouseError(516, f"too many failed logins from {address}: try again in {wait:.0f} s",
+                                      "AUTHENTICATION_FAILED", 429)
+        if login is None or not hmac.compare_digest((password or "").encode(), login.password.encode()):
+            self.throttle.failed(address)
+            raise ClickHouseError(516, f"{user}: Authentication failed: password is incorrect, or there is no user "
+                                       "with such name", "AUTHENTICATION_FAILED")
+        return login
 
     def handle(self, request: Request) -> Response:
-        session = self.authenticate(request)
-        if session is None:
-            return Response("Code: 516. DB::Exception: Authentication failed: password is incorrect, or there is "
-                            "no user with such name. (AUTHENTICATION_FAILED)\n", status=401,
-                            headers={"X-ClickHouse-Exception-Code": "516",
-                                     "WWW-Authenticate": 'Basic realm="clipsearch"'})
-        if (request.content_length or 0) > MAX_BODY_BYTES:
-            raise ValueError("Code: 1. DB::Exception: request body too large")
+        if request.path in ("/ping", "/") and request.method in ("GET", "HEAD") and "query" not in request.args:
+            return Response("Ok.\n", content_type="text/html; charset=UTF-8")
+        if request.path not in ("/", "/query"):
+            raise ClickHouseError(36, f"There is no handle {request.path}", "BAD_ARGUMENTS", 404)
+        login = self.authenticate(request)
+        args = dict(request.args)
+        analyst = login.analyst or args.get("readonly", "0") not in ("", "0")  # a client asking for read-only
+        if analyst and args.get("readonly", "1") not in ("", "1"):
+            raise ClickHouseError(164, "Cannot modify 'readonly' setting in readonly mode", "READONLY")
+        limit = MAX_ANALYST_BODY_BYTES if analyst else MAX_BODY_BYTES
+        if (request.content_length or 0) > limit:
+            raise ClickHouseError(36, f"the request body is larger than {limit} bytes", "BAD_ARGUMENTS", 413)
         # clickhouse-connect sends large parameters (and then the query) as form fields in the body; other
         # clients (curl --data) send the SQL itself with a form's content type.
         raw = request.get_data(cache=True, parse_form_data=False)
-        form = request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data") \
-            and "query" in request.form
-        args = {**request.args, **request.form} if form else dict(request.args)
-        body = b"" if form else _decompress(raw, request.headers.get("Content-Encoding"))
+        if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data") and "query" in request.form:
+            args.update(request.form)
+            body = b""
+        else:
+            body = _decompress(raw, request.headers.get("Content-Encoding"), limit)
         params = {k[len("param_"):]: v for k, v in args.items() if k.startswith("param_")}
-        sql, data = (args["query"], body) if args.get("query") else (body.decode(), b"")
-        if args.get("readonly", "0") not in ("", "0"):
-            session = self.read_only   # a client that asks for read-only gets it (clipsearch's analyst_sql does)
-        database = args.get("database")
+        requested = {k: v for k, v in args.items() if k not in TRANSPORT and not k.startswith("param_")}
+        database = args.get("database") or None
+        if database is not None and not IDENTIFIER.match(database):
+            raise ClickHouseError(81, f"Database {database!r} does not exist", "UNKNOWN_DATABASE")
+        # The query may begin in the URL and go on in the body (ClickHouse joins the two with a newline),
+        # except an INSERT's, whose body is its data.
+        query = args.get("query") or ""
+        if query and body and not INSERT_RE.match(query):
+            query, body = f"{query}\n{_text(body)}", b""
+        sql, data = (query, body) if query else (_text(body), b"")
+        if analyst:
+            if data:
+                raise ClickHouseError(164, "Cannot execute query in readonly mode (an insert)", "READONLY")
+            return self.analyst_query(request, login, args, sql, params, requested, database)
         if data:
-            return self.insert(session, sql, data, database)
+            return self.insert(sql, data, database, requested)
         match = FORMAT_RE.search(sql)
         fmt = match.group(1) if match else args.get("default_format", "TabSeparated")
-        sql = FORMAT_RE.sub("", sql) if match else sql
-        if session is self.read_only:
-            self.check_read_only(sql)
-        elif not ROWS_STATEMENT.match(sql):
+        if not ROWS_STATEMENT.match(sql):
             WRITES.note()   # the service's cached table state is refreshed on its next search
-        payload = session.run(sql, fmt if ROWS_STATEMENT.match(sql) else "TabSeparated", params, database)
-        return Response(payload, headers={"X-ClickHouse-Format": fmt, "X-ClickHouse-Timezone": "UTC",
-                                          "X-ClickHouse-Summary": '{"read_rows":"0"}'})
+            fmt = "TabSeparated"
+        settings = {**PORT_DEFAULTS, **{name: _setting_value(name, v) for name, v in requested.items()}}
+        return self.respond(request, args, self._connect(settings, database), sql, fmt, params, lambda: None)
 
-    def insert(self, session: Session, sql: str, data: bytes, database: str | None) -> Response:
+    def analyst_query(self, request: Request, login: Login, args: dict, sql: str, params: dict,
+                      requested: dict[str, str], database: str | None) -> Response:
+        if database is not None and database.lower() == "system":
+            raise ClickHouseError(291, "an analyst's current database cannot be system (name system tables "
+                                       "as system.<table>)", "DATABASE_ACCESS_DENIED", 403)
+        text = self.check_read_only(sql)
+        fmt = readonly.output_format(text) or args.get("default_format", "TabSeparated")
+        limits = {**ANALYST_LIMITS} if fmt in STREAMING_FORMATS else {**ANALYST_LIMITS, **HELD_RESULT_LIMITS}
+        settings = {**PORT_DEFAULTS, **AnalystSettings.resolve(requested, limits), "readonly": 1}
+        client = f"{login.name}|{args.get('session_id') or request.remote_addr}"
+        self.share.acquire(client)
+        try:
+            conn = self._connect(settings, database)
+        except BaseException:
+            self.share.release(client)
+            raise
+        return self.respond(request, args, conn, text, fmt, params, lambda: self.share.release(client))
+
+    def respond(self, request: Request, args: dict, conn: Any, sql: str, fmt: str, params: dict,
+                done: Callable[[], None]) -> Response:
+        """Run `sql` on `conn` (closed after) and answer with its result, streamed where the format allows:
+        errors before the first bytes get ClickHouse's status; after them, ClickHouse's way, the
+        exception text at the end of the body."""
+        try:
+            if fmt in STREAMING_FORMATS and SELECT_RE.match(sql):
+                stream = conn.send_query(sql, fmt, params=params)
+                chunks: Iterator[bytes] = one_header((chunk.bytes() for chunk in stream), fmt)
+                first = next(chunks, b"")   # the query's own errors surface here, before the status is sent
+            else:
+                stream = None
+                result = conn.query(sql, fmt, params=params)
+                first, chunks = (result.bytes() if result is not None else b""), iter(())
+        except BaseException:
+            conn.close()
+            done()
+            raise
+        encoding = _compressor(request, args)
+
+        def body() -> Iterator[bytes]:
+            compress, flush = (encoding[1], encoding[2]) if encoding else (lambda b: b, lambda: b"")
+            try:
+                yield compress(first)
+                try:
+                    for chunk in chunks:
+                        yield compress(chunk)
+                except Exception as exc:
+                    yield compress(f"\n{re.sub(r'Stack trace.*$', '', str(exc), flags=re.S).strip()}\n".encode())
+                yield flush()
+            finally:
+                if stream is not None:
+                    stream.close()
+                conn.close()
+                done()
+        headers = {"X-ClickHouse-Format": fmt, "X-ClickHouse-Timezone": "UTC", "X-ClickHouse-Query-Id":
+                   args.get("query_id") or str(uuid.uuid4()), "X-ClickHouse-Summary": '{"read_rows":"0"}'}
+        if encoding:
+            headers["Content-Encoding"] = encoding[0]
+        content_type = CONTENT_TYPES.get(fmt, "text/plain" if fmt.startswith(("Pretty", "Vertical", "Markdown"))
+                                         else "application/octet-stream")
+        return Response(body(), headers=headers, content_type=f"{content_type}; charset=UTF-8",
+                        direct_passthrough=True)
+
+    def insert(self, sql: str, data: bytes, database: str | None, requested: dict[str, str]) -> Response:
         match = INSERT_RE.match(sql)
         if not match:
-            raise ValueError("Code: 62. DB::Exception: expected INSERT INTO ... FORMAT <format> with data")
+            raise ClickHouseError(62, "expected INSERT INTO ... FORMAT <format> with data", "SYNTAX_ERROR")
         WRITES.note()
-        fd, path = tempfile.mkstemp(suffix=".data")
+        conn = self._connect({name: _setting_value(name, v) for name, v in requested.items()}, database)
         try:
-            with os.fdopen(fd, "wb") as f:
+            with tempfile.NamedTemporaryFile(suffix=".data") as f:
                 f.write(data)
-            # file() reads the temporary file on the engine's side; a read-only session refuses it, and so
-            # refuses the insert, as it should.
-            session.run(f"{match.group(1)} SELECT * FROM file('{path}', '{match.group(2)}')", "TabSeparated", {},
-                        database)
+                f.flush()
+                # file() reads the temporary file on the engine's side (a path of our own making)
+                conn.query(f"{match.group(1)} SELECT * FROM file('{f.name}', '{match.group(2)}')", "TabSeparated")
         finally:
-            os.unlink(path)
+            conn.close()
         return Response(b"", headers={"X-ClickHouse-Summary": '{"written_rows":"0"}'})
 
     def close(self) -> None:
-        for session in {id(s): s for s in [self.read_only, *(s for _, s in self.users.values())]}.values():
-            session.close()
+        with self._lock:
+            if self._checker is not None:
+                self._checker.close()
+                self._checker = None
+
+
+def _text(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ClickHouseError(62, "the SQL is not valid UTF-8", "SYNTAX_ERROR") from None
+
+
+def _code_of(message: str) -> tuple[int, str, str]:
+    """(code, message, name) of a ClickHouse error text, for ClickHouseError."""
+    found = re.search(r"Code: (\d+)\. DB::Exception: (.*?)(?: \((\w+)\))?\s*$", message.split("\n")[0])
+    if not found:
+        return 1000, message, "UNKNOWN"
+    return int(found.group(1)), found.group(2), found.group(3) or "UNKNOWN"
+

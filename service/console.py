@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from ..collection import Collection
@@ -20,30 +21,49 @@ def check(sql: str) -> None:
         raise QueryError("leave out FORMAT: the console asks for JSON (and CSV for the download) itself")
 
 
+MAX_RESULT_BYTES = 64 * 2**20   # what one console result may hold in the service's memory
+MAX_RESULT_ROWS = 100_000
+
+
+def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The lines of a streamed result, at most MAX_RESULT_BYTES of it: past that a clear refusal."""
+    size, rest = 0, b""
+    for chunk in chunks:
+        size += len(chunk)
+        if size > MAX_RESULT_BYTES:
+            raise QueryError(f"the result is larger than {MAX_RESULT_BYTES // 2**20} MiB: select fewer rows or "
+                             "columns (LIMIT), or query the ClickHouse port, which streams")
+        *lines, rest = (rest + chunk).split(b"\n")
+        yield from lines
+    if rest:
+        yield rest
+
+
 def run(collection: Collection, sql: str, params: dict | None, max_rows: int) -> dict:
     """The result as {columns: [{name, type}], rows (at most max_rows), row_count, truncated, elapsed_ms,
-    rows_read}: what POST /api/sql answers."""
+    rows_read}: what POST /api/sql answers. The engine streams it; rows past max_rows are counted, not kept."""
     start = time.perf_counter()
     check(sql)
-    text = collection.analyst_sql(sql, params or None, fmt="JSONCompact")
-    elapsed_ms = round((time.perf_counter() - start) * 1000, 2)
-    if not text.strip():
-        return {"columns": [], "rows": [], "row_count": 0, "truncated": False, "elapsed_ms": elapsed_ms,
-                "rows_read": 0}
-    try:
-        result = json.loads(text)
-    except ValueError:
-        raise QueryError("the result could not be read as JSON; run one query at a time") from None
-    rows = result.get("data", [])
-    return {"columns": [{"name": c["name"], "type": c["type"]} for c in result.get("meta", [])],
-            "rows": rows[:max_rows], "row_count": len(rows), "truncated": len(rows) > max_rows,
-            "elapsed_ms": elapsed_ms, "rows_read": result.get("statistics", {}).get("rows_read", 0)}
+    lines = _lines(collection.analyst_stream(sql, params or None, "JSONCompactEachRowWithNamesAndTypes"))
+    names = json.loads(next(lines, b"[]"))
+    types = json.loads(next(lines, b"[]"))
+    rows, row_count = [], 0
+    for line in lines:
+        row_count += 1
+        if row_count > MAX_RESULT_ROWS:
+            raise QueryError(f"the result has more than {MAX_RESULT_ROWS:,} rows: add a LIMIT")
+        if len(rows) < max_rows:
+            rows.append(json.loads(line))
+    columns = [{"name": n, "type": t} for n, t in zip(names, types, strict=True)]
+    # rows_read (ClickHouse's statistics) is not part of a streamed row format: 0, which the page leaves out
+    return {"columns": columns, "rows": rows, "row_count": row_count, "truncated": row_count > max_rows,
+            "elapsed_ms": round((time.perf_counter() - start) * 1000, 2), "rows_read": 0}
 
 
 def csv(collection: Collection, sql: str, params: dict | None) -> str:
-    """The whole result as CSV with a header row."""
+    """The whole result as CSV with a header row (at most MAX_RESULT_BYTES)."""
     check(sql)
-    return collection.analyst_sql(sql, params or None, fmt="CSVWithNames")
+    return b"\n".join(_lines(collection.analyst_stream(sql, params or None, "CSVWithNames"))).decode() + "\n"
 
 
 def shipped_queries() -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ import argparse
 
 from waitress import serve
 
+from clipsearch.connection import engine_uri
 from clipsearch.service.clickhouse_http import ClickHouseHTTP
 
 
@@ -21,8 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--db", required=True)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    serve(ClickHouseHTTP(args.db, writer_password="", writer_user="default"), host="127.0.0.1", port=args.port,
-          threads=4, asyncore_use_poll=True)
+    serve(ClickHouseHTTP(engine_uri(args.db), writer_password="", writer_user="default"), host="127.0.0.1",
+          port=args.port, threads=4, asyncore_use_poll=True)
 
 
 if __name__ == "__main__":
