@@ -132,7 +132,9 @@ def test_two_loads_racing_count_each_image_once(tmp_path, catalog, model, monkey
                                        manifest=None)
     first = load(str(folder), catalog, model, progress=False, workers=0, batch_size=2)
     assert (first.loaded, first.already_present) == (5, 0)
-    # the second load checked before the first one's rows were there
+    # the second load checked before the first one's rows were there; merges held, so both loads' rows stay
+    # apart (merged, only the later row would be left and its load could not tell it was second)
+    catalog.command("SYSTEM STOP MERGES images")
     monkeypatch.setattr(catalog, "known_files", lambda root: {})
     monkeypatch.setattr(catalog, "existing_ids", lambda ids: set())
     second = load(str(folder), catalog, model, progress=False, workers=0, batch_size=2)
