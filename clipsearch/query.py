@@ -27,7 +27,7 @@ MAX_TERMS = 16            # texts, images and stored ids in one query
 MAX_FACETS = 8            # columns counted per search
 FACET_TOP = 100           # without a min_score, facets count the best FACET_TOP matches
 MAX_FACET_VALUES = 50     # values per facet, the most frequent
-MAX_IN_VALUES = 1000     # values in one 'in' filter (the embedded engine inlines bound values)
+MAX_IN_VALUES = 1000     # values in one 'in' filter, bound as one array parameter
 MAX_FILTERS = 100
 
 
