@@ -3,7 +3,8 @@
     python -m bench [--images 3000] [--vectors 100000,1000000] [--dim 512] [--duplicates 20000,100000]
                     [--copies-originals 2000] [--copies-rows 100000]
                     [--quantization-rows 300000]
-                    [--skip-vit] [--only loader,service,search,quantization,memory,duplicates,copies] [--out DIR]
+                    [--skip-vit] [--only loader,service,search,quantization,memory,duplicates,copies,analysts]
+                    [--out DIR]
 
 loader      Loader throughput (decode in workers + encode + insert) against the model's raw encode
             speed and one-process decoding on the same images: the bundled model, and ViT-B-32 with
@@ -22,6 +23,8 @@ duplicates  The near-duplicate scan on clustered vectors with planted copies aga
 copies      Copies by perceptual hash: recall per kind of change and precision against look-alikes on
             generated images, the loader with and without hashing, and the SQL band search on 100,000
             rows of hash values against an exact all-pairs Hamming scan in numpy (bench/copies.py).
+analysts    The CLI's query, a second analyst's and a page search while 20 slow analyst queries run on a
+            served folder's ClickHouse port, from one session and from 20, against idle (bench/analysts.py).
 report      Nothing measured: rewrite results.md and search.png from results.json.
 
 Writes results.json, results.md and search.png (bench/report.py) to --out (default bench/); with
@@ -37,10 +40,10 @@ from pathlib import Path
 
 from clipsearch.model import ClipModel
 
-from . import common, copies, duplicates, loader, memory, quantization, report, search, served, service
+from . import analysts, common, copies, duplicates, loader, memory, quantization, report, search, served, service
 
 BUNDLED, VIT = "clipsearch-shapes (bundled)", "ViT-B-32 (random weights)"
-SECTIONS = ("loader", "service", "search", "quantization", "memory", "duplicates", "served", "copies")
+SECTIONS = ("loader", "service", "search", "quantization", "memory", "duplicates", "served", "copies", "analysts")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--served-images", type=int, default=10_000,
                         help="images loaded through a running service for the served section")
     parser.add_argument("--only", help="run only these sections (loader,service,search,quantization,memory,"
-                                       "duplicates,served,copies; or report) "
+                                       "duplicates,served,copies,analysts; or report) "
                                        "and keep the others' results from the last run")
     parser.add_argument("--out", type=Path, default=common.HERE,
                         help="folder for results.json, results.md and search.png (default: bench/)")
@@ -124,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         results["copies"] = show(copies.run(args.copies_originals, args.copies_rows, ClipModel(), work))
     if "served" in only:
         results["served"] = show(served.run(work, load_images=args.served_images))
+    if "analysts" in only:
+        results["analysts"] = show(analysts.run(work))
     print(report.write(results, args.out, plot=bool(only & {"search", "report"})))
     return 0
 

@@ -133,6 +133,25 @@ def to_markdown(results: dict) -> str:
                   f"{s['during_load_p95_ms']} | {s['load_ratio_p50']} |",
                   f"| while an analyst scans every vector (a scan: {s['analyst_scan_p50_ms']} ms) | "
                   f"{s['during_scan_p50_ms']} | {s['during_scan_p95_ms']} | {s['scan_ratio_p50']} |"]
+    if results.get("analysts"):
+        a = results["analysts"]
+        lines += ["", f"Analysts at once on a served folder ({a['images']:,} images): {a['burst']} analyst queries of "
+                      f"{a['burst_query_s']} s each sent at once on the ClickHouse HTTP port, from one session (ran "
+                      f"{a['one_session_ran']}, refused at once {a['one_session_refused']}) and from {a['burst']} "
+                      f"sessions (ran {a['many_sessions_ran']}, refused {a['many_sessions_refused']}); meanwhile "
+                      "the wait of other requests:", "",
+                  "| request | idle p50 (ms) | one session's burst: p50 / max (ms) | 20 sessions': p50 / max (ms) |",
+                  "|---|---|---|---|"]
+        def cell(case: str, name: str) -> str:
+            refused = a.get(f"{case}_analyst_refused", 0) if name == "analyst" else 0
+            if a.get(f"{case}_{name}_max_ms") is None:
+                return f"refused ({refused} of 5: the queue was full)"
+            return f"{a[f'{case}_{name}_p50_ms']} / {a[f'{case}_{name}_max_ms']}" + \
+                (f" ({refused} of 5 refused)" if refused else "")
+        for name, label in (("cli", "the CLI's query (`clipsearch` login)"), ("analyst", "a second analyst's query"),
+                            ("page", "a page search")):
+            lines.append(f"| {label} | {a[f'idle_{name}_p50_ms']} | {cell('one_session', name)} | "
+                         f"{cell('many_sessions', name)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import itertools
 import re
 import tempfile
 import threading
@@ -35,6 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 
 from .. import readonly
@@ -189,52 +191,62 @@ def _set(conn: Any, settings: dict[str, Any]) -> None:
 
 
 class FairShare:
-    """Analysts' queries take turns: at most `total` run at once, at most `per_client` of one client, and a
-    waiting query of the client with fewest running goes first, so a second analyst's query starts as soon
-    as a place is free, whatever a first one has queued. A client is its login and session_id, or its
-    address without one. At most `client_waiting` of one client and `max_waiting` in all wait; past that,
-    or after `wait_s`, ClickHouse's "too many simultaneous queries" (Code 202)."""
+    """Analysts' queries take turns. At most `total` run at once and `per_client` of one client; when a place
+    is free, the waiting query goes first whose address, then whose client, has fewest running, then the
+    one that came first: a second analyst's query starts while a first one's burst waits. A client is its
+    login and session_id, or its address without one. At most `client_waiting` of one client,
+    `address_waiting` from one address and `max_waiting` in all wait (each holds a thread of the port's);
+    past that, or after `wait_s`,
+    ClickHouse's "too many simultaneous queries" (Code 202), so one machine's burst, over however many
+    sessions, leaves room for the others."""
 
-    def __init__(self, total: int = 2, per_client: int = 1, max_waiting: int = 16, client_waiting: int = 8,
-                 wait_s: float = 60.0):
+    def __init__(self, total: int = 2, per_client: int = 1, max_waiting: int = 16, address_waiting: int = 8,
+                 client_waiting: int = 4, wait_s: float = 60.0):
         self.total, self.per_client, self.wait_s = total, per_client, wait_s
-        self.max_waiting, self.client_waiting = max_waiting, client_waiting
-        self.running: dict[str, int] = defaultdict(int)   # no entry at 0: dropped when they reach it
-        self.waiting: dict[str, int] = defaultdict(int)
+        self.max_waiting, self.address_waiting, self.client_waiting = max_waiting, address_waiting, client_waiting
+        self.running: dict[str, int] = defaultdict(int)        # by client; no entry at 0
+        self.running_from: dict[str, int] = defaultdict(int)   # by address; no entry at 0
+        self.queue: list[tuple[int, str, str]] = []            # (ticket, client, address), in arrival order
+        self.tickets = itertools.count()
         self.cond = threading.Condition()
 
-    def _may_start(self, client: str) -> bool:
-        mine = self.running.get(client, 0)
-        if sum(self.running.values()) >= self.total or mine >= self.per_client:
-            return False
-        return mine <= min(self.running.get(c, 0) for c in self.waiting)
+    def _next(self) -> tuple[int, str, str] | None:
+        """The waiting query to start now, if a place is free."""
+        if sum(self.running.values()) >= self.total:
+            return None
+        ready = [w for w in self.queue if self.running.get(w[1], 0) < self.per_client]
+        return min(ready, key=lambda w: (self.running_from.get(w[2], 0), self.running.get(w[1], 0), w[0]),
+                   default=None)
 
-    def acquire(self, client: str) -> None:
+    def acquire(self, client: str, address: str) -> None:
         deadline = time.monotonic() + self.wait_s
         with self.cond:
-            if sum(self.waiting.values()) >= self.max_waiting or self.waiting.get(client, 0) >= self.client_waiting:
+            if len(self.queue) >= self.max_waiting or \
+                    sum(w[2] == address for w in self.queue) >= self.address_waiting or \
+                    sum(w[1] == client for w in self.queue) >= self.client_waiting:
                 raise ClickHouseError(202, "Too many simultaneous queries from analysts; try again shortly",
                                       "TOO_MANY_SIMULTANEOUS_QUERIES")
-            self.waiting[client] += 1
+            me = (next(self.tickets), client, address)
+            self.queue.append(me)
             try:
-                while not self._may_start(client):
+                while self._next() != me:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise ClickHouseError(202, f"Waited {self.wait_s:g} s for a turn: too many simultaneous "
                                                    "queries from analysts", "TOO_MANY_SIMULTANEOUS_QUERIES")
                     self.cond.wait(left)
                 self.running[client] += 1
+                self.running_from[address] += 1
             finally:
-                self.waiting[client] -= 1
-                if not self.waiting[client]:
-                    del self.waiting[client]
+                self.queue.remove(me)
                 self.cond.notify_all()
 
-    def release(self, client: str) -> None:
+    def release(self, client: str, address: str) -> None:
         with self.cond:
-            self.running[client] -= 1
-            if not self.running[client]:
-                del self.running[client]
+            for counts, key in ((self.running, client), (self.running_from, address)):
+                counts[key] -= 1
+                if not counts[key]:
+                    del counts[key]
             self.cond.notify_all()
 
 
@@ -357,7 +369,8 @@ class ClickHouseHTTP:
                 raise ClickHouseError(516, f"too many failed logins from {address}: try again in {wait:.0f} s",
                                       "AUTHENTICATION_FAILED", 429)
         if login is None or not hmac.compare_digest((password or "").encode(), login.password.encode()):
-            self.throttle.failed(address)
+            if password:   # a guess (a client's first request without credentials is none)
+                self.throttle.failed(address)
             raise ClickHouseError(516, f"{user}: Authentication failed: password is incorrect, or there is no user "
                                        "with such name", "AUTHENTICATION_FAILED")
         return login
@@ -373,12 +386,17 @@ class ClickHouseHTTP:
         if analyst and args.get("readonly", "1") not in ("", "1"):
             raise ClickHouseError(164, "Cannot modify 'readonly' setting in readonly mode", "READONLY")
         limit = MAX_ANALYST_BODY_BYTES if analyst else MAX_BODY_BYTES
-        if (request.content_length or 0) > limit:
-            raise ClickHouseError(36, f"the request body is larger than {limit} bytes", "BAD_ARGUMENTS", 413)
-        # clickhouse-connect sends large parameters (and then the query) as form fields in the body; other
-        # clients (curl --data) send the SQL itself with a form's content type.
-        raw = request.get_data(cache=True, parse_form_data=False)
-        if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data") and "query" in request.form:
+        request.max_content_length = limit   # also for a chunked body, which has no Content-Length
+        try:
+            # clickhouse-connect sends large parameters (and then the query) as form fields in the body; other
+            # clients (curl --data) send the SQL itself with a form's content type.
+            raw = request.get_data(cache=True, parse_form_data=False)
+            form = request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data") \
+                and "query" in request.form
+        except RequestEntityTooLarge:
+            raise ClickHouseError(36, f"the request body is larger than {limit} bytes", "BAD_ARGUMENTS",
+                                  413) from None
+        if form:
             args.update(request.form)
             body = b""
         else:
@@ -415,16 +433,18 @@ class ClickHouseHTTP:
                                        "as system.<table>)", "DATABASE_ACCESS_DENIED", 403)
         text = self.check_read_only(sql)
         fmt = readonly.output_format(text) or args.get("default_format", "TabSeparated")
-        limits = {**ANALYST_LIMITS} if fmt in STREAMING_FORMATS else {**ANALYST_LIMITS, **HELD_RESULT_LIMITS}
+        streams = fmt in STREAMING_FORMATS and SELECT_RE.match(text)   # as respond() decides
+        limits = {**ANALYST_LIMITS} if streams else {**ANALYST_LIMITS, **HELD_RESULT_LIMITS}
         settings = {**PORT_DEFAULTS, **AnalystSettings.resolve(requested, limits), "readonly": 1}
-        client = f"{login.name}|{args.get('session_id') or request.remote_addr}"
-        self.share.acquire(client)
+        address = request.remote_addr or ""
+        client = f"{login.name}|{args.get('session_id') or address}"
+        self.share.acquire(client, address)
         try:
             conn = self._connect(settings, database)
         except BaseException:
-            self.share.release(client)
+            self.share.release(client, address)
             raise
-        return self.respond(request, args, conn, text, fmt, params, lambda: self.share.release(client))
+        return self.respond(request, args, conn, text, fmt, params, lambda: self.share.release(client, address))
 
     def respond(self, request: Request, args: dict, conn: Any, sql: str, fmt: str, params: dict,
                 done: Callable[[], None]) -> Response:

@@ -1,0 +1,113 @@
+"""Analysts at once on a served folder's ClickHouse HTTP port: how long the CLI's query (the `clipsearch`
+login), a second analyst's query and a page search wait while 20 slow analyst queries (3 s each) run, from
+one analyst's session and from 20 sessions at once, against the same requests on an idle service."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import clickhouse_connect
+
+import clipsearch
+from clipsearch.model import ClipModel
+
+from .common import get, ms_stats, search_url, write_images
+
+PASSWORD = os.environ.get("BENCH_ANALYST_PASSWORD", "bench-analyst")
+SLOW = "SELECT count() FROM numbers(100000000000) WHERE sipHash64(number) = 0"   # busy until its 3 s run out
+
+
+def _post(sql_port: int, sql: str, session: str, settings: dict | None = None) -> int:
+    """An analyst's query as curl sends it; its HTTP status."""
+    query = urllib.parse.urlencode({**(settings or {}), "session_id": session})
+    request = urllib.request.Request(f"http://127.0.0.1:{sql_port}/?{query}", data=sql.encode(), headers={
+        "Authorization": "Basic " + base64.b64encode(f"analyst:{PASSWORD}".encode()).decode()})
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def _slow(sql_port: int, session: str, statuses: list[int]) -> None:
+    statuses.append(_post(sql_port, SLOW, session, {"max_execution_time": 3, "timeout_overflow_mode": "break"}))
+
+
+def _waits(cli: object, sql_port: int, base: str, rounds: int = 10) -> tuple[dict[str, list[float]], int]:
+    """The wait of the CLI's query, a second analyst's (a session of its own) and a page search, `rounds` times;
+    and how many of the second analyst's were refused."""
+    out: dict[str, list[float]] = {"cli": [], "analyst": [], "page": []}
+    refused = 0
+    for _ in range(rounds):
+        t = time.perf_counter()
+        cli.query("SELECT count() FROM images")
+        out["cli"].append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        if _post(sql_port, "SELECT count() FROM images", "second-analyst") == 200:
+            out["analyst"].append((time.perf_counter() - t) * 1000)
+        else:
+            refused += 1
+        t = time.perf_counter()
+        get(search_url(base, {"q": "a red circle", "k": 10})).close()
+        out["page"].append((time.perf_counter() - t) * 1000)
+        time.sleep(0.1)
+    return out, refused
+
+
+def run(work: Path, images: int = 500, burst: int = 20) -> dict:
+    db = work / "db-analysts"
+    subprocess.run(["rm", "-rf", str(db)], check=True)
+    paths = write_images(work / "analysts-images", images, seed=41)
+    with clipsearch.open(db, model=ClipModel(), log_searches=False) as photos:
+        photos.load(paths[0].parent)
+    from scripts.screenshot import free_port
+    port, sql_port = free_port(), free_port()
+    env = {**os.environ, "CLIPSEARCH_ANALYST_PASSWORD": PASSWORD}
+    env.pop("CLICKHOUSE_URL", None)
+    server = subprocess.Popen([sys.executable, "-m", "clipsearch.service.cli", "serve", "--db", str(db), "--port",
+                               str(port), "--sql-port", str(sql_port)], env=env,
+                              stdout=open(work / "analysts-serve.log", "w"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    result: dict = {"images": images, "burst": burst, "burst_query_s": 3}
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.2)
+        writer_url = json.loads((db / ".clipsearch.serve").read_text())["url"]
+        cli = clickhouse_connect.get_client(dsn=writer_url, autogenerate_session_id=False)
+        _waits(cli, sql_port, base, rounds=2)   # warm
+        for name, values in _waits(cli, sql_port, base)[0].items():
+            result.update(ms_stats(values, f"idle_{name}"))
+        for case, session in (("one_session", lambda i: "burst"), ("many_sessions", lambda i: f"burst-{i}")):
+            statuses: list[int] = []
+            threads = [threading.Thread(target=_slow, args=(sql_port, session(i), statuses)) for i in range(burst)]
+            for t in threads:
+                t.start()
+            time.sleep(0.5)
+            waits, refused = _waits(cli, sql_port, base, rounds=5)
+            for name, values in waits.items():
+                result.update(ms_stats(values or [float("nan")], f"{case}_{name}"))
+                result[f"{case}_{name}_max_ms"] = round(max(values), 1) if values else None
+            result[f"{case}_analyst_refused"] = refused
+            for t in threads:
+                t.join()
+            result[f"{case}_ran"] = statuses.count(200)
+            result[f"{case}_refused"] = statuses.count(503)
+        cli.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    return result
