@@ -94,7 +94,7 @@ def _body(model: type[M]) -> tuple[M, Image.Image | None]:
 
 def _search_request() -> dict:
     """The search arguments from a GET query string, a JSON body or a multipart form."""
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):   # HEAD answers what GET would, without the body
         query = _args(SearchQuery)
         weights = None if query.image_weight is None else {"image": query.image_weight,
                                                            "text": 1 - query.image_weight}

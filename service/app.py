@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import secrets
 import signal
@@ -17,8 +18,10 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from flask import Flask, Response, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -43,6 +46,27 @@ DEFAULTS = {
 }
 
 
+class StrictJSON(DefaultJSONProvider):
+    """JSON that strict parsers accept: a NaN or an infinity (a value stored before manifests refused them)
+    is written as null, never as a bare NaN."""
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        try:
+            return super().dumps(obj, allow_nan=False, **kwargs)
+        except ValueError:
+            return super().dumps(_finite(obj), allow_nan=False, **kwargs)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def create_app(settings: Settings | None = None, model: ModelSource = None, config: dict | None = None,
                collection: Collection | None = None) -> Flask:
     """The app over `collection`, or over the one `settings` (default: the environment's) name.
@@ -51,6 +75,7 @@ def create_app(settings: Settings | None = None, model: ModelSource = None, conf
     configured model loads on the first request that needs it. `config` overrides DEFAULTS.
     """
     app = Flask(__name__)
+    app.json = StrictJSON(app)
     app.config.update(DEFAULTS)
     app.config.update(config or {})
     if collection is None:

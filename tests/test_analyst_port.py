@@ -424,6 +424,22 @@ def test_one_analysts_burst_does_not_hold_back_another_or_the_cli(port):
     cli.close()
 
 
+def test_idle_connections_do_not_starve_requests(port):
+    """200 idle TCP connections to each port (waitress allowed 100 and kept idle ones 120 s): searches and
+    queries are still answered."""
+    idle = []
+    try:
+        for target in (port["web"], port["base"]):
+            host, _, number = target.rpartition(":")
+            idle += [socket.create_connection(("127.0.0.1", int(number))) for _ in range(200)]
+        with urllib.request.urlopen(port["web"] + "/api/search?q=a+red+circle&k=3", timeout=20) as response:
+            assert len(json.load(response)["results"]) == 3
+        assert call(port, "SELECT count() FROM images")[2] == f"{ROWS}\n".encode()
+    finally:
+        for sock in idle:
+            sock.close()
+
+
 def test_page_sql_tab_shares_the_check_and_bounds_results_by_bytes(port):
     def post(sql: str) -> tuple[int, dict]:
         request = urllib.request.Request(port["web"] + "/api/sql", data=json.dumps({"sql": sql}).encode(),
