@@ -18,10 +18,11 @@ from .catalog import DEFAULT_QUANTIZATION, Catalog
 from .connection import Connection
 from .errors import QueryError
 from .files import read_loaded_file
-from .model import ClipModel, ModelSource, model_loader
+from .model import ClipModel, LazyModel, ModelSource, model_loader
 from .query import FACET_TOP, Filter, Options, filters_from_json
 from .search import Searcher, SearchResult, Term
 from .settings import Settings
+from .sql_functions import ServiceModel
 
 FilterSpec = Any   # ["price<20", ...], [Filter, ...] or {"category": "poster", "price": {"<": 20}}
 
@@ -70,6 +71,12 @@ class Collection:
     def model(self) -> ClipModel:
         """The CLIP model, loaded on first use."""
         return self._get_model()
+
+    @property
+    def model_label(self) -> str:
+        """The name the model's vectors are stored under, without loading a model not loaded yet."""
+        label = getattr(self._get_model, "label", None)
+        return label if isinstance(label, str) else self.model.label
 
     @property
     def backend(self) -> str:
@@ -252,4 +259,15 @@ def open(db: str | os.PathLike | None = None, *, url: str | None = None, model: 
     settings = settings or Settings.load(db=None if db is None else os.fspath(db), clickhouse_url=url,
                                          model=name, pretrained=pretrained)
     get_model = model_loader(None if isinstance(model, str) else model, settings.model, settings.pretrained)
-    return Collection(Catalog.open(settings, create), get_model, settings, log_searches, origin)
+    catalog = Catalog.open(settings, create)
+    return Collection(catalog, _service_model(catalog, get_model), settings, log_searches, origin)
+
+
+def _service_model(catalog: Catalog, get_model: Callable[[], ClipModel]) -> Callable[[], ClipModel]:
+    """Through a running `serve`, its model (when no other was asked for): a command embeds its texts there
+    instead of loading a model of its own."""
+    model = (catalog.connection.service or {}).get("model")
+    if not model or not isinstance(get_model, LazyModel) or get_model.name and get_model.label != model["label"]:
+        return get_model
+    served = ServiceModel(catalog.connection, model, get_model)
+    return lambda: served

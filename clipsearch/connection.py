@@ -84,6 +84,7 @@ class Connection:
     """One ClickHouse: run statements, insert Arrow tables. Thread-safe (the client serialises calls)."""
 
     backend = "server"
+    service: dict | None = None   # for a served folder: what its `serve` says of itself (service_info)
     # A server quotes 64-bit integers in JSON by default; chdb does not. Ask both for plain numbers.
     _json_settings: dict[str, Any] = {"output_format_json_quote_64bit_integers": 0}
 
@@ -326,10 +327,11 @@ def connect(settings: Settings, create: bool = True) -> Connection:
     `create` is false: then a folder without a database is an error)."""
     if settings.clickhouse_url:
         return open_server(settings.clickhouse_url)
-    service = running_service(Path(settings.db))
+    service = service_info(Path(settings.db))
     if service:
-        connection = open_server(service)
+        connection = open_server(str(service["url"]))
         connection.backend = "served"   # the embedded folder, through its running service
+        connection.service = service
         return connection
     return EmbeddedConnection(settings.db, create)
 
@@ -338,26 +340,35 @@ SERVE_FILE = ".clipsearch.serve"   # where a running `serve` says how to reach i
 LOCK_FILE = ".clipsearch.lock"
 
 
-def running_service(folder: Path) -> str | None:
-    """The ClickHouse HTTP URL (with its credentials) of the `serve` that holds `folder`, if one does."""
+def service_info(folder: Path) -> dict | None:
+    """What the `serve` that holds `folder` says of itself, if one does: {"url": its ClickHouse HTTP URL
+    with credentials, "model": {label, name, pretrained, dim, logit_scale} of the model it holds}."""
     folder = folder.expanduser()
     try:
         info = json.loads((folder / SERVE_FILE).read_text())
+        str(info["url"])
         with open(folder / LOCK_FILE, "a+") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                return str(info["url"])   # held: the service is running
+                return info if isinstance(info, dict) else None   # held: the service is running
             fcntl.flock(lock, fcntl.LOCK_UN)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return None                           # a file left by a service that is gone
 
 
-def announce_service(folder: Path, url: str) -> Path:
-    """Write the serve file: the URL with the per-run password, readable by this user alone."""
+def running_service(folder: Path) -> str | None:
+    """The ClickHouse HTTP URL (with its credentials) of the `serve` that holds `folder`, if one does."""
+    info = service_info(folder)
+    return str(info["url"]) if info else None
+
+
+def announce_service(folder: Path, url: str, model: dict | None = None) -> Path:
+    """Write the serve file: the URL with the per-run password, and the model the service holds (so that
+    commands embed their texts with it), readable by this user alone."""
     path = folder / SERVE_FILE
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump({"pid": os.getpid(), "url": url}, f)
+        json.dump({"pid": os.getpid(), "url": url, "model": model}, f)
     return path

@@ -1,11 +1,14 @@
 """CLIP model wrapper: one factory, like open_clip's, and batched L2-normalized encoders."""
 from __future__ import annotations
 
+import os
+import socket
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import urlparse
 
 import numpy as np
 import pillow_heif
@@ -21,6 +24,11 @@ FORMAT_NAMES = "JPEG, PNG, WebP, GIF, BMP, TIFF or HEIC/HEIF"
 
 BUNDLED_MODEL_DIR = Path(__file__).parent / "bundled_model"
 BUNDLED_MODEL = f"local-dir:{BUNDLED_MODEL_DIR}"
+BUNDLED_LABEL = "clipsearch-shapes"
+# Said wherever a user meets the bundled model (load, search, label): what it knows, and the way out.
+BUNDLED_NOTE = ("note: the bundled model knows only coloured shapes (8 colours x 5 shapes, in English and Spanish); "
+                "for photos use a real CLIP model: --model ViT-B-32 --pretrained laion2b_s34b_b79k (downloaded "
+                "once), or --pretrained /path/to/open_clip_model.safetensors offline")
 RANDOM_WEIGHTS = "random"
 _TORCHVISION_OPS = None
 
@@ -70,6 +78,8 @@ class ClipModel:
                              f"(--pretrained {RANDOM_WEIGHTS} for random weights, which only tests speed)")
         import torch
         open_clip = import_open_clip()
+        if self.pretrained and not self.name.startswith(("local-dir:", "hf-hub:")):
+            _check_weights_reachable(open_clip, self.name, self.pretrained)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if threads:
             torch.set_num_threads(threads)
@@ -81,9 +91,7 @@ class ClipModel:
             raise ModelError(f"cannot load model {self.name!r} (pretrained={self.pretrained!r}): {exc}") from exc
         self.model = model.eval()
         self.preprocess = preprocess
-        # The bundled model is named by its folder, which differs per checkout; store a stable name.
-        self.label = "clipsearch-shapes" if self.name == BUNDLED_MODEL else \
-            f"{self.name}:{Path(self.pretrained).name if self.pretrained else 'random'}"
+        self.label = model_label(self.name, self.pretrained)
         self.dim = int(model.text_projection.shape[1]) if hasattr(model, "text_projection") and \
             model.text_projection is not None else int(self.encode_texts(["x"]).shape[1])
         self.logit_scale = float(model.logit_scale.detach().exp()) if hasattr(model, "logit_scale") else 100.0
@@ -132,11 +140,55 @@ class ClipModel:
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
 
+def _check_weights_reachable(open_clip: Any, name: str, tag: str) -> None:
+    """A pretrained tag's weights come from the network unless cached. Not cached and their host out of
+    reach: fail now, saying both ways out, rather than after open_clip's retries (about a minute offline)."""
+    if Path(tag).expanduser().is_file():
+        return
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    if not cfg or "file" in cfg:
+        return   # an unknown tag: open_clip's own error names the known ones
+    if cfg.get("hf_hub"):
+        from huggingface_hub import constants, try_to_load_from_cache
+        repo, filename = os.path.split(cfg["hf_hub"])
+        names = {filename or "open_clip_pytorch_model.bin", "open_clip_model.safetensors",
+                 (filename or "open_clip_pytorch_model.bin").rsplit(".", 1)[0] + ".safetensors"}
+        if any(isinstance(try_to_load_from_cache(repo, f), str) for f in names):
+            return
+        host, cache, page = constants.ENDPOINT, constants.HF_HUB_CACHE, f"{constants.ENDPOINT}/{repo}"
+        offline = bool(constants.HF_HUB_OFFLINE)
+    else:
+        cached = Path("~/.cache/clip").expanduser() / os.path.basename(cfg.get("url", ""))
+        if cached.is_file():
+            return
+        host, cache, page, offline = cfg.get("url", ""), str(cached.parent), cfg.get("url", ""), False
+    address = urlparse(host)
+    if not offline:
+        try:
+            socket.create_connection((address.hostname or "", address.port or
+                                      (443 if address.scheme == "https" else 80)), timeout=3).close()
+            return
+        except OSError:
+            pass
+    raise ModelError(f"the weights of {name} ({tag}) are not in the cache ({cache}) and {address.hostname} cannot "
+                     f"be reached. Online, --pretrained {tag} downloads them once into that cache; offline, "
+                     f"download the weights file elsewhere ({page}) and pass --pretrained /path/to/that/file")
+
+
+def model_label(name: str | None, pretrained: str | None) -> str:
+    """The name a model's vectors are stored under. The bundled model is named by its folder, which differs
+    per checkout; it gets a stable name."""
+    if not name or name == BUNDLED_MODEL:
+        return BUNDLED_LABEL
+    return f"{name}:{Path(pretrained).name if pretrained and pretrained != RANDOM_WEIGHTS else 'random'}"
+
+
 class LazyModel:
     """Loads a `ClipModel(name, pretrained)` once, on the first call, safely from many threads."""
 
     def __init__(self, name: str | None = None, pretrained: str | None = None):
         self.name, self.pretrained = name, pretrained
+        self.label = model_label(name, pretrained)   # known before loading
         self._model: ClipModel | None = None
         self._lock = threading.Lock()
 

@@ -26,6 +26,13 @@ class Settings:
     thumbs: str | None = None            # thumbnail cache; None: thumbs/ in the embedded folder
     rate_limit: str | None = None        # per client address on /api/, e.g. "60/minute;1000/hour"; None: off
 
+    def __post_init__(self) -> None:
+        # Paths are resolved once, here: a relative one means the folder the command started in, whatever
+        # later resolves it (Flask's send_file reads a relative path against the app's package folder).
+        object.__setattr__(self, "db", os.path.abspath(os.path.expanduser(self.db)))
+        if self.thumbs:
+            object.__setattr__(self, "thumbs", os.path.abspath(os.path.expanduser(self.thumbs)))
+
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: str | None) -> Settings:
         """Defaults < environment < overrides (None means "not given").
@@ -46,4 +53,4 @@ class Settings:
     def thumbs_dir(self) -> Path:
         if self.thumbs:
             return Path(self.thumbs)
-        return Path(self.db) / "thumbs" if not self.clickhouse_url else Path("clipsearch-thumbs")
+        return Path(self.db) / "thumbs" if not self.clickhouse_url else Path(os.path.abspath("clipsearch-thumbs"))

@@ -14,11 +14,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .model import ClipModel
 
 if TYPE_CHECKING:
     from .catalog import Catalog
-    from .model import ClipModel
+    from .connection import Connection
 
 _registered: dict[str, Callable[[str], str]] = {}
 
@@ -28,8 +32,8 @@ def register_embedded(catalog: Catalog, get_model: Callable[[], ClipModel]) -> N
     from chdb.udf import func
 
     @lru_cache(maxsize=1024)
-    def embed_json(text: str) -> str:
-        return json.dumps([round(float(x), 7) for x in get_model().encode_texts([text])[0]])
+    def embed_json(text: str) -> str:   # each float32 in full: parsed back, the vector is the model's own
+        return json.dumps([float(x) for x in get_model().encode_texts([text])[0]])
 
     if "clipsearch_text_embedding_json" not in _registered:
         # chdb registers Python UDFs per process, by name; later calls rebind the model getter.
@@ -40,3 +44,27 @@ def register_embedded(catalog: Catalog, get_model: Callable[[], ClipModel]) -> N
     _registered["embed"] = embed_json
     catalog.command("CREATE OR REPLACE FUNCTION clipTextEmbedding AS (text) -> "
                   "JSONExtract(assumeNotNull(clipsearch_text_embedding_json(text)), 'Array(Float32)')")
+
+
+class ServiceModel(ClipModel):
+    """The model of the `clipsearch serve` that holds the store, used through its ClickHouse port: texts are
+    embedded by clipTextEmbedding() in the service's process, which has the model loaded, so a command
+    through the service starts no model of its own (torch and open_clip take seconds to import). Images
+    do not go through SQL: encoding one loads the same model here, on first use."""
+
+    def __init__(self, connection: Connection, info: dict, local: Callable[[], ClipModel]):
+        # No ClipModel.__init__: nothing is loaded here.
+        self._connection, self._local = connection, local
+        self.name, self.pretrained, self.label = info.get("name") or "", info.get("pretrained"), str(info["label"])
+        self.dim, self.logit_scale = int(info["dim"]), float(info["logit_scale"])
+
+    def encode_texts(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
+        rows = self._connection.query(
+            "SELECT i, clipTextEmbedding(texts[i]) AS v FROM (SELECT {texts:Array(String)} AS texts, "
+            "arrayJoin(range(1, length(texts) + 1)) AS i) ORDER BY i", {"texts": list(texts)})
+        return np.array([r["v"] for r in rows], dtype=np.float32).reshape(len(texts), self.dim)
+
+    def __getattr__(self, name: str) -> Any:   # images, preprocessing: the model loaded here
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._local(), name)

@@ -224,9 +224,13 @@ def sql() -> Response:
 @api.get("/api/queries")
 def queries() -> Response:
     """The analyst queries shipped in sql/queries: [{name, sql, description, params: [{name, type}]}], and
-    the dashboard's panels drawn from them (sql/dashboard.json)."""
+    the dashboard's panels drawn from them (sql/dashboard.json): a panel that needs a column this catalogue
+    lacks (a category without a manifest) gives way to its `instead`."""
     from ..sql import dashboard
-    return jsonify(queries=console.shipped_queries(), dashboard=dashboard())
+    columns = {r["name"] for r in collection().sql(
+        "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'images'")}
+    panels = [p["instead"] if "instead" in p and not set(p.get("needs", ())) <= columns else p for p in dashboard()]
+    return jsonify(queries=console.shipped_queries(), dashboard=panels)
 
 
 @api.get("/api/openapi.json")

@@ -216,7 +216,10 @@ def _serve_sql(stack: contextlib.ExitStack, collection: Collection, host: str, s
     threading.Thread(target=server.run, name="clipsearch-sql", daemon=True).start()
     stack.callback(server.close)
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    serve_file = announce_service(folder, f"http://clipsearch:{password}@{local}:{server.effective_port}/default")
+    model = collection.model
+    serve_file = announce_service(folder, f"http://clipsearch:{password}@{local}:{server.effective_port}/default",
+                                  {"label": model.label, "name": model.name, "pretrained": model.pretrained,
+                                   "dim": model.dim, "logit_scale": model.logit_scale})
     stack.callback(serve_file.unlink, missing_ok=True)
     analyst_note = "read-only, password from" if analyst else "off; to turn it on set"
     print(f"clipsearch: ClickHouse HTTP interface on http://{host}:{server.effective_port}/ "

@@ -5,17 +5,18 @@ import argparse
 import json
 import os
 import sys
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
 from .. import __version__
 from ..catalog import DEFAULT_QUANTIZATION, VECTOR_QUANTIZATIONS
 from ..collection import Collection, open_query_image
 from ..collection import open as open_collection
+from ..connection import running_service
 from ..copies import DEFAULT_DISTANCE as COPY_DISTANCE
 from ..copies import MAX_DISTANCE as COPY_MAX_DISTANCE
 from ..duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
 from ..errors import ClipsearchError, QueryError
-from ..model import ModelSource, model_loader
+from ..model import BUNDLED_LABEL, BUNDLED_NOTE, ModelSource, model_loader
 from ..query import FACET_TOP, Filter, parse_filter
 from ..search import weighted
 from ..settings import Settings
@@ -44,10 +45,12 @@ def cmd_load(args: argparse.Namespace) -> int:
     if args.labels:  # check them before a long load, not after
         parse_labels(args.labels)
         check_prompt(args.prompt)
+    args.get_model()   # a model that cannot load fails here, before a store is made
     with _open(args, create=True) as photos:
         summary = photos.load(args.source, batch_size=args.batch_size, workers=args.workers,
                               progress=not args.quiet, restrict_to_folder=args.restrict_to_folder)
         print(summary.line())
+        _note_bundled(photos.model_label)
         if summary.loaded == 0 and summary.already_present == 0:
             print("error: nothing could be loaded", file=sys.stderr)
             return 1
@@ -69,6 +72,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     with _open(args) as photos:
         photos.searcher.table_state()  # a clear error on an empty store
         _label(photos, args, filters)
+        _note_bundled(photos.model_label)
     return 0
 
 
@@ -123,7 +127,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         result = photos.search(terms=terms, k=args.k, filters=filters, min_score=args.min_score,
                                offset=args.offset, order_by=args.order_by, descending=args.desc, per=per,
                                per_limit=per_limit, facets=facets, facet_top=args.facet_top)
+        label = photos.model_label
     _print_results(result.rows, args.json, result.facets)
+    _note_bundled(label)
     if args.show_sql:
         print(f"-- {result.strategy}\n{result.sql}\n-- parameters: {json.dumps(_short(result.params))}",
               file=sys.stderr)
@@ -143,9 +149,21 @@ def _short(params: dict) -> dict:
 def cmd_embed(args: argparse.Namespace) -> int:
     if not args.text.strip():
         raise QueryError("empty text")
-    vector = args.get_model().encode_texts([args.text])[0]
+    settings = _settings(args)
+    if not settings.clickhouse_url and running_service(Path(settings.db)):   # the service's model, loaded
+        with _open(args) as photos:
+            vector = photos.model.encode_texts([args.text])[0]
+    else:
+        vector = args.get_model().encode_texts([args.text])[0]
     print(json.dumps([round(float(x), 7) for x in vector]))
     return 0
+
+
+def _note_bundled(model_label: str) -> None:
+    """One line on stderr wherever a user meets the bundled model (after the answer): what it knows, and the
+    way out."""
+    if model_label == BUNDLED_LABEL:
+        print(BUNDLED_NOTE, file=sys.stderr)
 
 
 def cmd_sql(args: argparse.Namespace) -> int:

@@ -72,8 +72,9 @@ def _no_bool(value: Any) -> Any:
     return value
 
 
-MinScore = Annotated[float | None, BeforeValidator(_no_bool), Field(ge=-2, le=2, allow_inf_nan=False,
-                                         description="only results at least this similar (a cosine similarity)")]
+# The constraints belong to the number inside the Optional: on the union they would be applied to None too
+MinScore = Annotated[Annotated[float, BeforeValidator(_no_bool), Field(ge=-2, le=2, allow_inf_nan=False)] | None,
+                     Field(description="only results at least this similar (a cosine similarity)")]
 Column = Annotated[str, Field(max_length=64)]
 Text = Annotated[str, Field(max_length=MAX_QUERY_CHARS)]
 ImageId = Annotated[str, Field(max_length=64, description="a full id (32 hex digits) or a unique prefix of 6+")]
@@ -128,8 +129,8 @@ class SearchQuery(Results):
     image_id: ImageId | None = Field(None, description="rank by a stored image (full id or a unique prefix)")
     filter: list[Annotated[str, Field(max_length=1000)]] = Field(
         default_factory=list, max_length=MAX_FILTERS, description=FILTER_HELP)
-    image_weight: Annotated[float | None, BeforeValidator(_no_bool)] = Field(None, ge=0, le=1, allow_inf_nan=False,
-                                       description="with q and image_id: the image's share of the ranking")
+    image_weight: Annotated[float, BeforeValidator(_no_bool), Field(ge=0, le=1, allow_inf_nan=False)] | None = \
+        Field(None, description="with q and image_id: the image's share of the ranking")
     term: list[Annotated[str, Field(max_length=MAX_QUERY_CHARS + 20)]] = Field(
         default_factory=list, max_length=MAX_TERMS, description="more texts, TEXT or TEXT:WEIGHT (negative: unlike it)")
     facet: list[Column] = Field(default_factory=list, max_length=MAX_FACETS,

@@ -92,6 +92,23 @@ def test_cli_through_the_service_gives_the_same_results(served, model, capsys):
     assert json.loads(capsys.readouterr().out) == {"n": 40}
 
 
+def test_commands_through_the_service_use_its_model(served):
+    """search, embed and label through a running service embed their texts with the service's model: the
+    command's process never imports torch (seconds, and a gigabyte), and ranks exactly as the service."""
+    code = ("import sys, json\nfrom clipsearch.service.cli import main\n"
+            "code = main(sys.argv[1:])\nprint(json.dumps({'torch': 'torch' in sys.modules}), file=sys.stderr)\n"
+            "sys.exit(code)\n")
+    env = {k: v for k, v in os.environ.items() if k != "CLICKHOUSE_URL"}
+    for args in (["search", "a green square", "--k", "10", "--filter", "price>=10", "--json"],
+                 ["embed", "a green square"], ["label", "--labels", "circle,square", "--name", "shape"]):
+        run = subprocess.run([sys.executable, "-c", code, *args, "--db", str(served["db"])], capture_output=True,
+                             text=True, env=env, timeout=120)
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stderr.strip().splitlines()[-1]) == {"torch": False}, (args, run.stderr)
+        if args[0] == "search":
+            assert [r["id"] for r in json.loads(run.stdout)] == [r["id"] for r in served["expected"]]
+
+
 def test_load_while_serving_is_found_at_once(served, model, capsys):
     rng = np.random.default_rng(93)
     new = synthetic.write_catalogue(served["folder"] / "new", [synthetic.random_spec(rng, "purple", "star")

@@ -266,6 +266,10 @@ function render(data, append) {
       <div class="meta"><div class="score">${r.score.toFixed(3)}</div><div title="${escapeHtml(r.path)}">${escapeHtml(name)}</div>
         <div>${r.width}&times;${r.height} ${escapeHtml(r.format)}</div><div class="chips">${chips}</div></div>
       <button type="button">More like this</button>`;
+    // Whether the thumbnail arrived: a broken one says so on the card (and tests read data-shown).
+    const img = card.querySelector("img");
+    img.addEventListener("load", () => { img.dataset.shown = img.naturalWidth > 0 ? "yes" : "no"; });
+    img.addEventListener("error", () => { img.dataset.shown = "no"; card.classList.add("broken"); });
     card.querySelector("button").addEventListener("click", () => {
       queryFile = null;
       queryImageId = r.id;
