@@ -18,7 +18,7 @@ from .catalog import DEFAULT_QUANTIZATION, Catalog
 from .connection import Connection
 from .errors import QueryError
 from .files import read_loaded_file
-from .model import ClipModel, LazyModel, ModelSource, model_loader
+from .model import ImageTextModel, LazyModel, ModelSource, model_loader
 from .query import FACET_TOP, Filter, Options, filters_from_json
 from .search import Searcher, SearchResult, Term
 from .settings import Settings
@@ -56,7 +56,7 @@ def as_terms(spec: Any) -> list[Term]:
 class Collection:
     """The images of one clipsearch database and the model that embeds their queries."""
 
-    def __init__(self, catalog: Catalog, get_model: Callable[[], ClipModel], settings: Settings | None = None,
+    def __init__(self, catalog: Catalog, get_model: Callable[[], ImageTextModel], settings: Settings | None = None,
                  log_searches: bool = True, origin: str = "python"):
         self.catalog = catalog
         self.settings = settings or Settings()
@@ -68,7 +68,7 @@ class Collection:
         self._read_only_lock = threading.Lock()
 
     @property
-    def model(self) -> ClipModel:
+    def model(self) -> ImageTextModel:
         """The CLIP model, loaded on first use."""
         return self._get_model()
 
@@ -252,7 +252,7 @@ def open(db: str | os.PathLike | None = None, *, url: str | None = None, model: 
 
     Unset arguments come from the environment (CLIPSEARCH_DB, CLICKHOUSE_URL, CLIPSEARCH_MODEL,
     CLIPSEARCH_PRETRAINED), then the defaults (./clipsearch-data, the bundled model). `model` may be
-    an open_clip model name, a loaded ClipModel, or a function returning one (loaded on first use).
+    an open_clip model name, a loaded ImageTextModel, or a function returning one (loaded on first use).
     With `create` false, an embedded folder without a database is an error instead of a new database.
     """
     name = model if isinstance(model, str) else None
@@ -263,7 +263,7 @@ def open(db: str | os.PathLike | None = None, *, url: str | None = None, model: 
     return Collection(catalog, _service_model(catalog, get_model), settings, log_searches, origin)
 
 
-def _service_model(catalog: Catalog, get_model: Callable[[], ClipModel]) -> Callable[[], ClipModel]:
+def _service_model(catalog: Catalog, get_model: Callable[[], ImageTextModel]) -> Callable[[], ImageTextModel]:
     """Through a running `serve`, its model (when no other was asked for): a command embeds its texts there
     instead of loading a model of its own."""
     model = (catalog.connection.service or {}).get("model")

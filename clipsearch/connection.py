@@ -342,7 +342,7 @@ LOCK_FILE = ".clipsearch.lock"
 
 def service_info(folder: Path) -> dict | None:
     """What the `serve` that holds `folder` says of itself, if one does: {"url": its ClickHouse HTTP URL
-    with credentials, "model": {label, name, pretrained, dim, logit_scale} of the model it holds}."""
+    with credentials, "model": {label, dim, logit_scale} of the model it holds}."""
     folder = folder.expanduser()
     try:
         info = json.loads((folder / SERVE_FILE).read_text())

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from .catalog import Catalog
 from .errors import QueryError
-from .model import ClipModel
+from .model import ImageTextModel
 from .query import Filter, filter_sql
 
 DEFAULT_PROMPT = "a photo of a {}"
@@ -47,14 +47,14 @@ def _distribution_sql(vector: str) -> str:
     return f"arrayMap(x -> toFloat32(x / arraySum({exps})), {exps})"
 
 
-def _prompt_params(model: ClipModel, labels: list[str], prompt: str) -> dict:
+def _prompt_params(model: ImageTextModel, labels: list[str], prompt: str) -> dict:
     # replace, not str.format: a prompt's other braces are text, never format fields
     vectors = model.encode_texts([prompt.replace("{}", label) for label in labels])
     return {"prompts": [[float(x) for x in v] for v in vectors], "scale": float(model.logit_scale),
             "labels": labels}
 
 
-def label_table(catalog: Catalog, model: ClipModel, labels: object, prompt: str | None = None, name: str = "label",
+def label_table(catalog: Catalog, model: ImageTextModel, labels: object, prompt: str | None = None, name: str = "label",
                 filters: Sequence[Filter] = ()) -> dict[str, int]:
     """Label every image (or the filtered ones) and store the result as label set `name`.
 
@@ -80,7 +80,7 @@ def label_table(catalog: Catalog, model: ClipModel, labels: object, prompt: str 
     return {r["label"]: int(r["n"]) for r in rows}
 
 
-def label_vector(catalog: Catalog, model: ClipModel, vector: Sequence[float], labels: object,
+def label_vector(catalog: Catalog, model: ImageTextModel, vector: Sequence[float], labels: object,
                  prompt: str | None = None) -> list[dict]:
     """The label distribution of one image vector, best first, by the same SQL as the bulk path."""
     labels, prompt = parse_labels(labels), check_prompt(prompt)

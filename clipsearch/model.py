@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 from urllib.parse import urlparse
 
 import numpy as np
@@ -57,6 +58,32 @@ def import_open_clip() -> Any:
     return open_clip
 
 
+@runtime_checkable
+class ImageTextModel(Protocol):
+    """What clipsearch needs of a model: every family (open_clip's CLIPs, the bundled model, a registered
+    one) provides this, and nothing else is asked of it.
+
+    `prepare` returns a picklable function from a decoded PIL image to what `encode_prepared` takes; the
+    loader runs it in its worker processes (Pillow work only: resize, crop), so it must not touch the
+    model. Vectors are float32, L2-normalized, `dim` wide."""
+
+    label: str          # the name its vectors are stored under (model_label)
+    dim: int
+    logit_scale: float  # the softmax temperature of zero-shot labels
+
+    @property
+    def image_size(self) -> int:   # the side the model sees: the loader decodes large JPEGs at a reduced scale
+        ...
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray: ...
+
+    def encode_images(self, images: list[Image.Image]) -> np.ndarray: ...
+
+    def prepare(self) -> Callable[[Image.Image], Any]: ...
+
+    def encode_prepared(self, prepared: list[Any]) -> np.ndarray: ...
+
+
 class ClipModel:
     """A CLIP model with its image preprocessing and tokenizer.
 
@@ -100,17 +127,22 @@ class ClipModel:
         """Preprocess one decoded image into the model's input tensor."""
         return self.preprocess(image.convert("RGB"))
 
-    def split_preprocess(self) -> tuple[Callable, Callable]:
-        """The preprocessing as (PIL part, tensor part).
-
-        The PIL part (resize, crop) runs in the loader's worker processes and
-        returns pixels; the tensor part (to tensor, normalize) runs beside
-        the model, so workers never touch torch.
-        """
-        from torchvision.transforms import Compose
+    def _split_preprocess(self) -> tuple[Callable, Callable]:
+        """The preprocessing as (PIL part, tensor part): the steps before torchvision's ToTensor, and from it."""
+        from torchvision.transforms import Compose, ToTensor
         steps = list(self.preprocess.transforms)
-        cut = next(i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__)
+        cut = next(i for i, t in enumerate(steps) if isinstance(t, ToTensor))
         return Compose(steps[:cut]), Compose(steps[cut:])
+
+    def prepare(self) -> Callable[[Image.Image], Any]:
+        """The PIL part of the preprocessing (resize, crop): run in the loader's workers, which never touch torch."""
+        return self._split_preprocess()[0]
+
+    def encode_prepared(self, prepared: list[Any]) -> np.ndarray:
+        """Encode images that went through `prepare`: the tensor part (to tensor, normalize) runs here."""
+        import torch
+        to_tensor = self._split_preprocess()[1]
+        return self.encode_tensors(torch.stack([to_tensor(p) for p in prepared]))
 
     @property
     def image_size(self) -> int:
@@ -184,29 +216,50 @@ def model_label(name: str | None, pretrained: str | None) -> str:
 
 
 class LazyModel:
-    """Loads a `ClipModel(name, pretrained)` once, on the first call, safely from many threads."""
+    """Loads `create_model(name, pretrained)` once, on the first call, safely from many threads."""
 
     def __init__(self, name: str | None = None, pretrained: str | None = None):
         self.name, self.pretrained = name, pretrained
         self.label = model_label(name, pretrained)   # known before loading
-        self._model: ClipModel | None = None
+        self._model: ImageTextModel | None = None
         self._lock = threading.Lock()
 
-    def __call__(self) -> ClipModel:
+    def __call__(self) -> ImageTextModel:
         if self._model is None:
             with self._lock:
                 if self._model is None:
-                    self._model = ClipModel(self.name, self.pretrained)
+                    self._model = create_model(self.name, self.pretrained)
         return self._model
 
 
-ModelSource = ClipModel | Callable[[], ClipModel] | None
+ModelSource = ImageTextModel | Callable[[], ImageTextModel] | None
+# Model families by name: a model name "FAMILY:REST" is made by the family registered as FAMILY; any other
+# name is open_clip's (its own prefixes hf-hub: and local-dir: included); no name is the bundled model.
+Family = Callable[[str, str | None], ImageTextModel]
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(family: str, factory: Family) -> None:
+    """Make `--model FAMILY:NAME` (or CLIPSEARCH_MODEL) create its models with factory(name, pretrained)."""
+    if not re.fullmatch(r"[a-z][a-z0-9_-]*", family) or family in ("hf-hub", "local-dir"):
+        raise ValueError(f"a model family is a lower-case word, not open_clip's prefixes: {family!r}")
+    FAMILIES[family] = factory
+
+
+def create_model(name: str | None = None, pretrained: str | None = None) -> ImageTextModel:
+    """The one factory: the bundled model, a registered family's model, or an open_clip model."""
+    family = (name or "").split(":", 1)[0]
+    if family in FAMILIES:
+        model = FAMILIES[family](name or "", pretrained)
+        model.label = model_label(name, pretrained)   # one naming rule for every family
+        return model
+    return ClipModel(name, pretrained)
 
 
 def model_loader(model: ModelSource, name: str | None = None, pretrained: str | None = None
-                 ) -> Callable[[], ClipModel]:
+                 ) -> Callable[[], ImageTextModel]:
     """A function giving the model: `model` itself if it is one, a loader as it is, else a LazyModel."""
-    if isinstance(model, ClipModel):
+    if isinstance(model, ImageTextModel):
         return lambda: model
     if model is not None:
         return model

@@ -11,7 +11,7 @@ from PIL import Image
 
 from .catalog import Catalog
 from .errors import EmptyStore, QueryError
-from .model import ClipModel
+from .model import ImageTextModel
 from .query import (
     EVERY,
     FACET_TOP,
@@ -98,7 +98,7 @@ class Term:
 class Searcher:
     """Runs searches against `catalog`; `get_model` is called only when a query needs encoding."""
 
-    def __init__(self, catalog: Catalog, get_model: Callable[[], ClipModel], log: bool = True,
+    def __init__(self, catalog: Catalog, get_model: Callable[[], ImageTextModel], log: bool = True,
                  origin: str = "python"):
         self.catalog = catalog
         self._get_model = get_model
@@ -111,7 +111,7 @@ class Searcher:
             self.log.close()
 
     @property
-    def model(self) -> ClipModel:
+    def model(self) -> ImageTextModel:
         return self._get_model()
 
     def table_state(self) -> dict:

@@ -17,8 +17,9 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 
-from .model import ClipModel
+from .model import ImageTextModel
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 _registered: dict[str, Callable[[str], str]] = {}
 
 
-def register_embedded(catalog: Catalog, get_model: Callable[[], ClipModel]) -> None:
+def register_embedded(catalog: Catalog, get_model: Callable[[], ImageTextModel]) -> None:
     """Make clipTextEmbedding() available to `catalog` (on the embedded engine); the model loads on first call."""
     from chdb.udf import func
 
@@ -46,25 +47,31 @@ def register_embedded(catalog: Catalog, get_model: Callable[[], ClipModel]) -> N
                   "JSONExtract(assumeNotNull(clipsearch_text_embedding_json(text)), 'Array(Float32)')")
 
 
-class ServiceModel(ClipModel):
+class ServiceModel:
     """The model of the `clipsearch serve` that holds the store, used through its ClickHouse port: texts are
     embedded by clipTextEmbedding() in the service's process, which has the model loaded, so a command
     through the service starts no model of its own (torch and open_clip take seconds to import). Images
-    do not go through SQL: encoding one loads the same model here, on first use."""
+    do not go through SQL: encoding one loads the same model here, on first use. (An ImageTextModel.)"""
 
-    def __init__(self, connection: Connection, info: dict, local: Callable[[], ClipModel]):
-        # No ClipModel.__init__: nothing is loaded here.
+    def __init__(self, connection: Connection, info: dict, local: Callable[[], ImageTextModel]):
         self._connection, self._local = connection, local
-        self.name, self.pretrained, self.label = info.get("name") or "", info.get("pretrained"), str(info["label"])
-        self.dim, self.logit_scale = int(info["dim"]), float(info["logit_scale"])
+        self.label, self.dim, self.logit_scale = str(info["label"]), int(info["dim"]), float(info["logit_scale"])
 
-    def encode_texts(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
         rows = self._connection.query(
             "SELECT i, clipTextEmbedding(texts[i]) AS v FROM (SELECT {texts:Array(String)} AS texts, "
             "arrayJoin(range(1, length(texts) + 1)) AS i) ORDER BY i", {"texts": list(texts)})
         return np.array([r["v"] for r in rows], dtype=np.float32).reshape(len(texts), self.dim)
 
-    def __getattr__(self, name: str) -> Any:   # images, preprocessing: the model loaded here
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self._local(), name)
+    @property
+    def image_size(self) -> int:
+        return self._local().image_size
+
+    def encode_images(self, images: list[Image.Image]) -> np.ndarray:
+        return self._local().encode_images(images)
+
+    def prepare(self) -> Callable[[Image.Image], Any]:
+        return self._local().prepare()
+
+    def encode_prepared(self, prepared: list[Any]) -> np.ndarray:
+        return self._local().encode_prepared(prepared)

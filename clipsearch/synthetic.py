@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 if TYPE_CHECKING:
     from .catalog import Catalog
-    from .model import ClipModel
+    from .model import ImageTextModel
 
 COLOURS = {
     "red": (210, 30, 30),
@@ -421,7 +421,7 @@ BLOCK = 50_000
 
 
 # -- vector catalogues: tables of any size that behave like a CLIP photo catalogue ---------------
-def encode_generated(model: ClipModel, count: int, seed: int) -> np.ndarray:
+def encode_generated(model: ImageTextModel, count: int, seed: int) -> np.ndarray:
     """Embeddings of `count` generated images (balanced over the 40 classes)."""
     from .model import open_image
     rng = np.random.default_rng(seed)
@@ -449,7 +449,8 @@ def selectivity_columns(rows: int, seed: int) -> dict[str, np.ndarray]:
     return out
 
 
-def fill(catalog: Catalog, model: ClipModel, rows: int, bases: int = 4000, seed: int = 5, start: int = 0) -> np.ndarray:
+def fill(catalog: Catalog, model: ImageTextModel, rows: int, bases: int = 4000, seed: int = 5,
+         start: int = 0) -> np.ndarray:
     """Insert `rows` rows (ids start..start+rows) and return their vectors, in id order."""
     vectors = perturbed(encode_generated(model, bases, seed), rows, seed + 1)
     insert_vectors(catalog, vectors, model.label, seed, start)

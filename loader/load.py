@@ -261,10 +261,9 @@ def load(source: str, catalog: Catalog, model: ModelSource, batch_size: int = 64
          report: Callable[[str, str], None] | None = None, restrict_to_folder: bool = False) -> LoadSummary:
     """Load every image of `source` that is not stored yet. `report(path, reason)` hears each failure.
 
-    `model` is a ClipModel or a function returning one: it is loaded only after the source and the
-    manifest's columns have been checked, so a mistake there is reported at once.
+    `model` is a model (clipsearch.model.ImageTextModel) or a function returning one: it is loaded only
+    after the source and the manifest's columns have been checked, so a mistake there is reported at once.
     """
-    import torch
     from tqdm import tqdm
 
     start = time.perf_counter()
@@ -289,13 +288,13 @@ def load(source: str, catalog: Catalog, model: ModelSource, batch_size: int = 64
     todo = [item.path for item in src.items if not _unchanged(item.path, known.get(item.path))]
     summary.already_present = len(src.items) - len(todo)
     bar.update(summary.already_present)
-    pil_transform, tensor_transform = clip.split_preprocess()
+    prepare_image = clip.prepare()
     workers = (os.cpu_count() or 1) if workers is None else workers
     # Forked workers start at once with the model's transform inherited (spawned ones spend seconds
     # importing torch). That is safe here: workers run only Pillow code (file reading, decoding,
     # PIL resizing), never a torch op or the ClickHouse engine of the parent.
     context = multiprocessing.get_context("fork")
-    worker_args = (pil_transform, clip.image_size, max_file_bytes, max_pixels)
+    worker_args = (prepare_image, clip.image_size, max_file_bytes, max_pixels)
     pool = context.Pool(workers, initializer=_init_worker, initargs=worker_args) if workers else \
         _InProcess(*worker_args)
     try:
@@ -313,8 +312,7 @@ def load(source: str, catalog: Catalog, model: ModelSource, batch_size: int = 64
             good = _new_images(catalog, results)
             summary.already_present += sum(1 for r in results if "id" in r) - len(good)
             if good:
-                batch_tensor = torch.stack([tensor_transform(r["pixels"]) for r in good])
-                vectors = clip.encode_tensors(batch_tensor)
+                vectors = clip.encode_prepared([r["pixels"] for r in good])
                 stamp = max(stamp + 1, time.time_ns() // 1_000_000)
                 catalog.insert_images(rows_table(good, vectors, clip.label, metadata, src.column_types, stamp))
                 # Two loads of the same files at once (e.g. through one service) both find them new and both

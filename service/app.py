@@ -218,8 +218,7 @@ def _serve_sql(stack: contextlib.ExitStack, collection: Collection, host: str, s
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     model = collection.model
     serve_file = announce_service(folder, f"http://clipsearch:{password}@{local}:{server.effective_port}/default",
-                                  {"label": model.label, "name": model.name, "pretrained": model.pretrained,
-                                   "dim": model.dim, "logit_scale": model.logit_scale})
+                                  {"label": model.label, "dim": model.dim, "logit_scale": model.logit_scale})
     stack.callback(serve_file.unlink, missing_ok=True)
     analyst_note = "read-only, password from" if analyst else "off; to turn it on set"
     print(f"clipsearch: ClickHouse HTTP interface on http://{host}:{server.effective_port}/ "

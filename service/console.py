@@ -47,7 +47,8 @@ def run(collection: Collection, sql: str, params: dict | None, max_rows: int) ->
     lines = _lines(collection.analyst_stream(sql, params or None, "JSONCompactEachRowWithNamesAndTypes"))
     names = json.loads(next(lines, b"[]"))
     types = json.loads(next(lines, b"[]"))
-    rows, row_count = [], 0
+    rows: list[list] = []
+    row_count = 0
     for line in lines:
         row_count += 1
         if row_count > MAX_RESULT_ROWS:

@@ -22,10 +22,10 @@ def unescape(field: str) -> str:
 
 
 def main() -> int:
-    from clipsearch.model import ClipModel
+    from clipsearch.model import create_model
     from clipsearch.settings import Settings
     settings = Settings.load()
-    model = ClipModel(settings.model, settings.pretrained)
+    model = create_model(settings.model, settings.pretrained)   # the one factory, as every command uses
     for line in sys.stdin:
         text = unescape(line.rstrip("\n"))
         vector = model.encode_texts([text])[0] if text.strip() else [0.0] * model.dim
