@@ -119,10 +119,19 @@ def test_plan_without_index_and_for_mixed_queries(table):
 
 
 def test_index_tuning_picks_the_smallest_beam_that_reaches_the_target(table):
+    """Tuning stops at the first beam that reaches the target: the smallest beam for any recall, a larger
+    one for a recall just above what that gives, the largest only when nothing reaches the target, and on
+    this table a beam below the largest that reaches the default target (a tuner that always answers the
+    largest beam, or the smallest, fails here)."""
     store, searcher, _, queries = table
-    tuned = searcher.tune_index()
-    assert tuned["beam"] in TUNING_BEAMS and tuned["queries"] == 20
-    assert tuned["recall"] >= RECALL_TARGET or tuned["beam"] == TUNING_BEAMS[-1]
+    smallest = searcher.tune_index(target=0.0)
+    assert smallest["beam"] == TUNING_BEAMS[0]
+    harder = searcher.tune_index(target=smallest["recall"] + 0.001)
+    assert harder["beam"] > TUNING_BEAMS[0] and harder["recall"] > smallest["recall"]
+    assert searcher.tune_index(target=1.01)["beam"] == TUNING_BEAMS[-1]   # unreachable: the widest beam
+    tuned = searcher.tune_index()   # last, so it is the tuning later searches use
+    assert tuned["beam"] in TUNING_BEAMS[:-1] and tuned["queries"] == 20
+    assert tuned["recall"] >= RECALL_TARGET
     state = store.search_state()
     assert state["beam"] == tuned["beam"]
     one = [QueryVector(vector=queries[0])]
