@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import base64
+import os
 import socket
+from datetime import datetime
 
 import numpy as np
 import pytest
@@ -23,6 +25,9 @@ def client(tmp_path_factory, model):
     rng = np.random.default_rng(12)
     manifest = synthetic.write_catalogue(folder / "images", [synthetic.random_spec(rng) for _ in range(12)], 12,
                                          extra=lambda i: {"category": "poster" if i % 2 else "badge"})
+    for i, image in enumerate(sorted((folder / "images").glob("0*"))):   # modified_at: badges 1999, posters 2001
+        stamp = datetime(2001 if i % 2 else 1999, 6, 15, 12).timestamp()
+        os.utime(image, (stamp, stamp))
     app = create_app(Settings(db=str(folder / "db")), model=model, config={"TESTING": True})
     app.extensions["clipsearch"].load(manifest)
     yield app.test_client()
@@ -54,9 +59,15 @@ def test_bad_search_input_is_a_400(client, method, kwargs, message):
 
 
 def test_dates_users_type_are_accepted(client):
+    """Each way of writing a date filters by it: the posters were modified in 2001, the badges in 1999, so
+    on either side of 2000 a search finds exactly one of the two (an ignored filter finds all 12)."""
     for value in ("2000-01-01", "2000-01-01 10:00:00", "2000-01-01T10:00:00", "2000-01", "2000"):
-        res = client.get("/api/search", query_string={"q": "a red star", "filter": f"loaded_at>={value}"})
-        assert res.status_code == 200 and len(res.get_json()["results"]) == 10, value
+        for op, category in ((">=", "poster"), ("<", "badge")):
+            res = client.get("/api/search", query_string={"q": "a red star", "k": "20",
+                                                           "filter": f"modified_at{op}{value}"})
+            assert res.status_code == 200, res.get_json()
+            found = res.get_json()["results"]
+            assert len(found) == 6 and {r["category"] for r in found} == {category}, (op, value)
 
 
 @pytest.mark.parametrize("prompt", ["{} {1}", "{} {", "{} {0.__class__}", "a {} }{"])
