@@ -11,10 +11,6 @@ from .connection import quote_identifier
 from .errors import QueryError
 from .hashes import HASH_COLUMNS  # perceptual hashes: compared bitwise, not shown with results
 
-OPERATORS = ("!=", ">=", "<=", "~=", "=", ">", "<")  # the CLI's; JSON filters add the rest
-JSON_OPERATORS = OPERATORS + ("in", "not in", "has", "is null", "is not null")
-FILTER_RE = re.compile(r"^\s*([^!<>=~\s]+)\s*(!=|>=|<=|~=|=|>|<)\s*(.*?)\s*$", re.DOTALL)
-NULL_RE = re.compile(r"^\s*([^!<>=~\s]+)\s+is\s+(not\s+)?null\s*$", re.IGNORECASE)
 NEAR = "near"            # the pseudo-column of `near=LAT,LON,KM`: photos within KM of a place (EXIF GPS)
 NUMERIC_TYPE = re.compile(r"^(U?Int\d+|Float\d+|Decimal)")
 TIME_TYPE = re.compile(r"^(Date|DateTime)")
@@ -38,20 +34,101 @@ class Filter:
     value: object
 
 
+# Names the search SQL gives its own expressions (aliases, lambda parameters): quoted, with a '$' that no
+# column name can hold (quote_identifier takes letters, digits and _), so no manifest column is hidden by one.
+LAMBDA = "`$x`"
+
+
+@dataclass(frozen=True)
+class Operator:
+    """One filter operator. FILTER_OPERATORS is the only list of them: the parser, the SQL, the CLI and API help,
+    the OpenAPI enum and the page (GET /api/filters) all read it, so a new operator is one entry (and its test).
+
+    The SQL is a template per kind of column: {col} is the column, {v} the bound value (for a list: one array
+    parameter). A date that names a period (2024-06) fills `date` with the period's {start} and {end}; a point in
+    time compares like a number. In `dates`, {any} is "the date lies in one of the listed periods". `default`
+    serves every kind that has no template of its own; a kind with none at all is a 400 that says so."""
+    symbol: str               # {"op": symbol} in JSON; between column and value in the CLI form
+    help: str                 # a few words for people: errors, the page, the OpenAPI document
+    cli: str = ""             # how the CLI string form writes it ("COL>=N"); "" for JSON-only operators
+    takes: str = "one"        # "one" value, a "list" of values, "either", or "none" (`is null`)
+    many: str = ""            # the operator a CLI value `A|B` turns it into (`=` -> `in`)
+    number: str = ""
+    text: str = ""
+    date: str = ""
+    array: str = ""           # an Array column; the value is one element
+    numbers: str = ""         # ...with a list of values
+    texts: str = ""
+    dates: str = ""
+    default: str = ""
+
+
+_IN_TEXTS = f"(lowerUTF8({{col}}) IN arrayMap({LAMBDA} -> lowerUTF8({LAMBDA}), {{v}}))"   # case-insensitive
+FILTER_OPERATORS = (
+    Operator("=", "equals", "COL=V or A|B (any of them)", many="in",
+             number="{col} = {v}", text="lowerUTF8({col}) = lowerUTF8({v})",
+             date="({col} >= {start} AND {col} < {end})"),
+    Operator("!=", "differs", "COL!=V or A|B (none of them)", many="not in",
+             number="{col} != {v}", text="lowerUTF8({col}) != lowerUTF8({v})",
+             date="NOT ({col} >= {start} AND {col} < {end})"),
+    Operator(">=", "at least", "COL>=N", number="{col} >= {v}", text="{col} >= {v}", date="{col} >= {start}"),
+    Operator("<=", "at most", "COL<=N", number="{col} <= {v}", text="{col} <= {v}", date="{col} < {end}"),
+    Operator(">", "more than", "COL>N", number="{col} > {v}", text="{col} > {v}", date="{col} >= {end}"),
+    Operator("<", "less than", "COL<N", number="{col} < {v}", text="{col} < {v}", date="{col} < {start}"),
+    Operator("~=", "contains", "COL~=TEXT or A|B (contains)", takes="either", many="~=",
+             text="positionCaseInsensitiveUTF8({col}, {v}) > 0",
+             texts=f"arrayExists({LAMBDA} -> positionCaseInsensitiveUTF8({{col}}, {LAMBDA}) > 0, {{v}})"),
+    Operator("in", "any of a list", takes="list", numbers="({col} IN {v})", texts=_IN_TEXTS, dates="{any}"),
+    Operator("not in", "none of a list", takes="list", numbers="NOT ({col} IN {v})", texts=f"NOT {_IN_TEXTS}",
+             dates="NOT {any}"),
+    Operator("has", "holds the value", array="has({col}, {v})"),
+    # Text columns without a value hold '' (camera) or NULL (manifest columns): both count as null.
+    Operator("is null", "has no value", "'COL is null'", takes="none",
+             default="{col} IS NULL", text="({col} IS NULL OR {col} = '')"),
+    Operator("is not null", "has a value", "'COL is not null'", takes="none",
+             default="NOT {col} IS NULL", text="NOT ({col} IS NULL OR {col} = '')"),
+)
+# Read at import by the request models (the OpenAPI enum); the functions below read the table itself.
+OPERATORS = tuple(o.symbol for o in FILTER_OPERATORS if o.cli and o.takes != "none")  # the CLI's COL<op>VALUE
+JSON_OPERATORS = tuple(o.symbol for o in FILTER_OPERATORS)
+
+
+def operator(symbol: object) -> Operator | None:
+    return next((o for o in FILTER_OPERATORS if o.symbol == symbol), None)
+
+
+def filter_help() -> str:
+    """The CLI string forms, for the CLI's and the API's help."""
+    return ", ".join([o.cli for o in FILTER_OPERATORS if o.cli] + ["near=LAT,LON,KM"])
+
+
+def operators_json() -> list[dict]:
+    """The operators as GET /api/filters serves them: the page parses an address's filters with these."""
+    return [{"op": o.symbol, "help": o.help, "cli": o.cli, "takes": o.takes, "many": o.many or None}
+            for o in FILTER_OPERATORS]
+
+
 def parse_filter(expr: str) -> Filter:
-    """`COL=VALUE`, `COL!=VALUE`, `COL>=N`, `COL<=N`, `COL>N`, `COL<N`, `COL~=TEXT` (substring), `COL=A|B`
-    (any of them), `COL is null`, `COL is not null`, `near=LAT,LON,KM`."""
-    null = NULL_RE.match(expr)
+    """A filter in the CLI string form: `COL<op>VALUE` for each operator with a `cli` form (`price>=10`,
+    `category=A|B` any of them), `COL is [not] null`, `near=LAT,LON,KM`. The patterns come from the table."""
+    forms = [o for o in FILTER_OPERATORS if o.cli]
+    infix = [o for o in forms if o.takes != "none"]
+    words = [o for o in forms if o.takes == "none"]
+    column = "[^" + re.escape("".join({ch for o in infix for ch in o.symbol})) + r"\s]+"   # holds no operator
+    nulls = "|".join(r"\s+".join(map(re.escape, o.symbol.split())) for o in words)  # `is  NOT null` too
+    null = re.match(rf"^\s*({column})\s+({nulls})\s*$", expr, re.IGNORECASE) if nulls else None
     if null:
-        return Filter(null.group(1), "is not null" if null.group(2) else "is null", None)
-    match = FILTER_RE.match(expr)
+        return Filter(null.group(1), " ".join(null.group(2).lower().split()), None)
+    ops = "|".join(re.escape(o.symbol) for o in sorted(infix, key=lambda o: -len(o.symbol)))  # `>=` before `>`
+    match = re.match(rf"^\s*({column})\s*({ops})\s*(.*?)\s*$", expr, re.DOTALL)
     if not match:
         raise QueryError(f"cannot parse filter {expr!r}: expected COLUMN OP VALUE with OP one of "
-                         + " ".join(OPERATORS) + ", or COLUMN is [not] null")
-    column, op, value = match.groups()
-    if "|" in value and op in ("=", "!=", "~=") and column != NEAR:
-        return Filter(column, {"=": "in", "!=": "not in", "~=": "~="}[op], value.split("|"))
-    return Filter(column, op, value)
+                         + " ".join(o.symbol for o in infix) + "".join(f", or COLUMN {o.symbol}" for o in words))
+    name, symbol, value = match.groups()
+    many = operator(symbol).many
+    if "|" in value and many and name != NEAR:
+        return Filter(name, many, value.split("|"))
+    return Filter(name, symbol, value)
 
 
 def base_type(ch_type: str) -> str:
@@ -61,11 +138,6 @@ def base_type(ch_type: str) -> str:
         if not inner:
             return ch_type
         ch_type = inner.group(1)
-
-
-# Names the search SQL gives its own expressions (aliases, lambda parameters): quoted, with a '$' that no
-# column name can hold (quote_identifier takes letters, digits and _), so no manifest column is hidden by one.
-LAMBDA = "`$x`"
 
 
 def vector_alias(i: int) -> str:
@@ -140,46 +212,80 @@ def parse_time(column: str, text: str) -> tuple[str, str | None]:
                          "2024-06-01 12:30:00, 2024-06 or 2024") from None
 
 
-def _compare(column: str, kind: str, op: str, value: Any, name: str, params: dict) -> str:
-    """`column op value`: numbers as numbers, text case-insensitively (`~=`: contains), dates by the period
-    they name (`taken_at=2024-06` is all of June, `taken_at<=2024-06` up to its end)."""
+KINDS = {"number": "a number", "text": "a text", "date": "a date", "array": "an array"}   # for error messages
+
+
+def _kind(ch_type: str) -> str:
+    """Which of an operator's templates a column (its base type) takes: number, text, date, array, or ""."""
+    if NUMERIC_TYPE.match(ch_type):
+        return "number"
+    if TIME_TYPE.match(ch_type):
+        return "date"
+    if ch_type == "String":
+        return "text"
+    return "array" if ch_type.startswith("Array(") else ""
+
+
+def _template(op: Operator, kind: str, column: str, ch_type: str, many: bool = False) -> str:
+    """`op`'s SQL for a column of `kind` (`many`: with a list of values), or a 400 that says what it works on:
+    a missing template is a clear error, never a KeyError."""
+    template = (getattr(op, kind + "s" if many else kind, "") if kind else "") or op.default
+    if template:
+        return template
+    if not kind:
+        raise QueryError(f"column {column!r} has type {ch_type}, which filters do not support")
+    if kind == "array":
+        ops = " or ".join(repr(o.symbol) for o in FILTER_OPERATORS if o.array)
+        raise QueryError(f"column {column!r} is an array: filter it with {ops}")
+    kinds = " or ".join(words for k, words in KINDS.items() if getattr(op, k) or getattr(op, k + "s", ""))
+    raise QueryError(f"{op.symbol!r} ({op.help}) needs {kinds} column; {column!r} is {ch_type}")
+
+
+def _condition(column: str, ch_type: str, op: Operator, value: Any, name: str, params: dict) -> str:
+    """`column op value` as SQL, from the operator's template for the column's kind, the value bound in `params`:
+    numbers compare as numbers, text case-insensitively, dates by the period they name (`taken_at=2024-06` is
+    all of June, `taken_at<=2024-06` up to its end)."""
     col = quote_identifier(column)
-    if TIME_TYPE.match(kind) and op != "~=":
+    kind = _kind(ch_type)
+    if op.takes == "none":
+        return _template(op, kind, column, ch_type).format(col=col)
+    if isinstance(value, list) and op.takes in ("list", "either"):
+        return _any_of(column, ch_type, op, value, name, params)
+    if op.takes == "list":
+        raise QueryError(f"{op.symbol!r} needs a non-empty list of values for {column!r}")
+    # Whether the operator works on this kind of column is said before anything about the value.
+    template = _template(op, "number" if kind == "date" and not op.date else kind, column, ch_type)
+    if isinstance(value, list):
+        several = ", ".join(repr(o.symbol) + (f" ({o.many})" if o.many != o.symbol else "")
+                            for o in FILTER_OPERATORS if o.many)
+        raise QueryError(f"{op.symbol!r} takes one value; several are for {several}")
+    if kind == "date":
         params[name], unit = parse_time(column, _text(column, value))
         start = f"parseDateTime64BestEffort({{{name}:String}})"
-        if unit is None:
-            return f"{col} {op} {start}"
-        end = f"{start} + INTERVAL 1 {unit}"
-        return {"=": f"({col} >= {start} AND {col} < {end})", "!=": f"NOT ({col} >= {start} AND {col} < {end})",
-                ">=": f"{col} >= {start}", "<": f"{col} < {start}", ">": f"{col} >= {end}", "<=": f"{col} < {end}"}[op]
-    placeholder = _bind_value(column, kind, value, name, params)
-    if kind == "String" and op == "~=":
-        return f"positionCaseInsensitiveUTF8({col}, {placeholder}) > 0"
-    if op == "~=":
-        raise QueryError(f"'~=' (contains) needs a text column; {column!r} is {kind}")
-    if kind == "String" and op in ("=", "!="):
-        return f"lowerUTF8({col}) {op} lowerUTF8({placeholder})"
-    return f"{col} {op} {placeholder}"
+        if unit is None:   # a point in time compares like a number
+            return _template(op, "number", column, ch_type).format(col=col, v=start)
+        return _template(op, kind, column, ch_type).format(col=col, start=start, end=f"{start} + INTERVAL 1 {unit}")
+    if kind == "array":   # the value is one element, bound as the element's type
+        ch_type = base_type(ch_type[len("Array("):-1])
+    return template.format(col=col, v=_bind_value(column, ch_type, value, name, params))
 
 
-def _any_of(column: str, kind: str, contains: bool, values: list, name: str, params: dict) -> str:
-    """`column` equal to (or with `contains`, containing) any of `values`, the list bound as ONE array
-    parameter: as a thousand literals OR'ed together, five such filters passed max_query_size and a
-    hundred took seconds to parse."""
+def _any_of(column: str, ch_type: str, op: Operator, values: list, name: str, params: dict) -> str:
+    """`column` against a list of values, the list bound as ONE array parameter: as a thousand literals OR'ed
+    together, five such filters passed max_query_size and a hundred took seconds to parse."""
+    kind = _kind(ch_type)
+    template = _template(op, kind, column, ch_type, many=True)
+    if not values:
+        raise QueryError(f"{op.symbol!r} needs a non-empty list of values for {column!r}")
+    if len(values) > MAX_IN_VALUES:
+        raise QueryError(f"{op.symbol!r} takes at most {MAX_IN_VALUES} values, got {len(values)} for {column!r}")
     col = quote_identifier(column)
-    if contains:
-        if kind != "String":
-            raise QueryError(f"'~=' (contains) needs a text column; {column!r} is {kind}")
-        params[name] = [_text(column, v) for v in values]
-        return f"arrayExists({LAMBDA} -> positionCaseInsensitiveUTF8({col}, {LAMBDA}) > 0, {{{name}:Array(String)}})"
-    if NUMERIC_TYPE.match(kind):
+    if kind == "number":
         params[name] = [_number(column, v) for v in values]
-        return f"({col} IN {{{name}:Array(Float64)}})"
-    if kind == "String":
+        return template.format(col=col, v=f"{{{name}:Array(Float64)}}")
+    if kind == "text":
         params[name] = [_text(column, v) for v in values]
-        return f"(lowerUTF8({col}) IN arrayMap({LAMBDA} -> lowerUTF8({LAMBDA}), {{{name}:Array(String)}}))"
-    if not TIME_TYPE.match(kind):
-        raise QueryError(f"column {column!r} has type {kind}, which filters do not support")
+        return template.format(col=col, v=f"{{{name}:Array(String)}}")
     # A date names its period (2024: the year, 2024-06: the month, 2024-06-01: the day), a time itself.
     periods: dict[str | None, list[str]] = {}
     for value in values:
@@ -194,7 +300,7 @@ def _any_of(column: str, kind: str, contains: bool, values: list, name: str, par
         else:
             pattern = {"YEAR": "%Y", "MONTH": "%Y-%m", "DAY": "%Y-%m-%d"}[unit]
             parts.append(f"formatDateTime({col}, '{pattern}') IN {{{key}:Array(String)}}")
-    return f"({' OR '.join(parts)})"
+    return template.format(col=col, any=f"({' OR '.join(parts)})")
 
 
 def _near(columns: dict[str, str], value: Any, name: str, params: dict) -> str:
@@ -233,35 +339,10 @@ def filter_sql(filters: list[Filter], columns: dict[str, str]) -> tuple[list[str
             continue
         if f.column not in known:
             raise QueryError(f"unknown column {f.column!r}; known columns: {', '.join(known)}")
-        if f.op not in JSON_OPERATORS:
-            raise QueryError(f"unknown operator {f.op!r}; use one of {' '.join(JSON_OPERATORS)}")
-        kind = base_type(columns[f.column])
-        column = quote_identifier(f.column)
-        array = re.match(r"^Array\((.*)\)$", kind)
-        if f.op in ("is null", "is not null"):
-            # Text columns without a value hold '' (camera) or NULL (manifest columns): both count as null.
-            empty = f" OR {column} = ''" if kind == "String" else ""
-            null = f"({column} IS NULL{empty})" if empty else f"{column} IS NULL"
-            conditions.append(null if f.op == "is null" else f"NOT {null}")
-        elif f.op == "has":
-            if not array:
-                raise QueryError(f"'has' needs an array column; {f.column!r} is {kind}")
-            placeholder = _bind_value(f.column, base_type(array.group(1)), f.value, f"f{i}", params)
-            conditions.append(f"has({column}, {placeholder})")
-        elif array:
-            raise QueryError(f"column {f.column!r} is an array: filter it with 'has'")
-        elif f.op in ("in", "not in") or isinstance(f.value, list):
-            values = f.value if isinstance(f.value, list) else None
-            if not values:
-                raise QueryError(f"{f.op!r} needs a non-empty list of values for {f.column!r}")
-            if len(values) > MAX_IN_VALUES:
-                raise QueryError(f"{f.op!r} takes at most {MAX_IN_VALUES} values, got {len(values)} for {f.column!r}")
-            if f.op not in ("in", "not in", "~="):
-                raise QueryError(f"{f.op!r} takes one value; several are for '=' (in), '!=' (not in) and '~='")
-            any_of = _any_of(f.column, kind, f.op == "~=", values, f"f{i}", params)
-            conditions.append(f"NOT {any_of}" if f.op == "not in" else any_of)
-        else:
-            conditions.append(_compare(f.column, kind, f.op, f.value, f"f{i}", params))
+        op = operator(f.op)
+        if op is None:
+            raise QueryError(f"unknown operator {f.op!r}; use one of {' '.join(o.symbol for o in FILTER_OPERATORS)}")
+        conditions.append(_condition(f.column, base_type(columns[f.column]), op, f.value, f"f{i}", params))
     return conditions, params
 
 
@@ -533,8 +614,8 @@ def filters_from_json(spec: object) -> list[Filter]:
         for item in spec:
             if isinstance(item, str):
                 out.append(parse_filter(item))
-            elif isinstance(item, dict) and ({"column", "op", "value"} <= set(item)
-                                             or {"column", "op"} <= set(item) and "null" in str(item["op"])):
+            elif isinstance(item, dict) and {"column", "op"} <= set(item) and (
+                    "value" in item or getattr(operator(item["op"]), "takes", "") == "none"):   # `is null`: no value
                 out.append(Filter(str(item["column"]), str(item["op"]), item.get("value")))
             else:
                 raise QueryError(f"a filter is a string like 'price<10' or {{column, op, value}}, got {item!r}")
