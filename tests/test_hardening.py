@@ -71,12 +71,22 @@ def test_dates_users_type_are_accepted(client):
 
 
 @pytest.mark.parametrize("prompt", ["{} {1}", "{} {", "{} {0.__class__}", "a {} }{"])
-def test_label_prompts_with_stray_braces_are_text(client, prompt):
+def test_label_prompts_with_stray_braces_are_text(client, model, prompt):
+    """Only `{}` is replaced by the label; other braces are encoded as the text they are (str.format would
+    fail on some and turn `{0.__class__}` into "<class 'str'>")."""
+    import io
+
+    from PIL import Image
     data = synthetic.make_image(np.random.default_rng(3), "red", "circle")[1]
-    res = client.post("/api/label", json={"image": base64.b64encode(data).decode(), "labels": ["circle", "star"],
+    labels = ["star", "cross"]   # neither fits the red circle: the split follows the prompt's exact text
+    res = client.post("/api/label", json={"image": base64.b64encode(data).decode(), "labels": labels,
                                           "prompt": prompt})
     assert res.status_code == 200, res.get_json()
-    assert len(res.get_json()["labels"]) == 2
+    image = model.encode_images([Image.open(io.BytesIO(data))])[0]
+    logits = model.logit_scale * (model.encode_texts([prompt.replace("{}", label) for label in labels]) @ image)
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    got = {r["label"]: r["probability"] for r in res.get_json()["labels"]}
+    np.testing.assert_allclose([got[label] for label in labels], expected, atol=1e-5)
 
 
 def test_k_is_one_rule_for_get_and_json(client):
