@@ -1,5 +1,5 @@
-"""The JSON API: /api/search, /api/label, /api/images/<id>[/similar|/file], /api/columns, /api/sql,
-/api/queries, /healthz."""
+"""The JSON API: /api/search, /api/label, /api/images/<id>[/similar|/file], /api/columns, /api/filters,
+/api/sql, /api/queries, /healthz."""
 from __future__ import annotations
 
 import base64
@@ -15,7 +15,7 @@ from PIL import Image, UnidentifiedImageError
 from ..collection import Collection
 from ..errors import FileChanged, NotFound, QueryError
 from ..model import FORMAT_NAMES, decode, read_image
-from ..query import filters_from_json, parse_filter
+from ..query import filters_from_json, operators_json, parse_filter
 from ..search import SearchResult, Term, weighted
 from . import console
 from .openapi import openapi_document
@@ -205,6 +205,13 @@ def duplicates() -> Response:
 def columns() -> Response:
     """The table's columns, with what a filter form needs: distinct values or a numeric range."""
     return jsonify(columns=collection().catalog.column_summaries())
+
+
+@api.get("/api/filters")
+def filters() -> Response:
+    """The filter operators, from the one table in query.py: the page reads an address's filters with them
+    rather than keeping a copy."""
+    return jsonify(operators=operators_json())
 
 
 @api.post("/api/sql")

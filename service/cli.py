@@ -17,7 +17,7 @@ from ..copies import MAX_DISTANCE as COPY_MAX_DISTANCE
 from ..duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
 from ..errors import ClipsearchError, QueryError
 from ..model import BUNDLED_LABEL, BUNDLED_NOTE, ModelSource, model_loader
-from ..query import FACET_TOP, Filter, parse_filter
+from ..query import FACET_TOP, Filter, filter_help, parse_filter
 from ..search import weighted
 from ..settings import Settings
 from ..sql import read as read_sql
@@ -336,9 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--facet-top", type=int, default=FACET_TOP, metavar="N",
                    help=f"facets count the best N matches (default {FACET_TOP}), or all above --min-score")
     p.add_argument("--filter", action="append", default=[], metavar="EXPR",
-                   help="COL=V, COL!=V, COL>=N, COL<=N, COL>N, COL<N, COL~=TEXT (contains), COL=A|B, "
-                        "'COL is [not] null', near=LAT,LON,KM; text compares ignoring case, 2024-06 means all "
-                        "of June; repeat to AND them")
+                   help=filter_help() + "; text compares ignoring case, 2024-06 means all of June; repeat "
+                        "to AND them")
     p.add_argument("--json", action="store_true",
                    help="print a JSON array instead of lines (with --facet: {results, facets})")
     p.add_argument("--show-sql", action="store_true", help="print the SQL ClickHouse ran (to stderr)")

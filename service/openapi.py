@@ -38,6 +38,12 @@ SHIPPED_QUERIES = {"type": "object", "required": ["queries"], "properties": {"qu
         "name": {"type": "string"}, "sql": {"type": "string"}, "description": {"type": "string"},
         "params": {"type": "array", "items": {"type": "object", "properties": {
             "name": {"type": "string"}, "type": {"type": "string"}}}}}}}}}
+FILTERS = {"type": "object", "required": ["operators"], "properties": {"operators": {"type": "array", "items": {
+    "type": "object", "required": ["op", "help", "cli", "takes", "many"], "properties": {
+        "op": {"type": "string"}, "help": {"type": "string"},
+        "cli": {"type": "string", "description": "the CLI string form (COL>=N); empty: JSON filters only"},
+        "takes": {"enum": ["one", "list", "either", "none"], "description": "one value, a list, either, or none"},
+        "many": {"type": ["string", "null"], "description": "the operator a CLI value A|B turns it into"}}}}}}
 
 
 def _ok(description: str, schema: dict, media: str = "application/json") -> dict:
@@ -104,6 +110,9 @@ def openapi_document() -> dict:
         "/api/columns": {
             "get": {"summary": "The filterable columns, with their values or ranges", "operationId": "columns",
                     "responses": {"200": _ok("columns", JSON_OBJECT), **errors}}},
+        "/api/filters": {
+            "get": {"summary": "The filter operators: how each is written and what it takes", "operationId": "filters",
+                    "responses": {"200": _ok("the operators", FILTERS), **errors}}},
         "/api/sql": {
             "post": {"summary": "Run one read-only SQL query (the page's SQL tab and dashboards)", "operationId": "sql",
                      "requestBody": _body(SqlBody, defs),

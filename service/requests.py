@@ -15,6 +15,7 @@ from ..errors import QueryError
 from ..labels import MAX_LABELS, MAX_PROMPT_CHARS
 from ..query import (
     FACET_TOP,
+    FILTER_OPERATORS,
     JSON_OPERATORS,
     MAX_FACETS,
     MAX_FILTERS,
@@ -26,6 +27,7 @@ from ..query import (
     Options,
     check_k,
     check_whole,
+    filter_help,
 )
 from ..search import MAX_QUERY_CHARS
 
@@ -85,7 +87,8 @@ ImageId = Annotated[str, Field(max_length=64, description="a full id (32 hex dig
 Filters = Annotated[Any, BeforeValidator(_json_text), WithJsonSchema({
     "description": 'CLI strings ["price<20"], [{"column", "op", "value"}], or {"category": "poster", '
                    f'"price": {{">=": 10}}, "colour": ["red", "blue"]}}; at most {MAX_FILTERS} filters and '
-                   f"{MAX_IN_VALUES} values in one list; op one of {' '.join(JSON_OPERATORS)}",
+                   f"{MAX_IN_VALUES} values in one list; op one of "
+                   + ", ".join(f"{o.symbol} ({o.help})" for o in FILTER_OPERATORS),
     "anyOf": [{"type": "array", "maxItems": MAX_FILTERS, "items": {"anyOf": [
                   {"type": "string", "maxLength": 1000},
                   {"type": "object", "required": ["column", "op", "value"], "properties": {
@@ -102,8 +105,7 @@ Labels = Annotated[Any, WithJsonSchema({
               {"type": "string"}]})]
 
 
-FILTER_HELP = ("COL=V, COL!=V, COL>=N, COL<=N, COL>N, COL<N, COL~=TEXT (contains), COL=A|B, 'COL is [not] null', "
-               "near=LAT,LON,KM")
+FILTER_HELP = filter_help()   # the CLI string forms, from the operator table
 
 
 class Results(BaseModel):

@@ -75,13 +75,27 @@ function filters() {
   }
   return out.concat(facetFilters);
 }
+// The filter operators as the server defines them (GET /api/filters), so the page reads an address's filters
+// as the CLI does; the longest first, so `>=` is not read as `>` and a value starting with `=`.
+let operators = [];
+async function loadOperators() {
+  const res = await fetch("/api/filters");
+  if (!res.ok) return;
+  operators = (await res.json()).operators.filter((o) => o.cli).sort((a, b) => b.op.length - a.op.length);
+}
+const escapeRegExp = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+const takesNone = (op) => operators.some((o) => o.op === op && o.takes === "none");  // `COL is null`
 // A filter as the CLI writes it (the address's filter=...), and back.
-const filterText = (f) => f.op === "is null" ? `${f.column} is null` : `${f.column}${f.op}${f.value}`;
+const filterText = (f) => takesNone(f.op) ? `${f.column} ${f.op}` : `${f.column}${f.op}${f.value}`;
 function parseFilter(text) {
-  const nul = text.match(/^([A-Za-z_][A-Za-z0-9_]*) is null$/);
-  if (nul) return { column: nul[1], op: "is null", value: null };
-  const m = text.match(/^([A-Za-z_][A-Za-z0-9_]*)(>=|<=|~=|!=|=|>|<)(.*)$/);
-  return m && { column: m[1], op: m[2], value: m[3] };
+  for (const o of operators) {
+    const none = o.takes === "none";
+    const op = o.op.split(" ").map(escapeRegExp).join("\\s+");
+    const m = text.match(new RegExp(none ? `^([A-Za-z_][A-Za-z0-9_]*)\\s+${op}$` : `^([A-Za-z_][A-Za-z0-9_]*)${op}(.*)$`,
+                                    none ? "i" : "s"));
+    if (m) return { column: m[1], op: o.op, value: none ? null : m[2] };
+  }
+  return null;
 }
 // "night, sunset:0.5" -> [{text: "night", weight: 1}, {text: "sunset", weight: 0.5}] (times sign)
 function terms(text, sign) {
@@ -313,7 +327,7 @@ window.addEventListener("popstate", () => {
   if (restore(params)) search();
 });
 (async () => {
-  await loadColumns();
+  await Promise.all([loadColumns(), loadOperators()]);
   weights();
   if (restore(new URLSearchParams(location.search))) search();
 })();
