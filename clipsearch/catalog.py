@@ -12,11 +12,11 @@ import re
 import time
 from typing import Any
 
-from .connection import WRITES, Connection, connect, quote_identifier, sql_statements
+from . import schema
+from .connection import WRITES, Connection, connect, quote_identifier
 from .errors import ModelMismatch, NotFound, QueryError
 from .query import NOT_FILTERABLE, NUMERIC_TYPE, RESCORE_FETCH, TIME_TYPE, Filter, base_type, filter_sql
 from .settings import Settings
-from .sql import read as read_sql
 
 MIN_ID_PREFIX = 6           # the CLI prints 12; shorter prefixes are too likely to be ambiguous
 VECTOR_QUANTIZATIONS = ("bf16", "f16", "f32", "i8", "b1")
@@ -62,8 +62,7 @@ class Catalog:
         self.backend = connection.backend
         self._state: tuple[int, float, dict] | None = None   # (WRITES.count, when, state)
         self._counts: dict[tuple, tuple[int, int]] = {}      # count_matching's answers for that state
-        for statement in sql_statements(read_sql("schema.sql")):
-            connection.command(statement)
+        schema.ensure(connection)   # one query when the database is current
 
     @classmethod
     def open(cls, settings: Settings | str | os.PathLike, create: bool = True) -> Catalog:

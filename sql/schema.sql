@@ -1,5 +1,7 @@
--- clipsearch schema. The loader runs this file (statements split on ';'),
--- then adds one column per manifest column with ALTER TABLE ... ADD COLUMN.
+-- clipsearch schema, as the current release makes a new database (statements split on ';'); the loader
+-- then adds one column per manifest column with ALTER TABLE ... ADD COLUMN. A database made by an earlier
+-- release is brought here by the numbered files of migrations/ (clipsearch/schema.py), and the version it
+-- has reached is recorded in schema_version.
 
 -- One row per distinct image file. `id` is derived from the file's bytes, so
 -- loading the same file again (from any path) never adds a second row; the
@@ -38,18 +40,6 @@ ORDER BY id
 -- exact ranking 25 -> 15 ms). Full scans are no slower. Set when the table is made; see bench/results.md.
 SETTINGS index_granularity = 1024;
 
--- Databases made before modified_at existed get it (NULL: compared by size alone until reloaded).
-ALTER TABLE images ADD COLUMN IF NOT EXISTS modified_at Nullable(DateTime64(3)) AFTER file_size;
--- Databases made before the perceptual hashes existed get them as NULL: `clipsearch hashes` fills them in.
-ALTER TABLE images ADD COLUMN IF NOT EXISTS phash Nullable(UInt64) AFTER camera;
-ALTER TABLE images ADD COLUMN IF NOT EXISTS colour_hash Nullable(UInt64) AFTER phash;
-ALTER TABLE images ADD COLUMN IF NOT EXISTS centre_phash Nullable(UInt64) AFTER colour_hash;
-ALTER TABLE images ADD COLUMN IF NOT EXISTS chroma_hash Nullable(UInt64) AFTER centre_phash;
-ALTER TABLE images ADD COLUMN IF NOT EXISTS centre_chroma_hash Nullable(UInt64) AFTER chroma_hash;
--- Databases made before GPS positions were read get them as NULL (files loaded again fill them in).
-ALTER TABLE images ADD COLUMN IF NOT EXISTS latitude Nullable(Float64) AFTER camera;
-ALTER TABLE images ADD COLUMN IF NOT EXISTS longitude Nullable(Float64) AFTER latitude;
-
 -- Files the loader could not read, with the reason, one row per attempt.
 CREATE TABLE IF NOT EXISTS load_errors
 (
@@ -78,9 +68,6 @@ CREATE TABLE IF NOT EXISTS search_log
 )
 ENGINE = MergeTree
 ORDER BY time;
-
-ALTER TABLE search_log ADD COLUMN IF NOT EXISTS origin LowCardinality(String) DEFAULT '' AFTER kind;
-ALTER TABLE search_log ADD COLUMN IF NOT EXISTS model_load_ms Float32 DEFAULT 0 AFTER k;
 
 -- Zero-shot labels: per image and label set, the softmax over the set's prompts
 -- (CLIP's own logit scale). `clipsearch label --name shape ...` writes one set;
@@ -114,3 +101,14 @@ CREATE TABLE IF NOT EXISTS vector_index_tuning
 )
 ENGINE = MergeTree
 ORDER BY tuned_at;
+
+-- The migrations of sql/migrations/ a database has had (clipsearch/schema.py): one row each, and one for
+-- the version a new database was made at.
+CREATE TABLE IF NOT EXISTS schema_version
+(
+    version    UInt32,
+    applied_at DateTime64(3) DEFAULT now64(3),
+    note       String
+)
+ENGINE = MergeTree
+ORDER BY version;

@@ -1,0 +1,64 @@
+"""The schema version (clipsearch/schema.py): a new database records the latest; one made before versions
+were recorded is migrated with its rows kept; a current one opens without DDL; a newer one is refused."""
+from __future__ import annotations
+
+import pytest
+
+from clipsearch import schema
+from clipsearch.catalog import Catalog
+from clipsearch.connection import EmbeddedConnection
+from clipsearch.errors import StoreError
+
+# What the releases before schema versions made (2026-11): images and search_log without the columns added
+# since, and none of the later tables.
+FIRST_RELEASE = [
+    """CREATE TABLE images (id String, path String, width UInt32, height UInt32, format LowCardinality(String),
+       file_size UInt64, taken_at Nullable(DateTime), camera String DEFAULT '', model LowCardinality(String),
+       loaded_at DateTime64(3) DEFAULT now64(3), embedding Array(Float32) CODEC(NONE))
+       ENGINE = ReplacingMergeTree(loaded_at) ORDER BY id""",
+    """CREATE TABLE search_log (time DateTime64(3) DEFAULT now64(3), kind LowCardinality(String), text String,
+       filters String, k UInt32, results UInt32, encode_ms Float32, query_ms Float32, total_ms Float32,
+       top_ids Array(String)) ENGINE = MergeTree ORDER BY time""",
+    "INSERT INTO images (id, path, width, height, format, file_size, model, embedding) "
+    "VALUES ('a1', '/p/a.png', 10, 20, 'PNG', 123, 'clipsearch-shapes', [1, 0])",
+]
+
+
+def test_a_new_database_records_the_latest_version_and_reopens_without_ddl(tmp_path, monkeypatch):
+    Catalog.open(tmp_path / "db").close()
+    ran: list[str] = []
+    original = EmbeddedConnection.command
+    monkeypatch.setattr(EmbeddedConnection, "command", lambda self, sql, params=None: (ran.append(sql),
+                                                                                      original(self, sql, params)))
+    with Catalog.open(tmp_path / "db") as catalog:
+        assert schema.version(catalog.connection) == schema.latest() >= 1
+        assert catalog.query("SELECT count() AS n FROM schema_version") == [{"n": 1}]
+    assert ran == []   # nothing but one query
+
+
+def test_a_database_made_before_versions_is_migrated_with_its_rows(tmp_path):
+    connection = EmbeddedConnection(tmp_path / "db")
+    for statement in FIRST_RELEASE:
+        connection.command(statement)
+    assert schema.version(connection) == 0
+    connection.close()
+    with Catalog.open(tmp_path / "db") as catalog:
+        images, log = catalog.columns("images"), catalog.columns("search_log")
+        assert {"modified_at", "phash", "colour_hash", "centre_phash", "chroma_hash", "centre_chroma_hash",
+                "latitude", "longitude"} <= set(images)
+        assert {"origin", "model_load_ms"} <= set(log)
+        assert catalog.columns("labels") and catalog.columns("vector_index_tuning")
+        assert catalog.query("SELECT id, path, file_size, phash FROM images") == \
+            [{"id": "a1", "path": "/p/a.png", "file_size": 123, "phash": None}]
+        assert [r["version"] for r in catalog.query("SELECT version FROM schema_version ORDER BY version")] == \
+            list(range(1, schema.latest() + 1))
+        assert schema.version(catalog.connection) == schema.latest()
+
+
+def test_a_database_from_a_newer_release_is_refused(tmp_path):
+    Catalog.open(tmp_path / "db").close()
+    connection = EmbeddedConnection(tmp_path / "db")
+    connection.command("INSERT INTO schema_version (version, note) VALUES (999, 'from the future')")
+    connection.close()
+    with pytest.raises(StoreError, match="newer clipsearch"):
+        Catalog.open(tmp_path / "db")
