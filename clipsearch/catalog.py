@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from . import schema
-from .connection import WRITES, Connection, connect, quote_identifier
+from .connection import Connection, connect, quote_identifier
 from .errors import ModelMismatch, NotFound, QueryError
 from .query import NOT_FILTERABLE, NUMERIC_TYPE, RESCORE_FETCH, TIME_TYPE, Filter, base_type, filter_sql
 from .settings import Settings
@@ -23,8 +23,8 @@ VECTOR_QUANTIZATIONS = ("bf16", "f16", "f32", "i8", "b1")
 # ClickHouse's own default. f16 (same size, 3 more bits of mantissa) scores closer to exact but, at 1M x 512,
 # ranked no better and built slower (bench/README.md, "Index quantization").
 DEFAULT_QUANTIZATION = "bf16"
-# The table state a search reads is cached until this process writes (WRITES) or this many seconds pass:
-# the time other clients of a ClickHouse server take to be seen. Reading it costs 10-14 ms at 1M rows.
+# The table state a search reads is cached until its connection writes (Connection.writes) or this many
+# seconds pass: the time other clients of a ClickHouse server take to be seen. Reading it costs 10-14 ms at 1M rows.
 STATE_TTL_S = 1.0
 MAX_CACHED_COUNTS = 256
 # A filter column is a projection of the whole table sorted by that column, so the rows a filter on it
@@ -60,7 +60,7 @@ class Catalog:
     def __init__(self, connection: Connection):
         self.connection = connection
         self.backend = connection.backend
-        self._state: tuple[int, float, dict] | None = None   # (WRITES.count, when, state)
+        self._state: tuple[int, float, dict] | None = None   # (writes count, when, state)
         self._counts: dict[tuple, tuple[int, int]] = {}      # count_matching's answers for that state
         schema.ensure(connection)   # one query when the database is current
 
@@ -238,7 +238,7 @@ class Catalog:
     def search_state(self) -> dict:
         """What a search needs to know of `images`: columns, models, rows, vector index. Read in one round
         trip, then served from memory until a write or STATE_TTL_S."""
-        writes, now = WRITES.count, time.monotonic()   # read first: a write while reading invalidates
+        writes, now = self.connection.writes.count, time.monotonic()   # read first: a write while reading invalidates
         if self._state is not None and self._state[0] == writes and now - self._state[1] < STATE_TTL_S:
             return self._state[2]
         row = self.query(
@@ -262,7 +262,7 @@ class Catalog:
         """(rows matching `filters`, rows looked at): over the whole table, or its first `limit` rows.
         Remembered for as long as the table state is."""
         key = (repr(filters), limit)
-        if key in self._counts and self._state is not None and self._state[0] == WRITES.count:
+        if key in self._counts and self._state is not None and self._state[0] == self.connection.writes.count:
             return self._counts[key]
         conditions, params = filter_sql(filters, columns)
         source = f"(SELECT * FROM images LIMIT {int(limit)})" if limit else "images"

@@ -66,18 +66,15 @@ def redact(url: str) -> str:
 
 
 class WriteCounter:
-    """How many statements that may change data or schema this process has run, on any connection (the
-    served folder's ClickHouse HTTP port included): caches of what is stored compare it to know they are
-    still current."""
+    """How many statements that may change data or schema have run on a connection (and, for a served
+    folder, on its ClickHouse HTTP port, which shares the service's counter): caches of what is stored
+    compare it to know they are still current."""
 
     def __init__(self) -> None:
         self.count = 0
 
     def note(self) -> None:
         self.count += 1   # a lost increment under a race still changes the value a cache saw
-
-
-WRITES = WriteCounter()
 
 
 class Connection:
@@ -92,6 +89,7 @@ class Connection:
         self._client = client
         self.where = where
         self._dsn = dsn
+        self.writes = WriteCounter()
 
     def _failed(self, exc: BaseException) -> StoreError:
         """The error to raise for a failed statement, after clearing what chdb leaves behind: after a query
@@ -122,17 +120,17 @@ class Connection:
 
     def command(self, sql: str, params: dict | None = None) -> None:
         """Run a statement that returns nothing (DDL, INSERT ... SELECT, DELETE)."""
-        WRITES.note()
+        self.writes.note()
         try:
             self._client.command(sql, parameters=params or None)
         except Exception as exc:
             raise self._failed(exc) from exc
 
     def insert(self, table: str, rows: Any, counted: bool = True) -> None:
-        """Insert a pyarrow Table whose column names match the table's (`counted`: in WRITES; the search
+        """Insert a pyarrow Table whose column names match the table's (`counted`: in `writes`; the search
         log's own rows change nothing a search reads)."""
         if counted:
-            WRITES.note()
+            self.writes.note()
         try:
             self._client.insert_arrow(table, rows)
         except Exception as exc:

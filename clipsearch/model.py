@@ -1,6 +1,7 @@
 """CLIP model wrapper: one factory, like open_clip's, and batched L2-normalized encoders."""
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
@@ -17,7 +18,6 @@ from PIL import Image
 
 from .errors import ModelError
 
-pillow_heif.register_heif_opener()  # HEIC/HEIF photos from phones open like any other format
 # The formats clipsearch reads, and the only ones Pillow is let to open: an EPS, PDF, PSD ... (uploaded, or
 # named .jpg in a folder) is "not an image" and never reaches a decoder nobody asked for (EPS: Ghostscript).
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF")
@@ -274,8 +274,16 @@ def open_image(source: str | bytes | bytearray | BinaryIO, min_size: int | None 
     return decode(read_image(source), min_size)
 
 
+@functools.cache
+def _register_heif() -> None:
+    """HEIC/HEIF photos from phones open like any other format: Pillow learns the format once, when the
+    first image is read (not when clipsearch is imported)."""
+    pillow_heif.register_heif_opener()
+
+
 def read_image(source: str | BinaryIO) -> Image.Image:
     """Open an image file (not decoded yet) of one of IMAGE_FORMATS; UnidentifiedImageError for any other."""
+    _register_heif()
     return Image.open(source, formats=IMAGE_FORMATS)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 DEFAULT_DB = "./clipsearch-data"
@@ -14,6 +14,7 @@ ENVIRONMENT = {                      # field -> environment variable
     "pretrained": "CLIPSEARCH_PRETRAINED",
     "thumbs": "CLIPSEARCH_THUMBS",
     "rate_limit": "CLIPSEARCH_RATE_LIMIT",
+    "analyst_password": "CLIPSEARCH_ANALYST_PASSWORD",
 }
 
 
@@ -25,6 +26,8 @@ class Settings:
     pretrained: str | None = None        # open_clip pretrained tag or weights file
     thumbs: str | None = None            # thumbnail cache; None: thumbs/ in the embedded folder
     rate_limit: str | None = None        # per client address on /api/, e.g. "60/minute;1000/hour"; None: off
+    # the read-only `analyst` login of `serve`'s ClickHouse HTTP port; None: no such login
+    analyst_password: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # Paths are resolved once, here: a relative one means the folder the command started in, whatever

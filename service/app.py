@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import secrets
 import signal
 import socket
@@ -205,8 +204,8 @@ def _serve_sql(stack: contextlib.ExitStack, collection: Collection, host: str, s
     folder = Path(collection.settings.db).resolve()
     collection.enable_text_embedding()  # clipTextEmbedding() for every session, the model loaded on first use
     password = secrets.token_urlsafe(24)
-    analyst = os.environ.get("CLIPSEARCH_ANALYST_PASSWORD") or None
-    sql_app = ClickHouseHTTP(engine_uri(folder), password, analyst)
+    analyst = collection.settings.analyst_password
+    sql_app = ClickHouseHTTP(engine_uri(folder), password, analyst, writes=collection.catalog.connection.writes)
     stack.callback(sql_app.close)
     # Threads beyond what analysts may hold (FairShare: 2 running, 16 waiting), so the CLI, loads and the
     # page's own requests always find one; idle connections are dropped after 10 s and up to 1,000 are

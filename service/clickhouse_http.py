@@ -46,7 +46,7 @@ from ..connection import (
     HELD_RESULT_LIMITS,
     IDENTIFIER,
     ROWS_STATEMENT,
-    WRITES,
+    WriteCounter,
     import_chdb,
 )
 from ..errors import QueryError, StoreError
@@ -291,8 +291,9 @@ class ClickHouseHTTP:
     """The WSGI app over the engine whose chdb connection string is `uri` (connection.engine_uri)."""
 
     def __init__(self, uri: str, writer_password: str, analyst_password: str | None = None,
-                 writer_user: str = "clipsearch", share: FairShare | None = None):
+                 writer_user: str = "clipsearch", share: FairShare | None = None, writes: WriteCounter | None = None):
         self.uri = uri
+        self.writes = writes or WriteCounter()   # the service's own connection's: its caches see these writes
         self.logins = {writer_user: Login(writer_user, writer_password, analyst=False)}
         if analyst_password:
             self.logins["analyst"] = Login("analyst", analyst_password, analyst=True)
@@ -421,7 +422,7 @@ class ClickHouseHTTP:
         match = FORMAT_RE.search(sql)
         fmt = match.group(1) if match else args.get("default_format", "TabSeparated")
         if not ROWS_STATEMENT.match(sql):
-            WRITES.note()   # the service's cached table state is refreshed on its next search
+            self.writes.note()   # the service's cached table state is refreshed on its next search
             fmt = "TabSeparated"
         settings = {**PORT_DEFAULTS, **{name: _setting_value(name, v) for name, v in requested.items()}}
         return self.respond(request, args, self._connect(settings, database), sql, fmt, params, lambda: None)
@@ -494,7 +495,7 @@ class ClickHouseHTTP:
         match = INSERT_RE.match(sql)
         if not match:
             raise ClickHouseError(62, "expected INSERT INTO ... FORMAT <format> with data", "SYNTAX_ERROR")
-        WRITES.note()
+        self.writes.note()
         conn = self._connect({name: _setting_value(name, v) for name, v in requested.items()}, database)
         try:
             with tempfile.NamedTemporaryFile(suffix=".data") as f:

@@ -99,6 +99,8 @@ def test_manifest_paths_outside_the_folder_are_said_and_can_be_refused(tmp_path,
 
 
 def test_heic_photos_load_and_are_found(tmp_path, catalog, model):
+    import pillow_heif
+    pillow_heif.register_heif_opener()   # to write the test's HEIC files (clipsearch registers it on first read)
     rng = np.random.default_rng(46)
     folder = tmp_path / "phone"
     folder.mkdir()

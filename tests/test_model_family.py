@@ -66,8 +66,8 @@ def test_a_registered_family_loads_searches_and_labels(family, tmp_path):
         top = photos.search("something red", k=4).rows
         assert [truth[r["path"].rsplit("/", 1)[1]] for r in top] == ["red"] * 4
         photos.label("red,green,blue", "{}", "colour")
-        rows = photos.sql("SELECT i.path AS path, l.label AS label FROM labels AS l FINAL JOIN images AS i ON i.id = l.image_id "
-                          "WHERE l.label_set = 'colour'")
+        rows = photos.sql("SELECT i.path AS path, l.label AS label FROM labels AS l FINAL "
+                          "JOIN images AS i ON i.id = l.image_id WHERE l.label_set = 'colour'")
         assert len(rows) == 12 and all(truth[r["path"].rsplit("/", 1)[1]] == r["label"] for r in rows)
         assert {r["model"] for r in photos.sql("SELECT DISTINCT model FROM images")} == {"meancolour:v1:random"}
 
