@@ -9,6 +9,7 @@ exact cosine similarity. i8 and b1 also once without the re-ranking, to show wha
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -50,7 +51,7 @@ def run(count: int, model: ClipModel, work: Path, dim: int = 512) -> dict:
             if table["rescore"]:   # i8 and b1: once without the re-ranking, at the widest beam, to show why
                 cases.append((BEAMS[-1], 0))
             for beam, rescore in cases:
-                state = {**table, "beam": beam, "rescore": rescore}
+                state = dataclasses.replace(table, beam=beam, rescore=rescore)
                 ms, recall, error = [], [], []
                 for q, top in zip(queries, exact, strict=True):
                     start = time.perf_counter()
@@ -61,7 +62,7 @@ def run(count: int, model: ClipModel, work: Path, dim: int = 512) -> dict:
                     error.append(float(np.max(np.abs(np.array([r["score"] for r in rows]) - vectors[ids] @ q))))
                 row = {"quantization": quantization, "beam": beam, "build_s": build_s, **ms_stats(ms, "sql"),
                        "recall_at_10": round(float(np.mean(recall)), 3), "max_score_error": float(f"{max(error):.2g}"),
-                       "rescored": bool(state["rescore"])}
+                       "rescored": bool(state.rescore)}
                 print(row, flush=True)
                 out["runs"].append(row)
     return out

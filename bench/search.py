@@ -210,8 +210,9 @@ def measure_clipsearch(photos: Collection, queries: np.ndarray, exact: dict, how
         for i, q in enumerate(queries):
             if how == "rank":
                 start = time.perf_counter()
-                rows, _, _, strategy = photos.searcher.rank(photos.catalog.search_state(), [QueryVector(vector=q)],
-                                                            filters_, K)
+                rows, _, _, plan = photos.searcher.rank(photos.catalog.search_state(), [QueryVector(vector=q)],
+                                                        filters_, K)
+                strategy = plan.label
                 ms.append((time.perf_counter() - start) * 1000)
             else:
                 result = photos.searcher.search(f"q{i}", k=K, filters=filters_)

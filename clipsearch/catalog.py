@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from . import schema
@@ -54,13 +55,25 @@ def index_quantization(type_full: str | None) -> str:
     return found.group(1) if found else "bf16"
 
 
+@dataclass(frozen=True)
+class TableState:
+    """What a search needs to know of `images` (Catalog.search_state)."""
+    columns: dict[str, str]        # name -> ClickHouse type, in table order
+    models: list[str]              # the models whose vectors it holds (at most 3 read)
+    rows: int
+    vector_index: bool             # an HNSW index exists
+    filter_columns: list[str]      # columns with a sorted copy (projection) for selective filters
+    beam: int | None               # the tuned HNSW search beam, if tuned
+    rescore: int                   # for a coarse index quantization: how many candidates to re-rank, x k
+
+
 class Catalog:
     """The tables of one clipsearch database, on `connection` (created if missing)."""
 
     def __init__(self, connection: Connection):
         self.connection = connection
         self.backend = connection.backend
-        self._state: tuple[int, float, dict] | None = None   # (writes count, when, state)
+        self._state: tuple[int, float, TableState] | None = None   # (writes count, when, state)
         self._counts: dict[tuple, tuple[int, int]] = {}      # count_matching's answers for that state
         schema.ensure(connection)   # one query when the database is current
 
@@ -235,7 +248,7 @@ class Catalog:
             raise ModelMismatch(f"the table holds embeddings from {', '.join(stored)}, but the model in use is "
                                 f"{label}; use the same --model/--pretrained as the load, or another --db")
 
-    def search_state(self) -> dict:
+    def search_state(self) -> TableState:
         """What a search needs to know of `images`: columns, models, rows, vector index. Read in one round
         trip, then served from memory until a write or STATE_TTL_S."""
         writes, now = self.connection.writes.count, time.monotonic()   # read first: a write while reading invalidates
@@ -250,10 +263,10 @@ class Catalog:
             "       (SELECT argMax(beam, tuned_at) FROM vector_index_tuning "
             f"        WHERE index_type IN (SELECT type_full {VECTOR_INDEXES})) AS beam, "
             f"       (SELECT any(type_full) {VECTOR_INDEXES}) AS index_type")[0]
-        state = {"columns": {name: ch_type for _, name, ch_type in sorted(row["columns"])},
-                 "models": sorted(row["models"]), "rows": int(row["rows"]), "vector_index": bool(row["index_type"]),
-                 "filter_columns": sorted(row["filter_columns"]), "beam": int(row["beam"]) or None,
-                 "rescore": RESCORE_FETCH.get(index_quantization(row["index_type"]), 0)}
+        state = TableState(columns={name: ch_type for _, name, ch_type in sorted(row["columns"])},
+                           models=sorted(row["models"]), rows=int(row["rows"]), vector_index=bool(row["index_type"]),
+                           filter_columns=sorted(row["filter_columns"]), beam=int(row["beam"]) or None,
+                           rescore=RESCORE_FETCH.get(index_quantization(row["index_type"]), 0))
         self._state, self._counts = (writes, now, state), {}
         return state
 

@@ -13,6 +13,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator
+from enum import Enum
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -65,6 +66,16 @@ def redact(url: str) -> str:
     return re.sub(r"//([^:@/]+):[^@/]*@", r"//\1:***@", url)
 
 
+class Backend(str, Enum):
+    """Where a connection's ClickHouse is (a str: compares and prints as its value)."""
+    EMBEDDED = "embedded"   # chdb in this process, on a folder
+    SERVER = "server"       # a ClickHouse server (CLICKHOUSE_URL)
+    SERVED = "served"       # an embedded folder, through the `clipsearch serve` that holds it
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class WriteCounter:
     """How many statements that may change data or schema have run on a connection (and, for a served
     folder, on its ClickHouse HTTP port, which shares the service's counter): caches of what is stored
@@ -80,13 +91,14 @@ class WriteCounter:
 class Connection:
     """One ClickHouse: run statements, insert Arrow tables. Thread-safe (the client serialises calls)."""
 
-    backend = "server"
+    backend = Backend.SERVER
     service: dict | None = None   # for a served folder: what its `serve` says of itself (service_info)
     # A server quotes 64-bit integers in JSON by default; chdb does not. Ask both for plain numbers.
     _json_settings: dict[str, Any] = {"output_format_json_quote_64bit_integers": 0}
 
-    def __init__(self, client: Any, where: str, dsn: str = ""):
+    def __init__(self, client: Any, where: str, dsn: str = "", backend: Backend | None = None):
         self._client = client
+        self.backend = backend or type(self).backend
         self.where = where
         self._dsn = dsn
         self.writes = WriteCounter()
@@ -159,7 +171,7 @@ class Connection:
                                                    settings=READ_ONLY_SETTINGS)
         except Exception as exc:
             raise StoreUnavailable(f"cannot open a read-only session: {clean_message(exc)}") from exc
-        return Connection(client, self.where, self._dsn)
+        return Connection(client, self.where, self._dsn, self.backend)
 
 
 
@@ -172,7 +184,7 @@ class EmbeddedConnection(Connection):
     statement at a time.
     """
 
-    backend = "embedded"
+    backend = Backend.EMBEDDED
     _json_settings: dict[str, Any] = {}   # chdb's default already; setting it costs a round trip
 
     def __init__(self, path: str | os.PathLike, create: bool = True):
@@ -284,7 +296,7 @@ class EmbeddedReadOnly(Connection):
     with the same settings: chdb streams block by block (clickhouse-connect's chdb client holds a result
     with a header whole), and one query's state never reaches another's."""
 
-    backend = "embedded"
+    backend = Backend.EMBEDDED
     _json_settings: dict[str, Any] = {}
 
     def stream(self, sql: str, params: dict | None = None, fmt: str = "JSONCompactEachRowWithNamesAndTypes"
@@ -309,14 +321,14 @@ class EmbeddedReadOnly(Connection):
             conn.close()
 
 
-def open_server(url: str) -> Connection:
+def open_server(url: str, backend: Backend = Backend.SERVER) -> Connection:
     """A ClickHouse server through clickhouse-connect over HTTP (no session: threads share the client)."""
     import clickhouse_connect
     try:
         client = clickhouse_connect.get_client(dsn=url, autogenerate_session_id=False, settings=ANALYST_DEFAULTS)
     except Exception as exc:
         raise StoreUnavailable(f"cannot connect to ClickHouse at {redact(url)}: {clean_message(exc)}") from exc
-    return Connection(client, redact(url), url)
+    return Connection(client, redact(url), url, backend)
 
 
 def connect(settings: Settings, create: bool = True) -> Connection:
@@ -327,8 +339,7 @@ def connect(settings: Settings, create: bool = True) -> Connection:
         return open_server(settings.clickhouse_url)
     service = service_info(Path(settings.db))
     if service:
-        connection = open_server(str(service["url"]))
-        connection.backend = "served"   # the embedded folder, through its running service
+        connection = open_server(str(service["url"]), Backend.SERVED)
         connection.service = service
         return connection
     return EmbeddedConnection(settings.db, create)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from .catalog import Catalog
+from .catalog import Catalog, TableState
 from .errors import EmptyStore, QueryError
 from .model import ImageTextModel
 from .query import (
@@ -48,17 +48,40 @@ MAX_QUERY_CHARS = 2000  # CLIP reads 77 tokens; longer texts only cost tokenizin
 SAMPLE_ROWS = 100_000   # rows the filter share is estimated on: a few ms at any table size
 
 
+@dataclass(frozen=True)
+class Strategy:
+    """How a search was ranked: `name` "exact" (every matching row) or "hnsw" (the vector index); an exact
+    ranking may have followed an index search that came back short (`after`: that strategy and the rows it
+    returned), or read a filter column's sorted copy (`projection`)."""
+    name: str
+    after: tuple[str, int] | None = None
+    projection: str | None = None
+
+    @property
+    def label(self) -> str:
+        """For people: "hnsw", "exact", "exact (after hnsw returned 3)", "exact (projection on shop)"."""
+        if self.projection:
+            return f"{self.name} (projection on {self.projection})"
+        if self.after:
+            return f"{self.name} (after {self.after[0]} returned {self.after[1]})"
+        return self.name
+
+
 @dataclass
 class SearchResult:
     rows: list[dict]
     sql: str
     params: dict
     kind: str
-    strategy: str
+    plan: Strategy                                # how it was ranked; `strategy` is its label
     took_ms: dict = field(default_factory=dict)
     facets: dict[str, list[dict]] | None = None   # column -> [{"value", "count"}], the most frequent first
     facet_sql: dict | None = None                 # {"query", "params"} of the facet counts
     next_offset: int | None = None                # the next page's offset, None after the last page
+
+    @property
+    def strategy(self) -> str:
+        return self.plan.label
 
 
 WEIGHTED = re.compile(r"^(.+):(-?(?:\d+(?:\.\d*)?|\.\d+))$", re.DOTALL)
@@ -114,10 +137,10 @@ class Searcher:
     def model(self) -> ImageTextModel:
         return self._get_model()
 
-    def table_state(self) -> dict:
+    def table_state(self) -> TableState:
         """Columns, models and index of `images`; an error if nothing is loaded yet."""
         state = self.catalog.search_state()
-        if not state["models"]:  # every row names its model, so no model means no rows
+        if not state.models:  # every row names its model, so no model means no rows
             raise EmptyStore("no images loaded yet: run `clipsearch load FOLDER` first")
         return state
 
@@ -149,16 +172,16 @@ class Searcher:
         query += [Term(text=text, weight=weights["text"] if hybrid else 1.0)] if text is not None else []
         query = [t.checked() for t in [*query, *terms]]
         state = self.table_state()
-        filter_sql(list(filters), state["columns"])  # a typo'd column or a bad value before the model loads
-        options, _ = check_options(options, k, state["columns"])
+        filter_sql(list(filters), state.columns)  # a typo'd column or a bad value before the model loads
+        options, _ = check_options(options, k, state.columns)
         if facets:
-            check_facets(list(facets), state["columns"])  # before the model loads and the search runs
+            check_facets(list(facets), state.columns)  # before the model loads and the search runs
         query = [Term(image_id=self.catalog.get_image(term.image_id)["id"], weight=term.weight)  # a unique prefix
                  if term.image_id is not None else term for term in query]
         t = time.perf_counter()
         if any(term.image_id is None for term in query):
             _ = self.model  # loads it if this is its first use, timed apart from encoding
-            self.catalog.check_model(self.model.label, state["models"])
+            self.catalog.check_model(self.model.label, state.models)
         model_load_ms = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
         parts = self._vectors(query)
@@ -172,7 +195,7 @@ class Searcher:
                               if len(rows) == params["k"] and options.offset + len(rows) < MAX_WINDOW else None)
         if facets:
             t = time.perf_counter()
-            fsql, fparams = facet_sql(state["columns"], list(filters), parts, list(facets), facet_top,
+            fsql, fparams = facet_sql(state.columns, list(filters), parts, list(facets), facet_top,
                                       options.min_score)
             counts: dict[str, list[dict]] = {name: [] for name in facets}
             for row in self.catalog.query(fsql, fparams):
@@ -197,14 +220,15 @@ class Searcher:
                 QueryVector(t.weight, vector=next(encoded["text" if t.text is not None else "image"]))
                 for t in query]
 
-    def rank(self, state: dict, parts: list[QueryVector], filters: list[Filter], k: int | str,
-             options: Options = EVERY) -> tuple[list[dict], str, dict, str]:
+    def rank(self, state: TableState, parts: list[QueryVector], filters: list[Filter], k: int | str,
+             options: Options = EVERY) -> tuple[list[dict], str, dict, Strategy]:
         """Rows ranked by the weighted distance to `parts`: (rows, sql, params, strategy that ran)."""
-        strategy, multiplier, _ = self.plan(state, filters, parts, options)
-        sql, params = search_sql(state["columns"], filters, k, parts, strategy, multiplier, state["beam"], options,
-                                 state["rescore"])
+        name, multiplier, _ = self.plan(state, filters, parts, options)
+        strategy = Strategy(name)
+        sql, params = search_sql(state.columns, filters, k, parts, name, multiplier, state.beam, options,
+                                 state.rescore)
         rows = self.catalog.query(sql, params)
-        if strategy != "exact" and len(rows) < params["k"] and (
+        if name != "exact" and len(rows) < params["k"] and (
                 # Without filters the index returns every neighbour asked for, so only the score cut or the
                 # table's end makes a page short; with filters the score cut and too few neighbours fetched
                 # look alike.
@@ -212,15 +236,15 @@ class Searcher:
                 else len(rows) < self._count(state, filters)[0] - options.offset):
             # The index came back short (the filter dropped too many neighbours): rank the matching
             # rows exactly, so a search always returns k rows when k rows match.
-            strategy = f"exact (after {strategy} returned {len(rows)})"
-            sql, params = search_sql(state["columns"], filters, k, parts, "exact", options=options)
+            strategy = Strategy("exact", after=(name, len(rows)))
+            sql, params = search_sql(state.columns, filters, k, parts, "exact", options=options)
             rows = self.catalog.query(sql, params)
-        column = self._filter_column(state, filters) if strategy == "exact" else None
+        column = self._filter_column(state, filters) if strategy == Strategy("exact") else None
         if column:
-            strategy = f"exact (projection on {column[0]})"
+            strategy = Strategy("exact", projection=column[0])
         return rows, sql, params, strategy
 
-    def plan(self, state: dict, filters: list[Filter], parts: list[QueryVector], options: Options = EVERY
+    def plan(self, state: TableState, filters: list[Filter], parts: list[QueryVector], options: Options = EVERY
              ) -> tuple[str, float, int]:
         """The strategy for one search: (name, postfilter multiplier, estimated rows matching the filters).
 
@@ -230,12 +254,12 @@ class Searcher:
         that is a random sample; the whole table when it is smaller): from MIN_INDEX_SHARE up the index
         is used, below it the matching rows are ranked exactly.
         """
-        if len(parts) != 1 or parts[0].vector is None or not state["vector_index"] or options.order_by \
+        if len(parts) != 1 or parts[0].vector is None or not state.vector_index or options.order_by \
                 or options.per:
-            return "exact", 1.0, state["rows"]
+            return "exact", 1.0, state.rows
         matching, seen = self._count(state, filters, SAMPLE_ROWS)
         share = matching / max(1, seen)
-        matching = round(share * state["rows"])
+        matching = round(share * state.rows)
         column = self._filter_column(state, filters)
         if share >= MIN_INDEX_SHARE and not (column and column[1] <= EXACT_ROWS):
             return "hnsw", POSTFILTER_SAFETY / share, matching
@@ -252,18 +276,18 @@ class Searcher:
         far too hopeful. Means of two stored vectors (0.87 at 2048 there) err on the safe side."""
         state = self.catalog.search_state()
         index = self.catalog.vector_index()
-        if index is None or not state["rows"]:
+        if index is None or not state.rows:
             raise QueryError("no vector index to tune: run `clipsearch index create` on a loaded store")
         sample = self.catalog.query("SELECT embedding FROM images ORDER BY cityHash64(id) LIMIT {n:UInt32}",
                                     {"n": 2 * queries})
         stored = [np.asarray(r["embedding"], dtype=np.float32) for r in sample]
         vectors = [a + b for a, b in zip(stored[::2], stored[1::2], strict=False)] or stored   # one row: itself
         parts = [[QueryVector(vector=(v / np.linalg.norm(v)).tolist())] for v in vectors]
-        exact = [{r["id"] for r in self.catalog.query(*search_sql(state["columns"], [], 10, p))} for p in parts]
+        exact = [{r["id"] for r in self.catalog.query(*search_sql(state.columns, [], 10, p))} for p in parts]
         beam, recall = TUNING_BEAMS[-1], 0.0
         for beam in TUNING_BEAMS:
-            found = [{r["id"] for r in self.catalog.query(*search_sql(state["columns"], [], 10, p, "hnsw", 1.0, beam,
-                                                                        rescore=state["rescore"]))}
+            found = [{r["id"] for r in self.catalog.query(*search_sql(state.columns, [], 10, p, "hnsw", 1.0, beam,
+                                                                        rescore=state.rescore))}
                      for p in parts]
             recall = float(np.mean([len(f & e) / max(1, len(e)) for f, e in zip(found, exact, strict=True)]))
             if recall >= target:
@@ -274,20 +298,20 @@ class Searcher:
                               "n": len(parts)})
         return {"beam": beam, "recall": round(recall, 3), "target": target, "queries": len(parts)}
 
-    def _filter_column(self, state: dict, filters: list[Filter]) -> tuple[str, int] | None:
+    def _filter_column(self, state: TableState, filters: list[Filter]) -> tuple[str, int] | None:
         """The filter column whose filters leave the fewest rows, with that estimate (None: no filter is on
         a filter column). Estimated like the filters' share, on a sample."""
         best = None
-        for column in state["filter_columns"]:
+        for column in state.filter_columns:
             on_it = [f for f in filters if f.column == column]
             if on_it:
                 matching, seen = self._count(state, on_it, SAMPLE_ROWS)
-                rows = round(matching / max(1, seen) * state["rows"])
+                rows = round(matching / max(1, seen) * state.rows)
                 if best is None or rows < best[1]:
                     best = (column, rows)
         return best
 
-    def _count(self, state: dict, filters: list[Filter], limit: int | None = None) -> tuple[int, int]:
+    def _count(self, state: TableState, filters: list[Filter], limit: int | None = None) -> tuple[int, int]:
         if not filters:
-            return state["rows"], state["rows"]
-        return self.catalog.count_matching(filters, state["columns"], limit)
+            return state.rows, state.rows
+        return self.catalog.count_matching(filters, state.columns, limit)

@@ -216,9 +216,9 @@ def cmd_index(args: argparse.Namespace) -> int:
         elif args.action == "drop":
             photos.drop_index()
         index, state = photos.index(), photos.catalog.search_state()
-        print(f"index: {index['type_full']}, search beam {state['beam'] or 'not tuned'}" if index
+        print(f"index: {index['type_full']}, search beam {state.beam or 'not tuned'}" if index
               else "index: none (searches scan every row exactly)")
-        print(f"filter columns: {', '.join(state['filter_columns']) or 'none'}")
+        print(f"filter columns: {', '.join(state.filter_columns) or 'none'}")
     return 0
 
 

@@ -35,11 +35,11 @@ def test_rebuild_images_gives_an_old_store_small_granules(tmp_path, model):
         assert photos.sql("SELECT id, embedding, sel_1 FROM images ORDER BY id") == before
         assert photos.sql("SELECT count() AS n FROM system.tables WHERE name = 'images_rebuilt'") == [{"n": 0}]
         state = photos.catalog.search_state()
-        assert state["filter_columns"] == ["sel_1"] and photos.catalog.vector_index() is not None
+        assert state.filter_columns == ["sel_1"] and photos.catalog.vector_index() is not None
         one = [QueryVector(vector=vectors[7].tolist())]
-        assert photos.searcher.rank(state, one, [], 10)[3] == "hnsw"
+        assert photos.searcher.rank(state, one, [], 10)[3].label == "hnsw"
         rows, _, _, strategy = photos.searcher.rank(state, one, [parse_filter("sel_1=1")], 10)
-        assert strategy == "exact (projection on sel_1)"
+        assert strategy.label == "exact (projection on sel_1)"
         keep = np.flatnonzero([r["sel_1"] == 1 for r in before])
         exact = keep[np.argsort(-(vectors[keep] @ vectors[7]))][:10]
         assert [int(r["id"], 16) for r in rows] == [int(i) for i in exact]

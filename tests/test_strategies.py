@@ -2,6 +2,7 @@
 keeps recall@10 >= 0.95 against exact search."""
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -49,7 +50,7 @@ def test_every_strategy_returns_k_matching_rows(table, strategy):
         filters = [parse_filter(flt)] if flt else []
         share = SELECTIVITY[flt.split("=")[0]] if flt else 1.0
         for k in (10, 50):
-            sql, params = search_sql(state["columns"], filters, k, [QueryVector(vector=queries[0])], strategy,
+            sql, params = search_sql(state.columns, filters, k, [QueryVector(vector=queries[0])], strategy,
                                      4 / share)
             rows = store.query(sql, params)
             matching = round(ROWS * share)
@@ -73,7 +74,7 @@ def test_service_choice_is_fast_where_it_can_and_recall_stays_high(table):
             rows, _, _, strategy = searcher.rank(state, [QueryVector(vector=q)], filters, 10)
             assert len(rows) == 10
             recalls.append(len({r["id"] for r in rows} & set(_exact_top(store, vectors, q, flt))) / 10)
-            ran.setdefault(flt, set()).add(strategy.split(" (")[0])
+            ran.setdefault(flt, set()).add(strategy.name)
     assert np.mean(recalls) >= 0.95
     # 1% uses the index (asked for 800 x k neighbours); 0.1% would need more than ClickHouse fetches
     assert ran[None] == ran["sel_50=1"] == ran["sel_1=1"] == {"hnsw"} and ran["sel_0_1=1"] == {"exact"}
@@ -88,11 +89,11 @@ def test_coarse_quantizations_rank_and_score_by_the_stored_vectors(table, quanti
     store.create_vector_index(quantization, 16, 128)
     try:
         state = store.search_state()
-        assert state["rescore"] == RESCORE_FETCH[quantization]
+        assert state.rescore == RESCORE_FETCH[quantization]
         recalls = []
         for q in queries:
             rows, sql, _, strategy = searcher.rank(state, [QueryVector(vector=q)], [], 10)
-            assert strategy == "hnsw" and "vector_search_with_rescoring = 1" in sql
+            assert strategy.label == "hnsw" and "vector_search_with_rescoring = 1" in sql
             ids = [int(r["id"], 16) for r in rows]
             np.testing.assert_allclose([r["score"] for r in rows], vectors[ids] @ q, atol=1e-5)
             recalls.append(len({r["id"] for r in rows} & set(_exact_top(store, vectors, q, None))) / 10)
@@ -101,7 +102,7 @@ def test_coarse_quantizations_rank_and_score_by_the_stored_vectors(table, quanti
         store.drop_vector_index()
         store.create_vector_index("bf16", 16, 128)
     state = store.search_state()
-    assert state["rescore"] == 0   # bf16's own distances are within ~2e-4 of the exact ones: no rescoring
+    assert state.rescore == 0   # bf16's own distances are within ~2e-4 of the exact ones: no rescoring
     assert "rescoring" not in searcher.rank(state, [QueryVector(vector=queries[0])], [], 10)[1]
 
 
@@ -115,7 +116,7 @@ def test_plan_without_index_and_for_mixed_queries(table):
     assert searcher.plan(state, [], [QueryVector(image_id="0" * 32)])[0] == "exact"
     assert searcher.plan(state, [], [QueryVector(0.5, vector=queries[0]), QueryVector(0.5, vector=queries[1])])[0] \
         == "exact"
-    assert searcher.plan({**state, "vector_index": False}, [], one) == ("exact", 1.0, ROWS)
+    assert searcher.plan(dataclasses.replace(state, vector_index=False), [], one) == ("exact", 1.0, ROWS)
 
 
 def test_index_tuning_picks_the_smallest_beam_that_reaches_the_target(table):
@@ -133,17 +134,17 @@ def test_index_tuning_picks_the_smallest_beam_that_reaches_the_target(table):
     assert tuned["beam"] in TUNING_BEAMS[:-1] and tuned["queries"] == 20
     assert tuned["recall"] >= RECALL_TARGET
     state = store.search_state()
-    assert state["beam"] == tuned["beam"]
+    assert state.beam == tuned["beam"]
     one = [QueryVector(vector=queries[0])]
     for k, beam in ((10, tuned["beam"]), (50, 5 * tuned["beam"])):   # the beam grows with k
-        sql, _ = search_sql(state["columns"], [], k, one, "hnsw", 1.0, state["beam"])
+        sql, _ = search_sql(state.columns, [], k, one, "hnsw", 1.0, state.beam)
         assert f"hnsw_candidate_list_size_for_search = {max(beam, k)}," in sql
     if tuned["beam"] > TUNING_BEAMS[0]:   # the beam before it missed the target on the same queries
         smaller = TUNING_BEAMS[TUNING_BEAMS.index(tuned["beam"]) - 1]
         store.command("INSERT INTO vector_index_tuning (index_type, beam, recall, target, queries) "
                       "SELECT type_full, {b:UInt32}, 0, 0, 0 FROM system.data_skipping_indices "
                       "WHERE table = 'images' AND type = 'vector_similarity'", {"b": smaller})
-        assert store.search_state()["beam"] == smaller   # the newest tuning counts
+        assert store.search_state().beam == smaller   # the newest tuning counts
 
 
 def test_filter_column_ranks_selective_filters_from_its_projection(table):
@@ -153,17 +154,17 @@ def test_filter_column_ranks_selective_filters_from_its_projection(table):
     store.add_filter_column("sel_1")
     try:
         state = store.search_state()
-        assert state["filter_columns"] == ["sel_1"]
+        assert state.filter_columns == ["sel_1"]
         one = [QueryVector(vector=queries[3])]
         for flt in ("sel_1=1", "sel_0_1=1"):
             rows, sql, params, strategy = searcher.rank(state, one, [parse_filter(flt)], 10)
             assert [r["id"] for r in rows] == _exact_top(store, vectors, queries[3], flt)
         rows, sql, params, strategy = searcher.rank(state, one, [parse_filter("sel_1=1")], 10)
-        assert strategy == "exact (projection on sel_1)"
+        assert strategy.label == "exact (projection on sel_1)"
         plan = store.text("EXPLAIN indexes = 1 " + sql, params, "TSV")
         assert "ReadFromMergeTree (filter_sel_1)" in plan   # ClickHouse read the sorted copy
         # The index never reads the projection (it has no index), and deletes keep both in step.
-        sql, params = search_sql(state["columns"], [parse_filter("sel_10=1")], 10, one, "hnsw", 40, state["beam"])
+        sql, params = search_sql(state.columns, [parse_filter("sel_10=1")], 10, one, "hnsw", 40, state.beam)
         assert "filter_sel_1" not in store.text("EXPLAIN " + sql, params, "TSV")
         gone = rows[0]["id"]
         store.delete_images("id = {id:String}", {"id": gone})
@@ -177,7 +178,7 @@ def test_filter_column_ranks_selective_filters_from_its_projection(table):
         assert "ReadFromMergeTree (filter_sel_1)" in store.text("EXPLAIN indexes = 1 " + sql, params, "TSV")
     finally:
         store.drop_filter_column("sel_1")
-    assert store.search_state()["filter_columns"] == []
+    assert store.search_state().filter_columns == []
 
 
 def test_text_filter_column_matches_case_insensitive_filters_by_its_key(table):
@@ -191,7 +192,7 @@ def test_text_filter_column_matches_case_insensitive_filters_by_its_key(table):
         state = store.search_state()
         one = [QueryVector(vector=queries[3])]
         rows, sql, params, strategy = searcher.rank(state, one, [parse_filter("shelf=top")], 10)
-        assert strategy == "exact (projection on shelf)"
+        assert strategy.label == "exact (projection on shelf)"
         assert [r["id"] for r in rows] == _exact_top(store, vectors, queries[3], "sel_1=1")
         assert "ReadFromMergeTree (filter_shelf)" in store.text("EXPLAIN indexes = 1 " + sql, params, "TSV")
     finally:
