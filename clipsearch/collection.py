@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from . import readonly
-from .catalog import DEFAULT_QUANTIZATION, Catalog
-from .connection import Connection
+from .catalog import DEFAULT_QUANTIZATION, Catalog, TableState
+from .connection import Connection, WriteCounter
 from .errors import QueryError
 from .files import read_loaded_file
 from .model import ImageTextModel, LazyModel, ModelSource, model_loader
@@ -117,11 +117,51 @@ class Collection:
         if isinstance(image_weight, bool) or not isinstance(image_weight, (int, float)) \
                 or not 0 <= image_weight <= 1:
             raise QueryError(f"the image weight is a number from 0 to 1, got {image_weight!r}")
-        return self.searcher.search(text, image, similar, k, as_filters(filters),
-                                    {"image": image_weight, "text": 1 - image_weight}, terms=as_terms(terms),
-                                    options=Options(offset, min_score, order_by, descending, per, per_limit),
-                                    facets=[facets] if isinstance(facets, str) else list(facets),
-                                    facet_top=facet_top)
+        return self.run_search(text, image, similar, k, as_filters(filters),
+                               {"image": image_weight, "text": 1 - image_weight}, terms=as_terms(terms),
+                               options=Options(offset, min_score, order_by, descending, per, per_limit),
+                               facets=[facets] if isinstance(facets, str) else list(facets), facet_top=facet_top)
+
+    def run_search(self, text: str | None = None, image: Any = None, image_id: str | None = None, k: int | str = 10,
+                   filters: Sequence[Filter] = (), weights: dict | None = None, *, terms: Sequence[Term] = (),
+                   options: Options | None = None, facets: Sequence[str] = (),
+                   facet_top: int | str = FACET_TOP) -> SearchResult:
+        """`search` in the shapes the JSON API parses into (Filter and Term objects, the image/text weights,
+        the result Options): every input is checked once, by the searcher."""
+        return self.searcher.search(text, image, image_id, k, filters, weights, terms=terms,
+                                    **({"options": options} if options else {}), facets=facets, facet_top=facet_top)
+
+    def state(self) -> TableState:
+        """What `images` holds now: columns, models, rows, vector index, its tuned beam, filter columns."""
+        return self.catalog.search_state()
+
+    def check_loaded(self) -> None:
+        """EmptyStore (a clear error) if no image is loaded yet."""
+        self.searcher.table_state()
+
+    def column_summaries(self) -> list[dict]:
+        """Each filterable column with what a filter form needs: distinct values or a numeric range."""
+        return self.catalog.column_summaries()
+
+    def label_image(self, image: Any, labels: list[str] | str, prompt: str | None = None) -> list[dict]:
+        """The zero-shot label distribution of one image (a PIL image), without storing anything."""
+        from .labels import label_vector
+        return label_vector(self.catalog, self.model, self.model.encode_images([image])[0], labels, prompt)
+
+    def hashes_missing(self) -> int:
+        """How many stored images lack the perceptual hashes `duplicates` compares (`clipsearch hashes`)."""
+        from .copies import hashes_missing
+        return hashes_missing(self.catalog)
+
+    def forget_missing(self, root: str) -> list[str]:
+        """Remove the rows of files under `root` (a folder path ending in a separator) that are gone."""
+        return self.catalog.forget_missing(root)
+
+    @property
+    def writes(self) -> WriteCounter:
+        """The counter of this collection's writes: a second writer in the process (the served ClickHouse
+        port) notes its own here, so cached table state is refreshed."""
+        return self.catalog.connection.writes
 
     def get(self, image_id: str) -> dict:
         """One stored image's row (without its vector); NotFound if there is none."""

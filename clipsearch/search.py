@@ -152,9 +152,7 @@ class Searcher:
         weighted `terms` (with those); `options` pages, cuts at a score, orders by a column, diversifies;
         `facets` counts the matches per value of those columns."""
         start = time.perf_counter()
-        text = text.strip() if isinstance(text, str) and text.strip() else None
-        if text is not None and len(text) > MAX_QUERY_CHARS:
-            raise QueryError(f"the query text is {len(text)} characters; at most {MAX_QUERY_CHARS}")
+        text = text.strip() if isinstance(text, str) and text.strip() else None   # checked as a Term below
         if text is None and image is None and image_id is None and not terms:
             raise QueryError("empty query: give a text, an image or an image id")
         if image is not None and image_id is not None:

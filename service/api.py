@@ -117,7 +117,7 @@ def _response(result: SearchResult) -> Response:
 
 @api.route("/api/search", methods=["GET", "POST"])
 def search() -> Response:
-    return _response(collection().searcher.search(**_search_request()))
+    return _response(collection().run_search(**_search_request()))
 
 
 def _check_id(image_id: str) -> str:
@@ -134,8 +134,8 @@ def image(image_id: str) -> Response:
 @api.get("/api/images/<image_id>/similar")
 def similar(image_id: str) -> Response:
     query = _args(SimilarQuery)
-    result = collection().searcher.search(image_id=_check_id(image_id), filters=[parse_filter(f) for f in query.filter],
-                                          facets=query.facet, **query.options())
+    result = collection().run_search(image_id=_check_id(image_id), filters=[parse_filter(f) for f in query.filter],
+                                     facets=query.facet, **query.options())
     return _response(result)
 
 
@@ -181,14 +181,11 @@ def label() -> Response:
 
     JSON {"image": base64, "labels": [...] or "a,b,c", "prompt"} or a multipart form with an image file.
     """
-    from ..labels import label_vector
     fields, image = _body(LabelBody)
     if image is None:
         raise QueryError("give an image to label")
-    model = collection().model
-    distribution = label_vector(collection().catalog, model, model.encode_images([image])[0], fields.labels,
-                                fields.prompt)
-    return jsonify(labels=distribution, model=model.label)
+    distribution = collection().label_image(image, fields.labels, fields.prompt)
+    return jsonify(labels=distribution, model=collection().model_label)
 
 
 @api.get("/api/duplicates")
@@ -204,7 +201,7 @@ def duplicates() -> Response:
 @api.get("/api/columns")
 def columns() -> Response:
     """The table's columns, with what a filter form needs: distinct values or a numeric range."""
-    return jsonify(columns=collection().catalog.column_summaries())
+    return jsonify(columns=collection().column_summaries())
 
 
 @api.get("/api/filters")

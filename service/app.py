@@ -205,7 +205,7 @@ def _serve_sql(stack: contextlib.ExitStack, collection: Collection, host: str, s
     collection.enable_text_embedding()  # clipTextEmbedding() for every session, the model loaded on first use
     password = secrets.token_urlsafe(24)
     analyst = collection.settings.analyst_password
-    sql_app = ClickHouseHTTP(engine_uri(folder), password, analyst, writes=collection.catalog.connection.writes)
+    sql_app = ClickHouseHTTP(engine_uri(folder), password, analyst, writes=collection.writes)
     stack.callback(sql_app.close)
     # Threads beyond what analysts may hold (FairShare: 2 running, 16 waiting), so the CLI, loads and the
     # page's own requests always find one; idle connections are dropped after 10 s and up to 1,000 are

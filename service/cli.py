@@ -70,7 +70,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     check_prompt(args.prompt)
     filters = [parse_filter(f) for f in args.filter]
     with _open(args) as photos:
-        photos.searcher.table_state()  # a clear error on an empty store
+        photos.check_loaded()  # a clear error on an empty store
         _label(photos, args, filters)
         _note_bundled(photos.model_label)
     return 0
@@ -215,7 +215,7 @@ def cmd_index(args: argparse.Namespace) -> int:
                   f"target {tuned['target']})")
         elif args.action == "drop":
             photos.drop_index()
-        index, state = photos.index(), photos.catalog.search_state()
+        index, state = photos.index(), photos.state()
         print(f"index: {index['type_full']}, search beam {state.beam or 'not tuned'}" if index
               else "index: none (searches scan every row exactly)")
         print(f"filter columns: {', '.join(state.filter_columns) or 'none'}")
@@ -223,14 +223,14 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_duplicates(args: argparse.Namespace) -> int:
-    from ..copies import check_distance, hashes_missing
+    from ..copies import check_distance
     from ..duplicates import check_mode, check_threshold
     mode = check_mode(args.mode, args.threshold)
     copies = mode == "copies"
     threshold = check_distance(args.threshold) if copies else check_threshold(args.threshold)
     with _open(args) as photos:
         groups = photos.duplicates(threshold, mode=mode)
-        missing = hashes_missing(photos.catalog) if copies else 0
+        missing = photos.hashes_missing() if copies else 0
     if missing:
         print(f"note: {missing} images lack perceptual hashes and take no part; `clipsearch hashes` "
               "computes them", file=sys.stderr)

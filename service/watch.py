@@ -26,7 +26,7 @@ def sync_folder(collection: Collection, folder: Path) -> tuple[int, int, int]:
     if any(True for _ in _image_files(folder)):
         summary = collection.load(root, workers=0, progress=False, report=lambda path, reason: None)
         loaded, replaced = summary.loaded, summary.replaced
-    removed = len(collection.catalog.forget_missing(root + os.sep))
+    removed = len(collection.forget_missing(root + os.sep))
     return loaded, replaced, removed
 
 
