@@ -47,7 +47,9 @@ REFUSED_SHOW = re.compile(r"^\s*SHOW\s+(FULL\s+)?PROCESSLIST\b", re.I)
 QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|`((?:[^`\\]|\\.)*)`|\"((?:[^\"\\]|\\.)*)\"", re.S)
 NAME = r"(?:[A-Za-z_][A-Za-z0-9_]*)"
 SYSTEM_TABLE = re.compile(rf"\b(?:system|SYSTEM|System)\s*\.\s*({NAME})")
-FORMAT_CLAUSE = re.compile(r"\nFORMAT (\w+)\Z")   # formatQuery puts it last, on a line of its own
+# formatQuery puts the FORMAT clause on a line of its own, before or after a SETTINGS clause (strings and
+# names never hold a raw newline there, and a column named FORMAT is never alone on its line)
+FORMAT_CLAUSE = re.compile(r"^FORMAT (\w+)$", re.M)
 
 
 def denied_functions(run: RunQuery) -> set[str]:
@@ -102,5 +104,5 @@ def check(run: RunQuery, sql: str, denied: set[str]) -> str:
 
 def output_format(text: str) -> str | None:
     """The FORMAT clause of a formatted query, if it has one."""
-    match = FORMAT_CLAUSE.search(text)
-    return match.group(1) if match else None
+    found = FORMAT_CLAUSE.findall(text)
+    return found[-1] if found else None

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from .model import ImageTextModel
+from .search import MAX_QUERY_CHARS
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -40,7 +41,9 @@ def register_embedded(catalog: Catalog, get_model: Callable[[], ImageTextModel])
         # chdb registers Python UDFs per process, by name; later calls rebind the model getter.
         @func(["String"], "String")
         def clipsearch_text_embedding_json(text: str) -> str:
-            return _registered["embed"](text)
+            # CLIP reads 77 tokens: a longer text only costs tokenizing time (which no query time limit
+            # stops: the engine waits for Python) and cache memory
+            return _registered["embed"](text[:MAX_QUERY_CHARS])
         _registered["clipsearch_text_embedding_json"] = clipsearch_text_embedding_json
     _registered["embed"] = embed_json
     catalog.command("CREATE OR REPLACE FUNCTION clipTextEmbedding AS (text) -> "

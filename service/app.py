@@ -200,18 +200,19 @@ def _serve_sql(stack: contextlib.ExitStack, collection: Collection, host: str, s
     """ClickHouse's HTTP interface on `sql_port`, and the serve file that lets `clipsearch` commands in."""
     from waitress.server import create_server
 
-    from .clickhouse_http import ClickHouseHTTP
+    from .clickhouse_http import MAX_BODY_BYTES, ClickHouseHTTP
     folder = Path(collection.settings.db).resolve()
     collection.enable_text_embedding()  # clipTextEmbedding() for every session, the model loaded on first use
     password = secrets.token_urlsafe(24)
     analyst = collection.settings.analyst_password
     sql_app = ClickHouseHTTP(engine_uri(folder), password, analyst, writes=collection.writes)
     stack.callback(sql_app.close)
-    # Threads beyond what analysts may hold (FairShare: 2 running, 16 waiting), so the CLI, loads and the
+    # Threads beyond what analysts may hold (FairShare: 18 requests at once), so the CLI, loads and the
     # page's own requests always find one; idle connections are dropped after 10 s and up to 1,000 are
     # kept, so idle clients cannot take every place either.
     server = create_server(sql_app, host=host, port=sql_port, threads=24, ident="clipsearch-sql",
-                           asyncore_use_poll=True, connection_limit=1000, channel_timeout=10)
+                           asyncore_use_poll=True, connection_limit=1000, channel_timeout=10,
+                           max_request_body_size=MAX_BODY_BYTES)   # waitress stores up to 1 GiB before the app
     threading.Thread(target=server.run, name="clipsearch-sql", daemon=True).start()
     stack.callback(server.close)
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host

@@ -245,11 +245,54 @@ def test_attacks_are_refused_and_change_nothing(port, listener, tmp_path):
     {"readonly": "0"}, {"max_execution_time": "100000"}, {"max_execution_time": "0"}, {"max_memory_usage": "0"},
     {"max_threads": "64"}, {"allow_ddl": "1"}, {"readonly": "2"}, {"database": "system"},
     {"output_format_json_quote_64bit_integers": "'; DROP TABLE images; --"},
+    # found by an outside probe: a presentation setting that writes a file, or lifts a bound on output size;
+    # limits whose default is not "none" (larger is looser)
+    {"output_format_schema": "/tmp/clipsearch-schema-probe.proto"}, {"format_schema": "/tmp"},
+    {"output_format_pretty_max_rows": "100000"}, {"output_format_pretty_max_column_pad_width": "100000"},
+    {"input_format_record_errors_file_path": "/tmp/x"}, {"max_block_size": "1000000000"},
+    {"max_ast_elements": "999999999999"}, {"max_expanded_ast_elements": "999999999"},
 ])
 def test_settings_in_the_url_may_only_tighten(port, query):
     status, headers, body = call(port, "SELECT count() FROM images", query=query)
     assert status in (400, 403) and headers["x-clickhouse-exception-code"] in ("164", "291", "27"), body
     assert call(port, "SELECT count() FROM images")[2] == f"{ROWS}\n".encode()
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT 1 AS x FORMAT Protobuf", "SELECT 1 AS x FORMAT ProtobufSingle", "SELECT 1 AS x FORMAT CapnProto",
+    "SELECT 1 AS x FORMAT Template",
+])
+def test_formats_that_use_schema_files_are_refused(port, sql):
+    status, headers, body = call(port, sql, query={"output_format_schema": "/tmp/clipsearch-schema-probe.proto"})
+    assert status == 403 and headers["x-clickhouse-exception-code"] == "164", body
+    status, _, body = call(port, sql)
+    assert status == 403 and b"not available to analysts" in body, body
+    assert not os.path.exists("/tmp/clipsearch-schema-probe.proto")
+
+
+def test_a_format_before_its_settings_is_still_held_within_bounds(port):
+    """formatQuery keeps FORMAT before a SETTINGS clause that follows it: that format is still the one
+    judged (a JSON result is held whole, so its row bound applies)."""
+    status, headers, body = call(port, "SELECT number FROM numbers(200000) FORMAT JSON SETTINGS max_threads = 1")
+    assert status == 400 and b"TOO_MANY_ROWS_OR_BYTES" in body, body[:300]
+
+
+def test_a_text_that_is_costly_to_parse_is_refused_quickly(port):
+    status, headers, body = call(port, "SELECT " + "INTERVAL (" * 300)
+    assert 400 <= status < 500 and b"backtracking" in body, body[:300]
+
+
+def test_clip_text_embedding_reads_a_bounded_text(port):
+    """CLIP reads 77 tokens: a text of megabytes is cut before the tokenizer and the cache (it ran past every
+    time limit and kept gigabytes)."""
+    status, _, body = call(port, "SELECT length(clipTextEmbedding(repeat(repeat('a b ', 1000000), 3))) AS n")
+    assert (status, body) == (200, b"128\n")
+
+
+def test_a_request_body_past_the_limit_is_refused_before_it_is_read(port):
+    with socket.create_connection(("127.0.0.1", port["sql_port"]), timeout=30) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n" + b"x" * 65536)
+        assert sock.recv(100).startswith(b"HTTP/1.1 413") or sock.recv(100).startswith(b"HTTP/1.0 413")
 
 
 def test_tightened_limits_apply(port):
@@ -487,6 +530,9 @@ def test_a_stray_config_xml_in_the_working_folder_changes_nothing(port, tmp_path
 
 def test_failed_logins_are_throttled_per_address(port):
     """Last in this module: it locks the analyst login out of this address for a minute."""
+    for _ in range(12):   # failures of logins that do not exist count for nothing
+        assert call(port, "SELECT 1", user="nobody", password="x")[0] == 401
+    assert call(port, "SELECT 1")[0] == 200
     for _ in range(10):
         assert call(port, "SELECT 1", password="wrong")[0] == 401
     status, headers, body = call(port, "SELECT 1")   # now the right password waits too
