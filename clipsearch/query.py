@@ -125,7 +125,8 @@ def parse_filter(expr: str) -> Filter:
         raise QueryError(f"cannot parse filter {expr!r}: expected COLUMN OP VALUE with OP one of "
                          + " ".join(o.symbol for o in infix) + "".join(f", or COLUMN {o.symbol}" for o in words))
     name, symbol, value = match.groups()
-    many = operator(symbol).many
+    found = operator(symbol)   # one of `infix`, which the pattern was made of
+    many = found.many if found else None
     if "|" in value and many and name != NEAR:
         return Filter(name, many, value.split("|"))
     return Filter(name, symbol, value)
