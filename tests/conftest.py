@@ -38,6 +38,45 @@ ROOT = Path(__file__).resolve().parent.parent
 CONSOLE_SCRIPT = shutil.which("clipsearch", path=str(Path(sys.executable).parent)) or shutil.which("clipsearch")
 
 
+# -- tiers ------------------------------------------------------------------------------------------
+# unit: neither the ClickHouse engine nor a model (seconds); `-m "not slow"`: with them, in this process;
+# everything: processes, browsers and servers too. A test is a unit test when it asks for no fixture that
+# makes a store or a model and its own code opens none; a `-m unit` run fails if the engine or torch was
+# imported after all, so the tier stays honest.
+STORE_FIXTURES = {"model", "store", "cli", "catalogue", "catalog", "loaded_db", "app", "client", "served",
+                  "port", "indexed", "stores", "server_url", "page", "page_url", "photos", "db", "tables", "sessions"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("slow") or set(getattr(item, "fixturenames", ())) & STORE_FIXTURES:
+            continue
+        if not _opens_a_store(item):
+            item.add_marker(pytest.mark.unit)
+
+
+def _opens_a_store(item: pytest.Item) -> bool:
+    """Whether the test's own code, or a helper of its module it calls, opens a store, a model or a process
+    (the fixtures are checked apart)."""
+    import inspect
+    try:
+        text = inspect.getsource(item.function)   # type: ignore[attr-defined]
+        helpers = [getattr(item.module, name) for name in re.findall(r"\b(_\w+)\(", text)
+                   if inspect.isfunction(getattr(item.module, name, None))]
+        text += "".join(inspect.getsource(helper) for helper in helpers)
+    except (AttributeError, OSError, TypeError):
+        return True
+    return any(word in text for word in ("Catalog", "clipsearch.open", "Connection", "run_cli", "create_app",
+                                         "ClipModel", "subprocess", "chdb", "open_collection", "main("))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if session.config.getoption("-m") == "unit" and {"chdb", "torch"} & set(sys.modules):
+        session.exitstatus = 1
+        print(f"\nunit tier: {sorted({'chdb', 'torch'} & set(sys.modules))} imported by a test marked unit",
+              file=sys.stderr)
+
+
 @pytest.fixture(scope="session")
 def model() -> ClipModel:
     return ClipModel()
