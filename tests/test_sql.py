@@ -161,9 +161,17 @@ def test_cluster_ddl_parses_with_clickhouse(catalogue):
     assert "ReplicatedReplacingMergeTree" in engines
 
 
+def test_cluster_ddl_is_written_from_the_schema():
+    """One source of truth: sql/cluster/images_cluster.sql is what scripts/cluster_ddl.py writes from
+    sql/schema.sql and sql/migrations/ (run it after changing either)."""
+    from scripts.cluster_ddl import OUT, build
+    assert OUT.read_text() == build()
+    assert "-- 001_columns_before_versions.sql:" in build()   # each migration, for clusters made before it
+
+
 def test_cluster_tables_have_the_schemas_columns(catalogue):
-    """The cluster DDL is kept by hand beside sql/schema.sql: each local table must have every column (name and
-    type) of the table it shards, or a load or a search log write on a cluster fails."""
+    """Each local table of the cluster DDL has every column (name and type) of the table it shards, or a
+    load or a search log write on a cluster fails."""
     store, _, _, _ = catalogue
     statements = sql_statements((ROOT / "sql" / "cluster" / "images_cluster.sql").read_text())
     for table in ("images", "load_errors", "search_log"):

@@ -1,31 +1,34 @@
 -- Scale-out: `images` sharded and replicated across a ClickHouse cluster.
+-- Written by `python -m scripts.cluster_ddl` from sql/schema.sql and sql/migrations/: edit those, not this.
 -- Run once against any node, e.g.
 --   clickhouse-client --queries-file sql/cluster/images_cluster.sql
 -- `clipsearch` cluster is defined in the servers' remote_servers config (see
 -- docker/clickhouse/cluster.xml); {shard} and {replica} are per-node macros.
 -- Writers and readers use `images`, the Distributed table: the loader's INSERTs
 -- are spread over shards by id, and a search runs on every shard in parallel
--- (each returns its own top k, the initiator merges them).
+-- (each returns its own top k, the initiator merges them). The other tables of
+-- the schema (labels, vector_index_tuning, schema_version) stay on the node
+-- clipsearch connects to.
 
 CREATE TABLE IF NOT EXISTS images_local ON CLUSTER clipsearch
 (
-    id         String,
-    path       String,
+    id         String,                       -- first 128 bits of SHA-256 of the file, hex
+    path       String,                       -- as given to the loader (absolute for folders)
     width      UInt32,
     height     UInt32,
-    format     LowCardinality(String),
-    file_size  UInt64,
-    modified_at Nullable(DateTime64(3)),
-    taken_at   Nullable(DateTime),
-    camera     String DEFAULT '',
-    latitude   Nullable(Float64),
-    longitude  Nullable(Float64),
-    phash      Nullable(UInt64),
-    colour_hash Nullable(UInt64),
-    centre_phash Nullable(UInt64),
-    chroma_hash Nullable(UInt64),
-    centre_chroma_hash Nullable(UInt64),
-    model      LowCardinality(String),
+    format     LowCardinality(String),       -- JPEG, PNG, WEBP, ...
+    file_size  UInt64,                       -- bytes
+    modified_at Nullable(DateTime64(3)),     -- the file's modification time when it was read
+    taken_at   Nullable(DateTime),           -- EXIF DateTimeOriginal when present
+    camera     String DEFAULT '',            -- EXIF Make and Model when present
+    latitude   Nullable(Float64),            -- EXIF GPS position in degrees when present (north +)
+    longitude  Nullable(Float64),            -- (east +): `near=LAT,LON,KM` filters by greatCircleDistance
+    phash      Nullable(UInt64),             -- perceptual hashes of the pixels, for copies of one picture
+    colour_hash Nullable(UInt64),            -- (clipsearch/hashes.py), NULL if none: grey layout, mean colour,
+    centre_phash Nullable(UInt64),           -- the grey layout of the central 85%,
+    chroma_hash Nullable(UInt64),            -- the colour layout of the whole picture
+    centre_chroma_hash Nullable(UInt64),     -- and of its central 85%
+    model      LowCardinality(String),       -- the CLIP model that made `embedding`
     loaded_at  DateTime64(3) DEFAULT now64(3),
     embedding  Array(Float32) CODEC(NONE)
 )
@@ -33,8 +36,6 @@ ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/clipsearch/ima
 ORDER BY id
 SETTINGS index_granularity = 1024;
 
--- Sharding by a hash of the content id keeps every copy of a file on one shard,
--- so ReplacingMergeTree still collapses duplicates there.
 CREATE TABLE IF NOT EXISTS images ON CLUSTER clipsearch AS images_local
 ENGINE = Distributed(clipsearch, currentDatabase(), images_local, sipHash64(id));
 
@@ -53,17 +54,17 @@ ENGINE = Distributed(clipsearch, currentDatabase(), load_errors_local, rand());
 CREATE TABLE IF NOT EXISTS search_log_local ON CLUSTER clipsearch
 (
     time       DateTime64(3) DEFAULT now64(3),
-    kind       LowCardinality(String),
-    origin     LowCardinality(String) DEFAULT '',
+    kind       LowCardinality(String),       -- text, image, similar, hybrid
+    origin     LowCardinality(String) DEFAULT '',  -- http, cli or python: where the search came from
     text       String,
-    filters    String,
+    filters    String,                       -- JSON list of [column, op, value]
     k          UInt32,
     results    UInt32,
-    model_load_ms Float32 DEFAULT 0,
-    encode_ms  Float32,
+    model_load_ms Float32 DEFAULT 0,         -- loading the model, when this search was its first use
+    encode_ms  Float32,                      -- encoding the query (not loading the model)
     query_ms   Float32,
     total_ms   Float32,
-    top_ids    Array(String)
+    top_ids    Array(String)                 -- best first, at most 10
 )
 ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/clipsearch/search_log_local', '{replica}')
 ORDER BY time;
@@ -71,19 +72,30 @@ ORDER BY time;
 CREATE TABLE IF NOT EXISTS search_log ON CLUSTER clipsearch AS search_log_local
 ENGINE = Distributed(clipsearch, currentDatabase(), search_log_local, rand());
 
--- Clusters made before the perceptual hashes existed add them the same way (and the same five on `images`):
+-- Clusters made by earlier releases: each migration's statements on both tables, local first.
+-- 001_columns_before_versions.sql:
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS modified_at Nullable(DateTime64(3)) AFTER file_size;
+--   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS modified_at Nullable(DateTime64(3)) AFTER file_size;
 --   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS phash Nullable(UInt64) AFTER camera;
+--   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS phash Nullable(UInt64) AFTER camera;
 --   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS colour_hash Nullable(UInt64) AFTER phash;
+--   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS colour_hash Nullable(UInt64) AFTER phash;
 --   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS centre_phash Nullable(UInt64) AFTER colour_hash;
+--   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS centre_phash Nullable(UInt64) AFTER colour_hash;
 --   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS chroma_hash Nullable(UInt64) AFTER centre_phash;
+--   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS chroma_hash Nullable(UInt64) AFTER centre_phash;
 --   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS centre_chroma_hash Nullable(UInt64) AFTER chroma_hash;
--- and the GPS columns (loads fill them from EXIF from then on) and search_log's newer columns:
+--   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS centre_chroma_hash Nullable(UInt64) AFTER chroma_hash;
 --   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS latitude Nullable(Float64) AFTER camera;
+--   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS latitude Nullable(Float64) AFTER camera;
 --   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS longitude Nullable(Float64) AFTER latitude;
+--   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS longitude Nullable(Float64) AFTER latitude;
 --   ALTER TABLE search_log_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS origin LowCardinality(String) DEFAULT '' AFTER kind;
---   ALTER TABLE search_log_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS model_load_ms Float32 DEFAULT 0 AFTER results;
--- Rows loaded before keep NULL hashes and take no part in finding copies: `clipsearch hashes` updates rows
--- in place (ALTER TABLE ... UPDATE), which a Distributed table does not take.
+--   ALTER TABLE search_log ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS origin LowCardinality(String) DEFAULT '' AFTER kind;
+--   ALTER TABLE search_log_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS model_load_ms Float32 DEFAULT 0 AFTER k;
+--   ALTER TABLE search_log ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS model_load_ms Float32 DEFAULT 0 AFTER k;
+-- Rows loaded before the perceptual hashes keep NULL hashes and take no part in finding copies:
+-- `clipsearch hashes` updates rows in place (ALTER TABLE ... UPDATE), which a Distributed table does not take.
 -- Manifest columns go on both tables, local first:
 --   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS price Nullable(Float64);
 --   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS price Nullable(Float64);
