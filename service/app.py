@@ -8,6 +8,7 @@ client is shared by threads), one model loaded on first use or injected.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import secrets
@@ -22,6 +23,8 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from flask.typing import ResponseReturnValue
+from waitress.channel import HTTPChannel
+from waitress.task import ErrorTask
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..collection import Collection
@@ -139,6 +142,24 @@ def _register_errors(app: Flask) -> None:
         return jsonify(error="internal error; see the server log"), 500
 
 
+class JSONErrorTask(ErrorTask):
+    """waitress answers the requests it refuses itself, before the app (431 headers too large, 400 a bad
+    request line or header, 413 a body too large): in JSON, as the page's API answers every error."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        body = json.dumps({"error": f"{error.reason}: {error.body}".strip(": ")}).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class JSONErrorChannel(HTTPChannel):
+    error_task_class = JSONErrorTask
+
+
 def check_port(host: str, port: int) -> None:
     """Refuse early, with a clear message, an address the server could not listen on."""
     if not 0 < port < 65536:
@@ -161,7 +182,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, threads
     `sql_port` (0: any free port; the `clipsearch` commands run through it while it serves; analysts
     connect as `analyst` with CLIPSEARCH_ANALYST_PASSWORD) and keeps the `watch` folders loaded.
     """
-    from waitress import serve as waitress_serve
+    from waitress.server import create_server
     check_port(host, port)
     embedded = not settings.clickhouse_url
     if embedded:
@@ -191,8 +212,10 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, threads
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # clean up on `kill` as on Ctrl-C
         # poll(), not select(): the engine keeps many descriptors open. Idle connections hold no thread but
         # count towards waitress's connection limit (100 by default): allow 1,000 and drop the idle after 10 s.
-        waitress_serve(app, host=host, port=port, threads=threads, ident="clipsearch", asyncore_use_poll=True,
-                       connection_limit=1000, channel_timeout=10)
+        server = create_server(app, host=host, port=port, threads=threads, ident="clipsearch",
+                               asyncore_use_poll=True, connection_limit=1000, channel_timeout=10)
+        server.channel_class = JSONErrorChannel
+        server.run()
         collection.close()
 
 

@@ -165,6 +165,26 @@ def test_no_anonymous_or_wrong_password(served):
         assert info.value.code == 401
 
 
+@pytest.mark.parametrize("request_bytes,status", [
+    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 270_000 + b"\r\n\r\n", 431),
+    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400),
+])
+def test_requests_the_server_refuses_before_the_app_are_json(served, request_bytes, status):
+    """waitress answers these itself, before Flask: in JSON like every other error of the API."""
+    port = int(served["base"].rsplit(":", 1)[1])
+    data = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        try:
+            sock.sendall(request_bytes)
+            while chunk := sock.recv(65536):
+                data += chunk
+        except ConnectionResetError:   # the server answers and closes before reading the rest
+            pass
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == str(status).encode() and b"Content-Type: application/json" in head
+    assert json.loads(body)["error"]
+
+
 def test_serve_file_is_the_owners_alone(served):
     info = served["db"] / ".clipsearch.serve"
     assert oct(info.stat().st_mode & 0o777) == "0o600"
