@@ -241,12 +241,27 @@ class Catalog:
     def models(self) -> list[str]:
         return [r["model"] for r in self.query("SELECT DISTINCT model FROM images LIMIT 3")]
 
+    def register_model(self, label: str, name: str | None, pretrained: str | None, dim: int) -> None:
+        """Record how to load the model whose vectors are stored under `label` (once per label)."""
+        if not self.query("SELECT 1 FROM models WHERE label = {label:String} LIMIT 1", {"label": label}):
+            self.command("INSERT INTO models (label, name, pretrained, dim) VALUES "
+                         "({label:String}, {name:String}, {pretrained:String}, {dim:UInt32})",
+                         {"label": label, "name": name or "", "pretrained": pretrained or "", "dim": dim})
+
+    def model_records(self) -> list[dict]:
+        """The recorded models: label, name, pretrained, dim, and the rows of `images` holding their vectors."""
+        return self.query("SELECT m.label AS label, m.name AS name, m.pretrained AS pretrained, m.dim AS dim, "
+                          "countIf(i.id != '') AS rows FROM models AS m FINAL "
+                          "LEFT JOIN images AS i ON i.model = m.label GROUP BY label, name, pretrained, dim "
+                          "ORDER BY rows DESC, label")
+
     def check_model(self, label: str, stored: list[str] | None = None) -> None:
         """Refuse to mix or compare vectors from different models: they live in different spaces."""
         stored = self.models() if stored is None else stored
         if stored and stored != [label]:
             raise ModelMismatch(f"the table holds embeddings from {', '.join(stored)}, but the model in use is "
-                                f"{label}; use the same --model/--pretrained as the load, or another --db")
+                                f"{label}; leave out --model to use the store's own (`clipsearch models` lists "
+                                "them), or use another --db")
 
     def search_state(self) -> TableState:
         """What a search needs to know of `images`: columns, models, rows, vector index. Read in one round

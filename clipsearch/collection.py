@@ -18,7 +18,7 @@ from .catalog import DEFAULT_QUANTIZATION, Catalog, TableState
 from .connection import Connection, WriteCounter
 from .errors import QueryError
 from .files import read_loaded_file
-from .model import ImageTextModel, LazyModel, ModelSource, model_loader
+from .model import BUNDLED_LABEL, RANDOM_WEIGHTS, ImageTextModel, LazyModel, ModelSource, model_loader
 from .query import FACET_TOP, Filter, Options, filters_from_json
 from .search import Searcher, SearchResult, Term
 from .settings import Settings
@@ -182,8 +182,24 @@ class Collection:
         With `restrict_to_folder`, a manifest naming files outside its own folder is refused.
         """
         from .loader.load import load
-        return load(str(source), self.catalog, self._get_model, batch_size=batch_size, workers=workers,
-                    progress=progress, report=report, restrict_to_folder=restrict_to_folder)
+        summary = load(str(source), self.catalog, self._get_model, batch_size=batch_size, workers=workers,
+                       progress=progress, report=report, restrict_to_folder=restrict_to_folder)
+        if summary.loaded:   # how to load this model again: later commands without --model use it
+            model = self.model
+            name = getattr(model, "name", None)
+            if model.label == BUNDLED_LABEL:
+                self.catalog.register_model(model.label, "", "", model.dim)   # its folder differs per install
+            elif name:
+                pretrained = getattr(model, "pretrained", None) or \
+                    (RANDOM_WEIGHTS if model.label.endswith(f":{RANDOM_WEIGHTS}") else None)
+                self.catalog.register_model(model.label, name, pretrained, model.dim)
+        return summary
+
+    def models(self) -> list[dict]:
+        """The models recorded in the store: label, name, pretrained, dim, rows (of `images` with their
+        vectors), active (the one searches use)."""
+        active = set(self.catalog.models())
+        return [{**r, "active": r["label"] in active} for r in self.catalog.model_records()]
 
     def label(self, labels: list[str] | str, prompt: str | None = None, name: str = "label",
               filters: FilterSpec = None) -> dict[str, int]:
@@ -300,7 +316,26 @@ def open(db: str | os.PathLike | None = None, *, url: str | None = None, model: 
                                          model=name, pretrained=pretrained)
     get_model = model_loader(None if isinstance(model, str) else model, settings.model, settings.pretrained)
     catalog = Catalog.open(settings, create)
-    return Collection(catalog, _service_model(catalog, get_model), settings, log_searches, origin)
+    try:
+        get_model = _service_model(catalog, _store_model(catalog, get_model))
+    except BaseException:
+        catalog.close()
+        raise
+    return Collection(catalog, get_model, settings, log_searches, origin)
+
+
+def _store_model(catalog: Catalog, get_model: Callable[[], ImageTextModel]) -> Callable[[], ImageTextModel]:
+    """When no model was asked for, the one the store's vectors come from (as recorded when they were
+    loaded): a user who forgot --model gets it, not a mismatch error."""
+    if not isinstance(get_model, LazyModel) or get_model.name is not None:
+        return get_model
+    stored = catalog.models()
+    if len(stored) != 1 or stored[0] == get_model.label:
+        return get_model
+    record = next((r for r in catalog.model_records() if r["label"] == stored[0]), None)
+    if not record or not record["name"]:   # none recorded (loaded before models were), or the bundled one
+        return get_model
+    return LazyModel(record["name"], record["pretrained"] or None)
 
 
 def _service_model(catalog: Catalog, get_model: Callable[[], ImageTextModel]) -> Callable[[], ImageTextModel]:

@@ -159,6 +159,22 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    with _open(args) as photos:
+        models, index = photos.models(), photos.index()
+    if args.json:
+        print(json.dumps(models))
+        return 0
+    if not models:
+        print("no models recorded yet (loads record theirs)")
+    for m in models:
+        how = "the bundled model" if not m["name"] else \
+            f"--model {m['name']}" + (f" --pretrained {m['pretrained']}" if m["pretrained"] else "")
+        print(f"{'*' if m['active'] else ' '} {m['label']}  {m['rows']} images  dim {m['dim']}  ({how})"
+              + (f"  index {index['type_full']}" if m["active"] and index else ""))
+    return 0
+
+
 def _note_bundled(model_label: str) -> None:
     """One line on stderr wherever a user meets the bundled model (after the answer): what it knows, and the
     way out."""
@@ -346,6 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embed", parents=[common], help="print a text's normalized embedding as JSON")
     p.add_argument("text", help="the text to embed")
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("models", parents=[common], help="list the models the store's vectors come from")
+    p.add_argument("--json", action="store_true", help="print a JSON array")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("sql", parents=[common], help="run SQL against the configured store")
     p.add_argument("query", nargs="?", help="the SQL, e.g. \"SELECT count() FROM images\"")

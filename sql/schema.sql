@@ -102,6 +102,19 @@ CREATE TABLE IF NOT EXISTS vector_index_tuning
 ENGINE = MergeTree
 ORDER BY tuned_at;
 
+-- The models a database's vectors come from, with how to load each one again (commands without --model
+-- use the store's own).
+CREATE TABLE IF NOT EXISTS models
+(
+    label         String,                    -- as images.model (clipsearch.model.model_label)
+    name          String,                    -- the open_clip model name or FAMILY:NAME, '' for the bundled model
+    pretrained    String,                    -- its tag or weights file, as given, '' for none
+    dim           UInt32,
+    registered_at DateTime64(3) DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(registered_at)
+ORDER BY label;
+
 -- The migrations of sql/migrations/ a database has had (clipsearch/schema.py): one row each, and one for
 -- the version a new database was made at.
 CREATE TABLE IF NOT EXISTS schema_version

@@ -76,3 +76,23 @@ def test_a_family_name_is_a_word_and_not_open_clips_prefixes():
     for bad in ("hf-hub", "local-dir", "Bad Name", ""):
         with pytest.raises(ValueError):
             register_family(bad, MeanColour)
+
+
+def test_the_store_knows_its_model(family, tmp_path):
+    """Loading records how to load the model again: opening the store without a model uses it (no mismatch
+    for a user who forgot --model); naming another model is still a clear error."""
+    from clipsearch.errors import ModelMismatch
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, colour in enumerate(COLOURS):
+        Image.new("RGB", (20, 20), tuple(int(255 * c) for c in COLOURS[colour])).save(folder / f"{colour}{i}.png")
+    with clipsearch.open(tmp_path / "db", model="meancolour:v1", log_searches=False) as photos:
+        photos.load(folder, workers=0, progress=False)
+    with clipsearch.open(tmp_path / "db", log_searches=False) as photos:   # no model named
+        assert photos.model_label == "meancolour:v1:random"
+        assert photos.search("blue", k=1).rows[0]["path"].endswith("blue2.png")
+        assert photos.models() == [{"label": "meancolour:v1:random", "name": "meancolour:v1", "pretrained": "random",
+                                    "dim": 3, "rows": 3, "active": True}]
+    with clipsearch.open(tmp_path / "db", model="meancolour:v2", log_searches=False) as photos:
+        with pytest.raises(ModelMismatch, match="clipsearch models"):
+            photos.search("blue")
