@@ -3,7 +3,9 @@ by an earlier release is brought up to it by the numbered files of sql/migration
 in `schema_version` as it is applied. Opening a current database runs one query, not the whole schema.
 
 A migration is `NNN_what.sql` (statements that are safe to run twice: two processes may open an old
-database at the same moment); the latest version is the number of the last one.
+database at the same moment); the latest version is the number of the last one. schema.sql's CREATE TABLE
+IF NOT EXISTS statements run first in every upgrade, so a new table needs only a version (a file of
+comments); a changed table needs its ALTERs.
 """
 from __future__ import annotations
 

@@ -9,12 +9,14 @@ between tests instead and opens it per test (about 40 ms).
 from __future__ import annotations
 
 import contextlib
+import http.server
 import io
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,3 +221,26 @@ def granularity(store, table: str) -> int:
                            "WHERE database = currentDatabase() AND name = {t:String}", {"t": table})[0]["engine_full"]
     found = re.search(r"index_granularity = (\d+)", settings)
     return int(found.group(1)) if found else 8192
+
+
+@pytest.fixture
+def listener():
+    """A loopback HTTP server that records every request it gets (none must come)."""
+    got: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            got.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"secret_header\n1\n")
+
+        do_HEAD = do_POST = do_GET  # noqa: N815
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", got
+    server.shutdown()

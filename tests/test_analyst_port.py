@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import http.server
 import json
 import os
 import shutil
@@ -98,27 +97,6 @@ def writer(port) -> clickhouse_connect.driver.Client:
 def analyst(port, **kwargs) -> clickhouse_connect.driver.Client:
     return clickhouse_connect.get_client(host="127.0.0.1", port=port["sql_port"], username="analyst",
                                          password=PASSWORD, **kwargs)
-
-
-@pytest.fixture
-def listener():
-    """An HTTP server that records every request: a url() that got through would show here."""
-    seen: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            seen.append(self.path)
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"a\n1\n")
-        do_HEAD = do_POST = do_GET  # noqa: N815
-
-        def log_message(self, *args):
-            pass
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    server.shutdown()
 
 
 def state(port) -> dict:

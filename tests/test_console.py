@@ -3,7 +3,6 @@ GET /api/queries, the dashboard's query files, and the SQL and Dashboard tabs in
 from __future__ import annotations
 
 import csv
-import http.server
 import io
 import os
 import re
@@ -132,29 +131,6 @@ def test_the_dashboard_files_answer_their_questions(served):
                  "load_errors_by_reason.sql", "load_errors_recent.sql", "search_log_latency_per_hour.sql"):
         first = query_file(name).splitlines()[0]
         assert first.startswith("-- ") and "?" in first, name
-
-
-@pytest.fixture
-def listener():
-    """A loopback HTTP server that records every request it gets (none must come)."""
-    got: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            got.append(self.path)
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"secret_header\n1\n")
-
-        do_HEAD = do_GET  # noqa: N815
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", got
-    server.shutdown()
 
 
 def state(served) -> dict:
