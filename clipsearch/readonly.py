@@ -25,6 +25,8 @@ from collections.abc import Callable
 from .errors import QueryError, StoreError
 
 RunQuery = Callable[[str, dict], list[dict]]   # SQL and parameters -> rows, in a read-only session
+MAX_SQL_CHARS = 100_000   # an analyst's query; ClickHouse parses at most 256 KiB
+MAX_NAME_CHARS = 1024     # a column or alias name
 
 ROW_STATEMENTS = {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS"}
 # Table functions that read only their own arguments or a query the check sees; every other one the engine
@@ -75,6 +77,8 @@ def check(run: RunQuery, sql: str, denied: set[str]) -> str:
     is what this judged); else a QueryError saying why."""
     if not sql.strip():
         raise QueryError("empty SQL")
+    if len(sql) > MAX_SQL_CHARS:
+        raise QueryError(f"the SQL is {len(sql):,} characters; at most {MAX_SQL_CHARS:,} here")
     if "\0" in sql:
         raise QueryError("the SQL contains a NUL character")
     text = formatted(run, sql)
@@ -93,6 +97,8 @@ def check(run: RunQuery, sql: str, denied: set[str]) -> str:
     for name in re.findall(rf"({NAME})\s*\(", code):
         if name.lower() in denied:
             raise QueryError(f"{name}() reads files or the network from the server and is not allowed here")
+    if re.search(rf"[^\s(),'.]{{{MAX_NAME_CHARS + 1},}}", code):   # a format may repeat a name on every row
+        raise QueryError(f"a name of more than {MAX_NAME_CHARS} characters is not allowed here")
     if re.search(r"\{\s*\w+\s*:\s*Identifier\s*\}", code):   # bound after this check: it could name any table
         raise QueryError("Identifier parameters are not allowed here: write table and column names in the SQL")
     for table in SYSTEM_TABLE.findall(code):

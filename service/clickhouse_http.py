@@ -55,11 +55,16 @@ from ..results import STREAMING_FORMATS, one_header
 INSERT_RE = re.compile(r"^\s*(INSERT\s+INTO\s+.+?)\s+FORMAT\s+(\w+)\s*$", re.I | re.S)
 SELECT_RE = re.compile(r"^(\s|--[^\n]*\n|/\*.*?\*/|\()*(SELECT|WITH)\b", re.I | re.S)   # what chdb can stream
 FORMAT_RE = re.compile(r"\s+FORMAT\s+(\w+)\s*;?\s*$", re.I)   # the writer's SQL, which is not reformatted
-MAX_BODY_BYTES = 64 * 1024 * 1024   # the writer's insert data (a load's batch is well under 1 MiB)
+# The writer's insert data (a load's batch is well under 1 MiB). waitress stores a body before the app sees
+# the request, login or not, so this is also what one unauthenticated request can make it store.
+MAX_BODY_BYTES = 16 * 1024 * 1024
 # The check parses the analyst's SQL: ClickHouse's parser allows 1,000,000 backtracks (seconds of work on a
 # crafted text); any real query needs far fewer.
 CHECK_LIMITS = {"max_parser_backtracks": 100_000, "max_parser_depth": 300, "max_execution_time": 5}
 TURN_GRACE_S = 5.0   # past its time limit, an analyst query that is still sending gives up its turn
+HELD_MEMORY_BYTES = 256 * 2**20
+# Streamed blocks stay small: a block is formatted whole before it is sent (a long name repeated per row)
+STREAM_LIMITS = {"max_block_size": 8192}
 # What a ClickHouse server does by default and chdb does not: 64-bit integers quoted in JSON formats, which
 # clients of a server expect (a client asks for plain numbers in the URL, as clipsearch's own does).
 PORT_DEFAULTS = {**ANALYST_DEFAULTS, "output_format_json_quote_64bit_integers": 1}
@@ -179,7 +184,7 @@ class AnalystSettings:
         for name, value in requested.items():
             if name in cls.LIMITS:
                 ceiling = int(base.get(name, 0) or 0)
-                if not value.isdigit() or int(value) < 1 or (ceiling and int(value) > ceiling):
+                if not re.fullmatch(r"[0-9]{1,18}", value) or int(value) < 1 or (ceiling and int(value) > ceiling):
                     bound = f"1 to {ceiling}" if ceiling else "a positive number"
                     raise ClickHouseError(164, f"Cannot modify '{name}' setting in readonly mode: an analyst may "
                                                f"only tighten it ({bound})", "READONLY")
@@ -498,7 +503,10 @@ class ClickHouseHTTP:
                 raise ClickHouseError(164, f"the output format {fmt} is not available to analysts (it reads or "
                                            "writes schema files)", "READONLY")
             streams = fmt in STREAMING_FORMATS and SELECT_RE.match(text)   # as respond() decides
-            limits = {**ANALYST_LIMITS} if streams else {**ANALYST_LIMITS, **HELD_RESULT_LIMITS}
+            # A result held whole is also bounded by memory: the engine's output buffer counts towards it,
+            # and a format can write many times the result's bytes (JSON escapes, Pretty's padding)
+            limits = {**ANALYST_LIMITS, **STREAM_LIMITS} if streams else \
+                {**ANALYST_LIMITS, **HELD_RESULT_LIMITS, "max_memory_usage": HELD_MEMORY_BYTES}
             settings = {**PORT_DEFAULTS, **AnalystSettings.resolve(requested, limits), "readonly": 1}
             conn = self._connect(settings, database)
         except BaseException:
@@ -543,12 +551,17 @@ class ClickHouseHTTP:
             raise
         encoding = _compressor(request, args)
 
+        started = time.monotonic()
+
         def body() -> Iterator[bytes]:
             compress, flush = (encoding[1], encoding[2]) if encoding else (lambda b: b, lambda: b"")
             try:
                 yield compress(first)
                 try:
                     for chunk in chunks:
+                        if turn is not None and time.monotonic() - started > turn_s:   # its time is up
+                            raise ClickHouseError(159, f"Timeout exceeded: sending the result took more than "
+                                                       f"{turn_s:g} s", "TIMEOUT_EXCEEDED")
                         yield compress(chunk)
                 except Exception as exc:
                     yield compress(f"\n{re.sub(r'Stack trace.*$', '', str(exc), flags=re.S).strip()}\n".encode())

@@ -255,6 +255,24 @@ def test_a_format_before_its_settings_is_still_held_within_bounds(port):
     assert status == 400 and b"TOO_MANY_ROWS_OR_BYTES" in body, body[:300]
 
 
+@pytest.mark.parametrize("sql", [
+    "SELECT repeat(char(1), 600) AS x FROM numbers(99000) FORMAT JSON",   # escapes make 6x the result's bytes
+    "SELECT number AS `" + "n" * 2000 + "` FROM numbers(99000) FORMAT JSONEachRow",   # a name on every row
+])
+def test_outputs_many_times_their_results_size_are_refused(port, sql):
+    """Found by a second outside probe: JSON's escapes and a long name repeated on every row wrote hundreds of
+    megabytes from a result within the bounds, and took the service past 3 GB."""
+    status, headers, body = call(port, sql)
+    assert 400 <= status < 500 and headers["x-clickhouse-exception-code"] in ("241", "164"), body[:300]
+
+
+@pytest.mark.parametrize("query", [{"max_execution_time": "\u00b2"}, {"max_execution_time": "\u0663"},
+                                   {"max_result_rows": "99999999999999999999999"}])
+def test_a_limit_is_a_plain_number(port, query):
+    status, headers, body = call(port, "SELECT 1", query=query)
+    assert status == 403 and headers["x-clickhouse-exception-code"] == "164", body
+
+
 def test_a_text_that_is_costly_to_parse_is_refused_quickly(port):
     status, headers, body = call(port, "SELECT " + "INTERVAL (" * 300)
     assert 400 <= status < 500 and b"backtracking" in body, body[:300]
