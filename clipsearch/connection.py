@@ -152,7 +152,8 @@ class Connection:
                ) -> Iterator[bytes]:
         """A query's output in `fmt` as it arrives, never held whole."""
         try:
-            source = self._client.raw_stream(sql, parameters=params or None, fmt=fmt)
+            source = self._client.raw_stream(sql, parameters=params or None, fmt=fmt,
+                                             settings=self._json_settings if fmt.startswith("JSON") else None)
             with source:
                 yield from source
         except Exception as exc:

@@ -182,6 +182,8 @@ class AnalystSettings:
     def resolve(cls, requested: dict[str, str], base: dict[str, Any]) -> dict[str, Any]:
         out = dict(base)
         for name, value in requested.items():
+            if name in base and str(base[name]) == value:
+                continue   # the value it has already: not a change (clipsearch's own read-only client sends these)
             if name in cls.LIMITS:
                 ceiling = int(base.get(name, 0) or 0)
                 if not re.fullmatch(r"[0-9]{1,18}", value) or int(value) < 1 or (ceiling and int(value) > ceiling):
@@ -507,7 +509,7 @@ class ClickHouseHTTP:
             # and a format can write many times the result's bytes (JSON escapes, Pretty's padding)
             limits = {**ANALYST_LIMITS, **STREAM_LIMITS} if streams else \
                 {**ANALYST_LIMITS, **HELD_RESULT_LIMITS, "max_memory_usage": HELD_MEMORY_BYTES}
-            settings = {**PORT_DEFAULTS, **AnalystSettings.resolve(requested, limits), "readonly": 1}
+            settings = {**AnalystSettings.resolve(requested, {**PORT_DEFAULTS, **limits}), "readonly": 1}
             conn = self._connect(settings, database)
         except BaseException:
             turn.leave()
@@ -563,8 +565,9 @@ class ClickHouseHTTP:
                             raise ClickHouseError(159, f"Timeout exceeded: sending the result took more than "
                                                        f"{turn_s:g} s", "TIMEOUT_EXCEEDED")
                         yield compress(chunk)
-                except Exception as exc:
-                    yield compress(f"\n{re.sub(r'Stack trace.*$', '', str(exc), flags=re.S).strip()}\n".encode())
+                except Exception as exc:   # ClickHouse's way: the error's text after the rows sent
+                    message = str(exc)[str(exc).find("Code: "):] if "Code: " in str(exc) else str(exc)
+                    yield compress(f"\n{re.sub(r'Stack trace.*$', '', message, flags=re.S).strip()}\n".encode())
                 yield flush()
             finally:
                 if stream is not None:

@@ -50,6 +50,10 @@ def run(collection: Collection, sql: str, params: dict | None, max_rows: int) ->
     rows: list[list] = []
     row_count = 0
     for line in lines:
+        if not line.strip():
+            continue
+        if not line.startswith(b"["):   # a server writes an error met mid-result as text after the rows
+            raise QueryError(line.decode("utf-8", "replace").strip())
         row_count += 1
         if row_count > MAX_RESULT_ROWS:
             raise QueryError(f"the result has more than {MAX_RESULT_ROWS:,} rows: add a LIMIT")

@@ -141,3 +141,21 @@ def test_cli_uses_clickhouse_url(stores, server_url, cli):
     result = cli("search", "a green square", "--k", "3", "--json", env={"CLICKHOUSE_URL": server_url})
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)) == 3
+
+
+def test_the_pages_sql_tab_on_a_server(server_url, stores):
+    """The page's SQL tab over a server (here the product's own ClickHouse HTTP endpoint): clipsearch's
+    read-only client sends its own limits and readonly=1, which the server accepts; results stream; an
+    error met mid-result is a 400 with ClickHouse's message."""
+    from clipsearch.service.app import create_app
+    app = create_app(Settings(clickhouse_url=server_url))
+    try:
+        client = app.test_client()
+        ok = client.post("/api/sql", json={"sql": "SELECT number, toString(number) AS s FROM numbers(3)"})
+        assert ok.status_code == 200 and ok.get_json()["rows"] == [[0, "0"], [1, "1"], [2, "2"]]
+        refused = client.post("/api/sql", json={"sql": "SELECT file('/etc/passwd')"})
+        assert refused.status_code == 400 and "file()" in refused.get_json()["error"]
+        too_many = client.post("/api/sql", json={"sql": "SELECT number FROM numbers(200000)"})
+        assert too_many.status_code == 400 and too_many.get_json()["error"].startswith("Code: 396.")
+    finally:
+        app.extensions["clipsearch"].close()
