@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -20,7 +19,7 @@ import clickhouse_connect
 import clipsearch
 from clipsearch.model import ClipModel
 
-from .common import get, ms_stats, search_url, write_images
+from .common import get, ms_stats, search_url, serve_with_analysts, write_images
 
 PASSWORD = os.environ.get("BENCH_ANALYST_PASSWORD", "bench-analyst")
 SLOW = "SELECT count() FROM numbers(100000000000) WHERE sipHash64(number) = 0"   # busy until its 3 s run out
@@ -70,22 +69,8 @@ def run(work: Path, images: int = 500, burst: int = 20) -> dict:
     paths = write_images(work / "analysts-images", images, seed=41)
     with clipsearch.open(db, model=ClipModel(), log_searches=False) as photos:
         photos.load(paths[0].parent)
-    from scripts.screenshot import free_port
-    port, sql_port = free_port(), free_port()
-    env = {**os.environ, "CLIPSEARCH_ANALYST_PASSWORD": PASSWORD}
-    env.pop("CLICKHOUSE_URL", None)
-    server = subprocess.Popen([sys.executable, "-m", "clipsearch.service.cli", "serve", "--db", str(db), "--port",
-                               str(port), "--sql-port", str(sql_port)], env=env,
-                              stdout=open(work / "analysts-serve.log", "w"), stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
     result: dict = {"images": images, "burst": burst, "burst_query_s": 3}
-    try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.2)
+    with serve_with_analysts(db, PASSWORD, work / "analysts-serve.log") as (base, sql_port, env):
         writer_url = json.loads((db / ".clipsearch.serve").read_text())["url"]
         cli = clickhouse_connect.get_client(dsn=writer_url, autogenerate_session_id=False)
         _waits(cli, sql_port, base, rounds=2)   # warm
@@ -107,7 +92,4 @@ def run(work: Path, images: int = 500, burst: int = 20) -> dict:
             result[f"{case}_ran"] = statuses.count(200)
             result[f"{case}_refused"] = statuses.count(503)
         cli.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     return result

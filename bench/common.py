@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
 import shutil
+import subprocess
+import sys
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -38,6 +42,34 @@ def serve(db: Path) -> Iterator[tuple[str, int]]:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def serve_with_analysts(db: Path, password: str, log: Path | None = None) -> Iterator[tuple[str, int, dict]]:
+    """`clipsearch serve` on `db` with its ClickHouse port and the analyst login (`password`) on, for the
+    block; yields (the page's base URL, the SQL port, the environment a command of the block runs with)."""
+    from scripts.screenshot import free_port
+    port, sql_port = free_port(), free_port()
+    env = {**os.environ, "CLIPSEARCH_ANALYST_PASSWORD": password}
+    env.pop("CLICKHOUSE_URL", None)
+    output = open(log, "w") if log else subprocess.DEVNULL
+    server = subprocess.Popen([sys.executable, "-m", "clipsearch.service.cli", "serve", "--db", str(db), "--port",
+                               str(port), "--sql-port", str(sql_port)], env=env, stdout=output,
+                              stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield base, sql_port, env
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        if log:
+            output.close()
 
 
 def search_url(base: str, params: dict) -> str:

@@ -3,7 +3,6 @@ running service, and while an analyst runs full scans on the ClickHouse HTTP por
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -17,7 +16,7 @@ import clipsearch
 from clipsearch import synthetic
 from clipsearch.model import ClipModel
 
-from .common import get, ms_stats, search_url, write_images
+from .common import get, ms_stats, search_url, serve_with_analysts, write_images
 
 PASSWORD = "bench-analyst"
 FULL_SCAN = "SELECT sum(arraySum(embedding)) FROM images"   # reads every vector
@@ -43,21 +42,7 @@ def run(work: Path, base_images: int = 2000, load_images: int = 10_000) -> dict:
     write_images(new_folder, load_images, seed=32)
     with clipsearch.open(db, model=ClipModel(), log_searches=False) as photos:
         photos.load(base_paths[0].parent)
-    from scripts.screenshot import free_port
-    port, sql_port = free_port(), free_port()
-    env = {**os.environ, "CLIPSEARCH_ANALYST_PASSWORD": PASSWORD}
-    env.pop("CLICKHOUSE_URL", None)
-    server = subprocess.Popen([sys.executable, "-m", "clipsearch.service.cli", "serve", "--db", str(db), "--port",
-                               str(port), "--sql-port", str(sql_port)], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.2)
+    with serve_with_analysts(db, PASSWORD) as (base, sql_port, env):
         _searches(base, count=5)  # warm
         idle = _searches(base)
         start = time.perf_counter()
@@ -92,9 +77,6 @@ def run(work: Path, base_images: int = 2000, load_images: int = 10_000) -> dict:
         stop.set()
         scanner.join()
         analyst.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
     idle_stats, load_stats, scan_stats = ms_stats(idle, "idle"), ms_stats(during, "during_load"), \
         ms_stats(during_scan, "during_scan")
     return {"base_images": base_images, "loaded": load_images, "images_after": images, "load_s": round(load_s, 1),

@@ -229,7 +229,6 @@ def _serve_sql(stack: contextlib.ExitStack, collection: Collection, host: str, s
     password = secrets.token_urlsafe(24)
     analyst = collection.settings.analyst_password
     sql_app = ClickHouseHTTP(engine_uri(folder), password, analyst, writes=collection.writes)
-    stack.callback(sql_app.close)
     # Threads beyond what analysts may hold (FairShare: 18 requests at once), so the CLI, loads and the
     # page's own requests always find one; idle connections are dropped after 10 s and up to 1,000 are
     # kept, so idle clients cannot take every place either.

@@ -599,9 +599,6 @@ class ClickHouseHTTP:
             conn.close()
         return Response(b"", headers={"X-ClickHouse-Summary": '{"written_rows":"0"}'})
 
-    def close(self) -> None:
-        pass   # every session is closed with its request
-
 
 def _text(body: bytes) -> str:
     try:
