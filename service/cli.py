@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path, PurePath
 
 from .. import __version__
@@ -433,18 +435,45 @@ def main(argv: list[str] | None = None, model: ModelSource = None) -> int:
     """Run one command; `model` (a ClipModel or a loader) replaces the configured one, for tests."""
     args = build_parser().parse_args(argv)
     args.get_model = model_loader(model, *_model_names(args))
+    ctrl_c = CtrlC()
     try:
-        return args.func(args)
+        with ctrl_c:
+            return args.func(args)
     except ClipsearchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        if not ctrl_c.pressed:
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted: whole batches already stored are kept; run the same command again to finish",
-              file=sys.stderr)
-        return 130
+        pass
     except BrokenPipeError:  # output piped into `head` and closed early: not an error worth a traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    print("interrupted: whole batches already stored are kept; run the same command again to finish",
+          file=sys.stderr)
+    return 130
+
+
+class CtrlC:
+    """Notes a Ctrl-C while a command runs. One that lands inside the engine (reading a batch from Python)
+    comes back as the engine's error, not as KeyboardInterrupt; the note tells the two apart."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        self.pressed = True
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> CtrlC:
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        if in_main_thread and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def _model_names(args: argparse.Namespace) -> tuple[str | None, str | None]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipsearch.errors import SourceError
+from clipsearch.errors import SourceError, StoreError
 from clipsearch.loader.load import load
 
 from .conftest import ROOT, random_specs, write_catalogue
@@ -155,3 +156,22 @@ def test_interrupted_load_then_rerun_gives_one_row_per_image(tmp_path, sig, cli)
     assert rerun.returncode == 0, rerun.stderr
     check = cli("sql", "SELECT count(), uniqExact(id), uniqExact(path) FROM images", "--format", "CSV", db=db)
     assert check.stdout.strip() == f"{n},{n},{n}"
+
+
+def test_ctrl_c_that_the_engine_reports_as_its_error_is_still_an_interrupt(monkeypatch, capsys):
+    """A Ctrl-C that lands while the engine reads a batch from Python comes back as the engine's error
+    ("KeyboardInterrupt: <EMPTY MESSAGE>"), not as KeyboardInterrupt: the command still says "interrupted"."""
+    from clipsearch.service import cli as cli_module
+
+    def engine_reading_a_batch(args):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt as exc:
+            raise StoreError("KeyboardInterrupt: <EMPTY MESSAGE>") from exc
+        return 0
+
+    previous = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(cli_module, "cmd_models", engine_reading_a_batch)
+    assert cli_module.main(["models"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is previous
