@@ -43,6 +43,8 @@ def filter_projection(column: str) -> str:
 
 VECTOR_INDEXES = ("FROM system.data_skipping_indices WHERE database = currentDatabase() "
                   "AND table = 'images' AND type = 'vector_similarity'")
+VECTOR_DIMENSION = re.compile(r"^(vector_similarity\('hnsw', '\w+', )\d+")
+SWITCH_TABLE = "images_switch"   # `images` with another model's vectors, until `reembed` exchanges the two
 QUANTIZATION_ARGUMENT = re.compile(r"^vector_similarity\('hnsw', '\w+', \d+, '(\w+)'")
 
 
@@ -249,11 +251,112 @@ class Catalog:
                          {"label": label, "name": name or "", "pretrained": pretrained or "", "dim": dim})
 
     def model_records(self) -> list[dict]:
-        """The recorded models: label, name, pretrained, dim, and the rows of `images` holding their vectors."""
-        return self.query("SELECT m.label AS label, m.name AS name, m.pretrained AS pretrained, m.dim AS dim, "
-                          "countIf(i.id != '') AS rows FROM models AS m FINAL "
-                          "LEFT JOIN images AS i ON i.model = m.label GROUP BY label, name, pretrained, dim "
-                          "ORDER BY rows DESC, label")
+        """The recorded models: label, name, pretrained, dim, and how many images have their vectors: in
+        `images` (`active` rows) or in `embeddings` (`stored` rows: re-embedding, or kept)."""
+        models = self.query("SELECT label, name, pretrained, dim FROM models FINAL ORDER BY registered_at, label")
+        active = {r["model"]: int(r["n"]) for r in self.query("SELECT model, count() AS n FROM images GROUP BY model")}
+        stored = {r["model"]: int(r["n"]) for r in self.query(
+            "SELECT model, uniqExact(id) AS n FROM embeddings GROUP BY model")}
+        return [{**m, "active_rows": active.get(m["label"], 0), "stored_rows": stored.get(m["label"], 0)}
+                for m in models]
+
+    # -- re-embedding: another model's vectors, and the switch to them ----------------------------
+    def without_vectors(self, model: str, table: str = "images", after: str = "", limit: int = 4096) -> list[dict]:
+        """Rows of `table` (images, or the table a switch left) with no vector of `model` in `embeddings`,
+        by id from just after `after`: id, path, file_size."""
+        return self.query(
+            f"SELECT id, any(path) AS path, any(file_size) AS file_size FROM {quote_identifier(table)} "
+            "WHERE id > {after:String} AND id NOT IN (SELECT id FROM embeddings WHERE model = {model:String} "
+            "AND id > {after:String}) GROUP BY id ORDER BY id LIMIT {limit:UInt32}",
+            {"model": model, "after": after, "limit": limit})
+
+    def vectors_missing(self, model: str) -> int:
+        """How many stored images have no vector of `model` in `embeddings` yet."""
+        return int(self.query("SELECT uniqExact(id) AS n FROM images WHERE id NOT IN "
+                              "(SELECT id FROM embeddings WHERE model = {model:String})", {"model": model})[0]["n"])
+
+    def insert_vectors(self, model: str, ids: list[str], vectors: Any) -> None:
+        import numpy as np
+        import pyarrow as pa
+        vectors = np.asarray(vectors, dtype=np.float32)
+        offsets = pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32))
+        self.connection.insert("embeddings", pa.table({
+            "model": pa.array([model] * len(ids), pa.string()), "id": pa.array(ids, pa.string()),
+            "embedding": pa.ListArray.from_arrays(offsets, pa.array(vectors.ravel()))}))
+
+    def keep_vectors(self, model: str) -> None:
+        """Copy the active vectors (those of `model`) into `embeddings`, to keep them past a switch."""
+        self.command("INSERT INTO embeddings (model, id, embedding) SELECT {model:String}, id, any(embedding) "
+                     "FROM images WHERE model = {model:String} GROUP BY id", {"model": model})
+
+    def build_switched(self, model: str, dim: int) -> int:
+        """Make `images_switch`: `images` (its columns, filter columns, settings) with the vectors of `model`
+        from `embeddings`, and a vector index like its own for `dim`-long vectors, built as the rows go in.
+        Rows without such a vector are left out. Returns its row count."""
+        self.command(f"DROP TABLE IF EXISTS {SWITCH_TABLE}")
+        self.command(f"CREATE TABLE {SWITCH_TABLE} AS images")
+        index = self.vector_index()
+        if index:
+            name = quote_identifier(index["name"])
+            type_full = VECTOR_DIMENSION.sub(rf"\g<1>{int(dim)}", index["type_full"], count=1)
+            self.command(f"ALTER TABLE {SWITCH_TABLE} DROP INDEX {name}")
+            self.command(f"ALTER TABLE {SWITCH_TABLE} ADD INDEX {name} embedding TYPE {type_full} "
+                         "GRANULARITY 100000000")
+        columns = list(self.columns())
+        select = ", ".join("e.embedding" if c == "embedding" else "{model:String}" if c == "model"
+                           else f"i.{quote_identifier(c)}" for c in columns)
+        # In 16 slices by the id's first hex digit: each join holds one slice of the vectors in memory.
+        for lo, hi in zip("0123456789abcdef", [*"123456789abcdef", "g"], strict=True):
+            self.command(
+                f"INSERT INTO {SWITCH_TABLE} ({', '.join(map(quote_identifier, columns))}) SELECT {select} "
+                "FROM images AS i FINAL INNER JOIN (SELECT id, any(embedding) AS embedding FROM embeddings "
+                "WHERE model = {model:String} AND id >= {lo:String} AND id < {hi:String} GROUP BY id) AS e "
+                "ON i.id = e.id WHERE i.id >= {lo:String} AND i.id < {hi:String}",
+                {"model": model, "lo": lo, "hi": hi})
+        return int(self.query(f"SELECT count() AS n FROM {SWITCH_TABLE}")[0]["n"])
+
+    def switch(self) -> None:
+        """Put `images_switch` in the place of `images` (and `images` in its place): one atomic step, so every
+        query reads the one table or the other, never a mix."""
+        self.command(f"EXCHANGE TABLES images AND {SWITCH_TABLE}")
+
+    def switch_table_model(self) -> str | None:
+        """The model of the rows of the table a switch made or left (None if there is none)."""
+        if not self.query("SELECT 1 FROM system.tables WHERE database = currentDatabase() "
+                          "AND name = {t:String}", {"t": SWITCH_TABLE}):
+            return None
+        rows = self.query(f"SELECT model FROM {SWITCH_TABLE} LIMIT 1")
+        return rows[0]["model"] if rows else ""
+
+    def copy_switched(self, model: str, ids: list[str], source: str) -> None:
+        """Insert into `images` the rows `ids` of `source` (images itself, or the table a switch left) with
+        their `model` vectors from `embeddings`, and delete their rows of any other model."""
+        columns = list(self.columns())
+        select = ", ".join("e.embedding" if c == "embedding" else "{model:String}" if c == "model"
+                           else f"i.{quote_identifier(c)}" for c in columns)
+        params = {"model": model, "ids": ids}
+        self.command(
+            f"INSERT INTO images ({', '.join(map(quote_identifier, columns))}) SELECT {select} "
+            f"FROM {quote_identifier(source)} AS i FINAL INNER JOIN (SELECT id, any(embedding) AS embedding "
+            "FROM embeddings WHERE model = {model:String} AND id IN {ids:Array(String)} GROUP BY id) AS e "
+            "ON i.id = e.id WHERE i.id IN {ids:Array(String)}", params)
+        if self.query("SELECT 1 FROM images WHERE model != {model:String} LIMIT 1", params):
+            self.delete_images("model != {model:String}", params)
+
+    def finish_switch(self, model: str) -> None:
+        """After a switch to `model`: drop the table it left (the old vectors, unless kept) and the copies of
+        the new vectors in `embeddings` (they are in `images` now)."""
+        self.command(f"DROP TABLE IF EXISTS {SWITCH_TABLE}")
+        self.command("DELETE FROM embeddings WHERE model = {model:String}", {"model": model})
+
+    def check_batch_model(self, label: str, ids: list[str]) -> None:
+        """After inserting the rows `ids` with vectors of `label`: if `reembed` switched the store to another
+        model meanwhile, take them out again and say so (their vectors are in the other model's space)."""
+        other = self.query("SELECT model FROM images WHERE id NOT IN {ids:Array(String)} LIMIT 1", {"ids": ids})
+        if other and other[0]["model"] != label:
+            self.delete_images("model = {label:String} AND id IN {ids:Array(String)}", {"label": label, "ids": ids})
+            raise ModelMismatch(f"the store switched to the model {other[0]['model']} during this load; run it "
+                                "again (without --model it uses the store's model)")
 
     def check_model(self, label: str, stored: list[str] | None = None) -> None:
         """Refuse to mix or compare vectors from different models: they live in different spaces."""
@@ -284,6 +387,10 @@ class Catalog:
                            rescore=RESCORE_FETCH.get(index_quantization(row["index_type"]), 0))
         self._state, self._counts = (writes, now, state), {}
         return state
+
+    def forget_state(self) -> None:
+        """Read the table state afresh at the next search (another process changed it)."""
+        self._state = None
 
     def count_matching(self, filters: list[Filter], columns: dict[str, str], limit: int | None = None
                        ) -> tuple[int, int]:

@@ -18,7 +18,7 @@ from .catalog import DEFAULT_QUANTIZATION, Catalog, TableState
 from .connection import Connection, WriteCounter
 from .errors import QueryError
 from .files import read_loaded_file
-from .model import BUNDLED_LABEL, RANDOM_WEIGHTS, ImageTextModel, LazyModel, ModelSource, model_loader
+from .model import BUNDLED_LABEL, RANDOM_WEIGHTS, ImageTextModel, LazyModel, ModelSource, create_model, model_loader
 from .query import FACET_TOP, Filter, Options, filters_from_json
 from .search import Searcher, SearchResult, Term
 from .settings import Settings
@@ -185,21 +185,69 @@ class Collection:
         summary = load(str(source), self.catalog, self._get_model, batch_size=batch_size, workers=workers,
                        progress=progress, report=report, restrict_to_folder=restrict_to_folder)
         if summary.loaded:   # how to load this model again: later commands without --model use it
-            model = self.model
-            name = getattr(model, "name", None)
-            if model.label == BUNDLED_LABEL:
-                self.catalog.register_model(model.label, "", "", model.dim)   # its folder differs per install
-            elif name:
-                pretrained = getattr(model, "pretrained", None) or \
-                    (RANDOM_WEIGHTS if model.label.endswith(f":{RANDOM_WEIGHTS}") else None)
-                self.catalog.register_model(model.label, name, pretrained, model.dim)
+            self._register(self.model)
         return summary
 
+    def _register(self, model: ImageTextModel) -> None:
+        """Record how to load `model` again (in the `models` table)."""
+        name = getattr(model, "name", None)
+        if model.label == BUNDLED_LABEL:
+            self.catalog.register_model(model.label, "", "", model.dim)   # its folder differs per install
+        elif name:
+            pretrained = getattr(model, "pretrained", None) or \
+                (RANDOM_WEIGHTS if model.label.endswith(f":{RANDOM_WEIGHTS}") else None)
+            self.catalog.register_model(model.label, name, pretrained, model.dim)
+
+    def reembed(self, model: str | ImageTextModel | None, pretrained: str | None = None, *, batch_size: int = 64,
+                workers: int | None = None, keep: bool = False, drop_missing: bool = False,
+                progress: bool = False) -> Any:
+        """Give every stored image the vector of another model (an open_clip name with `pretrained`, a
+        FAMILY:NAME, None for the bundled one, or an ImageTextModel) while searches go on with the current one,
+        then switch the store to it in one step; returns a ReembedSummary. Safe to interrupt and run again.
+
+        The switch waits until every image has its new vector; with `drop_missing` the images whose files are
+        gone or changed are left out of it. With `keep` the current model's vectors stay in the `embeddings`
+        table, for comparing the two in SQL (sql/queries/compare_models.sql). Everything using this store
+        follows the switch: this collection, a running service, clipTextEmbedding(), later commands."""
+        from .loader.reembed import reembed
+        new = model if isinstance(model, ImageTextModel) else create_model(model, pretrained)
+        summary = reembed(self.catalog, new, self._register, batch_size=batch_size, workers=workers, keep=keep,
+                          drop_missing=drop_missing, progress=progress)
+        if summary.switched or summary.already_active:
+            if isinstance(self._get_model, StoreModel):
+                self._get_model.use(new)
+            else:
+                self._get_model = self.searcher._get_model = StoreModel(self.catalog, model_loader(new))
+                self._text_embedding = False   # clipTextEmbedding() to be bound to it
+            if summary.switched and self.catalog.vector_index():
+                self.searcher.tune_index()   # the beam that reaches the recall target for the new vectors
+        return summary
+
+    def refresh_model(self) -> None:
+        """Follow the store to the model `reembed` switched it to, from another process (a long-running
+        process calls this now and then; searches check it themselves)."""
+        if isinstance(self._get_model, StoreModel):
+            self._get_model.refresh()
+
+    def on_model_change(self, callback: Callable[[ImageTextModel], None]) -> None:
+        """Call `callback(model)` when this collection follows the store to another model."""
+        if isinstance(self._get_model, StoreModel):
+            self._get_model.on_change = callback
+
     def models(self) -> list[dict]:
-        """The models recorded in the store: label, name, pretrained, dim, rows (of `images` with their
-        vectors), active (the one searches use)."""
-        active = set(self.catalog.models())
-        return [{**r, "active": r["label"] in active} for r in self.catalog.model_records()]
+        """The models recorded in the store: label, name, pretrained, dim, rows (images with their vectors),
+        active (the one searches use: its vectors are images.embedding, under the vector index if there is
+        one), and for the others whether their vectors are complete (`reembed` may switch to them)."""
+        index = self.catalog.vector_index()
+        total = self.catalog.count()
+        out = []
+        for r in self.catalog.model_records():
+            active = r["active_rows"] > 0
+            rows = r["active_rows"] if active else r["stored_rows"]
+            out.append({"label": r["label"], "name": r["name"], "pretrained": r["pretrained"], "dim": r["dim"],
+                        "rows": rows, "active": active, "complete": rows >= total,
+                        "vector_index": index["type_full"] if active and index else None})
+        return out
 
     def label(self, labels: list[str] | str, prompt: str | None = None, name: str = "label",
               filters: FilterSpec = None) -> dict[str, int]:
@@ -230,6 +278,7 @@ class Collection:
         if not isinstance(query, str) or not query.strip():
             raise QueryError("empty SQL")
         self.enable_text_embedding()
+        self.refresh_model()   # clipTextEmbedding() embeds with the store's model, which it cannot load itself
         return self.catalog.query(query, params) if fmt is None else self.catalog.text(query, params, fmt)
 
     def enable_text_embedding(self) -> None:
@@ -264,6 +313,7 @@ class Collection:
                 self.enable_text_embedding()  # functions serve every session
                 self._read_only = self.catalog.connection.read_only()
                 self._denied = readonly.denied_functions(self._read_only.query)
+        self.refresh_model()
         return self._read_only, readonly.check(self._read_only.query, query, self._denied)
 
     def create_index(self, quantization: str = DEFAULT_QUANTIZATION, m: int = 16, ef_construction: int = 128) -> dict:
@@ -325,24 +375,78 @@ def open(db: str | os.PathLike | None = None, *, url: str | None = None, model: 
 
 
 def _store_model(catalog: Catalog, get_model: Callable[[], ImageTextModel]) -> Callable[[], ImageTextModel]:
-    """When no model was asked for, the one the store's vectors come from (as recorded when they were
-    loaded): a user who forgot --model gets it, not a mismatch error."""
-    if not isinstance(get_model, LazyModel) or get_model.name is not None:
-        return get_model
+    """The model to use on this store: when none was asked for, the one its vectors come from (as recorded
+    when they were loaded), so a user who forgot --model gets it, not a mismatch error. Unless another model
+    than the store's was asked for, it then follows the store (StoreModel)."""
     stored = catalog.models()
-    if len(stored) != 1 or stored[0] == get_model.label:
-        return get_model
-    record = next((r for r in catalog.model_records() if r["label"] == stored[0]), None)
-    if not record or not record["name"]:   # none recorded (loaded before models were), or the bundled one
-        return get_model
-    return LazyModel(record["name"], record["pretrained"] or None)
+    if len(stored) != 1:
+        return StoreModel(catalog, get_model) if not stored else get_model
+    if isinstance(get_model, LazyModel) and get_model.name is None and stored[0] != get_model.label:
+        record = next((r for r in catalog.model_records() if r["label"] == stored[0]), None)
+        if not record or not record["name"]:   # none recorded (loaded before models were), or the bundled one
+            return get_model
+        get_model = LazyModel(record["name"], record["pretrained"] or None)
+    return StoreModel(catalog, get_model) if _label(get_model) == stored[0] else get_model
+
+
+def _label(get_model: Callable[[], ImageTextModel]) -> str:
+    """The label of a model source, loading it only if it does not say."""
+    label = getattr(get_model, "label", None)
+    return label if isinstance(label, str) else get_model().label
+
+
+class StoreModel:
+    """The model of the store's vectors, following the store: when `clipsearch reembed` switches it to another
+    model (from this process or another), the next call gives that one (loaded as recorded in `models`), so
+    what holds a StoreModel (the service, its ClickHouse port, clipTextEmbedding) never ranks one model's
+    query against another's vectors. Reading the store's model costs nothing between writes (search_state)."""
+
+    def __init__(self, catalog: Catalog, first: Callable[[], ImageTextModel]):
+        self._catalog = catalog
+        self._current = (_label(first), first)   # (label, source): replaced whole, so read whole
+        self.on_change: Callable[[ImageTextModel], None] | None = None   # told of each switch, with the model
+
+    @property
+    def label(self) -> str:
+        return self._current[0]
+
+    @property
+    def source(self) -> Callable[[], ImageTextModel]:
+        """What gives the model in use (a LazyModel, or a model handed in)."""
+        return self._current[1]
+
+    def __call__(self) -> ImageTextModel:
+        self.refresh()
+        return self._current[1]()
+
+    def refresh(self) -> None:
+        """Follow the store to its model, if it switched."""
+        active = self._catalog.search_state().models
+        if len(active) == 1 and active[0] != self.label:
+            record = next((r for r in self._catalog.model_records() if r["label"] == active[0]), None)
+            if record is not None:
+                self.use(LazyModel(record["name"] or None, record["pretrained"] or None), active[0])
+
+    def use(self, model: ImageTextModel | Callable[[], ImageTextModel], label: str | None = None) -> None:
+        """Use `model` from now on (the store has switched to it); the previous one is let go."""
+        source = model_loader(model)
+        self._current = (label or _label(source), source)
+        if self.on_change is not None:
+            self.on_change(source())
+
+    def for_label(self, label: str) -> ImageTextModel | None:
+        """The model whose vectors are stored under `label`, if it is the one in use (reads nothing: for
+        clipTextEmbedding, which runs inside a query)."""
+        current, source = self._current
+        return source() if current == label else None
 
 
 def _service_model(catalog: Catalog, get_model: Callable[[], ImageTextModel]) -> Callable[[], ImageTextModel]:
-    """Through a running `serve`, its model (when no other was asked for): a command embeds its texts there
-    instead of loading a model of its own."""
+    """Through a running `serve`, its model (when it is the one to use, and not one handed in): a command embeds
+    its texts there instead of loading a model of its own."""
     model = (catalog.connection.service or {}).get("model")
-    if not model or not isinstance(get_model, LazyModel) or get_model.name and get_model.label != model["label"]:
+    source = get_model.source if isinstance(get_model, StoreModel) else get_model
+    if not model or not isinstance(source, LazyModel) or _label(get_model) != model["label"]:
         return get_model
     served = ServiceModel(catalog.connection, model, get_model)
     return lambda: served

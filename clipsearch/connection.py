@@ -378,7 +378,9 @@ def announce_service(folder: Path, url: str, model: dict | None = None) -> Path:
     """Write the serve file: the URL with the per-run password, and the model the service holds (so that
     commands embed their texts with it), readable by this user alone."""
     path = folder / SERVE_FILE
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    partial = path.with_name(f"{SERVE_FILE}.{os.getpid()}")   # renamed into place: never read half written
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump({"pid": os.getpid(), "url": url, "model": model}, f)
+    os.replace(partial, path)
     return path

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from .catalog import Catalog, TableState
-from .errors import EmptyStore, QueryError
+from .errors import EmptyStore, ModelMismatch, QueryError
 from .model import ImageTextModel
 from .query import (
     EVERY,
@@ -78,6 +78,7 @@ class SearchResult:
     facets: dict[str, list[dict]] | None = None   # column -> [{"value", "count"}], the most frequent first
     facet_sql: dict | None = None                 # {"query", "params"} of the facet counts
     next_offset: int | None = None                # the next page's offset, None after the last page
+    model: str = ""                               # the model whose vectors ranked it
 
     @property
     def strategy(self) -> str:
@@ -147,7 +148,7 @@ class Searcher:
     def search(self, text: str | None = None, image: Image.Image | None = None, image_id: str | None = None,
                k: int | str = 10, filters: Sequence[Filter] = (), weights: dict | None = None, *,
                terms: Sequence[Term] = (), options: Options = EVERY, facets: Sequence[str] = (),
-               facet_top: int | str = FACET_TOP) -> SearchResult:
+               facet_top: int | str = FACET_TOP, _switched: bool = False) -> SearchResult:
         """Rank by text, an image, a stored image id, a weighted mix of an image and a text, or any list of
         weighted `terms` (with those); `options` pages, cuts at a score, orders by a column, diversifies;
         `facets` counts the matches per value of those columns."""
@@ -177,20 +178,30 @@ class Searcher:
         query = [Term(image_id=self.catalog.get_image(term.image_id)["id"], weight=term.weight)  # a unique prefix
                  if term.image_id is not None else term for term in query]
         t = time.perf_counter()
+        model = None
         if any(term.image_id is None for term in query):
-            _ = self.model  # loads it if this is its first use, timed apart from encoding
-            self.catalog.check_model(self.model.label, state.models)
+            model = self.model  # loads it if this is its first use, timed apart from encoding; one model
+            self.catalog.check_model(model.label, state.models)   # for the whole search
         model_load_ms = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
-        parts = self._vectors(query)
+        parts = self._vectors(query, model)
         encode_ms = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
         rows, sql, params, strategy = self.rank(state, parts, list(filters), k, options)
         query_ms = (time.perf_counter() - t) * 1000
+        if model is not None and any(row.get("model", model.label) != model.label for row in rows):
+            # `clipsearch reembed` switched the store to another model between reading its state and ranking:
+            # these rows were ranked by another model's vectors. Once more, with the store's model.
+            if not _switched:
+                self.catalog.forget_state()
+                return self.search(text, image, image_id, k, filters, weights, terms=terms, options=options,
+                                   facets=facets, facet_top=facet_top, _switched=True)
+            raise ModelMismatch("the store switched to another model during this search; run it again")
         one = query[0]
         kind = "hybrid" if len(query) > 1 else "text" if one.text else "image" if one.image is not None else "similar"
         result = SearchResult(rows, sql, params, kind, strategy, next_offset=options.offset + len(rows)
-                              if len(rows) == params["k"] and options.offset + len(rows) < MAX_WINDOW else None)
+                              if len(rows) == params["k"] and options.offset + len(rows) < MAX_WINDOW else None,
+                              model=model.label if model is not None else state.models[0])
         if facets:
             t = time.perf_counter()
             fsql, fparams = facet_sql(state.columns, list(filters), parts, list(facets), facet_top,
@@ -208,12 +219,12 @@ class Searcher:
                             list(filters), result.params["k"], [r["id"] for r in rows], len(rows), result.took_ms)
         return result
 
-    def _vectors(self, query: list[Term]) -> list[QueryVector]:
-        """The terms as query vectors, in order: texts and images encoded in one batch each."""
+    def _vectors(self, query: list[Term], model: ImageTextModel | None) -> list[QueryVector]:
+        """The terms as query vectors, in order: texts and images encoded by `model` in one batch each."""
         texts = [t.text for t in query if t.text is not None]
         images = [t.image for t in query if t.image is not None]
-        encoded = {"text": iter(self.model.encode_texts(texts) if texts else []),
-                   "image": iter(self.model.encode_images(images) if images else [])}
+        encoded = {"text": iter(model.encode_texts(texts) if texts and model else []),
+                   "image": iter(model.encode_images(images) if images and model else [])}
         return [QueryVector(t.weight, image_id=t.image_id) if t.image_id is not None else
                 QueryVector(t.weight, vector=next(encoded["text" if t.text is not None else "image"]))
                 for t in query]

@@ -30,24 +30,34 @@ _registered: dict[str, Callable[[str], str]] = {}
 
 
 def register_embedded(catalog: Catalog, get_model: Callable[[], ImageTextModel]) -> None:
-    """Make clipTextEmbedding() available to `catalog` (on the embedded engine); the model loads on first call."""
+    """Make clipTextEmbedding() available to `catalog` (on the embedded engine); the model loads on first call.
+
+    The SQL function hands the Python one the model of the store's vectors as the query sees them (read in
+    the same query), so a text is never embedded by another model than the one it is ranked against: after
+    `clipsearch reembed` switches the store, a query that meets a model not in use yet fails instead."""
     from chdb.udf import func
 
     @lru_cache(maxsize=1024)
-    def embed_json(text: str) -> str:   # each float32 in full: parsed back, the vector is the model's own
-        return json.dumps([float(x) for x in get_model().encode_texts([text])[0]])
+    def embed_json(label: str, text: str) -> str:   # each float32 in full: parsed back, the vector is the model's own
+        for_label = getattr(get_model, "for_label", None)
+        model = for_label(label) if for_label is not None and label else get_model()
+        if model is None or label and model.label != label:
+            raise ValueError(f"the store's vectors come from {label}, and this process has not switched to it "
+                             "yet; run the query again")
+        return json.dumps([float(x) for x in model.encode_texts([text])[0]])
 
     if "clipsearch_text_embedding_json" not in _registered:
         # chdb registers Python UDFs per process, by name; later calls rebind the model getter.
-        @func(["String"], "String")
-        def clipsearch_text_embedding_json(text: str) -> str:
+        @func(["String", "String"], "String")
+        def clipsearch_text_embedding_json(label: str | None, text: str) -> str:
             # CLIP reads 77 tokens: a longer text only costs tokenizing time (which no query time limit
             # stops: the engine waits for Python) and cache memory
-            return _registered["embed"](text[:MAX_QUERY_CHARS])
+            return _registered["embed"](label or "", text[:MAX_QUERY_CHARS])
         _registered["clipsearch_text_embedding_json"] = clipsearch_text_embedding_json
     _registered["embed"] = embed_json
-    catalog.command("CREATE OR REPLACE FUNCTION clipTextEmbedding AS (text) -> "
-                  "JSONExtract(assumeNotNull(clipsearch_text_embedding_json(text)), 'Array(Float32)')")
+    catalog.command("CREATE OR REPLACE FUNCTION clipTextEmbedding AS (text) -> JSONExtract(assumeNotNull("
+                    "clipsearch_text_embedding_json((SELECT any(model) FROM (SELECT model FROM images LIMIT 1)), "
+                    "text)), 'Array(Float32)')")
 
 
 class ServiceModel:

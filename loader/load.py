@@ -315,6 +315,7 @@ def load(source: str, catalog: Catalog, model: ModelSource, batch_size: int = 64
                 vectors = clip.encode_prepared([r["pixels"] for r in good])
                 stamp = max(stamp + 1, time.time_ns() // 1_000_000)
                 catalog.insert_images(rows_table(good, vectors, clip.label, metadata, src.column_types, stamp))
+                catalog.check_batch_model(clip.label, [r["id"] for r in good])
                 # Two loads of the same files at once (e.g. through one service) both find them new and both
                 # insert (the rows collapse into one): the first to store an image loaded it, and for the
                 # other it was already present, so the summaries add up to what the table holds.

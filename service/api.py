@@ -112,7 +112,8 @@ def _search_request() -> dict:
 def _response(result: SearchResult) -> Response:
     extra = {} if result.facets is None else {"facets": result.facets, "facets_sql": result.facet_sql}
     return jsonify(results=result.rows, took_ms=result.took_ms, kind=result.kind, strategy=result.strategy,
-                   sql={"query": result.sql, "params": result.params}, next_offset=result.next_offset, **extra)
+                   model=result.model, sql={"query": result.sql, "params": result.params},
+                   next_offset=result.next_offset, **extra)
 
 
 @api.route("/api/search", methods=["GET", "POST"])
@@ -245,4 +246,5 @@ def openapi() -> Response:
 
 @api.get("/healthz")
 def healthz() -> Response:
-    return jsonify(status="ok", backend=collection().backend, images=collection().count())
+    photos = collection()
+    return jsonify(status="ok", backend=photos.backend, images=photos.count(), model=photos.model_label)

@@ -31,7 +31,7 @@ from ..collection import Collection
 from ..collection import open as open_collection
 from ..connection import announce_service, engine_uri, redact, running_service
 from ..errors import ClipsearchError
-from ..model import ModelSource
+from ..model import ImageTextModel, ModelSource
 from ..settings import Settings
 from .api import api
 from .watch import Watcher
@@ -201,6 +201,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, threads
     _ = collection.model  # load the model now rather than during the first request
     stack = contextlib.ExitStack()
     with stack:
+        _follow_store_model(stack, collection)
         if embedded:
             _serve_sql(stack, collection, host, sql_port)
         if folders:
@@ -217,6 +218,21 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, threads
         server.channel_class = JSONErrorChannel
         server.run()
         collection.close()
+
+
+def _follow_store_model(stack: contextlib.ExitStack, collection: Collection, every_s: float = 1.0) -> None:
+    """Follow the store to the model `clipsearch reembed` switches it to, within `every_s`, also when no
+    search comes to notice (clipTextEmbedding() on the ClickHouse port cannot load a model itself)."""
+    stop = threading.Event()
+
+    def follow() -> None:
+        while not stop.wait(every_s):
+            try:
+                collection.refresh_model()
+            except Exception:   # the store busy or briefly unreadable: the next second tries again
+                pass
+    threading.Thread(target=follow, name="clipsearch-model", daemon=True).start()
+    stack.callback(stop.set)
 
 
 def _serve_sql(stack: contextlib.ExitStack, collection: Collection, host: str, sql_port: int) -> None:
@@ -238,9 +254,13 @@ def _serve_sql(stack: contextlib.ExitStack, collection: Collection, host: str, s
     threading.Thread(target=server.run, name="clipsearch-sql", daemon=True).start()
     stack.callback(server.close)
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    model = collection.model
-    serve_file = announce_service(folder, f"http://clipsearch:{password}@{local}:{server.effective_port}/default",
-                                  {"label": model.label, "dim": model.dim, "logit_scale": model.logit_scale})
+    url = f"http://clipsearch:{password}@{local}:{server.effective_port}/default"
+
+    def announce(model: ImageTextModel) -> Path:   # again whenever the store switches model (reembed)
+        return announce_service(folder, url, {"label": model.label, "dim": model.dim,
+                                              "logit_scale": model.logit_scale})
+    serve_file = announce(collection.model)
+    collection.on_model_change(announce)
     stack.callback(serve_file.unlink, missing_ok=True)
     analyst_note = "read-only, password from" if analyst else "off; to turn it on set"
     print(f"clipsearch: ClickHouse HTTP interface on http://{host}:{server.effective_port}/ "

@@ -61,6 +61,26 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reembed(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from ..model import create_model
+    settings = _settings(args)
+    if not settings.model:
+        raise QueryError("name the model to re-embed with: --model NAME [--pretrained TAG|FILE] "
+                         "(or $CLIPSEARCH_MODEL; --model bundled for the bundled one)")
+    bundled = settings.model == "bundled"
+    new = create_model(None if bundled else settings.model, None if bundled else settings.pretrained)
+    # The store is opened with its own model (not loaded unless a search needs it): `new` is where it goes.
+    with open_collection(settings=replace(settings, model=None, pretrained=None), origin="cli") as photos:
+        photos.check_loaded()
+        summary = photos.reembed(new, batch_size=args.batch_size, workers=args.workers, keep=args.keep,
+                                 drop_missing=args.drop_missing, progress=not args.quiet)
+    print(summary.line())
+    _note_bundled(new.label)
+    return 0 if summary.switched or summary.already_active else 1
+
+
 def _label(photos: Collection, args: argparse.Namespace, filters: list[Filter]) -> None:
     counts = photos.label(args.labels, args.prompt, args.name, filters)
     print(f"label set {args.name!r}: " + ", ".join(f"{label} {n}" for label, n in counts.items()))
@@ -163,7 +183,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     with _open(args) as photos:
-        models, index = photos.models(), photos.index()
+        models = photos.models()
     if args.json:
         print(json.dumps(models))
         return 0
@@ -172,8 +192,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     for m in models:
         how = "the bundled model" if not m["name"] else \
             f"--model {m['name']}" + (f" --pretrained {m['pretrained']}" if m["pretrained"] else "")
-        print(f"{'*' if m['active'] else ' '} {m['label']}  {m['rows']} images  dim {m['dim']}  ({how})"
-              + (f"  index {index['type_full']}" if m["active"] and index else ""))
+        state = "active" if m["active"] else "kept" if m["complete"] else "re-embedding"
+        print(f"{'*' if m['active'] else ' '} {m['label']}  {state}  {m['rows']} images  dim {m['dim']}  ({how})"
+              + (f"  index {m['vector_index']}" if m["vector_index"] else ""))
     return 0
 
 
@@ -320,6 +341,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", help="label prompt with {} for the label (default 'a photo of a {}')")
     p.add_argument("--name", default="label", help="label set name (default 'label')")
     p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("reembed", parents=[common],
+                       help="give every stored image another model's vector, then switch the store to that model",
+                       description="Re-embed every stored image with the model named by --model/--pretrained "
+                                   "while the store keeps serving with its current model, then switch the store "
+                                   "to the new one in one step (the service, its SQL port, clipTextEmbedding and "
+                                   "later commands follow). Safe to interrupt and run again.")
+    p.add_argument("--batch-size", type=int, default=64, help="images encoded and inserted at a time (default 64)")
+    p.add_argument("--workers", type=int, help="decoding processes (default: CPU count)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the current model's vectors (table `embeddings`), to compare the two in SQL")
+    p.add_argument("--drop-missing", action="store_true",
+                   help="switch even if some images' files are gone or changed since they were loaded: those "
+                        "images leave the store (load them again later). Without it the switch waits")
+    p.set_defaults(func=cmd_reembed)
 
     p = sub.add_parser("label", parents=[common], help="zero-shot label images into the labels table")
     p.add_argument("--labels", required=True, help="comma-separated labels, e.g. circle,square,triangle")

@@ -115,6 +115,21 @@ CREATE TABLE IF NOT EXISTS models
 ENGINE = ReplacingMergeTree(registered_at)
 ORDER BY label;
 
+-- Vectors of models other than the store's active one (whose vectors are images.embedding): those that
+-- `clipsearch reembed` is computing, moved into `images` when it switches the store to their model, and
+-- those it keeps (--keep) of the model it switched from, so analysts can rank the same rows by both
+-- (sql/queries/compare_models.sql).
+CREATE TABLE IF NOT EXISTS embeddings
+(
+    model       LowCardinality(String),      -- as images.model
+    id          String,                      -- images.id
+    embedding   Array(Float32) CODEC(NONE),  -- L2-normalized, like images.embedding
+    embedded_at DateTime64(3) DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(embedded_at)
+ORDER BY (model, id)
+SETTINGS index_granularity = 1024;
+
 -- The migrations of sql/migrations/ a database has had (clipsearch/schema.py): one row each, and one for
 -- the version a new database was made at.
 CREATE TABLE IF NOT EXISTS schema_version

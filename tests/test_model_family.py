@@ -92,7 +92,7 @@ def test_the_store_knows_its_model(family, tmp_path):
         assert photos.model_label == "meancolour:v1:random"
         assert photos.search("blue", k=1).rows[0]["path"].endswith("blue2.png")
         assert photos.models() == [{"label": "meancolour:v1:random", "name": "meancolour:v1", "pretrained": "random",
-                                    "dim": 3, "rows": 3, "active": True}]
+                                    "dim": 3, "rows": 3, "active": True, "complete": True, "vector_index": None}]
     with clipsearch.open(tmp_path / "db", model="meancolour:v2", log_searches=False) as photos:
         with pytest.raises(ModelMismatch, match="clipsearch models"):
             photos.search("blue")

@@ -1,0 +1,238 @@
+"""`clipsearch reembed`: give every stored image a new model's vector while the store keeps serving with the
+model it has, then switch the store to the new model in one step.
+
+1. Vectors. Each stored image's file is read back (only while it is still the file that was loaded: its
+   bytes hash to the row's id), decoded in worker processes and encoded by the new model, a batch at a time,
+   into the `embeddings` table. Interrupted, a re-run goes on with the images that have no vector yet.
+   Files gone or changed since they were loaded are reported and recorded in `load_errors`.
+2. Switch. When every image has its vector (or with `drop_missing`, leaving out those that cannot have one),
+   `images_switch` is made beside `images`: the same rows, columns and filter columns with the new vectors,
+   and the vector index rebuilt for them as the rows go in. `EXCHANGE TABLES` then puts it in the place of
+   `images` in one atomic step: every query reads the one table or the other, never a mix.
+3. Catch-up. Images loaded during the switch (into the old table, by the old model) get the new model's
+   vectors too; then the old table goes (its vectors copied to `embeddings` first with `keep`).
+
+Everything that holds a model follows the switch (clipsearch.collection.StoreModel): the service, its
+ClickHouse port, clipTextEmbedding() and every command without --model use the new one from then on.
+"""
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from ..catalog import SWITCH_TABLE, Catalog
+from ..errors import ClipsearchError, FileChanged, NotFound, QueryError
+from ..files import read_loaded_file
+from ..model import ImageTextModel, decode, read_image
+from .load import MAX_PIXELS, PREFETCH_BATCHES, _stop
+
+PAGE = 4096   # stored rows read at a time to find those without a vector
+
+
+@dataclass
+class ReembedSummary:
+    model: str = ""
+    previous: str = ""
+    total: int = 0            # images in the store
+    embedded: int = 0         # given the new model's vector by this run
+    already: int = 0          # had it from an earlier, interrupted run
+    gone: int = 0             # file no longer at its path
+    changed: int = 0          # file no longer the one loaded
+    undecodable: int = 0
+    switched: bool = False
+    dropped: int = 0          # rows the switch left out (drop_missing)
+    kept: bool = False        # the previous model's vectors kept in `embeddings`
+    already_active: bool = False  # the store used the model before this run
+    seconds: float = 0.0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    failed_ids: set[str] = field(default_factory=set)
+
+    @property
+    def missing(self) -> int:
+        return self.gone + self.changed + self.undecodable
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds else 0.0
+
+    def line(self) -> str:
+        if self.already_active:
+            return f"the store already uses {self.model} ({self.total} images)"
+        text = (f"re-embedded {self.embedded}, already done {self.already}, failed {self.missing} "
+                f"({self.images_per_second:.1f} images/s, {self.seconds:.1f}s)")
+        if self.missing:
+            text += (f"; without a new vector: {self.gone} files gone, {self.changed} changed since they were "
+                     f"loaded, {self.undecodable} no longer decode (listed in load_errors)")
+        if self.switched:
+            text += f"; the store now uses {self.model}"
+            text += f" (left out {self.dropped} images without a new vector)" if self.dropped else ""
+            text += f"; {self.previous}'s vectors kept in `embeddings`" if self.kept else ""
+        elif self.missing:
+            text += ("; not switched: restore those files, or load them again and re-run, or re-run with "
+                     "--drop-missing to switch without those images")
+        return text
+
+
+# -- worker side ----------------------------------------------------------------------------
+_worker: dict = {}
+
+
+def _init_worker(pil_transform: Callable, min_size: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    _worker.update(transform=pil_transform, min_size=min_size)
+
+
+def _prepare_stored(row: tuple[str, str, int]) -> dict:
+    """A stored image's pixels for the model, read only while its file is the one loaded, or why not."""
+    image_id, path, size = row
+    try:
+        data = read_loaded_file(path, image_id, size)
+    except NotFound:
+        return {"id": image_id, "path": path, "outcome": "gone", "error": "file gone since it was loaded"}
+    except FileChanged:
+        return {"id": image_id, "path": path, "outcome": "changed", "error": "file changed since it was loaded"}
+    try:
+        image = read_image(io.BytesIO(data))
+        if image.size[0] * image.size[1] > MAX_PIXELS:
+            raise ValueError("too many pixels")
+        pixels = _worker["transform"](decode(image, _worker["min_size"]))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        return {"id": image_id, "path": path, "outcome": "undecodable", "error": f"cannot decode: {exc}"}
+    return {"id": image_id, "path": path, "pixels": pixels}
+
+
+class _InProcess:
+    """The pool's call, run in this process (workers=0: a server's threads make forking unwise)."""
+
+    def __init__(self, pil_transform: Callable, min_size: int):
+        _worker.update(transform=pil_transform, min_size=min_size)
+
+    def map_async(self, fn: Callable, items: list, chunksize: int = 1) -> Any:
+        results = [fn(item) for item in items]
+        return type("Done", (), {"get": lambda self: results})()
+
+    def terminate(self) -> None:
+        pass
+
+
+# -- parent side ----------------------------------------------------------------------------
+Row = tuple[str, str, int]   # id, path, file size
+
+
+def _pages(catalog: Catalog, model: str) -> Iterator[list[Row]]:
+    """The stored images without a vector of `model`, a page at a time, by id."""
+    after = ""
+    while page := catalog.without_vectors(model, "images", after, PAGE):
+        after = page[-1]["id"]
+        yield [(r["id"], r["path"], int(r["file_size"])) for r in page]
+
+
+def _embed(catalog: Catalog, model: ImageTextModel, pages: Iterator[list[Row]], todo: int,
+           summary: ReembedSummary, batch_size: int, workers: int, progress: bool) -> None:
+    """Give the rows of `pages` the model's vectors in `embeddings`, a batch per INSERT; failures are counted
+    and recorded. Pages are read here, in this thread: the pool's threads never touch the engine."""
+    from tqdm import tqdm
+    bar = tqdm(total=todo, unit="img", desc=f"re-embedding ({model.label})", disable=not progress, file=sys.stderr)
+    # Forked workers read and decode files only (Pillow), never torch or the parent's ClickHouse engine.
+    args = (model.prepare(), model.image_size)
+    pool: Any = multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker, initargs=args) \
+        if workers else _InProcess(*args)
+    try:
+        batches = (page[i:i + batch_size] for page in pages for i in range(0, len(page), batch_size))
+        chunksize = max(1, batch_size // (max(workers, 1) * 2))
+        pending: deque = deque()
+        while True:
+            while len(pending) < PREFETCH_BATCHES and (batch := next(batches, None)) is not None:
+                pending.append(pool.map_async(_prepare_stored, batch, chunksize))
+            if not pending:
+                break
+            results = pending.popleft().get()
+            _store_batch(catalog, model, results, summary)
+            bar.update(len(results))
+    finally:
+        _stop(pool)
+        bar.close()
+
+
+def _store_batch(catalog: Catalog, model: ImageTextModel, batch: list[dict], summary: ReembedSummary) -> None:
+    good = [r for r in batch if "pixels" in r]
+    if good:
+        catalog.insert_vectors(model.label, [r["id"] for r in good], model.encode_prepared([r["pixels"] for r in good]))
+        summary.embedded += len(good)
+    failed = [r for r in batch if "pixels" not in r]
+    if failed:
+        errors = [(r["path"], f"re-embedding with {model.label}: {r['error']}") for r in failed]
+        catalog.record_load_errors(errors)
+        summary.errors += errors
+        for r in failed:
+            summary.failed_ids.add(r["id"])
+            setattr(summary, r["outcome"], getattr(summary, r["outcome"]) + 1)
+
+
+def reembed(catalog: Catalog, model: ImageTextModel, register: Callable[[ImageTextModel], None],
+            batch_size: int = 64, workers: int | None = None, keep: bool = False, drop_missing: bool = False,
+            progress: bool = False) -> ReembedSummary:
+    """Give every image of `catalog` the vector of `model`, then switch the store to it (see the module's
+    text). `register` records how to load the model again. Safe to interrupt and run again."""
+    start = time.perf_counter()
+    summary = ReembedSummary(model=model.label, total=catalog.count())
+    workers = min(os.cpu_count() or 1, 8) if workers is None else workers
+    register(model)
+    try:
+        active = catalog.models()
+        if active == [model.label]:
+            if catalog.switch_table_model() is not None:   # interrupted after the exchange: finish it
+                _catch_up(catalog, model, summary, batch_size, workers, progress)
+            catalog.finish_switch(model.label)
+            summary.already_active = not summary.embedded
+            summary.switched = bool(summary.embedded)
+            return summary
+        if len(active) != 1:
+            raise QueryError("the store has no images yet: load some first" if not active else
+                             f"the store holds vectors of several models ({', '.join(active)}); load it again")
+        summary.previous = active[0]
+        missing = catalog.vectors_missing(model.label)
+        summary.already = summary.total - missing
+        _embed(catalog, model, _pages(catalog, model.label), missing, summary, batch_size, workers, progress)
+        if summary.missing and not drop_missing:
+            return summary
+        if keep:
+            catalog.keep_vectors(summary.previous)
+            summary.kept = True
+        in_switch = catalog.build_switched(model.label, model.dim)
+        if in_switch == 0:
+            raise ClipsearchError("no image has a vector of the new model; nothing to switch to")
+        catalog.switch()
+        summary.switched = True
+        summary.dropped = max(0, summary.total - in_switch)
+        _catch_up(catalog, model, summary, batch_size, workers, progress)
+        catalog.finish_switch(model.label)
+        return summary
+    finally:
+        summary.seconds = time.perf_counter() - start
+
+
+def _catch_up(catalog: Catalog, model: ImageTextModel, summary: ReembedSummary, batch_size: int, workers: int,
+              progress: bool) -> None:
+    """After the exchange: the images loaded into the old table while the new one was built, and any that a
+    load still running with the old model added to the new one, get the new model's vectors."""
+    for source in (SWITCH_TABLE, "images"):
+        for _ in range(3):   # loads may go on meanwhile; a few passes settle it
+            rows = [(r["id"], r["path"], int(r["file_size"])) for r in catalog.query(
+                f"SELECT id, any(path) AS path, any(file_size) AS file_size FROM {source} "
+                "WHERE model != {model:String} AND id NOT IN (SELECT id FROM images WHERE model = {model:String}) "
+                "GROUP BY id", {"model": model.label}) if r["id"] not in summary.failed_ids]
+            if not rows:
+                break
+            _embed(catalog, model, iter([rows]), len(rows), summary, batch_size, workers, progress)
+            catalog.copy_switched(model.label, [r[0] for r in rows], source)

@@ -1,0 +1,2 @@
+-- 3: the `embeddings` table (vectors of the models a store is re-embedded with, or kept after a switch:
+-- clipsearch/loader/reembed.py). Made by schema.sql, which runs before the migrations of every upgrade.
