@@ -8,7 +8,8 @@
 
 loader      Loader throughput (decode in workers + encode + insert) against the model's raw encode
             speed and one-process decoding on the same images: the bundled model, and ViT-B-32 with
-            random weights as a stand-in for a real CLIP (bench/loader.py).
+            random weights as a stand-in for a real CLIP (bench/loader.py); and `clipsearch reembed` of
+            the ViT run's images from the bundled model to ViT-B-32 against its raw encode speed.
 service     `clipsearch serve` under 16 concurrent clients against the same searches in-process
             (bench/service.py).
 search      clipsearch's search per filter selectivity at real CLIP size (--dim 512) beside numpy,
@@ -99,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         results["loader"] = [show(loader.run(ClipModel(), paths, BUNDLED, bundled_db))]
         if not args.skip_vit:
             paths = common.write_images(work / "images-vit", args.vit_images)
-            results["loader"].append(show(loader.run(ClipModel("ViT-B-32", "random"), paths, VIT, work / "db-vit")))
+            vit = ClipModel("ViT-B-32", "random")
+            results["loader"].append(show(loader.run(vit, paths, VIT, work / "db-vit")))
+            raw = results["loader"][-1]["raw_encode_images_per_s"]
+            results["reembed"] = [show(loader.reembed_run(vit, raw, paths, VIT, work / "db-reembed"))]
     if "service" in only:
         if args.service_db is None and not bundled_db.exists():
             loader.run(ClipModel(), common.write_images(work / "images", args.images), BUNDLED, bundled_db)

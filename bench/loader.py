@@ -37,3 +37,18 @@ def run(model: ClipModel, paths: list[Path], label: str, db: Path) -> dict:
     return {"model": label, "images": len(paths), "raw_encode_images_per_s": round(raw, 1),
             "decode_one_process_images_per_s": round(decode, 1),
             "loader_images_per_s": round(loader, 1), "loader_vs_raw": round(loader / raw, 3)}
+
+
+def reembed_run(model: ClipModel, raw_images_per_s: float, paths: list[Path], label: str, db: Path) -> dict:
+    """A store of `paths` loaded with the bundled model, re-embedded with `model` (clipsearch reembed): the
+    re-embedding's images/s against `raw_images_per_s` (the model's raw encode speed, measured by `run` in
+    the same run), and the switch's seconds (building images_switch, the exchange, the catch-up)."""
+    shutil.rmtree(db, ignore_errors=True)
+    with clipsearch.open(db, model=ClipModel(), log_searches=False) as photos:
+        photos.load(paths[0].parent, batch_size=BATCH)
+        summary = photos.reembed(model, batch_size=BATCH)
+    assert summary.switched and summary.embedded == len(paths), summary.line()
+    rate = len(paths) / (summary.seconds - summary.switch_seconds)
+    return {"model": label, "images": len(paths), "raw_encode_images_per_s": raw_images_per_s,
+            "reembed_images_per_s": round(rate, 1), "reembed_vs_raw": round(rate / raw_images_per_s, 3),
+            "switch_s": round(summary.switch_seconds, 2)}

@@ -84,6 +84,13 @@ def to_markdown(results: dict) -> str:
         lines += [f"| {r['model']} | {r['images']} | {r['raw_encode_images_per_s']} | "
                   f"{r['decode_one_process_images_per_s']} | {r['loader_images_per_s']} | {r['loader_vs_raw']:.0%} |"
                   for r in results["loader"]]
+    if results.get("reembed"):
+        lines += ["", "`clipsearch reembed` from the bundled model (files read back, decoded in workers, encoded, "
+                      "inserted into `embeddings`; then the switch):", "",
+                  "| to model | images | raw encode (img/s) | re-embedding (img/s) | re-embedding / raw | switch (s) |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['model']} | {r['images']} | {r['raw_encode_images_per_s']} | {r['reembed_images_per_s']} "
+                  f"| {r['reembed_vs_raw']:.0%} | {r['switch_s']} |" for r in results["reembed"]]
     for run in (r for r in results.get("search", []) if "engines" in r):  # older runs had another shape
         lines += search_lines(run)
     if results.get("quantization"):

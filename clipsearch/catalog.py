@@ -315,6 +315,11 @@ class Catalog:
                 {"model": model, "lo": lo, "hi": hi})
         return int(self.query(f"SELECT count() AS n FROM {SWITCH_TABLE}")[0]["n"])
 
+    def images_engine(self) -> str:
+        """The table engine of `images` (Distributed on a cluster)."""
+        rows = self.query("SELECT engine FROM system.tables WHERE database = currentDatabase() AND name = 'images'")
+        return rows[0]["engine"] if rows else ""
+
     def switch(self) -> None:
         """Put `images_switch` in the place of `images` (and `images` in its place): one atomic step, so every
         query reads the one table or the other, never a mix."""

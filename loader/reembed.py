@@ -54,6 +54,7 @@ class ReembedSummary:
     kept: bool = False        # the previous model's vectors kept in `embeddings`
     already_active: bool = False  # the store used the model before this run
     seconds: float = 0.0
+    switch_seconds: float = 0.0   # of `seconds`: building the switched table, the exchange, the catch-up
     errors: list[tuple[str, str]] = field(default_factory=list)
     failed_ids: set[str] = field(default_factory=set)
 
@@ -157,14 +158,17 @@ def _embed(catalog: Catalog, model: ImageTextModel, pages: Iterator[list[Row]], 
             if not pending:
                 break
             results = pending.popleft().get()
-            _store_batch(catalog, model, results, summary)
+            for r in _store_batch(catalog, model, results, summary):
+                if progress:
+                    bar.write(f"skipped {r['path']}: {r['error']}", file=sys.stderr)
             bar.update(len(results))
     finally:
         _stop(pool)
         bar.close()
 
 
-def _store_batch(catalog: Catalog, model: ImageTextModel, batch: list[dict], summary: ReembedSummary) -> None:
+def _store_batch(catalog: Catalog, model: ImageTextModel, batch: list[dict], summary: ReembedSummary) -> list[dict]:
+    """Store the batch's vectors; returns the images that could not have one (counted and recorded)."""
     good = [r for r in batch if "pixels" in r]
     if good:
         catalog.insert_vectors(model.label, [r["id"] for r in good], model.encode_prepared([r["pixels"] for r in good]))
@@ -177,6 +181,7 @@ def _store_batch(catalog: Catalog, model: ImageTextModel, batch: list[dict], sum
         for r in failed:
             summary.failed_ids.add(r["id"])
             setattr(summary, r["outcome"], getattr(summary, r["outcome"]) + 1)
+    return failed
 
 
 def reembed(catalog: Catalog, model: ImageTextModel, register: Callable[[ImageTextModel], None],
@@ -187,6 +192,9 @@ def reembed(catalog: Catalog, model: ImageTextModel, register: Callable[[ImageTe
     start = time.perf_counter()
     summary = ReembedSummary(model=model.label, total=catalog.count())
     workers = min(os.cpu_count() or 1, 8) if workers is None else workers
+    if catalog.images_engine() == "Distributed":
+        raise ClipsearchError("reembed switches one table, and `images` here is a cluster's Distributed table: "
+                              "load the images into a new cluster database with the new model instead")
     register(model)
     try:
         active = catalog.models()
@@ -209,6 +217,7 @@ def reembed(catalog: Catalog, model: ImageTextModel, register: Callable[[ImageTe
         if keep:
             catalog.keep_vectors(summary.previous)
             summary.kept = True
+        switch_start = time.perf_counter()
         in_switch = catalog.build_switched(model.label, model.dim)
         if in_switch == 0:
             raise ClipsearchError("no image has a vector of the new model; nothing to switch to")
@@ -217,6 +226,7 @@ def reembed(catalog: Catalog, model: ImageTextModel, register: Callable[[ImageTe
         summary.dropped = max(0, summary.total - in_switch)
         _catch_up(catalog, model, summary, batch_size, workers, progress)
         catalog.finish_switch(model.label)
+        summary.switch_seconds = time.perf_counter() - switch_start
         return summary
     finally:
         summary.seconds = time.perf_counter() - start

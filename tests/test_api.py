@@ -140,7 +140,8 @@ def test_search_log_records_each_search(client, app):
 
 
 def test_healthz_columns_and_page(client):
-    assert client.get("/healthz").get_json() == {"status": "ok", "backend": "embedded", "images": N}
+    assert client.get("/healthz").get_json() == {"status": "ok", "backend": "embedded", "images": N,
+                                                 "model": "clipsearch-shapes"}
     cols = {c["name"]: c for c in client.get("/api/columns").get_json()["columns"]}
     assert cols["category"]["values"] == ["mug", "poster"]
     assert (cols["price"]["min"], cols["price"]["max"]) == (0, N - 1)

@@ -65,15 +65,17 @@ def test_a_database_from_a_newer_release_is_refused(tmp_path):
 
 
 def test_a_database_of_an_earlier_version_gets_only_the_later_migrations(tmp_path):
-    """A database at version 1 (before the models table) is brought to the latest, keeping its records."""
+    """A database at version 1 (before the models and embeddings tables) is brought to the latest, keeping
+    its records."""
     Catalog.open(tmp_path / "db").close()
     connection = EmbeddedConnection(tmp_path / "db")
     connection.command("DROP TABLE models")
+    connection.command("DROP TABLE embeddings")
     connection.command("TRUNCATE TABLE schema_version")
     connection.command("INSERT INTO schema_version (version, note) VALUES (1, 'as release 1 made it')")
     connection.close()
     with Catalog.open(tmp_path / "db") as catalog:
-        assert catalog.columns("models")
+        assert catalog.columns("models") and catalog.columns("embeddings")
         assert [(r["version"], r["note"]) for r in catalog.query("SELECT version, note FROM schema_version "
                                                                 "ORDER BY version")] == \
-            [(1, "as release 1 made it"), (2, "002_models.sql")]
+            [(1, "as release 1 made it"), (2, "002_models.sql"), (3, "003_embeddings.sql")]

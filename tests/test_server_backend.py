@@ -159,3 +159,32 @@ def test_the_pages_sql_tab_on_a_server(server_url, stores):
         assert too_many.status_code == 400 and too_many.get_json()["error"].startswith("Code: 396.")
     finally:
         app.extensions["clipsearch"].close()
+
+
+def test_reembed_on_a_server_and_its_text_function_follows(server_url, catalogue, model):
+    """`reembed` on a server store (its own database here): the switch is an EXCHANGE TABLES there too, and
+    the server's clipTextEmbedding script reads the store's new model through CLICKHOUSE_URL."""
+    import clipsearch
+    base = server_url.rsplit("/", 1)[0]
+    database = f"clipsearch_reembed_{uuid.uuid4().hex[:8]}"
+    admin = clickhouse_connect.get_client(dsn=server_url)
+    admin.command(f"CREATE DATABASE {database}")
+    url = f"{base}/{database}"
+    try:
+        with clipsearch.open(url=url, model=model, log_searches=False) as photos:
+            photos.load(catalogue, workers=0)
+            summary = photos.reembed("ViT-B-32", "random", workers=0)
+            assert summary.switched and summary.embedded == 60 and photos.count() == 60
+            assert photos.sql("SELECT model, length(any(embedding)) AS d FROM images GROUP BY model") == \
+                [{"model": "ViT-B-32:random", "d": 512}]
+            result = photos.search("a green square", k=10)
+            assert result.model == "ViT-B-32:random" and len(result.rows) == 10
+        script = ROOT / "sql" / "udf" / "clip_text_embedding.py"
+        env = {**os.environ, "CLICKHOUSE_URL": url}
+        env.pop("CLIPSEARCH_MODEL", None)
+        out = subprocess.run([sys.executable, str(script)], input="a red circle\n", capture_output=True, text=True,
+                             cwd=ROOT, env=env, timeout=300, check=True).stdout
+        assert len(json.loads(out)) == 512   # the bundled model's would be 128
+    finally:
+        admin.command(f"DROP DATABASE IF EXISTS {database}")
+        admin.close()
