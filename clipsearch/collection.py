@@ -379,20 +379,17 @@ def _store_model(catalog: Catalog, get_model: Callable[[], ImageTextModel]) -> C
     when they were loaded), so a user who forgot --model gets it, not a mismatch error. Unless another model
     than the store's was asked for, it then follows the store (StoreModel)."""
     stored = catalog.models()
-    if len(stored) != 1:
-        return StoreModel(catalog, get_model) if not stored else get_model
-    if isinstance(get_model, LazyModel) and get_model.name is None and stored[0] != get_model.label:
+    if len(stored) > 1:
+        return get_model
+    if stored and isinstance(get_model, LazyModel) and get_model.name is None and stored[0] != get_model.label:
         record = next((r for r in catalog.model_records() if r["label"] == stored[0]), None)
         if not record or not record["name"]:   # none recorded (loaded before models were), or the bundled one
             return get_model
         get_model = LazyModel(record["name"], record["pretrained"] or None)
-    return StoreModel(catalog, get_model) if _label(get_model) == stored[0] else get_model
-
-
-def _label(get_model: Callable[[], ImageTextModel]) -> str:
-    """The label of a model source, loading it only if it does not say."""
     label = getattr(get_model, "label", None)
-    return label if isinstance(label, str) else get_model().label
+    if isinstance(label, str) and stored and label != stored[0]:
+        return get_model   # another model than the store's: searches say so (ModelMismatch)
+    return StoreModel(catalog, get_model, follows=True if isinstance(label, str) else None)
 
 
 class StoreModel:
@@ -401,14 +398,22 @@ class StoreModel:
     what holds a StoreModel (the service, its ClickHouse port, clipTextEmbedding) never ranks one model's
     query against another's vectors. Reading the store's model costs nothing between writes (search_state)."""
 
-    def __init__(self, catalog: Catalog, first: Callable[[], ImageTextModel]):
+    def __init__(self, catalog: Catalog, first: Callable[[], ImageTextModel], follows: bool | None = True):
         self._catalog = catalog
-        self._current = (_label(first), first)   # (label, source): replaced whole, so read whole
+        label = getattr(first, "label", None)
+        self._current = (label if isinstance(label, str) else None, first)   # (label, source): replaced whole
+        # None: a model handed in as a function says its label only once loaded; it follows the store if it
+        # is the store's model then (or the store is empty).
+        self._follows = follows
         self.on_change: Callable[[ImageTextModel], None] | None = None   # told of each switch, with the model
 
     @property
     def label(self) -> str:
-        return self._current[0]
+        label, source = self._current
+        if label is None:
+            label = source().label
+            self._current = (label, source)
+        return label
 
     @property
     def source(self) -> Callable[[], ImageTextModel]:
@@ -416,11 +421,16 @@ class StoreModel:
         return self._current[1]
 
     def __call__(self) -> ImageTextModel:
+        if self._follows is None:
+            active = self._catalog.search_state().models
+            self._follows = not active or active == [self.label]
         self.refresh()
         return self._current[1]()
 
     def refresh(self) -> None:
         """Follow the store to its model, if it switched."""
+        if not self._follows:
+            return
         active = self._catalog.search_state().models
         if len(active) == 1 and active[0] != self.label:
             record = next((r for r in self._catalog.model_records() if r["label"] == active[0]), None)
@@ -430,15 +440,21 @@ class StoreModel:
     def use(self, model: ImageTextModel | Callable[[], ImageTextModel], label: str | None = None) -> None:
         """Use `model` from now on (the store has switched to it); the previous one is let go."""
         source = model_loader(model)
-        self._current = (label or _label(source), source)
+        self._current, self._follows = (label or _label(source), source), True
         if self.on_change is not None:
             self.on_change(source())
 
     def for_label(self, label: str) -> ImageTextModel | None:
         """The model whose vectors are stored under `label`, if it is the one in use (reads nothing: for
         clipTextEmbedding, which runs inside a query)."""
-        current, source = self._current
-        return source() if current == label else None
+        source = self._current[1]
+        return source() if self.label == label else None
+
+
+def _label(get_model: Callable[[], ImageTextModel]) -> str:
+    """The label of a model source, loading it only if it does not say."""
+    label = getattr(get_model, "label", None)
+    return label if isinstance(label, str) else get_model().label
 
 
 def _service_model(catalog: Catalog, get_model: Callable[[], ImageTextModel]) -> Callable[[], ImageTextModel]:
