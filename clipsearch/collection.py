@@ -219,7 +219,7 @@ class Collection:
             else:
                 self._get_model = self.searcher._get_model = StoreModel(self.catalog, model_loader(new))
                 self._text_embedding = False   # clipTextEmbedding() to be bound to it
-            if summary.switched and self.catalog.vector_index():
+            if self.catalog.vector_index() and (summary.switched or self.catalog.search_state().beam is None):
                 self.searcher.tune_index()   # the beam that reaches the recall target for the new vectors
         return summary
 
@@ -245,7 +245,7 @@ class Collection:
             active = r["active_rows"] > 0
             rows = r["active_rows"] if active else r["stored_rows"]
             out.append({"label": r["label"], "name": r["name"], "pretrained": r["pretrained"], "dim": r["dim"],
-                        "rows": rows, "active": active, "complete": rows >= total,
+                        "rows": rows, "active": active, "complete": bool(rows) and rows >= total,
                         "vector_index": index["type_full"] if active and index else None})
         return out
 

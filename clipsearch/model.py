@@ -25,6 +25,7 @@ FORMAT_NAMES = "JPEG, PNG, WebP, GIF, BMP, TIFF or HEIC/HEIF"
 
 BUNDLED_MODEL_DIR = Path(__file__).parent / "bundled_model"
 BUNDLED_MODEL = f"local-dir:{BUNDLED_MODEL_DIR}"
+BUNDLED_NAME = "bundled"   # what --model calls it (e.g. to re-embed with it again)
 BUNDLED_LABEL = "clipsearch-shapes"
 # Said wherever a user meets the bundled model (load, search, label): what it knows, and the way out.
 BUNDLED_NOTE = ("note: the bundled model knows only coloured shapes (8 colours x 5 shapes, in English and Spanish); "
@@ -96,7 +97,9 @@ class ClipModel:
 
     def __init__(self, name: str | None = None, pretrained: str | None = None, device: str | None = None,
                  threads: int | None = None):
-        self.name = name or BUNDLED_MODEL
+        self.name = name if name and name != BUNDLED_NAME else BUNDLED_MODEL
+        if self.name == BUNDLED_MODEL and pretrained:
+            raise ModelError("the bundled model has its own weights: leave out --pretrained")
         self.pretrained = pretrained or None
         if self.pretrained == RANDOM_WEIGHTS:
             self.pretrained = None
@@ -105,6 +108,12 @@ class ClipModel:
                              f"(--pretrained {RANDOM_WEIGHTS} for random weights, which only tests speed)")
         import torch
         open_clip = import_open_clip()
+        if not self.name.startswith(("local-dir:", "hf-hub:")) and self.name not in open_clip.list_models():
+            examples = ", ".join(m for m in ("ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-SO400M-14-SigLIP")
+                                 if m in open_clip.list_models())
+            raise ModelError(f"unknown model {self.name!r}: open_clip's names ({examples}, ...; all of them: "
+                             "python -c 'import open_clip; print(open_clip.list_models())'), hf-hub:ORG/REPO, "
+                             "local-dir:PATH, or 'bundled'")
         if self.pretrained and not self.name.startswith(("local-dir:", "hf-hub:")):
             _check_weights_reachable(open_clip, self.name, self.pretrained)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -115,7 +124,7 @@ class ClipModel:
                 self.name, pretrained=self.pretrained, device=self.device)
             self.tokenizer = open_clip.get_tokenizer(self.name)
         except (RuntimeError, ValueError, FileNotFoundError, OSError) as exc:
-            raise ModelError(f"cannot load model {self.name!r} (pretrained={self.pretrained!r}): {exc}") from exc
+            raise ModelError(f"cannot load model {self.name!r} (--pretrained {pretrained}): {exc}") from exc
         self.model = model.eval()
         self.preprocess = preprocess
         self.label = model_label(self.name, self.pretrained)
@@ -210,7 +219,7 @@ def _check_weights_reachable(open_clip: Any, name: str, tag: str) -> None:
 def model_label(name: str | None, pretrained: str | None) -> str:
     """The name a model's vectors are stored under. The bundled model is named by its folder, which differs
     per checkout; it gets a stable name."""
-    if not name or name == BUNDLED_MODEL:
+    if not name or name in (BUNDLED_MODEL, BUNDLED_NAME):
         return BUNDLED_LABEL
     return f"{name}:{Path(pretrained).name if pretrained and pretrained != RANDOM_WEIGHTS else 'random'}"
 

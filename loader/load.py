@@ -27,7 +27,7 @@ import pyarrow as pa
 from PIL import Image, UnidentifiedImageError
 
 from ..catalog import Catalog
-from ..errors import SourceError
+from ..errors import SourceError, StoreError
 from ..files import MAX_FILE_BYTES, content_id
 from ..hashes import HASH_COLUMNS, Hashes, image_hashes
 from ..model import FORMAT_NAMES, ModelSource, decode, model_loader, read_image
@@ -314,7 +314,11 @@ def load(source: str, catalog: Catalog, model: ModelSource, batch_size: int = 64
             if good:
                 vectors = clip.encode_prepared([r["pixels"] for r in good])
                 stamp = max(stamp + 1, time.time_ns() // 1_000_000)
-                catalog.insert_images(rows_table(good, vectors, clip.label, metadata, src.column_types, stamp))
+                try:
+                    catalog.insert_images(rows_table(good, vectors, clip.label, metadata, src.column_types, stamp))
+                except StoreError:   # refused (e.g. by another vector length's index): if `reembed` switched the
+                    catalog.check_batch_model(clip.label, [r["id"] for r in good])   # store, say that instead
+                    raise
                 catalog.check_batch_model(clip.label, [r["id"] for r in good])
                 # Two loads of the same files at once (e.g. through one service) both find them new and both
                 # insert (the rows collapse into one): the first to store an image loaded it, and for the

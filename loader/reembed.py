@@ -76,7 +76,8 @@ class ReembedSummary:
                      f"loaded, {self.undecodable} no longer decode (listed in load_errors)")
         if self.switched:
             text += f"; the store now uses {self.model}"
-            text += f" (left out {self.dropped} images without a new vector)" if self.dropped else ""
+            text += (f" (left out {self.dropped} image{'s' if self.dropped != 1 else ''} without a new vector)"
+                     if self.dropped else "")
             text += f"; {self.previous}'s vectors kept in `embeddings`" if self.kept else ""
         elif self.missing:
             text += ("; not switched: restore those files, or load them again and re-run, or re-run with "

@@ -69,10 +69,10 @@ def cmd_reembed(args: argparse.Namespace) -> int:
     if not settings.model:
         raise QueryError("name the model to re-embed with: --model NAME [--pretrained TAG|FILE] "
                          "(or $CLIPSEARCH_MODEL; --model bundled for the bundled one)")
-    bundled = settings.model == "bundled"
-    new = create_model(None if bundled else settings.model, None if bundled else settings.pretrained)
+    new = create_model(settings.model, settings.pretrained)
     # The store is opened with its own model (not loaded unless a search needs it): `new` is where it goes.
-    with open_collection(settings=replace(settings, model=None, pretrained=None), origin="cli") as photos:
+    with open_collection(settings=replace(settings, model=None, pretrained=None), create=False,
+                         origin="cli") as photos:
         photos.check_loaded()
         summary = photos.reembed(new, batch_size=args.batch_size, workers=args.workers, keep=args.keep,
                                  drop_missing=args.drop_missing, progress=not args.quiet)
@@ -192,7 +192,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     for m in models:
         how = "the bundled model" if not m["name"] else \
             f"--model {m['name']}" + (f" --pretrained {m['pretrained']}" if m["pretrained"] else "")
-        state = "active" if m["active"] else "kept" if m["complete"] else "re-embedding"
+        state = "active" if m["active"] else "kept" if m["complete"] else "re-embedding" if m["rows"] else \
+            "no vectors (re-embed to use it again)"
         print(f"{'*' if m['active'] else ' '} {m['label']}  {state}  {m['rows']} images  dim {m['dim']}  ({how})"
               + (f"  index {m['vector_index']}" if m["vector_index"] else ""))
     return 0
@@ -323,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", help="embedded database folder (default $CLIPSEARCH_DB or ./clipsearch-data); "
                                      "CLICKHOUSE_URL selects a server instead")
-    common.add_argument("--model", help="open_clip model name (default: the bundled model)")
+    common.add_argument("--model", help="open_clip model name, or 'bundled' (default: the store's model; the "
+                                        "bundled one for a new store)")
     common.add_argument("--pretrained", help="open_clip pretrained tag or weights file "
                                              "(\"random\": random weights, for speed tests only)")
     parser = argparse.ArgumentParser(prog="clipsearch", description="CLIP image search in ClickHouse SQL")

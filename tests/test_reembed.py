@@ -169,10 +169,45 @@ def test_a_load_racing_the_switch_does_not_mix_models(catalogue, again, tmp_path
         assert photos.state().models == [AGAIN] and photos.count() == 48
 
 
+def test_a_load_refused_by_the_new_models_index_says_the_store_switched(catalogue, tmp_path, model):
+    """The new model's vectors are another length: the index refuses the old model's batch outright."""
+    from .test_model_family import MeanColour
+    register_family("meancolour", MeanColour)
+    try:
+        db, _, _ = catalogue
+        with clipsearch.open(db, log_searches=False) as photos:
+            assert photos.reembed("meancolour:v1", workers=0).switched
+            assert "3" in photos.index()["type_full"]
+            extra = write_catalogue(tmp_path / "late", random_specs(3, 8), 8, manifest=None)
+            from clipsearch.loader.load import load
+            photos.catalog.check_model = lambda *a: None   # as if the load had started before the switch
+            with pytest.raises(ModelMismatch, match="switched to the model meancolour:v1:random"):
+                load(str(extra), photos.catalog, model, progress=False, workers=0)
+            assert photos.count() == 48
+            listed = {m["label"]: (m["active"], m["rows"], m["complete"]) for m in photos.models()}
+            assert listed["clipsearch-shapes"] == (False, 0, False)
+    finally:
+        FAMILIES.pop("meancolour", None)
+
+
+def test_bundled_is_a_model_name_everywhere(catalogue, cli):
+    db, _, _ = catalogue
+    found = cli("search", "a red circle", "--model", "bundled", "--json", db=db)
+    assert found.returncode == 0 and len(json.loads(found.stdout)) == 10
+    again = cli("reembed", "--model", "bundled", db=db)
+    assert again.returncode == 0 and "already uses clipsearch-shapes" in again.stdout
+    refused = cli("reembed", "--model", "bundled", "--pretrained", "random", db=db)
+    assert refused.returncode == 1 and "leave out --pretrained" in refused.stderr
+    unknown = cli("reembed", "--model", "NoSuchModel", "--pretrained", "random", db=db)
+    assert unknown.returncode == 1 and "unknown model 'NoSuchModel'" in unknown.stderr
+    assert len(unknown.stderr) < 400
+
+
 def test_reembed_errors_are_clear(tmp_path, cli):
     assert "name the model" in cli("reembed", db=tmp_path / "none").stderr
     result = cli("reembed", "--model", "bundled", db=tmp_path / "none")
     assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert not (tmp_path / "none").exists()   # no empty store made
     with pytest.raises(QueryError):
         with clipsearch.open(tmp_path / "empty", log_searches=False) as photos:
             photos.reembed(None)
