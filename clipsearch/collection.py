@@ -19,7 +19,7 @@ from .connection import Connection, WriteCounter
 from .errors import QueryError
 from .files import read_loaded_file
 from .model import BUNDLED_LABEL, RANDOM_WEIGHTS, ImageTextModel, LazyModel, ModelSource, create_model, model_loader
-from .query import FACET_TOP, Filter, Options, filters_from_json
+from .query import EVERY, FACET_TOP, Filter, Options, filters_from_json
 from .search import Searcher, SearchResult, Term
 from .settings import Settings
 from .sql_functions import ServiceModel
@@ -129,7 +129,7 @@ class Collection:
         """`search` in the shapes the JSON API parses into (Filter and Term objects, the image/text weights,
         the result Options): every input is checked once, by the searcher."""
         return self.searcher.search(text, image, image_id, k, filters, weights, terms=terms,
-                                    **({"options": options} if options else {}), facets=facets, facet_top=facet_top)
+                                    options=options or EVERY, facets=facets, facet_top=facet_top)
 
     def state(self) -> TableState:
         """What `images` holds now: columns, models, rows, vector index, its tuned beam, filter columns."""
@@ -229,7 +229,7 @@ class Collection:
         if isinstance(self._get_model, StoreModel):
             self._get_model.refresh()
 
-    def on_model_change(self, callback: Callable[[ImageTextModel], None]) -> None:
+    def on_model_change(self, callback: Callable[[ImageTextModel], object]) -> None:
         """Call `callback(model)` when this collection follows the store to another model."""
         if isinstance(self._get_model, StoreModel):
             self._get_model.on_change = callback
@@ -405,7 +405,7 @@ class StoreModel:
         # None: a model handed in as a function says its label only once loaded; it follows the store if it
         # is the store's model then (or the store is empty).
         self._follows = follows
-        self.on_change: Callable[[ImageTextModel], None] | None = None   # told of each switch, with the model
+        self.on_change: Callable[[ImageTextModel], object] | None = None   # told of each switch, with the model
 
     @property
     def label(self) -> str:

@@ -261,7 +261,8 @@ def create_model(name: str | None = None, pretrained: str | None = None) -> Imag
     if family in FAMILIES:
         model = FAMILIES[family](name or "", pretrained)
         model.label = model_label(name, pretrained)   # one naming rule for every family
-        model.name, model.pretrained = name, pretrained   # how to make it again (recorded in the store)
+        for attribute, value in (("name", name), ("pretrained", pretrained)):   # how to make it again (recorded
+            setattr(model, attribute, value)                                   # in the store)
         return model
     return ClipModel(name, pretrained)
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .catalog import Catalog
     from .connection import Connection
 
-_registered: dict[str, Callable[[str], str]] = {}
+_registered: dict[str, Callable[..., str]] = {}
 
 
 def register_embedded(catalog: Catalog, get_model: Callable[[], ImageTextModel]) -> None:

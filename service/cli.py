@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from pathlib import Path, PurePath
+from typing import Any
 
 from .. import __version__
 from ..catalog import DEFAULT_QUANTIZATION, VECTOR_QUANTIZATIONS
@@ -498,9 +499,9 @@ class CtrlC:
 
     def __init__(self) -> None:
         self.pressed = False
-        self._previous = None
+        self._previous: Any = None
 
-    def _handler(self, signum, frame):
+    def _handler(self, signum: int, frame: object) -> None:
         self.pressed = True
         raise KeyboardInterrupt
 
@@ -510,7 +511,7 @@ class CtrlC:
             self._previous = signal.signal(signal.SIGINT, self._handler)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
 

@@ -10,6 +10,7 @@ switch is followed within CHECK_S seconds), else the one clipsearch is configure
 (CLIPSEARCH_MODEL / CLIPSEARCH_PRETRAINED, default the bundled model).
 """
 import sys
+from typing import Any
 
 ESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r", "0": "\0", "'": "'", "b": "\b", "f": "\f"}
 
@@ -33,9 +34,11 @@ class StoreModel:
     def __init__(self) -> None:
         from clipsearch.settings import Settings
         self.settings = Settings.load()
-        self.label, self.model, self.checked = None, None, float("-inf")
+        self.label: str | None = None
+        self.model: Any = None
+        self.checked = float("-inf")
 
-    def __call__(self):
+    def __call__(self) -> Any:
         import time
 
         from clipsearch.model import create_model, model_label
@@ -47,7 +50,7 @@ class StoreModel:
                 self.model, self.label = create_model(name, pretrained), label   # the one factory
         return self.model
 
-    def recorded(self):
+    def recorded(self) -> tuple[str | None, str | None] | None:
         """(name, pretrained) recorded for the store's model, or None."""
         if not self.settings.clickhouse_url:
             return None
