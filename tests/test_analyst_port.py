@@ -27,15 +27,11 @@ import clipsearch
 from clipsearch import synthetic
 from clipsearch.sql import query_names, read
 
+from .conftest import free_port
+
 pytestmark = pytest.mark.slow
 PASSWORD = "analyst-port-password"
 ROWS = 40
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +43,7 @@ def port(tmp_path_factory, model):
     db = folder / "db"
     with clipsearch.open(db, model=model, log_searches=False) as photos:
         photos.load(manifest)
-    web_port, sql_port = _free_port(), _free_port()
+    web_port, sql_port = free_port(), free_port()
     env = {**os.environ, "CLIPSEARCH_ANALYST_PASSWORD": PASSWORD}
     env.pop("CLICKHOUSE_URL", None)
     proc = subprocess.Popen([sys.executable, "-m", "clipsearch.service.cli", "serve", "--db", str(db), "--port",

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 
 import numpy as np
@@ -26,7 +25,7 @@ from clipsearch.loader import reembed as reembed_module
 from clipsearch.model import FAMILIES, ClipModel, register_family
 from clipsearch.sql import read as read_sql
 
-from .conftest import ROOT, random_specs, write_catalogue
+from .conftest import ROOT, free_port, random_specs, wait_until, write_catalogue
 
 AGAIN = "again:v1:random"   # the label the family's model is stored under
 QUERIES = [("a red circle", []), ("a blue square", ["price>=20"]), ("a green star", ["shape=square"])]
@@ -224,7 +223,7 @@ def test_a_served_store_switches_to_vit_b_32_while_a_client_searches(tmp_path, m
         photos.add_filter_column("shape")
         photos.create_index()
         circles = photos.sql("SELECT count() AS n FROM images WHERE shape = 'circle'")[0]["n"]
-    port, sql_port = _free_port(), _free_port()
+    port, sql_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k != "CLICKHOUSE_URL"}
     proc = subprocess.Popen([sys.executable, "-m", "clipsearch.service.cli", "serve", "--db", str(db), "--port",
                              str(port), "--sql-port", str(sql_port)], env=env, cwd=ROOT,
@@ -248,15 +247,15 @@ def test_a_served_store_switches_to_vit_b_32_while_a_client_searches(tmp_path, m
             stop.wait(0.5)
     thread = threading.Thread(target=client)
     try:
-        _wait(lambda: _healthy(base))
+        wait_until(lambda: _healthy(base))
         thread.start()
-        _wait(lambda: len(answers) >= 2)
+        wait_until(lambda: len(answers) >= 2)
         run = subprocess.run([sys.executable, "-m", "clipsearch.service.cli", "reembed", "--model", "ViT-B-32",
                               "--pretrained", "random", "--quiet", "--db", str(db)], env=env, cwd=ROOT,
                              capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, run.stderr
         assert "the store now uses ViT-B-32:random" in run.stdout
-        _wait(lambda: answers[-1][2] == "ViT-B-32:random", timeout=120)
+        wait_until(lambda: answers[-1][2] == "ViT-B-32:random", timeout=120)
         stop.set()
         thread.join()
         wanted = min(10, circles)
@@ -289,18 +288,3 @@ def _healthy(base: str) -> dict | None:
         return json.load(urllib.request.urlopen(base + "/healthz", timeout=5))
     except OSError:
         return None
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(predicate, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.2)

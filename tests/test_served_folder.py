@@ -20,22 +20,10 @@ import clipsearch
 from clipsearch import synthetic
 from clipsearch.service.cli import main
 
+from .conftest import free_port, wait_until
+
 pytestmark = pytest.mark.slow
 ANALYST_PASSWORD = "analyst-test-password"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(predicate, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +38,7 @@ def served(tmp_path_factory, model):
     with clipsearch.open(db, model=model, log_searches=False) as photos:   # what the CLI answers without a service
         photos.load(manifest)
         expected = photos.search("a green square", k=10, filters=["price>=10"]).rows
-    port, sql_port = _free_port(), _free_port()
+    port, sql_port = free_port(), free_port()
     env = {**os.environ, "CLIPSEARCH_ANALYST_PASSWORD": ANALYST_PASSWORD}
     env.pop("CLICKHOUSE_URL", None)
     proc = subprocess.Popen([sys.executable, "-m", "clipsearch.service.cli", "serve", "--db", str(db), "--port",
@@ -65,7 +53,7 @@ def served(tmp_path_factory, model):
             return False
     searched_last: list[str] = []   # the texts of test_searches_just_before_shutdown_reach_search_log
     try:
-        _wait(up)
+        wait_until(up)
         yield {"db": db, "base": base, "sql_port": sql_port, "expected": expected, "watched": watched,
                "folder": folder, "proc": proc, "searched_last": searched_last}
     finally:
@@ -197,14 +185,14 @@ def test_watched_folder_follows_its_files(served):
     added = watched / "added.png"
     added.write_bytes(synthetic.encode(synthetic.render(synthetic.random_spec(rng, "orange", "triangle"), rng),
                                        "PNG", rng))
-    _wait(lambda: any(r["path"] == str(added) for r in _search(served["base"], "an orange triangle")))
+    wait_until(lambda: any(r["path"] == str(added) for r in _search(served["base"], "an orange triangle")))
     first.write_bytes(synthetic.encode(synthetic.render(synthetic.random_spec(rng, "white", "cross"), rng), "PNG",
                                        rng))   # changed in place: a red circle no more
     os.utime(first, ns=(time.time_ns(), time.time_ns() + 2_000_000_000))
-    _wait(lambda: _search(served["base"], "a white cross")[0]["path"] == str(first))
+    wait_until(lambda: _search(served["base"], "a white cross")[0]["path"] == str(first))
     assert sum(r["path"] == str(first) for r in _search(served["base"], "a red circle")) == 1  # one row, the new
     added.unlink()
-    _wait(lambda: all(r["path"] != str(added) for r in _search(served["base"], "an orange triangle")))
+    wait_until(lambda: all(r["path"] != str(added) for r in _search(served["base"], "an orange triangle")))
 
 
 def test_sqlalchemy_dialect_and_pandas(served):
