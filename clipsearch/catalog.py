@@ -359,9 +359,10 @@ class Catalog:
         model meanwhile, take them out again and say so (their vectors are in the other model's space)."""
         other = self.query("SELECT model FROM images WHERE id NOT IN {ids:Array(String)} LIMIT 1", {"ids": ids})
         if other and other[0]["model"] != label:
-            if self.query("SELECT 1 FROM images WHERE model = {label:String} LIMIT 1", {"label": label}):
-                self.delete_images("model = {label:String} AND id IN {ids:Array(String)}",
-                                   {"label": label, "ids": ids})
+            mine = "model = {label:String} AND id IN {ids:Array(String)}"
+            params = {"label": label, "ids": ids}
+            if self.query(f"SELECT 1 FROM images WHERE {mine} LIMIT 1", params):   # by the key: the batch's rows
+                self.delete_images(mine, params)
             raise ModelMismatch(f"the store switched to the model {other[0]['model']} during this load; run it "
                                 "again (without --model it uses the store's model)")
 
