@@ -108,9 +108,9 @@ class ClipModel:
                              f"(--pretrained {RANDOM_WEIGHTS} for random weights, which only tests speed)")
         import torch
         open_clip = import_open_clip()
-        if not self.name.startswith(("local-dir:", "hf-hub:")) and self.name not in open_clip.list_models():
-            examples = ", ".join(m for m in ("ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-SO400M-14-SigLIP")
-                                 if m in open_clip.list_models())
+        known = open_clip.list_models()
+        if not self.name.startswith(("local-dir:", "hf-hub:")) and self.name not in known:
+            examples = ", ".join(m for m in ("ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-SO400M-14-SigLIP") if m in known)
             raise ModelError(f"unknown model {self.name!r}: open_clip's names ({examples}, ...; all of them: "
                              "python -c 'import open_clip; print(open_clip.list_models())'), hf-hub:ORG/REPO, "
                              "local-dir:PATH, or 'bundled'")
