@@ -62,11 +62,22 @@ def search_lines(run: dict) -> list[str]:
                      + f" | {best or '-'} | {ratio} |")
     lines += ["", f"Insert {notes['insert_rows_per_s']:,} rows/s; HNSW ({notes['hnsw']}) build and tuning "
                   f"{notes['hnsw_build_and_tune_s']} s, tuned search beam {notes['tuned']['beam']} (recall@10 "
-                  f"{notes['tuned']['recall']} on {notes['tuned']['queries']} sample queries); filter columns "
+                  f"{notes['tuned']['recall']} on {notes['tuned']['queries']} sample queries"
+                  + (f"; images: beam {notes['tuned']['image_beam']}, recall {notes['tuned']['image_recall']}"
+                     if "image_beam" in notes["tuned"] else "") + "); filter columns "
                   f"sel_1, sel_0_1 built in {notes['filter_columns_build_s']} s; faiss HNSW ({notes['faiss_hnsw']}) "
                   f"build {notes['peers_build_s'].get('faiss HNSW', '-')} s."
                   + (f" Not installed, skipped: {', '.join(notes['peers_missing'])}."
                      if notes["peers_missing"] else "")]
+    if run.get("levers"):
+        filters = list(next(iter(run["levers"].values())))
+        lines += ["", "Each lever off in turn: the ranking SQL (`Searcher.rank`), p50 ms, recall@10 where below 1, "
+                      "[strategies that ran]; numpy brute force in the same rounds:", "",
+                  "| ranking SQL | " + " | ".join(filters) + " |", "|---" * (len(filters) + 1) + "|"]
+        for name, cases in run["levers"].items():
+            cells = [(f"{c['sql_p50_ms']}" + (f" (recall {c['recall_at_10']})" if c["recall_at_10"] < 1 else "")
+                      + f" [{c['ran']}]") for c in cases.values()]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if run.get("index_costs"):
         lines += ["", "Where an index search's time goes (p50 ms, unfiltered, k=10):", "",
                   "| query | ms |", "|---|---|"] + [f"| {k} | {v} |" for k, v in run["index_costs"].items()]

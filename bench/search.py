@@ -23,15 +23,20 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 import clipsearch
+from clipsearch import query as search_query_sql
 from clipsearch import synthetic
+from clipsearch.catalog import TableState
 from clipsearch.collection import Collection
 from clipsearch.model import ClipModel
 from clipsearch.query import HIDDEN, QueryVector, parse_filter
+from clipsearch.search import SearchResult
 
 from .common import ms_stats
 
@@ -66,13 +71,45 @@ def query_vectors(model: ClipModel, dim: int) -> np.ndarray:
 
 
 class QueryModel:
-    """Stands in for the CLIP model: "encodes" query text `"q<i>"` as the benchmark's i-th query vector."""
+    """Stands in for the CLIP model: "encodes" query text `"q<i>"`, or an image whose info["q"] is i, as the
+    benchmark's i-th query vector; other texts (the index tuning's) by `model`, lifted to the table's space."""
 
-    def __init__(self, label: str, queries: np.ndarray):
-        self.label, self.queries = label, queries
+    def __init__(self, label: str, queries: np.ndarray, model: ClipModel | None = None):
+        self.label, self.queries, self.model = label, queries, model
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
+        if self.model is not None and not all(t[:1] == "q" and t[1:].isdigit() for t in texts):
+            lifted = lift(self.model.encode_texts(texts), self.queries.shape[1])
+            return lifted / np.linalg.norm(lifted, axis=1, keepdims=True)
         return self.queries[[int(t[1:]) for t in texts]]
+
+    def encode_images(self, images: list) -> np.ndarray:
+        return self.queries[[int(image.info["q"]) for image in images]]
+
+
+def query_image(i: int) -> Image.Image:
+    """The i-th benchmark query as an image query (QueryModel "encodes" it): image queries use their own beam."""
+    image = Image.new("RGB", (1, 1))
+    image.info["q"] = i
+    return image
+
+
+TEXT_QUERIES = 20   # query_vectors: 20 texts, then 20 images
+
+
+def search_query(photos: Collection, i: int, filters: list, state: TableState | None = None) -> SearchResult:
+    """The i-th query as Searcher.search takes it from the service: a text, or an image."""
+    if i < TEXT_QUERIES:
+        return photos.searcher.search(f"q{i}", k=K, filters=filters)
+    return photos.searcher.search(image=query_image(i), k=K, filters=filters)
+
+
+def rank_query(photos: Collection, q: np.ndarray, i: int, filters: list, state: TableState | None = None
+               ) -> tuple[list[dict], str]:
+    """The i-th query through Searcher.rank alone (the ranking SQL): its rows and the strategy's label."""
+    rows, _, _, plan = photos.searcher.rank(state or photos.catalog.search_state(),
+                                            [QueryVector(vector=q, image=i >= TEXT_QUERIES)], filters, K)
+    return rows, plan.label
 
 
 class Peers:
@@ -167,7 +204,7 @@ def run(count: int, model: ClipModel, work: Path, dim: int = 512) -> dict:
     queries = query_vectors(model, dim)
     vectors = table_vectors(model, count, dim)
     out: dict = {"rows": count, "dim": dim, "queries": len(queries), "k": K, "engines": {}, "notes": {}}
-    fake = QueryModel(model.label, queries)
+    fake = QueryModel(model.label, queries, model)
     with clipsearch.open(db, model=lambda: fake, log_searches=True) as photos:   # logged, as the service does
         start = time.perf_counter()
         columns = synthetic.insert_vectors(photos.catalog, vectors, model.label, SEED)
@@ -191,6 +228,7 @@ def run(count: int, model: ClipModel, work: Path, dim: int = 512) -> dict:
         out["notes"]["peers_build_s"] = peers.build_s
         out["notes"]["faiss_hnsw"] = "M={} efConstruction={} efSearch={}".format(*FAISS_HNSW, peers.ef_search)
         measure_all(out, photos, peers, queries, exact, "clipsearch (no filter columns)")
+        out["levers"] = lever_costs(photos, peers, queries, exact)
         start = time.perf_counter()
         for column in FILTER_COLUMNS:
             photos.add_filter_column(column)
@@ -210,12 +248,10 @@ def measure_clipsearch(photos: Collection, queries: np.ndarray, exact: dict, how
         for i, q in enumerate(queries):
             if how == "rank":
                 start = time.perf_counter()
-                rows, _, _, plan = photos.searcher.rank(photos.catalog.search_state(), [QueryVector(vector=q)],
-                                                        filters_, K)
-                strategy = plan.label
+                rows, strategy = rank_query(photos, q, i, filters_)
                 ms.append((time.perf_counter() - start) * 1000)
             else:
-                result = photos.searcher.search(f"q{i}", k=K, filters=filters_)
+                result = search_query(photos, i, filters_)
                 rows, strategy = result.rows, result.strategy
                 ms.append(result.took_ms["total"] - result.took_ms["encode"] - result.took_ms["model_load"])
             recall.append(len({int(r["id"], 16) for r in rows} & exact[filt, i]) / K)
@@ -236,13 +272,13 @@ def measure_all(out: dict, photos: Collection, peers: Peers, queries: np.ndarray
     for filt, column in FILTERS.items():
         filters = [parse_filter(f"{column}=1")] if column else []
         for i, q in enumerate(queries):
-            result = photos.searcher.search(f"q{i}", k=K, filters=filters)
+            result = search_query(photos, i, filters)
             times[label, filt].append(result.took_ms["total"] - result.took_ms["encode"]
                                       - result.took_ms["model_load"])
             found[label, filt].append([int(r["id"], 16) for r in result.rows])
             ran[filt].add(result.strategy)
             start = time.perf_counter()
-            rows = photos.searcher.rank(photos.catalog.search_state(), [QueryVector(vector=q)], filters, K)[0]
+            rows = rank_query(photos, q, i, filters)[0]
             times[f"{label}: rank() alone", filt].append((time.perf_counter() - start) * 1000)
             found[f"{label}: rank() alone", filt].append([int(r["id"], 16) for r in rows])
             for name, top in (peers.engines.items() if with_peers else []):
@@ -259,6 +295,82 @@ def measure_all(out: dict, photos: Collection, peers: Peers, queries: np.ndarray
                    **({"ran": " / ".join(sorted(ran[filt]))} if name == label else {})}
             for filt in FILTERS}
         print(name, out["engines"][name], flush=True)
+
+
+LEVER_FILTERS = {"none": None, "1%": "sel_1", "0.1%": "sel_0_1"}
+GRANULE_LEVER_ROWS = 300_000   # above this, copying the table to try another granule costs minutes of index build
+
+
+def lever_costs(photos: Collection, peers: Peers, queries: np.ndarray, exact: dict) -> dict:
+    """Searcher.rank (the ranking SQL) with every lever on, and with each one off in turn: p50 ms and
+    recall@10 per filter, all variants (and numpy brute force) in interleaved rounds; then, on tables up to
+    GRANULE_LEVER_ROWS, the same on a copy made with ClickHouse's 1,024-row granules."""
+    state = photos.catalog.search_state()
+    variants: dict[str, tuple[TableState, str]] = {
+        "every lever on": (state, search_query_sql.CACHED_READ),
+        "one beam for texts and images": (replace(state, image_beam=None), search_query_sql.CACHED_READ),
+        "fixed share threshold, no cost planner": (replace(state, exact_ms_per_row=0.0), search_query_sql.CACHED_READ),
+        "no block cache (use_uncompressed_cache = 0)": (state, "use_uncompressed_cache = 0")}
+    times: dict = {}
+    found: dict = {}
+    ran: dict = {}
+    for filt, column in LEVER_FILTERS.items():
+        filters = [parse_filter(f"{column}=1")] if column else []
+        for i, q in enumerate(queries):
+            for name, (variant, cache) in variants.items():
+                search_query_sql.CACHED_READ = cache
+                try:
+                    start = time.perf_counter()
+                    rows, strategy = rank_query(photos, q, i, filters, variant)
+                    times.setdefault((name, filt), []).append((time.perf_counter() - start) * 1000)
+                finally:
+                    search_query_sql.CACHED_READ = variants["every lever on"][1]
+                found.setdefault((name, filt), []).append({int(r["id"], 16) for r in rows})
+                ran.setdefault((name, filt), set()).add(strategy.split(" ")[0])
+            start = time.perf_counter()
+            ids = peers.engines["numpy brute"](q, column)
+            times.setdefault(("numpy brute force", filt), []).append((time.perf_counter() - start) * 1000)
+            found.setdefault(("numpy brute force", filt), []).append(set(ids))
+            ran.setdefault(("numpy brute force", filt), set()).add("exact")
+    if state.rows <= GRANULE_LEVER_ROWS:
+        granules_1024(photos, queries, times, found, ran)
+    out: dict = {}
+    for (name, filt), ms in times.items():
+        recall = np.mean([len(ids & exact[filt, i]) / K for i, ids in enumerate(found[name, filt])])
+        out.setdefault(name, {})[filt] = {**ms_stats(ms, "sql"), "recall_at_10": round(float(recall), 3),
+                                          "ran": " / ".join(sorted(ran[name, filt]))}
+    print("levers", out, flush=True)
+    return out
+
+
+def granules_1024(photos: Collection, queries: np.ndarray, times: dict, found: dict, ran: dict) -> None:
+    """The ranking SQL on a copy of `images` made with 1,024-row granules (as before 2026-12-05), swapped in
+    for the measurement and back."""
+    catalog = photos.catalog
+    catalog.command("DROP TABLE IF EXISTS images_g1024")
+    catalog.command("CREATE TABLE images_g1024 AS images ENGINE = ReplacingMergeTree(loaded_at) ORDER BY id "
+                    "SETTINGS index_granularity = 1024")
+    catalog.command("INSERT INTO images_g1024 SELECT * FROM images")
+    catalog.command("OPTIMIZE TABLE images_g1024 FINAL")
+    catalog.command("EXCHANGE TABLES images AND images_g1024")
+    try:
+        catalog.forget_state()
+        state = catalog.search_state()
+        name = "1,024-row granules (was the default)"
+        for filt, column in LEVER_FILTERS.items():
+            filters = [parse_filter(f"{column}=1")] if column else []
+            for rep in range(2):   # the first round reads the new table from disk
+                for i, q in enumerate(queries):
+                    start = time.perf_counter()
+                    rows, strategy = rank_query(photos, q, i, filters, state)
+                    if rep:
+                        times.setdefault((name, filt), []).append((time.perf_counter() - start) * 1000)
+                        found.setdefault((name, filt), []).append({int(r["id"], 16) for r in rows})
+                        ran.setdefault((name, filt), set()).add(strategy.split(" ")[0])
+    finally:
+        catalog.command("EXCHANGE TABLES images AND images_g1024")
+        catalog.command("DROP TABLE images_g1024")
+        catalog.forget_state()
 
 
 def scan_costs(photos: Collection, vectors: np.ndarray, queries: np.ndarray) -> dict:
@@ -284,7 +396,22 @@ def scan_costs(photos: Collection, vectors: np.ndarray, queries: np.ndarray) -> 
             photos.catalog.query(statement, {"q": q.tolist()} if "{q:" in statement else None)
             ms.append((time.perf_counter() - start) * 1000)
         out[name] = round(float(np.median(ms)), 1)
+    # The exact top 10 re-ranked by the Float32 vectors from the Array(BFloat16) copy's top candidates.
+    for fetch in (50, 200):
+        rerank = ("SELECT id FROM images WHERE id IN (SELECT id FROM scan_bf16 ORDER BY cosineDistance(e, "
+                  f"CAST({{q:Array(Float32)}} AS Array(BFloat16))) LIMIT {fetch}) "
+                  f"ORDER BY cosineDistance(embedding, {{q:Array(Float32)}}), id LIMIT {K}")
+        ms, recall = [], []
+        for q in queries:
+            start = time.perf_counter()
+            rows = photos.catalog.query(rerank, {"q": q.tolist()})
+            ms.append((time.perf_counter() - start) * 1000)
+            best = set(np.argpartition(-(vectors @ q), K)[:K].tolist())
+            recall.append(len({int(r["id"], 16) for r in rows} & best) / K)
+        out[f"top {fetch} of the Array(BFloat16) copy re-ranked by the Float32 vectors (recall "
+            f"{np.mean(recall):.3f})"] = round(float(np.median(ms)), 1)
     photos.catalog.command("DROP TABLE scan_bf16")
+    out.update(codec_costs(photos, queries))
     out.update(qbit_costs(photos, vectors, queries))
     ms = []
     for q in queries:
@@ -292,6 +419,38 @@ def scan_costs(photos: Collection, vectors: np.ndarray, queries: np.ndarray) -> 
         np.argpartition(-(vectors @ q), K)[:K]
         ms.append((time.perf_counter() - start) * 1000)
     out["numpy vectors @ q + top 10"] = round(float(np.median(ms)), 1)
+    return out
+
+
+CODECS = ("NONE", "LZ4", "ZSTD(1)")
+
+
+def codec_costs(photos: Collection, queries: np.ndarray) -> dict:
+    """The exact top 10, unfiltered and at the 0.1% filter, over copies of the vectors stored with each of
+    CODECS (the table's granule; searches' settings), and each copy's size on disk. p50 ms."""
+    out = {}
+    for codec in CODECS:
+        photos.catalog.command("DROP TABLE IF EXISTS scan_codec")
+        photos.catalog.command(f"CREATE TABLE scan_codec (id String, sel_0_1 Nullable(Int64), embedding "
+                               f"Array(Float32) CODEC({codec})) ENGINE = MergeTree ORDER BY id "
+                               "SETTINGS index_granularity = 128")
+        photos.catalog.command("INSERT INTO scan_codec SELECT id, sel_0_1, embedding FROM images")
+        photos.catalog.command("OPTIMIZE TABLE scan_codec FINAL")
+        size = photos.catalog.query("SELECT sum(data_compressed_bytes) AS b FROM system.columns WHERE "
+                                    "database = currentDatabase() AND table = 'scan_codec' AND name = 'embedding'")
+        for label, where in (("every row", ""), ("0.1% filter", "WHERE sel_0_1 = 1 ")):
+            statement = (f"SELECT id FROM scan_codec {where}ORDER BY cosineDistance(embedding, {{q:Array(Float32)}}), "
+                         f"id LIMIT {K} SETTINGS {search_query_sql.CACHED_READ}")
+            ms = []
+            for rep in range(2):
+                for q in queries:
+                    start = time.perf_counter()
+                    photos.catalog.query(statement, {"q": q.tolist()})
+                    if rep:
+                        ms.append((time.perf_counter() - start) * 1000)
+            out[f"exact top 10, {label}, vectors CODEC({codec}) ({int(size[0]['b']) >> 20} MiB)"] = \
+                round(float(np.median(ms)), 1)
+    photos.catalog.command("DROP TABLE scan_codec")
     return out
 
 

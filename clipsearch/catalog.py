@@ -67,6 +67,10 @@ class TableState:
     filter_columns: list[str]      # columns with a sorted copy (projection) for selective filters
     beam: int | None               # the tuned HNSW search beam, if tuned
     rescore: int                   # for a coarse index quantization: how many candidates to re-rank, x k
+    image_beam: int | None = None  # the tuned beam for image queries ("more like this", an uploaded image)
+    granule: int = 8192            # rows per granule (what a selective filter reads per matching row)
+    exact_ms_per_row: float = 0.0  # measured when tuned (0: not measured): an exact ranking's cost per row
+    index_ms: float = 0.0          # ...and an index search's at `beam`
 
 
 class Catalog:
@@ -386,13 +390,19 @@ class Catalog:
             "       (SELECT groupUniqArray(3)(model) FROM images) AS models, "
             "       (SELECT count() FROM images) AS rows, "
             f"       (SELECT groupArray({FILTER_COLUMN}) {FILTER_PROJECTIONS}) AS filter_columns, "
-            "       (SELECT argMax(beam, tuned_at) FROM vector_index_tuning "
-            f"        WHERE index_type IN (SELECT type_full {VECTOR_INDEXES})) AS beam, "
+            "       (SELECT argMax((beam, image_beam, rows, exact_ms, index_ms), tuned_at) FROM vector_index_tuning "
+            f"        WHERE index_type IN (SELECT type_full {VECTOR_INDEXES})) AS tuning, "
+            "       (SELECT intDiv(sum(rows), greatest(1, sum(marks) - count())) FROM system.parts "
+            "        WHERE database = currentDatabase() AND table = 'images' AND active) AS granule, "
             f"       (SELECT any(type_full) {VECTOR_INDEXES}) AS index_type")[0]
+        beam, image_beam, tuned_rows, exact_ms, index_ms = row["tuning"]
         state = TableState(columns={name: ch_type for _, name, ch_type in sorted(row["columns"])},
                            models=sorted(row["models"]), rows=int(row["rows"]), vector_index=bool(row["index_type"]),
-                           filter_columns=sorted(row["filter_columns"]), beam=int(row["beam"]) or None,
-                           rescore=RESCORE_FETCH.get(index_quantization(row["index_type"]), 0))
+                           filter_columns=sorted(row["filter_columns"]), beam=int(beam) or None,
+                           rescore=RESCORE_FETCH.get(index_quantization(row["index_type"]), 0),
+                           image_beam=int(image_beam) or None, granule=max(1, int(row["granule"]) or 8192),
+                           exact_ms_per_row=float(exact_ms) / int(tuned_rows) if int(tuned_rows) else 0.0,
+                           index_ms=float(index_ms))
         self._state, self._counts = (writes, now, state), {}
         return state
 

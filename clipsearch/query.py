@@ -361,10 +361,13 @@ def check_k(k: Any, maximum: int = MAX_K) -> int:
 
 @dataclass(frozen=True)
 class QueryVector:
-    """One part of a query: a vector bound as a parameter, or the stored embedding of `image_id`."""
+    """One part of a query: a vector bound as a parameter, or the stored embedding of `image_id` (with both, the
+    vector is that image's, read beforehand for the index: the image is still left out of the results). `image`:
+    the vector is an image's, not a text's (the index has a beam of its own for those)."""
     weight: float = 1.0
     vector: tuple | list | None = None
     image_id: str | None = None
+    image: bool = False
 
 
 @dataclass(frozen=True)
@@ -430,6 +433,10 @@ HNSW_TIE_MARGIN = 16      # neighbours fetched past a page, so rows tied at its 
 # one thread read 25-35% slower at 1M x 512 (bench/results.md).
 CONCURRENT_READ = ("merge_tree_min_rows_for_concurrent_read = 4096, "
                    "merge_tree_min_bytes_for_concurrent_read = 8388608")
+# Searches read through ClickHouse's cache of decompressed blocks (the embedded engine sizes it:
+# connection.uncompressed_cache_bytes; a server's `uncompressed_cache_size`): the page's rows are a block of
+# every column each, and a table small enough keeps its vectors there too (200k x 128: 12 -> 8 ms).
+CACHED_READ = "use_uncompressed_cache = 1"
 # Index quantizations too coarse to rank by or to show as scores (300k x 512, beam 2048: i8 scores off by up
 # to 0.012 and recall@10 0.685, b1 off by up to 160 and 0.057; bf16 within 2e-4). For these ClickHouse fetches
 # this many times the window from the index and re-ranks them by the stored Float32 vectors
@@ -438,20 +445,22 @@ RESCORE_FETCH = {"i8": 2, "b1": 64}
 
 
 def _ranking(columns: dict[str, str], filters: list[Filter], vectors: list[QueryVector]
-             ) -> tuple[str, list[str], dict, str, str]:
-    """The parts every search shares: (WITH definitions, WHERE conditions, params, distance, score)."""
+             ) -> tuple[str, list[str], dict, str, str, list[str]]:
+    """The parts every search shares: (WITH definitions, WHERE conditions, params, distance, score, and the
+    conditions that leave the images queried by id out of the results)."""
     conditions, params = filter_sql(filters, columns)
     if not 1 <= len(vectors) <= MAX_TERMS:
         raise QueryError(f"a query has 1 to {MAX_TERMS} terms, got {len(vectors)}")
     positive = sum(v.weight for v in vectors if v.weight > 0)
     if positive <= 0 or not all(math.isfinite(v.weight) for v in vectors):
         raise QueryError("weights are finite numbers, and at least one term needs a positive weight")
-    defs, terms = [], []
+    defs, terms, exclude = [], [], []
     for i, v in enumerate(vectors):
         if v.image_id is not None:
-            defs.append(f"(SELECT embedding FROM images WHERE id = {{v{i}_id:String}} LIMIT 1) AS {vector_alias(i)}")
-            conditions.insert(0, f"id != {{v{i}_id:String}}")
+            exclude.append(f"id != {{v{i}_id:String}}")
             params[f"v{i}_id"] = v.image_id
+        if v.image_id is not None and v.vector is None:
+            defs.append(f"(SELECT embedding FROM images WHERE id = {{v{i}_id:String}} LIMIT 1) AS {vector_alias(i)}")
         elif v.vector is not None:
             defs.append(f"{{v{i}:Array(Float32)}} AS {vector_alias(i)}")
             params[f"v{i}"] = [float(x) for x in v.vector]
@@ -469,7 +478,7 @@ def _ranking(columns: dict[str, str], filters: list[Filter], vectors: list[Query
     if any(v.weight < 0 for v in vectors):
         params["w_sum"] = sum(v.weight for v in vectors) / positive
         base = "{w_sum:Float64}"
-    return "WITH " + ", ".join(defs), conditions, params, distance, f"{base} - ({distance})"
+    return "WITH " + ", ".join(defs), conditions, params, distance, f"{base} - ({distance})", exclude
 
 
 def search_sql(columns: dict[str, str], filters: list[Filter], k: int | str, vectors: list[QueryVector],
@@ -497,7 +506,7 @@ def search_sql(columns: dict[str, str], filters: list[Filter], k: int | str, vec
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}")
     options, params_k = check_options(options, k, columns)
-    with_, conditions, params, distance, score = _ranking(columns, filters, vectors)
+    with_, conditions, params, distance, score, exclude = _ranking(columns, filters, vectors)
     params["k"] = params_k
     if strategy != "exact" and (len(vectors) != 1 or vectors[0].vector is None or options.per or options.order_by):
         raise ValueError(f"the {strategy} strategy serves one query vector ordered by score, not a stored id, a mix, "
@@ -519,13 +528,15 @@ def search_sql(columns: dict[str, str], filters: list[Filter], k: int | str, vec
         # accepts 1..1000), of which those that do not match are dropped (postfilter). Projections are off:
         # ClickHouse would prefer a filter column's projection, which has no index. Settings go on the outer
         # query: those of a subquery do not reach the index.
+        # The image queried by id is its own nearest neighbour: one more is fetched and it is left out around
+        # the index search (inside, it would make the index post-filter as for a filter).
         where = ("\n    WHERE " + "\n      AND ".join(conditions)) if conditions else ""
-        params["window"] = params["k"] + options.offset + HNSW_TIE_MARGIN
+        params["window"] = params["k"] + options.offset + HNSW_TIE_MARGIN + len(exclude)
         fetch = min(1000.0, (max(1.0, float(multiplier)) if conditions else 1.0) * max(1, rescore))
         wanted = math.ceil(fetch * params["window"])
         beam = math.ceil((beam or HNSW_SEARCH_BEAM) * max(1.0, params["k"] / 10))
         settings = (f"\nSETTINGS hnsw_candidate_list_size_for_search = {max(beam, wanted)}, "
-                    "optimize_use_projections = 0")
+                    f"optimize_use_projections = 0, {CACHED_READ}")
         if conditions:
             settings += ", vector_search_filter_strategy = 'postfilter'"
         if rescore:
@@ -536,8 +547,10 @@ def search_sql(columns: dict[str, str], filters: list[Filter], k: int | str, vec
             settings += f", max_limit_for_vector_search_queries = {max(1000, wanted)}"
         inner = f"    {with_}\n    SELECT * EXCEPT ({HIDDEN}), {score} AS score\n    FROM images{where}\n" \
                 f"    ORDER BY {distance}\n    LIMIT {{window:UInt32}}"
-        cut = "\nWHERE score >= {min_score:Float64}" if options.min_score is not None else ""
+        outer = exclude + (["score >= {min_score:Float64}"] if options.min_score is not None else [])
+        cut = ("\nWHERE " + " AND ".join(outer)) if outer else ""
         return f"SELECT *\nFROM (\n{inner}\n){cut}\nORDER BY score DESC, id{page}{settings}", params
+    conditions = exclude + conditions
     if options.min_score is not None:
         conditions.append("score >= {min_score:Float64}")
     where = ("\nWHERE " + "\n  AND ".join(conditions)) if conditions else ""
@@ -549,7 +562,7 @@ def search_sql(columns: dict[str, str], filters: list[Filter], k: int | str, vec
     if options.per:
         by = f"\nLIMIT {{per_limit:UInt32}} BY {quote_identifier(options.per)}"
         params["per_limit"] = options.per_limit
-    return f"{head}{where}\nORDER BY {order}{by}{page}\nSETTINGS {CONCURRENT_READ}", params
+    return f"{head}{where}\nORDER BY {order}{by}{page}\nSETTINGS {CONCURRENT_READ}, {CACHED_READ}", params
 
 
 def check_facets(facets: list[str], columns: dict[str, str]) -> list[str]:
@@ -573,7 +586,8 @@ def facet_sql(columns: dict[str, str], filters: list[Filter], vectors: list[Quer
     Answers rows (facet, value, n), at most MAX_FACET_VALUES per facet, the most frequent first."""
     values = check_facets(facets, columns)
     options, top = check_options(Options(min_score=min_score), top, columns)
-    with_, conditions, params, distance, score = _ranking(columns, filters, vectors)
+    with_, conditions, params, distance, score, exclude = _ranking(columns, filters, vectors)
+    conditions = exclude + conditions
     params.update(facet_names=list(facets), facet_values=MAX_FACET_VALUES)
     window = ""
     if options.min_score is None:

@@ -10,11 +10,13 @@ import numpy as np
 from PIL import Image
 
 from .catalog import Catalog, TableState
-from .errors import EmptyStore, ModelMismatch, QueryError
-from .model import ImageTextModel
+from .errors import ClipsearchError, EmptyStore, ModelMismatch, QueryError
+from .model import BUNDLED_LABEL, ImageTextModel
 from .query import (
     EVERY,
     FACET_TOP,
+    HNSW_SEARCH_BEAM,
+    HNSW_TIE_MARGIN,
     MAX_TERMS,
     MAX_WINDOW,
     Filter,
@@ -44,6 +46,16 @@ EXACT_ROWS = 20_000
 TUNING_BEAMS = (16, 32, 64, 128, 256, 512, 1024, 2048)
 RECALL_TARGET = 0.95
 TUNING_QUERIES = 20
+# Stored images find their neighbours more easily than an uploaded photo does (200k x 128: recall 1.0 at beam 16
+# where unseen images reached 0.96, and 0.98 at 64, for 0.1 ms more): image beams start at 64.
+IMAGE_BEAMS = TUNING_BEAMS[2:]
+# What people type: the index is tuned on these, encoded by the store's model (Searcher.tune_index).
+TUNING_TEXTS = ("a photo of a dog", "a red car at night", "people on a beach at sunset", "a bottle with a white label",
+                "a cat asleep on a sofa", "a city street in the rain", "a bowl of fruit on a table",
+                "snowy mountains under a blue sky", "a child playing football", "a plate of food",
+                "a bicycle against a wall", "an old building with columns", "flowers in a garden",
+                "a laptop on a desk", "a bird on a branch", "a boat on a lake", "a smiling woman",
+                "a crowd at a concert", "a forest path in autumn", "a close-up of a shoe")
 MAX_QUERY_CHARS = 2000  # CLIP reads 77 tokens; longer texts only cost tokenizing and log space
 SAMPLE_ROWS = 100_000   # rows the filter share is estimated on: a few ms at any table size
 
@@ -225,17 +237,25 @@ class Searcher:
         images = [t.image for t in query if t.image is not None]
         encoded = {"text": iter(model.encode_texts(texts) if texts and model else []),
                    "image": iter(model.encode_images(images) if images and model else [])}
-        return [QueryVector(t.weight, image_id=t.image_id) if t.image_id is not None else
-                QueryVector(t.weight, vector=next(encoded["text" if t.text is not None else "image"]))
+        return [QueryVector(t.weight, image_id=t.image_id, image=True) if t.image_id is not None else
+                QueryVector(t.weight, vector=next(encoded["text" if t.text is not None else "image"]),
+                            image=t.text is None)
                 for t in query]
 
     def rank(self, state: TableState, parts: list[QueryVector], filters: list[Filter], k: int | str,
              options: Options = EVERY) -> tuple[list[dict], str, dict, Strategy]:
         """Rows ranked by the weighted distance to `parts`: (rows, sql, params, strategy that ran)."""
+        one = parts[0]
+        if len(parts) == 1 and one.vector is None and state.vector_index and not options.order_by \
+                and not options.per:   # "more like this": the index needs the stored vector itself
+            found = self.catalog.query("SELECT embedding FROM images WHERE id = {id:String} LIMIT 1",
+                                       {"id": one.image_id})
+            if found:
+                parts = [QueryVector(one.weight, vector=found[0]["embedding"], image_id=one.image_id, image=True)]
         name, multiplier, _ = self.plan(state, filters, parts, options)
         strategy = Strategy(name)
-        sql, params = search_sql(state.columns, filters, k, parts, name, multiplier, state.beam, options,
-                                 state.rescore)
+        beam = state.image_beam if parts[0].image and state.image_beam else state.beam
+        sql, params = search_sql(state.columns, filters, k, parts, name, multiplier, beam, options, state.rescore)
         rows = self.catalog.query(sql, params)
         if name != "exact" and len(rows) < params["k"] and (
                 # Without filters the index returns every neighbour asked for, so only the score cut or the
@@ -270,42 +290,96 @@ class Searcher:
         share = matching / max(1, seen)
         matching = round(share * state.rows)
         column = self._filter_column(state, filters)
-        if share >= MIN_INDEX_SHARE and not (column and column[1] <= EXACT_ROWS):
-            return "hnsw", POSTFILTER_SAFETY / share, matching
-        return "exact", 1.0, matching
+        if share < MIN_INDEX_SHARE or column and column[1] <= EXACT_ROWS:
+            return "exact", 1.0, matching
+        if state.exact_ms_per_row and state.index_ms and state.beam:
+            exact_ms, index_ms = self.costs(state, share, options.offset + 10, parts[0].image)
+            if exact_ms < index_ms:
+                return "exact", 1.0, matching
+        return "hnsw", POSTFILTER_SAFETY / share, matching
+
+    @staticmethod
+    def costs(state: TableState, share: float, window: int = 10, image: bool = False) -> tuple[float, float]:
+        """Estimated ms of an exact ranking and of an index search when filters match `share` of the rows,
+        from what tune_index measured (scaled to today's rows). An exact ranking reads every granule that
+        holds a match: with matches spread at random, 1 - (1 - share) ** rows_per_granule of them. The index
+        search costs in proportion to its candidate list, which a filter widens to POSTFILTER_SAFETY / share
+        x the window (query.search_sql)."""
+        exact_ms = state.exact_ms_per_row * state.rows * (1 - (1 - share) ** state.granule)
+        beam = (state.image_beam if image and state.image_beam else state.beam) or HNSW_SEARCH_BEAM
+        wanted = min(1000.0, POSTFILTER_SAFETY / share if share < 1 else 1.0) * (window + HNSW_TIE_MARGIN)
+        return exact_ms, state.index_ms * max(beam, wanted) / (state.beam or HNSW_SEARCH_BEAM)
 
     def tune_index(self, target: float = RECALL_TARGET, queries: int = TUNING_QUERIES) -> dict:
-        """Find the smallest HNSW search beam whose recall@10 against the exact ranking reaches `target`, on
-        `queries` sample queries (each the mean of two stored vectors: between neighbourhoods, where the
-        graph search is hardest), and record it for later searches. Costs one exact scan per query.
+        """Find the smallest HNSW search beams whose recall@10 against the exact ranking reaches `target`, one
+        for texts and one for images, on `queries` sample queries each; time an exact ranking and an index
+        search for Searcher.plan; record them for later searches. Costs one exact scan per query.
 
-        Why such queries: text queries sit far from every image vector, and they need the widest beam (at
-        1M x 128, the benchmark's texts and unseen images reach recall 0.98 only at beam 2048). A stored
-        vector asking for its own neighbours (leave-one-out) reached 0.975 at beam 16 on the same index:
-        far too hopeful. Means of two stored vectors (0.87 at 2048 there) err on the safe side."""
+        Text queries are captions (TUNING_TEXTS) encoded by the store's model: CLIP's texts sit apart from
+        every image vector, where the graph search is hardest. Without the model (it cannot be loaded here,
+        or is not the store's), means of two stored vectors stand in: between neighbourhoods, they err on the
+        safe side (0.87 at beam 2048 where the benchmark's texts reached 0.98). Image queries are stored
+        vectors asking for their neighbours but themselves, as "more like this" does; an uploaded photo is
+        as close to the table (the benchmark's unseen images: recall 0.99 at beam 64 on 200k x 128)."""
         state = self.catalog.search_state()
         index = self.catalog.vector_index()
         if index is None or not state.rows:
             raise QueryError("no vector index to tune: run `clipsearch index create` on a loaded store")
-        sample = self.catalog.query("SELECT embedding FROM images ORDER BY cityHash64(id) LIMIT {n:UInt32}",
+        sample = self.catalog.query("SELECT id, embedding FROM images ORDER BY cityHash64(id) LIMIT {n:UInt32}",
                                     {"n": 2 * queries})
         stored = [np.asarray(r["embedding"], dtype=np.float32) for r in sample]
-        vectors = [a + b for a, b in zip(stored[::2], stored[1::2], strict=False)] or stored   # one row: itself
-        parts = [[QueryVector(vector=(v / np.linalg.norm(v)).tolist())] for v in vectors]
-        exact = [{r["id"] for r in self.catalog.query(*search_sql(state.columns, [], 10, p))} for p in parts]
-        beam, recall = TUNING_BEAMS[-1], 0.0
-        for beam in TUNING_BEAMS:
-            found = [{r["id"] for r in self.catalog.query(*search_sql(state.columns, [], 10, p, "hnsw", 1.0, beam,
-                                                                        rescore=state.rescore))}
-                     for p in parts]
+        captions = self._tuning_texts(state, queries)
+        texts = captions if captions is not None else (
+            [a + b for a, b in zip(stored[::2], stored[1::2], strict=False)] or stored)   # one row: itself
+        text = self._tune(state, [[QueryVector(vector=(v / np.linalg.norm(v)).tolist())] for v in texts], target)
+        image = self._tune(state, [[QueryVector(vector=r["embedding"], image_id=r["id"], image=True)]
+                                   for r in sample[:queries]], target, IMAGE_BEAMS)
+        self.catalog.command(
+            "INSERT INTO vector_index_tuning (index_type, beam, recall, target, queries, image_beam, rows, exact_ms, "
+            "index_ms) SELECT {type:String}, {beam:UInt32}, {recall:Float32}, {target:Float32}, {n:UInt32}, "
+            "{image_beam:UInt32}, {rows:UInt64}, {exact_ms:Float32}, {index_ms:Float32}",
+            {"type": index["type_full"], "beam": text["beam"], "recall": text["recall"], "target": target,
+             "n": len(texts), "image_beam": image["beam"], "rows": state.rows, "exact_ms": text["exact_ms"],
+             "index_ms": text["index_ms"]})
+        return {**text, "image_beam": image["beam"], "image_recall": image["recall"], "target": target,
+                "queries": len(texts), "text_queries": "stored vectors" if captions is None else "captions"}
+
+    def _tuning_texts(self, state: TableState, queries: int) -> list[np.ndarray] | None:
+        """TUNING_TEXTS encoded by the store's model, or None where that model cannot be had here. The bundled
+        model knows only coloured shapes: for it, texts of its own world, in Spanish (the benchmark's and the
+        tests' queries are English)."""
+        texts = list(TUNING_TEXTS)
+        try:
+            model = self.model
+            self.catalog.check_model(model.label, state.models)
+            if model.label == BUNDLED_LABEL:
+                from .synthetic import COLOURS, SHAPES, query_text
+                texts = [query_text(c, s, "es") for c in COLOURS for s in SHAPES][1::2]
+            return list(np.asarray(model.encode_texts(texts[:queries]), dtype=np.float32))
+        except (ClipsearchError, OSError, RuntimeError, ValueError):
+            return None
+
+    def _tune(self, state: TableState, parts: list[list[QueryVector]], target: float,
+              beams: tuple[int, ...] = TUNING_BEAMS) -> dict:
+        """The smallest of `beams` reaching `target` on `parts`, its recall, and the p50 ms of an exact
+        ranking and of an index search at that beam."""
+        def run(strategy: str, beam: int | None = None) -> tuple[list[set], float]:
+            found, ms = [], []
+            for p in parts:
+                sql, params = search_sql(state.columns, [], 10, p, strategy, 1.0, beam, rescore=state.rescore)
+                start = time.perf_counter()
+                found.append({r["id"] for r in self.catalog.query(sql, params)})
+                ms.append((time.perf_counter() - start) * 1000)
+            return found, float(np.median(ms))
+        exact, exact_ms = run("exact")
+        beam, recall, index_ms = beams[-1], 0.0, 0.0
+        for beam in beams:
+            found, index_ms = run("hnsw", beam)
             recall = float(np.mean([len(f & e) / max(1, len(e)) for f, e in zip(found, exact, strict=True)]))
             if recall >= target:
                 break
-        self.catalog.command("INSERT INTO vector_index_tuning (index_type, beam, recall, target, queries) "
-                             "SELECT {type:String}, {beam:UInt32}, {recall:Float32}, {target:Float32}, {n:UInt32}",
-                             {"type": index["type_full"], "beam": beam, "recall": recall, "target": target,
-                              "n": len(parts)})
-        return {"beam": beam, "recall": round(recall, 3), "target": target, "queries": len(parts)}
+        return {"beam": beam, "recall": round(recall, 3), "exact_ms": round(exact_ms, 2),
+                "index_ms": round(index_ms, 2)}
 
     def _filter_column(self, state: TableState, filters: list[Filter]) -> tuple[str, int] | None:
         """The filter column whose filters leave the fewest rows, with that estimate (None: no filter is on

@@ -1,8 +1,8 @@
--- Rebuild `images` with 1,024-row granules, keeping every row, column, the vector index and the filter
+-- Rebuild `images` with 128-row granules, keeping every row, column, the vector index and the filter
 -- columns' projections (CREATE TABLE ... AS copies them). For stores made before sql/schema.sql set
--- index_granularity = 1024: a MergeTree table keeps the granule it was made with, and searches read
+-- index_granularity = 128: a MergeTree table keeps the granule it was made with, and searches read
 -- one granule of every column per result row (bench/README.md, "Search at real CLIP size").
--- Check first: SELECT engine_full FROM system.tables WHERE name = 'images' (no index_granularity = 1024 in it).
+-- Check first: SELECT engine_full FROM system.tables WHERE name = 'images' (no index_granularity = 128 in it).
 -- Stop loaders and `clipsearch serve` first, then run
 --   clipsearch sql --file sql/rebuild_images.sql              (the embedded store)
 --   clickhouse-client --multiquery < sql/rebuild_images.sql    (a server)
@@ -16,7 +16,7 @@ SELECT throwIf(engine != 'ReplacingMergeTree',
 FROM system.tables WHERE database = currentDatabase() AND name = 'images';
 CREATE TABLE images_rebuilt AS images
 ENGINE = ReplacingMergeTree(loaded_at) ORDER BY id
-SETTINGS index_granularity = 1024, deduplicate_merge_projection_mode = 'rebuild',
+SETTINGS index_granularity = 128, deduplicate_merge_projection_mode = 'rebuild',
          lightweight_mutation_projection_mode = 'drop';
 INSERT INTO images_rebuilt SELECT * FROM images FINAL;
 EXCHANGE TABLES images AND images_rebuilt;

@@ -34,11 +34,12 @@ CREATE TABLE IF NOT EXISTS images
 )
 ENGINE = ReplacingMergeTree(loaded_at)
 ORDER BY id
--- Granules of 1,024 rows (ClickHouse's default 8,192, or ~5,000 at 2 KB of 512-d vector a row): a search
--- reads one granule of every column per result row, and a filter column's projection reads the
--- granules holding its matches, so smaller granules read less (measured at 1M x 512: a 0.1% filter's
--- exact ranking 25 -> 15 ms). Full scans are no slower. Set when the table is made; see bench/results.md.
-SETTINGS index_granularity = 1024;
+-- Granules of 128 rows (ClickHouse's default 8,192, or ~5,000 at 2 KB of 512-d vector a row): a search
+-- reads one granule of every column per result row, and a selective filter reads the granules holding
+-- its matches, so smaller granules read less (measured at 200k x 128: a 0.1% filter's exact ranking
+-- 22 -> 13.5 ms against 1,024 rows; at 1M x 512 with a filter column 25 -> 15 ms against 8,192). Full
+-- scans are no slower. Set when the table is made: sql/rebuild_images.sql; see bench/README.md.
+SETTINGS index_granularity = 128;
 
 -- Files the loader could not read, with the reason, one row per attempt.
 CREATE TABLE IF NOT EXISTS load_errors
@@ -89,15 +90,20 @@ ORDER BY (label_set, image_id);
 
 -- The HNSW search beam (hnsw_candidate_list_size_for_search at k = 10) that reached the recall target
 -- when the index was built: the smallest tried whose recall@10 against an exact ranking of sample
--- queries met it. Searches scale it with k and filters (clipsearch/query.py).
+-- queries met it, for texts and for images. Searches scale it with k and filters (clipsearch/query.py).
+-- The two timings let a search weigh the index against an exact ranking (Searcher.plan).
 CREATE TABLE IF NOT EXISTS vector_index_tuning
 (
     tuned_at   DateTime64(3) DEFAULT now64(3),
     index_type String,                       -- the index tuned, as system.data_skipping_indices.type_full
-    beam       UInt32,
+    beam       UInt32,                       -- for texts (and whatever else comes from outside the table)
     recall     Float32,                      -- mean recall@10 at that beam on the sample queries
     target     Float32,
-    queries    UInt32
+    queries    UInt32,
+    image_beam UInt32 DEFAULT 0,             -- for images and "more like this" (0: tuned before, so `beam`)
+    rows       UInt64 DEFAULT 0,             -- the table's rows when tuned
+    exact_ms   Float32 DEFAULT 0,            -- p50 of an exact ranking of every row then (0: not measured)
+    index_ms   Float32 DEFAULT 0             -- p50 of an index search at `beam` then
 )
 ENGINE = MergeTree
 ORDER BY tuned_at;

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from clipsearch import readonly
-from clipsearch.connection import EmbeddedConnection
+from clipsearch.connection import EmbeddedConnection, uncompressed_cache_bytes
 from clipsearch.errors import QueryError, StoreError
 
 
@@ -59,3 +59,10 @@ def test_what_runs_is_what_was_checked(sessions):
     text = readonly.check(reader.query, "SELECT 'x\\\\' AS a, 'tab\there' AS b -- c\n", denied)
     assert readonly.formatted(reader.query, text) == text
     assert reader.query(text) == [{"a": "x\\", "b": "tab\there"}]
+
+
+def test_the_engine_keeps_a_cache_of_decompressed_blocks_for_searches(sessions):
+    """chdb's default has none: every search would decompress a block of each shown column per row."""
+    writer, _ = sessions
+    size = writer.query("SELECT value FROM system.server_settings WHERE name = 'uncompressed_cache_size'")
+    assert size == [{"value": str(uncompressed_cache_bytes())}] and 0 < uncompressed_cache_bytes() <= 2 << 30

@@ -78,4 +78,25 @@ def test_a_database_of_an_earlier_version_gets_only_the_later_migrations(tmp_pat
         assert catalog.columns("models") and catalog.columns("embeddings")
         assert [(r["version"], r["note"]) for r in catalog.query("SELECT version, note FROM schema_version "
                                                                 "ORDER BY version")] == \
-            [(1, "as release 1 made it"), (2, "002_models.sql"), (3, "003_embeddings.sql")]
+            [(1, "as release 1 made it"), (2, "002_models.sql"), (3, "003_embeddings.sql"),
+             (4, "004_tuning_costs.sql")]
+
+
+def test_a_tuning_recorded_before_the_cost_columns_still_counts(tmp_path):
+    """Migration 004: a store tuned before the image beam and the measured costs keeps its beam, and search
+    plans as it did (no costs: the fixed share threshold, one beam)."""
+    Catalog.open(tmp_path / "db").close()
+    connection = EmbeddedConnection(tmp_path / "db")
+    connection.command("DROP TABLE vector_index_tuning")
+    connection.command("CREATE TABLE vector_index_tuning (tuned_at DateTime64(3) DEFAULT now64(3), index_type String, "
+                       "beam UInt32, recall Float32, target Float32, queries UInt32) "
+                       "ENGINE = MergeTree ORDER BY tuned_at")
+    connection.command("INSERT INTO vector_index_tuning (index_type, beam, recall, target, queries) "
+                       "VALUES ('hnsw', 256, 0.97, 0.95, 20)")
+    connection.command("DELETE FROM schema_version WHERE version = 4")
+    connection.close()
+    with Catalog.open(tmp_path / "db") as catalog:
+        assert {"image_beam", "rows", "exact_ms", "index_ms"} <= set(catalog.columns("vector_index_tuning"))
+        assert catalog.query("SELECT beam, image_beam, rows, exact_ms, index_ms FROM vector_index_tuning") == \
+            [{"beam": 256, "image_beam": 0, "rows": 0, "exact_ms": 0.0, "index_ms": 0.0}]
+        assert max(r["version"] for r in catalog.query("SELECT version FROM schema_version")) == 4

@@ -189,8 +189,8 @@ def test_cluster_tables_have_the_schemas_columns(catalogue):
 
 
 def test_images_has_small_granules(catalogue):
-    """A search reads one granule of every column per result row: `images` is made with 1,024-row granules
+    """A search reads one granule of every column per result row: `images` is made with 128-row granules
     (ClickHouse's default is 8,192; see sql/schema.sql and bench/results.md)."""
     store, _, _, _ = catalogue
-    assert granularity(store, "images") == 1024
+    assert granularity(store, "images") == 128
     assert granularity(store, "search_log") == 8192

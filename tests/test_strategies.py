@@ -10,8 +10,8 @@ import pytest
 
 from clipsearch.catalog import Catalog
 from clipsearch.errors import QueryError
-from clipsearch.query import RESCORE_FETCH, QueryVector, parse_filter, search_sql
-from clipsearch.search import MIN_INDEX_SHARE, RECALL_TARGET, TUNING_BEAMS, Searcher
+from clipsearch.query import HNSW_TIE_MARGIN, RESCORE_FETCH, QueryVector, parse_filter, search_sql
+from clipsearch.search import IMAGE_BEAMS, MIN_INDEX_SHARE, RECALL_TARGET, TUNING_BEAMS, Searcher
 from clipsearch.synthetic import SELECTIVITY, fill
 
 pytestmark = pytest.mark.slow  # 20,000 rows and an HNSW index over them
@@ -145,6 +145,45 @@ def test_index_tuning_picks_the_smallest_beam_that_reaches_the_target(table):
                       "SELECT type_full, {b:UInt32}, 0, 0, 0 FROM system.data_skipping_indices "
                       "WHERE table = 'images' AND type = 'vector_similarity'", {"b": smaller})
         assert store.search_state().beam == smaller   # the newest tuning counts
+
+
+def test_planner_weighs_the_measured_costs_of_a_scan_and_of_the_index(table):
+    """Once tuned, the choice follows what a scan and an index search cost on this table: a scan that
+    costs little wins even unfiltered, and a selective filter that makes the index fetch 800 x the page
+    goes to a scan that reads only the granules holding matches."""
+    store, searcher, _, queries = table
+    tuned = searcher.tune_index()
+    state = store.search_state()
+    assert state.exact_ms_per_row == pytest.approx(tuned["exact_ms"] / ROWS, rel=1e-3)
+    assert state.index_ms == pytest.approx(tuned["index_ms"], rel=1e-3) and state.index_ms > 0
+    assert state.image_beam == tuned["image_beam"] in IMAGE_BEAMS and tuned["image_recall"] >= RECALL_TARGET
+    one = [QueryVector(vector=queries[0])]
+    cheap_scan = dataclasses.replace(state, exact_ms_per_row=1e-5, index_ms=5.0)   # 0.2 ms against 5 ms
+    assert searcher.plan(cheap_scan, [], one)[0] == "exact"
+    dear_scan = dataclasses.replace(state, exact_ms_per_row=1e-3, index_ms=1.0, beam=64, granule=128)   # 20 ms
+    assert searcher.plan(dear_scan, [], one)[0] == "hnsw"
+    assert searcher.plan(dear_scan, [parse_filter("sel_50=1")], one)[0] == "hnsw"
+    assert searcher.plan(dear_scan, [parse_filter("sel_1=1")], one)[0] == "exact"
+    scans, searches = zip(*(Searcher.costs(dear_scan, share) for share in (1.0, 0.5, 0.1, 0.01)), strict=True)
+    assert list(scans) == sorted(scans, reverse=True) and list(searches) == sorted(searches)
+    rows = searcher.rank(dear_scan, one, [parse_filter("sel_1=1")], 10)[0]
+    assert {r["id"] for r in rows} == set(_exact_top(store, table[2], queries[0], "sel_1=1"))
+
+
+def test_more_like_this_goes_through_the_index_with_the_image_beam_and_without_itself(table):
+    store, searcher, vectors, _ = table
+    state = dataclasses.replace(store.search_state(), exact_ms_per_row=0.0)   # untimed: the index where it can
+    recalls = []
+    for i in (5, 500, 5000, 12345):
+        own = f"{i:032x}"
+        rows, sql, _, strategy = searcher.rank(state, [QueryVector(image_id=own)], [], 10)
+        assert strategy.name == "hnsw" and len(rows) == 10 and own not in {r["id"] for r in rows}
+        assert f"hnsw_candidate_list_size_for_search = {max(state.image_beam, 10 + HNSW_TIE_MARGIN + 1)}," in sql
+        expected = [x for x in _exact_top(store, vectors, vectors[i], None, 11) if x != own][:10]
+        recalls.append(len({r["id"] for r in rows} & set(expected)) / 10)
+    assert np.mean(recalls) >= RECALL_TARGET
+    text = searcher.rank(state, [QueryVector(vector=vectors[5].tolist())], [], 10)[1]   # the same vector, as text
+    assert f"hnsw_candidate_list_size_for_search = {max(state.beam, 10 + HNSW_TIE_MARGIN)}," in text
 
 
 def test_filter_column_ranks_selective_filters_from_its_projection(table):

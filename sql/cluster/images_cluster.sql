@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS images_local ON CLUSTER clipsearch
 )
 ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/clipsearch/images_local', '{replica}', loaded_at)
 ORDER BY id
-SETTINGS index_granularity = 1024;
+SETTINGS index_granularity = 128;
 
 CREATE TABLE IF NOT EXISTS images ON CLUSTER clipsearch AS images_local
 ENGINE = Distributed(clipsearch, currentDatabase(), images_local, sipHash64(id));
@@ -96,6 +96,7 @@ ENGINE = Distributed(clipsearch, currentDatabase(), search_log_local, rand());
 --   ALTER TABLE search_log ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS model_load_ms Float32 DEFAULT 0 AFTER k;
 -- 002_models.sql:
 -- 003_embeddings.sql:
+-- 004_tuning_costs.sql:
 -- Rows loaded before the perceptual hashes keep NULL hashes and take no part in finding copies:
 -- `clipsearch hashes` updates rows in place (ALTER TABLE ... UPDATE), which a Distributed table does not take.
 -- Manifest columns go on both tables, local first:
