@@ -151,6 +151,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                                offset=args.offset, order_by=args.order_by, descending=args.desc, per=per,
                                per_limit=per_limit, facets=facets, facet_top=args.facet_top)
         label = photos.model_label
+        unsorted = sorted({f.column for f in filters} - set(photos.state().filter_columns))
     _print_results(result.rows, args.json, result.facets)
     _note_bundled(label)
     if args.show_sql:
@@ -159,6 +160,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         if result.facet_sql:
             print(f"-- facets\n{result.facet_sql['query']}\n-- parameters: "
                   f"{json.dumps(_short(result.facet_sql['params']))}", file=sys.stderr)
+        if result.strategy == "exact" and unsorted:   # a selective filter read every granule holding a match
+            print(f"-- ranked every row the filters match; if filters on {' or '.join(unsorted)} usually leave few "
+                  f"rows, `clipsearch index create --filter-column {unsorted[0]}` keeps a copy of the table sorted "
+                  "by it, so they read only those rows", file=sys.stderr)
     if result.next_offset is not None and (args.offset or args.min_score is not None):
         print(f"more: --offset {result.next_offset}", file=sys.stderr)
     return 0
@@ -253,12 +258,14 @@ def cmd_index(args: argparse.Namespace) -> int:
             tuned = photos.create_index(args.quantization, args.m, args.ef_construction)
             print(f"built the HNSW index over {photos.count()} images in {time.perf_counter() - start:.1f}s; "
                   f"search beam {tuned['beam']} (recall@10 {tuned['recall']} on {tuned['queries']} sample queries, "
-                  f"target {tuned['target']})")
+                  f"target {tuned['target']}), for images {tuned['image_beam']} (recall@10 {tuned['image_recall']}); "
+                  f"an exact ranking took {tuned['exact_ms']:g} ms, an index search {tuned['index_ms']:g} ms")
         elif args.action == "drop":
             photos.drop_index()
         index, state = photos.index(), photos.state()
-        print(f"index: {index['type_full']}, search beam {state.beam or 'not tuned'}" if index
-              else "index: none (searches scan every row exactly)")
+        beams = f"search beam {state.beam}" + (f", for images {state.image_beam}" if state.image_beam else "") \
+            if state.beam else "search beam not tuned"
+        print(f"index: {index['type_full']}, {beams}" if index else "index: none (searches scan every row exactly)")
         print(f"filter columns: {', '.join(state.filter_columns) or 'none'}")
     return 0
 

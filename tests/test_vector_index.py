@@ -91,9 +91,15 @@ def test_index_cli_filter_columns_and_tuning(tmp_path, cli, model):
     assert bad.returncode != 0 and "unknown filter column 'nope'" in bad.stderr and "shelf" in bad.stderr
     found = cli("search", "a red circle", "--filter", "shelf=s1", "--json", db=db)
     assert found.returncode == 0 and {r["shelf"] for r in json.loads(found.stdout)} == {"s1"}
+    assert "--filter-column" not in cli("search", "a red circle", "--filter", "shelf=s1", "--show-sql", db=db).stderr
+    hinted = cli("search", "a red circle", "--filter", "height>0", "--show-sql", db=db).stderr
+    assert "-- exact\n" in hinted and "`clipsearch index create --filter-column height`" in hinted
     assert cli("index", "drop", "--filter-column", "price", db=db).stdout.endswith("filter columns: shelf\n")
     built = cli("index", "create", db=db)
     assert built.returncode == 0 and "search beam" in built.stdout and "target 0.95" in built.stdout
+    assert "for images " in built.stdout and "an exact ranking took " in built.stdout
     status = cli("index", "status", db=db).stdout
     assert "vector_similarity" in status and "search beam " in status and "not tuned" not in status
+    image_beam = int(cli("sql", "SELECT image_beam FROM vector_index_tuning", "--format", "TSV", db=db).stdout)
+    assert f"for images {image_beam}" in status
     assert "'cosineDistance', 128, 'bf16', 16, 128)" in status   # the default quantization
