@@ -97,7 +97,7 @@ def query_image(i: int) -> Image.Image:
 TEXT_QUERIES = 20   # query_vectors: 20 texts, then 20 images
 
 
-def search_query(photos: Collection, i: int, filters: list, state: TableState | None = None) -> SearchResult:
+def search_query(photos: Collection, i: int, filters: list) -> SearchResult:
     """The i-th query as Searcher.search takes it from the service: a text, or an image."""
     if i < TEXT_QUERIES:
         return photos.searcher.search(f"q{i}", k=K, filters=filters)
@@ -298,6 +298,20 @@ def measure_all(out: dict, photos: Collection, peers: Peers, queries: np.ndarray
 
 
 LEVER_FILTERS = {"none": None, "1%": "sel_1", "0.1%": "sel_0_1"}
+
+
+class Tally:
+    """Per (variant, filter): the times, the ids found and the strategies that ran, for lever_costs' table."""
+
+    def __init__(self) -> None:
+        self.times: dict = {}
+        self.found: dict = {}
+        self.ran: dict = {}
+
+    def add(self, key: tuple[str, str], ms: float, ids: set, strategy: str) -> None:
+        self.times.setdefault(key, []).append(ms)
+        self.found.setdefault(key, []).append(ids)
+        self.ran.setdefault(key, set()).add(strategy.split(" ")[0])
 GRANULE_LEVER_ROWS = 300_000   # above this, copying the table to try another granule costs minutes of index build
 
 
@@ -311,9 +325,7 @@ def lever_costs(photos: Collection, peers: Peers, queries: np.ndarray, exact: di
         "one beam for texts and images": (replace(state, image_beam=None), search_query_sql.CACHED_READ),
         "fixed share threshold, no cost planner": (replace(state, exact_ms_per_row=0.0), search_query_sql.CACHED_READ),
         "no block cache (use_uncompressed_cache = 0)": (state, "use_uncompressed_cache = 0")}
-    times: dict = {}
-    found: dict = {}
-    ran: dict = {}
+    tally = Tally()
     for filt, column in LEVER_FILTERS.items():
         filters = [parse_filter(f"{column}=1")] if column else []
         for i, q in enumerate(queries):
@@ -322,28 +334,25 @@ def lever_costs(photos: Collection, peers: Peers, queries: np.ndarray, exact: di
                 try:
                     start = time.perf_counter()
                     rows, strategy = rank_query(photos, q, i, filters, variant)
-                    times.setdefault((name, filt), []).append((time.perf_counter() - start) * 1000)
+                    ms = (time.perf_counter() - start) * 1000
                 finally:
                     search_query_sql.CACHED_READ = variants["every lever on"][1]
-                found.setdefault((name, filt), []).append({int(r["id"], 16) for r in rows})
-                ran.setdefault((name, filt), set()).add(strategy.split(" ")[0])
+                tally.add((name, filt), ms, {int(r["id"], 16) for r in rows}, strategy)
             start = time.perf_counter()
             ids = peers.engines["numpy brute"](q, column)
-            times.setdefault(("numpy brute force", filt), []).append((time.perf_counter() - start) * 1000)
-            found.setdefault(("numpy brute force", filt), []).append(set(ids))
-            ran.setdefault(("numpy brute force", filt), set()).add("exact")
+            tally.add(("numpy brute force", filt), (time.perf_counter() - start) * 1000, set(ids), "exact")
     if state.rows <= GRANULE_LEVER_ROWS:
-        granules_1024(photos, queries, times, found, ran)
+        granules_1024(photos, queries, tally)
     out: dict = {}
-    for (name, filt), ms in times.items():
-        recall = np.mean([len(ids & exact[filt, i]) / K for i, ids in enumerate(found[name, filt])])
-        out.setdefault(name, {})[filt] = {**ms_stats(ms, "sql"), "recall_at_10": round(float(recall), 3),
-                                          "ran": " / ".join(sorted(ran[name, filt]))}
+    for (name, filt), ms_list in tally.times.items():
+        recall = np.mean([len(ids & exact[filt, i]) / K for i, ids in enumerate(tally.found[name, filt])])
+        out.setdefault(name, {})[filt] = {**ms_stats(ms_list, "sql"), "recall_at_10": round(float(recall), 3),
+                                          "ran": " / ".join(sorted(tally.ran[name, filt]))}
     print("levers", out, flush=True)
     return out
 
 
-def granules_1024(photos: Collection, queries: np.ndarray, times: dict, found: dict, ran: dict) -> None:
+def granules_1024(photos: Collection, queries: np.ndarray, tally: Tally) -> None:
     """The ranking SQL on a copy of `images` made with 1,024-row granules (as before 2026-12-05), swapped in
     for the measurement and back."""
     catalog = photos.catalog
@@ -364,9 +373,8 @@ def granules_1024(photos: Collection, queries: np.ndarray, times: dict, found: d
                     start = time.perf_counter()
                     rows, strategy = rank_query(photos, q, i, filters, state)
                     if rep:
-                        times.setdefault((name, filt), []).append((time.perf_counter() - start) * 1000)
-                        found.setdefault((name, filt), []).append({int(r["id"], 16) for r in rows})
-                        ran.setdefault((name, filt), set()).add(strategy.split(" ")[0])
+                        tally.add((name, filt), (time.perf_counter() - start) * 1000,
+                                  {int(r["id"], 16) for r in rows}, strategy)
     finally:
         catalog.command("EXCHANGE TABLES images AND images_g1024")
         catalog.command("DROP TABLE images_g1024")

@@ -151,7 +151,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                                offset=args.offset, order_by=args.order_by, descending=args.desc, per=per,
                                per_limit=per_limit, facets=facets, facet_top=args.facet_top)
         label = photos.model_label
-        unsorted = sorted({f.column for f in filters} - set(photos.state().filter_columns))
+        unsorted = sorted({f.column for f in filters} - set(photos.state().filter_columns)) if args.show_sql else []
     _print_results(result.rows, args.json, result.facets)
     _note_bundled(label)
     if args.show_sql:
