@@ -39,9 +39,8 @@ import sys
 import time
 from pathlib import Path
 
-from clipsearch.model import ClipModel
-
-from . import analysts, common, copies, duplicates, loader, memory, quantization, report, search, served, service
+from bench import analysts, common, copies, duplicates, loader, memory, quantization, report, search, served, service
+from clipsearch.models.model import ClipModel
 
 BUNDLED, VIT = "clipsearch-shapes (bundled)", "ViT-B-32 (random weights)"
 SECTIONS = ("loader", "service", "search", "quantization", "memory", "duplicates", "served", "copies", "analysts")

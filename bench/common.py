@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipsearch import synthetic
+from clipsearch.service import shapes
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work"            # databases and images; git ignores it
@@ -26,8 +26,8 @@ def write_images(folder: Path, count: int, seed: int = 2024) -> list[Path]:
     """`count` generated images (JPEG or PNG, 200-640 px) in a fresh `folder`, in file-name order."""
     shutil.rmtree(folder, ignore_errors=True)
     rng = np.random.default_rng(seed)
-    specs = [synthetic.random_spec(rng, dims_range=PHOTO_SIDES) for _ in range(count)]
-    synthetic.write_catalogue(folder, specs, seed + 1, manifest=None)
+    specs = [shapes.random_spec(rng, dims_range=PHOTO_SIDES) for _ in range(count)]
+    shapes.write_catalogue(folder, specs, seed + 1, manifest=None)
     return sorted(folder.iterdir())
 
 

@@ -1,7 +1,7 @@
 """Copies by perceptual hash (`clipsearch duplicates`, mode copies), against known answers and exact scans.
 
 1. quality: generated originals (photo-sized), a look-alike of each (another picture of the same colour
-   and shape) and one copy per kind of change (synthetic.COPY_KINDS), hashed as the loader hashes them;
+   and shape) and one copy per kind of change (shapes.COPY_KINDS), hashed as the loader hashes them;
    the hash values go into a table and `copy_groups` groups them in SQL at the default threshold. Recall
    per kind of change, precision (look-alikes grouped, and pairs in a group that are not one picture),
    crop recall by how much was cropped, the SQL pairs against an exact all-pairs numpy scan, and the same
@@ -33,13 +33,13 @@ import pyarrow as pa
 from PIL import Image, ImageOps
 
 import clipsearch
-from clipsearch import copies, synthetic
-from clipsearch.catalog import Catalog
-from clipsearch.grouping import components
-from clipsearch.hashes import HASH_COLUMNS, HASH_DECODE_SIZE, Hashes, image_hashes
-from clipsearch.model import ClipModel, decode
-
-from . import common
+from bench import common
+from clipsearch.images import copies
+from clipsearch.images.grouping import components
+from clipsearch.images.hashes import HASH_COLUMNS, HASH_DECODE_SIZE, Hashes, image_hashes
+from clipsearch.models.model import ClipModel, decode
+from clipsearch.service import shapes
+from clipsearch.store.catalog import Catalog
 
 CROP_BUCKETS = (0.05, 0.075, 0.10)  # recall of crops by the largest share trimmed from a side
 SWEEP = (0, 4, 6, 8, 10, 12)         # thresholds the quality run also groups at
@@ -120,7 +120,7 @@ def quality(originals: int, work: Path, seed: int = 41) -> tuple[dict, Columns]:
     """Part 1; also returns the originals' hashes for part 3."""
     start = time.perf_counter()
     items, rows = [], []
-    for item in synthetic.copy_benchmark(originals, seed):
+    for item in shapes.copy_benchmark(originals, seed):
         rows.append((*hash_file(item.data), len(item.data)))
         items.append(dataclasses.replace(item, data=b""))
     generate_s = time.perf_counter() - start
@@ -134,7 +134,7 @@ def quality(originals: int, work: Path, seed: int = 41) -> tuple[dict, Columns]:
         groups = copies.copy_groups(catalog)
         sql_s = time.perf_counter() - start
         pairs = copies.copy_pairs(catalog)
-        sweep = {t: _rounded(synthetic.score_copies(items, [[row["path"] for row in g["images"]]
+        sweep = {t: _rounded(shapes.score_copies(items, [[row["path"] for row in g["images"]]
                                                             for g in copies.copy_groups(catalog, t)]))
                  for t in SWEEP}
     index = {image_id: i for i, image_id in enumerate(ids)}
@@ -144,10 +144,10 @@ def quality(originals: int, work: Path, seed: int = 41) -> tuple[dict, Columns]:
     for name, view_pairs, threshold, chroma in RULES:
         rule_pairs = exact if (view_pairs, threshold, chroma) == (VIEW_PAIRS, copies.DEFAULT_DISTANCE, True) else \
             exact_pairs(hashes, threshold, view_pairs, chroma)
-        rules[name] = {"threshold": threshold, **_rounded(synthetic.score_copies(items, _groups(rule_pairs, names)))}
+        rules[name] = {"threshold": threshold, **_rounded(shapes.score_copies(items, _groups(rule_pairs, names)))}
     is_original = [item.kind == "original" for item in items]
     original_pairs = sum(1 for i, j in exact if is_original[i] and is_original[j])
-    scores = synthetic.score_copies(items, [[row["path"] for row in g["images"]] for g in groups])
+    scores = shapes.score_copies(items, [[row["path"] for row in g["images"]] for g in groups])
     group_of = {row["path"]: n for n, g in enumerate(groups) for row in g["images"]}
     original = {item.family: item.name for item in items if item.kind == "original"}
     by_amount = {}
@@ -201,7 +201,7 @@ def not_caught(pictures: int = 200, seed: int = 47) -> dict:
     apart: dict[str, list] = {name: [] for name in NOT_CAUGHT}
     grey: dict[str, list] = {name: [] for name in NOT_CAUGHT}
     for _ in range(pictures):
-        _, data = synthetic.make_image(rng, dims_range=(200, 640))
+        _, data = shapes.make_image(rng, dims_range=(200, 640))
         image = decode(Image.open(io.BytesIO(data)))
         original = image_hashes(decode(Image.open(io.BytesIO(data)), HASH_DECODE_SIZE))
         for name, change in NOT_CAUGHT.items():
@@ -217,7 +217,7 @@ def not_caught(pictures: int = 200, seed: int = 47) -> dict:
 
 def demo_catalogue(work: Path, count: int = 2000) -> dict:
     """Part 3: the demo catalogue's distinct pictures grouped by each rule (every group is a false match)."""
-    synthetic.make_catalogue(work / "demo-catalogue", count)
+    shapes.make_catalogue(work / "demo-catalogue", count)
     paths = sorted((work / "demo-catalogue" / "images").iterdir())
     rows = [hash_file(path.read_bytes())[0] for path in paths]
     hashes = {c: np.array([r[k] for r in rows], np.uint64) for k, c in enumerate(HASH_COLUMNS)}

@@ -10,7 +10,7 @@ embeddings rather than uniform noise. Columns `sel_50`, `sel_10`, `sel_1` and
 independent of the vectors), else 0, so `--filter sel_1=1` has a known
 selectivity. Rows go in through the loader's own insert path (`rows_table` and
 `Catalog.insert_images`, manifest-style Nullable(Int64) columns). The generator
-lives in `clipsearch.synthetic`.
+lives in `clipsearch.service.shapes`.
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from clipsearch.catalog import Catalog
-from clipsearch.model import ClipModel
-from clipsearch.synthetic import fill
+from clipsearch.models.model import ClipModel
+from clipsearch.service.shapes import fill
+from clipsearch.store.catalog import Catalog
 
 
 def main(argv=None) -> int:

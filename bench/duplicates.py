@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from clipsearch import synthetic
-from clipsearch.catalog import Catalog
-from clipsearch.duplicates import DEFAULT_THRESHOLD, duplicate_pairs, lsh_plan
-from clipsearch.model import ClipModel, open_image
+from clipsearch.images.duplicates import DEFAULT_THRESHOLD, duplicate_pairs, lsh_plan
+from clipsearch.models.model import ClipModel, open_image
+from clipsearch.service import shapes
+from clipsearch.store.catalog import Catalog
 
 
 def clustered_vectors(count: int, dim: int, seed: int = 7) -> np.ndarray:
@@ -56,7 +56,7 @@ def run(count: int, work: Path, dim: int = 512, exact_limit: int = 100_000) -> d
     db = work / "db-duplicates"
     shutil.rmtree(db, ignore_errors=True)
     with Catalog.open(db) as catalog:
-        synthetic.insert_vectors(catalog, vectors, "bench")
+        shapes.insert_vectors(catalog, vectors, "bench")
         catalog.command("OPTIMIZE TABLE images FINAL")
         start = time.perf_counter()
         pairs = duplicate_pairs(catalog, DEFAULT_THRESHOLD)
@@ -80,8 +80,8 @@ def bundled_copy_distances(model: ClipModel, count: int = 400) -> dict:
     """How far the bundled model moves re-encoded, resized and cropped copies, against how close it places
     distinct look-alikes: why near-duplicates need a real CLIP model."""
     rng = np.random.default_rng(31)
-    specs = synthetic.balanced_specs(rng, count // 40, dims_range=(96, 320))
-    files = [synthetic.encode(synthetic.render(s, rng), s.image_format, rng) for s in specs]
+    specs = shapes.balanced_specs(rng, count // 40, dims_range=(96, 320))
+    files = [shapes.encode(shapes.render(s, rng), s.image_format, rng) for s in specs]
 
     def encode(data: list[bytes]) -> np.ndarray:
         return model.encode_images([open_image(f, model.image_size) for f in data])
@@ -93,8 +93,8 @@ def bundled_copy_distances(model: ClipModel, count: int = 400) -> dict:
     out = {"images": count, "distinct_nearest_min": round(float(nearest.min()), 4),
            "distinct_nearest_p5": round(float(np.percentile(nearest, 5)), 4),
            "distinct_nearest_median": round(float(np.median(nearest)), 4)}
-    for kind in synthetic.NEAR_COPY_KINDS:
-        moved = 1 - np.sum(encode([synthetic.near_copy(f, kind, rng) for f in files]) * originals, axis=1)
+    for kind in shapes.NEAR_COPY_KINDS:
+        moved = 1 - np.sum(encode([shapes.near_copy(f, kind, rng) for f in files]) * originals, axis=1)
         out[kind] = {"median": round(float(np.median(moved)), 4), "p95": round(float(np.percentile(moved, 95)), 4),
                      "max": round(float(moved.max()), 4)}
     return out

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import clipsearch
-from clipsearch.model import ClipModel, open_image
+from clipsearch.models.model import ClipModel, open_image
 
 BATCH = 64
 

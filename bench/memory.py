@@ -9,12 +9,11 @@ import tracemalloc
 from pathlib import Path
 
 import clipsearch
-from clipsearch import synthetic
-from clipsearch.catalog import Catalog
+from bench.common import HERE, get, search_url, serve, write_images
 from clipsearch.loader.load import load
-from clipsearch.model import ClipModel
-
-from .common import HERE, get, search_url, serve, write_images
+from clipsearch.models.model import ClipModel
+from clipsearch.service import shapes
+from clipsearch.store.catalog import Catalog
 
 FILTERS = ([], ["sel_10=1"], ["sel_0_1=1"])   # unfiltered, 10% and 0.1% of rows, in turn
 
@@ -29,8 +28,8 @@ def peak_kib(pid: int) -> int:
 
 
 def searches(count: int) -> list[tuple[str, list[str]]]:
-    colours = list(synthetic.COLOURS)
-    return [(synthetic.query_text(colours[i % 8], synthetic.SHAPES[i % 5]), FILTERS[i % 3]) for i in range(count)]
+    colours = list(shapes.COLOURS)
+    return [(shapes.query_text(colours[i % 8], shapes.SHAPES[i % 5]), FILTERS[i % 3]) for i in range(count)]
 
 
 def run(db: Path, work: Path, count: int = 40, images: int = 300) -> dict:

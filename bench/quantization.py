@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 
 import clipsearch
-from clipsearch import synthetic
-from clipsearch.catalog import VECTOR_QUANTIZATIONS
-from clipsearch.model import ClipModel
-from clipsearch.query import QueryVector
-
-from . import search
-from .common import ms_stats
+from bench import search
+from bench.common import ms_stats
+from clipsearch.models.model import ClipModel
+from clipsearch.search.query import QueryVector
+from clipsearch.service import shapes
+from clipsearch.store.catalog import VECTOR_QUANTIZATIONS
 
 BEAMS = (512, 1024, 2048)
 
@@ -38,7 +37,7 @@ def run(count: int, model: ClipModel, work: Path, dim: int = 512) -> dict:
     out: dict = {"rows": count, "dim": dim, "queries": len(queries), "runs": []}
     _, m, ef_construction = search.HNSW
     with clipsearch.open(db, model=lambda: search.QueryModel(model.label, queries), log_searches=False) as photos:
-        synthetic.insert_vectors(photos.catalog, vectors, model.label, search.SEED)
+        shapes.insert_vectors(photos.catalog, vectors, model.label, search.SEED)
         photos.catalog.command("OPTIMIZE TABLE images FINAL")
         for quantization in VECTOR_QUANTIZATIONS:
             if photos.catalog.vector_index():

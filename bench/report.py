@@ -6,7 +6,7 @@ import os
 import platform
 from pathlib import Path
 
-from clipsearch import synthetic
+from clipsearch.service import shapes
 
 
 def machine() -> str:
@@ -126,7 +126,7 @@ def to_markdown(results: dict) -> str:
                       f"distinct image min {b['distinct_nearest_min']}, 5th percentile {b['distinct_nearest_p5']}, "
                       f"median {b['distinct_nearest_median']}; distance a copy moves (median / p95 / max): "
                       + "; ".join(f"{k} {b[k]['median']} / {b[k]['p95']} / {b[k]['max']}"
-                                  for k in synthetic.NEAR_COPY_KINDS) + "."]
+                                  for k in shapes.NEAR_COPY_KINDS) + "."]
     if results.get("copies"):
         lines += copies_lines(results["copies"])
     runs = results.get("service_runs") or ([results["service"]] if results.get("service") else [])

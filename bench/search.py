@@ -30,15 +30,14 @@ import numpy as np
 from PIL import Image
 
 import clipsearch
-from clipsearch import query as search_query_sql
-from clipsearch import synthetic
-from clipsearch.catalog import TableState
+from bench.common import ms_stats
 from clipsearch.collection import Collection
-from clipsearch.model import ClipModel
-from clipsearch.query import HIDDEN, QueryVector, parse_filter
-from clipsearch.search import SearchResult
-
-from .common import ms_stats
+from clipsearch.models.model import ClipModel
+from clipsearch.search import query as search_query_sql
+from clipsearch.search.query import HIDDEN, QueryVector, parse_filter
+from clipsearch.search.searcher import SearchResult
+from clipsearch.service import shapes
+from clipsearch.store.catalog import TableState
 
 FILTERS = {"none": None, "10%": "sel_10", "1%": "sel_1", "0.1%": "sel_0_1"}
 FILTER_COLUMNS = ("sel_1", "sel_0_1")   # declared for the second clipsearch run
@@ -60,13 +59,13 @@ def lift(vectors: np.ndarray, dim: int, seed: int = 11) -> np.ndarray:
 
 def table_vectors(model: ClipModel, count: int, dim: int) -> np.ndarray:
     """The benchmark's `count` x `dim` table: the bundled model's generated images, lifted and perturbed."""
-    return synthetic.perturbed(lift(synthetic.encode_generated(model, BASES, SEED), dim), count, SEED + 1)
+    return shapes.perturbed(lift(shapes.encode_generated(model, BASES, SEED), dim), count, SEED + 1)
 
 
 def query_vectors(model: ClipModel, dim: int) -> np.ndarray:
     """20 text queries ("a red circle", ...) and 20 images none of the rows were made from."""
-    texts = [synthetic.query_text(c, s) for c in synthetic.COLOURS for s in synthetic.SHAPES][::2]
-    queries = lift(np.concatenate([model.encode_texts(texts), synthetic.encode_generated(model, 20, seed=999)]), dim)
+    texts = [shapes.query_text(c, s) for c in shapes.COLOURS for s in shapes.SHAPES][::2]
+    queries = lift(np.concatenate([model.encode_texts(texts), shapes.encode_generated(model, 20, seed=999)]), dim)
     return queries / np.linalg.norm(queries, axis=1, keepdims=True)
 
 
@@ -207,7 +206,7 @@ def run(count: int, model: ClipModel, work: Path, dim: int = 512) -> dict:
     fake = QueryModel(model.label, queries, model)
     with clipsearch.open(db, model=lambda: fake, log_searches=True) as photos:   # logged, as the service does
         start = time.perf_counter()
-        columns = synthetic.insert_vectors(photos.catalog, vectors, model.label, SEED)
+        columns = shapes.insert_vectors(photos.catalog, vectors, model.label, SEED)
         out["notes"]["insert_rows_per_s"] = round(count / (time.perf_counter() - start))
         photos.catalog.command("OPTIMIZE TABLE images FINAL")
         masks = {c: columns[c].astype(bool) for c in FILTERS.values() if c}

@@ -13,10 +13,9 @@ from pathlib import Path
 import clickhouse_connect
 
 import clipsearch
-from clipsearch import synthetic
-from clipsearch.model import ClipModel
-
-from .common import get, ms_stats, search_url, serve_with_analysts, write_images
+from bench.common import get, ms_stats, search_url, serve_with_analysts, write_images
+from clipsearch.models.model import ClipModel
+from clipsearch.service import shapes
 
 PASSWORD = "bench-analyst"
 FULL_SCAN = "SELECT sum(arraySum(embedding)) FROM images"   # reads every vector
@@ -24,7 +23,7 @@ FULL_SCAN = "SELECT sum(arraySum(embedding)) FROM images"   # reads every vector
 
 def _searches(base: str, stop: threading.Event | None = None, count: int = 60) -> list[float]:
     """Sequential text searches over HTTP: a fixed `count`, or until `stop` is set."""
-    queries = [synthetic.query_text(c, s) for c in synthetic.COLOURS for s in synthetic.SHAPES]
+    queries = [shapes.query_text(c, s) for c in shapes.COLOURS for s in shapes.SHAPES]
     out: list[float] = []
     while (len(out) < count) if stop is None else not stop.is_set():
         t = time.perf_counter()

@@ -7,15 +7,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import clipsearch
-from clipsearch import synthetic
-from clipsearch.model import ClipModel
-
-from .common import get, ms_stats, search_url, serve
+from bench.common import get, ms_stats, search_url, serve
+from clipsearch.models.model import ClipModel
+from clipsearch.service import shapes
 
 
 def run(db: Path, clients: int = 16, per_client: int = 50) -> dict:
     """Searches per second and latency over HTTP from `clients` threads; the same searches in one process."""
-    queries = [synthetic.query_text(c, s) for c in synthetic.COLOURS for s in synthetic.SHAPES]
+    queries = [shapes.query_text(c, s) for c in shapes.COLOURS for s in shapes.SHAPES]
     work = [queries[(i * 7 + j) % len(queries)] for i in range(clients) for j in range(per_client)]
     with serve(db) as (base, _):
         def fetch(q: str) -> tuple[bool, float]:

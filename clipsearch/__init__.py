@@ -9,8 +9,8 @@ The library in a few lines (the CLI and the web service are thin layers over it)
         for hit in result.rows:
             print(f"{hit['score']:.3f} {hit['path']}")
 """
-from .collection import Collection, open
-from .errors import (
+from clipsearch.collection import Collection, open
+from clipsearch.errors import (
                      ClipsearchError,
                      EmptyStore,
                      FileChanged,
@@ -22,7 +22,7 @@ from .errors import (
                      StoreError,
                      StoreUnavailable,
 )
-from .settings import Settings
+from clipsearch.settings import Settings
 
 __all__ = ["Collection", "open", "Settings", "ClipsearchError", "QueryError", "SourceError", "NotFound", "EmptyStore",
            "ModelMismatch", "ModelError", "FileChanged", "StoreError", "StoreUnavailable"]

@@ -13,16 +13,24 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from . import readonly
-from .catalog import DEFAULT_QUANTIZATION, Catalog, TableState
-from .connection import Connection, WriteCounter
-from .errors import QueryError
-from .files import read_loaded_file
-from .model import BUNDLED_LABEL, RANDOM_WEIGHTS, ImageTextModel, LazyModel, ModelSource, create_model, model_loader
-from .query import EVERY, FACET_TOP, Filter, Options, filters_from_json
-from .search import Searcher, SearchResult, Term
-from .settings import Settings
-from .sql_functions import ServiceModel
+from clipsearch.analyst import readonly
+from clipsearch.errors import QueryError
+from clipsearch.images.files import read_loaded_file
+from clipsearch.models.model import (
+    BUNDLED_LABEL,
+    RANDOM_WEIGHTS,
+    ImageTextModel,
+    LazyModel,
+    ModelSource,
+    create_model,
+    model_loader,
+)
+from clipsearch.models.sql_functions import ServiceModel
+from clipsearch.search.query import EVERY, FACET_TOP, Filter, Options, filters_from_json
+from clipsearch.search.searcher import Searcher, SearchResult, Term
+from clipsearch.settings import Settings
+from clipsearch.store.catalog import DEFAULT_QUANTIZATION, Catalog, TableState
+from clipsearch.store.connection import Connection, WriteCounter
 
 FilterSpec = Any   # ["price<20", ...], [Filter, ...] or {"category": "poster", "price": {"<": 20}}
 
@@ -145,12 +153,12 @@ class Collection:
 
     def label_image(self, image: Any, labels: list[str] | str, prompt: str | None = None) -> list[dict]:
         """The zero-shot label distribution of one image (a PIL image), without storing anything."""
-        from .labels import label_vector
+        from clipsearch.images.labels import label_vector
         return label_vector(self.catalog, self.model, self.model.encode_images([image])[0], labels, prompt)
 
     def hashes_missing(self) -> int:
         """How many stored images lack the perceptual hashes `duplicates` compares (`clipsearch hashes`)."""
-        from .copies import hashes_missing
+        from clipsearch.images.copies import hashes_missing
         return hashes_missing(self.catalog)
 
     def forget_missing(self, root: str) -> list[str]:
@@ -181,7 +189,7 @@ class Collection:
 
         With `restrict_to_folder`, a manifest naming files outside its own folder is refused.
         """
-        from .loader.load import load
+        from clipsearch.loader.load import load
         summary = load(str(source), self.catalog, self._get_model, batch_size=batch_size, workers=workers,
                        progress=progress, report=report, restrict_to_folder=restrict_to_folder)
         if summary.loaded:   # how to load this model again: later commands without --model use it
@@ -209,7 +217,7 @@ class Collection:
         gone or changed are left out of it. With `keep` the current model's vectors stay in the `embeddings`
         table, for comparing the two in SQL (sql/queries/compare_models.sql). Everything using this store
         follows the switch: this collection, a running service, clipTextEmbedding(), later commands."""
-        from .loader.reembed import reembed
+        from clipsearch.loader.reembed import reembed
         new = model if isinstance(model, ImageTextModel) else create_model(model, pretrained)
         summary = reembed(self.catalog, new, self._register, batch_size=batch_size, workers=workers, keep=keep,
                           drop_missing=drop_missing, progress=progress)
@@ -252,7 +260,7 @@ class Collection:
     def label(self, labels: list[str] | str, prompt: str | None = None, name: str = "label",
               filters: FilterSpec = None) -> dict[str, int]:
         """Zero-shot label the images into the `labels` table; returns how many got each label."""
-        from .labels import label_table
+        from clipsearch.images.labels import label_table
         return label_table(self.catalog, self.model, labels, prompt, name, as_filters(filters))
 
     def duplicates(self, threshold: float | None = None, bounded: bool = False, mode: str | None = None) -> list[dict]:
@@ -260,13 +268,13 @@ class Collection:
         (the default): the same picture, by perceptual hash (`threshold`: differing bits, default 8);
         "similar" (also the default for a threshold between 0 and 1): by CLIP distance (`threshold`: cosine
         distance, default 0.03). `bounded` caps the threshold and the work, for requests from the network."""
-        from .duplicates import find_duplicates
+        from clipsearch.images.duplicates import find_duplicates
         return find_duplicates(self.catalog, mode, threshold, bounded)
 
     def backfill_hashes(self, batch_size: int = 512, workers: int | None = None, progress: bool = False) -> Any:
         """Compute the perceptual hashes of images stored without them (loaded before hashes existed), from
         their files while those are still the ones loaded; returns a BackfillSummary. Safe to re-run."""
-        from .backfill import backfill
+        from clipsearch.loader.backfill import backfill
         return backfill(self.catalog, batch_size, workers, progress)
 
     # -- SQL and the index ------------------------------------------------------------------
@@ -285,7 +293,7 @@ class Collection:
         """Make clipTextEmbedding('text') callable in this engine's SQL, from every session (embedded only;
         on a server it is the executable UDF of sql/udf/)."""
         if self.backend == "embedded" and not self._text_embedding:
-            from .sql_functions import register_embedded
+            from clipsearch.models.sql_functions import register_embedded
             register_embedded(self.catalog, self._get_model)
             self._text_embedding = True  # once per collection: it is a CREATE FUNCTION statement
 
@@ -304,7 +312,7 @@ class Collection:
         return session.stream(checked, params, fmt)
 
     def _analyst_session(self, query: str) -> tuple[Connection, str]:
-        """The read-only session, and the text to run for `query`: clipsearch.readonly's check returns
+        """The read-only session, and the text to run for `query`: clipsearch.analyst.readonly's check returns
         ClickHouse's formatting of it, which is what it judged."""
         if not isinstance(query, str) or not query.strip():
             raise QueryError("empty SQL")
@@ -342,7 +350,7 @@ class Collection:
 
 def open_query_image(path: str | os.PathLike) -> Any:
     """A query image from a file, with a clear error for a missing or unreadable one."""
-    from .model import open_image
+    from clipsearch.models.model import open_image
     try:
         return open_image(os.fspath(path))
     except FileNotFoundError:

@@ -26,12 +26,12 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, UnidentifiedImageError
 
-from ..catalog import Catalog
-from ..errors import SourceError, StoreError
-from ..files import MAX_FILE_BYTES, content_id
-from ..hashes import HASH_COLUMNS, Hashes, image_hashes
-from ..model import FORMAT_NAMES, ModelSource, decode, model_loader, read_image
-from .sources import Source, read_source
+from clipsearch.errors import SourceError, StoreError
+from clipsearch.images.files import MAX_FILE_BYTES, content_id
+from clipsearch.images.hashes import HASH_COLUMNS, Hashes, image_hashes
+from clipsearch.loader.sources import Source, read_source
+from clipsearch.models.model import FORMAT_NAMES, ModelSource, decode, model_loader, read_image
+from clipsearch.store.catalog import Catalog
 
 MAX_PIXELS = 100_000_000
 PREFETCH_BATCHES = 3  # batches decoded ahead of the model: bounds memory, keeps workers busy
@@ -261,7 +261,7 @@ def load(source: str, catalog: Catalog, model: ModelSource, batch_size: int = 64
          report: Callable[[str, str], None] | None = None, restrict_to_folder: bool = False) -> LoadSummary:
     """Load every image of `source` that is not stored yet. `report(path, reason)` hears each failure.
 
-    `model` is a model (clipsearch.model.ImageTextModel) or a function returning one: it is loaded only
+    `model` is a model (clipsearch.models.model.ImageTextModel) or a function returning one: it is loaded only
     after the source and the manifest's columns have been checked, so a mistake there is reported at once.
     """
     from tqdm import tqdm

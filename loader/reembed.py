@@ -30,11 +30,11 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from ..catalog import SWITCH_TABLE, Catalog
-from ..errors import ClipsearchError, FileChanged, NotFound, QueryError
-from ..files import read_loaded_file
-from ..model import ImageTextModel, decode, read_image
-from .load import MAX_PIXELS, PREFETCH_BATCHES, _stop
+from clipsearch.errors import ClipsearchError, FileChanged, NotFound, QueryError
+from clipsearch.images.files import read_loaded_file
+from clipsearch.loader.load import MAX_PIXELS, PREFETCH_BATCHES, _stop
+from clipsearch.models.model import ImageTextModel, decode, read_image
+from clipsearch.store.catalog import SWITCH_TABLE, Catalog
 
 PAGE = 4096   # stored rows read at a time to find those without a vector
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..connection import IDENTIFIER
-from ..errors import SourceError
-from ..hashes import HASH_COLUMNS
-from ..query import NUMBER
+from clipsearch.errors import SourceError
+from clipsearch.images.hashes import HASH_COLUMNS
+from clipsearch.search.query import NUMBER
+from clipsearch.store.connection import IDENTIFIER
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
 BUILTIN_COLUMNS = {"id", "path", "width", "height", "format", "file_size", "modified_at", "taken_at", "camera",

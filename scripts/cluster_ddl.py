@@ -11,9 +11,9 @@ import argparse
 import re
 from pathlib import Path
 
-from clipsearch.connection import sql_statements
-from clipsearch.schema import migrations
 from clipsearch.sql import read
+from clipsearch.store.connection import sql_statements
+from clipsearch.store.schema import migrations
 
 OUT = Path(__file__).resolve().parent.parent / "sql" / "cluster" / "images_cluster.sql"
 # The tables spread over the shards, and by what: every copy of a file on one shard, so ReplacingMergeTree

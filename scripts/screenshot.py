@@ -91,12 +91,12 @@ def build_demo(folder: Path, images: int, searches: int) -> Path:
     import numpy as np
 
     import clipsearch
-    from clipsearch import synthetic
+    from clipsearch.service import shapes as world
 
     db = folder / "db"
     if (db / "metadata").is_dir():
         return db
-    manifest = synthetic.make_catalogue(folder / "catalogue", images)
+    manifest = world.make_catalogue(folder / "catalogue", images)
     now = time.time()
     rng = np.random.default_rng(11)
     for path in sorted((folder / "catalogue" / "images").iterdir()):
@@ -115,7 +115,7 @@ def build_demo(folder: Path, images: int, searches: int) -> Path:
         print(photos.load(bad), flush=True)
         start = photos.sql("SELECT now64(3) AS t")[0]["t"]
         ids = [r["id"] for r in photos.sql("SELECT id FROM images ORDER BY id LIMIT 50")]
-        colours, shapes = list(synthetic.COLOURS), list(synthetic.SHAPES)
+        colours, shapes = list(world.COLOURS), list(world.SHAPES)
         for i in range(searches):
             if i % 9 == 8:
                 photos.search(similar=str(rng.choice(ids)), k=12)
@@ -123,7 +123,7 @@ def build_demo(folder: Path, images: int, searches: int) -> Path:
             # a few favourite queries, and a long tail
             colour = colours[min(int(rng.exponential(1.6)), len(colours) - 1)]
             shape = shapes[min(int(rng.exponential(1.3)), len(shapes) - 1)]
-            text = synthetic.query_text(colour, shape, "es" if i % 7 == 3 else "en")
+            text = world.query_text(colour, shape, "es" if i % 7 == 3 else "en")
             filters = DEMO_SEARCHES_WITH_FILTERS[int(rng.integers(len(DEMO_SEARCHES_WITH_FILTERS)))]
             photos.search(text, k=24, filters=filters)
         # the searches ran just now: spread their log rows over the past 24 hours

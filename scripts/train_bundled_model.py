@@ -1,6 +1,6 @@
 """Train the bundled CLIP model from scratch on generated shape images.
 
-    python scripts/train_bundled_model.py [--steps N] [--out clipsearch/bundled_model]
+    python scripts/train_bundled_model.py [--steps N] [--out clipsearch/models/bundled_model]
 
 Reproducible: fixed seeds for data, initialisation and batches; runs on
 2 CPU cores in about 25 minutes. Writes the weights (float16 safetensors)
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from clipsearch import synthetic as shapes
-from clipsearch.model import BUNDLED_MODEL_DIR, import_open_clip, open_image
+from clipsearch.models.model import BUNDLED_MODEL_DIR, import_open_clip, open_image
+from clipsearch.service import shapes
 
 TRAIN_SEED, EVAL_SEED = 1, 12345
 _preprocess = None

@@ -12,14 +12,24 @@ import urllib.parse
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 from PIL import Image, UnidentifiedImageError
 
-from ..collection import Collection
-from ..errors import FileChanged, NotFound, QueryError
-from ..model import FORMAT_NAMES, decode, read_image
-from ..query import filters_from_json, operators_json, parse_filter
-from ..search import SearchResult, Term, weighted
-from . import console
-from .openapi import openapi_document
-from .requests import DuplicatesQuery, FileQuery, LabelBody, M, SearchBody, SearchQuery, SimilarQuery, SqlBody, parse
+from clipsearch.collection import Collection
+from clipsearch.errors import FileChanged, NotFound, QueryError
+from clipsearch.models.model import FORMAT_NAMES, decode, read_image
+from clipsearch.search.query import filters_from_json, operators_json, parse_filter
+from clipsearch.search.searcher import SearchResult, Term, weighted
+from clipsearch.service import console
+from clipsearch.service.openapi import openapi_document
+from clipsearch.service.requests import (
+    DuplicatesQuery,
+    FileQuery,
+    LabelBody,
+    M,
+    SearchBody,
+    SearchQuery,
+    SimilarQuery,
+    SqlBody,
+    parse,
+)
 
 api = Blueprint("api", __name__)
 QUERY_DECODE_SIZE = 448   # at least this many pixels per side are decoded from a JPEG query image
@@ -231,7 +241,7 @@ def queries() -> Response:
     """The analyst queries shipped in sql/queries: [{name, sql, description, params: [{name, type}]}], and
     the dashboard's panels drawn from them (sql/dashboard.json): a panel that needs a column this catalogue
     lacks (a category without a manifest) gives way to its `instead`."""
-    from ..sql import dashboard
+    from clipsearch.sql import dashboard
     columns = {r["name"] for r in collection().sql(
         "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'images'")}
     panels = [p["instead"] if "instead" in p and not set(p.get("needs", ())) <= columns else p for p in dashboard()]

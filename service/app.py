@@ -27,15 +27,15 @@ from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from ..collection import Collection
-from ..collection import open as open_collection
-from ..connection import announce_service, engine_uri, redact, running_service
-from ..errors import ClipsearchError
-from ..model import ImageTextModel, ModelSource
-from ..settings import Settings
-from .api import api
-from .watch import Watcher
-from .web import web
+from clipsearch.collection import Collection
+from clipsearch.collection import open as open_collection
+from clipsearch.errors import ClipsearchError
+from clipsearch.models.model import ImageTextModel, ModelSource
+from clipsearch.service.api import api
+from clipsearch.service.watch import Watcher
+from clipsearch.service.web import web
+from clipsearch.settings import Settings
+from clipsearch.store.connection import announce_service, engine_uri, redact, running_service
 
 # The page loads only its own script and style; images may come from the API or a dropped file (blob:/data:).
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
@@ -239,7 +239,7 @@ def _serve_sql(stack: contextlib.ExitStack, collection: Collection, host: str, s
     """ClickHouse's HTTP interface on `sql_port`, and the serve file that lets `clipsearch` commands in."""
     from waitress.server import create_server
 
-    from .clickhouse_http import MAX_BODY_BYTES, ClickHouseHTTP
+    from clipsearch.service.clickhouse_http import MAX_BODY_BYTES, ClickHouseHTTP
     folder = Path(collection.settings.db).resolve()
     collection.enable_text_embedding()  # clipTextEmbedding() for every session, the model loaded on first use
     password = secrets.token_urlsafe(24)

@@ -10,20 +10,20 @@ import threading
 from pathlib import Path, PurePath
 from typing import Any
 
-from .. import __version__
-from ..catalog import DEFAULT_QUANTIZATION, VECTOR_QUANTIZATIONS
-from ..collection import Collection, open_query_image
-from ..collection import open as open_collection
-from ..connection import running_service
-from ..copies import DEFAULT_DISTANCE as COPY_DISTANCE
-from ..copies import MAX_DISTANCE as COPY_MAX_DISTANCE
-from ..duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
-from ..errors import ClipsearchError, QueryError
-from ..model import BUNDLED_LABEL, BUNDLED_NOTE, ModelSource, model_loader
-from ..query import FACET_TOP, Filter, filter_help, parse_filter
-from ..search import weighted
-from ..settings import Settings
-from ..sql import read as read_sql
+from clipsearch import __version__
+from clipsearch.collection import Collection, open_query_image
+from clipsearch.collection import open as open_collection
+from clipsearch.errors import ClipsearchError, QueryError
+from clipsearch.images.copies import DEFAULT_DISTANCE as COPY_DISTANCE
+from clipsearch.images.copies import MAX_DISTANCE as COPY_MAX_DISTANCE
+from clipsearch.images.duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
+from clipsearch.models.model import BUNDLED_LABEL, BUNDLED_NOTE, ModelSource, model_loader
+from clipsearch.search.query import FACET_TOP, Filter, filter_help, parse_filter
+from clipsearch.search.searcher import weighted
+from clipsearch.settings import Settings
+from clipsearch.sql import read as read_sql
+from clipsearch.store.catalog import DEFAULT_QUANTIZATION, VECTOR_QUANTIZATIONS
+from clipsearch.store.connection import running_service
 
 DEMO_DIR = "./demo-catalogue"
 EXAMPLE_SEARCHES = [
@@ -44,7 +44,7 @@ def _open(args: argparse.Namespace, create: bool = False) -> Collection:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from ..labels import check_prompt, parse_labels
+    from clipsearch.images.labels import check_prompt, parse_labels
     if args.labels:  # check them before a long load, not after
         parse_labels(args.labels)
         check_prompt(args.prompt)
@@ -65,7 +65,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 def cmd_reembed(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from ..model import create_model
+    from clipsearch.models.model import create_model
     settings = _settings(args)
     if not settings.model:
         raise QueryError("name the model to re-embed with: --model NAME [--pretrained TAG|FILE] "
@@ -88,7 +88,7 @@ def _label(photos: Collection, args: argparse.Namespace, filters: list[Filter]) 
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from ..labels import check_prompt, parse_labels
+    from clipsearch.images.labels import check_prompt, parse_labels
     parse_labels(args.labels)  # mistakes that need no database or model first
     check_prompt(args.prompt)
     filters = [parse_filter(f) for f in args.filter]
@@ -271,8 +271,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_duplicates(args: argparse.Namespace) -> int:
-    from ..copies import check_distance
-    from ..duplicates import check_mode, check_threshold
+    from clipsearch.images.copies import check_distance
+    from clipsearch.images.duplicates import check_mode, check_threshold
     mode = check_mode(args.mode, args.threshold)
     copies = mode == "copies"
     threshold = check_distance(args.threshold) if copies else check_threshold(args.threshold)
@@ -304,16 +304,16 @@ def cmd_hashes(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .app import serve
+    from clipsearch.service.app import serve
     serve(_settings(args), args.host, args.port, args.threads, model=args.get_model,
           sql_port=args.sql_port, watch=getattr(args, "watch", ()), watch_interval=args.watch_interval)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ..synthetic import make_catalogue
+    from clipsearch.service.shapes import make_catalogue
     if not args.no_serve:
-        from .app import check_port
+        from clipsearch.service.app import check_port
         check_port(args.host, args.port)  # before minutes of work, not after
     manifest = make_catalogue(args.out, args.images)
     print(f"catalogue: {args.images} images, manifest {manifest}")

@@ -13,7 +13,7 @@ temporary state are never another's) and authenticates (Basic auth, `X-ClickHous
 `user`/`password` in the URL):
 - `clipsearch`: read-write, with a password made anew for each run and kept in the folder's serve file
   (readable by its owner only), which is how `clipsearch` commands find the running service;
-- `analyst`: read-only, when CLIPSEARCH_ANALYST_PASSWORD is set. Its SQL runs as clipsearch.readonly
+- `analyst`: read-only, when CLIPSEARCH_ANALYST_PASSWORD is set. Its SQL runs as clipsearch.analyst.readonly
   formats and checks it, in a session with `readonly = 1` (no writes, no setting changes) within
   ANALYST_LIMITS; settings in the URL may only tighten those limits (AnalystSettings); its queries take
   turns (FairShare) so that one client's burst cannot hold the port, and failed logins are throttled per
@@ -39,8 +39,9 @@ from typing import Any
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 
-from .. import readonly
-from ..connection import (
+from clipsearch.analyst import readonly
+from clipsearch.errors import QueryError, StoreError
+from clipsearch.store.connection import (
     ANALYST_DEFAULTS,
     ANALYST_LIMITS,
     HELD_RESULT_LIMITS,
@@ -49,8 +50,7 @@ from ..connection import (
     WriteCounter,
     import_chdb,
 )
-from ..errors import QueryError, StoreError
-from ..results import STREAMING_FORMATS, one_header
+from clipsearch.store.results import STREAMING_FORMATS, one_header
 
 INSERT_RE = re.compile(r"^\s*(INSERT\s+INTO\s+.+?)\s+FORMAT\s+(\w+)\s*$", re.I | re.S)
 SELECT_RE = re.compile(r"^(\s|--[^\n]*\n|/\*.*?\*/|\()*(SELECT|WITH)\b", re.I | re.S)   # what chdb can stream
@@ -393,7 +393,7 @@ class ClickHouseHTTP:
         return [json.loads(line) for line in text.splitlines() if line]
 
     def check_read_only(self, sql: str) -> str:
-        """clipsearch.readonly's check; the text it returns is the text to run."""
+        """clipsearch.analyst.readonly's check; the text it returns is the text to run."""
         if self._denied is None:
             self._denied = readonly.denied_functions(self._rows)
         try:

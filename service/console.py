@@ -1,5 +1,5 @@
 """The page's SQL console and dashboards: SQL from the network, run in the collection's read-only session
-(Collection.analyst_sql: readonly=1, time, memory and result-row limits, and clipsearch.readonly's check of
+(Collection.analyst_sql: readonly=1, time, memory and result-row limits, and clipsearch.analyst.readonly's check of
 the statement itself)."""
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ..collection import Collection
-from ..errors import QueryError
+from clipsearch.collection import Collection
+from clipsearch.errors import QueryError
 
 PLACEHOLDER = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*:\s*([^{}]+?)\s*\}")
 
 
 def check(sql: str) -> None:
-    """What the console adds to the library's read-only check (clipsearch.readonly, run by analyst_sql)."""
+    """What the console adds to the library's read-only check (clipsearch.analyst.readonly, run by analyst_sql)."""
     if re.search(r"(?im)^\s*FORMAT\s+\w+\s*;?\s*$|\sFORMAT\s+\w+\s*;?\s*$", sql):
         raise QueryError("leave out FORMAT: the console asks for JSON (and CSV for the download) itself")
 
@@ -74,7 +74,7 @@ def csv(collection: Collection, sql: str, params: dict | None) -> str:
 def shipped_queries() -> list[dict[str, Any]]:
     """The analyst queries of sql/queries: name, sql, description (the leading -- lines) and the
     {name:Type} parameters they take."""
-    from ..sql import query_names, read
+    from clipsearch.sql import query_names, read
     out = []
     for name in query_names():
         text = read(f"queries/{name}")

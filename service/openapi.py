@@ -6,8 +6,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .. import __version__
-from .requests import DuplicatesQuery, FileQuery, LabelBody, SearchBody, SearchQuery, SimilarQuery, SqlBody
+from clipsearch import __version__
+from clipsearch.service.requests import (
+    DuplicatesQuery,
+    FileQuery,
+    LabelBody,
+    SearchBody,
+    SearchQuery,
+    SimilarQuery,
+    SqlBody,
+)
 
 REF = "#/components/schemas/{model}"
 ERROR = {"description": "a mistake in the request, or what it names is missing or changed",

@@ -9,11 +9,11 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 
-from ..copies import BOUNDED_DISTANCE, DEFAULT_DISTANCE, check_distance
-from ..duplicates import BOUNDED_THRESHOLD, DEFAULT_THRESHOLD, check_mode, check_threshold
-from ..errors import QueryError
-from ..labels import MAX_LABELS, MAX_PROMPT_CHARS
-from ..query import (
+from clipsearch.errors import QueryError
+from clipsearch.images.copies import BOUNDED_DISTANCE, DEFAULT_DISTANCE, check_distance
+from clipsearch.images.duplicates import BOUNDED_THRESHOLD, DEFAULT_THRESHOLD, check_mode, check_threshold
+from clipsearch.images.labels import MAX_LABELS, MAX_PROMPT_CHARS
+from clipsearch.search.query import (
     FACET_TOP,
     FILTER_OPERATORS,
     JSON_OPERATORS,
@@ -29,7 +29,7 @@ from ..query import (
     check_whole,
     filter_help,
 )
-from ..search import MAX_QUERY_CHARS
+from clipsearch.search.searcher import MAX_QUERY_CHARS
 
 
 def _json_text(value: Any) -> Any:

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..collection import Collection
-from ..errors import ClipsearchError
+from clipsearch.collection import Collection
+from clipsearch.errors import ClipsearchError
 
 DEFAULT_INTERVAL = 10.0   # seconds between passes
 
@@ -31,7 +31,7 @@ def sync_folder(collection: Collection, folder: Path) -> tuple[int, int, int]:
 
 
 def _image_files(folder: Path) -> Iterator[str]:
-    from ..loader.sources import IMAGE_SUFFIXES
+    from clipsearch.loader.sources import IMAGE_SUFFIXES
     for dirpath, _, names in os.walk(folder):
         for name in names:
             if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):

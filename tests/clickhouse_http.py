@@ -13,8 +13,8 @@ import argparse
 
 from waitress import serve
 
-from clipsearch.connection import engine_uri
 from clipsearch.service.clickhouse_http import ClickHouseHTTP
+from clipsearch.store.connection import engine_uri
 
 
 def main(argv: list[str] | None = None) -> None:

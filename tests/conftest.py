@@ -27,12 +27,12 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from clipsearch import synthetic as shapes
-from clipsearch.catalog import Catalog
 from clipsearch.loader.load import LoadSummary, load
-from clipsearch.model import ClipModel
+from clipsearch.models.model import ClipModel
+from clipsearch.service import shapes
 from clipsearch.service.cli import main as cli_main
-from clipsearch.synthetic import write_catalogue
+from clipsearch.service.shapes import write_catalogue
+from clipsearch.store.catalog import Catalog
 
 __all__ = ["ROOT", "CONSOLE_SCRIPT", "Result", "Loaded", "write_catalogue", "random_specs", "loaded", "environment",
            "run_cli"]

@@ -24,10 +24,9 @@ import numpy as np
 import pytest
 
 import clipsearch
-from clipsearch import synthetic
+from clipsearch.service import shapes
 from clipsearch.sql import query_names, read
-
-from .conftest import free_port
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 PASSWORD = "analyst-port-password"
@@ -38,7 +37,7 @@ ROWS = 40
 def port(tmp_path_factory, model):
     folder = tmp_path_factory.mktemp("analyst-port")
     rng = np.random.default_rng(5)
-    manifest = synthetic.write_catalogue(folder / "catalogue", [synthetic.random_spec(rng) for _ in range(ROWS)], 5,
+    manifest = shapes.write_catalogue(folder / "catalogue", [shapes.random_spec(rng) for _ in range(ROWS)], 5,
                                          extra=lambda i: {"price": i, "category": "poster" if i % 2 else "badge"})
     db = folder / "db"
     with clipsearch.open(db, model=model, log_searches=False) as photos:
@@ -510,7 +509,7 @@ def test_a_stray_config_xml_in_the_working_folder_changes_nothing(port, tmp_path
                                          "<profiles><default><max_result_rows>1</max_result_rows></default>"
                                          "</profiles></clickhouse>")
     photos = tmp_path / "photos"
-    synthetic.write_catalogue(photos, [synthetic.random_spec(np.random.default_rng(7)) for _ in range(3)], 7,
+    shapes.write_catalogue(photos, [shapes.random_spec(np.random.default_rng(7)) for _ in range(3)], 7,
                               manifest=None)
     env = {k: v for k, v in os.environ.items() if k not in ("CLICKHOUSE_URL", "CLIPSEARCH_DB")}
     for command in (["load", "photos"], ["sql", "SELECT count() AS n FROM images"]):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import clipsearch
-from clipsearch import synthetic
 from clipsearch.errors import NotFound, QueryError
+from clipsearch.service import shapes
 
 ROWS = 20_000
 FILTERED = ("SELECT id FROM images WHERE sel_0_1 = 1 ORDER BY cosineDistance(embedding, {q:Array(Float32)}) "
@@ -16,9 +16,9 @@ FILTERED = ("SELECT id FROM images WHERE sel_0_1 = 1 ORDER BY cosineDistance(emb
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory, model):
     rng = np.random.default_rng(81)
-    vectors = synthetic.perturbed(rng.standard_normal((200, 128)).astype(np.float32), ROWS, 82)
+    vectors = shapes.perturbed(rng.standard_normal((200, 128)).astype(np.float32), ROWS, 82)
     photos = clipsearch.open(tmp_path_factory.mktemp("analyst") / "db", model=model, log_searches=False)
-    synthetic.insert_vectors(photos.catalog, vectors, model.label)
+    shapes.insert_vectors(photos.catalog, vectors, model.label)
     photos.create_index("bf16", 16, 64)
     yield photos, vectors
     photos.close()

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipsearch import synthetic as shapes
+from clipsearch.service import shapes
 from clipsearch.service.app import create_app
 from clipsearch.settings import Settings
-
-from .conftest import loaded, random_specs
+from tests.conftest import loaded, random_specs
 
 N = 120
 

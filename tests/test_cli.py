@@ -13,8 +13,7 @@ import pytest
 from clipsearch.errors import QueryError
 from clipsearch.service.cli import _read_file as read_sql_file
 from clipsearch.sql import read as read_sql
-
-from .conftest import CONSOLE_SCRIPT, random_specs, run_cli, write_catalogue
+from tests.conftest import CONSOLE_SCRIPT, random_specs, run_cli, write_catalogue
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +79,7 @@ def test_errors_are_one_clear_line(loaded_db, cli, args, message):
 
 
 def test_empty_store(tmp_path, cli):
-    from clipsearch.catalog import Catalog
+    from clipsearch.store.catalog import Catalog
     Catalog.open(tmp_path / "empty").close()  # a database without images (a folder without one: test_hardening)
     result = cli("search", "a red star", db=tmp_path / "empty")
     assert result.returncode == 1
@@ -90,7 +89,7 @@ def test_empty_store(tmp_path, cli):
 def test_second_process_on_same_db_is_refused(loaded_db):
     """The lock is between processes: this one holds the store, a real second `clipsearch` is refused.
     (Neither command loads the model, so these processes start in well under a second.)"""
-    from clipsearch.catalog import Catalog
+    from clipsearch.store.catalog import Catalog
     db, _ = loaded_db
     held = Catalog.open(db)
     try:

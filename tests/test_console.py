@@ -19,12 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipsearch import synthetic
+from clipsearch.service import shapes
 from clipsearch.service.app import create_app
 from clipsearch.settings import Settings
 from scripts.screenshot import find_chromium, free_port, render
-
-from .conftest import ROOT
+from tests.conftest import ROOT
 
 QUERIES = ROOT / "sql" / "queries"
 N = 60
@@ -44,7 +43,7 @@ def served(tmp_path_factory, model):
     from waitress.server import create_server
     folder = tmp_path_factory.mktemp("console")
     rng = np.random.default_rng(91)
-    manifest = synthetic.write_catalogue(folder / "images", [synthetic.random_spec(rng) for _ in range(N)], 91,
+    manifest = shapes.write_catalogue(folder / "images", [shapes.random_spec(rng) for _ in range(N)], 91,
                                          extra=lambda i: {"category": CATEGORIES[i % 3], "price": i})
     images = sorted(p for p in (folder / "images").iterdir() if p.suffix != ".csv")
     for i, path in enumerate(images):  # half taken (by file date) in March 2024, half in January 2025
@@ -336,7 +335,7 @@ def test_dashboard_works_on_a_catalogue_without_a_manifest(tmp_path):
     if not find_chromium():
         pytest.skip("chromium is not installed (apt-get install chromium)")
     rng = np.random.default_rng(92)
-    folder = synthetic.write_catalogue(tmp_path / "images", [synthetic.random_spec(rng) for _ in range(12)], 92,
+    folder = shapes.write_catalogue(tmp_path / "images", [shapes.random_spec(rng) for _ in range(12)], 92,
                                        manifest=None)
     port = free_port()
     # Its own process: chdb opens one database folder per process, and this module's store is open.

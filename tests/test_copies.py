@@ -12,9 +12,9 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from clipsearch import copies, synthetic
-from clipsearch.catalog import Catalog
-from clipsearch.copies import (
+from clipsearch.errors import QueryError
+from clipsearch.images import copies
+from clipsearch.images.copies import (
     CHROMA_DISTANCE,
     COLOUR_DISTANCE,
     DEFAULT_DISTANCE,
@@ -29,14 +29,14 @@ from clipsearch.copies import (
     copy_groups,
     copy_pairs,
 )
-from clipsearch.errors import QueryError
-from clipsearch.hashes import HASH_COLUMNS, HASH_DECODE_SIZE, Hashes, distance, file_hashes, image_hashes
+from clipsearch.images.hashes import HASH_COLUMNS, HASH_DECODE_SIZE, Hashes, distance, file_hashes, image_hashes
 from clipsearch.loader.load import load
-from clipsearch.model import decode
+from clipsearch.models.model import decode
+from clipsearch.service import shapes
 from clipsearch.service.app import create_app
 from clipsearch.settings import Settings
-
-from .conftest import ROOT, random_specs, write_catalogue
+from clipsearch.store.catalog import Catalog
+from tests.conftest import ROOT, random_specs, write_catalogue
 
 PLANTED_KINDS = ("reencode", "resize", "format")
 ORIGINALS = 24
@@ -54,7 +54,7 @@ def planted(tmp_path_factory, model):
     folder = tmp_path_factory.mktemp("copies")
     images = folder / "images"
     images.mkdir()
-    items = list(synthetic.copy_benchmark(ORIGINALS, 5, PLANTED_KINDS, dims_range=(160, 400)))
+    items = list(shapes.copy_benchmark(ORIGINALS, 5, PLANTED_KINDS, dims_range=(160, 400)))
     for item in items:
         (images / f"{item.name}.{_suffix(item.image_format)}").write_bytes(item.data)
     with Catalog.open(folder / "db") as store:
@@ -217,10 +217,10 @@ def test_hashes_survive_what_copies_go_through():
     rng = np.random.default_rng(12)
     kept = {kind: [] for kind in ("reencode", "resize", "format", "brightness")}
     for _ in range(20):
-        _, data = synthetic.make_image(rng, dims_range=(200, 500))
+        _, data = shapes.make_image(rng, dims_range=(200, 500))
         original = file_hashes(data)
         for kind, outcomes in kept.items():
-            copy = file_hashes(synthetic.planted_copy(data, kind, rng).data)
+            copy = file_hashes(shapes.planted_copy(data, kind, rng).data)
             apart = copy_distance(original, copy, (("whole", "whole"),))  # the centre views: for crops and frames
             outcomes.append(apart is not None and apart <= DEFAULT_DISTANCE)
     # pictures with almost no detail (a small shape on a gradient) have fragile hashes: one in 20 here
@@ -232,7 +232,7 @@ def test_the_hash_is_imagehash_phash():
     rng = np.random.default_rng(13)
     bits = []
     for _ in range(40):
-        _, data = synthetic.make_image(rng, dims_range=(200, 640))
+        _, data = shapes.make_image(rng, dims_range=(200, 640))
         image = decode(Image.open(io.BytesIO(data)), HASH_DECODE_SIZE)
         bits.append(distance(image_hashes(image).phash, int(str(imagehash.phash(image)), 16)))
     assert np.mean(bits) <= 1 and max(bits) <= 6
@@ -352,13 +352,13 @@ def _grouped_scores(tmp_path, items, whole_only=False):
             "id": [f"{i:032x}" for i in range(n)], "path": [item.name for item in items], "model": ["test"] * n,
             **{c: pa.array([v[c] for v in values], pa.uint64()) for c in HASH_COLUMNS}}))
         groups = copy_groups(store)
-    return synthetic.score_copies(items, [[row["path"] for row in g["images"]] for g in groups])
+    return shapes.score_copies(items, [[row["path"] for row in g["images"]] for g in groups])
 
 
 def test_generated_benchmark_recall_and_precision(tmp_path):
     """bench/copies.py at small size: 40 originals, a look-alike of each and a copy per kind of change,
     hashed as the loader hashes them and grouped in SQL at the default threshold."""
-    scores = _grouped_scores(tmp_path, list(synthetic.copy_benchmark(40, 21, dims_range=(200, 500))))
+    scores = _grouped_scores(tmp_path, list(shapes.copy_benchmark(40, 21, dims_range=(200, 500))))
     for kind in ("reencode", "resize", "format", "brightness"):
         assert scores["recall"][kind] >= 0.95, scores
     assert scores["recall"]["border"] >= 0.9 and scores["recall"]["crop"] >= 0.7, scores
@@ -372,7 +372,7 @@ def test_crops_and_borders_are_found_by_the_centre_views(tmp_path):
     one), so crops need 0.75 here. 3 of the 310 pairs in groups are not one picture. The same images with the
     whole pictures' hashes alone find 0.42 of the crops and 0.75 of the borders: these thresholds need the
     centre views."""
-    items = list(synthetic.copy_benchmark(120, 33, ("crop", "border"), dims_range=(200, 640)))
+    items = list(shapes.copy_benchmark(120, 33, ("crop", "border"), dims_range=(200, 640)))
     scores = _grouped_scores(tmp_path, items)
     assert scores["recall"]["crop"] >= 0.75 and scores["recall"]["border"] >= 0.9, scores
     assert scores["lookalike_precision"] == 1.0 and scores["pair_precision"] >= 0.98, scores

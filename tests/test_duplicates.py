@@ -7,9 +7,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from clipsearch import synthetic as shapes
-from clipsearch.catalog import Catalog
-from clipsearch.duplicates import (
+from clipsearch.errors import QueryError
+from clipsearch.images.duplicates import (
     DEFAULT_THRESHOLD,
     MISS_CHANCE,
     SKETCH_BITS,
@@ -18,12 +17,12 @@ from clipsearch.duplicates import (
     lsh_plan,
     miss_chance,
 )
-from clipsearch.errors import QueryError
 from clipsearch.loader.load import load
+from clipsearch.service import shapes
 from clipsearch.service.app import create_app
 from clipsearch.settings import Settings
-
-from .conftest import ROOT, write_catalogue
+from clipsearch.store.catalog import Catalog
+from tests.conftest import ROOT, write_catalogue
 
 DIM = 128
 

@@ -1,13 +1,13 @@
-"""The engine's own guards, without clipsearch.readonly's check in front: what ClickHouse itself refuses in a
+"""The engine's own guards, without clipsearch.analyst.readonly's check in front: what ClickHouse itself refuses in a
 read-only session of the embedded store (defence in depth), and the check's exactness (what runs is what
 it judged)."""
 from __future__ import annotations
 
 import pytest
 
-from clipsearch import readonly
-from clipsearch.connection import EmbeddedConnection, uncompressed_cache_bytes
+from clipsearch.analyst import readonly
 from clipsearch.errors import QueryError, StoreError
+from clipsearch.store.connection import EmbeddedConnection, uncompressed_cache_bytes
 
 
 @pytest.fixture(scope="module")

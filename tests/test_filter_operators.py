@@ -7,14 +7,13 @@ import re
 
 import pytest
 
-from clipsearch import query
 from clipsearch.errors import QueryError
-from clipsearch.query import FILTER_OPERATORS, Filter, Operator, filter_help, parse_filter
+from clipsearch.search import query
+from clipsearch.search.query import FILTER_OPERATORS, Filter, Operator, filter_help, parse_filter
 from clipsearch.service.app import create_app
 from clipsearch.settings import Settings
-
-from .conftest import ROOT
-from .test_places import PLACES, TAKEN, write_photo
+from tests.conftest import ROOT
+from tests.test_places import PLACES, TAKEN, write_photo
 
 # A throwaway operator, registered by a test only: one entry, text columns only.
 ENDS = Operator("$=", "ends with", "COL$=TEXT (ends with)", text="endsWith(lowerUTF8({col}), lowerUTF8({v}))")

@@ -9,10 +9,9 @@ import operator
 import pytest
 
 from clipsearch.errors import QueryError
-from clipsearch.query import parse_filter
-from clipsearch.search import Searcher
-
-from .conftest import loaded, random_specs
+from clipsearch.search.query import parse_filter
+from clipsearch.search.searcher import Searcher
+from tests.conftest import loaded, random_specs
 
 N = 60
 CATEGORIES = ["poster", "sticker", "mug"]

@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipsearch.model import BUNDLED_NOTE
+from clipsearch.models.model import BUNDLED_NOTE
 from scripts.screenshot import find_chromium, free_port, render
-
-from .conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 

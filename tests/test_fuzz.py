@@ -13,7 +13,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from clipsearch import synthetic
+from clipsearch.service import shapes
 from clipsearch.service.app import create_app
 from clipsearch.settings import Settings
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 def app(tmp_path_factory, model):
     folder = tmp_path_factory.mktemp("fuzz")
     rng = np.random.default_rng(71)
-    manifest = synthetic.write_catalogue(folder / "images", [synthetic.random_spec(rng) for _ in range(30)], 71,
+    manifest = shapes.write_catalogue(folder / "images", [shapes.random_spec(rng) for _ in range(30)], 71,
                                          extra=lambda i: {"category": ("poster", "badge")[i % 2], "price": i, "v0": i})
     app = create_app(Settings(db=str(folder / "db")), model=model, config={"TESTING": True})
     app.extensions["clipsearch"].load(manifest)

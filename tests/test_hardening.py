@@ -9,9 +9,9 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from clipsearch import synthetic
 from clipsearch.errors import QueryError
-from clipsearch.query import parse_filter
+from clipsearch.search.query import parse_filter
+from clipsearch.service import shapes
 from clipsearch.service.app import create_app
 from clipsearch.service.cli import main
 from clipsearch.settings import Settings
@@ -23,7 +23,7 @@ DEEP = "[" * 5000 + "]" * 5000
 def client(tmp_path_factory, model):
     folder = tmp_path_factory.mktemp("hardening")
     rng = np.random.default_rng(12)
-    manifest = synthetic.write_catalogue(folder / "images", [synthetic.random_spec(rng) for _ in range(12)], 12,
+    manifest = shapes.write_catalogue(folder / "images", [shapes.random_spec(rng) for _ in range(12)], 12,
                                          extra=lambda i: {"category": "poster" if i % 2 else "badge"})
     for i, image in enumerate(sorted((folder / "images").glob("0*"))):   # modified_at: badges 1999, posters 2001
         stamp = datetime(2001 if i % 2 else 1999, 6, 15, 12).timestamp()
@@ -77,7 +77,7 @@ def test_label_prompts_with_stray_braces_are_text(client, model, prompt):
     import io
 
     from PIL import Image
-    data = synthetic.make_image(np.random.default_rng(3), "red", "circle")[1]
+    data = shapes.make_image(np.random.default_rng(3), "red", "circle")[1]
     labels = ["star", "cross"]   # neither fits the red circle: the split follows the prompt's exact text
     res = client.post("/api/label", json={"image": base64.b64encode(data).decode(), "labels": labels,
                                           "prompt": prompt})
@@ -151,8 +151,8 @@ def test_duplicates_over_http_are_bounded(client, monkeypatch):
     assert wide.status_code == 400
     assert wide.get_json()["error"] == "the threshold is a cosine distance between 0 and 0.1, got 0.5"
     assert client.get("/api/duplicates", query_string={"threshold": "0.1"}).status_code == 200
-    import clipsearch.duplicates
-    monkeypatch.setattr(clipsearch.duplicates, "BOUNDED_MEMORY", 1000)  # a server far smaller than the work
+    import clipsearch.images.duplicates
+    monkeypatch.setattr(clipsearch.images.duplicates, "BOUNDED_MEMORY", 1000)  # a server far smaller than the work
     starved = client.get("/api/duplicates", query_string={"threshold": "0.1"})
     assert starved.status_code == 400 and "needs more than this server allows a request" in starved.get_json()["error"]
 
@@ -174,7 +174,7 @@ def test_large_query_images_are_refused_or_decoded_reduced(client):
 
 
 def test_search_mistakes_are_reported_before_the_model_loads(tmp_path, client):
-    from clipsearch.search import Searcher
+    from clipsearch.search.searcher import Searcher
 
     def no_model():
         raise AssertionError("the model must not be loaded for this")

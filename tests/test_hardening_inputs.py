@@ -9,7 +9,7 @@ import urllib.parse
 import numpy as np
 import pytest
 
-from clipsearch import synthetic
+from clipsearch.service import shapes
 from clipsearch.service.app import create_app
 from clipsearch.settings import Settings
 
@@ -18,15 +18,15 @@ from clipsearch.settings import Settings
 def app(tmp_path_factory, model):
     folder = tmp_path_factory.mktemp("inputs")
     rng = np.random.default_rng(23)
-    specs = [synthetic.random_spec(rng) for _ in range(12)]
+    specs = [shapes.random_spec(rng) for _ in range(12)]
     # `v0` was the SQL's own alias for the query vector, `facet_values` its facets' array
-    manifest = synthetic.write_catalogue(folder / "images", specs, 23, extra=lambda i: {
+    manifest = shapes.write_catalogue(folder / "images", specs, 23, extra=lambda i: {
         "category": ("poster", "badge", "mug")[i % 3], "price": i, "v0": i * 10, "facet_values": f"fv{i % 2}"})
     odd = folder / "odd"   # a newline and a quote in names, a TIFF, an EPS named .jpg
     odd.mkdir()
     for name, fmt in (("line\nbreak.png", "PNG"), ('say "cheese".png', "PNG"), ("scan.tif", "TIFF"),
                       ("fake.jpg", "EPS")):
-        synthetic.render(synthetic.random_spec(rng), rng).save(odd / name, format=fmt)
+        shapes.render(shapes.random_spec(rng), rng).save(odd / name, format=fmt)
     app = create_app(Settings(db=str(folder / "db")), model=model, config={"TESTING": True})
     app.extensions["clipsearch"].load(manifest)
     app.extensions["clipsearch"].load(odd, workers=0)

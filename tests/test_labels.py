@@ -6,13 +6,12 @@ import base64
 import numpy as np
 import pytest
 
-from clipsearch import synthetic as shapes
-from clipsearch.catalog import Catalog
 from clipsearch.errors import QueryError
-from clipsearch.labels import label_table, label_vector
-from clipsearch.query import parse_filter
-
-from .conftest import loaded, random_specs, write_catalogue
+from clipsearch.images.labels import label_table, label_vector
+from clipsearch.search.query import parse_filter
+from clipsearch.service import shapes
+from clipsearch.store.catalog import Catalog
+from tests.conftest import loaded, random_specs, write_catalogue
 
 N = 240
 

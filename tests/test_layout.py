@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 import pytest
@@ -10,16 +11,15 @@ import clipsearch
 from clipsearch.errors import ClipsearchError
 
 ROOT = Path(__file__).resolve().parent.parent
-# Where each subpackage's source lives (pyproject.toml's package-dir).
-PACKAGES = {"clipsearch": ROOT / "clipsearch", "clipsearch.service": ROOT / "service",
-            "clipsearch.loader": ROOT / "loader", "clipsearch.sql": ROOT / "sql"}
+PACKAGE = ROOT / "clipsearch"   # its service/, loader/ and sql/ are the top-level folders, through symlinks
 
 
 def _modules() -> dict[str, Path]:
     out = {}
-    for package, folder in PACKAGES.items():
-        for path in folder.glob("*.py"):
-            out[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
+    for folder, _, names in os.walk(PACKAGE, followlinks=True):   # into the symlinked folders too
+        for path in (Path(folder) / n for n in names if n.endswith(".py")):
+            parts = ("clipsearch",) + path.relative_to(PACKAGE).with_suffix("").parts
+            out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return out
 
 

@@ -18,8 +18,7 @@ from PIL import Image
 
 from clipsearch.errors import SourceError, StoreError
 from clipsearch.loader.load import load
-
-from .conftest import ROOT, random_specs, write_catalogue
+from tests.conftest import ROOT, random_specs, write_catalogue
 
 
 def test_reload_is_idempotent_and_content_addressed(tmp_path, store, model):

@@ -7,10 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from clipsearch import synthetic
-from clipsearch.catalog import Catalog
 from clipsearch.errors import SourceError
 from clipsearch.loader.load import load
+from clipsearch.service import shapes
+from clipsearch.store.catalog import Catalog
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def _no_model():
 
 def test_a_name_that_is_not_utf8_is_reported_and_the_rest_loads(tmp_path, catalog, model):
     rng = np.random.default_rng(41)
-    folder = synthetic.write_catalogue(tmp_path / "imgs", [synthetic.random_spec(rng) for _ in range(3)], 41,
+    folder = shapes.write_catalogue(tmp_path / "imgs", [shapes.random_spec(rng) for _ in range(3)], 41,
                                        manifest=None)
     bad = os.path.join(os.fsencode(folder), b"caf\xe9-\xff.png")  # Latin-1 bytes, as old archives have
     with open(bad, "wb") as f:
@@ -40,21 +40,21 @@ def test_a_name_that_is_not_utf8_is_reported_and_the_rest_loads(tmp_path, catalo
 
 
 def _png(rng) -> bytes:
-    spec = synthetic.random_spec(rng)
-    return synthetic.encode(synthetic.render(spec, rng), "PNG", rng)
+    spec = shapes.random_spec(rng)
+    return shapes.encode(shapes.render(spec, rng), "PNG", rng)
 
 
 def test_a_changed_file_replaces_its_row(tmp_path, catalog, model):
     rng = np.random.default_rng(42)
-    folder = synthetic.write_catalogue(tmp_path / "imgs", [synthetic.random_spec(rng, "red", "circle"),
-                                                           synthetic.random_spec(rng, "blue", "star")], 42,
+    folder = shapes.write_catalogue(tmp_path / "imgs", [shapes.random_spec(rng, "red", "circle"),
+                                                           shapes.random_spec(rng, "blue", "star")], 42,
                                        manifest=None)
     first = load(str(folder), catalog, model, progress=False)
     assert first.loaded == 2
     before = {r["path"]: r["id"] for r in catalog.query("SELECT path, id FROM images")}
     target = sorted(before)[0]
     # New content at the same path, and a later modification time, as an editor leaves it
-    data = synthetic.encode(synthetic.render(synthetic.random_spec(rng, "green", "square"), rng), "PNG", rng)
+    data = shapes.encode(shapes.render(shapes.random_spec(rng, "green", "square"), rng), "PNG", rng)
     with open(target, "wb") as f:
         f.write(data)
     os.utime(target, ns=(os.stat(target).st_atime_ns, os.stat(target).st_mtime_ns + 5_000_000_000))
@@ -70,7 +70,7 @@ def test_a_changed_file_replaces_its_row(tmp_path, catalog, model):
 
 def test_a_same_size_edit_is_seen_by_its_modification_time(tmp_path, catalog, model):
     rng = np.random.default_rng(43)
-    folder = synthetic.write_catalogue(tmp_path / "imgs", [synthetic.random_spec(rng)], 43, manifest=None)
+    folder = shapes.write_catalogue(tmp_path / "imgs", [shapes.random_spec(rng)], 43, manifest=None)
     load(str(folder), catalog, model, progress=False)
     path = next(folder.iterdir())
     data = bytearray(path.read_bytes())
@@ -84,8 +84,8 @@ def test_a_same_size_edit_is_seen_by_its_modification_time(tmp_path, catalog, mo
 
 def test_manifest_paths_outside_the_folder_are_said_and_can_be_refused(tmp_path, catalog, model):
     rng = np.random.default_rng(44)
-    outside = synthetic.write_catalogue(tmp_path / "elsewhere", [synthetic.random_spec(rng)], 44, manifest=None)
-    inside = synthetic.write_catalogue(tmp_path / "cat", [synthetic.random_spec(rng)], 45, manifest=None)
+    outside = shapes.write_catalogue(tmp_path / "elsewhere", [shapes.random_spec(rng)], 44, manifest=None)
+    inside = shapes.write_catalogue(tmp_path / "cat", [shapes.random_spec(rng)], 45, manifest=None)
     manifest = inside / "manifest.csv"
     manifest.write_text(f"path,tag\n{next(inside.glob('0*'))}," + "a\n../elsewhere/" +
                         next(outside.glob("0*")).name + ",b\n")
@@ -104,13 +104,13 @@ def test_heic_photos_load_and_are_found(tmp_path, catalog, model):
     rng = np.random.default_rng(46)
     folder = tmp_path / "phone"
     folder.mkdir()
-    specs = [synthetic.random_spec(rng, c, s) for c, s in (("red", "circle"), ("blue", "star"), ("green", "cross"))]
+    specs = [shapes.random_spec(rng, c, s) for c, s in (("red", "circle"), ("blue", "star"), ("green", "cross"))]
     for i, spec in enumerate(specs):
-        synthetic.render(spec, rng).save(folder / f"IMG_{i}.HEIC", format="HEIF", quality=90)
+        shapes.render(spec, rng).save(folder / f"IMG_{i}.HEIC", format="HEIF", quality=90)
     summary = load(str(folder), catalog, model, progress=False)
     assert (summary.loaded, summary.failed) == (3, 0)
     assert {r["format"] for r in catalog.query("SELECT format FROM images")} == {"HEIF"}
-    from clipsearch.search import Searcher
+    from clipsearch.search.searcher import Searcher
     top = Searcher(catalog, lambda: model, log=False).search("a blue star", k=1).rows[0]
     assert top["path"].endswith("IMG_1.HEIC")
 
@@ -130,7 +130,7 @@ def test_two_loads_racing_count_each_image_once(tmp_path, catalog, model, monkey
     """Two loads of the same files at once (through one service) both find them new and both insert: the
     summaries must add up to the rows stored (each said 'loaded 1436' for a table of 1500)."""
     rng = np.random.default_rng(5)
-    folder = synthetic.write_catalogue(tmp_path / "imgs", [synthetic.random_spec(rng) for _ in range(5)], 5,
+    folder = shapes.write_catalogue(tmp_path / "imgs", [shapes.random_spec(rng) for _ in range(5)], 5,
                                        manifest=None)
     first = load(str(folder), catalog, model, progress=False, workers=0, batch_size=2)
     assert (first.loaded, first.already_present) == (5, 0)

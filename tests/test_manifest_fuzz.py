@@ -12,12 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clipsearch.catalog import Catalog
 from clipsearch.errors import SourceError
 from clipsearch.loader.load import load
 from clipsearch.loader.sources import read_source
-
-from .conftest import random_specs, write_catalogue
+from clipsearch.store.catalog import Catalog
+from tests.conftest import random_specs, write_catalogue
 
 IMAGES = 4
 

@@ -1,4 +1,4 @@
-"""A model family registered from outside the package (clipsearch.model.register_family): loading,
+"""A model family registered from outside the package (clipsearch.models.model.register_family): loading,
 searching and labelling work with it through the same factory as open_clip and the bundled model."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 import clipsearch
-from clipsearch.model import FAMILIES, ImageTextModel, create_model, register_family
+from clipsearch.models.model import FAMILIES, ImageTextModel, create_model, register_family
 
 COLOURS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0)}
 

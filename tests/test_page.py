@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from clipsearch import synthetic
+from clipsearch.service import shapes
 from clipsearch.service.app import create_app
 from clipsearch.settings import Settings
 from scripts.screenshot import find_chromium, render
@@ -22,7 +22,7 @@ def page_url(tmp_path_factory, model):
     from waitress.server import create_server
     folder = tmp_path_factory.mktemp("page")
     rng = np.random.default_rng(61)
-    manifest = synthetic.write_catalogue(folder / "images", [synthetic.random_spec(rng) for _ in range(60)], 61,
+    manifest = shapes.write_catalogue(folder / "images", [shapes.random_spec(rng) for _ in range(60)], 61,
                                          extra=lambda i: {"category": ("poster", "badge", "magnet")[i % 3]})
     app = create_app(Settings(db=str(folder / "db")), model=model)
     app.extensions["clipsearch"].load(manifest)

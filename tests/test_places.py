@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipsearch import synthetic
-from clipsearch.catalog import Catalog
 from clipsearch.errors import QueryError
 from clipsearch.loader.load import load
-from clipsearch.query import parse_filter
-from clipsearch.search import Searcher
+from clipsearch.search.query import parse_filter
+from clipsearch.search.searcher import Searcher
+from clipsearch.service import shapes
+from clipsearch.store.catalog import Catalog
 
 PLACES = {"paris": (48.8566, 2.3522), "versailles": (48.8049, 2.1204), "sydney": (-33.8688, 151.2093),
           "new-york": (40.7128, -74.0060), "nowhere": None}
@@ -28,7 +28,7 @@ def _dms(degrees: float) -> tuple[float, float, float]:
 
 def write_photo(path, seed: int, taken: str | None, place: tuple[float, float] | None) -> None:
     """A JPEG with EXIF DateTimeOriginal and GPS tags, as a phone writes them."""
-    picture = Image.open(io.BytesIO(synthetic.make_image(np.random.default_rng(seed), "blue", "circle")[1]))
+    picture = Image.open(io.BytesIO(shapes.make_image(np.random.default_rng(seed), "blue", "circle")[1]))
     exif = Image.Exif()
     if taken:
         exif.get_ifd(0x8769)[36867] = taken

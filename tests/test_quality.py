@@ -8,11 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipsearch import synthetic as shapes
-from clipsearch.model import open_image
-from clipsearch.search import Searcher
-
-from .conftest import loaded
+from clipsearch.models.model import open_image
+from clipsearch.search.searcher import Searcher
+from clipsearch.service import shapes
+from tests.conftest import loaded
 
 pytestmark = pytest.mark.slow
 

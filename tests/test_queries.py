@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from clipsearch import synthetic
-from clipsearch.catalog import Catalog
 from clipsearch.errors import QueryError
 from clipsearch.loader.load import load
-from clipsearch.query import MAX_WINDOW, Options, parse_filter
-from clipsearch.search import Searcher, Term
-
-from .conftest import loaded
+from clipsearch.search.query import MAX_WINDOW, Options, parse_filter
+from clipsearch.search.searcher import Searcher, Term
+from clipsearch.service import shapes
+from clipsearch.store.catalog import Catalog
+from tests.conftest import loaded
 
 CIRCLES = [("red", "circle")] * 30 + [(c, "circle") for c in ("blue", "green", "yellow", "purple", "white")
                                       for _ in range(8)]
@@ -27,15 +26,15 @@ CATEGORIES = ["poster", "Badge", "mug", ""]   # "" is a missing value: NULL
 TIES = 4                                      # copies of one picture whose files differ: equal vectors
 
 
-def _specs() -> list[synthetic.ShapeSpec]:
+def _specs() -> list[shapes.ShapeSpec]:
     rng = np.random.default_rng(41)
-    return [synthetic.random_spec(rng, colour=c, shape=s) for c, s in CIRCLES + OTHERS]
+    return [shapes.random_spec(rng, colour=c, shape=s) for c, s in CIRCLES + OTHERS]
 
 
 def _tie_copies(folder) -> None:
     """TIES PNG files of one yellow star, each with another text chunk: other ids, the same pixels."""
     folder.mkdir()
-    picture = Image.open(io.BytesIO(synthetic.make_image(np.random.default_rng(5), "yellow", "star")[1]))
+    picture = Image.open(io.BytesIO(shapes.make_image(np.random.default_rng(5), "yellow", "star")[1]))
     for i in range(TIES):
         info = PngImagePlugin.PngInfo()
         info.add_text("copy", str(i))

@@ -8,9 +8,8 @@ import shlex
 
 import pytest
 
-from clipsearch.synthetic import make_catalogue
-
-from .conftest import ROOT
+from clipsearch.service.shapes import make_catalogue
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 

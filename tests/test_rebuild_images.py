@@ -5,13 +5,12 @@ import numpy as np
 import pytest
 
 import clipsearch
-from clipsearch import synthetic
-from clipsearch.connection import sql_statements
 from clipsearch.errors import ClipsearchError
-from clipsearch.query import QueryVector, parse_filter, search_sql
+from clipsearch.search.query import QueryVector, parse_filter, search_sql
+from clipsearch.service import shapes
 from clipsearch.sql import read as read_sql
-
-from .conftest import granularity
+from clipsearch.store.connection import sql_statements
+from tests.conftest import granularity
 
 
 def test_rebuild_images_gives_an_old_store_small_granules(tmp_path, model):
@@ -20,11 +19,11 @@ def test_rebuild_images_gives_an_old_store_small_granules(tmp_path, model):
     photos = clipsearch.open(tmp_path / "db", model=model, log_searches=False)
     try:
         rng = np.random.default_rng(31)
-        vectors = synthetic.perturbed(rng.standard_normal((60, 128)).astype(np.float32), 5000, 32)
+        vectors = shapes.perturbed(rng.standard_normal((60, 128)).astype(np.float32), 5000, 32)
         script = read_sql("rebuild_images.sql")
         for statement in sql_statements(script.replace("index_granularity = 128", "index_granularity = 8192")):
             photos.catalog.command(statement)   # the empty table remade as stores used to be
-        synthetic.insert_vectors(photos.catalog, vectors, model.label)
+        shapes.insert_vectors(photos.catalog, vectors, model.label)
         photos.create_index("bf16", 16, 64)
         photos.add_filter_column("sel_1")
         assert granularity(photos.catalog, "images") == 8192

@@ -19,13 +19,12 @@ import numpy as np
 import pytest
 
 import clipsearch
-from clipsearch import synthetic
 from clipsearch.errors import ModelMismatch, QueryError
 from clipsearch.loader import reembed as reembed_module
-from clipsearch.model import FAMILIES, ClipModel, register_family
+from clipsearch.models.model import FAMILIES, ClipModel, register_family
+from clipsearch.service import shapes
 from clipsearch.sql import read as read_sql
-
-from .conftest import ROOT, free_port, random_specs, wait_until, write_catalogue
+from tests.conftest import ROOT, free_port, random_specs, wait_until, write_catalogue
 
 AGAIN = "again:v1:random"   # the label the family's model is stored under
 QUERIES = [("a red circle", []), ("a blue square", ["price>=20"]), ("a green star", ["shape=square"])]
@@ -170,7 +169,7 @@ def test_a_load_racing_the_switch_does_not_mix_models(catalogue, again, tmp_path
 
 def test_a_load_refused_by_the_new_models_index_says_the_store_switched(catalogue, tmp_path, model):
     """The new model's vectors are another length: the index refuses the old model's batch outright."""
-    from .test_model_family import MeanColour
+    from tests.test_model_family import MeanColour
     register_family("meancolour", MeanColour)
     try:
         db, _, _ = catalogue
@@ -215,7 +214,7 @@ def test_reembed_errors_are_clear(tmp_path, cli):
 @pytest.mark.slow
 def test_a_served_store_switches_to_vit_b_32_while_a_client_searches(tmp_path, model):
     rng = np.random.default_rng(17)
-    manifest = synthetic.write_catalogue(tmp_path / "imgs", [synthetic.random_spec(rng) for _ in range(40)], 17,
+    manifest = shapes.write_catalogue(tmp_path / "imgs", [shapes.random_spec(rng) for _ in range(40)], 17,
                                          extra=lambda i: {"price": i})
     db = tmp_path / "db"
     with clipsearch.open(db, model=model, log_searches=False) as photos:

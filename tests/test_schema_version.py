@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from clipsearch import schema
-from clipsearch.catalog import Catalog
-from clipsearch.connection import EmbeddedConnection
 from clipsearch.errors import StoreError
+from clipsearch.store import schema
+from clipsearch.store.catalog import Catalog
+from clipsearch.store.connection import EmbeddedConnection
 
 # What the releases before schema versions made (2026-11): images and search_log without the columns added
 # since, and none of the later tables.

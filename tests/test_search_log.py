@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 
 import clipsearch
-from clipsearch import synthetic
+from clipsearch.service import shapes
 
 
 def test_search_log_records_origin_and_model_loading(tmp_path, model):
     """Each search's row says where it came from and what it asked; the CLI's row records the model load
     that search paid for."""
-    from clipsearch.model import LazyModel
+    from clipsearch.models.model import LazyModel
     from clipsearch.service.cli import main
     rng = np.random.default_rng(83)
-    manifest = synthetic.write_catalogue(tmp_path / "images", [synthetic.random_spec(rng) for _ in range(5)], 83)
+    manifest = shapes.write_catalogue(tmp_path / "images", [shapes.random_spec(rng) for _ in range(5)], 83)
     with clipsearch.open(tmp_path / "db", model=model) as photos:
         photos.load(manifest)
         photos.search("a red star", k=2)
@@ -51,7 +51,7 @@ def test_search_log_keeps_rows_through_failed_writes_and_writes_them_on_close():
     """Rows a failed insert could not write are kept, in order, and close() writes them."""
     from types import SimpleNamespace
 
-    from clipsearch.search_log import SearchLog
+    from clipsearch.search.log import SearchLog
     connection = FlakyConnection(failures=2)
     log = SearchLog(SimpleNamespace(connection=connection), flush_s=3600)   # no background flush in this test
     for i in range(5):
@@ -68,7 +68,7 @@ def test_search_log_is_written_in_the_background():
     """A recorded row reaches the store without flush() or close(): the timer writes it."""
     from types import SimpleNamespace
 
-    from clipsearch.search_log import SearchLog
+    from clipsearch.search.log import SearchLog
     connection = FlakyConnection(failures=0)
     log = SearchLog(SimpleNamespace(connection=connection), flush_s=0.05)
     log.record("text", "python", "soon", [], 10, [], 0, {})
@@ -82,7 +82,7 @@ def test_search_log_keeps_the_newest_rows_while_the_store_refuses_them():
     the newest are written once the store takes them."""
     from types import SimpleNamespace
 
-    from clipsearch.search_log import SearchLog
+    from clipsearch.search.log import SearchLog
     connection = FlakyConnection(failures=1)
     log = SearchLog(SimpleNamespace(connection=connection), flush_s=3600, max_pending=3)   # no background flush
     for i in range(5):
@@ -96,7 +96,7 @@ def test_search_log_keeps_the_newest_rows_while_the_store_refuses_them():
 def test_many_searches_all_logged_after_close(tmp_path, model):
     """Every search of a session is in search_log once its store is closed."""
     rng = np.random.default_rng(84)
-    manifest = synthetic.write_catalogue(tmp_path / "images", [synthetic.random_spec(rng) for _ in range(5)], 84)
+    manifest = shapes.write_catalogue(tmp_path / "images", [shapes.random_spec(rng) for _ in range(5)], 84)
     texts = [f"a red star {i}" for i in range(40)]
     with clipsearch.open(tmp_path / "db", model=model) as photos:
         photos.load(manifest)
@@ -109,10 +109,10 @@ def test_many_searches_all_logged_after_close(tmp_path, model):
 
 def test_a_search_prints_its_results_when_its_log_cannot_be_written(tmp_path, model, cli, monkeypatch, caplog):
     """A full disk: the search_log insert fails, the search still answers (issue 23)."""
-    from clipsearch.connection import Connection
     from clipsearch.errors import StoreError
+    from clipsearch.store.connection import Connection
     rng = np.random.default_rng(84)
-    manifest = synthetic.write_catalogue(tmp_path / "images", [synthetic.random_spec(rng) for _ in range(3)], 84)
+    manifest = shapes.write_catalogue(tmp_path / "images", [shapes.random_spec(rng) for _ in range(3)], 84)
     with clipsearch.open(tmp_path / "db", model=model, log_searches=False) as photos:
         photos.load(manifest)
     insert = Connection.insert

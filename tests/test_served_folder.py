@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 
 import clipsearch
-from clipsearch import synthetic
+from clipsearch.service import shapes
 from clipsearch.service.cli import main
-
-from .conftest import free_port, wait_until
+from tests.conftest import free_port, wait_until
 
 pytestmark = pytest.mark.slow
 ANALYST_PASSWORD = "analyst-test-password"
@@ -30,10 +29,10 @@ ANALYST_PASSWORD = "analyst-test-password"
 def served(tmp_path_factory, model):
     folder = tmp_path_factory.mktemp("served")
     rng = np.random.default_rng(91)
-    manifest = synthetic.write_catalogue(folder / "catalogue", [synthetic.random_spec(rng) for _ in range(40)], 91,
+    manifest = shapes.write_catalogue(folder / "catalogue", [shapes.random_spec(rng) for _ in range(40)], 91,
                                          extra=lambda i: {"price": i})
     watched = folder / "watched"
-    synthetic.write_catalogue(watched, [synthetic.random_spec(rng, "red", "circle")], 92, manifest=None)
+    shapes.write_catalogue(watched, [shapes.random_spec(rng, "red", "circle")], 92, manifest=None)
     db = folder / "db"
     with clipsearch.open(db, model=model, log_searches=False) as photos:   # what the CLI answers without a service
         photos.load(manifest)
@@ -99,7 +98,7 @@ def test_commands_through_the_service_use_its_model(served):
 
 def test_load_while_serving_is_found_at_once(served, model, capsys):
     rng = np.random.default_rng(93)
-    new = synthetic.write_catalogue(served["folder"] / "new", [synthetic.random_spec(rng, "purple", "star")
+    new = shapes.write_catalogue(served["folder"] / "new", [shapes.random_spec(rng, "purple", "star")
                                                                for _ in range(6)], 93, manifest=None)
     assert main(["load", str(new), "--quiet", "--db", str(served["db"])], model=model) == 0
     assert "loaded 6, already present 0, failed 0" in capsys.readouterr().out
@@ -183,10 +182,10 @@ def test_watched_folder_follows_its_files(served):
     first = next(watched.iterdir())
     rng = np.random.default_rng(94)
     added = watched / "added.png"
-    added.write_bytes(synthetic.encode(synthetic.render(synthetic.random_spec(rng, "orange", "triangle"), rng),
+    added.write_bytes(shapes.encode(shapes.render(shapes.random_spec(rng, "orange", "triangle"), rng),
                                        "PNG", rng))
     wait_until(lambda: any(r["path"] == str(added) for r in _search(served["base"], "an orange triangle")))
-    first.write_bytes(synthetic.encode(synthetic.render(synthetic.random_spec(rng, "white", "cross"), rng), "PNG",
+    first.write_bytes(shapes.encode(shapes.render(shapes.random_spec(rng, "white", "cross"), rng), "PNG",
                                        rng))   # changed in place: a red circle no more
     os.utime(first, ns=(time.time_ns(), time.time_ns() + 2_000_000_000))
     wait_until(lambda: _search(served["base"], "a white cross")[0]["path"] == str(first))

@@ -20,14 +20,13 @@ import clickhouse_connect
 import numpy as np
 import pytest
 
-from clipsearch.catalog import Catalog
 from clipsearch.errors import StoreError
 from clipsearch.loader.load import load
-from clipsearch.query import parse_filter
-from clipsearch.search import Searcher
+from clipsearch.search.query import parse_filter
+from clipsearch.search.searcher import Searcher
 from clipsearch.settings import Settings
-
-from .conftest import ROOT, random_specs, write_catalogue
+from clipsearch.store.catalog import Catalog
+from tests.conftest import ROOT, random_specs, write_catalogue
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +109,7 @@ def test_rankings_and_filters_are_identical(stores, model):
 
 def test_duplicate_pairs_are_identical(stores):
     """The hashing SQL binds 128 hyperplanes and UInt128 masks: the same pairs through clickhouse-connect."""
-    from clipsearch.duplicates import duplicate_pairs
+    from clipsearch.images.duplicates import duplicate_pairs
     server, embedded, _ = stores
     pairs = [duplicate_pairs(s, 0.06) for s in (server, embedded)]  # look-alikes pair up at 0.06
     assert pairs[0] and [(p["id_a"], p["id_b"]) for p in pairs[0]] == [(p["id_a"], p["id_b"]) for p in pairs[1]]

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from clipsearch import synthetic
 from clipsearch.errors import ClipsearchError
+from clipsearch.service import shapes
 from clipsearch.service.app import create_app
 from clipsearch.settings import Settings
 
@@ -15,7 +15,7 @@ from clipsearch.settings import Settings
 def test_only_the_loaded_bytes_are_served(tmp_path, model):
     """A file swapped for a link, edited in place or deleted after loading is never served."""
     rng = np.random.default_rng(21)
-    folder = synthetic.write_catalogue(tmp_path / "images", [synthetic.random_spec(rng) for _ in range(4)], 21,
+    folder = shapes.write_catalogue(tmp_path / "images", [shapes.random_spec(rng) for _ in range(4)], 21,
                                        manifest=None)
     app = create_app(Settings(db=str(tmp_path / "db")), model=model, config={"TESTING": True})
     client = app.test_client()

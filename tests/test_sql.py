@@ -11,15 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipsearch.catalog import Catalog
-from clipsearch.connection import sql_statements
 from clipsearch.loader.load import load
-from clipsearch.query import parse_filter
-from clipsearch.search import Searcher
-from clipsearch.sql_functions import register_embedded
-from clipsearch.synthetic import CATEGORIES, make_catalogue
-
-from .conftest import ROOT, granularity
+from clipsearch.models.sql_functions import register_embedded
+from clipsearch.search.query import parse_filter
+from clipsearch.search.searcher import Searcher
+from clipsearch.service.shapes import CATEGORIES, make_catalogue
+from clipsearch.store.catalog import Catalog
+from clipsearch.store.connection import sql_statements
+from tests.conftest import ROOT, granularity
 
 QUERIES = ROOT / "sql" / "queries"
 N = 300

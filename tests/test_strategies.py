@@ -8,11 +8,11 @@ import time
 import numpy as np
 import pytest
 
-from clipsearch.catalog import Catalog
 from clipsearch.errors import QueryError
-from clipsearch.query import HNSW_TIE_MARGIN, RESCORE_FETCH, QueryVector, parse_filter, search_sql
-from clipsearch.search import IMAGE_BEAMS, MIN_INDEX_SHARE, RECALL_TARGET, TUNING_BEAMS, Searcher
-from clipsearch.synthetic import SELECTIVITY, fill
+from clipsearch.search.query import HNSW_TIE_MARGIN, RESCORE_FETCH, QueryVector, parse_filter, search_sql
+from clipsearch.search.searcher import IMAGE_BEAMS, MIN_INDEX_SHARE, RECALL_TARGET, TUNING_BEAMS, Searcher
+from clipsearch.service.shapes import SELECTIVITY, fill
+from clipsearch.store.catalog import Catalog
 
 pytestmark = pytest.mark.slow  # 20,000 rows and an HNSW index over them
 
@@ -22,7 +22,7 @@ FILTERS = [None, "sel_50=1", "sel_10=1", "sel_1=1", "sel_0_1=1"]  # 50%, 10%, 1%
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory, model):
-    """A catalogue-like table (clipsearch.synthetic.fill) with the HNSW index."""
+    """A catalogue-like table (clipsearch.service.shapes.fill) with the HNSW index."""
     store = Catalog.open(tmp_path_factory.mktemp("strategies") / "db")
     vectors = fill(store, model, ROWS, bases=400)
     store.create_vector_index("bf16", 16, 128)

@@ -6,13 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from clipsearch.catalog import Catalog
 from clipsearch.errors import QueryError
 from clipsearch.loader.load import load
-from clipsearch.query import parse_filter
-from clipsearch.search import Searcher
-
-from .conftest import loaded, random_specs, write_catalogue
+from clipsearch.search.query import parse_filter
+from clipsearch.search.searcher import Searcher
+from clipsearch.store.catalog import Catalog
+from tests.conftest import loaded, random_specs, write_catalogue
 
 
 @pytest.fixture(scope="module")

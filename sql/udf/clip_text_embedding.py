@@ -41,7 +41,7 @@ class StoreModel:
     def __call__(self) -> Any:
         import time
 
-        from clipsearch.model import create_model, model_label
+        from clipsearch.models.model import create_model, model_label
         if self.model is None or time.monotonic() - self.checked > CHECK_S:
             self.checked = time.monotonic()
             name, pretrained = self.recorded() or (self.settings.model, self.settings.pretrained)

@@ -16,7 +16,7 @@ import numpy as np
 import pillow_heif
 from PIL import Image
 
-from .errors import ModelError
+from clipsearch.errors import ModelError
 
 # The formats clipsearch reads, and the only ones Pillow is let to open: an EPS, PDF, PSD ... (uploaded, or
 # named .jpg in a folder) is "not an image" and never reaches a decoder nobody asked for (EPS: Ghostscript).

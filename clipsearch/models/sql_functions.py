@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from .model import ImageTextModel
-from .search import MAX_QUERY_CHARS
+from clipsearch.models.model import ImageTextModel
+from clipsearch.search.searcher import MAX_QUERY_CHARS
 
 if TYPE_CHECKING:
-    from .catalog import Catalog
-    from .connection import Connection
+    from clipsearch.store.catalog import Catalog
+    from clipsearch.store.connection import Connection
 
 _registered: dict[str, Callable[..., str]] = {}
 

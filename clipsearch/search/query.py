@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .connection import quote_identifier
-from .errors import QueryError
-from .hashes import HASH_COLUMNS  # perceptual hashes: compared bitwise, not shown with results
+from clipsearch.errors import QueryError
+from clipsearch.images.hashes import HASH_COLUMNS  # perceptual hashes: compared bitwise, not shown with results
+from clipsearch.store.connection import quote_identifier
 
 NEAR = "near"            # the pseudo-column of `near=LAT,LON,KM`: photos within KM of a place (EXIF GPS)
 NUMERIC_TYPE = re.compile(r"^(U?Int\d+|Float\d+|Decimal)")

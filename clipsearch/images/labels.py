@@ -8,10 +8,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .catalog import Catalog
-from .errors import QueryError
-from .model import ImageTextModel
-from .query import Filter, filter_sql
+from clipsearch.errors import QueryError
+from clipsearch.models.model import ImageTextModel
+from clipsearch.search.query import Filter, filter_sql
+from clipsearch.store.catalog import Catalog
 
 DEFAULT_PROMPT = "a photo of a {}"
 MAX_LABELS = 1000

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from .catalog import Catalog, TableState
-from .errors import ClipsearchError, EmptyStore, ModelMismatch, QueryError
-from .model import BUNDLED_LABEL, ImageTextModel
-from .query import (
+from clipsearch.errors import ClipsearchError, EmptyStore, ModelMismatch, QueryError
+from clipsearch.models.model import BUNDLED_LABEL, ImageTextModel
+from clipsearch.search.log import SearchLog
+from clipsearch.search.query import (
     EVERY,
     FACET_TOP,
     HNSW_SEARCH_BEAM,
@@ -29,7 +29,7 @@ from .query import (
     filter_sql,
     search_sql,
 )
-from .search_log import SearchLog
+from clipsearch.store.catalog import Catalog, TableState
 
 DEFAULT_WEIGHTS = {"image": 0.5, "text": 0.5}
 # With filters, the HNSW index is asked for POSTFILTER_SAFETY / share x k neighbours (share: the
@@ -353,7 +353,7 @@ class Searcher:
             model = self.model
             self.catalog.check_model(model.label, state.models)
             if model.label == BUNDLED_LABEL:
-                from .synthetic import COLOURS, SHAPES, query_text
+                from clipsearch.service.shapes import COLOURS, SHAPES, query_text
                 texts = [query_text(c, s, "es") for c in COLOURS for s in SHAPES][1::2]
             return list(np.asarray(model.encode_texts(texts[:queries]), dtype=np.float32))
         except (ClipsearchError, OSError, RuntimeError, ValueError):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .catalog import Catalog
-from .errors import FileChanged, NotFound
-from .files import read_loaded_file
-from .hashes import MISSING, Hashes, file_hashes
+from clipsearch.errors import FileChanged, NotFound
+from clipsearch.images.files import read_loaded_file
+from clipsearch.images.hashes import MISSING, Hashes, file_hashes
+from clipsearch.store.catalog import Catalog
 
 
 @dataclass

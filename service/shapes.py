@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 if TYPE_CHECKING:
-    from .catalog import Catalog
-    from .model import ImageTextModel
+    from clipsearch.models.model import ImageTextModel
+    from clipsearch.store.catalog import Catalog
 
 COLOURS = {
     "red": (210, 30, 30),
@@ -423,7 +423,7 @@ BLOCK = 50_000
 # -- vector catalogues: tables of any size that behave like a CLIP photo catalogue ---------------
 def encode_generated(model: ImageTextModel, count: int, seed: int) -> np.ndarray:
     """Embeddings of `count` generated images (balanced over the 40 classes)."""
-    from .model import open_image
+    from clipsearch.models.model import open_image
     rng = np.random.default_rng(seed)
     specs = balanced_specs(rng, max(1, count // 40))[:count]
     images = [open_image(encode(render(s, rng), s.image_format, rng), model.image_size)
@@ -461,7 +461,7 @@ def insert_vectors(catalog: Catalog, vectors: np.ndarray, model_label: str, seed
                    ) -> dict[str, np.ndarray]:
     """Insert `vectors` as rows start..start+len (ids are row numbers in hex) with the sel_* filter columns;
     returns those columns (0/1 per row)."""
-    from .loader.load import rows_table
+    from clipsearch.loader.load import rows_table
     rows = len(vectors)
     columns = selectivity_columns(rows, seed + 2 + start)
     types = {name: "Nullable(Int64)" for name in SELECTIVITY}

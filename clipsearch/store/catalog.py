@@ -13,11 +13,19 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import schema
-from .connection import Connection, connect, quote_identifier
-from .errors import ModelMismatch, NotFound, QueryError
-from .query import NOT_FILTERABLE, NUMERIC_TYPE, RESCORE_FETCH, TIME_TYPE, Filter, base_type, filter_sql
-from .settings import Settings
+from clipsearch.errors import ModelMismatch, NotFound, QueryError
+from clipsearch.search.query import (
+    NOT_FILTERABLE,
+    NUMERIC_TYPE,
+    RESCORE_FETCH,
+    TIME_TYPE,
+    Filter,
+    base_type,
+    filter_sql,
+)
+from clipsearch.settings import Settings
+from clipsearch.store import schema
+from clipsearch.store.connection import Connection, connect, quote_identifier
 
 MIN_ID_PREFIX = 6           # the CLI prints 12; shorter prefixes are too likely to be ambiguous
 VECTOR_QUANTIZATIONS = ("bf16", "f16", "f32", "i8", "b1")

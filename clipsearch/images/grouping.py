@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
-from .catalog import Catalog
+from clipsearch.store.catalog import Catalog
 
 
 def components(pairs: Iterable[tuple[Hashable, Hashable]]) -> dict[Hashable, list]:

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from .catalog import Catalog
-from .errors import QueryError, StoreError
-from .grouping import group_pairs
+from clipsearch.errors import QueryError, StoreError
+from clipsearch.images.grouping import group_pairs
+from clipsearch.store.catalog import Catalog
 
 DEFAULT_THRESHOLD = 0.03    # cosine distance (similarity 0.97); tune it per model, see the README
 SKETCH_BITS = 128           # a UInt128 per row
@@ -151,6 +151,6 @@ def find_duplicates(catalog: Catalog, mode: object = None, threshold: object = N
     """Groups of duplicates in `mode` (see check_mode): "copies" (the same picture: perceptual hashes within
     `threshold` bits) or "similar" (embeddings within cosine distance `threshold`)."""
     if check_mode(mode, threshold) == "copies":
-        from .copies import copy_groups
+        from clipsearch.images.copies import copy_groups
         return copy_groups(catalog, threshold, bounded)
     return duplicate_groups(catalog, threshold, bounded)

@@ -21,11 +21,11 @@ import math
 from itertools import combinations
 from typing import Any
 
-from .catalog import Catalog
-from .errors import QueryError, StoreError
-from .grouping import group_pairs
-from .hashes import MISSING, Hashes
-from .sql import read as read_sql
+from clipsearch.errors import QueryError, StoreError
+from clipsearch.images.grouping import group_pairs
+from clipsearch.images.hashes import MISSING, Hashes
+from clipsearch.sql import read as read_sql
+from clipsearch.store.catalog import Catalog
 
 HASH_BITS = 64
 # Each view of an image: (its grey layout, its colour layout); the pairs of views compared, one of each image.

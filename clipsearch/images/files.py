@@ -12,7 +12,7 @@ import hashlib
 import os
 import stat
 
-from .errors import FileChanged, NotFound
+from clipsearch.errors import FileChanged, NotFound
 
 MAX_FILE_BYTES = 64 * 1024 * 1024   # larger files are not loaded, so never served either
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from importlib.resources import files
 
-from .connection import Connection, sql_statements
-from .errors import StoreError
-from .sql import read as read_sql
+from clipsearch.errors import StoreError
+from clipsearch.sql import read as read_sql
+from clipsearch.store.connection import Connection, sql_statements
 
 
 def migrations() -> list[tuple[int, str]]:

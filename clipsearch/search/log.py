@@ -14,8 +14,8 @@ import threading
 from collections import deque
 from datetime import datetime, timezone
 
-from .catalog import Catalog
-from .query import Filter
+from clipsearch.search.query import Filter
+from clipsearch.store.catalog import Catalog
 
 FLUSH_S = 0.5
 MAX_PENDING = 100_000

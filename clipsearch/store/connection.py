@@ -19,8 +19,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 from xml.sax.saxutils import escape
 
-from .errors import StoreError, StoreUnavailable
-from .settings import Settings
+from clipsearch.errors import StoreError, StoreUnavailable
+from clipsearch.settings import Settings
 
 # Analysts' plain SQL (WHERE filter + ORDER BY cosineDistance(...) LIMIT k) must return k rows when k rows
 # match, also once the HNSW index exists; ClickHouse's default post-filters the index's few neighbours and
@@ -316,7 +316,7 @@ class EmbeddedReadOnly(Connection):
 
     def stream(self, sql: str, params: dict | None = None, fmt: str = "JSONCompactEachRowWithNamesAndTypes"
                ) -> Iterator[bytes]:
-        from .results import STREAMING_FORMATS, one_header
+        from clipsearch.store.results import STREAMING_FORMATS, one_header
         if fmt not in STREAMING_FORMATS:
             raise StoreError(f"{fmt} cannot be streamed")
         conn = import_chdb().connect(engine_uri(self.where))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from .errors import QueryError, StoreError
+from clipsearch.errors import QueryError, StoreError
 
 RunQuery = Callable[[str, dict], list[dict]]   # SQL and parameters -> rows, in a read-only session
 MAX_SQL_CHARS = 100_000   # an analyst's query; ClickHouse parses at most 256 KiB

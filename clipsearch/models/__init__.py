@@ -1,0 +1,1 @@
+"""Models: the image-text model interface, its families, and the model inside SQL (clipTextEmbedding)."""
