@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 import clipsearch
-from clipsearch.models.model import FAMILIES, ImageTextModel, create_model, register_family
+from clipsearch.models.factory import FAMILIES, create_model, register_family
+from clipsearch.models.model import ImageTextModel
 
 COLOURS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0)}
 
