@@ -33,9 +33,10 @@ class StoreModel:
         ref = asked
         if asked.default and len(stored) == 1 and stored[0] != asked.label:
             ref = self._recorded(stored[0]) or asked   # none recorded: loaded before models were
-        self.follows = stored in ([], [ref.label])
+        self.follows = stored in ([], [ref.label])   # True from a switch this collection makes (use) on
         served = (catalog.connection.service or {}).get("model")
         if served and not ref.handed_in and ref.label == served["label"]:
+            # a command's short life: the served model as it is (the service itself follows)
             ref, self.follows = ModelRef(model=ServiceModel(catalog.connection, served, ref)), False
         self._ref = ref   # replaced whole by a switch
 
