@@ -363,8 +363,10 @@ def open(db: str | os.PathLike | None = None, *, url: str | None = None,  # noqa
         asked = model
     elif model is None or isinstance(model, str):
         asked = ModelRef(settings.model, settings.pretrained)
-    else:
+    elif hasattr(model, "encode_texts"):
         asked = ModelRef(model=model)
+    else:   # a function returning a model, as open() once took: ModelRef is the lazy one now
+        raise TypeError(f"model is a name, a loaded model or a ModelRef, not {model!r}")
     catalog = Catalog.open(settings, create)
     try:
         store_model = StoreModel(catalog, asked)
