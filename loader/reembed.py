@@ -12,7 +12,7 @@ model it has, then switch the store to the new model in one step.
 3. Catch-up. Images loaded during the switch (into the old table, by the old model) get the new model's
    vectors too; then the old table goes (its vectors copied to `embeddings` first with `keep`).
 
-Everything that holds a model follows the switch (clipsearch.collection.StoreModel): the service, its
+Everything that holds a model follows the switch (clipsearch.models.store_model.StoreModel): the service, its
 ClickHouse port, clipTextEmbedding() and every command without --model use the new one from then on.
 """
 from __future__ import annotations
@@ -31,9 +31,10 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from clipsearch.errors import ClipsearchError, FileChanged, NotFound, QueryError
+from clipsearch.images.decode import decode, read_image
 from clipsearch.images.files import read_loaded_file
 from clipsearch.loader.load import MAX_PIXELS, PREFETCH_BATCHES, _stop
-from clipsearch.models.model import ImageTextModel, decode, read_image
+from clipsearch.models.model import ImageTextModel
 from clipsearch.store.catalog import SWITCH_TABLE, Catalog
 
 PAGE = 4096   # stored rows read at a time to find those without a vector

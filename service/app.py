@@ -30,7 +30,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from clipsearch.collection import Collection
 from clipsearch.collection import open as open_collection
 from clipsearch.errors import ClipsearchError
-from clipsearch.models.model import ImageTextModel, ModelSource
+from clipsearch.models.factory import ModelRef
+from clipsearch.models.model import ImageTextModel
 from clipsearch.service.api import api
 from clipsearch.service.watch import Watcher
 from clipsearch.service.web import web
@@ -69,12 +70,13 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def create_app(settings: Settings | None = None, model: ModelSource = None, config: dict | None = None,
+def create_app(settings: Settings | None = None, model: ImageTextModel | ModelRef | None = None,
+               config: dict | None = None,
                collection: Collection | None = None) -> Flask:
     """The app over `collection`, or over the one `settings` (default: the environment's) name.
 
-    `model` is a ClipModel or a function returning one (tests inject theirs); by default the
-    configured model loads on the first request that needs it. `config` overrides DEFAULTS.
+    `model` is a loaded model (tests inject theirs) or a ModelRef; by default the configured model
+    (else the store's own) loads on the first request that needs it. `config` overrides DEFAULTS.
     """
     app = Flask(__name__)
     app.json = StrictJSON(app)
@@ -174,7 +176,7 @@ def check_port(host: str, port: int) -> None:
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, threads: int = 8,
-          model: ModelSource = None, sql_port: int = 0, watch: Sequence[str] = (),
+          model: ImageTextModel | ModelRef | None = None, sql_port: int = 0, watch: Sequence[str] = (),
           watch_interval: float = 10.0) -> None:
     """Serve the page and the JSON API with waitress (threads share the one collection).
 

@@ -17,7 +17,9 @@ from clipsearch.errors import ClipsearchError, QueryError
 from clipsearch.images.copies import DEFAULT_DISTANCE as COPY_DISTANCE
 from clipsearch.images.copies import MAX_DISTANCE as COPY_MAX_DISTANCE
 from clipsearch.images.duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
-from clipsearch.models.model import BUNDLED_LABEL, BUNDLED_NOTE, ModelSource, model_loader
+from clipsearch.models.bundled import BUNDLED_LABEL, BUNDLED_NOTE
+from clipsearch.models.factory import ModelRef
+from clipsearch.models.model import ImageTextModel
 from clipsearch.search.query import FACET_TOP, Filter, filter_help, parse_filter
 from clipsearch.search.searcher import weighted
 from clipsearch.settings import Settings
@@ -38,9 +40,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _open(args: argparse.Namespace, create: bool = False) -> Collection:
-    """The configured collection, with the command's one model loader (loaded on first use). Only the
+    """The configured collection, with the command's one model (loaded on first use). Only the
     commands that add images create a database; the others refuse a folder without one."""
-    return open_collection(settings=_settings(args), model=args.get_model, create=create, origin="cli")
+    return open_collection(settings=_settings(args), model=args.model_ref, create=create, origin="cli")
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -48,7 +50,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     if args.labels:  # check them before a long load, not after
         parse_labels(args.labels)
         check_prompt(args.prompt)
-    args.get_model()   # a model that cannot load fails here, before a store is made
+    args.model_ref.get()   # a model that cannot load fails here, before a store is made
     with _open(args, create=True) as photos:
         summary = photos.load(args.source, batch_size=args.batch_size, workers=args.workers,
                               progress=not args.quiet, restrict_to_folder=args.restrict_to_folder)
@@ -65,7 +67,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 def cmd_reembed(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from clipsearch.models.model import create_model
+    from clipsearch.models.factory import create_model
     settings = _settings(args)
     if not settings.model:
         raise QueryError("name the model to re-embed with: --model NAME [--pretrained TAG|FILE] "
@@ -182,7 +184,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         with _open(args) as photos:
             vector = photos.model.encode_texts([args.text])[0]
     else:
-        vector = args.get_model().encode_texts([args.text])[0]
+        vector = args.model_ref.get().encode_texts([args.text])[0]
     print(json.dumps([round(float(x), 7) for x in vector]))
     return 0
 
@@ -305,7 +307,7 @@ def cmd_hashes(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from clipsearch.service.app import serve
-    serve(_settings(args), args.host, args.port, args.threads, model=args.get_model,
+    serve(_settings(args), args.host, args.port, args.threads, model=args.model_ref,
           sql_port=args.sql_port, watch=getattr(args, "watch", ()), watch_interval=args.watch_interval)
     return 0
 
@@ -478,10 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None, model: ModelSource = None) -> int:
-    """Run one command; `model` (a ClipModel or a loader) replaces the configured one, for tests."""
+def main(argv: list[str] | None = None, model: ImageTextModel | ModelRef | None = None) -> int:
+    """Run one command; `model` (a loaded model, or a ModelRef) replaces the configured one, for tests."""
     args = build_parser().parse_args(argv)
-    args.get_model = model_loader(model, *_model_names(args))
+    args.model_ref = _model(args, model)
     ctrl_c = CtrlC()
     try:
         with ctrl_c:
@@ -523,9 +525,15 @@ class CtrlC:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def _model_names(args: argparse.Namespace) -> tuple[str | None, str | None]:
+def _model(args: argparse.Namespace, model: ImageTextModel | ModelRef | None) -> ModelRef:
+    """The command's one model: `model` if given, else --model/--pretrained or their environment variables
+    (none: the store's own model, else the bundled one)."""
+    if isinstance(model, ModelRef):
+        return model
+    if model is not None:
+        return ModelRef(model=model)
     settings = Settings.load(model=args.model, pretrained=args.pretrained)
-    return settings.model, settings.pretrained
+    return ModelRef(settings.model, settings.pretrained)
 
 
 if __name__ == "__main__":
