@@ -244,7 +244,9 @@ def _serve_sql(stack: contextlib.ExitStack, collection: Collection, host: str, s
     collection.enable_text_embedding()  # clipTextEmbedding() for every session, the model loaded on first use
     password = secrets.token_urlsafe(24)
     analyst = collection.settings.analyst_password
-    sql_app = ClickHouseHTTP(engine_uri(folder), password, analyst, writes=collection.writes)
+    # One analyst policy for the port and the page's SQL tab: one check, one set of limits, one cache
+    sql_app = ClickHouseHTTP(engine_uri(folder), password, analyst, writes=collection.writes,
+                             policy=collection.analyst_policy)
     # Threads beyond what analysts may hold (FairShare: 18 requests at once), so the CLI, loads and the
     # page's own requests always find one; idle connections are dropped after 10 s and up to 1,000 are
     # kept, so idle clients cannot take every place either.
