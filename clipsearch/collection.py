@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from clipsearch.analyst import readonly
+from clipsearch.analyst.policy import AnalystPolicy
 from clipsearch.errors import QueryError
 from clipsearch.images.files import read_loaded_file
 from clipsearch.models.bundled import BUNDLED_LABEL
@@ -64,10 +64,10 @@ class Collection:
         self.settings = settings or Settings()
         self.searcher = Searcher(catalog, model, log=log_searches, origin=origin)
         self._model = model
-        self._read_only: Connection | None = None
-        self._denied: set[str] = set()
+        self.analyst_policy = AnalystPolicy()   # the page's SQL tab's, and the served port's (`serve` hands it on)
+        self._analyst_sessions: tuple[Connection, Connection] | None = None   # (the check's, the queries')
         self._text_embedding = False
-        self._read_only_lock = threading.Lock()
+        self._analyst_lock = threading.Lock()
 
     @property
     def model(self) -> ImageTextModel:
@@ -85,8 +85,8 @@ class Collection:
 
     def close(self) -> None:
         self.searcher.close()
-        if self._read_only is not None:
-            self._read_only.close()
+        for session in self._analyst_sessions or ():
+            session.close()
         self.catalog.close()
 
     def __enter__(self) -> Collection:
@@ -283,10 +283,10 @@ class Collection:
             self._text_embedding = True  # once per collection: it is a CREATE FUNCTION statement
 
     def analyst_sql(self, query: str, params: dict | None = None, fmt: str | None = None) -> Any:
-        """SQL as an analyst runs it: like `sql`, but in a read-only session that refuses writes, setting
-        changes and the table functions that read files or the network, within ANALYST_LIMITS and
-        HELD_RESULT_LIMITS (time, memory, result rows and bytes), so one query cannot stall the searches
-        beside it."""
+        """SQL as an analyst runs it: like `sql`, but checked and run in a read-only session that refuses
+        writes, setting changes and the table functions that read files or the network, within the analyst
+        policy's limits (time, memory, the parser's work, result rows and bytes: AnalystPolicy), so one query
+        cannot stall the searches beside it. The result's format is `fmt`, never a FORMAT clause in the SQL."""
         session, checked = self._analyst_session(query)
         return session.query(checked, params) if fmt is None else session.text(checked, params, fmt)
 
@@ -297,17 +297,19 @@ class Collection:
         return session.stream(checked, params, fmt)
 
     def _analyst_session(self, query: str) -> tuple[Connection, str]:
-        """The read-only session, and the text to run for `query`: clipsearch.analyst.readonly's check returns
+        """The read-only session to run `query` on, and the text to run: the analyst policy's check returns
         ClickHouse's formatting of it, which is what it judged."""
         if not isinstance(query, str) or not query.strip():
             raise QueryError("empty SQL")
-        with self._read_only_lock:
-            if self._read_only is None:
+        with self._analyst_lock:
+            if self._analyst_sessions is None:
                 self.enable_text_embedding()  # functions serve every session
-                self._read_only = self.catalog.connection.read_only()
-                self._denied = readonly.denied_functions(self._read_only.query)
+                self._analyst_sessions = self.analyst_policy.open_page_sessions(self.catalog.connection)
+        checker, session = self._analyst_sessions
         self.refresh_model()
-        return self._read_only, readonly.check(self._read_only.query, query, self._denied)
+        text = self.analyst_policy.check(checker.query, query)
+        self.analyst_policy.refuse_format_clause(text)
+        return session, text
 
     def create_index(self, quantization: str = DEFAULT_QUANTIZATION, m: int = 16, ef_construction: int = 128) -> dict:
         """Build ClickHouse's HNSW vector index over the embeddings (minutes per few 100k rows), then tune its
