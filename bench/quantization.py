@@ -20,7 +20,8 @@ import clipsearch
 from bench import search
 from bench.common import ms_stats
 from clipsearch.models.clip import ClipModel
-from clipsearch.search.query import QueryVector
+from clipsearch.search.query import Query
+from clipsearch.search.statement import QueryVector
 from clipsearch.service import shapes
 from clipsearch.store.catalog import VECTOR_QUANTIZATIONS
 
@@ -54,7 +55,7 @@ def run(count: int, model: ClipModel, work: Path, dim: int = 512) -> dict:
                 ms, recall, error = [], [], []
                 for q, top in zip(queries, exact, strict=True):
                     start = time.perf_counter()
-                    rows = photos.searcher.rank(state, [QueryVector(vector=q)], [], search.K)[0]
+                    rows = photos.searcher.rank(state, [QueryVector(vector=q)], Query(k=search.K))[0]
                     ms.append((time.perf_counter() - start) * 1000)
                     ids = [int(r["id"], 16) for r in rows]
                     recall.append(len(set(ids) & top) / search.K)

@@ -33,9 +33,12 @@ import clipsearch
 from bench.common import ms_stats
 from clipsearch.collection import Collection
 from clipsearch.models.clip import ClipModel
-from clipsearch.search import query as search_query_sql
-from clipsearch.search.query import HIDDEN, QueryVector, parse_filter
+from clipsearch.search import tuning
+from clipsearch.search.filters import parse_filter
+from clipsearch.search.query import Query
 from clipsearch.search.searcher import SearchResult
+from clipsearch.search.statement import QueryVector
+from clipsearch.search.values import HIDDEN
 from clipsearch.service import shapes
 from clipsearch.store.catalog import TableState
 
@@ -106,8 +109,9 @@ def search_query(photos: Collection, i: int, filters: list) -> SearchResult:
 def rank_query(photos: Collection, q: np.ndarray, i: int, filters: list, state: TableState | None = None
                ) -> tuple[list[dict], str]:
     """The i-th query through Searcher.rank alone (the ranking SQL): its rows and the strategy's label."""
-    rows, _, _, plan = photos.searcher.rank(state or photos.catalog.search_state(),
-                                            [QueryVector(vector=q, image=i >= TEXT_QUERIES)], filters, K)
+    state = state or photos.catalog.search_state()
+    rows, _, _, plan = photos.searcher.rank(state, [QueryVector(vector=q, image=i >= TEXT_QUERIES)],
+                                            Query.check(state.columns, filters, K))
     return rows, plan.label
 
 
@@ -320,22 +324,22 @@ def lever_costs(photos: Collection, peers: Peers, queries: np.ndarray, exact: di
     GRANULE_LEVER_ROWS, the same on a copy made with ClickHouse's 1,024-row granules."""
     state = photos.catalog.search_state()
     variants: dict[str, tuple[TableState, str]] = {
-        "every lever on": (state, search_query_sql.CACHED_READ),
-        "one beam for texts and images": (replace(state, image_beam=None), search_query_sql.CACHED_READ),
-        "fixed share threshold, no cost planner": (replace(state, exact_ms_per_row=0.0), search_query_sql.CACHED_READ),
+        "every lever on": (state, tuning.CACHED_READ),
+        "one beam for texts and images": (replace(state, image_beam=None), tuning.CACHED_READ),
+        "fixed share threshold, no cost planner": (replace(state, exact_ms_per_row=0.0), tuning.CACHED_READ),
         "no block cache (use_uncompressed_cache = 0)": (state, "use_uncompressed_cache = 0")}
     tally = Tally()
     for filt, column in LEVER_FILTERS.items():
         filters = [parse_filter(f"{column}=1")] if column else []
         for i, q in enumerate(queries):
             for name, (variant, cache) in variants.items():
-                search_query_sql.CACHED_READ = cache
+                tuning.CACHED_READ = cache
                 try:
                     start = time.perf_counter()
                     rows, strategy = rank_query(photos, q, i, filters, variant)
                     ms = (time.perf_counter() - start) * 1000
                 finally:
-                    search_query_sql.CACHED_READ = variants["every lever on"][1]
+                    tuning.CACHED_READ = variants["every lever on"][1]
                 tally.add((name, filt), ms, {int(r["id"], 16) for r in rows}, strategy)
             start = time.perf_counter()
             ids = peers.engines["numpy brute"](q, column)
@@ -447,7 +451,7 @@ def codec_costs(photos: Collection, queries: np.ndarray) -> dict:
                                     "database = currentDatabase() AND table = 'scan_codec' AND name = 'embedding'")
         for label, where in (("every row", ""), ("0.1% filter", "WHERE sel_0_1 = 1 ")):
             statement = (f"SELECT id FROM scan_codec {where}ORDER BY cosineDistance(embedding, {{q:Array(Float32)}}), "
-                         f"id LIMIT {K} SETTINGS {search_query_sql.CACHED_READ}")
+                         f"id LIMIT {K} SETTINGS {tuning.CACHED_READ}")
             ms = []
             for rep in range(2):
                 for q in queries:
@@ -511,7 +515,7 @@ def index_costs(photos: Collection, queries: np.ndarray, beam: int) -> dict:
     ms = []
     for q in queries:
         start = time.perf_counter()
-        photos.searcher.rank(photos.catalog.search_state(), [QueryVector(vector=q)], [], K)
+        photos.searcher.rank(photos.catalog.search_state(), [QueryVector(vector=q)], Query(k=K))
         ms.append((time.perf_counter() - start) * 1000)
     out["clipsearch's ranking query (Searcher.rank)"] = round(float(np.median(ms)), 1)
     return out

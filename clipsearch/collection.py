@@ -20,7 +20,8 @@ from clipsearch.models.bundled import BUNDLED_LABEL
 from clipsearch.models.factory import ModelRef, create_model
 from clipsearch.models.model import RANDOM_WEIGHTS, ImageTextModel
 from clipsearch.models.store_model import StoreModel
-from clipsearch.search.query import EVERY, FACET_TOP, Filter, Options, filters_from_json
+from clipsearch.search.filters import Filter, filters_from_json
+from clipsearch.search.options import EVERY, FACET_TOP, Options
 from clipsearch.search.searcher import Searcher, SearchResult, Term
 from clipsearch.settings import Settings
 from clipsearch.store.catalog import DEFAULT_QUANTIZATION, Catalog, TableState

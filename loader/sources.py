@@ -13,7 +13,7 @@ from typing import Any
 
 from clipsearch.errors import SourceError
 from clipsearch.images.hashes import HASH_COLUMNS
-from clipsearch.search.query import NUMBER
+from clipsearch.search.values import NUMBER
 from clipsearch.store.connection import IDENTIFIER
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"}

@@ -20,7 +20,8 @@ from clipsearch.images.duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOL
 from clipsearch.models.bundled import BUNDLED_LABEL, BUNDLED_NOTE
 from clipsearch.models.factory import ModelRef
 from clipsearch.models.model import ImageTextModel
-from clipsearch.search.query import FACET_TOP, Filter, filter_help, parse_filter
+from clipsearch.search.filters import Filter, filter_help, parse_filter
+from clipsearch.search.options import FACET_TOP
 from clipsearch.search.searcher import weighted
 from clipsearch.settings import Settings
 from clipsearch.sql import read as read_sql

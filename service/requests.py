@@ -13,13 +13,10 @@ from clipsearch.errors import QueryError
 from clipsearch.images.copies import BOUNDED_DISTANCE, DEFAULT_DISTANCE, check_distance
 from clipsearch.images.duplicates import BOUNDED_THRESHOLD, DEFAULT_THRESHOLD, check_mode, check_threshold
 from clipsearch.images.labels import MAX_LABELS, MAX_PROMPT_CHARS
-from clipsearch.search.query import (
+from clipsearch.search.filters import FILTER_OPERATORS, JSON_OPERATORS, filter_help
+from clipsearch.search.options import (
     FACET_TOP,
-    FILTER_OPERATORS,
-    JSON_OPERATORS,
     MAX_FACETS,
-    MAX_FILTERS,
-    MAX_IN_VALUES,
     MAX_K,
     MAX_K_THRESHOLD,
     MAX_TERMS,
@@ -27,9 +24,9 @@ from clipsearch.search.query import (
     Options,
     check_k,
     check_whole,
-    filter_help,
 )
 from clipsearch.search.searcher import MAX_QUERY_CHARS
+from clipsearch.search.where import MAX_FILTERS, MAX_IN_VALUES
 
 
 def _json_text(value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""The filter operators have one definition, query.FILTER_OPERATORS: a new operator is one entry there, and the
+"""The filter operators have one definition, filters.FILTER_OPERATORS: a new operator is one entry there, and the
 parser, the SQL, the help, the OpenAPI enum and the page's list (GET /api/filters) follow it; every operator
 on a date column answers or is a 400, never a 500 (the date branch once looked operators up in a fixed dict)."""
 from __future__ import annotations
@@ -8,8 +8,9 @@ import re
 import pytest
 
 from clipsearch.errors import QueryError
-from clipsearch.search import query
-from clipsearch.search.query import FILTER_OPERATORS, Filter, Operator, filter_help, parse_filter
+from clipsearch.search import filters
+from clipsearch.search.filters import FILTER_OPERATORS, Filter, Operator, filter_help, parse_filter
+from clipsearch.search.where import bind_filters
 from clipsearch.service.app import create_app
 from clipsearch.settings import Settings
 from tests.conftest import ROOT
@@ -42,7 +43,7 @@ def _search(client, *filters):
 
 def test_a_new_operator_is_one_entry(client, monkeypatch):
     assert "$=" not in client.get("/api/filters").get_data(as_text=True)
-    monkeypatch.setattr(query, "FILTER_OPERATORS", FILTER_OPERATORS + (ENDS,))
+    monkeypatch.setattr(filters, "FILTER_OPERATORS", FILTER_OPERATORS + (ENDS,))
     # the parser (the CLI form, and `$` kept out of column names), the help, the served list
     assert parse_filter("path $= PARIS.jpg") == Filter("path", "$=", "PARIS.jpg")
     assert "COL$=TEXT (ends with)" in filter_help()
@@ -57,7 +58,7 @@ def test_a_new_operator_is_one_entry(client, monkeypatch):
         res = _search(client, {"column": column, "op": "$=", "value": value})
         assert res.status_code == 400 and "'$=' (ends with) needs a text column" in res.get_json()["error"]
     with pytest.raises(QueryError, match="takes one value"):
-        query.filter_sql([Filter("path", "$=", ["a", "b"])], {"path": "String"})
+        bind_filters([Filter("path", "$=", ["a", "b"])], {"path": "String"})
 
 
 # Each value shape a date filter takes: a period, a point in time, a list of periods, none.

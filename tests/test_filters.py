@@ -9,7 +9,7 @@ import operator
 import pytest
 
 from clipsearch.errors import QueryError
-from clipsearch.search.query import parse_filter
+from clipsearch.search.filters import parse_filter
 from clipsearch.search.searcher import Searcher
 from tests.conftest import loaded, random_specs
 

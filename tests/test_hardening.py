@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from clipsearch.errors import QueryError
-from clipsearch.search.query import parse_filter
+from clipsearch.search.filters import parse_filter
 from clipsearch.service import shapes
 from clipsearch.service.app import create_app
 from clipsearch.service.cli import main

@@ -8,7 +8,7 @@ import pytest
 
 from clipsearch.errors import QueryError
 from clipsearch.images.labels import label_table, label_vector
-from clipsearch.search.query import parse_filter
+from clipsearch.search.filters import parse_filter
 from clipsearch.service import shapes
 from clipsearch.store.catalog import Catalog
 from tests.conftest import loaded, random_specs, write_catalogue

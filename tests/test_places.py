@@ -10,7 +10,7 @@ from PIL import Image
 
 from clipsearch.errors import QueryError
 from clipsearch.loader.load import load
-from clipsearch.search.query import parse_filter
+from clipsearch.search.filters import parse_filter
 from clipsearch.search.searcher import Searcher
 from clipsearch.service import shapes
 from clipsearch.store.catalog import Catalog

@@ -13,7 +13,8 @@ from PIL import Image, PngImagePlugin
 
 from clipsearch.errors import QueryError
 from clipsearch.loader.load import load
-from clipsearch.search.query import MAX_WINDOW, Options, parse_filter
+from clipsearch.search.filters import parse_filter
+from clipsearch.search.options import MAX_WINDOW, Options
 from clipsearch.search.searcher import Searcher, Term
 from clipsearch.service import shapes
 from clipsearch.store.catalog import Catalog

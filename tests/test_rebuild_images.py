@@ -6,7 +6,9 @@ import pytest
 
 import clipsearch
 from clipsearch.errors import ClipsearchError
-from clipsearch.search.query import QueryVector, parse_filter, search_sql
+from clipsearch.search.filters import parse_filter
+from clipsearch.search.query import Query
+from clipsearch.search.statement import QueryVector, Strategy, search_sql
 from clipsearch.service import shapes
 from clipsearch.sql import read as read_sql
 from clipsearch.store.connection import sql_statements
@@ -37,11 +39,12 @@ def test_rebuild_images_gives_an_old_store_small_granules(tmp_path, model):
         assert state.filter_columns == ["sel_1"] and photos.catalog.vector_index() is not None
         one = [QueryVector(vector=vectors[7].tolist())]
         nearest = [int(i) for i in np.argsort(-(vectors @ vectors[7]))[:10]]
-        sql, params = search_sql(state.columns, [], 10, one, "hnsw", 1.0, 2048)
+        sql, params = search_sql(Query(k=10), one, Strategy("hnsw", beam=2048))
         assert "embedding_hnsw" in photos.catalog.text("EXPLAIN indexes = 1 " + sql, params, "TSV")   # came along
         found = [int(r["id"], 16) for r in photos.catalog.query(sql, params)]
         assert len(found) == 10 and len(set(found) & set(nearest)) >= 8   # bf16 distances: near ties may swap
-        rows, _, _, strategy = photos.searcher.rank(state, one, [parse_filter("sel_1=1")], 10)
+        query = Query.check(state.columns, [parse_filter("sel_1=1")], 10)
+        rows, _, _, strategy = photos.searcher.rank(state, one, query)
         assert strategy.label == "exact (projection on sel_1)"
         keep = np.flatnonzero([r["sel_1"] == 1 for r in before])
         exact = keep[np.argsort(-(vectors[keep] @ vectors[7]))][:10]

@@ -22,7 +22,7 @@ import pytest
 
 from clipsearch.errors import StoreError
 from clipsearch.loader.load import load
-from clipsearch.search.query import parse_filter
+from clipsearch.search.filters import parse_filter
 from clipsearch.search.searcher import Searcher
 from clipsearch.settings import Settings
 from clipsearch.store.catalog import Catalog

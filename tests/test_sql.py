@@ -13,7 +13,7 @@ from PIL import Image
 
 from clipsearch.loader.load import load
 from clipsearch.models.sql_functions import register_embedded
-from clipsearch.search.query import parse_filter
+from clipsearch.search.filters import parse_filter
 from clipsearch.search.searcher import Searcher
 from clipsearch.service.shapes import CATEGORIES, make_catalogue
 from clipsearch.store.catalog import Catalog

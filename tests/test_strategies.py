@@ -9,8 +9,18 @@ import numpy as np
 import pytest
 
 from clipsearch.errors import QueryError
-from clipsearch.search.query import HNSW_TIE_MARGIN, RESCORE_FETCH, QueryVector, parse_filter, search_sql
-from clipsearch.search.searcher import IMAGE_BEAMS, MIN_INDEX_SHARE, RECALL_TARGET, TUNING_BEAMS, Searcher
+from clipsearch.search.filters import parse_filter
+from clipsearch.search.query import Query
+from clipsearch.search.searcher import Searcher
+from clipsearch.search.statement import QueryVector, Strategy, search_sql
+from clipsearch.search.tuning import (
+    HNSW_TIE_MARGIN,
+    IMAGE_BEAMS,
+    MIN_INDEX_SHARE,
+    RECALL_TARGET,
+    RESCORE_FETCH,
+    TUNING_BEAMS,
+)
 from clipsearch.service.shapes import SELECTIVITY, fill
 from clipsearch.store.catalog import Catalog
 
@@ -33,6 +43,17 @@ def table(tmp_path_factory, model):
     store.close()
 
 
+def _rank(searcher, state, parts, filters, k):
+    """Searcher.rank on the filters and k checked against the table."""
+    return searcher.rank(state, parts, Query.check(state.columns, filters, k))
+
+
+def _plan(searcher, state, filters, parts) -> tuple:
+    """Searcher.plan on the filters checked against the table: (strategy, postfilter multiplier, matching rows)."""
+    plan = searcher.plan(state, Query.check(state.columns, filters), parts)
+    return plan.name, plan.multiplier, plan.matching
+
+
 def _exact_top(store, vectors, q, flt, k=10):
     keep = np.ones(len(vectors), bool)
     if flt:
@@ -50,15 +71,15 @@ def test_every_strategy_returns_k_matching_rows(table, strategy):
         filters = [parse_filter(flt)] if flt else []
         share = SELECTIVITY[flt.split("=")[0]] if flt else 1.0
         for k in (10, 50):
-            sql, params = search_sql(state.columns, filters, k, [QueryVector(vector=queries[0])], strategy,
-                                     4 / share)
+            sql, params = search_sql(Query.check(state.columns, filters, k), [QueryVector(vector=queries[0])],
+                                     Strategy(strategy, 4 / share))
             rows = store.query(sql, params)
             matching = round(ROWS * share)
             if strategy == "hnsw" and share < MIN_INDEX_SHARE:
                 # The bare index may come back short on a rare filter (never with wrong rows), which is
                 # why the service does not use it there alone: its choice returns k rows.
                 assert len(rows) <= min(k, matching) and all(r[flt.split("=")[0]] == 1 for r in rows)
-                rows = searcher.rank(state, [QueryVector(vector=queries[0])], filters, k)[0]
+                rows = _rank(searcher, state, [QueryVector(vector=queries[0])], filters, k)[0]
             assert len(rows) == min(k, matching), (strategy, flt, k)
             if flt:
                 assert all(r[flt.split("=")[0]] == 1 for r in rows)
@@ -71,7 +92,7 @@ def test_service_choice_is_fast_where_it_can_and_recall_stays_high(table):
     for flt in FILTERS:
         filters = [parse_filter(flt)] if flt else []
         for q in queries:
-            rows, _, _, strategy = searcher.rank(state, [QueryVector(vector=q)], filters, 10)
+            rows, _, _, strategy = _rank(searcher, state, [QueryVector(vector=q)], filters, 10)
             assert len(rows) == 10
             recalls.append(len({r["id"] for r in rows} & set(_exact_top(store, vectors, q, flt))) / 10)
             ran.setdefault(flt, set()).add(strategy.name)
@@ -92,7 +113,7 @@ def test_coarse_quantizations_rank_and_score_by_the_stored_vectors(table, quanti
         assert state.rescore == RESCORE_FETCH[quantization]
         recalls = []
         for q in queries:
-            rows, sql, _, strategy = searcher.rank(state, [QueryVector(vector=q)], [], 10)
+            rows, sql, _, strategy = _rank(searcher, state, [QueryVector(vector=q)], [], 10)
             assert strategy.label == "hnsw" and "vector_search_with_rescoring = 1" in sql
             ids = [int(r["id"], 16) for r in rows]
             np.testing.assert_allclose([r["score"] for r in rows], vectors[ids] @ q, atol=1e-5)
@@ -103,20 +124,20 @@ def test_coarse_quantizations_rank_and_score_by_the_stored_vectors(table, quanti
         store.create_vector_index("bf16", 16, 128)
     state = store.search_state()
     assert state.rescore == 0   # bf16's own distances are within ~2e-4 of the exact ones: no rescoring
-    assert "rescoring" not in searcher.rank(state, [QueryVector(vector=queries[0])], [], 10)[1]
+    assert "rescoring" not in _rank(searcher, state, [QueryVector(vector=queries[0])], [], 10)[1]
 
 
 def test_plan_without_index_and_for_mixed_queries(table):
     store, searcher, _, queries = table
     state = store.search_state()
     one = [QueryVector(vector=queries[0])]
-    assert searcher.plan(state, [], one) == ("hnsw", 8.0, ROWS)
-    assert searcher.plan(state, [parse_filter("sel_10=1")], one) == ("hnsw", 80.0, ROWS // 10)
-    assert searcher.plan(state, [parse_filter("sel_0_1=1")], one) == ("exact", 1.0, ROWS // 1000)
-    assert searcher.plan(state, [], [QueryVector(image_id="0" * 32)])[0] == "exact"
-    assert searcher.plan(state, [], [QueryVector(0.5, vector=queries[0]), QueryVector(0.5, vector=queries[1])])[0] \
+    assert _plan(searcher, state, [], one) == ("hnsw", 8.0, ROWS)
+    assert _plan(searcher, state, [parse_filter("sel_10=1")], one) == ("hnsw", 80.0, ROWS // 10)
+    assert _plan(searcher, state, [parse_filter("sel_0_1=1")], one) == ("exact", 1.0, ROWS // 1000)
+    assert _plan(searcher, state, [], [QueryVector(image_id="0" * 32)])[0] == "exact"
+    assert _plan(searcher, state, [], [QueryVector(0.5, vector=queries[0]), QueryVector(0.5, vector=queries[1])])[0] \
         == "exact"
-    assert searcher.plan(dataclasses.replace(state, vector_index=False), [], one) == ("exact", 1.0, ROWS)
+    assert _plan(searcher, dataclasses.replace(state, vector_index=False), [], one) == ("exact", 1.0, ROWS)
 
 
 def test_index_tuning_picks_the_smallest_beam_that_reaches_the_target(table):
@@ -137,7 +158,7 @@ def test_index_tuning_picks_the_smallest_beam_that_reaches_the_target(table):
     assert state.beam == tuned["beam"]
     one = [QueryVector(vector=queries[0])]
     for k, beam in ((10, tuned["beam"]), (50, 5 * tuned["beam"])):   # the beam grows with k
-        sql, _ = search_sql(state.columns, [], k, one, "hnsw", 1.0, state.beam)
+        sql, _ = search_sql(Query(k=k), one, Strategy("hnsw", beam=state.beam))
         assert f"hnsw_candidate_list_size_for_search = {max(beam, k)}," in sql
     if tuned["beam"] > TUNING_BEAMS[0]:   # the beam before it missed the target on the same queries
         smaller = TUNING_BEAMS[TUNING_BEAMS.index(tuned["beam"]) - 1]
@@ -159,14 +180,14 @@ def test_planner_weighs_the_measured_costs_of_a_scan_and_of_the_index(table):
     assert state.image_beam == tuned["image_beam"] in IMAGE_BEAMS and tuned["image_recall"] >= RECALL_TARGET
     one = [QueryVector(vector=queries[0])]
     cheap_scan = dataclasses.replace(state, exact_ms_per_row=1e-5, index_ms=5.0)   # 0.2 ms against 5 ms
-    assert searcher.plan(cheap_scan, [], one)[0] == "exact"
+    assert _plan(searcher, cheap_scan, [], one)[0] == "exact"
     dear_scan = dataclasses.replace(state, exact_ms_per_row=1e-3, index_ms=1.0, beam=64, granule=128)   # 20 ms
-    assert searcher.plan(dear_scan, [], one)[0] == "hnsw"
-    assert searcher.plan(dear_scan, [parse_filter("sel_50=1")], one)[0] == "hnsw"
-    assert searcher.plan(dear_scan, [parse_filter("sel_1=1")], one)[0] == "exact"
+    assert _plan(searcher, dear_scan, [], one)[0] == "hnsw"
+    assert _plan(searcher, dear_scan, [parse_filter("sel_50=1")], one)[0] == "hnsw"
+    assert _plan(searcher, dear_scan, [parse_filter("sel_1=1")], one)[0] == "exact"
     scans, searches = zip(*(Searcher.costs(dear_scan, share) for share in (1.0, 0.5, 0.1, 0.01)), strict=True)
     assert list(scans) == sorted(scans, reverse=True) and list(searches) == sorted(searches)
-    rows = searcher.rank(dear_scan, one, [parse_filter("sel_1=1")], 10)[0]
+    rows = _rank(searcher, dear_scan, one, [parse_filter("sel_1=1")], 10)[0]
     assert {r["id"] for r in rows} == set(_exact_top(store, table[2], queries[0], "sel_1=1"))
 
 
@@ -176,13 +197,13 @@ def test_more_like_this_goes_through_the_index_with_the_image_beam_and_without_i
     recalls = []
     for i in (5, 500, 5000, 12345):
         own = f"{i:032x}"
-        rows, sql, _, strategy = searcher.rank(state, [QueryVector(image_id=own)], [], 10)
+        rows, sql, _, strategy = _rank(searcher, state, [QueryVector(image_id=own)], [], 10)
         assert strategy.name == "hnsw" and len(rows) == 10 and own not in {r["id"] for r in rows}
         assert f"hnsw_candidate_list_size_for_search = {max(state.image_beam, 10 + HNSW_TIE_MARGIN + 1)}," in sql
         expected = [x for x in _exact_top(store, vectors, vectors[i], None, 11) if x != own][:10]
         recalls.append(len({r["id"] for r in rows} & set(expected)) / 10)
     assert np.mean(recalls) >= RECALL_TARGET
-    text = searcher.rank(state, [QueryVector(vector=vectors[5].tolist())], [], 10)[1]   # the same vector, as text
+    text = _rank(searcher, state, [QueryVector(vector=vectors[5].tolist())], [], 10)[1]   # the same vector, as text
     assert f"hnsw_candidate_list_size_for_search = {max(state.beam, 10 + HNSW_TIE_MARGIN)}," in text
 
 
@@ -196,20 +217,21 @@ def test_filter_column_ranks_selective_filters_from_its_projection(table):
         assert state.filter_columns == ["sel_1"]
         one = [QueryVector(vector=queries[3])]
         for flt in ("sel_1=1", "sel_0_1=1"):
-            rows, sql, params, strategy = searcher.rank(state, one, [parse_filter(flt)], 10)
+            rows, sql, params, strategy = _rank(searcher, state, one, [parse_filter(flt)], 10)
             assert [r["id"] for r in rows] == _exact_top(store, vectors, queries[3], flt)
-        rows, sql, params, strategy = searcher.rank(state, one, [parse_filter("sel_1=1")], 10)
+        rows, sql, params, strategy = _rank(searcher, state, one, [parse_filter("sel_1=1")], 10)
         assert strategy.label == "exact (projection on sel_1)"
         plan = store.text("EXPLAIN indexes = 1 " + sql, params, "TSV")
         assert "ReadFromMergeTree (filter_sel_1)" in plan   # ClickHouse read the sorted copy
         # The index never reads the projection (it has no index), and deletes keep both in step.
-        sql, params = search_sql(state.columns, [parse_filter("sel_10=1")], 10, one, "hnsw", 40, state.beam)
+        sql, params = search_sql(Query.check(state.columns, [parse_filter("sel_10=1")], 10), one,
+                                 Strategy("hnsw", 40, state.beam))
         assert "filter_sel_1" not in store.text("EXPLAIN " + sql, params, "TSV")
         gone = rows[0]["id"]
         store.delete_images("id = {id:String}", {"id": gone})
         for _ in range(100):   # right after the delete, and while the projection is rebuilt
             state = store.search_state()
-            rows, sql, params, _ = searcher.rank(state, one, [parse_filter("sel_1=1")], 10)
+            rows, sql, params, _ = _rank(searcher, state, one, [parse_filter("sel_1=1")], 10)
             assert gone not in {r["id"] for r in rows} and len(rows) == 10
             if "ReadFromMergeTree (filter_sel_1)" in store.text("EXPLAIN indexes = 1 " + sql, params, "TSV"):
                 break
@@ -230,7 +252,7 @@ def test_text_filter_column_matches_case_insensitive_filters_by_its_key(table):
     try:
         state = store.search_state()
         one = [QueryVector(vector=queries[3])]
-        rows, sql, params, strategy = searcher.rank(state, one, [parse_filter("shelf=top")], 10)
+        rows, sql, params, strategy = _rank(searcher, state, one, [parse_filter("shelf=top")], 10)
         assert strategy.label == "exact (projection on shelf)"
         assert [r["id"] for r in rows] == _exact_top(store, vectors, queries[3], "sel_1=1")
         assert "ReadFromMergeTree (filter_shelf)" in store.text("EXPLAIN indexes = 1 " + sql, params, "TSV")

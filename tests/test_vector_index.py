@@ -8,7 +8,7 @@ import pytest
 
 from clipsearch.errors import QueryError
 from clipsearch.loader.load import load
-from clipsearch.search.query import parse_filter
+from clipsearch.search.filters import parse_filter
 from clipsearch.search.searcher import Searcher
 from clipsearch.store.catalog import Catalog
 from tests.conftest import loaded, random_specs, write_catalogue

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 from clipsearch.errors import QueryError
 from clipsearch.models.model import ImageTextModel
-from clipsearch.search.query import Filter, filter_sql
+from clipsearch.search.filters import Filter
+from clipsearch.search.where import bind_filters
 from clipsearch.store.catalog import Catalog
 
 DEFAULT_PROMPT = "a photo of a {}"
@@ -64,8 +65,8 @@ def label_table(catalog: Catalog, model: ImageTextModel, labels: object, prompt:
     if not re.match(r"^[\w.-]{1,64}$", name or ""):
         raise QueryError("the label set name must be 1-64 letters, digits, '_', '-' or '.'")
     catalog.check_model(model.label)
-    conditions, params = filter_sql(list(filters), catalog.columns())
-    where = " AND ".join(conditions) or "1"
+    bound = bind_filters(filters, catalog.columns())
+    where, params = bound.sql, dict(bound.params)
     params.update(_prompt_params(model, labels, prompt), name=name, prompt=prompt, model=model.label)
     # Lightweight delete first, so a re-run replaces the set for exactly the images it labels.
     catalog.command(f"DELETE FROM labels WHERE label_set = {{name:String}} "

@@ -14,7 +14,7 @@ import threading
 from collections import deque
 from datetime import datetime, timezone
 
-from clipsearch.search.query import Filter
+from clipsearch.search.filters import Filter
 from clipsearch.store.catalog import Catalog
 
 FLUSH_S = 0.5

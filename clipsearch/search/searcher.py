@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from PIL import Image
@@ -12,72 +12,31 @@ from PIL import Image
 from clipsearch.errors import ClipsearchError, EmptyStore, ModelMismatch, QueryError
 from clipsearch.models.bundled import BUNDLED_LABEL
 from clipsearch.models.model import ImageTextModel
+from clipsearch.search.filters import Filter
 from clipsearch.search.log import SearchLog
-from clipsearch.search.query import (
-    EVERY,
-    FACET_TOP,
-    HNSW_SEARCH_BEAM,
-    HNSW_TIE_MARGIN,
-    MAX_TERMS,
-    MAX_WINDOW,
-    Filter,
-    Options,
-    QueryVector,
-    check_facets,
-    check_options,
-    check_text,
-    facet_sql,
-    filter_sql,
-    search_sql,
+from clipsearch.search.options import EVERY, FACET_TOP, MAX_TERMS, MAX_WINDOW, Options
+from clipsearch.search.query import Query
+from clipsearch.search.statement import EXACT, QueryVector, Strategy, count_sql, facet_sql, search_sql
+from clipsearch.search.tuning import (
+    EXACT_ROWS,
+    IMAGE_BEAMS,
+    MAX_CACHED_COUNTS,
+    MIN_INDEX_SHARE,
+    POSTFILTER_SAFETY,
+    RECALL_TARGET,
+    SAMPLE_ROWS,
+    TUNING_BEAMS,
+    TUNING_QUERIES,
+    TUNING_TEXTS,
+    index_fetch,
 )
+from clipsearch.search.values import check_text
+from clipsearch.search.where import Where
 from clipsearch.store.catalog import Catalog, TableState
 
 DEFAULT_WEIGHTS = {"image": 0.5, "text": 0.5}
-# With filters, the HNSW index is asked for POSTFILTER_SAFETY / share x k neighbours (share: the
-# fraction of rows the filters match, estimated in SQL first). ClickHouse fetches at most 1000 x k, so
-# below MIN_INDEX_SHARE = 8 / 1000 the matching rows are ranked exactly. 8, not 4: measured at 1M x 512
-# with a 10% filter, 4 reached recall@10 0.948 and 8 0.955 (+4 ms; 12: 0.975, +10 ms). See bench/results.md.
-POSTFILTER_SAFETY = 8.0
-MIN_INDEX_SHARE = POSTFILTER_SAFETY / 1000
-# A filter on a filter column (Catalog.add_filter_column) that leaves at most EXACT_ROWS rows is ranked
-# exactly: ClickHouse reads just those rows from the column's projection, about as fast as an index search
-# and exact. See bench/results.md.
-EXACT_ROWS = 20_000
-# Index tuning: the beams tried (smallest first) and the recall@10 a search should reach.
-TUNING_BEAMS = (16, 32, 64, 128, 256, 512, 1024, 2048)
-RECALL_TARGET = 0.95
-TUNING_QUERIES = 20
-# Stored images find their neighbours more easily than an uploaded photo does (200k x 128: recall 1.0 at beam 16
-# where unseen images reached 0.96, and 0.98 at 64, for 0.1 ms more): image beams start at 64.
-IMAGE_BEAMS = TUNING_BEAMS[2:]
-# What people type: the index is tuned on these, encoded by the store's model (Searcher.tune_index).
-TUNING_TEXTS = ("a photo of a dog", "a red car at night", "people on a beach at sunset", "a bottle with a white label",
-                "a cat asleep on a sofa", "a city street in the rain", "a bowl of fruit on a table",
-                "snowy mountains under a blue sky", "a child playing football", "a plate of food",
-                "a bicycle against a wall", "an old building with columns", "flowers in a garden",
-                "a laptop on a desk", "a bird on a branch", "a boat on a lake", "a smiling woman",
-                "a crowd at a concert", "a forest path in autumn", "a close-up of a shoe")
 MAX_QUERY_CHARS = 2000  # CLIP reads 77 tokens; longer texts only cost tokenizing and log space
-SAMPLE_ROWS = 100_000   # rows the filter share is estimated on: a few ms at any table size
-
-
-@dataclass(frozen=True)
-class Strategy:
-    """How a search was ranked: `name` "exact" (every matching row) or "hnsw" (the vector index); an exact
-    ranking may have followed an index search that came back short (`after`: that strategy and the rows it
-    returned), or read a filter column's sorted copy (`projection`)."""
-    name: str
-    after: tuple[str, int] | None = None
-    projection: str | None = None
-
-    @property
-    def label(self) -> str:
-        """For people: "hnsw", "exact", "exact (after hnsw returned 3)", "exact (projection on shop)"."""
-        if self.projection:
-            return f"{self.name} (projection on {self.projection})"
-        if self.after:
-            return f"{self.name} (after {self.after[0]} returned {self.after[1]})"
-        return self.name
+SWITCH_RETRIES = 1      # a ranking that met another model's table (a reembed's switch) runs once more
 
 
 @dataclass
@@ -141,6 +100,7 @@ class Searcher:
         self._get_model = get_model
         self.log = SearchLog(catalog) if log else None
         self.origin = origin   # recorded in search_log: http, cli or python
+        self._counts: tuple[TableState | None, dict[tuple, tuple[int, int]]] = (None, {})   # _count's, per state
 
     def close(self) -> None:
         """Write the search_log rows still buffered."""
@@ -161,11 +121,63 @@ class Searcher:
     def search(self, text: str | None = None, image: Image.Image | None = None, image_id: str | None = None,
                k: int | str = 10, filters: Sequence[Filter] = (), weights: dict | None = None, *,
                terms: Sequence[Term] = (), options: Options = EVERY, facets: Sequence[str] = (),
-               facet_top: int | str = FACET_TOP, _switched: bool = False) -> SearchResult:
+               facet_top: int | str = FACET_TOP) -> SearchResult:
         """Rank by text, an image, a stored image id, a weighted mix of an image and a text, or any list of
         weighted `terms` (with those); `options` pages, cuts at a score, orders by a column, diversifies;
         `facets` counts the matches per value of those columns."""
         start = time.perf_counter()
+        checked = self._terms(text, image, image_id, weights, terms)
+        for _ in range(SWITCH_RETRIES + 1):
+            state = self.table_state()
+            # every input checked against the table before the model loads
+            query = Query.check(state.columns, filters, k, options, facets, facet_top)
+            found = [Term(image_id=self.catalog.get_image(term.image_id)["id"], weight=term.weight)  # a unique prefix
+                     if term.image_id is not None else term for term in checked]
+            t = time.perf_counter()
+            model = None
+            if any(term.image_id is None for term in found):
+                model = self.model  # loads it if this is its first use, timed apart from encoding; one model
+                self.catalog.check_model(model.label, state.models)   # for the whole search
+            model_load_ms = (time.perf_counter() - t) * 1000
+            t = time.perf_counter()
+            parts = self._vectors(found, model)
+            encode_ms = (time.perf_counter() - t) * 1000
+            t = time.perf_counter()
+            rows, sql, params, strategy = self.rank(state, parts, query)
+            query_ms = (time.perf_counter() - t) * 1000
+            if model is None or all(row.get("model", model.label) == model.label for row in rows):
+                break
+            # `clipsearch reembed` switched the store to another model between reading its state and ranking:
+            # these rows were ranked by another model's vectors. Once more, with the store's model.
+            self.catalog.forget_state()
+        else:
+            raise ModelMismatch("the store switched to another model during this search; run it again")
+        one = found[0]
+        kind = "hybrid" if len(found) > 1 else "text" if one.text else "image" if one.image is not None else "similar"
+        result = SearchResult(rows, sql, params, kind, strategy, next_offset=query.options.offset + len(rows)
+                              if len(rows) == query.k and query.options.offset + len(rows) < MAX_WINDOW else None,
+                              model=model.label if model is not None else state.models[0])
+        if query.facets:
+            t = time.perf_counter()
+            fsql, fparams = facet_sql(query, parts)
+            counts: dict[str, list[dict]] = {f.column: [] for f in query.facets}
+            for row in self.catalog.query(fsql, fparams):
+                counts[row["facet"]].append({"value": row["value"], "count": int(row["n"])})
+            result.facets, result.facet_sql = counts, {"query": fsql, "params": fparams}
+            result.took_ms["facets"] = round((time.perf_counter() - t) * 1000, 2)
+        result.took_ms.update({
+            "model_load": round(model_load_ms, 2), "encode": round(encode_ms, 2), "query": round(query_ms, 2),
+            "total": round((time.perf_counter() - start) * 1000, 2)})
+        if self.log is not None:
+            self.log.record(kind, self.origin, next((term.text for term in found if term.text), None),
+                            list(filters), query.k, [r["id"] for r in rows], len(rows), result.took_ms)
+        return result
+
+    @staticmethod
+    def _terms(text: str | None, image: Image.Image | None, image_id: str | None, weights: dict | None,
+               terms: Sequence[Term]) -> list[Term]:
+        """The query's terms, checked: a text, an image or an image id (an image or an id mixed with a text by
+        `weights`), then `terms`."""
         text = text.strip() if isinstance(text, str) and text.strip() else None   # checked as a Term below
         if text is None and image is None and image_id is None and not terms:
             raise QueryError("empty query: give a text, an image or an image id")
@@ -183,54 +195,11 @@ class Searcher:
         query += [Term(image_id=image_id, weight=weights["image"] if hybrid else 1.0)] if image_id is not None else []
         query += [Term(text=text, weight=weights["text"] if hybrid else 1.0)] if text is not None else []
         query = [t.checked() for t in [*query, *terms]]
-        state = self.table_state()
-        filter_sql(list(filters), state.columns)  # a typo'd column or a bad value before the model loads
-        options, _ = check_options(options, k, state.columns)
-        if facets:
-            check_facets(list(facets), state.columns)  # before the model loads and the search runs
-        query = [Term(image_id=self.catalog.get_image(term.image_id)["id"], weight=term.weight)  # a unique prefix
-                 if term.image_id is not None else term for term in query]
-        t = time.perf_counter()
-        model = None
-        if any(term.image_id is None for term in query):
-            model = self.model  # loads it if this is its first use, timed apart from encoding; one model
-            self.catalog.check_model(model.label, state.models)   # for the whole search
-        model_load_ms = (time.perf_counter() - t) * 1000
-        t = time.perf_counter()
-        parts = self._vectors(query, model)
-        encode_ms = (time.perf_counter() - t) * 1000
-        t = time.perf_counter()
-        rows, sql, params, strategy = self.rank(state, parts, list(filters), k, options)
-        query_ms = (time.perf_counter() - t) * 1000
-        if model is not None and any(row.get("model", model.label) != model.label for row in rows):
-            # `clipsearch reembed` switched the store to another model between reading its state and ranking:
-            # these rows were ranked by another model's vectors. Once more, with the store's model.
-            if not _switched:
-                self.catalog.forget_state()
-                return self.search(text, image, image_id, k, filters, weights, terms=terms, options=options,
-                                   facets=facets, facet_top=facet_top, _switched=True)
-            raise ModelMismatch("the store switched to another model during this search; run it again")
-        one = query[0]
-        kind = "hybrid" if len(query) > 1 else "text" if one.text else "image" if one.image is not None else "similar"
-        result = SearchResult(rows, sql, params, kind, strategy, next_offset=options.offset + len(rows)
-                              if len(rows) == params["k"] and options.offset + len(rows) < MAX_WINDOW else None,
-                              model=model.label if model is not None else state.models[0])
-        if facets:
-            t = time.perf_counter()
-            fsql, fparams = facet_sql(state.columns, list(filters), parts, list(facets), facet_top,
-                                      options.min_score)
-            counts: dict[str, list[dict]] = {name: [] for name in facets}
-            for row in self.catalog.query(fsql, fparams):
-                counts[row["facet"]].append({"value": row["value"], "count": int(row["n"])})
-            result.facets, result.facet_sql = counts, {"query": fsql, "params": fparams}
-            result.took_ms["facets"] = round((time.perf_counter() - t) * 1000, 2)
-        result.took_ms.update({
-            "model_load": round(model_load_ms, 2), "encode": round(encode_ms, 2), "query": round(query_ms, 2),
-            "total": round((time.perf_counter() - start) * 1000, 2)})
-        if self.log is not None:
-            self.log.record(kind, self.origin, text or next((term.text for term in query if term.text), None),
-                            list(filters), result.params["k"], [r["id"] for r in rows], len(rows), result.took_ms)
-        return result
+        if len(query) > MAX_TERMS:
+            raise QueryError(f"a query has 1 to {MAX_TERMS} terms, got {len(query)}")
+        if sum(t.weight for t in query if t.weight > 0) <= 0:
+            raise QueryError("weights are finite numbers, and at least one term needs a positive weight")
+        return query
 
     def _vectors(self, query: list[Term], model: ImageTextModel | None) -> list[QueryVector]:
         """The terms as query vectors, in order: texts and images encoded by `model` in one batch each."""
@@ -243,73 +212,76 @@ class Searcher:
                             image=t.text is None)
                 for t in query]
 
-    def rank(self, state: TableState, parts: list[QueryVector], filters: list[Filter], k: int | str,
-             options: Options = EVERY) -> tuple[list[dict], str, dict, Strategy]:
+    def rank(self, state: TableState, parts: list[QueryVector], query: Query
+             ) -> tuple[list[dict], str, dict, Strategy]:
         """Rows ranked by the weighted distance to `parts`: (rows, sql, params, strategy that ran)."""
-        one = parts[0]
+        one, options = parts[0], query.options
         if len(parts) == 1 and one.vector is None and state.vector_index and not options.order_by \
                 and not options.per:   # "more like this": the index needs the stored vector itself
             found = self.catalog.query("SELECT embedding FROM images WHERE id = {id:String} LIMIT 1",
                                        {"id": one.image_id})
             if found:
                 parts = [QueryVector(one.weight, vector=found[0]["embedding"], image_id=one.image_id, image=True)]
-        name, multiplier, _ = self.plan(state, filters, parts, options)
-        strategy = Strategy(name)
-        beam = state.image_beam if parts[0].image and state.image_beam else state.beam
-        sql, params = search_sql(state.columns, filters, k, parts, name, multiplier, beam, options, state.rescore)
+        strategy = self.plan(state, query, parts)
+        sql, params = search_sql(query, parts, strategy)
         rows = self.catalog.query(sql, params)
-        if name != "exact" and len(rows) < params["k"] and (
+        if strategy.name != "exact" and len(rows) < query.k and (
                 # Without filters the index returns every neighbour asked for, so only the score cut or the
                 # table's end makes a page short; with filters the score cut and too few neighbours fetched
                 # look alike.
-                bool(filters) if options.min_score is not None
-                else len(rows) < self._count(state, filters)[0] - options.offset):
+                bool(query.where.conditions) if options.min_score is not None
+                else len(rows) < self._count(state, query.where)[0] - options.offset):
             # The index came back short (the filter dropped too many neighbours): rank the matching
             # rows exactly, so a search always returns k rows when k rows match.
-            strategy = Strategy("exact", after=(name, len(rows)))
-            sql, params = search_sql(state.columns, filters, k, parts, "exact", options=options)
+            strategy = Strategy("exact", matching=strategy.matching, after=(strategy.name, len(rows)))
+            sql, params = search_sql(query, parts, strategy)
             rows = self.catalog.query(sql, params)
-        column = self._filter_column(state, filters) if strategy == Strategy("exact") else None
-        if column:
-            strategy = Strategy("exact", projection=column[0])
+        elif strategy.name == "exact":
+            column = self._filter_column(state, query.where)
+            if column:
+                strategy = replace(strategy, projection=column[0])
         return rows, sql, params, strategy
 
-    def plan(self, state: TableState, filters: list[Filter], parts: list[QueryVector], options: Options = EVERY
-             ) -> tuple[str, float, int]:
-        """The strategy for one search: (name, postfilter multiplier, estimated rows matching the filters).
+    def plan(self, state: TableState, query: Query, parts: list[QueryVector]) -> Strategy:
+        """The strategy for one search, with the rows its filters are estimated to match.
 
         The index serves a single query vector ordered by score (pages and a score cut included); a mix,
         a stored id, an order by a column or a per-column limit is ranked exactly. With filters,
         their share of rows is counted in SQL on the first SAMPLE_ROWS rows (ids are content hashes, so
         that is a random sample; the whole table when it is smaller): from MIN_INDEX_SHARE up the index
-        is used, below it the matching rows are ranked exactly.
+        is used (asked for POSTFILTER_SAFETY / share x the page), below it the matching rows are ranked exactly.
         """
+        options = query.options
         if len(parts) != 1 or parts[0].vector is None or not state.vector_index or options.order_by \
                 or options.per:
-            return "exact", 1.0, state.rows
-        matching, seen = self._count(state, filters, SAMPLE_ROWS)
+            return Strategy("exact", matching=state.rows)
+        matching, seen = self._count(state, query.where, SAMPLE_ROWS)
         share = matching / max(1, seen)
-        matching = round(share * state.rows)
-        column = self._filter_column(state, filters)
+        exact = Strategy("exact", matching=round(share * state.rows))
+        column = self._filter_column(state, query.where)
         if share < MIN_INDEX_SHARE or column and column[1] <= EXACT_ROWS:
-            return "exact", 1.0, matching
+            return exact
+        image = parts[0].image
         if state.exact_ms_per_row and state.index_ms and state.beam:
-            exact_ms, index_ms = self.costs(state, share, options.offset + 10, parts[0].image)
+            exact_ms, index_ms = self.costs(state, share, query.k, options.offset, image)
             if exact_ms < index_ms:
-                return "exact", 1.0, matching
-        return "hnsw", POSTFILTER_SAFETY / share, matching
+                return exact
+        return Strategy("hnsw", POSTFILTER_SAFETY / share, state.image_beam if image and state.image_beam
+                        else state.beam, state.rescore, exact.matching)
 
     @staticmethod
-    def costs(state: TableState, share: float, window: int = 10, image: bool = False) -> tuple[float, float]:
-        """Estimated ms of an exact ranking and of an index search when filters match `share` of the rows,
-        from what tune_index measured (scaled to today's rows). An exact ranking reads every granule that
-        holds a match: with matches spread at random, 1 - (1 - share) ** rows_per_granule of them. The index
-        search costs in proportion to its candidate list, which a filter widens to POSTFILTER_SAFETY / share
-        x the window (query.search_sql)."""
+    def costs(state: TableState, share: float, k: int = 10, offset: int = 0, image: bool = False
+              ) -> tuple[float, float]:
+        """Estimated ms of an exact ranking and of an index search for a page of `k` from `offset` when filters
+        match `share` of the rows, from what tune_index measured (scaled to today's rows). An exact ranking
+        reads every granule that holds a match: with matches spread at random, 1 - (1 - share) ** rows_per_granule
+        of them. The index search costs in proportion to its candidate list (tuning.index_fetch, as search_sql
+        asks for it), against the list it had when it was timed (k = 10, unfiltered, at the text beam)."""
         exact_ms = state.exact_ms_per_row * state.rows * (1 - (1 - share) ** state.granule)
-        beam = (state.image_beam if image and state.image_beam else state.beam) or HNSW_SEARCH_BEAM
-        wanted = min(1000.0, POSTFILTER_SAFETY / share if share < 1 else 1.0) * (window + HNSW_TIE_MARGIN)
-        return exact_ms, state.index_ms * max(beam, wanted) / (state.beam or HNSW_SEARCH_BEAM)
+        beam = state.image_beam if image and state.image_beam else state.beam
+        fetch = index_fetch(k, offset, beam, POSTFILTER_SAFETY / share if share < 1 else 1.0, state.rescore)
+        timed = index_fetch(10, 0, state.beam, rescore=state.rescore)
+        return exact_ms, state.index_ms * fetch.candidates / timed.candidates
 
     def tune_index(self, target: float = RECALL_TARGET, queries: int = TUNING_QUERIES) -> dict:
         """Find the smallest HNSW search beams whose recall@10 against the exact ranking reaches `target`, one
@@ -364,38 +336,50 @@ class Searcher:
               beams: tuple[int, ...] = TUNING_BEAMS) -> dict:
         """The smallest of `beams` reaching `target` on `parts`, its recall, and the p50 ms of an exact
         ranking and of an index search at that beam."""
-        def run(strategy: str, beam: int | None = None) -> tuple[list[set], float]:
+        def run(strategy: Strategy) -> tuple[list[set], float]:
             found, ms = [], []
             for p in parts:
-                sql, params = search_sql(state.columns, [], 10, p, strategy, 1.0, beam, rescore=state.rescore)
+                sql, params = search_sql(Query(k=10), p, strategy)
                 start = time.perf_counter()
                 found.append({r["id"] for r in self.catalog.query(sql, params)})
                 ms.append((time.perf_counter() - start) * 1000)
             return found, float(np.median(ms))
-        exact, exact_ms = run("exact")
+        exact, exact_ms = run(EXACT)
         beam, recall, index_ms = beams[-1], 0.0, 0.0
         for beam in beams:
-            found, index_ms = run("hnsw", beam)
+            found, index_ms = run(Strategy("hnsw", beam=beam, rescore=state.rescore))
             recall = float(np.mean([len(f & e) / max(1, len(e)) for f, e in zip(found, exact, strict=True)]))
             if recall >= target:
                 break
         return {"beam": beam, "recall": round(recall, 3), "exact_ms": round(exact_ms, 2),
                 "index_ms": round(index_ms, 2)}
 
-    def _filter_column(self, state: TableState, filters: list[Filter]) -> tuple[str, int] | None:
+    def _filter_column(self, state: TableState, where: Where) -> tuple[str, int] | None:
         """The filter column whose filters leave the fewest rows, with that estimate (None: no filter is on
         a filter column). Estimated like the filters' share, on a sample."""
         best = None
         for column in state.filter_columns:
-            on_it = [f for f in filters if f.column == column]
-            if on_it:
+            on_it = where.on(column)
+            if on_it.conditions:
                 matching, seen = self._count(state, on_it, SAMPLE_ROWS)
                 rows = round(matching / max(1, seen) * state.rows)
                 if best is None or rows < best[1]:
                     best = (column, rows)
         return best
 
-    def _count(self, state: TableState, filters: list[Filter], limit: int | None = None) -> tuple[int, int]:
-        if not filters:
+    def _count(self, state: TableState, where: Where, limit: int | None = None) -> tuple[int, int]:
+        """(rows matching `where`, rows looked at): over the whole table, or its first `limit` rows.
+        Remembered for as long as the catalogue's table state is (a write or a second reads it afresh)."""
+        if not where.conditions:
             return state.rows, state.rows
-        return self.catalog.count_matching(filters, state.columns, limit)
+        counted_in, counts = self._counts
+        if counted_in is not state:
+            counts = {}
+            self._counts = (state, counts)
+        key = (repr(where.filters), limit)
+        if key not in counts:
+            row = self.catalog.query(*count_sql(where, limit))[0]
+            if len(counts) >= MAX_CACHED_COUNTS:
+                counts.clear()
+            counts[key] = int(row["matching"]), int(row["seen"])
+        return counts[key]

@@ -2,7 +2,7 @@
 
 `Catalog` sits on a `Connection` (embedded or server) and knows the schema
 (sql/schema.sql), the columns users filter by, what is loaded, the vector index,
-the search log. The search ranking SQL itself is built in `query.py`; labels
+the search log. The search ranking SQL itself is built in `search/statement.py`; labels
 and near-duplicates keep their one statement each beside the logic it serves.
 """
 from __future__ import annotations
@@ -14,15 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from clipsearch.errors import ModelMismatch, NotFound, QueryError
-from clipsearch.search.query import (
-    NOT_FILTERABLE,
-    NUMERIC_TYPE,
-    RESCORE_FETCH,
-    TIME_TYPE,
-    Filter,
-    base_type,
-    filter_sql,
-)
+from clipsearch.search.tuning import RESCORE_FETCH
+from clipsearch.search.values import NOT_FILTERABLE, NUMERIC_TYPE, TIME_TYPE, base_type
 from clipsearch.settings import Settings
 from clipsearch.store import schema
 from clipsearch.store.connection import Connection, connect, quote_identifier
@@ -35,7 +28,6 @@ DEFAULT_QUANTIZATION = "bf16"
 # The table state a search reads is cached until its connection writes (Connection.writes) or this many
 # seconds pass: the time other clients of a ClickHouse server take to be seen. Reading it costs 10-14 ms at 1M rows.
 STATE_TTL_S = 1.0
-MAX_CACHED_COUNTS = 256
 # A filter column is a projection of the whole table sorted by that column, so the rows a filter on it
 # matches sit together and an exact ranking reads only them (see Catalog.add_filter_column).
 FILTER_PREFIX = "filter_"   # projection name = prefix + column
@@ -88,7 +80,6 @@ class Catalog:
         self.connection = connection
         self.backend = connection.backend
         self._state: tuple[int, float, TableState] | None = None   # (writes count, when, state)
-        self._counts: dict[tuple, tuple[int, int]] = {}      # count_matching's answers for that state
         schema.ensure(connection)   # one query when the database is current
 
     @classmethod
@@ -411,28 +402,12 @@ class Catalog:
                            image_beam=int(image_beam) or None, granule=max(1, int(row["granule"]) or 8192),
                            exact_ms_per_row=float(exact_ms) / int(tuned_rows) if int(tuned_rows) else 0.0,
                            index_ms=float(index_ms))
-        self._state, self._counts = (writes, now, state), {}
+        self._state = (writes, now, state)
         return state
 
     def forget_state(self) -> None:
         """Read the table state afresh at the next search (another process changed it)."""
         self._state = None
-
-    def count_matching(self, filters: list[Filter], columns: dict[str, str], limit: int | None = None
-                       ) -> tuple[int, int]:
-        """(rows matching `filters`, rows looked at): over the whole table, or its first `limit` rows.
-        Remembered for as long as the table state is."""
-        key = (repr(filters), limit)
-        if key in self._counts and self._state is not None and self._state[0] == self.connection.writes.count:
-            return self._counts[key]
-        conditions, params = filter_sql(filters, columns)
-        source = f"(SELECT * FROM images LIMIT {int(limit)})" if limit else "images"
-        row = self.query(f"SELECT countIf({' AND '.join(conditions) or '1'}) AS matching, count() AS seen "
-                         f"FROM {source}", params)[0]
-        if len(self._counts) >= MAX_CACHED_COUNTS:
-            self._counts.clear()
-        self._counts[key] = int(row["matching"]), int(row["seen"])
-        return self._counts[key]
 
     # -- vector index -----------------------------------------------------------------------
     def vector_index(self) -> dict | None:
@@ -473,7 +448,7 @@ class Catalog:
         # to do: merges rebuild them; deletes drop them from the parts they touch (see delete_images).
         self.command("ALTER TABLE images MODIFY SETTING deduplicate_merge_projection_mode = 'rebuild', "
                      "lightweight_mutation_projection_mode = 'drop'")
-        # Text filters compare case-insensitively (query.py: lowerUTF8(col) = lowerUTF8(value)): sorted the
+        # Text filters compare case-insensitively (search/filters.py: lowerUTF8(col) = lowerUTF8(value)): sorted the
         # same way, so ClickHouse can find their rows by the projection's key.
         key = quote_identifier(column)
         key = f"lowerUTF8({key})" if base_type(columns[column]) == "String" else key
