@@ -15,7 +15,7 @@ from PIL import Image, UnidentifiedImageError
 from clipsearch.collection import Collection
 from clipsearch.errors import FileChanged, NotFound, QueryError
 from clipsearch.images.decode import FORMAT_NAMES, decode, read_image
-from clipsearch.search.filters import filters_from_json, operators_json, parse_filter
+from clipsearch.search.filters import filters_from_json, operators_json, parse_filter, roles_json
 from clipsearch.search.searcher import SearchResult, Term, weighted
 from clipsearch.service import console
 from clipsearch.service.openapi import openapi_document
@@ -217,9 +217,9 @@ def columns() -> Response:
 
 @api.get("/api/filters")
 def filters() -> Response:
-    """The filter operators, from the one table in query.py: the page reads an address's filters with them
-    rather than keeping a copy."""
-    return jsonify(operators=operators_json())
+    """The filter operators, from the one table in search/filters.py: the page reads an address's filters with
+    them rather than keeping a copy, and writes its fields' and chips' filters with the operators of `roles`."""
+    return jsonify(operators=operators_json(), roles=roles_json())
 
 
 @api.post("/api/sql")

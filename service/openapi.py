@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from clipsearch import __version__
+from clipsearch.search.filters import ROLES
 from clipsearch.service.requests import (
     DuplicatesQuery,
     FileQuery,
@@ -46,12 +47,16 @@ SHIPPED_QUERIES = {"type": "object", "required": ["queries"], "properties": {"qu
         "name": {"type": "string"}, "sql": {"type": "string"}, "description": {"type": "string"},
         "params": {"type": "array", "items": {"type": "object", "properties": {
             "name": {"type": "string"}, "type": {"type": "string"}}}}}}}}}
-FILTERS = {"type": "object", "required": ["operators"], "properties": {"operators": {"type": "array", "items": {
-    "type": "object", "required": ["op", "help", "cli", "takes", "many"], "properties": {
-        "op": {"type": "string"}, "help": {"type": "string"},
-        "cli": {"type": "string", "description": "the CLI string form (COL>=N); empty: JSON filters only"},
-        "takes": {"enum": ["one", "list", "either", "none"], "description": "one value, a list, either, or none"},
-        "many": {"type": ["string", "null"], "description": "the operator a CLI value A|B turns it into"}}}}}}
+FILTERS = {"type": "object", "required": ["operators", "roles"], "properties": {
+    "operators": {"type": "array", "items": {
+        "type": "object", "required": ["op", "help", "cli", "takes", "many"], "properties": {
+            "op": {"type": "string"}, "help": {"type": "string"},
+            "cli": {"type": "string", "description": "the CLI string form (COL>=N); empty: JSON filters only"},
+            "takes": {"enum": ["one", "list", "either", "none"], "description": "one value, a list, either, or none"},
+            "many": {"type": ["string", "null"], "description": "the operator a CLI value A|B turns it into"}}}},
+    "roles": {"type": "object", "additionalProperties": {"type": "string"},
+              "description": "the operator that stands for each role: " + "; ".join(
+                  f"{role}: {what}" for role, what in ROLES.items())}}}
 
 
 def _ok(description: str, schema: dict, media: str = "application/json") -> dict:

@@ -44,16 +44,16 @@ async function loadColumns() {
     const div = document.createElement("div");
     div.className = "filter";
     if (c.kind === "number") {
-      div.innerHTML = `<label>${c.name}</label><input data-col="${c.name}" data-op=">=" type="number" placeholder="min ${c.min ?? ""}">
-        &ndash;<input data-col="${c.name}" data-op="<=" type="number" placeholder="max ${c.max ?? ""}">`;
+      div.innerHTML = `<label>${c.name}</label><input data-col="${c.name}" data-role="from" type="number" placeholder="min ${c.min ?? ""}">
+        &ndash;<input data-col="${c.name}" data-role="to" type="number" placeholder="max ${c.max ?? ""}">`;
     } else if (c.kind === "text" && c.values) {
       const opts = c.values.map((v) => `<option>${escapeHtml(v)}</option>`).join("");
-      div.innerHTML = `<label>${c.name}</label><select data-col="${c.name}" data-op="="><option value="">any</option>${opts}</select>`;
+      div.innerHTML = `<label>${c.name}</label><select data-col="${c.name}" data-role="value"><option value="">any</option>${opts}</select>`;
     } else if (c.kind === "text") {
-      div.innerHTML = `<label>${c.name}</label><input data-col="${c.name}" data-op="~=" placeholder="contains">`;
+      div.innerHTML = `<label>${c.name}</label><input data-col="${c.name}" data-role="contains" placeholder="contains">`;
     } else if (c.kind === "time") {  // 2024, 2024-06 or 2024-06-01: "to" includes the whole period
-      div.innerHTML = `<label>${c.name}</label><input data-col="${c.name}" data-op=">=" placeholder="from 2024-06">
-        &ndash;<input data-col="${c.name}" data-op="<=" placeholder="to 2024-08">`;
+      div.innerHTML = `<label>${c.name}</label><input data-col="${c.name}" data-role="from" placeholder="from 2024-06">
+        &ndash;<input data-col="${c.name}" data-role="to" placeholder="to 2024-08">`;
     } else continue;
     box.appendChild(div);
   }
@@ -61,7 +61,7 @@ async function loadColumns() {
     const div = document.createElement("div");
     div.className = "filter";
     div.innerHTML = `<label title="taken within KM of a place (EXIF GPS)">near</label>
-      <input class="wide" data-col="near" data-op="=" placeholder="lat,lon,km">`;
+      <input class="wide" data-col="near" data-role="value" placeholder="lat,lon,km">`;
     box.appendChild(div);
   }
 }
@@ -71,18 +71,23 @@ function filters() {
   for (const el of $("filters").querySelectorAll("[data-col]")) {
     if (el.value === "") continue;
     const numeric = el.type === "number";
-    out.push({ column: el.dataset.col, op: el.dataset.op, value: numeric ? Number(el.value) : el.value });
+    out.push({ column: el.dataset.col, op: roles[el.dataset.role], value: numeric ? Number(el.value) : el.value });
   }
   return out.concat(facetFilters);
 }
 // The filter operators as the server defines them (GET /api/filters), so the page reads an address's filters
-// as the CLI does; the longest first, so `>=` is not read as `>` and a value starting with `=`.
+// as the CLI does; the longest first, so `>=` is not read as `>` and a value starting with `=`. `roles` names
+// the operator each field (data-role) and facet chip writes: {value, null, from, to, contains}.
 let operators = [];
+let roles = {};
 async function loadOperators() {
   const res = await fetch("/api/filters");
   if (!res.ok) return;
-  operators = (await res.json()).operators.filter((o) => o.cli).sort((a, b) => b.op.length - a.op.length);
+  const served = await res.json();
+  operators = served.operators.filter((o) => o.cli).sort((a, b) => b.op.length - a.op.length);
+  roles = served.roles;
 }
+const roleOf = (op) => Object.keys(roles).find((role) => roles[role] === op);
 const escapeRegExp = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 const takesNone = (op) => operators.some((o) => o.op === op && o.takes === "none");  // `COL is null`
 // A filter as the CLI writes it (the address's filter=...), and back.
@@ -146,7 +151,7 @@ function restore(params) {
   for (const text of params.getAll("filter")) {
     const f = parseFilter(text);
     if (!f) continue;
-    const el = $("filters").querySelector(`[data-col="${f.column}"][data-op="${f.op}"]`);
+    const el = $("filters").querySelector(`[data-col="${f.column}"][data-role="${roleOf(f.op)}"]`);
     if (el && !el.value) el.value = f.value;
     else facetFilters.push(f);  // set by a facet click: shown as a removable chip
   }
@@ -236,7 +241,7 @@ function renderFacets(facets) {
       chip.innerHTML = `${escapeHtml(value === null || value === "" ? "(none)" : value)} <b>${count}</b>`;
       chip.addEventListener("click", () => {
         facetFilters = facetFilters.filter((f) => f.column !== column);
-        facetFilters.push(value === null || value === "" ? { column, op: "is null", value: null } : { column, op: "=", value });
+        facetFilters.push(value === null || value === "" ? { column, op: roles.null, value: null } : { column, op: roles.value, value });
         showActiveFilters();
         search();
       });
