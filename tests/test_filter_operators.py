@@ -112,3 +112,17 @@ def test_everything_else_reads_the_table(client):
     # the page asks the server (GET /api/filters) and keeps no list or pattern of its own
     page = (ROOT / "service" / "static" / "app.js").read_text()
     assert "/api/filters" in page and not re.search(r"[!<>~]?=\|[!<>~]?=", page)
+
+
+def test_each_role_is_one_operator_and_the_page_writes_operators_by_role(client):
+    """A bare JSON value, a JSON null and the page's fields and chips stand for the operators the table gives
+    those roles: the page spells none itself."""
+    from clipsearch.search.filters import ROLES, filters_from_json, with_role
+    held = [o.role for o in FILTER_OPERATORS if o.role]
+    assert sorted(held) == sorted(set(held)) == sorted(ROLES)
+    assert client.get("/api/filters").get_json()["roles"] == {role: with_role(role).symbol for role in ROLES}
+    assert filters_from_json({"a": 1, "b": [1, 2], "c": None}) == [
+        Filter("a", with_role("value").symbol, 1), Filter("b", with_role("value").many, [1, 2]),
+        Filter("c", with_role("null").symbol, None)]
+    page = (ROOT / "service" / "static" / "app.js").read_text()
+    assert "data-role=" in page and not re.search(r'data-op=|op: "', page)

@@ -302,3 +302,33 @@ def test_http(catalogue, model):
     finally:
         app.extensions["clipsearch"].close()
 
+
+
+def test_the_planner_prices_the_index_search_the_statement_writes():
+    """Searcher.costs and search_sql read one formula (tuning.index_fetch): the index's cost grows with the
+    candidate list the statement asks for, beam grown with k and rescoring included, against the list
+    tune_index timed (k = 10, no filter)."""
+    import re
+    from dataclasses import replace
+
+    from clipsearch.search.query import Query
+    from clipsearch.search.statement import QueryVector, Strategy, search_sql
+    from clipsearch.store.catalog import TableState
+
+    state = TableState(columns={"id": "String", "price": "Float64"}, models=["m"], rows=100_000, vector_index=True,
+                       filter_columns=[], beam=64, rescore=2, exact_ms_per_row=1e-4, index_ms=2.0)
+    one = [QueryVector(vector=[1.0, 0.0])]
+
+    def candidates(k: int, multiplier: float = 1.0, filters: tuple = ()) -> int:
+        query = Query.check(state.columns, [parse_filter(f) for f in filters], k)
+        sql, _ = search_sql(query, one, Strategy("hnsw", multiplier, state.beam, state.rescore))
+        return int(re.search(r"hnsw_candidate_list_size_for_search = (\d+)", sql).group(1))
+
+    timed = candidates(10)
+    for k, share, filters in ((10, 1.0, ()), (50, 1.0, ()), (10, 0.5, ("price<5",)), (100, 0.1, ("price<5",))):
+        multiplier = 8.0 / share if share < 1 else 1.0
+        assert Searcher.costs(state, share, k)[1] == pytest.approx(state.index_ms * candidates(k, multiplier, filters)
+                                                                   / timed)
+    assert Searcher.costs(state, 1.0, 50)[1] > Searcher.costs(state, 1.0, 10)[1]   # the beam grows with k
+    unrescored = replace(state, rescore=0)
+    assert Searcher.costs(unrescored, 0.5)[1] != Searcher.costs(state, 0.5)[1]
