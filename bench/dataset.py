@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     with Catalog.open(args.db) as store:
         fill(store, ClipModel(), args.rows)
-        store.command("OPTIMIZE TABLE images FINAL")
+        store.owner_sql("OPTIMIZE TABLE images FINAL")
     print(f"{args.rows} rows in {args.db} in {time.perf_counter() - start:.0f}s")
     return 0
 

@@ -64,9 +64,9 @@ def searcher(request, opened):
     """The catalogue's searcher without, then with the HNSW index (f32: the index ranks like the scan)."""
     store, searcher, _ = opened
     if request.param == "hnsw":
-        store.create_vector_index("f32", 16, 128)
+        store.indexes.create_vector_index("f32", 16, 128)
     else:
-        store.drop_vector_index()
+        store.indexes.drop_vector_index()
     searcher.expect = request.param
     return searcher
 

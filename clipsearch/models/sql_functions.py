@@ -55,9 +55,8 @@ def register_embedded(catalog: Catalog, get_model: Callable[[], ImageTextModel])
             return _registered["embed"](label or "", text[:MAX_QUERY_CHARS])
         _registered["clipsearch_text_embedding_json"] = clipsearch_text_embedding_json
     _registered["embed"] = embed_json
-    catalog.command("CREATE OR REPLACE FUNCTION clipTextEmbedding AS (text) -> JSONExtract(assumeNotNull("
-                    "clipsearch_text_embedding_json((SELECT any(model) FROM (SELECT model FROM images LIMIT 1)), "
-                    "text)), 'Array(Float32)')")
+    catalog.define_function("clipTextEmbedding", "(text) -> JSONExtract(assumeNotNull(clipsearch_text_embedding_json("
+                            "(SELECT any(model) FROM (SELECT model FROM images LIMIT 1)), text)), 'Array(Float32)')")
 
 
 class ServiceModel:

@@ -29,7 +29,8 @@ from clipsearch.search.query import (
     filter_sql,
     search_sql,
 )
-from clipsearch.store.catalog import Catalog, TableState
+from clipsearch.store.catalog import Catalog
+from clipsearch.store.state import TableState
 
 DEFAULT_WEIGHTS = {"image": 0.5, "text": 0.5}
 # With filters, the HNSW index is asked for POSTFILTER_SAFETY / share x k neighbours (share: the
@@ -152,7 +153,7 @@ class Searcher:
 
     def table_state(self) -> TableState:
         """Columns, models and index of `images`; an error if nothing is loaded yet."""
-        state = self.catalog.search_state()
+        state = self.catalog.state.read()
         if not state.models:  # every row names its model, so no model means no rows
             raise EmptyStore("no images loaded yet: run `clipsearch load FOLDER` first")
         return state
@@ -187,13 +188,13 @@ class Searcher:
         options, _ = check_options(options, k, state.columns)
         if facets:
             check_facets(list(facets), state.columns)  # before the model loads and the search runs
-        query = [Term(image_id=self.catalog.get_image(term.image_id)["id"], weight=term.weight)  # a unique prefix
+        query = [Term(image_id=self.catalog.images.get(term.image_id)["id"], weight=term.weight)  # a unique prefix
                  if term.image_id is not None else term for term in query]
         t = time.perf_counter()
         model = None
         if any(term.image_id is None for term in query):
             model = self.model  # loads it if this is its first use, timed apart from encoding; one model
-            self.catalog.check_model(model.label, state.models)   # for the whole search
+            self.catalog.models.check(model.label, state.models)   # for the whole search
         model_load_ms = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
         parts = self._vectors(query, model)
@@ -205,7 +206,7 @@ class Searcher:
             # `clipsearch reembed` switched the store to another model between reading its state and ranking:
             # these rows were ranked by another model's vectors. Once more, with the store's model.
             if not _switched:
-                self.catalog.forget_state()
+                self.catalog.state.forget()
                 return self.search(text, image, image_id, k, filters, weights, terms=terms, options=options,
                                    facets=facets, facet_top=facet_top, _switched=True)
             raise ModelMismatch("the store switched to another model during this search; run it again")
@@ -321,8 +322,8 @@ class Searcher:
         safe side (0.87 at beam 2048 where the benchmark's texts reached 0.98). Image queries are stored
         vectors asking for their neighbours but themselves, as "more like this" does; an uploaded photo is
         as close to the table (the benchmark's unseen images: recall 0.99 at beam 64 on 200k x 128)."""
-        state = self.catalog.search_state()
-        index = self.catalog.vector_index()
+        state = self.catalog.state.read()
+        index = self.catalog.indexes.vector_index()
         if index is None or not state.rows:
             raise QueryError("no vector index to tune: run `clipsearch index create` on a loaded store")
         sample = self.catalog.query("SELECT id, embedding FROM images ORDER BY cityHash64(id) LIMIT {n:UInt32}",
@@ -334,13 +335,8 @@ class Searcher:
         text = self._tune(state, [[QueryVector(vector=(v / np.linalg.norm(v)).tolist())] for v in texts], target)
         image = self._tune(state, [[QueryVector(vector=r["embedding"], image_id=r["id"], image=True)]
                                    for r in sample[:queries]], target, IMAGE_BEAMS)
-        self.catalog.command(
-            "INSERT INTO vector_index_tuning (index_type, beam, recall, target, queries, image_beam, rows, exact_ms, "
-            "index_ms) SELECT {type:String}, {beam:UInt32}, {recall:Float32}, {target:Float32}, {n:UInt32}, "
-            "{image_beam:UInt32}, {rows:UInt64}, {exact_ms:Float32}, {index_ms:Float32}",
-            {"type": index["type_full"], "beam": text["beam"], "recall": text["recall"], "target": target,
-             "n": len(texts), "image_beam": image["beam"], "rows": state.rows, "exact_ms": text["exact_ms"],
-             "index_ms": text["index_ms"]})
+        self.catalog.indexes.record_tuning(index["type_full"], text["beam"], text["recall"], target, len(texts),
+                                           image["beam"], state.rows, text["exact_ms"], text["index_ms"])
         return {**text, "image_beam": image["beam"], "image_recall": image["recall"], "target": target,
                 "queries": len(texts), "text_queries": "stored vectors" if captions is None else "captions"}
 
@@ -351,7 +347,7 @@ class Searcher:
         texts = list(TUNING_TEXTS)
         try:
             model = self.model
-            self.catalog.check_model(model.label, state.models)
+            self.catalog.models.check(model.label, state.models)
             if model.label == BUNDLED_LABEL:
                 from clipsearch.service.shapes import COLOURS, SHAPES, query_text
                 texts = [query_text(c, s, "es") for c in COLOURS for s in SHAPES][1::2]
