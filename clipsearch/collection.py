@@ -333,7 +333,7 @@ class Collection:
         return self.searcher.tune_index()
 
     def add_filter_column(self, column: str) -> None:
-        """Make selective filters on `column` fast: a copy of the table sorted by it (Catalog.add_filter_column)."""
+        """Make selective filters on `column` fast: a copy of the table sorted by it (Indexes.add_filter_column)."""
         self.catalog.indexes.add_filter_column(column)
 
     def drop_filter_column(self, column: str) -> None:
@@ -406,7 +406,7 @@ class StoreModel:
     """The model of the store's vectors, following the store: when `clipsearch reembed` switches it to another
     model (from this process or another), the next call gives that one (loaded as recorded in `models`), so
     what holds a StoreModel (the service, its ClickHouse port, clipTextEmbedding) never ranks one model's
-    query against another's vectors. Reading the store's model costs nothing between writes (search_state)."""
+    query against another's vectors. Reading the store's model costs nothing between writes (catalog.state)."""
 
     def __init__(self, catalog: Catalog, first: Callable[[], ImageTextModel], follows: bool | None = True):
         self._catalog = catalog

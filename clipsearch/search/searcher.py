@@ -39,7 +39,7 @@ DEFAULT_WEIGHTS = {"image": 0.5, "text": 0.5}
 # with a 10% filter, 4 reached recall@10 0.948 and 8 0.955 (+4 ms; 12: 0.975, +10 ms). See bench/results.md.
 POSTFILTER_SAFETY = 8.0
 MIN_INDEX_SHARE = POSTFILTER_SAFETY / 1000
-# A filter on a filter column (Catalog.add_filter_column) that leaves at most EXACT_ROWS rows is ranked
+# A filter on a filter column (Indexes.add_filter_column) that leaves at most EXACT_ROWS rows is ranked
 # exactly: ClickHouse reads just those rows from the column's projection, about as fast as an index search
 # and exact. See bench/results.md.
 EXACT_ROWS = 20_000

@@ -61,7 +61,7 @@ class Catalog:
         self.backend: Backend = connection.backend
         schema.ensure(connection)   # one query when the database is current
         self.images = ImageTable(connection)
-        self.indexes = Indexes(connection, self.images)
+        self.indexes = Indexes(connection, self.images.columns)
         self.models = ModelRegistry(connection, self.images)
         self.switch = ModelSwitch(connection, self.images, self.indexes)
         self.state = StateCache(connection)

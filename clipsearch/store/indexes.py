@@ -3,14 +3,11 @@ columns (projections of the table sorted by one column)."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from clipsearch.errors import QueryError
 from clipsearch.search.query import NOT_FILTERABLE, base_type
 from clipsearch.store.connection import Connection, quote_identifier
-
-if TYPE_CHECKING:
-    from clipsearch.store.images import ImageTable
 
 VECTOR_QUANTIZATIONS = ("bf16", "f16", "f32", "i8", "b1")
 # ClickHouse's own default. f16 (same size, 3 more bits of mantissa) scores closer to exact but, at 1M x 512,
@@ -55,8 +52,8 @@ def with_dimension(type_full: str, dim: int) -> str:
 class Indexes:
     """The vector index on images.embedding, its tuning (`vector_index_tuning`), and the filter columns."""
 
-    def __init__(self, connection: Connection, images: ImageTable):
-        self._connection, self._images = connection, images
+    def __init__(self, connection: Connection, columns: Callable[[], dict[str, str]]):
+        self._connection, self._columns = connection, columns   # columns: ImageTable.columns
 
     # -- the vector index ------------------------------------------------------------------------
     def vector_index(self) -> dict | None:
@@ -108,7 +105,7 @@ class Indexes:
         """Keep a copy of the table sorted by `column` (a ClickHouse projection, built now and kept up to date
         by every insert, delete and merge), so a selective filter on it reads only the rows it matches
         instead of every granule of the vector column. Costs the table's size again on disk."""
-        columns = self._images.columns()
+        columns = self._columns()
         if column not in columns or column in NOT_FILTERABLE:
             known = ", ".join(c for c in columns if c not in NOT_FILTERABLE)
             raise QueryError(f"unknown filter column {column!r}; known columns: {known}")
