@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 from bench import analysts, common, copies, duplicates, loader, memory, quantization, report, search, served, service
-from clipsearch.models.model import ClipModel
+from clipsearch.models.clip import ClipModel
 
 BUNDLED, VIT = "clipsearch-shapes (bundled)", "ViT-B-32 (random weights)"
 SECTIONS = ("loader", "service", "search", "quantization", "memory", "duplicates", "served", "copies", "analysts")

@@ -18,7 +18,7 @@ import clickhouse_connect
 
 import clipsearch
 from bench.common import get, ms_stats, search_url, serve_with_analysts, write_images
-from clipsearch.models.model import ClipModel
+from clipsearch.models.clip import ClipModel
 
 PASSWORD = os.environ.get("BENCH_ANALYST_PASSWORD", "bench-analyst")
 SLOW = "SELECT count() FROM numbers(100000000000) WHERE sipHash64(number) = 0"   # busy until its 3 s run out

@@ -35,9 +35,10 @@ from PIL import Image, ImageOps
 import clipsearch
 from bench import common
 from clipsearch.images import copies
+from clipsearch.images.decode import decode
 from clipsearch.images.grouping import components
 from clipsearch.images.hashes import HASH_COLUMNS, HASH_DECODE_SIZE, Hashes, image_hashes
-from clipsearch.models.model import ClipModel, decode
+from clipsearch.models.clip import ClipModel
 from clipsearch.service import shapes
 from clipsearch.store.catalog import Catalog
 

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from clipsearch.models.model import ClipModel
+from clipsearch.models.clip import ClipModel
 from clipsearch.service.shapes import fill
 from clipsearch.store.catalog import Catalog
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from clipsearch.images.decode import open_image
 from clipsearch.images.duplicates import DEFAULT_THRESHOLD, duplicate_pairs, lsh_plan
-from clipsearch.models.model import ClipModel, open_image
+from clipsearch.models.clip import ClipModel
 from clipsearch.service import shapes
 from clipsearch.store.catalog import Catalog
 

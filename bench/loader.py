@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 import clipsearch
-from clipsearch.models.model import ClipModel, open_image
+from clipsearch.images.decode import open_image
+from clipsearch.models.clip import ClipModel
 
 BATCH = 64
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import clipsearch
 from bench.common import HERE, get, search_url, serve, write_images
 from clipsearch.loader.load import load
-from clipsearch.models.model import ClipModel
+from clipsearch.models.clip import ClipModel
 from clipsearch.service import shapes
 from clipsearch.store.catalog import Catalog
 

@@ -19,7 +19,7 @@ import numpy as np
 import clipsearch
 from bench import search
 from bench.common import ms_stats
-from clipsearch.models.model import ClipModel
+from clipsearch.models.clip import ClipModel
 from clipsearch.search.query import QueryVector
 from clipsearch.service import shapes
 from clipsearch.store.indexes import VECTOR_QUANTIZATIONS
@@ -36,7 +36,7 @@ def run(count: int, model: ClipModel, work: Path, dim: int = 512) -> dict:
     exact = [set(np.argpartition(-(vectors @ q), search.K)[:search.K].tolist()) for q in queries]
     out: dict = {"rows": count, "dim": dim, "queries": len(queries), "runs": []}
     _, m, ef_construction = search.HNSW
-    with clipsearch.open(db, model=lambda: search.QueryModel(model.label, queries), log_searches=False) as photos:
+    with clipsearch.open(db, model=search.QueryModel(model.label, queries), log_searches=False) as photos:
         shapes.insert_vectors(photos.catalog, vectors, model.label, search.SEED)
         photos.catalog.owner_sql("OPTIMIZE TABLE images FINAL")
         for quantization in VECTOR_QUANTIZATIONS:

@@ -32,7 +32,7 @@ from PIL import Image
 import clipsearch
 from bench.common import ms_stats
 from clipsearch.collection import Collection
-from clipsearch.models.model import ClipModel
+from clipsearch.models.clip import ClipModel
 from clipsearch.search import query as search_query_sql
 from clipsearch.search.query import HIDDEN, QueryVector, parse_filter
 from clipsearch.search.searcher import SearchResult
@@ -204,7 +204,7 @@ def run(count: int, model: ClipModel, work: Path, dim: int = 512) -> dict:
     vectors = table_vectors(model, count, dim)
     out: dict = {"rows": count, "dim": dim, "queries": len(queries), "k": K, "engines": {}, "notes": {}}
     fake = QueryModel(model.label, queries, model)
-    with clipsearch.open(db, model=lambda: fake, log_searches=True) as photos:   # logged, as the service does
+    with clipsearch.open(db, model=fake, log_searches=True) as photos:   # logged, as the service does
         start = time.perf_counter()
         columns = shapes.insert_vectors(photos.catalog, vectors, model.label, SEED)
         out["notes"]["insert_rows_per_s"] = round(count / (time.perf_counter() - start))

@@ -14,7 +14,7 @@ import clickhouse_connect
 
 import clipsearch
 from bench.common import get, ms_stats, search_url, serve_with_analysts, write_images
-from clipsearch.models.model import ClipModel
+from clipsearch.models.clip import ClipModel
 from clipsearch.service import shapes
 
 PASSWORD = "bench-analyst"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import clipsearch
 from bench.common import get, ms_stats, search_url, serve
-from clipsearch.models.model import ClipModel
+from clipsearch.models.clip import ClipModel
 from clipsearch.service import shapes
 
 

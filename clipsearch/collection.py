@@ -13,19 +13,13 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from clipsearch.analyst import readonly
+from clipsearch.analyst.policy import AnalystPolicy
 from clipsearch.errors import QueryError
 from clipsearch.images.files import read_loaded_file
-from clipsearch.models.model import (
-    BUNDLED_LABEL,
-    RANDOM_WEIGHTS,
-    ImageTextModel,
-    LazyModel,
-    ModelSource,
-    create_model,
-    model_loader,
-)
-from clipsearch.models.sql_functions import ServiceModel
+from clipsearch.models.bundled import BUNDLED_LABEL
+from clipsearch.models.factory import ModelRef, create_model
+from clipsearch.models.model import RANDOM_WEIGHTS, ImageTextModel
+from clipsearch.models.store_model import StoreModel
 from clipsearch.search.query import EVERY, FACET_TOP, Filter, Options, filters_from_json
 from clipsearch.search.searcher import Searcher, SearchResult, Term
 from clipsearch.settings import Settings
@@ -66,27 +60,26 @@ def as_terms(spec: Any) -> list[Term]:
 class Collection:
     """The images of one clipsearch database and the model that embeds their queries."""
 
-    def __init__(self, catalog: Catalog, get_model: Callable[[], ImageTextModel], settings: Settings | None = None,
+    def __init__(self, catalog: Catalog, model: StoreModel, settings: Settings | None = None,
                  log_searches: bool = True, origin: str = "python"):
         self.catalog = catalog
         self.settings = settings or Settings()
-        self.searcher = Searcher(catalog, get_model, log=log_searches, origin=origin)
-        self._get_model = get_model
-        self._read_only: Connection | None = None
-        self._denied: set[str] = set()
+        self.searcher = Searcher(catalog, model, log=log_searches, origin=origin)
+        self._model = model
+        self.analyst_policy = AnalystPolicy()   # the page's SQL tab's, and the served port's (`serve` hands it on)
+        self._analyst_sessions: tuple[Connection, Connection] | None = None   # (the check's, the queries')
         self._text_embedding = False
-        self._read_only_lock = threading.Lock()
+        self._analyst_lock = threading.Lock()
 
     @property
     def model(self) -> ImageTextModel:
         """The CLIP model, loaded on first use."""
-        return self._get_model()
+        return self._model()
 
     @property
     def model_label(self) -> str:
         """The name the model's vectors are stored under, without loading a model not loaded yet."""
-        label = getattr(self._get_model, "label", None)
-        return label if isinstance(label, str) else self.model.label
+        return self._model.label
 
     @property
     def backend(self) -> str:
@@ -94,8 +87,8 @@ class Collection:
 
     def close(self) -> None:
         self.searcher.close()
-        if self._read_only is not None:
-            self._read_only.close()
+        for session in self._analyst_sessions or ():
+            session.close()
         self.catalog.close()
 
     def __enter__(self) -> Collection:
@@ -192,7 +185,7 @@ class Collection:
         With `restrict_to_folder`, a manifest naming files outside its own folder is refused.
         """
         from clipsearch.loader.load import load
-        summary = load(str(source), self.catalog, self._get_model, batch_size=batch_size, workers=workers,
+        summary = load(str(source), self.catalog, self._model, batch_size=batch_size, workers=workers,
                        progress=progress, report=report, restrict_to_folder=restrict_to_folder)
         if summary.loaded:   # how to load this model again: later commands without --model use it
             self._register(self.model)
@@ -200,13 +193,11 @@ class Collection:
 
     def _register(self, model: ImageTextModel) -> None:
         """Record how to load `model` again (in the `models` table)."""
-        name = getattr(model, "name", None)
         if model.label == BUNDLED_LABEL:
             self.catalog.models.register(model.label, "", "", model.dim)   # its folder differs per install
-        elif name:
-            pretrained = getattr(model, "pretrained", None) or \
-                (RANDOM_WEIGHTS if model.label.endswith(f":{RANDOM_WEIGHTS}") else None)
-            self.catalog.models.register(model.label, name, pretrained, model.dim)
+        elif model.name:
+            pretrained = model.pretrained or (RANDOM_WEIGHTS if model.label.endswith(f":{RANDOM_WEIGHTS}") else None)
+            self.catalog.models.register(model.label, model.name, pretrained, model.dim)
 
     def reembed(self, model: str | ImageTextModel | None, pretrained: str | None = None, *, batch_size: int = 64,
                 workers: int | None = None, keep: bool = False, drop_missing: bool = False,
@@ -220,15 +211,11 @@ class Collection:
         table, for comparing the two in SQL (sql/queries/compare_models.sql). Everything using this store
         follows the switch: this collection, a running service, clipTextEmbedding(), later commands."""
         from clipsearch.loader.reembed import reembed
-        new = model if isinstance(model, ImageTextModel) else create_model(model, pretrained)
+        new = create_model(model, pretrained) if model is None or isinstance(model, str) else model
         summary = reembed(self.catalog, new, self._register, batch_size=batch_size, workers=workers, keep=keep,
                           drop_missing=drop_missing, progress=progress)
         if summary.switched or summary.already_active:
-            if isinstance(self._get_model, StoreModel):
-                self._get_model.use(new)
-            else:
-                self._get_model = self.searcher._get_model = StoreModel(self.catalog, model_loader(new))
-                self._text_embedding = False   # clipTextEmbedding() to be bound to it
+            self._model.use(ModelRef(model=new))
             if self.catalog.indexes.vector_index() and (summary.switched or self.catalog.state.read().beam is None):
                 self.searcher.tune_index()   # the beam that reaches the recall target for the new vectors
         return summary
@@ -236,13 +223,11 @@ class Collection:
     def refresh_model(self) -> None:
         """Follow the store to the model `reembed` switched it to, from another process (a long-running
         process calls this now and then; searches check it themselves)."""
-        if isinstance(self._get_model, StoreModel):
-            self._get_model.refresh()
+        self._model.refresh()
 
     def on_model_change(self, callback: Callable[[ImageTextModel], object]) -> None:
         """Call `callback(model)` when this collection follows the store to another model."""
-        if isinstance(self._get_model, StoreModel):
-            self._get_model.on_change = callback
+        self._model.on_change = callback
 
     def models(self) -> list[dict]:
         """The models recorded in the store: label, name, pretrained, dim, rows (images with their vectors),
@@ -296,14 +281,14 @@ class Collection:
         on a server it is the executable UDF of sql/udf/)."""
         if self.backend == "embedded" and not self._text_embedding:
             from clipsearch.models.sql_functions import register_embedded
-            register_embedded(self.catalog, self._get_model)
+            register_embedded(self.catalog, self._model.for_label)
             self._text_embedding = True  # once per collection: it is a CREATE FUNCTION statement
 
     def analyst_sql(self, query: str, params: dict | None = None, fmt: str | None = None) -> Any:
-        """SQL as an analyst runs it: like `sql`, but in a read-only session that refuses writes, setting
-        changes and the table functions that read files or the network, within ANALYST_LIMITS and
-        HELD_RESULT_LIMITS (time, memory, result rows and bytes), so one query cannot stall the searches
-        beside it."""
+        """SQL as an analyst runs it: like `sql`, but checked and run in a read-only session that refuses
+        writes, setting changes and the table functions that read files or the network, within the analyst
+        policy's limits (time, memory, the parser's work, result rows and bytes: AnalystPolicy), so one query
+        cannot stall the searches beside it. The result's format is `fmt`, never a FORMAT clause in the SQL."""
         session, checked = self._analyst_session(query)
         return session.query(checked, params) if fmt is None else session.text(checked, params, fmt)
 
@@ -314,17 +299,19 @@ class Collection:
         return session.stream(checked, params, fmt)
 
     def _analyst_session(self, query: str) -> tuple[Connection, str]:
-        """The read-only session, and the text to run for `query`: clipsearch.analyst.readonly's check returns
+        """The read-only session to run `query` on, and the text to run: the analyst policy's check returns
         ClickHouse's formatting of it, which is what it judged."""
         if not isinstance(query, str) or not query.strip():
             raise QueryError("empty SQL")
-        with self._read_only_lock:
-            if self._read_only is None:
+        with self._analyst_lock:
+            if self._analyst_sessions is None:
                 self.enable_text_embedding()  # functions serve every session
-                self._read_only = self.catalog.connection.read_only()
-                self._denied = readonly.denied_functions(self._read_only.query)
+                self._analyst_sessions = self.analyst_policy.open_page_sessions(self.catalog.connection)
+        checker, session = self._analyst_sessions
         self.refresh_model()
-        return self._read_only, readonly.check(self._read_only.query, query, self._denied)
+        text = self.analyst_policy.check(checker.query, query)
+        self.analyst_policy.refuse_format_clause(text)
+        return session, text
 
     def create_index(self, quantization: str = DEFAULT_QUANTIZATION, m: int = 16, ef_construction: int = 128) -> dict:
         """Build ClickHouse's HNSW vector index over the embeddings (minutes per few 100k rows), then tune its
@@ -352,7 +339,7 @@ class Collection:
 
 def open_query_image(path: str | os.PathLike) -> Any:
     """A query image from a file, with a clear error for a missing or unreadable one."""
-    from clipsearch.models.model import open_image
+    from clipsearch.images.decode import open_image
     try:
         return open_image(os.fspath(path))
     except FileNotFoundError:
@@ -361,118 +348,33 @@ def open_query_image(path: str | os.PathLike) -> Any:
         raise QueryError(f"{os.fspath(path)}: cannot read image ({exc})") from None
 
 
-def open(db: str | os.PathLike | None = None, *, url: str | None = None, model: ModelSource = None,  # noqa: A001
-         pretrained: str | None = None, settings: Settings | None = None, log_searches: bool = True,
-         create: bool = True, origin: str = "python") -> Collection:
+def open(db: str | os.PathLike | None = None, *, url: str | None = None,  # noqa: A001
+         model: str | ImageTextModel | ModelRef | None = None, pretrained: str | None = None,
+         settings: Settings | None = None, log_searches: bool = True, create: bool = True,
+         origin: str = "python") -> Collection:
     """Open (or create) a collection: the embedded folder `db`, or the ClickHouse server at `url`.
 
     Unset arguments come from the environment (CLIPSEARCH_DB, CLICKHOUSE_URL, CLIPSEARCH_MODEL,
-    CLIPSEARCH_PRETRAINED), then the defaults (./clipsearch-data, the bundled model). `model` may be
-    an open_clip model name, a loaded ImageTextModel, or a function returning one (loaded on first use).
-    With `create` false, an embedded folder without a database is an error instead of a new database.
+    CLIPSEARCH_PRETRAINED), then the defaults (./clipsearch-data, the store's own model, else the bundled
+    one). `model` may be a model name (open_clip's, or FAMILY:NAME), a loaded ImageTextModel, or a ModelRef
+    (loaded on first use). With `create` false, an embedded folder without a database is an error instead
+    of a new database.
     """
     name = model if isinstance(model, str) else None
     settings = settings or Settings.load(db=None if db is None else os.fspath(db), clickhouse_url=url,
                                          model=name, pretrained=pretrained)
-    get_model = model_loader(None if isinstance(model, str) else model, settings.model, settings.pretrained)
+    if isinstance(model, ModelRef):
+        asked = model
+    elif model is None or isinstance(model, str):
+        asked = ModelRef(settings.model, settings.pretrained)
+    elif hasattr(model, "encode_texts"):
+        asked = ModelRef(model=model)
+    else:   # a function returning a model, as open() once took: ModelRef is the lazy one now
+        raise TypeError(f"model is a name, a loaded model or a ModelRef, not {model!r}")
     catalog = Catalog.open(settings, create)
     try:
-        get_model = _service_model(catalog, _store_model(catalog, get_model))
+        store_model = StoreModel(catalog, asked)
     except BaseException:
         catalog.close()
         raise
-    return Collection(catalog, get_model, settings, log_searches, origin)
-
-
-def _store_model(catalog: Catalog, get_model: Callable[[], ImageTextModel]) -> Callable[[], ImageTextModel]:
-    """The model to use on this store: when none was asked for, the one its vectors come from (as recorded
-    when they were loaded), so a user who forgot --model gets it, not a mismatch error. Unless another model
-    than the store's was asked for, it then follows the store (StoreModel)."""
-    stored = catalog.models.active()
-    if len(stored) > 1:
-        return get_model
-    if stored and isinstance(get_model, LazyModel) and get_model.name is None and stored[0] != get_model.label:
-        record = next((r for r in catalog.models.records() if r["label"] == stored[0]), None)
-        if not record or not record["name"]:   # none recorded (loaded before models were), or the bundled one
-            return get_model
-        get_model = LazyModel(record["name"], record["pretrained"] or None)
-    label = getattr(get_model, "label", None)
-    if isinstance(label, str) and stored and label != stored[0]:
-        return get_model   # another model than the store's: searches say so (ModelMismatch)
-    return StoreModel(catalog, get_model, follows=True if isinstance(label, str) else None)
-
-
-class StoreModel:
-    """The model of the store's vectors, following the store: when `clipsearch reembed` switches it to another
-    model (from this process or another), the next call gives that one (loaded as recorded in `models`), so
-    what holds a StoreModel (the service, its ClickHouse port, clipTextEmbedding) never ranks one model's
-    query against another's vectors. Reading the store's model costs nothing between writes (catalog.state)."""
-
-    def __init__(self, catalog: Catalog, first: Callable[[], ImageTextModel], follows: bool | None = True):
-        self._catalog = catalog
-        label = getattr(first, "label", None)
-        self._current = (label if isinstance(label, str) else None, first)   # (label, source): replaced whole
-        # None: a model handed in as a function says its label only once loaded; it follows the store if it
-        # is the store's model then (or the store is empty).
-        self._follows = follows
-        self.on_change: Callable[[ImageTextModel], object] | None = None   # told of each switch, with the model
-
-    @property
-    def label(self) -> str:
-        label, source = self._current
-        if label is None:
-            label = source().label
-            self._current = (label, source)
-        return label
-
-    @property
-    def source(self) -> Callable[[], ImageTextModel]:
-        """What gives the model in use (a LazyModel, or a model handed in)."""
-        return self._current[1]
-
-    def __call__(self) -> ImageTextModel:
-        if self._follows is None:
-            active = self._catalog.state.read().models
-            self._follows = not active or active == [self.label]
-        self.refresh()
-        return self._current[1]()
-
-    def refresh(self) -> None:
-        """Follow the store to its model, if it switched."""
-        if not self._follows:
-            return
-        active = self._catalog.state.read().models
-        if len(active) == 1 and active[0] != self.label:
-            record = next((r for r in self._catalog.models.records() if r["label"] == active[0]), None)
-            if record is not None:
-                self.use(LazyModel(record["name"] or None, record["pretrained"] or None), active[0])
-
-    def use(self, model: ImageTextModel | Callable[[], ImageTextModel], label: str | None = None) -> None:
-        """Use `model` from now on (the store has switched to it); the previous one is let go."""
-        source = model_loader(model)
-        self._current, self._follows = (label or _label(source), source), True
-        if self.on_change is not None:
-            self.on_change(source())
-
-    def for_label(self, label: str) -> ImageTextModel | None:
-        """The model whose vectors are stored under `label`, if it is the one in use (reads nothing: for
-        clipTextEmbedding, which runs inside a query)."""
-        source = self._current[1]
-        return source() if self.label == label else None
-
-
-def _label(get_model: Callable[[], ImageTextModel]) -> str:
-    """The label of a model source, loading it only if it does not say."""
-    label = getattr(get_model, "label", None)
-    return label if isinstance(label, str) else get_model().label
-
-
-def _service_model(catalog: Catalog, get_model: Callable[[], ImageTextModel]) -> Callable[[], ImageTextModel]:
-    """Through a running `serve`, its model (when it is the one to use, and not one handed in): a command embeds
-    its texts there instead of loading a model of its own."""
-    model = (catalog.connection.service or {}).get("model")
-    source = get_model.source if isinstance(get_model, StoreModel) else get_model
-    if not model or not isinstance(source, LazyModel) or _label(get_model) != model["label"]:
-        return get_model
-    served = ServiceModel(catalog.connection, model, get_model)
-    return lambda: served
+    return Collection(catalog, store_model, settings, log_searches, origin)

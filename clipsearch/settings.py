@@ -1,10 +1,12 @@
-"""One settings object: defaults, then the environment, then what the caller passes (flags, config)."""
+"""One settings object, the one home of the settings and the service's limits: defaults, then the environment,
+then what the caller passes (flags, config). The Flask app's config is made from it (service/app.py)."""
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 DEFAULT_DB = "./clipsearch-data"
 ENVIRONMENT = {                      # field -> environment variable
@@ -28,6 +30,11 @@ class Settings:
     rate_limit: str | None = None        # per client address on /api/, e.g. "60/minute;1000/hour"; None: off
     # the read-only `analyst` login of `serve`'s ClickHouse HTTP port; None: no such login
     analyst_password: str | None = field(default=None, repr=False)
+    # What one request may make the service read and decode (the Flask app's config is made from these)
+    max_upload_bytes: int = 10 * 1024 * 1024   # largest request (an uploaded query image), bytes: 413 above
+    max_upload_pixels: int = 16_000_000        # a query image's pixels (PNG, WebP, ...: decoded whole)
+    max_upload_jpeg_pixels: int = 100_000_000  # a JPEG query image is decoded at a reduced scale
+    thumb_size: int = 256                      # a thumbnail's longest side, pixels
 
     def __post_init__(self) -> None:
         # Paths are resolved once, here: a relative one means the folder the command started in, whatever
@@ -37,13 +44,13 @@ class Settings:
             object.__setattr__(self, "thumbs", os.path.abspath(os.path.expanduser(self.thumbs)))
 
     @classmethod
-    def load(cls, environ: Mapping[str, str] | None = None, **overrides: str | None) -> Settings:
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: str | int | None) -> Settings:
         """Defaults < environment < overrides (None means "not given").
 
         An explicit `db` beats a CLICKHOUSE_URL from the environment: a flag names this run's store.
         """
         environ = os.environ if environ is None else environ
-        values = {name: environ[var] for name, var in ENVIRONMENT.items() if environ.get(var)}
+        values: dict[str, Any] = {name: environ[var] for name, var in ENVIRONMENT.items() if environ.get(var)}
         given = {name: value for name, value in overrides.items() if value is not None}
         unknown = set(given) - {f.name for f in fields(cls)}
         if unknown:

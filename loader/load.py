@@ -22,11 +22,12 @@ import pyarrow as pa
 from PIL import Image, UnidentifiedImageError
 
 from clipsearch.errors import SourceError, StoreError
+from clipsearch.images.decode import FORMAT_NAMES, decode, read_image
 from clipsearch.images.files import MAX_FILE_BYTES, content_id
 from clipsearch.images.hashes import HASH_COLUMNS, Hashes, image_hashes
 from clipsearch.loader import pipeline
 from clipsearch.loader.sources import Source, read_source
-from clipsearch.models.model import FORMAT_NAMES, ModelSource, decode, model_loader, read_image
+from clipsearch.models.model import ImageTextModel
 from clipsearch.store.catalog import Catalog
 
 MAX_PIXELS = 100_000_000
@@ -221,9 +222,10 @@ def _new_images(catalog: Catalog, results: list[dict]) -> list[dict]:
     return new
 
 
-def load(source: str, catalog: Catalog, model: ModelSource, batch_size: int = 64, workers: int | None = None,
-         max_file_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS, progress: bool = True,
-         report: Callable[[str, str], None] | None = None, restrict_to_folder: bool = False) -> LoadSummary:
+def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], ImageTextModel], batch_size: int = 64,
+         workers: int | None = None, max_file_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS,
+         progress: bool = True, report: Callable[[str, str], None] | None = None,
+         restrict_to_folder: bool = False) -> LoadSummary:
     """Load every image of `source` that is not stored yet. `report(path, reason)` hears each failure.
 
     `model` is a model (clipsearch.models.model.ImageTextModel) or a function returning one: it is loaded only
@@ -242,7 +244,7 @@ def load(source: str, catalog: Catalog, model: ModelSource, batch_size: int = 64
         bar.close()
         summary.seconds = time.perf_counter() - start
         return summary
-    clip = model_loader(model)()
+    clip = model if isinstance(model, ImageTextModel) else model()
     catalog.models.check(clip.label)
     catalog.images.add_columns(new_columns)
     metadata = {item.path: item.metadata for item in src.items}

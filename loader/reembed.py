@@ -12,7 +12,7 @@ model it has, then switch the store to the new model in one step.
 3. Catch-up. Images loaded during the switch (into the old table, by the old model) get the new model's
    vectors too; then the old table goes (its vectors copied to `embeddings` first with `keep`).
 
-Everything that holds a model follows the switch (clipsearch.collection.StoreModel): the service, its
+Everything that holds a model follows the switch (clipsearch.models.store_model.StoreModel): the service, its
 ClickHouse port, clipTextEmbedding() and every command without --model use the new one from then on.
 """
 from __future__ import annotations
@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from PIL import Image, UnidentifiedImageError
 
 from clipsearch.errors import ClipsearchError, FileChanged, NotFound, QueryError
+from clipsearch.images.decode import decode, read_image
 from clipsearch.images.files import read_loaded_file
 from clipsearch.loader import pipeline
 from clipsearch.loader.load import MAX_PIXELS
-from clipsearch.models.model import ImageTextModel, decode, read_image
+from clipsearch.models.model import ImageTextModel
 from clipsearch.store.catalog import Catalog
 from clipsearch.store.images import StoredFile
 from clipsearch.store.switch import SWITCH_TABLE

@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from clipsearch.models.model import BUNDLED_MODEL_DIR, import_open_clip, open_image
+from clipsearch.images.decode import open_image
+from clipsearch.models.bundled import BUNDLED_MODEL_DIR
+from clipsearch.models.clip import import_open_clip
 from clipsearch.service import shapes
 
 TRAIN_SEED, EVAL_SEED = 1, 12345

@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 
 from clipsearch.collection import Collection
 from clipsearch.errors import FileChanged, NotFound, QueryError
-from clipsearch.models.model import FORMAT_NAMES, decode, read_image
+from clipsearch.images.decode import FORMAT_NAMES, decode, read_image
 from clipsearch.search.query import filters_from_json, operators_json, parse_filter
 from clipsearch.search.searcher import SearchResult, Term, weighted
 from clipsearch.service import console

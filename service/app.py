@@ -30,7 +30,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from clipsearch.collection import Collection
 from clipsearch.collection import open as open_collection
 from clipsearch.errors import ClipsearchError
-from clipsearch.models.model import ImageTextModel, ModelSource
+from clipsearch.models.factory import ModelRef
+from clipsearch.models.model import ImageTextModel
 from clipsearch.service.api import api
 from clipsearch.service.watch import Watcher
 from clipsearch.service.web import web
@@ -40,12 +41,12 @@ from clipsearch.store.connection import announce_service, engine_uri, redact, ru
 # The page loads only its own script and style; images may come from the API or a dropped file (blob:/data:).
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
                            "frame-ancestors 'none'; form-action 'self'")
-DEFAULTS = {
-    "MAX_CONTENT_LENGTH": 10 * 1024 * 1024,   # largest request (an uploaded query image), bytes: 413 above
-    "MAX_UPLOAD_PIXELS": 16_000_000,          # a query image's pixels (PNG, WebP, ...: decoded whole)
-    "MAX_UPLOAD_JPEG_PIXELS": 100_000_000,    # a JPEG query image is decoded at a reduced scale
-    "THUMB_SIZE": 256,
-}
+
+
+def flask_config(settings: Settings) -> dict[str, Any]:
+    """The Flask config keys that Flask and the API read, from their one home, Settings."""
+    return {"MAX_CONTENT_LENGTH": settings.max_upload_bytes, "MAX_UPLOAD_PIXELS": settings.max_upload_pixels,
+            "MAX_UPLOAD_JPEG_PIXELS": settings.max_upload_jpeg_pixels, "THUMB_SIZE": settings.thumb_size}
 
 
 class StrictJSON(DefaultJSONProvider):
@@ -69,21 +70,23 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def create_app(settings: Settings | None = None, model: ModelSource = None, config: dict | None = None,
+def create_app(settings: Settings | None = None, model: ImageTextModel | ModelRef | None = None,
+               config: dict | None = None,
                collection: Collection | None = None) -> Flask:
     """The app over `collection`, or over the one `settings` (default: the environment's) name.
 
-    `model` is a ClipModel or a function returning one (tests inject theirs); by default the
-    configured model loads on the first request that needs it. `config` overrides DEFAULTS.
+    `model` is a loaded model (tests inject theirs) or a ModelRef; by default the configured model
+    (else the store's own) loads on the first request that needs it. `config` overrides what the
+    collection's Settings give (flask_config).
     """
     app = Flask(__name__)
     app.json = StrictJSON(app)
-    app.config.update(DEFAULTS)
-    app.config.update(config or {})
     if collection is None:
         settings = settings or Settings.load()
         _check_rate_limit(settings.rate_limit)  # before opening anything
         collection = open_collection(settings=settings, model=model, origin="http")
+    app.config.update(flask_config(collection.settings))
+    app.config.update(config or {})
     app.config["THUMB_DIR"] = collection.settings.thumbs_dir
     app.extensions["clipsearch"] = collection
     app.register_blueprint(api)
@@ -174,7 +177,7 @@ def check_port(host: str, port: int) -> None:
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, threads: int = 8,
-          model: ModelSource = None, sql_port: int = 0, watch: Sequence[str] = (),
+          model: ImageTextModel | ModelRef | None = None, sql_port: int = 0, watch: Sequence[str] = (),
           watch_interval: float = 10.0) -> None:
     """Serve the page and the JSON API with waitress (threads share the one collection).
 
@@ -244,7 +247,9 @@ def _serve_sql(stack: contextlib.ExitStack, collection: Collection, host: str, s
     collection.enable_text_embedding()  # clipTextEmbedding() for every session, the model loaded on first use
     password = secrets.token_urlsafe(24)
     analyst = collection.settings.analyst_password
-    sql_app = ClickHouseHTTP(engine_uri(folder), password, analyst, writes=collection.writes)
+    # One analyst policy for the port and the page's SQL tab: one check, one set of limits, one cache
+    sql_app = ClickHouseHTTP(engine_uri(folder), password, analyst, writes=collection.writes,
+                             policy=collection.analyst_policy)
     # Threads beyond what analysts may hold (FairShare: 18 requests at once), so the CLI, loads and the
     # page's own requests always find one; idle connections are dropped after 10 s and up to 1,000 are
     # kept, so idle clients cannot take every place either.

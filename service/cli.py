@@ -17,7 +17,9 @@ from clipsearch.errors import ClipsearchError, QueryError
 from clipsearch.images.copies import DEFAULT_DISTANCE as COPY_DISTANCE
 from clipsearch.images.copies import MAX_DISTANCE as COPY_MAX_DISTANCE
 from clipsearch.images.duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
-from clipsearch.models.model import BUNDLED_LABEL, BUNDLED_NOTE, ModelSource, model_loader
+from clipsearch.models.bundled import BUNDLED_LABEL, BUNDLED_NOTE
+from clipsearch.models.factory import ModelRef
+from clipsearch.models.model import ImageTextModel
 from clipsearch.search.query import FACET_TOP, Filter, filter_help, parse_filter
 from clipsearch.search.searcher import weighted
 from clipsearch.settings import Settings
@@ -38,9 +40,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _open(args: argparse.Namespace, create: bool = False) -> Collection:
-    """The configured collection, with the command's one model loader (loaded on first use). Only the
+    """The configured collection, with the command's one model (loaded on first use). Only the
     commands that add images create a database; the others refuse a folder without one."""
-    return open_collection(settings=_settings(args), model=args.get_model, create=create, origin="cli")
+    return open_collection(settings=_settings(args), model=args.model_ref, create=create, origin="cli")
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -48,7 +50,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     if args.labels:  # check them before a long load, not after
         parse_labels(args.labels)
         check_prompt(args.prompt)
-    args.get_model()   # a model that cannot load fails here, before a store is made
+    args.model_ref.get()   # a model that cannot load fails here, before a store is made
     with _open(args, create=True) as photos:
         summary = photos.load(args.source, batch_size=args.batch_size, workers=args.workers,
                               progress=not args.quiet, restrict_to_folder=args.restrict_to_folder)
@@ -65,7 +67,7 @@ def cmd_load(args: argparse.Namespace) -> int:
 def cmd_reembed(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from clipsearch.models.model import create_model
+    from clipsearch.models.factory import create_model
     settings = _settings(args)
     if not settings.model:
         raise QueryError("name the model to re-embed with: --model NAME [--pretrained TAG|FILE] "
@@ -182,7 +184,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         with _open(args) as photos:
             vector = photos.model.encode_texts([args.text])[0]
     else:
-        vector = args.get_model().encode_texts([args.text])[0]
+        vector = args.model_ref.get().encode_texts([args.text])[0]
     print(json.dumps([round(float(x), 7) for x in vector]))
     return 0
 
@@ -305,7 +307,7 @@ def cmd_hashes(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from clipsearch.service.app import serve
-    serve(_settings(args), args.host, args.port, args.threads, model=args.get_model,
+    serve(_settings(args), args.host, args.port, args.threads, model=args.model_ref,
           sql_port=args.sql_port, watch=getattr(args, "watch", ()), watch_interval=args.watch_interval)
     return 0
 
@@ -328,7 +330,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_serve(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _common_options() -> argparse.ArgumentParser:
+    """What every command takes: where the store is and which model."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", help="embedded database folder (default $CLIPSEARCH_DB or ./clipsearch-data); "
                                      "CLICKHOUSE_URL selects a server instead")
@@ -336,15 +339,38 @@ def build_parser() -> argparse.ArgumentParser:
                                         "bundled one for a new store)")
     common.add_argument("--pretrained", help="open_clip pretrained tag or weights file "
                                              "(\"random\": random weights, for speed tests only)")
-    parser = argparse.ArgumentParser(prog="clipsearch", description="CLIP image search in ClickHouse SQL")
-    parser.add_argument("--version", action="version", version=f"clipsearch {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    return common
 
+
+def _serving_options() -> argparse.ArgumentParser:
+    """What `serve` and `demo` take: where to listen, and the watched folders' pace."""
+    serving = argparse.ArgumentParser(add_help=False)
+    serving.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this host only)")
+    serving.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serving.add_argument("--threads", type=int, default=8, help="request threads (default 8)")
+    serving.add_argument("--sql-port", type=int, default=0,
+                         help="port of the ClickHouse HTTP interface for clipsearch commands and analysts while "
+                              "serving an embedded folder (default 0: any free port, printed at start)")
+    serving.add_argument("--watch-interval", type=float, default=10.0, metavar="SECONDS",
+                         help="seconds between two passes over the --watch folders (default 10)")
+    return serving
+
+
+def _batch_options(p: argparse.ArgumentParser, batch_help: str, batch_size: int, workers_help: str) -> None:
+    """The options of the commands that work through every image in batches (load, reembed, hashes)."""
+    p.add_argument("--batch-size", type=int, default=batch_size, help=batch_help)
+    p.add_argument("--workers", type=int, help=workers_help)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+ENCODE_BATCH = "images encoded and inserted at a time (default 64)"
+DECODERS = "decoding processes (default: CPU count)"
+
+
+def _add_load(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("load", parents=[common], help="load images from a folder or a CSV/JSONL manifest")
     p.add_argument("source", help="a folder (searched recursively) or a .csv / .jsonl manifest with a path column")
-    p.add_argument("--batch-size", type=int, default=64, help="images encoded and inserted at a time (default 64)")
-    p.add_argument("--workers", type=int, help="decoding processes (default: CPU count)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _batch_options(p, ENCODE_BATCH, 64, DECODERS)
     p.add_argument("--restrict-to-folder", action="store_true",
                    help="refuse a manifest that names files outside its own folder (for manifests from others)")
     p.add_argument("--labels", help="also label the images zero-shot (see `clipsearch label`)")
@@ -352,15 +378,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="label", help="label set name (default 'label')")
     p.set_defaults(func=cmd_load)
 
+
+def _add_reembed(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("reembed", parents=[common],
                        help="give every stored image another model's vector, then switch the store to that model",
                        description="Re-embed every stored image with the model named by --model/--pretrained "
                                    "while the store keeps serving with its current model, then switch the store "
                                    "to the new one in one step (the service, its SQL port, clipTextEmbedding and "
                                    "later commands follow). Safe to interrupt and run again.")
-    p.add_argument("--batch-size", type=int, default=64, help="images encoded and inserted at a time (default 64)")
-    p.add_argument("--workers", type=int, help="decoding processes (default: CPU count)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _batch_options(p, ENCODE_BATCH, 64, DECODERS)
     p.add_argument("--keep", action="store_true",
                    help="keep the current model's vectors (table `embeddings`), to compare the two in SQL")
     p.add_argument("--drop-missing", action="store_true",
@@ -368,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "images leave the store (load them again later). Without it the switch waits")
     p.set_defaults(func=cmd_reembed)
 
+
+def _add_label(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("label", parents=[common], help="zero-shot label images into the labels table")
     p.add_argument("--labels", required=True, help="comma-separated labels, e.g. circle,square,triangle")
     p.add_argument("--prompt", help="prompt with {} for the label (default 'a photo of a {}')")
@@ -375,10 +403,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", action="append", default=[], metavar="EXPR", help="label only matching images")
     p.set_defaults(func=cmd_label)
 
+
+def _add_search(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("search", parents=[common], help="search by text, image file or stored image id",
                        description="A query is one or more weighted terms: TEXT, --plus, --minus, --image and "
                                    "--similar (each VALUE or VALUE:WEIGHT, repeatable); the score is their "
                                    "weighted cosine similarity, in one ORDER BY.")
+    # what to look for
     p.add_argument("text", nargs="?", help="what to look for, e.g. \"a red car at night\"")
     p.add_argument("--image", action="append", default=[], metavar="FILE[:W]", help="query image file (repeatable)")
     p.add_argument("--similar", action="append", default=[], metavar="ID[:W]",
@@ -389,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unlike this text: weight -W (default -1), e.g. --minus red")
     p.add_argument("--image-weight", type=float, metavar="W",
                    help="hybrid TEXT + image: weight of the image similarity, 0..1 (default 0.5)")
+    # which results, in what order
     p.add_argument("--k", type=int, default=10,
                    help="how many results (default 10, at most 1000; 10000 with --min-score)")
     p.add_argument("--min-score", type=float, metavar="S", help="only results with a score of at least S")
@@ -403,19 +435,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", action="append", default=[], metavar="EXPR",
                    help=filter_help() + "; text compares ignoring case, 2024-06 means all of June; repeat "
                         "to AND them")
+    # how to print them
     p.add_argument("--json", action="store_true",
                    help="print a JSON array instead of lines (with --facet: {results, facets})")
     p.add_argument("--show-sql", action="store_true", help="print the SQL ClickHouse ran (to stderr)")
     p.set_defaults(func=cmd_search)
 
+
+def _add_embed(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("embed", parents=[common], help="print a text's normalized embedding as JSON")
     p.add_argument("text", help="the text to embed")
     p.set_defaults(func=cmd_embed)
 
+
+def _add_models(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("models", parents=[common], help="list the models the store's vectors come from")
     p.add_argument("--json", action="store_true", help="print a JSON array")
     p.set_defaults(func=cmd_models)
 
+
+def _add_sql(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("sql", parents=[common], help="run SQL against the configured store")
     p.add_argument("query", nargs="?", help="the SQL, e.g. \"SELECT count() FROM images\"")
     p.add_argument("--file", help="read the SQL from a file (e.g. sql/queries/*.sql)")
@@ -424,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="PrettyCompact", help="ClickHouse output format (default PrettyCompact)")
     p.set_defaults(func=cmd_sql)
 
+
+def _add_index(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("index", parents=[common], help="add, drop or show the HNSW vector index")
     p.add_argument("action", choices=["create", "drop", "status"], help="build it, remove it, or show it")
     p.add_argument("--quantization", default=DEFAULT_QUANTIZATION, choices=VECTOR_QUANTIZATIONS,
@@ -436,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "table's size on disk again)")
     p.set_defaults(func=cmd_index)
 
+
+def _add_duplicates(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("duplicates", parents=[common], help="list groups of copies or near-duplicate images")
     p.add_argument("--mode", choices=["copies", "similar"],
                    help="copies: the same picture (re-encoded, resized, converted), by perceptual hash; "
@@ -446,42 +489,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON array instead of lines")
     p.set_defaults(func=cmd_duplicates)
 
+
+def _add_hashes(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("hashes", parents=[common],
                        help="compute the perceptual hashes of images loaded without them (for `duplicates`)")
-    p.add_argument("--batch-size", type=int, default=512, help="images hashed and stored at a time (default 512)")
-    p.add_argument("--workers", type=int, help="hashing processes (default: CPU count, at most 8)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _batch_options(p, "images hashed and stored at a time (default 512)", 512,
+                   "hashing processes (default: CPU count, at most 8)")
     p.set_defaults(func=cmd_hashes)
 
-    serving = argparse.ArgumentParser(add_help=False)
-    serving.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this host only)")
-    serving.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-    serving.add_argument("--threads", type=int, default=8, help="request threads (default 8)")
-    serving.add_argument("--sql-port", type=int, default=0,
-                         help="port of the ClickHouse HTTP interface for clipsearch commands and analysts while "
-                              "serving an embedded folder (default 0: any free port, printed at start)")
-    serving.add_argument("--watch-interval", type=float, default=10.0, metavar="SECONDS",
-                         help="seconds between two passes over the --watch folders (default 10)")
 
-    p = sub.add_parser("serve", parents=[common, serving], help="serve the web page and the JSON API")
+def _add_serve(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("serve", parents=[common, _serving_options()], help="serve the web page and the JSON API")
     p.add_argument("--watch", action="append", default=[], metavar="DIR",
                    help="keep this folder loaded: new, changed and removed files are picked up (repeatable)")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("demo", parents=[common, serving],
+
+def _add_demo(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("demo", parents=[common, _serving_options()],
                        help="offline demo: generate a catalogue, load it, search it, serve it")
     p.add_argument("--out", default=DEMO_DIR, help=f"catalogue folder (default {DEMO_DIR})")
     p.add_argument("--images", type=int, default=2000, help="images in the generated catalogue (default 2000)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-serve", action="store_true", help="stop after the example searches")
     p.set_defaults(func=cmd_demo)
+
+
+# The commands, in the order `clipsearch --help` lists them.
+COMMANDS = (_add_load, _add_reembed, _add_label, _add_search, _add_embed, _add_models, _add_sql, _add_index,
+            _add_duplicates, _add_hashes, _add_serve, _add_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clipsearch", description="CLIP image search in ClickHouse SQL")
+    parser.add_argument("--version", action="version", version=f"clipsearch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    common = _common_options()
+    for add in COMMANDS:
+        add(sub, common)
     return parser
 
 
-def main(argv: list[str] | None = None, model: ModelSource = None) -> int:
-    """Run one command; `model` (a ClipModel or a loader) replaces the configured one, for tests."""
+def main(argv: list[str] | None = None, model: ImageTextModel | ModelRef | None = None) -> int:
+    """Run one command; `model` (a loaded model, or a ModelRef) replaces the configured one, for tests."""
     args = build_parser().parse_args(argv)
-    args.get_model = model_loader(model, *_model_names(args))
+    args.model_ref = _model(args, model)
     ctrl_c = CtrlC()
     try:
         with ctrl_c:
@@ -523,9 +575,15 @@ class CtrlC:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def _model_names(args: argparse.Namespace) -> tuple[str | None, str | None]:
+def _model(args: argparse.Namespace, model: ImageTextModel | ModelRef | None) -> ModelRef:
+    """The command's one model: `model` if given, else --model/--pretrained or their environment variables
+    (none: the store's own model, else the bundled one)."""
+    if isinstance(model, ModelRef):
+        return model
+    if model is not None:
+        return ModelRef(model=model)
     settings = Settings.load(model=args.model, pretrained=args.pretrained)
-    return settings.model, settings.pretrained
+    return ModelRef(settings.model, settings.pretrained)
 
 
 if __name__ == "__main__":

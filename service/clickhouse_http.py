@@ -13,12 +13,12 @@ temporary state are never another's) and authenticates (Basic auth, `X-ClickHous
 `user`/`password` in the URL):
 - `clipsearch`: read-write, with a password made anew for each run and kept in the folder's serve file
   (readable by its owner only), which is how `clipsearch` commands find the running service;
-- `analyst`: read-only, when CLIPSEARCH_ANALYST_PASSWORD is set. Its SQL runs as clipsearch.analyst.readonly
-  formats and checks it, in a session with `readonly = 1` (no writes, no setting changes) within
-  ANALYST_LIMITS; settings in the URL may only tighten those limits (AnalystSettings); its queries take
-  turns (FairShare) so that one client's burst cannot hold the port, and failed logins are throttled per
-  address (LoginThrottle). A request with the `readonly` setting gets the analyst's treatment, whoever
-  sends it.
+- `analyst`: read-only, when CLIPSEARCH_ANALYST_PASSWORD is set. The analyst policy (AnalystPolicy, which
+  the page's SQL tab uses too) decides it all: its SQL runs as the policy's check formats it, in a session
+  with `readonly = 1` (no writes, no setting changes) within the policy's limits, in an output format it
+  allows; settings in the URL may only tighten those limits. Its queries take turns (FairShare) so that one
+  client's burst cannot hold the port, and failed logins are throttled per address (LoginThrottle). A
+  request with the `readonly` setting gets the analyst's treatment, whoever sends it.
 """
 from __future__ import annotations
 
@@ -39,32 +39,17 @@ from typing import Any
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 
-from clipsearch.analyst import readonly
+from clipsearch.analyst.policy import AnalystPolicy, Refused, setting_value, streams
 from clipsearch.errors import QueryError, StoreError
-from clipsearch.store.connection import (
-    ANALYST_DEFAULTS,
-    ANALYST_LIMITS,
-    HELD_RESULT_LIMITS,
-    IDENTIFIER,
-    ROWS_STATEMENT,
-    WriteCounter,
-    import_chdb,
-)
-from clipsearch.store.results import STREAMING_FORMATS, one_header
+from clipsearch.store.connection import ANALYST_DEFAULTS, IDENTIFIER, ROWS_STATEMENT, WriteCounter, engine_session
+from clipsearch.store.results import one_header
 
 INSERT_RE = re.compile(r"^\s*(INSERT\s+INTO\s+.+?)\s+FORMAT\s+(\w+)\s*$", re.I | re.S)
-SELECT_RE = re.compile(r"^(\s|--[^\n]*\n|/\*.*?\*/|\()*(SELECT|WITH)\b", re.I | re.S)   # what chdb can stream
 FORMAT_RE = re.compile(r"\s+FORMAT\s+(\w+)\s*;?\s*$", re.I)   # the writer's SQL, which is not reformatted
 # The writer's insert data (a load's batch is well under 1 MiB). waitress stores a body before the app sees
 # the request, login or not, so this is also what one unauthenticated request can make it store.
 MAX_BODY_BYTES = 16 * 1024 * 1024
-# The check parses the analyst's SQL: ClickHouse's parser allows 1,000,000 backtracks (seconds of work on a
-# crafted text); any real query needs far fewer.
-CHECK_LIMITS = {"max_parser_backtracks": 100_000, "max_parser_depth": 300, "max_execution_time": 5}
 TURN_GRACE_S = 5.0   # past its time limit, an analyst query that is still sending gives up its turn
-HELD_MEMORY_BYTES = 256 * 2**20
-# Streamed blocks stay small: a block is formatted whole before it is sent (a long name repeated per row)
-STREAM_LIMITS = {"max_block_size": 8192}
 # What a ClickHouse server does by default and chdb does not: 64-bit integers quoted in JSON formats, which
 # clients of a server expect (a client asks for plain numbers in the URL, as clipsearch's own does).
 PORT_DEFAULTS = {**ANALYST_DEFAULTS, "output_format_json_quote_64bit_integers": 1}
@@ -148,76 +133,14 @@ def _compressor(request: Request, args: dict) -> tuple[str, Callable[[bytes], by
     return None
 
 
-class AnalystSettings:
-    """Settings an analyst sends in the URL: ClickHouse's settings-constraints semantics, applied before the
-    session turns read-only. A limit may only tighten (a positive value no larger than the analyst's own, or
-    than ClickHouse's default where the analyst has none), a few presentation settings are free, and any
-    other change is refused as a read-only user's would be. Both lists name settings one by one: a family
-    such as output_format_* also holds settings that write files (output_format_schema) or undo a bound
-    (output_format_pretty_max_rows). (chdb's engine cannot load `changeable_in_readonly` constraints, so
-    this is done here; the values are checked as numbers or plain words, then SET on the request's own
-    session.)"""
-
-    # Limits whose default is "none" (0): any positive value tightens them; and the analyst's own limits.
-    LIMITS = ("max_execution_time", "max_memory_usage", "max_result_rows", "max_result_bytes", "max_rows_to_read",
-              "max_bytes_to_read", "max_rows_to_group_by", "max_rows_to_sort", "max_bytes_to_sort",
-              "max_rows_in_join", "max_bytes_in_join", "max_rows_in_distinct", "max_bytes_in_distinct",
-              "max_threads")
-    FREE = {"output_format_json_quote_64bit_integers", "output_format_json_quote_64bit_floats",
-            "output_format_json_quote_denormals", "output_format_json_quote_decimals",
-            "output_format_json_named_tuples_as_objects", "output_format_json_validate_utf8",
-            "output_format_json_escape_forward_slashes", "output_format_decimal_trailing_zeros",
-            "output_format_csv_crlf_end_of_line", "output_format_tsv_crlf_end_of_line",
-            "output_format_write_statistics", "output_format_arrow_string_as_string",
-            "output_format_parquet_string_as_string", "output_format_native_encode_types_in_binary_format",
-            "output_format_pretty_color", "output_format_pretty_grid_charset", "format_csv_delimiter",
-            "format_csv_null_representation", "format_tsv_null_representation", "date_time_output_format",
-            "date_time_input_format", "interval_output_format", "bool_true_representation",
-            "bool_false_representation", "cast_string_to_dynamic_use_inference", "session_timezone",
-            "join_use_nulls", "extremes", "totals_mode", "result_overflow_mode", "timeout_overflow_mode",
-            "read_overflow_mode"}
-    VALUE = re.compile(r"^[A-Za-z0-9_.:+\-/ ]{0,100}$")   # nothing that could end a quoted literal
-
-    @classmethod
-    def resolve(cls, requested: dict[str, str], base: dict[str, Any]) -> dict[str, Any]:
-        out = dict(base)
-        for name, value in requested.items():
-            if name in base and str(base[name]) == value:
-                continue   # the value it has already: not a change (clipsearch's own read-only client sends these)
-            if name in cls.LIMITS:
-                ceiling = int(base.get(name, 0) or 0)
-                if not re.fullmatch(r"[0-9]{1,18}", value) or int(value) < 1 or (ceiling and int(value) > ceiling):
-                    bound = f"1 to {ceiling}" if ceiling else "a positive number"
-                    raise ClickHouseError(164, f"Cannot modify '{name}' setting in readonly mode: an analyst may "
-                                               f"only tighten it ({bound})", "READONLY")
-                out[name] = int(value)
-            elif name in cls.FREE:
-                out[name] = _setting_value(name, value)
-            else:
-                raise ClickHouseError(164, f"Cannot modify '{name}' setting in readonly mode", "READONLY")
-        return out
-
-
-# Output formats an analyst may ask for: every common one, none that reads or writes a schema or template
-# file (Protobuf, CapnProto, Template, ...), whatever an upgrade adds.
-ANALYST_FORMATS = re.compile(r"^(TabSeparated|TSV|CSV|JSON|Native|RowBinary|Values|Pretty|Vertical|Markdown|Parquet|"
-                             r"Arrow|ORC|Avro|XML|Null|LineAsString|RawBLOB|SQLInsert|BSONEachRow|MsgPack|Npy)\w*$")
-
-
-def _setting_value(name: str, value: str) -> int | str:
-    if re.fullmatch(r"-?\d{1,19}", value):
-        return int(value)
-    if not AnalystSettings.VALUE.match(value):
-        raise ClickHouseError(27, f"Cannot parse the value of setting '{name}'", "CANNOT_PARSE_INPUT_ASSERTION_FAILED")
-    return value
-
-
-def _set(conn: Any, settings: dict[str, Any]) -> None:
-    """SET each setting on a fresh session: names are identifiers, values numbers or plain words (checked)."""
-    for name, value in settings.items():
+def _url_settings(requested: dict[str, str]) -> dict[str, int | str]:
+    """The settings in a writer's URL, as the session SETs them (names are identifiers, values numbers or
+    plain words)."""
+    settings = {name: setting_value(name, value) for name, value in requested.items()}
+    for name in settings:
         if not IDENTIFIER.match(name):
             raise ClickHouseError(115, f"Unknown setting '{name}'", "UNKNOWN_SETTING")
-        conn.query(f"SET {name} = {value}" if isinstance(value, int) else f"SET {name} = '{value}'")
+    return settings
 
 
 class FairShare:
@@ -354,10 +277,12 @@ class Login:
 
 
 class ClickHouseHTTP:
-    """The WSGI app over the engine whose chdb connection string is `uri` (connection.engine_uri)."""
+    """The WSGI app over the engine whose chdb connection string is `uri` (connection.engine_uri); analysts'
+    SQL under `policy` (the served collection's, which its page's SQL tab uses too)."""
 
     def __init__(self, uri: str, writer_password: str, analyst_password: str | None = None,
-                 writer_user: str = "clipsearch", share: FairShare | None = None, writes: WriteCounter | None = None):
+                 writer_user: str = "clipsearch", share: FairShare | None = None, writes: WriteCounter | None = None,
+                 policy: AnalystPolicy | None = None):
         self.uri = uri
         self.writes = writes or WriteCounter()   # the service's own connection's: its caches see these writes
         self.logins = {writer_user: Login(writer_user, writer_password, analyst=False)}
@@ -365,49 +290,20 @@ class ClickHouseHTTP:
             self.logins["analyst"] = Login("analyst", analyst_password, analyst=True)
         self.share = share or FairShare()
         self.throttle = LoginThrottle()
-        self._denied: set[str] | None = None
-
-    # -- sessions -------------------------------------------------------------------------------------
-    def _connect(self, settings: dict[str, Any], database: str | None) -> Any:
-        conn = import_chdb().connect(self.uri)
-        try:
-            if database and database != "default":
-                conn.query(f"USE `{database}`")   # an identifier (checked by the caller)
-            _set(conn, settings)
-        except Exception:
-            conn.close()
-            raise
-        return conn
-
-    def _rows(self, sql: str, params: dict) -> list[dict]:
-        """The read-only check's own queries, each on a session of its own (checks run side by side, one per
-        turn), with the parser bounded: a crafted text is refused in a fraction of a second."""
-        import json
-        conn = self._connect({**ANALYST_LIMITS, **CHECK_LIMITS, "readonly": 1}, None)
-        try:
-            text = conn.query(sql, "JSONEachRow", params=params).bytes().decode()
-        except Exception as exc:
-            raise StoreError(str(exc)) from None
-        finally:
-            conn.close()
-        return [json.loads(line) for line in text.splitlines() if line]
-
-    def check_read_only(self, sql: str) -> str:
-        """clipsearch.analyst.readonly's check; the text it returns is the text to run."""
-        if self._denied is None:
-            self._denied = readonly.denied_functions(self._rows)
-        try:
-            return readonly.check(self._rows, sql, self._denied)
-        except QueryError as exc:
-            raise ClickHouseError(164, str(exc), "READONLY") from None
-        except StoreError as exc:   # ClickHouse's parser's own error, with its code
-            raise ClickHouseError(*_code_of(str(exc))) from None
+        self.policy = policy or AnalystPolicy()
 
     # -- requests ---------------------------------------------------------------------------------------
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         request = Request(environ)
         try:
-            response = self.handle(request)
+            try:
+                response = self.handle(request)
+            except Refused as exc:   # the analyst policy's refusals, each with ClickHouse's code for it
+                raise ClickHouseError(exc.code, str(exc), exc.name) from None
+            except QueryError as exc:   # the statement check's
+                raise ClickHouseError(164, str(exc), "READONLY") from None
+            except StoreError as exc:   # ClickHouse's parser's own error, met by the check, with its code
+                raise ClickHouseError(*_code_of(str(exc))) from None
         except ClickHouseError as exc:
             response = error_response(str(exc), exc.code, exc.status)
         except Exception as exc:  # every engine error goes back the way a server sends it
@@ -487,30 +383,21 @@ class ClickHouseHTTP:
         if not ROWS_STATEMENT.match(sql):
             self.writes.note()   # the service's cached table state is refreshed on its next search
             fmt = "TabSeparated"
-        settings = {**PORT_DEFAULTS, **{name: _setting_value(name, v) for name, v in requested.items()}}
-        return self.respond(request, args, self._connect(settings, database), sql, fmt, params)
+        session = engine_session(self.uri, {**PORT_DEFAULTS, **_url_settings(requested)}, database)
+        return self.respond(request, args, session, sql, fmt, params)
 
     def analyst_query(self, request: Request, login: Login, args: dict, sql: str, params: dict,
                       requested: dict[str, str], database: str | None) -> Response:
-        if database is not None and database.lower() == "system":
-            raise ClickHouseError(291, "an analyst's current database cannot be system (name system tables "
-                                       "as system.<table>)", "DATABASE_ACCESS_DENIED", 403)
+        policy = self.policy
+        policy.check_database(database)
         address = request.remote_addr or ""
         # The turn comes first: checking parses the SQL, which a crafted text can make cost a second or more
         turn = self.share.acquire(f"{login.name}|{args.get('session_id') or address}", address)
         try:
-            text = self.check_read_only(sql)
-            fmt = readonly.output_format(text) or args.get("default_format", "TabSeparated")
-            if not ANALYST_FORMATS.match(fmt):
-                raise ClickHouseError(164, f"the output format {fmt} is not available to analysts (it reads or "
-                                           "writes schema files)", "READONLY")
-            streams = fmt in STREAMING_FORMATS and SELECT_RE.match(text)   # as respond() decides
-            # A result held whole is also bounded by memory: the engine's output buffer counts towards it,
-            # and a format can write many times the result's bytes (JSON escapes, Pretty's padding)
-            limits = {**ANALYST_LIMITS, **STREAM_LIMITS} if streams else \
-                {**ANALYST_LIMITS, **HELD_RESULT_LIMITS, "max_memory_usage": HELD_MEMORY_BYTES}
-            settings = {**AnalystSettings.resolve(requested, {**PORT_DEFAULTS, **limits}), "readonly": 1}
-            conn = self._connect(settings, database)
+            text = policy.check_on_engine(self.uri, sql)
+            fmt = policy.output_format(text, args.get("default_format", "TabSeparated"))
+            settings = policy.port_settings(fmt, text, requested, PORT_DEFAULTS)
+            conn = policy.open_engine_session(self.uri, settings, database)
         except BaseException:
             turn.leave()
             raise
@@ -540,7 +427,7 @@ class ClickHouseHTTP:
             if turn is not None:
                 turn.leave()
         try:
-            if fmt in STREAMING_FORMATS and SELECT_RE.match(sql):
+            if streams(fmt, sql):
                 stream = conn.send_query(sql, fmt, params=params)
                 chunks: Iterator[bytes] = one_header((chunk.bytes() for chunk in stream), fmt)
                 first = next(chunks, b"")   # the query's own errors surface here, before the status is sent
@@ -588,7 +475,7 @@ class ClickHouseHTTP:
         if not match:
             raise ClickHouseError(62, "expected INSERT INTO ... FORMAT <format> with data", "SYNTAX_ERROR")
         self.writes.note()
-        conn = self._connect({name: _setting_value(name, v) for name, v in requested.items()}, database)
+        conn = engine_session(self.uri, _url_settings(requested), database)
         try:
             with tempfile.NamedTemporaryFile(suffix=".data") as f:
                 f.write(data)

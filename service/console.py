@@ -1,6 +1,6 @@
-"""The page's SQL console and dashboards: SQL from the network, run in the collection's read-only session
-(Collection.analyst_sql: readonly=1, time, memory and result-row limits, and clipsearch.analyst.readonly's check of
-the statement itself)."""
+"""The page's SQL console and dashboards: SQL from the network, run as an analyst's (Collection.analyst_stream,
+under the analyst policy that `serve`'s ClickHouse port also uses: clipsearch.analyst.policy's check of the
+statement, then a read-only session within its limits)."""
 from __future__ import annotations
 
 import json
@@ -9,20 +9,15 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from clipsearch.analyst.policy import AnalystPolicy
 from clipsearch.collection import Collection
 from clipsearch.errors import QueryError
 
 PLACEHOLDER = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*:\s*([^{}]+?)\s*\}")
-
-
-def check(sql: str) -> None:
-    """What the console adds to the library's read-only check (clipsearch.analyst.readonly, run by analyst_sql)."""
-    if re.search(r"(?im)^\s*FORMAT\s+\w+\s*;?\s*$|\sFORMAT\s+\w+\s*;?\s*$", sql):
-        raise QueryError("leave out FORMAT: the console asks for JSON (and CSV for the download) itself")
-
-
-MAX_RESULT_BYTES = 64 * 2**20   # what one console result may hold in the service's memory
-MAX_RESULT_ROWS = 100_000
+# What one console result may hold in the service's memory: the policy's bounds on a result held whole (the
+# engine counts its own bytes; these count what the service keeps).
+MAX_RESULT_BYTES: int = AnalystPolicy.HELD_RESULT_LIMITS["max_result_bytes"]
+MAX_RESULT_ROWS: int = AnalystPolicy.HELD_RESULT_LIMITS["max_result_rows"]
 
 
 def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -43,7 +38,6 @@ def run(collection: Collection, sql: str, params: dict | None, max_rows: int) ->
     """The result as {columns: [{name, type}], rows (at most max_rows), row_count, truncated, elapsed_ms,
     rows_read}: what POST /api/sql answers. The engine streams it; rows past max_rows are counted, not kept."""
     start = time.perf_counter()
-    check(sql)
     lines = _lines(collection.analyst_stream(sql, params or None, "JSONCompactEachRowWithNamesAndTypes"))
     names = json.loads(next(lines, b"[]"))
     types = json.loads(next(lines, b"[]"))
@@ -67,7 +61,6 @@ def run(collection: Collection, sql: str, params: dict | None, max_rows: int) ->
 
 def csv(collection: Collection, sql: str, params: dict | None) -> str:
     """The whole result as CSV with a header row (at most MAX_RESULT_BYTES)."""
-    check(sql)
     return b"\n".join(_lines(collection.analyst_stream(sql, params or None, "CSVWithNames"))).decode() + "\n"
 
 

@@ -19,29 +19,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
+# The words of this world are the bundled model's (what it was trained on); the demo and the tests use them here.
+from clipsearch.models.bundled import COLOURS, COLOURS_ES, SHAPES, SHAPES_ES, query_text  # noqa: F401
+
 if TYPE_CHECKING:
     from clipsearch.models.model import ImageTextModel
     from clipsearch.store.catalog import Catalog
 
-COLOURS = {
-    "red": (210, 30, 30),
-    "green": (40, 160, 60),
-    "blue": (30, 70, 210),
-    "yellow": (240, 220, 40),
-    "orange": (245, 140, 20),
-    "purple": (130, 40, 170),
-    "black": (20, 20, 20),
-    "white": (240, 240, 240),
-}
-SHAPES = ("circle", "square", "triangle", "star", "cross")
 BACKGROUNDS = ("plain", "gradient", "noise")
-
-# Spanish names; shapes carry their grammatical gender for adjective agreement.
-SHAPES_ES = {"circle": ("círculo", "m"), "square": ("cuadrado", "m"), "triangle": ("triángulo", "m"),
-             "star": ("estrella", "f"), "cross": ("cruz", "f")}
-COLOURS_ES = {"red": ("rojo", "roja"), "green": ("verde", "verde"), "blue": ("azul", "azul"),
-              "yellow": ("amarillo", "amarilla"), "orange": ("naranja", "naranja"),
-              "purple": ("morado", "morada"), "black": ("negro", "negra"), "white": ("blanco", "blanca")}
 
 MIN_CONTRAST = 120  # RGB distance between the shape and any background colour
 
@@ -149,15 +134,6 @@ def encode(img: Image.Image, image_format: str, rng: np.random.Generator | None 
     else:
         img.save(buf, "PNG")
     return buf.getvalue()
-
-
-def query_text(colour: str, shape: str, lang: str = "en") -> str:
-    """The plain query a user types for one colour+shape class."""
-    if lang == "es":
-        noun, gender = SHAPES_ES[shape]
-        article = "un" if gender == "m" else "una"
-        return f"{article} {noun} {COLOURS_ES[colour][0 if gender == 'm' else 1]}"
-    return f"a {colour} {shape}"
 
 
 def caption(spec: ShapeSpec, rng: np.random.Generator, lang: str = "en") -> tuple[str, dict]:
@@ -423,7 +399,7 @@ BLOCK = 50_000
 # -- vector catalogues: tables of any size that behave like a CLIP photo catalogue ---------------
 def encode_generated(model: ImageTextModel, count: int, seed: int) -> np.ndarray:
     """Embeddings of `count` generated images (balanced over the 40 classes)."""
-    from clipsearch.models.model import open_image
+    from clipsearch.images.decode import open_image
     rng = np.random.default_rng(seed)
     specs = balanced_specs(rng, max(1, count // 40))[:count]
     images = [open_image(encode(render(s, rng), s.image_format, rng), model.image_size)

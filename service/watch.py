@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -64,9 +63,3 @@ class Watcher(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
 
-
-def wait_for_pass(watcher: Watcher, timeout: float = 60.0) -> None:
-    """Block until the watcher has finished one more pass (for tests and scripts)."""
-    start, deadline = watcher.passes, time.monotonic() + timeout
-    while watcher.passes <= start and time.monotonic() < deadline:
-        time.sleep(0.05)

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 from clipsearch.loader.load import LoadSummary, load
-from clipsearch.models.model import ClipModel
+from clipsearch.models.clip import ClipModel
 from clipsearch.service import shapes
 from clipsearch.service.cli import main as cli_main
 from clipsearch.service.shapes import write_catalogue

@@ -187,6 +187,17 @@ def test_writes_files_network_and_settings_are_refused(served, listener, tmp_pat
     assert "INTO OUTFILE" in post(served, sql=f"SELECT 1 INTO OUTFILE '{outfile}'").get_json()["error"]
 
 
+def test_the_sql_tab_runs_under_the_ports_analyst_policy(served):
+    """One analyst policy for the page and the ClickHouse port (and one object in a served process): the
+    page's sessions have the port's parser bounds, so a crafted text costs the engine little here too."""
+    from clipsearch.analyst.policy import AnalystPolicy
+    res = post(served, sql="SELECT getSetting('max_parser_depth') AS d, getSetting('max_parser_backtracks') AS b")
+    assert res.get_json()["rows"] == [[AnalystPolicy.PARSER_LIMITS["max_parser_depth"],
+                                       AnalystPolicy.PARSER_LIMITS["max_parser_backtracks"]]]
+    deep = post(served, sql="SELECT " + "(" * 100 + "1" + ")" * 100)
+    assert deep.status_code == 400 and "parse depth" in deep.get_json()["error"]
+
+
 def test_csv_download(served):
     sql = "SELECT path, category, price, width FROM images ORDER BY path"
     res = post(served, sql=sql, format="csv", max_rows=5)  # max_rows is for the JSON answer only

@@ -29,9 +29,9 @@ from clipsearch.images.copies import (
     copy_groups,
     copy_pairs,
 )
+from clipsearch.images.decode import decode
 from clipsearch.images.hashes import HASH_COLUMNS, HASH_DECODE_SIZE, Hashes, distance, file_hashes, image_hashes
 from clipsearch.loader.load import load
-from clipsearch.models.model import decode
 from clipsearch.service import shapes
 from clipsearch.service.app import create_app
 from clipsearch.settings import Settings

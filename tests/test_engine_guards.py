@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from clipsearch.analyst import readonly
+from clipsearch.analyst.policy import AnalystPolicy
 from clipsearch.errors import QueryError, StoreError
 from clipsearch.store.connection import EmbeddedConnection, uncompressed_cache_bytes
 
@@ -15,7 +16,7 @@ def sessions(tmp_path_factory):
     writer = EmbeddedConnection(tmp_path_factory.mktemp("guards") / "db")
     writer.command("CREATE TABLE t (a String) ENGINE = MergeTree ORDER BY a")
     writer.command("INSERT INTO t VALUES ('x')")
-    reader = writer.read_only()
+    reader = writer.read_only(AnalystPolicy().page_settings())
     yield writer, reader
     reader.close()
     writer.close()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipsearch.models.model import BUNDLED_NOTE
+from clipsearch.models.bundled import BUNDLED_NOTE
 from scripts.screenshot import find_chromium, free_port, render
 from tests.conftest import ROOT, run_cli
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipsearch.models.model import open_image
+from clipsearch.images.decode import open_image
 from clipsearch.search.searcher import Searcher
 from clipsearch.service import shapes
 from tests.conftest import loaded

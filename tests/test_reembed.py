@@ -21,7 +21,8 @@ import pytest
 import clipsearch
 from clipsearch.errors import ModelMismatch, QueryError
 from clipsearch.loader import reembed as reembed_module
-from clipsearch.models.model import FAMILIES, ClipModel, register_family
+from clipsearch.models.clip import ClipModel
+from clipsearch.models.factory import FAMILIES, register_family
 from clipsearch.service import shapes
 from clipsearch.sql import read as read_sql
 from clipsearch.store.switch import ModelSwitch

@@ -14,7 +14,7 @@ from clipsearch.service import shapes
 def test_search_log_records_origin_and_model_loading(tmp_path, model):
     """Each search's row says where it came from and what it asked; the CLI's row records the model load
     that search paid for."""
-    from clipsearch.models.model import LazyModel
+    from clipsearch.models.factory import ModelRef
     from clipsearch.service.cli import main
     rng = np.random.default_rng(83)
     manifest = shapes.write_catalogue(tmp_path / "images", [shapes.random_spec(rng) for _ in range(5)], 83)
@@ -24,7 +24,7 @@ def test_search_log_records_origin_and_model_loading(tmp_path, model):
         some = photos.sql("SELECT id FROM images ORDER BY id LIMIT 1")[0]["id"]
         assert photos.get(some[:12])["id"] == some  # the 12 digits the CLI prints
         assert some not in {r["id"] for r in photos.search(similar=some[:12], k=3).rows}
-    assert main(["search", "a blue circle", "--k", "2", "--db", str(tmp_path / "db")], model=LazyModel()) == 0
+    assert main(["search", "a blue circle", "--k", "2", "--db", str(tmp_path / "db")], model=ModelRef()) == 0
     with clipsearch.open(tmp_path / "db", model=model) as photos:
         log = photos.sql("SELECT origin, text, model_load_ms, encode_ms FROM search_log ORDER BY time")
     assert [(r["origin"], r["text"]) for r in log] == [("python", "a red star"), ("python", ""),

@@ -39,7 +39,7 @@ def catalogue(tmp_path_factory, model):
         f.write("images/zz-copy.jpg,poster,1.0\n")
     store = Catalog.open(folder / "db")
     assert load(str(manifest), store, model, progress=False).loaded == N + 1
-    register_embedded(store, lambda: model)
+    register_embedded(store, lambda label: model)
     searcher = Searcher(store, lambda: model)  # logs these searches; the tests compare with a quiet one
     for text, filters in [("a red circle", []), ("a red circle", []), ("a blue star", ["price<50"]),
                           ("a green cross", ["category=nothing-like-this"])]:

@@ -1,1 +1,2 @@
-"""The analyst policy: what SQL from an analyst may be, and the exact text that runs."""
+"""The analyst policy: what SQL from an analyst may be, the exact text that runs, and within what it runs
+(policy.AnalystPolicy, which uses readonly's statement check)."""

@@ -14,8 +14,9 @@ strings and names in one spelling) and `check` judges that formatted text, which
   system tables in SYSTEM_TABLES (metadata; never processes, logs or errors), and no Identifier parameter
   (its value, bound after the check, could name any table).
 
-Every read-only path runs it: the library's analyst_sql (the page's SQL tab) and the analyst logins of
-`serve`'s ClickHouse HTTP port. The engine's own guards beside it: sql/README.md#what-analysts-may-run.
+Every read-only path runs it, through the analyst policy (clipsearch.analyst.policy.AnalystPolicy.check):
+the library's analyst_sql (the page's SQL tab) and the analyst logins of `serve`'s ClickHouse HTTP port.
+The engine's own guards beside it: sql/README.md#what-analysts-may-run.
 """
 from __future__ import annotations
 

@@ -120,7 +120,7 @@ def image_hashes(image: Image.Image) -> Hashes:
 
 def file_hashes(data: bytes) -> Hashes | None:
     """The hashes of an image file's bytes, or None if it cannot be decoded."""
-    from clipsearch.models.model import decode, read_image
+    from clipsearch.images.decode import decode, read_image
     try:
         return image_hashes(decode(read_image(io.BytesIO(data)), HASH_DECODE_SIZE))
     except Exception:  # any decoder failure: no hash, never an error

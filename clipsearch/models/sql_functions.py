@@ -19,43 +19,48 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from clipsearch.models.bundled import BUNDLED_NAME
 from clipsearch.models.model import ImageTextModel
 from clipsearch.search.searcher import MAX_QUERY_CHARS
 
 if TYPE_CHECKING:
+    from clipsearch.models.factory import ModelRef
     from clipsearch.store.catalog import Catalog
     from clipsearch.store.connection import Connection
 
-_registered: dict[str, Callable[..., str]] = {}
+PYTHON_FUNCTION = "clipsearch_text_embedding_json"
 
 
-def register_embedded(catalog: Catalog, get_model: Callable[[], ImageTextModel]) -> None:
-    """Make clipTextEmbedding() available to `catalog` (on the embedded engine); the model loads on first call.
+def register_embedded(catalog: Catalog, model_for: Callable[[str], ImageTextModel | None]) -> None:
+    """Make clipTextEmbedding() available to `catalog` (on the embedded engine), embedding with
+    `model_for(label)`: the model whose vectors are stored under `label` ('' for an empty store), or None
+    where this process does not have it in use (clipsearch.models.store_model.StoreModel.for_label).
 
     The SQL function hands the Python one the model of the store's vectors as the query sees them (read in
     the same query), so a text is never embedded by another model than the one it is ranked against: after
-    `clipsearch reembed` switches the store, a query that meets a model not in use yet fails instead."""
-    from chdb.udf import func
+    `clipsearch reembed` switches the store, a query that meets a model not in use yet fails instead.
+
+    chdb keeps Python functions per process, by name: registering replaces the function an earlier
+    collection of this process registered (chdb opens one database at a time: the one now open is this
+    catalog's), and nothing else in the process keeps a model."""
+    import chdb
 
     @lru_cache(maxsize=1024)
     def embed_json(label: str, text: str) -> str:   # each float32 in full: parsed back, the vector is the model's own
-        for_label = getattr(get_model, "for_label", None)
-        model = for_label(label) if for_label is not None and label else get_model()
+        model = model_for(label)
         if model is None or label and model.label != label:
             raise ValueError(f"the store's vectors come from {label}, and this process has not switched to it "
                              "yet; run the query again")
         return json.dumps([float(x) for x in model.encode_texts([text])[0]])
 
-    if "clipsearch_text_embedding_json" not in _registered:
-        # chdb registers Python UDFs per process, by name; later calls rebind the model getter.
-        @func(["String", "String"], "String")
-        def clipsearch_text_embedding_json(label: str | None, text: str) -> str:
-            # CLIP reads 77 tokens: a longer text only costs tokenizing time (which no query time limit
-            # stops: the engine waits for Python) and cache memory
-            return _registered["embed"](label or "", text[:MAX_QUERY_CHARS])
-        _registered["clipsearch_text_embedding_json"] = clipsearch_text_embedding_json
-    _registered["embed"] = embed_json
-    catalog.define_function("clipTextEmbedding", "(text) -> JSONExtract(assumeNotNull(clipsearch_text_embedding_json("
+    def text_embedding_json(label: str | None, text: str) -> str:
+        # CLIP reads 77 tokens: a longer text only costs tokenizing time (which no query time limit stops:
+        # the engine waits for Python) and cache memory
+        return embed_json(label or "", text[:MAX_QUERY_CHARS])
+
+    chdb.drop_function(PYTHON_FUNCTION)   # an earlier collection's, bound to its model (nothing if none)
+    chdb.create_function(PYTHON_FUNCTION, text_embedding_json, ["String", "String"], "String")
+    catalog.define_function("clipTextEmbedding", f"(text) -> JSONExtract(assumeNotNull({PYTHON_FUNCTION}("
                             "(SELECT any(model) FROM (SELECT model FROM images LIMIT 1)), text)), 'Array(Float32)')")
 
 
@@ -65,9 +70,10 @@ class ServiceModel:
     through the service starts no model of its own (torch and open_clip take seconds to import). Images
     do not go through SQL: encoding one loads the same model here, on first use. (An ImageTextModel.)"""
 
-    def __init__(self, connection: Connection, info: dict, local: Callable[[], ImageTextModel]):
+    def __init__(self, connection: Connection, info: dict, local: ModelRef):
         self._connection, self._local = connection, local
         self.label, self.dim, self.logit_scale = str(info["label"]), int(info["dim"]), float(info["logit_scale"])
+        self.name, self.pretrained = local.name or BUNDLED_NAME, local.pretrained   # how to make it here
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         rows = self._connection.query(
@@ -77,13 +83,13 @@ class ServiceModel:
 
     @property
     def image_size(self) -> int:
-        return self._local().image_size
+        return self._local.get().image_size
 
     def encode_images(self, images: list[Image.Image]) -> np.ndarray:
-        return self._local().encode_images(images)
+        return self._local.get().encode_images(images)
 
     def prepare(self) -> Callable[[Image.Image], Any]:
-        return self._local().prepare()
+        return self._local.get().prepare()
 
     def encode_prepared(self, prepared: list[Any]) -> np.ndarray:
-        return self._local().encode_prepared(prepared)
+        return self._local.get().encode_prepared(prepared)

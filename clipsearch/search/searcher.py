@@ -10,7 +10,8 @@ import numpy as np
 from PIL import Image
 
 from clipsearch.errors import ClipsearchError, EmptyStore, ModelMismatch, QueryError
-from clipsearch.models.model import BUNDLED_LABEL, ImageTextModel
+from clipsearch.models.bundled import BUNDLED_LABEL
+from clipsearch.models.model import ImageTextModel
 from clipsearch.search.log import SearchLog
 from clipsearch.search.query import (
     EVERY,
@@ -349,7 +350,7 @@ class Searcher:
             model = self.model
             self.catalog.models.check(model.label, state.models)
             if model.label == BUNDLED_LABEL:
-                from clipsearch.service.shapes import COLOURS, SHAPES, query_text
+                from clipsearch.models.bundled import COLOURS, SHAPES, query_text
                 texts = [query_text(c, s, "es") for c in COLOURS for s in SHAPES][1::2]
             return list(np.asarray(model.encode_texts(texts[:queries]), dtype=np.float32))
         except (ClipsearchError, OSError, RuntimeError, ValueError):

@@ -26,14 +26,8 @@ from clipsearch.settings import Settings
 # match, also once the HNSW index exists; ClickHouse's default post-filters the index's few neighbours and
 # can return none. Prefilter ranks the matching rows. The service's own queries set theirs per query.
 ANALYST_DEFAULTS = {"vector_search_filter_strategy": "prefilter"}
-# What one analyst query may use (the read-only sessions of the page's SQL tab and of `serve`'s ClickHouse
-# HTTP port), so a careless query cannot stall the searches that share the engine.
-ANALYST_LIMITS = {"max_execution_time": 30, "max_memory_usage": 2_000_000_000, "max_threads": 1}
-# A result held whole in memory (the page's SQL tab; a format that cannot stream on the HTTP port) is also
-# bounded by its size; a streamed one is bounded by the time and memory above.
-HELD_RESULT_LIMITS = {"max_result_rows": 100_000, "max_result_bytes": 64 * 2**20, "result_overflow_mode": "throw"}
-READ_ONLY_SETTINGS = {**ANALYST_DEFAULTS, **ANALYST_LIMITS, **HELD_RESULT_LIMITS, "readonly": 1}
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SETTING_VALUE = re.compile(r"^[A-Za-z0-9_.:+\-/ ]{0,100}$")   # a setting's text value: nothing that ends a literal
 # Statements that return rows in an output format; anything else (INSERT ... VALUES, DDL) runs as a
 # command, because a format clause appended to it would be parsed as its data or refused.
 ROWS_STATEMENT = re.compile(r"^(\s|--[^\n]*\n|/\*.*?\*/|\()*(SELECT|WITH|SHOW|DESC|DESCRIBE|EXPLAIN|EXISTS|CHECK)\b",
@@ -162,14 +156,14 @@ class Connection:
     def close(self) -> None:
         self._client.close()
 
-    def read_only(self) -> Connection:
-        """Another session on the same data that refuses writes, setting changes and the table functions
-        that read files or the network (`readonly = 1`, which the session itself cannot undo), within
-        ANALYST_LIMITS."""
+    def read_only(self, settings: dict[str, Any]) -> Connection:
+        """Another session on the same data with `settings` (an analyst's limits: clipsearch.analyst.policy),
+        that refuses writes, setting changes and the table functions that read files or the network
+        (`readonly = 1`, set after them, which the session itself cannot undo)."""
         import clickhouse_connect
         try:
             client = clickhouse_connect.get_client(dsn=self._dsn, autogenerate_session_id=False,
-                                                   settings=READ_ONLY_SETTINGS)
+                                                   settings=_read_only(settings))
         except Exception as exc:
             raise StoreUnavailable(f"cannot open a read-only session: {clean_message(exc)}") from exc
         return Connection(client, self.where, self._dsn, self.backend)
@@ -218,16 +212,17 @@ class EmbeddedConnection(Connection):
             raise StoreUnavailable(f"cannot open database {self.path}: {clean_message(exc)}") from exc
         super().__init__(client, str(self.path), f"chdb://{self.path}")
 
-    def read_only(self) -> Connection:
+    def read_only(self, settings: dict[str, Any]) -> Connection:
+        settings = _read_only(settings)
         try:
             client = _chdb_client(self.path)
             # SET lasts for this session alone (the service's own session stays writable); once readonly
             # is set, the session cannot change any setting again, limits included.
-            for name, value in READ_ONLY_SETTINGS.items():
-                client.command(f"SET {name} = {value!r}" if isinstance(value, str) else f"SET {name} = {value}")
+            for name, value in settings.items():
+                client.command(set_statement(name, value))
         except Exception as exc:
             raise StoreUnavailable(f"cannot open a read-only session: {clean_message(exc)}") from exc
-        return EmbeddedReadOnly(client, str(self.path), f"chdb://{self.path}")
+        return EmbeddedReadOnly(client, str(self.path), f"chdb://{self.path}", settings=settings)
 
     def _release(self) -> None:
         if not self._lock_file.closed:
@@ -314,15 +309,20 @@ class EmbeddedReadOnly(Connection):
     backend = Backend.EMBEDDED
     _json_settings: dict[str, Any] = {}
 
+    def __init__(self, client: Any, where: str, dsn: str, settings: dict[str, Any]):
+        super().__init__(client, where, dsn)
+        self.settings = settings
+
     def stream(self, sql: str, params: dict | None = None, fmt: str = "JSONCompactEachRowWithNamesAndTypes"
                ) -> Iterator[bytes]:
         from clipsearch.store.results import STREAMING_FORMATS, one_header
         if fmt not in STREAMING_FORMATS:
             raise StoreError(f"{fmt} cannot be streamed")
-        conn = import_chdb().connect(engine_uri(self.where))
         try:
-            for name, value in READ_ONLY_SETTINGS.items():
-                conn.query(f"SET {name} = {value!r}" if isinstance(value, str) else f"SET {name} = {value}")
+            conn = engine_session(engine_uri(self.where), self.settings)
+        except Exception as exc:
+            raise StoreError(clean_message(exc)) from exc
+        try:
             result = conn.send_query(sql, fmt, params=params or {})
             try:
                 yield from one_header((block.bytes() for block in result), fmt)
@@ -334,6 +334,35 @@ class EmbeddedReadOnly(Connection):
             raise StoreError(clean_message(exc)) from exc
         finally:
             conn.close()
+
+
+def set_statement(name: str, value: Any) -> str:
+    """`SET name = value` for a setting whose name is an identifier and whose value is a number or plain text
+    (SETTING_VALUE): nothing in it is quoted from a user's text."""
+    if not IDENTIFIER.match(name) or not isinstance(value, int) and not SETTING_VALUE.match(str(value)):
+        raise StoreError(f"cannot set {name!r} to {value!r}")
+    return f"SET {name} = {value}" if isinstance(value, int) else f"SET {name} = '{value}'"
+
+
+def _read_only(settings: dict[str, Any]) -> dict[str, Any]:
+    """`settings`, then `readonly = 1`: set last, it keeps the others as they are."""
+    return {**{k: v for k, v in settings.items() if k != "readonly"}, "readonly": 1}
+
+
+def engine_session(uri: str, settings: dict[str, Any], database: str | None = None) -> Any:
+    """A chdb session of its own on the embedded engine whose connection string is `uri` (engine_uri), with
+    `database` in use and `settings` SET in their order: what a query that must stream, or must not share
+    another's state, runs on (the ClickHouse port's requests, EmbeddedReadOnly.stream). Closed by the caller."""
+    conn = import_chdb().connect(uri)
+    try:
+        if database and database != "default":
+            conn.query(f"USE {quote_identifier(database)}")
+        for name, value in settings.items():
+            conn.query(set_statement(name, value))
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def open_server(url: str, backend: Backend = Backend.SERVER) -> Connection:

@@ -32,23 +32,22 @@ class StoreModel:
     without CLICKHOUSE_URL (or before anything is loaded), the configured model."""
 
     def __init__(self) -> None:
+        from clipsearch.models.factory import ModelRef
         from clipsearch.settings import Settings
         self.settings = Settings.load()
-        self.label: str | None = None
-        self.model: Any = None
+        self.ref: ModelRef | None = None
         self.checked = float("-inf")
 
     def __call__(self) -> Any:
         import time
 
-        from clipsearch.models.model import create_model, model_label
-        if self.model is None or time.monotonic() - self.checked > CHECK_S:
+        from clipsearch.models.factory import ModelRef
+        if self.ref is None or time.monotonic() - self.checked > CHECK_S:
             self.checked = time.monotonic()
-            name, pretrained = self.recorded() or (self.settings.model, self.settings.pretrained)
-            label = model_label(name, pretrained)
-            if label != self.label:
-                self.model, self.label = create_model(name, pretrained), label   # the one factory
-        return self.model
+            ref = ModelRef(*(self.recorded() or (self.settings.model, self.settings.pretrained)))
+            if self.ref is None or ref.label != self.ref.label:
+                self.ref = ref   # the previous model is let go
+        return self.ref.get()
 
     def recorded(self) -> tuple[str | None, str | None] | None:
         """(name, pretrained) recorded for the store's model, or None."""
