@@ -68,7 +68,7 @@ def insert_hashes(catalog: Catalog, names: list[str], hashes: Columns,
     ids = [f"{i:032x}" for i in range(n)]
     for lo in range(0, n, 50_000):
         hi = min(n, lo + 50_000)
-        catalog.insert_images(pa.table({
+        catalog.images.insert(pa.table({
             "id": ids[lo:hi], "path": names[lo:hi], "model": ["bench"] * (hi - lo),
             "width": pa.array((width or [256] * n)[lo:hi], pa.uint32()),
             "height": pa.array((height or [256] * n)[lo:hi], pa.uint32()),
@@ -307,7 +307,7 @@ def scale(rows: int, originals: Columns, work: Path, seed: int = 43) -> dict:
     shutil.rmtree(db, ignore_errors=True)
     with Catalog.open(db) as catalog:
         ids = insert_hashes(catalog, [f"/bench/{i:08d}.jpg" for i in range(rows)], values)
-        catalog.command("OPTIMIZE TABLE images FINAL")
+        catalog.owner_sql("OPTIMIZE TABLE images FINAL")
         start = time.perf_counter()
         pairs = copies.copy_pairs(catalog, copies.DEFAULT_DISTANCE)
         sql_s = time.perf_counter() - start

@@ -9,7 +9,7 @@ embeddings rather than uniform noise. Columns `sel_50`, `sel_10`, `sel_1` and
 `sel_0_1` are 1 on exactly 50%, 10%, 1% and 0.1% of rows (chosen at random,
 independent of the vectors), else 0, so `--filter sel_1=1` has a known
 selectivity. Rows go in through the loader's own insert path (`rows_table` and
-`Catalog.insert_images`, manifest-style Nullable(Int64) columns). The generator
+`catalog.images.insert`, manifest-style Nullable(Int64) columns). The generator
 lives in `clipsearch.service.shapes`.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     with Catalog.open(args.db) as store:
         fill(store, ClipModel(), args.rows)
-        store.command("OPTIMIZE TABLE images FINAL")
+        store.owner_sql("OPTIMIZE TABLE images FINAL")
     print(f"{args.rows} rows in {args.db} in {time.perf_counter() - start:.0f}s")
     return 0
 

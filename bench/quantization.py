@@ -23,7 +23,7 @@ from clipsearch.models.clip import ClipModel
 from clipsearch.search.query import Query
 from clipsearch.search.statement import QueryVector
 from clipsearch.service import shapes
-from clipsearch.store.catalog import VECTOR_QUANTIZATIONS
+from clipsearch.store.indexes import VECTOR_QUANTIZATIONS
 
 BEAMS = (512, 1024, 2048)
 
@@ -39,14 +39,14 @@ def run(count: int, model: ClipModel, work: Path, dim: int = 512) -> dict:
     _, m, ef_construction = search.HNSW
     with clipsearch.open(db, model=search.QueryModel(model.label, queries), log_searches=False) as photos:
         shapes.insert_vectors(photos.catalog, vectors, model.label, search.SEED)
-        photos.catalog.command("OPTIMIZE TABLE images FINAL")
+        photos.catalog.owner_sql("OPTIMIZE TABLE images FINAL")
         for quantization in VECTOR_QUANTIZATIONS:
-            if photos.catalog.vector_index():
-                photos.catalog.drop_vector_index()
+            if photos.catalog.indexes.vector_index():
+                photos.catalog.indexes.drop_vector_index()
             start = time.perf_counter()
-            photos.catalog.create_vector_index(quantization, m, ef_construction)
+            photos.catalog.indexes.create_vector_index(quantization, m, ef_construction)
             build_s = round(time.perf_counter() - start, 1)
-            table = photos.catalog.search_state()
+            table = photos.catalog.state.read()
             cases = [(beam, table["rescore"]) for beam in BEAMS]
             if table["rescore"]:   # i8 and b1: once without the re-ranking, at the widest beam, to show why
                 cases.append((BEAMS[-1], 0))

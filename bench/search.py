@@ -38,9 +38,9 @@ from clipsearch.search.filters import parse_filter
 from clipsearch.search.query import Query
 from clipsearch.search.searcher import SearchResult
 from clipsearch.search.statement import QueryVector
-from clipsearch.search.values import HIDDEN
 from clipsearch.service import shapes
-from clipsearch.store.catalog import TableState
+from clipsearch.store.columns import HIDDEN
+from clipsearch.store.state import TableState
 
 FILTERS = {"none": None, "10%": "sel_10", "1%": "sel_1", "0.1%": "sel_0_1"}
 FILTER_COLUMNS = ("sel_1", "sel_0_1")   # declared for the second clipsearch run
@@ -109,7 +109,7 @@ def search_query(photos: Collection, i: int, filters: list) -> SearchResult:
 def rank_query(photos: Collection, q: np.ndarray, i: int, filters: list, state: TableState | None = None
                ) -> tuple[list[dict], str]:
     """The i-th query through Searcher.rank alone (the ranking SQL): its rows and the strategy's label."""
-    state = state or photos.catalog.search_state()
+    state = state or photos.catalog.state.read()
     rows, _, _, plan = photos.searcher.rank(state, [QueryVector(vector=q, image=i >= TEXT_QUERIES)],
                                             Query.check(state.columns, filters, K))
     return rows, plan.label
@@ -212,7 +212,7 @@ def run(count: int, model: ClipModel, work: Path, dim: int = 512) -> dict:
         start = time.perf_counter()
         columns = shapes.insert_vectors(photos.catalog, vectors, model.label, SEED)
         out["notes"]["insert_rows_per_s"] = round(count / (time.perf_counter() - start))
-        photos.catalog.command("OPTIMIZE TABLE images FINAL")
+        photos.catalog.owner_sql("OPTIMIZE TABLE images FINAL")
         masks = {c: columns[c].astype(bool) for c in FILTERS.values() if c}
         exact = {(f, i): set(np.argpartition(-np.where(masks[c], vectors @ q, -np.inf) if c else -(vectors @ q),
                                              K)[:K].tolist())
@@ -322,7 +322,7 @@ def lever_costs(photos: Collection, peers: Peers, queries: np.ndarray, exact: di
     """Searcher.rank (the ranking SQL) with every lever on, and with each one off in turn: p50 ms and
     recall@10 per filter, all variants (and numpy brute force) in interleaved rounds; then, on tables up to
     GRANULE_LEVER_ROWS, the same on a copy made with ClickHouse's 1,024-row granules."""
-    state = photos.catalog.search_state()
+    state = photos.catalog.state.read()
     variants: dict[str, tuple[TableState, str]] = {
         "every lever on": (state, tuning.CACHED_READ),
         "one beam for texts and images": (replace(state, image_beam=None), tuning.CACHED_READ),
@@ -359,15 +359,15 @@ def granules_1024(photos: Collection, queries: np.ndarray, tally: Tally) -> None
     """The ranking SQL on a copy of `images` made with 1,024-row granules (as before 2026-12-05), swapped in
     for the measurement and back."""
     catalog = photos.catalog
-    catalog.command("DROP TABLE IF EXISTS images_g1024")
-    catalog.command("CREATE TABLE images_g1024 AS images ENGINE = ReplacingMergeTree(loaded_at) ORDER BY id "
+    catalog.owner_sql("DROP TABLE IF EXISTS images_g1024")
+    catalog.owner_sql("CREATE TABLE images_g1024 AS images ENGINE = ReplacingMergeTree(loaded_at) ORDER BY id "
                     "SETTINGS index_granularity = 1024")
-    catalog.command("INSERT INTO images_g1024 SELECT * FROM images")
-    catalog.command("OPTIMIZE TABLE images_g1024 FINAL")
-    catalog.command("EXCHANGE TABLES images AND images_g1024")
+    catalog.owner_sql("INSERT INTO images_g1024 SELECT * FROM images")
+    catalog.owner_sql("OPTIMIZE TABLE images_g1024 FINAL")
+    catalog.owner_sql("EXCHANGE TABLES images AND images_g1024")
     try:
-        catalog.forget_state()
-        state = catalog.search_state()
+        catalog.state.forget()
+        state = catalog.state.read()
         name = "1,024-row granules (was the default)"
         for filt, column in LEVER_FILTERS.items():
             filters = [parse_filter(f"{column}=1")] if column else []
@@ -379,9 +379,9 @@ def granules_1024(photos: Collection, queries: np.ndarray, tally: Tally) -> None
                         tally.add((name, filt), (time.perf_counter() - start) * 1000,
                                   {int(r["id"], 16) for r in rows}, strategy)
     finally:
-        catalog.command("EXCHANGE TABLES images AND images_g1024")
-        catalog.command("DROP TABLE images_g1024")
-        catalog.forget_state()
+        catalog.owner_sql("EXCHANGE TABLES images AND images_g1024")
+        catalog.owner_sql("DROP TABLE images_g1024")
+        catalog.state.forget()
 
 
 def scan_costs(photos: Collection, vectors: np.ndarray, queries: np.ndarray) -> dict:
@@ -395,7 +395,7 @@ def scan_costs(photos: Collection, vectors: np.ndarray, queries: np.ndarray) -> 
            "top 10 by cosineDistance (exact search)": "SELECT id FROM images ORDER BY cosineDistance(embedding, "
                                                       "{q:Array(Float32)}) LIMIT 10"}
     # Array(BFloat16): half the bytes to read; a copy of the vectors in a side table for the measurement only.
-    photos.catalog.command("CREATE TABLE scan_bf16 ENGINE = MergeTree ORDER BY tuple() AS "
+    photos.catalog.owner_sql("CREATE TABLE scan_bf16 ENGINE = MergeTree ORDER BY tuple() AS "
                            "SELECT id, CAST(embedding AS Array(BFloat16)) AS e FROM images")
     sql["cosineDistance over Array(BFloat16) copies"] = ("SELECT max(cosineDistance(e, CAST({q:Array(Float32)} AS "
                                                           "Array(BFloat16)))) FROM scan_bf16")
@@ -421,7 +421,7 @@ def scan_costs(photos: Collection, vectors: np.ndarray, queries: np.ndarray) -> 
             recall.append(len({int(r["id"], 16) for r in rows} & best) / K)
         out[f"top {fetch} of the Array(BFloat16) copy re-ranked by the Float32 vectors (recall "
             f"{np.mean(recall):.3f})"] = round(float(np.median(ms)), 1)
-    photos.catalog.command("DROP TABLE scan_bf16")
+    photos.catalog.owner_sql("DROP TABLE scan_bf16")
     out.update(codec_costs(photos, queries))
     out.update(qbit_costs(photos, vectors, queries))
     ms = []
@@ -441,12 +441,12 @@ def codec_costs(photos: Collection, queries: np.ndarray) -> dict:
     CODECS (the table's granule; searches' settings), and each copy's size on disk. p50 ms."""
     out = {}
     for codec in CODECS:
-        photos.catalog.command("DROP TABLE IF EXISTS scan_codec")
-        photos.catalog.command(f"CREATE TABLE scan_codec (id String, sel_0_1 Nullable(Int64), embedding "
+        photos.catalog.owner_sql("DROP TABLE IF EXISTS scan_codec")
+        photos.catalog.owner_sql(f"CREATE TABLE scan_codec (id String, sel_0_1 Nullable(Int64), embedding "
                                f"Array(Float32) CODEC({codec})) ENGINE = MergeTree ORDER BY id "
                                "SETTINGS index_granularity = 128")
-        photos.catalog.command("INSERT INTO scan_codec SELECT id, sel_0_1, embedding FROM images")
-        photos.catalog.command("OPTIMIZE TABLE scan_codec FINAL")
+        photos.catalog.owner_sql("INSERT INTO scan_codec SELECT id, sel_0_1, embedding FROM images")
+        photos.catalog.owner_sql("OPTIMIZE TABLE scan_codec FINAL")
         size = photos.catalog.query("SELECT sum(data_compressed_bytes) AS b FROM system.columns WHERE "
                                     "database = currentDatabase() AND table = 'scan_codec' AND name = 'embedding'")
         for label, where in (("every row", ""), ("0.1% filter", "WHERE sel_0_1 = 1 ")):
@@ -461,7 +461,7 @@ def codec_costs(photos: Collection, queries: np.ndarray) -> dict:
                         ms.append((time.perf_counter() - start) * 1000)
             out[f"exact top 10, {label}, vectors CODEC({codec}) ({int(size[0]['b']) >> 20} MiB)"] = \
                 round(float(np.median(ms)), 1)
-    photos.catalog.command("DROP TABLE scan_codec")
+    photos.catalog.owner_sql("DROP TABLE scan_codec")
     return out
 
 
@@ -470,12 +470,12 @@ def qbit_costs(photos: Collection, vectors: np.ndarray, queries: np.ndarray) -> 
     each number) in a copy of the vectors, top 10 by L2DistanceTransposed (ranks like cosine distance on
     unit vectors) at 16 and 8 bits, with recall@10 against numpy. Left out where the engine lacks QBit."""
     try:
-        photos.catalog.command(f"CREATE TABLE scan_qbit (id String, v QBit(Float32, {int(vectors.shape[1])})) "
+        photos.catalog.owner_sql(f"CREATE TABLE scan_qbit (id String, v QBit(Float32, {int(vectors.shape[1])})) "
                                "ENGINE = MergeTree ORDER BY id SETTINGS allow_experimental_qbit_type = 1")
     except Exception as error:   # noqa: BLE001 - an engine without QBit: say so in the results
         return {f"QBit not available ({str(error).splitlines()[0][:80]})": 0.0}
     try:
-        photos.catalog.command("INSERT INTO scan_qbit SELECT id, embedding FROM images")
+        photos.catalog.owner_sql("INSERT INTO scan_qbit SELECT id, embedding FROM images")
         out = {}
         for bits in (16, 8):
             ms, recall = [], []
@@ -489,7 +489,7 @@ def qbit_costs(photos: Collection, vectors: np.ndarray, queries: np.ndarray) -> 
             out[f"top 10 over a QBit copy, {bits} bits (recall {np.mean(recall):.2f})"] = round(float(np.median(ms)), 1)
         return out
     finally:
-        photos.catalog.command("DROP TABLE scan_qbit")
+        photos.catalog.owner_sql("DROP TABLE scan_qbit")
 
 
 def index_costs(photos: Collection, queries: np.ndarray, beam: int) -> dict:
@@ -515,7 +515,7 @@ def index_costs(photos: Collection, queries: np.ndarray, beam: int) -> dict:
     ms = []
     for q in queries:
         start = time.perf_counter()
-        photos.searcher.rank(photos.catalog.search_state(), [QueryVector(vector=q)], Query(k=K))
+        photos.searcher.rank(photos.catalog.state.read(), [QueryVector(vector=q)], Query(k=K))
         ms.append((time.perf_counter() - start) * 1000)
     out["clipsearch's ranking query (Searcher.rank)"] = round(float(np.median(ms)), 1)
     return out

@@ -24,8 +24,10 @@ from clipsearch.search.filters import Filter, filters_from_json
 from clipsearch.search.options import EVERY, FACET_TOP, Options
 from clipsearch.search.searcher import Searcher, SearchResult, Term
 from clipsearch.settings import Settings
-from clipsearch.store.catalog import DEFAULT_QUANTIZATION, Catalog, TableState
+from clipsearch.store.catalog import Catalog
 from clipsearch.store.connection import Connection, WriteCounter
+from clipsearch.store.indexes import DEFAULT_QUANTIZATION
+from clipsearch.store.state import TableState
 
 FilterSpec = Any   # ["price<20", ...], [Filter, ...] or {"category": "poster", "price": {"<": 20}}
 
@@ -135,7 +137,7 @@ class Collection:
 
     def state(self) -> TableState:
         """What `images` holds now: columns, models, rows, vector index, its tuned beam, filter columns."""
-        return self.catalog.search_state()
+        return self.catalog.state.read()
 
     def check_loaded(self) -> None:
         """EmptyStore (a clear error) if no image is loaded yet."""
@@ -143,7 +145,7 @@ class Collection:
 
     def column_summaries(self) -> list[dict]:
         """Each filterable column with what a filter form needs: distinct values or a numeric range."""
-        return self.catalog.column_summaries()
+        return self.catalog.images.column_summaries()
 
     def label_image(self, image: Any, labels: list[str] | str, prompt: str | None = None) -> list[dict]:
         """The zero-shot label distribution of one image (a PIL image), without storing anything."""
@@ -157,7 +159,7 @@ class Collection:
 
     def forget_missing(self, root: str) -> list[str]:
         """Remove the rows of files under `root` (a folder path ending in a separator) that are gone."""
-        return self.catalog.forget_missing(root)
+        return self.catalog.images.forget_missing(root)
 
     @property
     def writes(self) -> WriteCounter:
@@ -167,7 +169,7 @@ class Collection:
 
     def get(self, image_id: str) -> dict:
         """One stored image's row (without its vector); NotFound if there is none."""
-        return self.catalog.get_image(image_id)
+        return self.catalog.images.get(image_id)
 
     def read_file(self, image_id: str) -> tuple[dict, bytes]:
         """A stored image's row and its file's bytes, only while the file is still the one loaded
@@ -193,10 +195,10 @@ class Collection:
     def _register(self, model: ImageTextModel) -> None:
         """Record how to load `model` again (in the `models` table)."""
         if model.label == BUNDLED_LABEL:
-            self.catalog.register_model(model.label, "", "", model.dim)   # its folder differs per install
+            self.catalog.models.register(model.label, "", "", model.dim)   # its folder differs per install
         elif model.name:
             pretrained = model.pretrained or (RANDOM_WEIGHTS if model.label.endswith(f":{RANDOM_WEIGHTS}") else None)
-            self.catalog.register_model(model.label, model.name, pretrained, model.dim)
+            self.catalog.models.register(model.label, model.name, pretrained, model.dim)
 
     def reembed(self, model: str | ImageTextModel | None, pretrained: str | None = None, *, batch_size: int = 64,
                 workers: int | None = None, keep: bool = False, drop_missing: bool = False,
@@ -215,7 +217,7 @@ class Collection:
                           drop_missing=drop_missing, progress=progress)
         if summary.switched or summary.already_active:
             self._model.use(ModelRef(model=new))
-            if self.catalog.vector_index() and (summary.switched or self.catalog.search_state().beam is None):
+            if self.catalog.indexes.vector_index() and (summary.switched or self.catalog.state.read().beam is None):
                 self.searcher.tune_index()   # the beam that reaches the recall target for the new vectors
         return summary
 
@@ -232,10 +234,10 @@ class Collection:
         """The models recorded in the store: label, name, pretrained, dim, rows (images with their vectors),
         active (the one searches use: its vectors are images.embedding, under the vector index if there is
         one), and for the others whether their vectors are complete (`reembed` may switch to them)."""
-        index = self.catalog.vector_index()
-        total = self.catalog.count()
+        index = self.catalog.indexes.vector_index()
+        total = self.catalog.images.count()
         out = []
-        for r in self.catalog.model_records():
+        for r in self.catalog.models.records():
             active = r["active_rows"] > 0
             rows = r["active_rows"] if active else r["stored_rows"]
             out.append({"label": r["label"], "name": r["name"], "pretrained": r["pretrained"], "dim": r["dim"],
@@ -273,7 +275,7 @@ class Collection:
             raise QueryError("empty SQL")
         self.enable_text_embedding()
         self.refresh_model()   # clipTextEmbedding() embeds with the store's model, which it cannot load itself
-        return self.catalog.query(query, params) if fmt is None else self.catalog.text(query, params, fmt)
+        return self.catalog.owner_sql(query, params, fmt)
 
     def enable_text_embedding(self) -> None:
         """Make clipTextEmbedding('text') callable in this engine's SQL, from every session (embedded only;
@@ -315,25 +317,25 @@ class Collection:
     def create_index(self, quantization: str = DEFAULT_QUANTIZATION, m: int = 16, ef_construction: int = 128) -> dict:
         """Build ClickHouse's HNSW vector index over the embeddings (minutes per few 100k rows), then tune its
         search beam for the recall target (Searcher.tune_index); returns what the tuning found."""
-        self.catalog.create_vector_index(quantization, m, ef_construction)
+        self.catalog.indexes.create_vector_index(quantization, m, ef_construction)
         return self.searcher.tune_index()
 
     def add_filter_column(self, column: str) -> None:
-        """Make selective filters on `column` fast: a copy of the table sorted by it (Catalog.add_filter_column)."""
-        self.catalog.add_filter_column(column)
+        """Make selective filters on `column` fast: a copy of the table sorted by it (Indexes.add_filter_column)."""
+        self.catalog.indexes.add_filter_column(column)
 
     def drop_filter_column(self, column: str) -> None:
-        self.catalog.drop_filter_column(column)
+        self.catalog.indexes.drop_filter_column(column)
 
     def drop_index(self) -> None:
-        self.catalog.drop_vector_index()
+        self.catalog.indexes.drop_vector_index()
 
     def index(self) -> dict | None:
         """The vector index, if there is one: {name, type_full}."""
-        return self.catalog.vector_index()
+        return self.catalog.indexes.vector_index()
 
     def count(self) -> int:
-        return self.catalog.count()
+        return self.catalog.images.count()
 
 
 def open_query_image(path: str | os.PathLike) -> Any:

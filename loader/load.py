@@ -9,18 +9,13 @@ batches and the next run loads the rest.
 from __future__ import annotations
 
 import io
-import multiprocessing
 import os
-import signal
 import stat
 import sys
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -30,12 +25,12 @@ from clipsearch.errors import SourceError, StoreError
 from clipsearch.images.decode import FORMAT_NAMES, decode, read_image
 from clipsearch.images.files import MAX_FILE_BYTES, content_id
 from clipsearch.images.hashes import HASH_COLUMNS, Hashes, image_hashes
+from clipsearch.loader import pipeline
 from clipsearch.loader.sources import Source, read_source
 from clipsearch.models.model import ImageTextModel
 from clipsearch.store.catalog import Catalog
 
 MAX_PIXELS = 100_000_000
-PREFETCH_BATCHES = 3  # batches decoded ahead of the model: bounds memory, keeps workers busy
 
 
 @dataclass
@@ -71,33 +66,8 @@ class LoadSummary:
 _worker: dict = {}
 
 
-def _init_worker(pil_transform: Callable, min_size: int, max_bytes: int, max_pixels: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+def _setup_worker(pil_transform: Callable, min_size: int, max_bytes: int, max_pixels: int) -> None:
     _worker.update(transform=pil_transform, min_size=min_size, max_bytes=max_bytes, max_pixels=max_pixels)
-
-
-class _InProcess:
-    """The pool's two calls, run in this process: for `workers=0` (a server's watcher, whose threads
-    make forking unwise, and whose files arrive a few at a time)."""
-
-    def __init__(self, pil_transform: Callable, min_size: int, max_bytes: int, max_pixels: int):
-        _worker.update(transform=pil_transform, min_size=min_size, max_bytes=max_bytes, max_pixels=max_pixels)
-
-    def map_async(self, fn: Callable, items: list, chunksize: int = 1) -> Any:
-        results = [fn(item) for item in items]
-        return type("Done", (), {"get": lambda self: results})()
-
-    def terminate(self) -> None:
-        pass
-
-
-def _stop(pool: Any, wait_s: float = 10.0) -> None:
-    """Pool.terminate(), waited for at most `wait_s`: after Ctrl-C it has been seen to block for good in
-    joining the pool's task thread (stuck on the task queue's lock), and an interrupted load must exit.
-    The workers are daemons, so they go with this process either way."""
-    stopper = threading.Thread(target=pool.terminate, name="clipsearch-pool-stop", daemon=True)
-    stopper.start()
-    stopper.join(wait_s)
 
 
 def _exif(image: Image.Image) -> tuple[datetime | None, str, float | None, float | None]:
@@ -175,14 +145,9 @@ def _hashes(image: Image.Image) -> Hashes | None:
 
 
 # -- parent side ----------------------------------------------------------------------------
-def _batches(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-
-
 def _new_columns(catalog: Catalog, source: Source) -> dict[str, str]:
     """The manifest's columns the table lacks; an error for one it has with another type."""
-    existing = catalog.columns()
+    existing = catalog.images.columns()
     for name, ch_type in source.column_types.items():
         if name in existing and existing[name] != ch_type:
             raise SourceError(f"manifest column {name!r} looks like {ch_type}, but the table already has it "
@@ -239,7 +204,7 @@ def _record_errors(catalog: Catalog, results: list[dict], summary: LoadSummary,
                    report: Callable[[str, str], None]) -> None:
     errors = [(r["path"], r["error"]) for r in results if "error" in r]
     if errors:
-        catalog.record_load_errors(errors)
+        catalog.images.record_errors(errors)
         summary.errors += errors
         summary.failed += len(errors)
         for path, reason in errors:
@@ -248,7 +213,7 @@ def _record_errors(catalog: Catalog, results: list[dict], summary: LoadSummary,
 
 def _new_images(catalog: Catalog, results: list[dict]) -> list[dict]:
     """The decoded images whose content is neither stored nor earlier in this batch."""
-    seen = catalog.existing_ids([r["id"] for r in results if "id" in r])
+    seen = catalog.images.existing_ids([r["id"] for r in results if "id" in r])
     new = []
     for r in results:
         if "id" in r and r["id"] not in seen:
@@ -266,15 +231,13 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
     `model` is a model (clipsearch.models.model.ImageTextModel) or a function returning one: it is loaded only
     after the source and the manifest's columns have been checked, so a mistake there is reported at once.
     """
-    from tqdm import tqdm
-
     start = time.perf_counter()
     src = read_source(source, restrict_to_folder)
     summary = LoadSummary(found=len(src.items), ignored=src.ignored, outside=len(src.outside))
     new_columns = _new_columns(catalog, src)
     if not src.items and not src.rejected:
         raise SourceError(f"{source}: no image files found")
-    bar = tqdm(total=len(src.items), unit="img", desc="loading", disable=not progress, file=sys.stderr)
+    bar = pipeline.progress_bar(len(src.items), "loading", progress)
     report = report or (lambda path, reason: bar.write(f"skipped {path}: {reason}", file=sys.stderr))
     _record_errors(catalog, [{"path": p, "error": e} for p, e in src.rejected], summary, report)
     if not src.items:
@@ -282,58 +245,45 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
         summary.seconds = time.perf_counter() - start
         return summary
     clip = model if isinstance(model, ImageTextModel) else model()
-    catalog.check_model(clip.label)
-    catalog.add_columns(new_columns)
+    catalog.models.check(clip.label)
+    catalog.images.add_columns(new_columns)
     metadata = {item.path: item.metadata for item in src.items}
 
-    known = catalog.known_files(src.root)
+    known = catalog.images.known_files(src.root)
     todo = [item.path for item in src.items if not _unchanged(item.path, known.get(item.path))]
     summary.already_present = len(src.items) - len(todo)
     bar.update(summary.already_present)
-    prepare_image = clip.prepare()
-    workers = (os.cpu_count() or 1) if workers is None else workers
-    # Forked workers start at once with the model's transform inherited (spawned ones spend seconds
-    # importing torch). That is safe here: workers run only Pillow code (file reading, decoding,
-    # PIL resizing), never a torch op or the ClickHouse engine of the parent.
-    context = multiprocessing.get_context("fork")
-    worker_args = (prepare_image, clip.image_size, max_file_bytes, max_pixels)
-    pool = context.Pool(workers, initializer=_init_worker, initargs=worker_args) if workers else \
-        _InProcess(*worker_args)
+    stamp = 0   # each batch's loaded_at, ms since the epoch, increasing
+
+    def store(results: list[dict]) -> None:
+        nonlocal stamp
+        _record_errors(catalog, results, summary, report)
+        good = _new_images(catalog, results)
+        summary.already_present += sum(1 for r in results if "id" in r) - len(good)
+        if good:
+            vectors = clip.encode_prepared([r["pixels"] for r in good])
+            stamp = max(stamp + 1, time.time_ns() // 1_000_000)
+            try:
+                catalog.images.insert(rows_table(good, vectors, clip.label, metadata, src.column_types, stamp))
+            except StoreError:   # refused (e.g. by another vector length's index): if `reembed` switched the
+                catalog.models.check_batch(clip.label, [r["id"] for r in good])   # store, say that instead
+                raise
+            catalog.models.check_batch(clip.label, [r["id"] for r in good])
+            # Two loads of the same files at once (e.g. through one service) both find them new and both
+            # insert (the rows collapse into one): the first to store an image loaded it, and for the
+            # other it was already present, so the summaries add up to what the table holds.
+            earlier = catalog.images.stored_before([r["id"] for r in good], stamp)
+            summary.loaded += len(good) - len(earlier)
+            summary.already_present += len(earlier)
+        # A stored path read again gave new content: its old row goes (the new content is stored now).
+        replaced = {r["path"]: r["id"] for r in results if "id" in r and r["path"] in known}
+        summary.replaced += catalog.images.forget_replaced(replaced)
+
     try:
-        pending: deque = deque()
-        batches = _batches(todo, batch_size)
-        chunksize = max(1, batch_size // (max(workers, 1) * 2))
-        stamp = 0   # each batch's loaded_at, ms since the epoch, increasing
-        while True:
-            while len(pending) < PREFETCH_BATCHES and (batch := next(batches, None)) is not None:
-                pending.append(pool.map_async(prepare, batch, chunksize))
-            if not pending:
-                break
-            results = pending.popleft().get()
-            _record_errors(catalog, results, summary, report)
-            good = _new_images(catalog, results)
-            summary.already_present += sum(1 for r in results if "id" in r) - len(good)
-            if good:
-                vectors = clip.encode_prepared([r["pixels"] for r in good])
-                stamp = max(stamp + 1, time.time_ns() // 1_000_000)
-                try:
-                    catalog.insert_images(rows_table(good, vectors, clip.label, metadata, src.column_types, stamp))
-                except StoreError:   # refused (e.g. by another vector length's index): if `reembed` switched the
-                    catalog.check_batch_model(clip.label, [r["id"] for r in good])   # store, say that instead
-                    raise
-                catalog.check_batch_model(clip.label, [r["id"] for r in good])
-                # Two loads of the same files at once (e.g. through one service) both find them new and both
-                # insert (the rows collapse into one): the first to store an image loaded it, and for the
-                # other it was already present, so the summaries add up to what the table holds.
-                earlier = catalog.stored_before([r["id"] for r in good], stamp)
-                summary.loaded += len(good) - len(earlier)
-                summary.already_present += len(earlier)
-            # A stored path read again gave new content: its old row goes (the new content is stored now).
-            replaced = {r["path"]: r["id"] for r in results if "id" in r and r["path"] in known}
-            summary.replaced += catalog.forget_replaced(replaced)
-            bar.update(len(results))
+        pipeline.run(todo, prepare, store, batch_size=batch_size,
+                     workers=(os.cpu_count() or 1) if workers is None else workers, setup=_setup_worker,
+                     setup_args=(clip.prepare(), clip.image_size, max_file_bytes, max_pixels), bar=bar)
     finally:
-        _stop(pool)
         bar.close()
         summary.seconds = time.perf_counter() - start
     return summary

@@ -18,24 +18,23 @@ ClickHouse port, clipTextEmbedding() and every command without --model use the n
 from __future__ import annotations
 
 import io
-import multiprocessing
 import os
-import signal
 import sys
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
 from clipsearch.errors import ClipsearchError, FileChanged, NotFound, QueryError
 from clipsearch.images.decode import decode, read_image
 from clipsearch.images.files import read_loaded_file
-from clipsearch.loader.load import MAX_PIXELS, PREFETCH_BATCHES, _stop
+from clipsearch.loader import pipeline
+from clipsearch.loader.load import MAX_PIXELS
 from clipsearch.models.model import ImageTextModel
-from clipsearch.store.catalog import SWITCH_TABLE, Catalog
+from clipsearch.store.catalog import Catalog
+from clipsearch.store.images import StoredFile
+from clipsearch.store.switch import SWITCH_TABLE
 
 PAGE = 4096   # stored rows read at a time to find those without a vector
 
@@ -90,12 +89,11 @@ class ReembedSummary:
 _worker: dict = {}
 
 
-def _init_worker(pil_transform: Callable, min_size: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+def _setup_worker(pil_transform: Callable, min_size: int) -> None:
     _worker.update(transform=pil_transform, min_size=min_size)
 
 
-def _prepare_stored(row: tuple[str, str, int]) -> dict:
+def _prepare_stored(row: StoredFile) -> dict:
     """A stored image's pixels for the model, read only while its file is the one loaded, or why not."""
     image_id, path, size = row
     try:
@@ -114,58 +112,29 @@ def _prepare_stored(row: tuple[str, str, int]) -> dict:
     return {"id": image_id, "path": path, "pixels": pixels}
 
 
-class _InProcess:
-    """The pool's call, run in this process (workers=0: a server's threads make forking unwise)."""
-
-    def __init__(self, pil_transform: Callable, min_size: int):
-        _worker.update(transform=pil_transform, min_size=min_size)
-
-    def map_async(self, fn: Callable, items: list, chunksize: int = 1) -> Any:
-        results = [fn(item) for item in items]
-        return type("Done", (), {"get": lambda self: results})()
-
-    def terminate(self) -> None:
-        pass
-
-
 # -- parent side ----------------------------------------------------------------------------
-Row = tuple[str, str, int]   # id, path, file size
-
-
-def _pages(catalog: Catalog, model: str) -> Iterator[list[Row]]:
-    """The stored images without a vector of `model`, a page at a time, by id."""
+def _pages(catalog: Catalog, model: str) -> Iterator[StoredFile]:
+    """The stored images without a vector of `model`, read a page at a time, by id."""
     after = ""
-    while page := catalog.without_vectors(model, "images", after, PAGE):
-        after = page[-1]["id"]
-        yield [(r["id"], r["path"], int(r["file_size"])) for r in page]
+    while page := catalog.switch.without_vectors(model, after, PAGE):
+        after = page[-1].id
+        yield from page
 
 
-def _embed(catalog: Catalog, model: ImageTextModel, pages: Iterator[list[Row]], todo: int,
+def _embed(catalog: Catalog, model: ImageTextModel, rows: Iterable[StoredFile], todo: int,
            summary: ReembedSummary, batch_size: int, workers: int, progress: bool) -> None:
-    """Give the rows of `pages` the model's vectors in `embeddings`, a batch per INSERT; failures are counted
-    and recorded. Pages are read here, in this thread: the pool's threads never touch the engine."""
-    from tqdm import tqdm
-    bar = tqdm(total=todo, unit="img", desc=f"re-embedding ({model.label})", disable=not progress, file=sys.stderr)
-    # Forked workers read and decode files only (Pillow), never torch or the parent's ClickHouse engine.
-    args = (model.prepare(), model.image_size)
-    pool: Any = multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker, initargs=args) \
-        if workers else _InProcess(*args)
+    """Give `rows` the model's vectors in `embeddings`, a batch per INSERT; failures are counted and
+    recorded. `rows` are read here, in this thread: the workers never touch the engine."""
+    bar = pipeline.progress_bar(todo, f"re-embedding ({model.label})", progress)
+
+    def store(results: list[dict]) -> None:
+        for r in _store_batch(catalog, model, results, summary):
+            if progress:
+                bar.write(f"skipped {r['path']}: {r['error']}", file=sys.stderr)
     try:
-        batches = (page[i:i + batch_size] for page in pages for i in range(0, len(page), batch_size))
-        chunksize = max(1, batch_size // (max(workers, 1) * 2))
-        pending: deque = deque()
-        while True:
-            while len(pending) < PREFETCH_BATCHES and (batch := next(batches, None)) is not None:
-                pending.append(pool.map_async(_prepare_stored, batch, chunksize))
-            if not pending:
-                break
-            results = pending.popleft().get()
-            for r in _store_batch(catalog, model, results, summary):
-                if progress:
-                    bar.write(f"skipped {r['path']}: {r['error']}", file=sys.stderr)
-            bar.update(len(results))
+        pipeline.run(rows, _prepare_stored, store, batch_size=batch_size, workers=workers, setup=_setup_worker,
+                     setup_args=(model.prepare(), model.image_size), bar=bar)
     finally:
-        _stop(pool)
         bar.close()
 
 
@@ -173,12 +142,13 @@ def _store_batch(catalog: Catalog, model: ImageTextModel, batch: list[dict], sum
     """Store the batch's vectors; returns the images that could not have one (counted and recorded)."""
     good = [r for r in batch if "pixels" in r]
     if good:
-        catalog.insert_vectors(model.label, [r["id"] for r in good], model.encode_prepared([r["pixels"] for r in good]))
+        vectors = model.encode_prepared([r["pixels"] for r in good])
+        catalog.switch.insert_vectors(model.label, [r["id"] for r in good], vectors)
         summary.embedded += len(good)
     failed = [r for r in batch if "pixels" not in r]
     if failed:
         errors = [(r["path"], f"re-embedding with {model.label}: {r['error']}") for r in failed]
-        catalog.record_load_errors(errors)
+        catalog.images.record_errors(errors)
         summary.errors += errors
         for r in failed:
             summary.failed_ids.add(r["id"])
@@ -192,18 +162,18 @@ def reembed(catalog: Catalog, model: ImageTextModel, register: Callable[[ImageTe
     """Give every image of `catalog` the vector of `model`, then switch the store to it (see the module's
     text). `register` records how to load the model again. Safe to interrupt and run again."""
     start = time.perf_counter()
-    summary = ReembedSummary(model=model.label, total=catalog.count())
+    summary = ReembedSummary(model=model.label, total=catalog.images.count())
     workers = min(os.cpu_count() or 1, 8) if workers is None else workers
-    if catalog.images_engine() == "Distributed":
+    if catalog.images.engine() == "Distributed":
         raise ClipsearchError("reembed switches one table, and `images` here is a cluster's Distributed table: "
                               "load the images into a new cluster database with the new model instead")
     register(model)
     try:
-        active = catalog.models()
+        active = catalog.models.active()
         if active == [model.label]:
-            if catalog.switch_table_model() is not None:   # interrupted after the exchange: finish it
+            if catalog.switch.left_model() is not None:   # interrupted after the exchange: finish it
                 _catch_up(catalog, model, summary, batch_size, workers, progress)
-            catalog.finish_switch(model.label)
+            catalog.switch.finish(model.label)
             summary.already_active = not summary.embedded
             summary.switched = bool(summary.embedded)
             return summary
@@ -211,23 +181,23 @@ def reembed(catalog: Catalog, model: ImageTextModel, register: Callable[[ImageTe
             raise QueryError("the store has no images yet: load some first" if not active else
                              f"the store holds vectors of several models ({', '.join(active)}); load it again")
         summary.previous = active[0]
-        missing = catalog.vectors_missing(model.label)
+        missing = catalog.switch.vectors_missing(model.label)
         summary.already = summary.total - missing
         _embed(catalog, model, _pages(catalog, model.label), missing, summary, batch_size, workers, progress)
         if summary.missing and not drop_missing:
             return summary
         if keep:
-            catalog.keep_vectors(summary.previous)
+            catalog.switch.keep_vectors(summary.previous)
             summary.kept = True
         switch_start = time.perf_counter()
-        in_switch = catalog.build_switched(model.label, model.dim)
+        in_switch = catalog.switch.build(model.label, model.dim)
         if in_switch == 0:
             raise ClipsearchError("no image has a vector of the new model; nothing to switch to")
-        catalog.switch()
+        catalog.switch.exchange()
         summary.switched = True
         summary.dropped = max(0, summary.total - in_switch)
         _catch_up(catalog, model, summary, batch_size, workers, progress)
-        catalog.finish_switch(model.label)
+        catalog.switch.finish(model.label)
         summary.switch_seconds = time.perf_counter() - switch_start
         return summary
     finally:
@@ -240,11 +210,8 @@ def _catch_up(catalog: Catalog, model: ImageTextModel, summary: ReembedSummary, 
     load still running with the old model added to the new one, get the new model's vectors."""
     for source in (SWITCH_TABLE, "images"):
         for _ in range(3):   # loads may go on meanwhile; a few passes settle it
-            rows = [(r["id"], r["path"], int(r["file_size"])) for r in catalog.query(
-                f"SELECT id, any(path) AS path, any(file_size) AS file_size FROM {source} "
-                "WHERE model != {model:String} AND id NOT IN (SELECT id FROM images WHERE model = {model:String}) "
-                "GROUP BY id", {"model": model.label}) if r["id"] not in summary.failed_ids]
+            rows = [r for r in catalog.switch.not_caught_up(model.label, source) if r.id not in summary.failed_ids]
             if not rows:
                 break
-            _embed(catalog, model, iter([rows]), len(rows), summary, batch_size, workers, progress)
-            catalog.copy_switched(model.label, [r[0] for r in rows], source)
+            _embed(catalog, model, rows, len(rows), summary, batch_size, workers, progress)
+            catalog.switch.copy(model.label, [r.id for r in rows], source)

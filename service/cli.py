@@ -25,8 +25,8 @@ from clipsearch.search.options import FACET_TOP
 from clipsearch.search.searcher import weighted
 from clipsearch.settings import Settings
 from clipsearch.sql import read as read_sql
-from clipsearch.store.catalog import DEFAULT_QUANTIZATION, VECTOR_QUANTIZATIONS
 from clipsearch.store.connection import running_service
+from clipsearch.store.indexes import DEFAULT_QUANTIZATION, VECTOR_QUANTIZATIONS
 
 DEMO_DIR = "./demo-catalogue"
 EXAMPLE_SEARCHES = [

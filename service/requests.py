@@ -13,6 +13,7 @@ from clipsearch.errors import QueryError
 from clipsearch.images.copies import BOUNDED_DISTANCE, DEFAULT_DISTANCE, check_distance
 from clipsearch.images.duplicates import BOUNDED_THRESHOLD, DEFAULT_THRESHOLD, check_mode, check_threshold
 from clipsearch.images.labels import MAX_LABELS, MAX_PROMPT_CHARS
+from clipsearch.models.model import MAX_QUERY_CHARS
 from clipsearch.search.filters import FILTER_OPERATORS, JSON_OPERATORS, filter_help
 from clipsearch.search.options import (
     FACET_TOP,
@@ -25,7 +26,6 @@ from clipsearch.search.options import (
     check_k,
     check_whole,
 )
-from clipsearch.search.searcher import MAX_QUERY_CHARS
 from clipsearch.search.where import MAX_FILTERS, MAX_IN_VALUES
 
 

@@ -441,7 +441,7 @@ def insert_vectors(catalog: Catalog, vectors: np.ndarray, model_label: str, seed
     rows = len(vectors)
     columns = selectivity_columns(rows, seed + 2 + start)
     types = {name: "Nullable(Int64)" for name in SELECTIVITY}
-    catalog.add_columns(types)
+    catalog.images.add_columns(types)
     for lo in range(0, rows, BLOCK):
         hi = min(rows, lo + BLOCK)
         paths = [f"/bench/{start + i:08d}.jpg" for i in range(lo, hi)]
@@ -449,5 +449,5 @@ def insert_vectors(catalog: Catalog, vectors: np.ndarray, model_label: str, seed
                              "format": "JPEG", "file_size": 0, "taken_at": None, "camera": ""}
                             for j, path in enumerate(paths)]
         metadata = {path: {name: int(col[lo + j]) for name, col in columns.items()} for j, path in enumerate(paths)}
-        catalog.insert_images(rows_table(meta, vectors[lo:hi], model_label, metadata, types))
+        catalog.images.insert(rows_table(meta, vectors[lo:hi], model_label, metadata, types))
     return columns

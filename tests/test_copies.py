@@ -130,7 +130,7 @@ def test_band_search_on_many_rows_finds_every_pair(tmp_path):
             h[VIEWS[other][1]][copy] = _flip(0, CHROMA_DISTANCE + 2, rng)
     ids = [f"{i:032x}" for i in range(n)]
     with Catalog.open(tmp_path / "db") as store:
-        store.insert_images(pa.table({"id": ids, "path": ids, "model": ["test"] * n,
+        store.images.insert(pa.table({"id": ids, "path": ids, "model": ["test"] * n,
                                       **{c: pa.array(v, pa.uint64()) for c, v in h.items()}}))
         for threshold in (DEFAULT_DISTANCE, 12):
             found = {(p["id_a"], p["id_b"]) for p in copy_pairs(store, threshold)}
@@ -253,10 +253,10 @@ def test_old_databases_get_the_columns_and_the_backfill_fills_them(tmp_path, mod
         assert load(str(folder), store, model, progress=False).loaded == 8
         before = _hashes_by_path(store)
         drops = ", ".join(f"DROP COLUMN {c}" for c in dropped)
-        store.command(f"ALTER TABLE images {drops} SETTINGS mutations_sync = 2")
-        store.command("DROP TABLE schema_version")   # as the releases before schema versions made it
+        store.owner_sql(f"ALTER TABLE images {drops} SETTINGS mutations_sync = 2")
+        store.owner_sql("DROP TABLE schema_version")   # as the releases before schema versions made it
     with Catalog.open(db) as store:  # opening adds them back, empty
-        assert all(store.columns()[c] == "Nullable(UInt64)" for c in HASH_COLUMNS)
+        assert all(store.images.columns()[c] == "Nullable(UInt64)" for c in HASH_COLUMNS)
         assert store.query(f"SELECT countIf({dropped[-1]} IS NULL) AS n FROM images")[0]["n"] == 8
     files = sorted(folder.iterdir())
     files[0].unlink()                                    # gone
@@ -270,7 +270,7 @@ def test_old_databases_get_the_columns_and_the_backfill_fills_them(tmp_path, mod
                                          "(load them again)")
     with Catalog.open(db) as store:
         after = _hashes_by_path(store)
-        assert store.count() == 8
+        assert store.images.count() == 8
     left = (str(files[0]), str(files[1]))
     assert {p: h for p, h in after.items() if p not in left} == {p: before[p] for p in after if p not in left}
     for path in left:  # what was not dropped stays as it was
@@ -279,7 +279,7 @@ def test_old_databases_get_the_columns_and_the_backfill_fills_them(tmp_path, mod
     again = cli("hashes", "--quiet", db=db)  # idempotent: only the two without hashes are tried again
     assert again.returncode == 0 and again.stdout.startswith("hashed 0 of 2 images")
     with Catalog.open(db) as store:
-        store.command(f"DELETE FROM images WHERE {dropped[-1]} IS NULL")
+        store.owner_sql(f"DELETE FROM images WHERE {dropped[-1]} IS NULL")
     assert cli("hashes", db=db).stdout.strip() == "every image has its perceptual hashes"
 
 
@@ -348,7 +348,7 @@ def _grouped_scores(tmp_path, items, whole_only=False):
             v.update(centre_phash=v["phash"], centre_chroma_hash=v["chroma_hash"])
     n = len(items)
     with Catalog.open(tmp_path / f"db-{whole_only}") as store:
-        store.insert_images(pa.table({
+        store.images.insert(pa.table({
             "id": [f"{i:032x}" for i in range(n)], "path": [item.name for item in items], "model": ["test"] * n,
             **{c: pa.array([v[c] for v in values], pa.uint64()) for c in HASH_COLUMNS}}))
         groups = copy_groups(store)
@@ -378,3 +378,7 @@ def test_crops_and_borders_are_found_by_the_centre_views(tmp_path):
     assert scores["lookalike_precision"] == 1.0 and scores["pair_precision"] >= 0.98, scores
     whole = _grouped_scores(tmp_path, items, whole_only=True)
     assert whole["recall"]["crop"] < 0.6 and whole["recall"]["border"] < 0.9, whole
+
+
+def test_hashes_are_held_in_the_order_of_their_columns():
+    assert Hashes._fields == HASH_COLUMNS   # the loader inserts a Hashes as the schema's columns, in this order

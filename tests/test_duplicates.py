@@ -62,7 +62,7 @@ def planted(tmp_path_factory):
     db = tmp_path_factory.mktemp("dups") / "db"
     matrix = np.array(vectors, np.float32)
     with Catalog.open(db) as store:
-        store.insert_images(pa.table({
+        store.images.insert(pa.table({
             "id": [f"{i:032x}" for i in range(len(paths))], "path": paths, "model": ["clipsearch-shapes"] * len(paths),
             # copies are smaller files, so each group's original must come first
             "width": [640 if "copy" not in p else 320 for p in paths], "height": [480 if "copy" not in p else 240

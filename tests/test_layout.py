@@ -109,3 +109,33 @@ def test_grafana_dashboard_is_written_from_the_page_dashboard():
     assert json.loads(OUT.read_text()) == build()
     assert {p["file"] for p in dashboard()} <= set(query_names())
     assert [p["title"] for p in build()["panels"]] == [p["title"] for p in dashboard()]
+
+
+# The layer rule docs/architecture.md states: each folder imports only folders of the layers below its own,
+# never a sibling of its own layer or anything above. Top to bottom:
+LAYERS = (
+    ("service", "sql.udf"),     # the CLI, the HTTP app and page, the ClickHouse port; the server's UDF script
+    ("clipsearch",),            # the package's front door: re-exports the facade
+    ("collection",),            # the facade every command and endpoint goes through
+    ("loader",),                # folders and manifests into rows; reembed; backfill (one batch pipeline)
+    ("images", "analyst"),      # hashes, copies, duplicates, labels | what an analyst's SQL may be
+    ("search",),                # a query parsed once, planned, written as one statement, run, logged
+    ("models",),                # the image-text model interface, its families, the model inside SQL
+    ("store",),                 # the connection (embedded or server), the schema, the tables' statements
+    ("sql",),                   # the shipped SQL files (package data)
+    ("errors", "settings"),
+)
+
+
+def test_every_import_follows_the_layer_rule():
+    from scripts.architecture_graph import folder_graph
+    graph = folder_graph()
+    layer = {name: i for i, names in enumerate(LAYERS) for name in names}
+    assert set(graph) == set(layer), f"folders without a layer, or layers without a folder: {set(graph) ^ set(layer)}"
+    wrong = sorted(f"{a} -> {b}" for a in graph for b in graph[a] if layer[b] <= layer[a])
+    assert not wrong, "imports against the layer rule (up or sideways): " + ", ".join(wrong)
+
+
+def test_the_architecture_drawing_is_what_the_code_imports():
+    from scripts.architecture_graph import main
+    assert main(["--check"]) == 0, "docs/architecture.md's folder graph is stale: python scripts/architecture_graph.py"

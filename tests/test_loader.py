@@ -85,7 +85,7 @@ def test_bad_files_are_reported_recorded_and_skipped(tmp_path, store, model):
         assert reason in reported[name], (name, reported[name])
     recorded = {r["path"].rsplit("/", 1)[1]: r["reason"] for r in store.query("SELECT path, reason FROM load_errors")}
     assert recorded == reported
-    assert store.count() == 5
+    assert store.images.count() == 5
 
 
 def test_manifest_jsonl_metadata_and_missing_files(tmp_path, store, model):
@@ -97,7 +97,7 @@ def test_manifest_jsonl_metadata_and_missing_files(tmp_path, store, model):
     summary = load(str(manifest), store, model, progress=False)
     assert (summary.loaded, summary.failed) == (6, 1)
     assert summary.errors[0][1] == "no such file"
-    columns = store.columns()
+    columns = store.images.columns()
     assert (columns["price"], columns["sku"], columns["stock"]) == \
         ("Nullable(Float64)", "Nullable(String)", "Nullable(Int64)")
     rows = store.query("SELECT sku, price, stock, colour FROM images ORDER BY stock")

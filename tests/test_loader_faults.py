@@ -36,7 +36,7 @@ def test_a_name_that_is_not_utf8_is_reported_and_the_rest_loads(tmp_path, catalo
     printable = f"{folder}/caf\\xe9-\\xff.png"
     assert heard == [(printable, "the file name is not valid UTF-8; rename the file")]
     assert catalog.query("SELECT path, reason FROM load_errors") == [{"path": printable, "reason": heard[0][1]}]
-    assert catalog.count() == 3
+    assert catalog.images.count() == 3
 
 
 def _png(rng) -> bytes:
@@ -91,7 +91,7 @@ def test_manifest_paths_outside_the_folder_are_said_and_can_be_refused(tmp_path,
                         next(outside.glob("0*")).name + ",b\n")
     with pytest.raises(SourceError, match="outside the manifest's folder"):
         load(str(manifest), catalog, _no_model, progress=False, restrict_to_folder=True)
-    assert catalog.count() == 0
+    assert catalog.images.count() == 0
     summary = load(str(manifest), catalog, model, progress=False)
     assert (summary.loaded, summary.outside) == (2, 1)
     assert "1 manifest paths are outside the manifest's folder" in summary.line()
@@ -136,9 +136,9 @@ def test_two_loads_racing_count_each_image_once(tmp_path, catalog, model, monkey
     assert (first.loaded, first.already_present) == (5, 0)
     # the second load checked before the first one's rows were there; merges held, so both loads' rows stay
     # apart (merged, only the later row would be left and its load could not tell it was second)
-    catalog.command("SYSTEM STOP MERGES images")
-    monkeypatch.setattr(catalog, "known_files", lambda root: {})
-    monkeypatch.setattr(catalog, "existing_ids", lambda ids: set())
+    catalog.owner_sql("SYSTEM STOP MERGES images")
+    monkeypatch.setattr(catalog.images, "known_files", lambda root: {})
+    monkeypatch.setattr(catalog.images, "existing_ids", lambda ids: set())
     second = load(str(folder), catalog, model, progress=False, workers=0, batch_size=2)
     assert (second.loaded, second.already_present) == (0, 5)
     assert catalog.query("SELECT uniqExact(id) AS n FROM images")[0]["n"] == first.loaded + second.loaded

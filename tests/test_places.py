@@ -111,12 +111,12 @@ def test_year_facet_and_bad_places(photos):
 
 def test_old_tables_get_the_gps_columns(tmp_path):
     with Catalog.open(tmp_path / "db") as store:   # as a release before schema versions made it
-        store.command("DROP TABLE images")
-        store.command("DROP TABLE schema_version")
-        store.command("CREATE TABLE images (id String, path String, width UInt32, height UInt32, "
+        store.owner_sql("DROP TABLE images")
+        store.owner_sql("DROP TABLE schema_version")
+        store.owner_sql("CREATE TABLE images (id String, path String, width UInt32, height UInt32, "
                       "format LowCardinality(String), file_size UInt64, taken_at Nullable(DateTime), "
                       "camera String DEFAULT '', model LowCardinality(String), loaded_at DateTime64(3) DEFAULT "
                       "now64(3), embedding Array(Float32)) ENGINE = ReplacingMergeTree(loaded_at) ORDER BY id")
     with Catalog.open(tmp_path / "db") as store:
-        columns = list(store.columns())
+        columns = list(store.images.columns())
     assert columns.index("latitude") == columns.index("camera") + 1 and "longitude" in columns

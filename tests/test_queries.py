@@ -65,9 +65,9 @@ def searcher(request, opened):
     """The catalogue's searcher without, then with the HNSW index (f32: the index ranks like the scan)."""
     store, searcher, _ = opened
     if request.param == "hnsw":
-        store.create_vector_index("f32", 16, 128)
+        store.indexes.create_vector_index("f32", 16, 128)
     else:
-        store.drop_vector_index()
+        store.indexes.drop_vector_index()
     searcher.expect = request.param
     return searcher
 
@@ -313,7 +313,7 @@ def test_the_planner_prices_the_index_search_the_statement_writes():
 
     from clipsearch.search.query import Query
     from clipsearch.search.statement import QueryVector, Strategy, search_sql
-    from clipsearch.store.catalog import TableState
+    from clipsearch.store.state import TableState
 
     state = TableState(columns={"id": "String", "price": "Float64"}, models=["m"], rows=100_000, vector_index=True,
                        filter_columns=[], beam=64, rescore=2, exact_ms_per_row=1e-4, index_ms=2.0)

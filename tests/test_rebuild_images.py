@@ -24,7 +24,7 @@ def test_rebuild_images_gives_an_old_store_small_granules(tmp_path, model):
         vectors = shapes.perturbed(rng.standard_normal((60, 128)).astype(np.float32), 5000, 32)
         script = read_sql("rebuild_images.sql")
         for statement in sql_statements(script.replace("index_granularity = 128", "index_granularity = 8192")):
-            photos.catalog.command(statement)   # the empty table remade as stores used to be
+            photos.catalog.owner_sql(statement)   # the empty table remade as stores used to be
         shapes.insert_vectors(photos.catalog, vectors, model.label)
         photos.create_index("bf16", 16, 64)
         photos.add_filter_column("sel_1")
@@ -35,8 +35,8 @@ def test_rebuild_images_gives_an_old_store_small_granules(tmp_path, model):
         assert granularity(photos.catalog, "images") == 128
         assert photos.sql("SELECT id, embedding, sel_1 FROM images ORDER BY id") == before
         assert photos.sql("SELECT count() AS n FROM system.tables WHERE name = 'images_rebuilt'") == [{"n": 0}]
-        state = photos.catalog.search_state()
-        assert state.filter_columns == ["sel_1"] and photos.catalog.vector_index() is not None
+        state = photos.catalog.state.read()
+        assert state.filter_columns == ["sel_1"] and photos.catalog.indexes.vector_index() is not None
         one = [QueryVector(vector=vectors[7].tolist())]
         nearest = [int(i) for i in np.argsort(-(vectors @ vectors[7]))[:10]]
         sql, params = search_sql(Query(k=10), one, Strategy("hnsw", beam=2048))
@@ -51,8 +51,8 @@ def test_rebuild_images_gives_an_old_store_small_granules(tmp_path, model):
         assert [int(r["id"], 16) for r in rows] == [int(i) for i in exact]
 
         # A cluster's `images` is a Distributed table (here a Merge table over the rows): refused, nothing changed.
-        photos.catalog.command("RENAME TABLE images TO images_rows")
-        photos.catalog.command("CREATE TABLE images ENGINE = Merge(currentDatabase(), '^images_rows$')")
+        photos.catalog.owner_sql("RENAME TABLE images TO images_rows")
+        photos.catalog.owner_sql("CREATE TABLE images ENGINE = Merge(currentDatabase(), '^images_rows$')")
         with pytest.raises(ClipsearchError, match="not the ReplacingMergeTree table"):
             photos.sql(script, fmt="TSV")
         assert photos.sql("SELECT name, engine FROM system.tables WHERE name LIKE 'images%' ORDER BY name") == [

@@ -25,6 +25,7 @@ from clipsearch.models.clip import ClipModel
 from clipsearch.models.factory import FAMILIES, register_family
 from clipsearch.service import shapes
 from clipsearch.sql import read as read_sql
+from clipsearch.store.switch import ModelSwitch
 from tests.conftest import ROOT, free_port, random_specs, wait_until, write_catalogue
 
 AGAIN = "again:v1:random"   # the label the family's model is stored under
@@ -82,7 +83,7 @@ def test_a_switch_keeps_every_row_and_its_own_vector(catalogue, again):
 
 def test_interrupted_then_resumed(catalogue, again, monkeypatch):
     db, _, before = catalogue
-    real_insert = reembed_module.Catalog.insert_vectors
+    real_insert = ModelSwitch.insert_vectors
     calls = []
 
     def insert_then_interrupt(self, *args):
@@ -90,13 +91,13 @@ def test_interrupted_then_resumed(catalogue, again, monkeypatch):
         if len(calls) == 3:
             raise KeyboardInterrupt
         return real_insert(self, *args)
-    monkeypatch.setattr(reembed_module.Catalog, "insert_vectors", insert_then_interrupt)
+    monkeypatch.setattr(ModelSwitch, "insert_vectors", insert_then_interrupt)
     with clipsearch.open(db, log_searches=False) as photos:
         with pytest.raises(KeyboardInterrupt):
             photos.reembed("again:v1", workers=0, batch_size=8)
         assert photos.state().models == ["clipsearch-shapes"]   # still searching with the old model
         assert _ranked(photos, *QUERIES[1]) == before[QUERIES[1][0]]
-    monkeypatch.setattr(reembed_module.Catalog, "insert_vectors", real_insert)
+    monkeypatch.setattr(ModelSwitch, "insert_vectors", real_insert)
     with clipsearch.open(db, log_searches=False) as photos:
         summary = photos.reembed("again:v1", workers=0, batch_size=8)
         assert (summary.already, summary.embedded, summary.switched) == (16, 32, True)
@@ -163,7 +164,7 @@ def test_a_load_racing_the_switch_does_not_mix_models(catalogue, again, tmp_path
         extra = write_catalogue(tmp_path / "late", random_specs(3, 8), 8, manifest=None)
         from clipsearch.loader.load import load
         with pytest.raises(ModelMismatch, match="switched"):
-            photos.catalog.check_model = lambda *a: None   # as if the load had started before the switch
+            photos.catalog.models.check = lambda *a: None   # as if the load had started before the switch
             load(str(extra), photos.catalog, model, progress=False, workers=0)
         assert photos.state().models == [AGAIN] and photos.count() == 48
 
@@ -179,7 +180,7 @@ def test_a_load_refused_by_the_new_models_index_says_the_store_switched(catalogu
             assert "3" in photos.index()["type_full"]
             extra = write_catalogue(tmp_path / "late", random_specs(3, 8), 8, manifest=None)
             from clipsearch.loader.load import load
-            photos.catalog.check_model = lambda *a: None   # as if the load had started before the switch
+            photos.catalog.models.check = lambda *a: None   # as if the load had started before the switch
             with pytest.raises(ModelMismatch, match="switched to the model meancolour:v1:random"):
                 load(str(extra), photos.catalog, model, progress=False, workers=0)
             assert photos.count() == 48

@@ -43,11 +43,11 @@ def test_a_database_made_before_versions_is_migrated_with_its_rows(tmp_path):
     assert schema.version(connection) == 0
     connection.close()
     with Catalog.open(tmp_path / "db") as catalog:
-        images, log = catalog.columns("images"), catalog.columns("search_log")
+        images, log = catalog.images.columns("images"), catalog.images.columns("search_log")
         assert {"modified_at", "phash", "colour_hash", "centre_phash", "chroma_hash", "centre_chroma_hash",
                 "latitude", "longitude"} <= set(images)
         assert {"origin", "model_load_ms"} <= set(log)
-        assert catalog.columns("labels") and catalog.columns("vector_index_tuning")
+        assert catalog.images.columns("labels") and catalog.images.columns("vector_index_tuning")
         assert catalog.query("SELECT id, path, file_size, phash FROM images") == \
             [{"id": "a1", "path": "/p/a.png", "file_size": 123, "phash": None}]
         assert [r["version"] for r in catalog.query("SELECT version FROM schema_version ORDER BY version")] == \
@@ -75,7 +75,7 @@ def test_a_database_of_an_earlier_version_gets_only_the_later_migrations(tmp_pat
     connection.command("INSERT INTO schema_version (version, note) VALUES (1, 'as release 1 made it')")
     connection.close()
     with Catalog.open(tmp_path / "db") as catalog:
-        assert catalog.columns("models") and catalog.columns("embeddings")
+        assert catalog.images.columns("models") and catalog.images.columns("embeddings")
         assert [(r["version"], r["note"]) for r in catalog.query("SELECT version, note FROM schema_version "
                                                                 "ORDER BY version")] == \
             [(1, "as release 1 made it"), (2, "002_models.sql"), (3, "003_embeddings.sql"),
@@ -96,7 +96,7 @@ def test_a_tuning_recorded_before_the_cost_columns_still_counts(tmp_path):
     connection.command("DELETE FROM schema_version WHERE version = 4")
     connection.close()
     with Catalog.open(tmp_path / "db") as catalog:
-        assert {"image_beam", "rows", "exact_ms", "index_ms"} <= set(catalog.columns("vector_index_tuning"))
+        assert {"image_beam", "rows", "exact_ms", "index_ms"} <= set(catalog.images.columns("vector_index_tuning"))
         assert catalog.query("SELECT beam, image_beam, rows, exact_ms, index_ms FROM vector_index_tuning") == \
             [{"beam": 256, "image_beam": 0, "rows": 0, "exact_ms": 0.0, "index_ms": 0.0}]
         assert max(r["version"] for r in catalog.query("SELECT version FROM schema_version")) == 4

@@ -38,8 +38,7 @@ class FlakyConnection:
     def __init__(self, failures: int):
         self.failures, self.rows, self.written = failures, [], threading.Event()
 
-    def insert(self, table, rows, counted=True):
-        assert table == "search_log" and not counted
+    def append_search_log(self, rows):   # as Catalog.append_search_log
         if self.failures:
             self.failures -= 1
             raise ConnectionError("store busy")
@@ -49,11 +48,9 @@ class FlakyConnection:
 
 def test_search_log_keeps_rows_through_failed_writes_and_writes_them_on_close():
     """Rows a failed insert could not write are kept, in order, and close() writes them."""
-    from types import SimpleNamespace
-
     from clipsearch.search.log import SearchLog
     connection = FlakyConnection(failures=2)
-    log = SearchLog(SimpleNamespace(connection=connection), flush_s=3600)   # no background flush in this test
+    log = SearchLog(connection, flush_s=3600)   # no background flush in this test
     for i in range(5):
         log.record("text", "python", f"query {i}", [], 10, ["a"], 1, {"total": 1.0})
     for _ in range(2):
@@ -66,11 +63,9 @@ def test_search_log_keeps_rows_through_failed_writes_and_writes_them_on_close():
 
 def test_search_log_is_written_in_the_background():
     """A recorded row reaches the store without flush() or close(): the timer writes it."""
-    from types import SimpleNamespace
-
     from clipsearch.search.log import SearchLog
     connection = FlakyConnection(failures=0)
-    log = SearchLog(SimpleNamespace(connection=connection), flush_s=0.05)
+    log = SearchLog(connection, flush_s=0.05)
     log.record("text", "python", "soon", [], 10, [], 0, {})
     assert connection.written.wait(10), "the background flush never wrote the row"
     assert [r["text"] for r in connection.rows] == ["soon"]
@@ -80,11 +75,9 @@ def test_search_log_is_written_in_the_background():
 def test_search_log_keeps_the_newest_rows_while_the_store_refuses_them():
     """While inserts fail the buffer holds at most max_pending rows: the oldest are dropped and counted, and
     the newest are written once the store takes them."""
-    from types import SimpleNamespace
-
     from clipsearch.search.log import SearchLog
     connection = FlakyConnection(failures=1)
-    log = SearchLog(SimpleNamespace(connection=connection), flush_s=3600, max_pending=3)   # no background flush
+    log = SearchLog(connection, flush_s=3600, max_pending=3)   # no background flush
     for i in range(5):
         log.record("text", "python", str(i), [], 10, [], 0, {})
     with pytest.raises(ConnectionError):

@@ -89,7 +89,7 @@ def test_loads_are_identical(stores):
     assert server.query(sql) == embedded.query(sql)
     assert [r["reason"].split(";")[0] for r in server.query("SELECT reason FROM load_errors")] == \
         ["not an image (unknown or unsupported format"]
-    assert server.columns() == embedded.columns()
+    assert server.images.columns() == embedded.images.columns()
 
 
 def test_rankings_and_filters_are_identical(stores, model):
@@ -126,7 +126,7 @@ def test_hostile_values_are_bound_not_executed(stores, model):
     server, _, _ = stores
     rows = Searcher(server, lambda: model).search("a red star", k=100, filters=[
         parse_filter("tag=t0' OR '1'='1"), parse_filter("tag!=\\'; DROP TABLE images; --")]).rows
-    assert rows == [] and server.count() == 60
+    assert rows == [] and server.images.count() == 60
 
 
 def test_server_errors_are_clean_messages(stores):

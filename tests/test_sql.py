@@ -177,14 +177,14 @@ def test_cluster_tables_have_the_schemas_columns(catalogue):
         create = next(s for s in statements if f"TABLE IF NOT EXISTS {table}_local " in s)
         local = re.sub(r"ENGINE = Replicated\w+\([^)]*\)", "ENGINE = MergeTree",
                        create.replace(" ON CLUSTER clipsearch", "").replace(f"{table}_local", f"cluster_{table}"))
-        store.command(local)
+        store.owner_sql(local)
         try:
             manifest = ("category", "price")   # this catalogue's manifest columns, added to `images` at load
-            expected = {name: kind for name, kind in store.columns(table).items() if name not in manifest}
-            assert store.columns(f"cluster_{table}") == expected, table
+            expected = {name: kind for name, kind in store.images.columns(table).items() if name not in manifest}
+            assert store.images.columns(f"cluster_{table}") == expected, table
             assert granularity(store, f"cluster_{table}") == granularity(store, table), table
         finally:
-            store.command(f"DROP TABLE cluster_{table}")
+            store.owner_sql(f"DROP TABLE cluster_{table}")
 
 
 def test_images_has_small_granules(catalogue):

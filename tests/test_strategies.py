@@ -18,11 +18,11 @@ from clipsearch.search.tuning import (
     IMAGE_BEAMS,
     MIN_INDEX_SHARE,
     RECALL_TARGET,
-    RESCORE_FETCH,
     TUNING_BEAMS,
 )
 from clipsearch.service.shapes import SELECTIVITY, fill
 from clipsearch.store.catalog import Catalog
+from clipsearch.store.indexes import RESCORE_FETCH
 
 pytestmark = pytest.mark.slow  # 20,000 rows and an HNSW index over them
 
@@ -35,7 +35,7 @@ def table(tmp_path_factory, model):
     """A catalogue-like table (clipsearch.service.shapes.fill) with the HNSW index."""
     store = Catalog.open(tmp_path_factory.mktemp("strategies") / "db")
     vectors = fill(store, model, ROWS, bases=400)
-    store.create_vector_index("bf16", 16, 128)
+    store.indexes.create_vector_index("bf16", 16, 128)
     queries = np.concatenate([model.encode_texts(["a red circle", "a blue star", "un cuadrado verde"]),
                               vectors[[5, 500, 5000]] + 0.02])
     yield store, Searcher(store, lambda: model, log=False), vectors, queries / np.linalg.norm(
@@ -66,7 +66,7 @@ def _exact_top(store, vectors, q, flt, k=10):
 @pytest.mark.parametrize("strategy", ["exact", "hnsw"])
 def test_every_strategy_returns_k_matching_rows(table, strategy):
     store, searcher, vectors, queries = table
-    state = store.search_state()
+    state = store.state.read()
     for flt in FILTERS:
         filters = [parse_filter(flt)] if flt else []
         share = SELECTIVITY[flt.split("=")[0]] if flt else 1.0
@@ -87,7 +87,7 @@ def test_every_strategy_returns_k_matching_rows(table, strategy):
 
 def test_service_choice_is_fast_where_it_can_and_recall_stays_high(table):
     store, searcher, vectors, queries = table
-    state = store.search_state()
+    state = store.state.read()
     recalls, ran = [], {}
     for flt in FILTERS:
         filters = [parse_filter(flt)] if flt else []
@@ -106,10 +106,10 @@ def test_coarse_quantizations_rank_and_score_by_the_stored_vectors(table, quanti
     """An i8 or b1 index's own distances are too coarse to show or rank by (b1 scores were off by ~100):
     ClickHouse re-ranks the index's candidates by the Float32 vectors, so scores are exact and recall high."""
     store, searcher, vectors, queries = table
-    store.drop_vector_index()
-    store.create_vector_index(quantization, 16, 128)
+    store.indexes.drop_vector_index()
+    store.indexes.create_vector_index(quantization, 16, 128)
     try:
-        state = store.search_state()
+        state = store.state.read()
         assert state.rescore == RESCORE_FETCH[quantization]
         recalls = []
         for q in queries:
@@ -120,16 +120,16 @@ def test_coarse_quantizations_rank_and_score_by_the_stored_vectors(table, quanti
             recalls.append(len({r["id"] for r in rows} & set(_exact_top(store, vectors, q, None))) / 10)
         assert np.mean(recalls) >= 0.95
     finally:
-        store.drop_vector_index()
-        store.create_vector_index("bf16", 16, 128)
-    state = store.search_state()
+        store.indexes.drop_vector_index()
+        store.indexes.create_vector_index("bf16", 16, 128)
+    state = store.state.read()
     assert state.rescore == 0   # bf16's own distances are within ~2e-4 of the exact ones: no rescoring
     assert "rescoring" not in _rank(searcher, state, [QueryVector(vector=queries[0])], [], 10)[1]
 
 
 def test_plan_without_index_and_for_mixed_queries(table):
     store, searcher, _, queries = table
-    state = store.search_state()
+    state = store.state.read()
     one = [QueryVector(vector=queries[0])]
     assert _plan(searcher, state, [], one) == ("hnsw", 8.0, ROWS)
     assert _plan(searcher, state, [parse_filter("sel_10=1")], one) == ("hnsw", 80.0, ROWS // 10)
@@ -154,7 +154,7 @@ def test_index_tuning_picks_the_smallest_beam_that_reaches_the_target(table):
     tuned = searcher.tune_index()   # last, so it is the tuning later searches use
     assert tuned["beam"] in TUNING_BEAMS[:-1] and tuned["queries"] == 20
     assert tuned["recall"] >= RECALL_TARGET
-    state = store.search_state()
+    state = store.state.read()
     assert state.beam == tuned["beam"]
     one = [QueryVector(vector=queries[0])]
     for k, beam in ((10, tuned["beam"]), (50, 5 * tuned["beam"])):   # the beam grows with k
@@ -162,10 +162,10 @@ def test_index_tuning_picks_the_smallest_beam_that_reaches_the_target(table):
         assert f"hnsw_candidate_list_size_for_search = {max(beam, k)}," in sql
     if tuned["beam"] > TUNING_BEAMS[0]:   # the beam before it missed the target on the same queries
         smaller = TUNING_BEAMS[TUNING_BEAMS.index(tuned["beam"]) - 1]
-        store.command("INSERT INTO vector_index_tuning (index_type, beam, recall, target, queries) "
+        store.owner_sql("INSERT INTO vector_index_tuning (index_type, beam, recall, target, queries) "
                       "SELECT type_full, {b:UInt32}, 0, 0, 0 FROM system.data_skipping_indices "
                       "WHERE table = 'images' AND type = 'vector_similarity'", {"b": smaller})
-        assert store.search_state().beam == smaller   # the newest tuning counts
+        assert store.state.read().beam == smaller   # the newest tuning counts
 
 
 def test_planner_weighs_the_measured_costs_of_a_scan_and_of_the_index(table):
@@ -174,7 +174,7 @@ def test_planner_weighs_the_measured_costs_of_a_scan_and_of_the_index(table):
     goes to a scan that reads only the granules holding matches."""
     store, searcher, _, queries = table
     tuned = searcher.tune_index()
-    state = store.search_state()
+    state = store.state.read()
     assert state.exact_ms_per_row == pytest.approx(tuned["exact_ms"] / ROWS, rel=1e-3)
     assert state.index_ms == pytest.approx(tuned["index_ms"], rel=1e-3) and state.index_ms > 0
     assert state.image_beam == tuned["image_beam"] in IMAGE_BEAMS and tuned["image_recall"] >= RECALL_TARGET
@@ -193,7 +193,7 @@ def test_planner_weighs_the_measured_costs_of_a_scan_and_of_the_index(table):
 
 def test_more_like_this_goes_through_the_index_with_the_image_beam_and_without_itself(table):
     store, searcher, vectors, _ = table
-    state = dataclasses.replace(store.search_state(), exact_ms_per_row=0.0)   # untimed: the index where it can
+    state = dataclasses.replace(store.state.read(), exact_ms_per_row=0.0)   # untimed: the index where it can
     recalls = []
     for i in (5, 500, 5000, 12345):
         own = f"{i:032x}"
@@ -210,10 +210,10 @@ def test_more_like_this_goes_through_the_index_with_the_image_beam_and_without_i
 def test_filter_column_ranks_selective_filters_from_its_projection(table):
     store, searcher, vectors, queries = table
     with pytest.raises(QueryError, match="unknown filter column"):
-        store.add_filter_column("embedding")
-    store.add_filter_column("sel_1")
+        store.indexes.add_filter_column("embedding")
+    store.indexes.add_filter_column("sel_1")
     try:
-        state = store.search_state()
+        state = store.state.read()
         assert state.filter_columns == ["sel_1"]
         one = [QueryVector(vector=queries[3])]
         for flt in ("sel_1=1", "sel_0_1=1"):
@@ -228,9 +228,9 @@ def test_filter_column_ranks_selective_filters_from_its_projection(table):
                                  Strategy("hnsw", 40, state.beam))
         assert "filter_sel_1" not in store.text("EXPLAIN " + sql, params, "TSV")
         gone = rows[0]["id"]
-        store.delete_images("id = {id:String}", {"id": gone})
+        store.images.delete("id = {id:String}", {"id": gone})
         for _ in range(100):   # right after the delete, and while the projection is rebuilt
-            state = store.search_state()
+            state = store.state.read()
             rows, sql, params, _ = _rank(searcher, state, one, [parse_filter("sel_1=1")], 10)
             assert gone not in {r["id"] for r in rows} and len(rows) == 10
             if "ReadFromMergeTree (filter_sel_1)" in store.text("EXPLAIN indexes = 1 " + sql, params, "TSV"):
@@ -238,24 +238,24 @@ def test_filter_column_ranks_selective_filters_from_its_projection(table):
             time.sleep(0.2)
         assert "ReadFromMergeTree (filter_sel_1)" in store.text("EXPLAIN indexes = 1 " + sql, params, "TSV")
     finally:
-        store.drop_filter_column("sel_1")
-    assert store.search_state().filter_columns == []
+        store.indexes.drop_filter_column("sel_1")
+    assert store.state.read().filter_columns == []
 
 
 def test_text_filter_column_matches_case_insensitive_filters_by_its_key(table):
     """Text filters compare case-insensitively, so a text column's projection is sorted by lowerUTF8(col):
     `shelf=top` still reads only the rows it matches."""
     store, searcher, vectors, queries = table
-    store.command("ALTER TABLE images ADD COLUMN shelf String DEFAULT if(sel_1 = 1, 'Top', 'Low')")
-    store.command("ALTER TABLE images MATERIALIZE COLUMN shelf SETTINGS mutations_sync = 2")
-    store.add_filter_column("shelf")
+    store.owner_sql("ALTER TABLE images ADD COLUMN shelf String DEFAULT if(sel_1 = 1, 'Top', 'Low')")
+    store.owner_sql("ALTER TABLE images MATERIALIZE COLUMN shelf SETTINGS mutations_sync = 2")
+    store.indexes.add_filter_column("shelf")
     try:
-        state = store.search_state()
+        state = store.state.read()
         one = [QueryVector(vector=queries[3])]
         rows, sql, params, strategy = _rank(searcher, state, one, [parse_filter("shelf=top")], 10)
         assert strategy.label == "exact (projection on shelf)"
         assert [r["id"] for r in rows] == _exact_top(store, vectors, queries[3], "sel_1=1")
         assert "ReadFromMergeTree (filter_shelf)" in store.text("EXPLAIN indexes = 1 " + sql, params, "TSV")
     finally:
-        store.drop_filter_column("shelf")
-        store.command("ALTER TABLE images DROP COLUMN shelf")
+        store.indexes.drop_filter_column("shelf")
+        store.owner_sql("ALTER TABLE images DROP COLUMN shelf")

@@ -24,7 +24,7 @@ def index_db(tmp_path_factory, model):
                 extra=lambda i: {"price": i}) as catalogue:
         exact = {q: [r["id"] for r in Searcher(catalogue.store, lambda: model, log=False).search(q, k=10).rows]
                  for q in ("a red circle", "a blue star", "a white square", "a green cross")}
-        catalogue.store.create_vector_index("bf16", 16, 128)
+        catalogue.store.indexes.create_vector_index("bf16", 16, 128)
     return catalogue.db, exact
 
 
@@ -37,7 +37,8 @@ def indexed(index_db, model):
 
 def test_search_uses_the_index_with_high_recall(indexed):
     store, searcher, exact, _ = indexed
-    assert "vector_similarity('hnsw', 'cosineDistance', 128, 'bf16', 16, 128)" in store.vector_index()["type_full"]
+    index_type = store.indexes.vector_index()["type_full"]
+    assert "vector_similarity('hnsw', 'cosineDistance', 128, 'bf16', 16, 128)" in index_type
     recalls = []
     for query, expected in exact.items():
         result = searcher.search(query, k=10)
@@ -69,7 +70,7 @@ def test_rows_inserted_after_indexing_are_found(indexed, model):
 def test_bad_quantization_is_refused(indexed):
     store, _, _, _ = indexed
     with pytest.raises(QueryError, match="quantization must be one of"):
-        store.create_vector_index("int3")
+        store.indexes.create_vector_index("int3")
 
 
 def test_index_cli(tmp_path, cli):

@@ -34,6 +34,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from clipsearch.store.columns import HASH_COLUMNS
+
 HASH_SIZE = 8                  # 8x8 DCT coefficients: 64 bits
 THUMB = 32                     # the pHash input: 4 x HASH_SIZE, as imagehash's highfreq_factor=4
 HASH_DECODE_SIZE = 64          # JPEGs are decoded at a reduced scale with at least this many pixels per side
@@ -48,7 +50,8 @@ _LUMA = np.array([0.299, 0.587, 0.114])                                     # IT
 
 
 class Hashes(NamedTuple):
-    """An image's perceptual hashes, as unsigned 64-bit integers, in the order of their table columns."""
+    """An image's perceptual hashes, as unsigned 64-bit integers, in the order of their table columns
+    (HASH_COLUMNS)."""
     phash: int
     colour_hash: int
     centre_phash: int
@@ -56,7 +59,6 @@ class Hashes(NamedTuple):
     centre_chroma_hash: int
 
 
-HASH_COLUMNS = Hashes._fields
 MISSING = " OR ".join(f"{column} IS NULL" for column in HASH_COLUMNS)  # SQL: a row lacking some hash
 
 

@@ -1,7 +1,8 @@
 """Zero-shot labelling: the softmax of CLIP similarities between an image and one prompt per label.
 
 The bulk path runs entirely in ClickHouse (one INSERT ... SELECT over the
-images), and a single uploaded image goes through the same SQL expression.
+images), and a single uploaded image goes through the same SQL expression
+(both in clipsearch.store.labels; here: the labels, the prompt and their vectors).
 """
 from __future__ import annotations
 
@@ -41,13 +42,6 @@ def check_prompt(prompt: str | None) -> str:
     return prompt
 
 
-def _distribution_sql(vector: str) -> str:
-    """SQL for the softmax over {prompts} of `vector`'s scaled cosine similarities (Float32 array)."""
-    logits = f"arrayMap(p -> {{scale:Float64}} * (1 - cosineDistance({vector}, p)), {{prompts:Array(Array(Float32))}})"
-    exps = f"arrayMap(x -> exp(x - arrayMax({logits})), {logits})"
-    return f"arrayMap(x -> toFloat32(x / arraySum({exps})), {exps})"
-
-
 def _prompt_params(model: ImageTextModel, labels: list[str], prompt: str) -> dict:
     # replace, not str.format: a prompt's other braces are text, never format fields
     vectors = model.encode_texts([prompt.replace("{}", label) for label in labels])
@@ -64,28 +58,18 @@ def label_table(catalog: Catalog, model: ImageTextModel, labels: object, prompt:
     labels, prompt = parse_labels(labels), check_prompt(prompt)
     if not re.match(r"^[\w.-]{1,64}$", name or ""):
         raise QueryError("the label set name must be 1-64 letters, digits, '_', '-' or '.'")
-    catalog.check_model(model.label)
-    bound = bind_filters(filters, catalog.columns())
-    where, params = bound.sql, dict(bound.params)
-    params.update(_prompt_params(model, labels, prompt), name=name, prompt=prompt, model=model.label)
-    # Lightweight delete first, so a re-run replaces the set for exactly the images it labels.
-    catalog.command(f"DELETE FROM labels WHERE label_set = {{name:String}} "
-                  f"AND image_id IN (SELECT id FROM images WHERE {where})", params)
-    catalog.command(
-        "INSERT INTO labels (image_id, label_set, label, probability, labels, probabilities, prompt, model) "
-        "SELECT id, {name:String}, {labels:Array(String)}[indexOf(probs, arrayMax(probs))], arrayMax(probs), "
-        "{labels:Array(String)}, probs, {prompt:String}, {model:String} "
-        f"FROM (SELECT id, {_distribution_sql('embedding')} AS probs FROM images WHERE {where})", params)
-    rows = catalog.query("SELECT label, count() AS n FROM labels FINAL WHERE label_set = {name:String} "
-                       "GROUP BY label ORDER BY n DESC, label", {"name": name})
-    return {r["label"]: int(r["n"]) for r in rows}
+    catalog.models.check(model.label)
+    bound = bind_filters(filters, catalog.images.columns())
+    params = dict(bound.params)
+    params.update(_prompt_params(model, labels, prompt), prompt=prompt, model=model.label)
+    return catalog.labels.replace(name, bound.sql, params)
 
 
 def label_vector(catalog: Catalog, model: ImageTextModel, vector: Sequence[float], labels: object,
                  prompt: str | None = None) -> list[dict]:
     """The label distribution of one image vector, best first, by the same SQL as the bulk path."""
     labels, prompt = parse_labels(labels), check_prompt(prompt)
-    params = {**_prompt_params(model, labels, prompt), "v": [float(x) for x in vector]}
-    probs = catalog.query(f"SELECT {_distribution_sql('{v:Array(Float32)}')} AS probs", params)[0]["probs"]
+    params = _prompt_params(model, labels, prompt)
+    probs = catalog.labels.distribution([float(x) for x in vector], params["prompts"], params["scale"])
     return sorted(({"label": label, "probability": p} for label, p in zip(labels, probs, strict=True)),
                   key=lambda r: -r["probability"])

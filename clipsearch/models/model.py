@@ -11,6 +11,7 @@ from PIL import Image
 
 from clipsearch.models.bundled import BUNDLED_LABEL, BUNDLED_MODEL, BUNDLED_NAME
 
+MAX_QUERY_CHARS = 2000  # CLIP reads 77 tokens; longer texts only cost tokenizing and log space
 RANDOM_WEIGHTS = "random"   # --pretrained random: a built-in architecture with random weights, said on purpose
 
 

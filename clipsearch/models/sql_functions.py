@@ -20,8 +20,7 @@ import numpy as np
 from PIL import Image
 
 from clipsearch.models.bundled import BUNDLED_NAME
-from clipsearch.models.model import ImageTextModel
-from clipsearch.search.searcher import MAX_QUERY_CHARS
+from clipsearch.models.model import MAX_QUERY_CHARS, ImageTextModel
 
 if TYPE_CHECKING:
     from clipsearch.models.factory import ModelRef
@@ -60,9 +59,8 @@ def register_embedded(catalog: Catalog, model_for: Callable[[str], ImageTextMode
 
     chdb.drop_function(PYTHON_FUNCTION)   # an earlier collection's, bound to its model (nothing if none)
     chdb.create_function(PYTHON_FUNCTION, text_embedding_json, ["String", "String"], "String")
-    catalog.command(f"CREATE OR REPLACE FUNCTION clipTextEmbedding AS (text) -> JSONExtract(assumeNotNull("
-                    f"{PYTHON_FUNCTION}((SELECT any(model) FROM (SELECT model FROM images LIMIT 1)), "
-                    "text)), 'Array(Float32)')")
+    catalog.define_function("clipTextEmbedding", f"(text) -> JSONExtract(assumeNotNull({PYTHON_FUNCTION}("
+                            "(SELECT any(model) FROM (SELECT model FROM images LIMIT 1)), text)), 'Array(Float32)')")
 
 
 class ServiceModel:

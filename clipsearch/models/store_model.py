@@ -24,12 +24,12 @@ class StoreModel:
     this process or another) is followed: the next call gives the new model, loaded as recorded, so what holds
     a StoreModel (the service, its ClickHouse port, clipTextEmbedding) never ranks one model's query against
     another's vectors. A model other than the store's does not follow: its searches say so (ModelMismatch).
-    Reading the store's model costs nothing between writes (search_state)."""
+    Reading the store's model costs nothing between writes (catalog.state)."""
 
     def __init__(self, catalog: Catalog, asked: ModelRef):
         self._catalog = catalog
         self.on_change: Callable[[ImageTextModel], object] | None = None   # told of each switch, with the model
-        stored = catalog.models()
+        stored = catalog.models.active()
         ref = asked
         if asked.default and len(stored) == 1 and stored[0] != asked.label:
             ref = self._recorded(stored[0]) or asked   # none recorded: loaded before models were
@@ -53,7 +53,7 @@ class StoreModel:
         """Follow the store to its model, if it switched."""
         if not self.follows:
             return
-        active = self._catalog.search_state().models
+        active = self._catalog.state.read().models
         if len(active) == 1 and active[0] != self.label:
             ref = self._recorded(active[0])
             if ref is not None:
@@ -75,7 +75,7 @@ class StoreModel:
     def _recorded(self, label: str) -> ModelRef | None:
         """The model stored under `label`, as recorded in `models` (the bundled one with no name); None if it is
         not recorded (loaded before models were) or not as that label."""
-        record = next((r for r in self._catalog.model_records() if r["label"] == label), None)
+        record = next((r for r in self._catalog.models.records() if r["label"] == label), None)
         if record is None:
             return None
         ref = ModelRef(record["name"] or None, record["pretrained"] or None)

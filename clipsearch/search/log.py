@@ -84,7 +84,7 @@ class SearchLog:
             table = pa.table({name: pa.array(values, type=pa.timestamp("ms", tz="UTC")) if name == "time"
                               else list(values) for name, values in columns.items()})
             try:
-                self.catalog.connection.insert("search_log", table, counted=False)
+                self.catalog.append_search_log(table)
             except Exception:
                 with self._lock:   # back in front of newer rows, for the next try
                     self._pending.extendleft(reversed(batch))

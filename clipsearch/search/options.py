@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clipsearch.errors import QueryError
-from clipsearch.search.values import NOT_FILTERABLE, TIME_TYPE, base_type
+from clipsearch.store.columns import NOT_FILTERABLE, TIME_TYPE, base_type
 from clipsearch.store.connection import quote_identifier
 
 MAX_K = 1000

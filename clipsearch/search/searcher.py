@@ -11,7 +11,7 @@ from PIL import Image
 
 from clipsearch.errors import ClipsearchError, EmptyStore, ModelMismatch, QueryError
 from clipsearch.models.bundled import BUNDLED_LABEL
-from clipsearch.models.model import ImageTextModel
+from clipsearch.models.model import MAX_QUERY_CHARS, ImageTextModel
 from clipsearch.search.filters import Filter
 from clipsearch.search.log import SearchLog
 from clipsearch.search.options import EVERY, FACET_TOP, MAX_TERMS, MAX_WINDOW, Options
@@ -32,10 +32,10 @@ from clipsearch.search.tuning import (
 )
 from clipsearch.search.values import check_text
 from clipsearch.search.where import Where
-from clipsearch.store.catalog import Catalog, TableState
+from clipsearch.store.catalog import Catalog
+from clipsearch.store.state import TableState
 
 DEFAULT_WEIGHTS = {"image": 0.5, "text": 0.5}
-MAX_QUERY_CHARS = 2000  # CLIP reads 77 tokens; longer texts only cost tokenizing and log space
 SWITCH_RETRIES = 1      # a ranking that met another model's table (a reembed's switch) runs once more
 
 
@@ -113,7 +113,7 @@ class Searcher:
 
     def table_state(self) -> TableState:
         """Columns, models and index of `images`; an error if nothing is loaded yet."""
-        state = self.catalog.search_state()
+        state = self.catalog.state.read()
         if not state.models:  # every row names its model, so no model means no rows
             raise EmptyStore("no images loaded yet: run `clipsearch load FOLDER` first")
         return state
@@ -131,13 +131,13 @@ class Searcher:
             state = self.table_state()
             # every input checked against the table before the model loads
             query = Query.check(state.columns, filters, k, options, facets, facet_top)
-            found = [Term(image_id=self.catalog.get_image(term.image_id)["id"], weight=term.weight)  # a unique prefix
+            found = [Term(image_id=self.catalog.images.get(term.image_id)["id"], weight=term.weight)  # a unique prefix
                      if term.image_id is not None else term for term in checked]
             t = time.perf_counter()
             model = None
             if any(term.image_id is None for term in found):
                 model = self.model  # loads it if this is its first use, timed apart from encoding; one model
-                self.catalog.check_model(model.label, state.models)   # for the whole search
+                self.catalog.models.check(model.label, state.models)   # for the whole search
             model_load_ms = (time.perf_counter() - t) * 1000
             t = time.perf_counter()
             parts = self._vectors(found, model)
@@ -149,7 +149,7 @@ class Searcher:
                 break
             # `clipsearch reembed` switched the store to another model between reading its state and ranking:
             # these rows were ranked by another model's vectors. Once more, with the store's model.
-            self.catalog.forget_state()
+            self.catalog.state.forget()
         else:
             raise ModelMismatch("the store switched to another model during this search; run it again")
         one = found[0]
@@ -294,8 +294,8 @@ class Searcher:
         safe side (0.87 at beam 2048 where the benchmark's texts reached 0.98). Image queries are stored
         vectors asking for their neighbours but themselves, as "more like this" does; an uploaded photo is
         as close to the table (the benchmark's unseen images: recall 0.99 at beam 64 on 200k x 128)."""
-        state = self.catalog.search_state()
-        index = self.catalog.vector_index()
+        state = self.catalog.state.read()
+        index = self.catalog.indexes.vector_index()
         if index is None or not state.rows:
             raise QueryError("no vector index to tune: run `clipsearch index create` on a loaded store")
         sample = self.catalog.query("SELECT id, embedding FROM images ORDER BY cityHash64(id) LIMIT {n:UInt32}",
@@ -307,13 +307,8 @@ class Searcher:
         text = self._tune(state, [[QueryVector(vector=(v / np.linalg.norm(v)).tolist())] for v in texts], target)
         image = self._tune(state, [[QueryVector(vector=r["embedding"], image_id=r["id"], image=True)]
                                    for r in sample[:queries]], target, IMAGE_BEAMS)
-        self.catalog.command(
-            "INSERT INTO vector_index_tuning (index_type, beam, recall, target, queries, image_beam, rows, exact_ms, "
-            "index_ms) SELECT {type:String}, {beam:UInt32}, {recall:Float32}, {target:Float32}, {n:UInt32}, "
-            "{image_beam:UInt32}, {rows:UInt64}, {exact_ms:Float32}, {index_ms:Float32}",
-            {"type": index["type_full"], "beam": text["beam"], "recall": text["recall"], "target": target,
-             "n": len(texts), "image_beam": image["beam"], "rows": state.rows, "exact_ms": text["exact_ms"],
-             "index_ms": text["index_ms"]})
+        self.catalog.indexes.record_tuning(index["type_full"], text["beam"], text["recall"], target, len(texts),
+                                           image["beam"], state.rows, text["exact_ms"], text["index_ms"])
         return {**text, "image_beam": image["beam"], "image_recall": image["recall"], "target": target,
                 "queries": len(texts), "text_queries": "stored vectors" if captions is None else "captions"}
 
@@ -324,7 +319,7 @@ class Searcher:
         texts = list(TUNING_TEXTS)
         try:
             model = self.model
-            self.catalog.check_model(model.label, state.models)
+            self.catalog.models.check(model.label, state.models)
             if model.label == BUNDLED_LABEL:
                 from clipsearch.models.bundled import COLOURS, SHAPES, query_text
                 texts = [query_text(c, s, "es") for c in COLOURS for s in SHAPES][1::2]

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from clipsearch.search import tuning
 from clipsearch.search.options import MAX_FACET_VALUES, MAX_TERMS
 from clipsearch.search.query import Query
-from clipsearch.search.values import HIDDEN
 from clipsearch.search.where import Where
+from clipsearch.store.columns import HIDDEN
 from clipsearch.store.connection import quote_identifier
 
 STRATEGIES = ("exact", "hnsw")

@@ -18,11 +18,6 @@ CONCURRENT_READ = ("merge_tree_min_rows_for_concurrent_read = 4096, "
 # connection.uncompressed_cache_bytes; a server's `uncompressed_cache_size`): the page's rows are a block of
 # every column each, and a table small enough keeps its vectors there too (200k x 128: 12 -> 8 ms).
 CACHED_READ = "use_uncompressed_cache = 1"
-# Index quantizations too coarse to rank by or to show as scores (300k x 512, beam 2048: i8 scores off by up
-# to 0.012 and recall@10 0.685, b1 off by up to 160 and 0.057; bf16 within 2e-4). For these ClickHouse fetches
-# this many times the window from the index and re-ranks them by the stored Float32 vectors
-# (vector_search_with_rescoring): scores exact, recall@10 0.99 for i8 and 0.835 for b1 there (bench/results.md).
-RESCORE_FETCH = {"i8": 2, "b1": 64}
 
 # With filters, the HNSW index is asked for POSTFILTER_SAFETY / share x k neighbours (share: the
 # fraction of rows the filters match, estimated in SQL first). ClickHouse fetches at most 1000 x k, so
@@ -66,8 +61,9 @@ def index_fetch(k: int, offset: int = 0, beam: int | None = None, postfilter: fl
                 excluded: int = 0) -> IndexFetch:
     """The index search for a page of `k` from `offset`. `beam` reached the recall target for k = 10 when the
     index was tuned (HNSW_SEARCH_BEAM untuned) and grows with k; a filter makes it fetch `postfilter` x as
-    many neighbours, of which those that do not match are dropped; `rescore` (RESCORE_FETCH) that many times
-    more, ranked again by their Float32 vectors; `excluded` images queried by id are left out around it."""
+    many neighbours, of which those that do not match are dropped; `rescore` (store.indexes.RESCORE_FETCH)
+    that many times more, ranked again by their Float32 vectors; `excluded` images queried by id are left
+    out around it."""
     window = k + offset + HNSW_TIE_MARGIN + excluded
     multiplier = min(MAX_INDEX_FETCH, max(1.0, float(postfilter)) * max(1, rescore))
     wanted = math.ceil(multiplier * window)

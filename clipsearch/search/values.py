@@ -9,22 +9,9 @@ from datetime import datetime
 from typing import Any
 
 from clipsearch.errors import QueryError
-from clipsearch.images.hashes import HASH_COLUMNS  # perceptual hashes: compared bitwise, not shown with results
+from clipsearch.store.columns import NUMERIC_TYPE, TIME_TYPE
 
-NUMERIC_TYPE = re.compile(r"^(U?Int\d+|Float\d+|Decimal)")
-TIME_TYPE = re.compile(r"^(Date|DateTime)")
-NOT_FILTERABLE = {"embedding", *HASH_COLUMNS}  # vectors and hashes, not metadata
-HIDDEN = ", ".join(("embedding", *HASH_COLUMNS))  # left out of search results
 KINDS = {"number": "a number", "text": "a text", "date": "a date", "array": "an array"}   # for error messages
-
-
-def base_type(ch_type: str) -> str:
-    """`LowCardinality(Nullable(String))` -> `String`."""
-    while True:
-        inner = re.match(r"^(?:Nullable|LowCardinality)\((.*)\)$", ch_type)
-        if not inner:
-            return ch_type
-        ch_type = inner.group(1)
 
 
 def column_kind(ch_type: str) -> str:

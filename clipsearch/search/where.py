@@ -11,16 +11,13 @@ from clipsearch.search import filters
 from clipsearch.search.filters import LAMBDA, NEAR, Filter, Operator
 from clipsearch.search.values import (
     KINDS,
-    NOT_FILTERABLE,
-    NUMERIC_TYPE,
-    TIME_TYPE,
     Period,
-    base_type,
     column_kind,
     number,
     parse_time,
     text,
 )
+from clipsearch.store.columns import NOT_FILTERABLE, NUMERIC_TYPE, TIME_TYPE, base_type
 from clipsearch.store.connection import quote_identifier
 
 MAX_IN_VALUES = 1000     # values in one 'in' filter, bound as one array parameter

@@ -1,0 +1,20 @@
+"""What `images`' columns are: their types as a filter reads them, and the columns that are not metadata."""
+from __future__ import annotations
+
+import re
+
+# The perceptual hash columns of sql/schema.sql, in the order clipsearch.images.hashes.Hashes holds them.
+HASH_COLUMNS = ("phash", "colour_hash", "centre_phash", "chroma_hash", "centre_chroma_hash")
+NUMERIC_TYPE = re.compile(r"^(U?Int\d+|Float\d+|Decimal)")
+TIME_TYPE = re.compile(r"^(Date|DateTime)")
+NOT_FILTERABLE = {"embedding", *HASH_COLUMNS}  # vectors and hashes, not metadata
+HIDDEN = ", ".join(("embedding", *HASH_COLUMNS))  # left out of search results
+
+
+def base_type(ch_type: str) -> str:
+    """`LowCardinality(Nullable(String))` -> `String`."""
+    while True:
+        inner = re.match(r"^(?:Nullable|LowCardinality)\((.*)\)$", ch_type)
+        if not inner:
+            return ch_type
+        ch_type = inner.group(1)

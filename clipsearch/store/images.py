@@ -1,0 +1,184 @@
+"""The `images` table's rows, columns and files: what a load stores, finds stored, replaces and forgets.
+
+One row per image content (its id: the hash of its bytes); a row's `path`, `file_size` and `modified_at`
+say which file it was loaded from. Failures to load go to `load_errors`.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, NamedTuple
+
+from clipsearch.errors import NotFound, QueryError
+from clipsearch.store.columns import NOT_FILTERABLE, NUMERIC_TYPE, TIME_TYPE, base_type
+from clipsearch.store.connection import Connection, quote_identifier
+from clipsearch.store.indexes import filter_columns, filter_projection
+
+MIN_ID_PREFIX = 6           # the CLI prints 12; shorter prefixes are too likely to be ambiguous
+
+
+class StoredFile(NamedTuple):
+    """The file a stored image was loaded from: read back only while it still hashes to `id`."""
+    id: str
+    path: str
+    file_size: int
+
+
+def stored_files(connection: Connection, where: str = "1", params: dict | None = None, table: str = "images",
+                 order_by: str = "id", limit: int | None = None) -> list[StoredFile]:
+    """The stored images of `table` matching `where`, one per id (an id loaded under several paths, or not
+    merged yet, has several rows; any one of its files will do: they hold the same bytes), by `order_by`.
+    The one statement that reads stored files back: re-embedding, the catch-up after a switch, backfill."""
+    sql = (f"SELECT id, any(path) AS path, any(file_size) AS file_size FROM {quote_identifier(table)} "
+           f"WHERE {where} GROUP BY id ORDER BY {order_by}" + (" LIMIT {limit:UInt32}" if limit else ""))
+    rows = connection.query(sql, {**(params or {}), **({"limit": limit} if limit else {})})
+    return [StoredFile(r["id"], r["path"], int(r["file_size"])) for r in rows]
+
+
+class ImageTable:
+    """The `images` table: columns, rows, the files they came from; `load_errors`."""
+
+    def __init__(self, connection: Connection):
+        self._connection = connection
+
+    # -- columns ----------------------------------------------------------------------------
+    def columns(self, table: str = "images") -> dict[str, str]:
+        """Column name -> ClickHouse type, in table order; empty if the table does not exist."""
+        rows = self._connection.query("SELECT name, type FROM system.columns WHERE database = currentDatabase() "
+                                      "AND table = {table:String} ORDER BY position", {"table": table})
+        return {r["name"]: r["type"] for r in rows}
+
+    def add_columns(self, new_columns: dict[str, str]) -> None:
+        for name, ch_type in new_columns.items():
+            self._connection.command(f"ALTER TABLE images ADD COLUMN IF NOT EXISTS {quote_identifier(name)} {ch_type}")
+
+    def column_summaries(self) -> list[dict]:
+        """Each filterable column with what a filter form needs: distinct values or a numeric range."""
+        out = []
+        for name, ch_type in self.columns().items():
+            if name in NOT_FILTERABLE:
+                continue
+            kind = base_type(ch_type)
+            info: dict[str, Any] = {"name": name, "type": ch_type}
+            col = quote_identifier(name)
+            if NUMERIC_TYPE.match(kind):
+                info.update(kind="number",
+                            **self._connection.query(f"SELECT min({col}) AS min, max({col}) AS max FROM images")[0])
+            elif TIME_TYPE.match(kind):
+                info["kind"] = "time"
+            elif kind == "String":
+                values = self._connection.query(f"SELECT groupUniqArray(21)({col}) AS v FROM images")[0]["v"]
+                info.update(kind="text",
+                            values=sorted(v for v in values if v is not None) if len(values) <= 20 else None)
+            else:
+                info["kind"] = "array" if kind.startswith("Array") else "other"
+            out.append(info)
+        return out
+
+    def engine(self) -> str:
+        """The table engine of `images` (Distributed on a cluster)."""
+        rows = self._connection.query("SELECT engine FROM system.tables WHERE database = currentDatabase() "
+                                      "AND name = 'images'")
+        return rows[0]["engine"] if rows else ""
+
+    # -- rows ---------------------------------------------------------------------------------
+    def count(self) -> int:
+        return int(self._connection.query("SELECT count() AS n FROM images")[0]["n"])
+
+    def get(self, image_id: str) -> dict:
+        """The row of the image whose id is `image_id` or starts with it (at least MIN_ID_PREFIX hex digits,
+        like git's short hashes); NotFound if none, QueryError if the prefix names several."""
+        image_id = str(image_id).strip().lower()
+        if len(image_id) < 32:
+            if len(image_id) < MIN_ID_PREFIX or not all(c in "0123456789abcdef" for c in image_id):
+                raise NotFound(f"no image with id {image_id!r} (give at least {MIN_ID_PREFIX} hex digits of it)")
+            rows = self._connection.query("SELECT * EXCEPT (embedding) FROM images FINAL WHERE startsWith(id, "
+                                          "{id:String}) ORDER BY id LIMIT 2", {"id": image_id})
+            if len(rows) > 1:
+                raise QueryError(f"the id prefix {image_id!r} names several images ({rows[0]['id']}, "
+                                 f"{rows[1]['id']}, ...); give more of it")
+        else:
+            rows = self._connection.query("SELECT * EXCEPT (embedding) FROM images WHERE id = {id:String} LIMIT 1",
+                                          {"id": image_id})
+        if not rows:
+            raise NotFound(f"no image with id {image_id!r}")
+        return rows[0]
+
+    def existing_ids(self, ids: list[str]) -> set[str]:
+        if not ids:
+            return set()
+        rows = self._connection.query("SELECT id FROM images WHERE id IN {ids:Array(String)}", {"ids": list(ids)})
+        return {r["id"] for r in rows}
+
+    def stored_before(self, ids: list[str], stamp_ms: int) -> set[str]:
+        """The `ids` that also have a row loaded before `stamp_ms` (ms since the epoch): stored by another
+        load racing this one, which both read as new."""
+        if not ids:
+            return set()
+        rows = self._connection.query("SELECT id FROM images WHERE id IN {ids:Array(String)} GROUP BY id "
+                                      "HAVING min(toUnixTimestamp64Milli(loaded_at)) < {stamp:Int64}",
+                                      {"ids": ids, "stamp": stamp_ms})
+        return {r["id"] for r in rows}
+
+    def insert(self, rows: Any) -> None:
+        """Insert a pyarrow Table of image rows (the loader builds it)."""
+        self._connection.insert("images", rows)
+
+    def delete(self, where: str, params: dict) -> None:
+        """Delete the rows matching `where`. A lightweight delete drops the filter columns' projections from
+        the parts it touches (kept, they would still return the deleted rows: measured on ClickHouse 26.9),
+        so they are rebuilt in the background; searches read the table itself until then."""
+        self._connection.command(f"DELETE FROM images WHERE {where}", params)
+        columns = filter_columns(self._connection)
+        if columns:
+            self._connection.command("ALTER TABLE images APPLY DELETED MASK SETTINGS mutations_sync = 0")
+            for column in columns:
+                self._connection.command(f"ALTER TABLE images MATERIALIZE PROJECTION {filter_projection(column)} "
+                                         "SETTINGS mutations_sync = 0")
+
+    def set_hashes(self, hashes: dict[str, Any]) -> None:
+        """Store the perceptual hashes (id -> hashes.Hashes) of images already stored (one mutation, waited for)."""
+        columns = next(iter(hashes.values()))._fields
+        updates = ", ".join(f"{c} = transform(id, {{ids:Array(String)}}, {{{c}:Array(UInt64)}}, {c})" for c in columns)
+        params: dict[str, Any] = {c: [getattr(h, c) for h in hashes.values()] for c in columns}
+        self._connection.command(f"ALTER TABLE images UPDATE {updates} WHERE id IN {{ids:Array(String)}} "
+                                 "SETTINGS mutations_sync = 2", {"ids": list(hashes), **params})
+
+    def record_errors(self, errors: list[tuple[str, str]]) -> None:
+        """Record files that could not be loaded (path, reason) in `load_errors`."""
+        import pyarrow as pa
+        if errors:
+            self._connection.insert("load_errors", pa.table({"path": [p for p, _ in errors],
+                                                             "reason": [e for _, e in errors]}))
+
+    # -- the files the rows came from ---------------------------------------------------------
+    def files(self, where: str = "1", order_by: str = "id") -> list[StoredFile]:
+        """The files of the stored images matching `where` (a condition on `images`' columns), one per id."""
+        return stored_files(self._connection, where, order_by=order_by)
+
+    def known_files(self, root: str) -> dict[str, tuple[int, int | None]]:
+        """path -> (size, modification time in ms or None) of the stored images under the folder `root`."""
+        rows = self._connection.query("SELECT path, file_size, toUnixTimestamp64Milli(modified_at) AS mtime "
+                                      "FROM images WHERE startsWith(path, {root:String})", {"root": root})
+        return {r["path"]: (int(r["file_size"]), None if r["mtime"] is None else int(r["mtime"])) for r in rows}
+
+    def forget_missing(self, root: str) -> list[str]:
+        """Delete the rows under the folder `root` whose files are gone; returns their paths."""
+        rows = self._connection.query("SELECT DISTINCT path FROM images WHERE startsWith(path, {root:String})",
+                                      {"root": root})
+        gone = [r["path"] for r in rows if not os.path.lexists(r["path"])]
+        if gone:
+            self.delete("path IN {paths:Array(String)}", {"paths": gone})
+        return gone
+
+    def forget_replaced(self, current: dict[str, str]) -> int:
+        """Delete the rows of each path whose id is not the path's current one (path -> id); returns how
+        many paths had such rows. Rows of the same content under other paths stay."""
+        if not current:
+            return 0
+        where = ("path IN {paths:Array(String)} "
+                 "AND id != {ids:Array(String)}[indexOf({paths:Array(String)}, path)]")
+        params = {"paths": list(current), "ids": list(current.values())}
+        stale = self._connection.query(f"SELECT DISTINCT path FROM images WHERE {where}", params)
+        if stale:
+            self.delete(where, params)
+        return len(stale)
