@@ -90,7 +90,7 @@ ORDER BY (label_set, image_id);
 
 -- The HNSW search beam (hnsw_candidate_list_size_for_search at k = 10) that reached the recall target
 -- when the index was built: the smallest tried whose recall@10 against an exact ranking of sample
--- queries met it, for texts and for images. Searches scale it with k and filters (clipsearch/query.py).
+-- queries met it, for texts and for images. Searches scale it with k and filters (clipsearch/search/tuning.py).
 -- The two timings let a search weigh the index against an exact ranking (Searcher.plan).
 CREATE TABLE IF NOT EXISTS vector_index_tuning
 (

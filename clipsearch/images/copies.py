@@ -1,4 +1,4 @@
-"""Copies of one picture: images whose perceptual hashes (clipsearch/hashes.py) differ in a few bits.
+"""Copies of one picture: images whose perceptual hashes (clipsearch/images/hashes.py) differ in a few bits.
 
 Each image is compared whole and by its central 85% (a crop shows about the middle of its original; a frame
 falls outside the middle): two images are copies when one view of each, whole/whole, centre/centre or

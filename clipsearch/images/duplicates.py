@@ -1,4 +1,4 @@
-"""Near-duplicate groups in two modes: "copies", the same picture by perceptual hash (clipsearch/copies.py,
+"""Near-duplicate groups in two modes: "copies", the same picture by perceptual hash (clipsearch/images/copies.py,
 the default), and "similar", images whose embeddings lie within a cosine distance of each other (here).
 
 Comparing every pair is quadratic, so ClickHouse first finds candidate pairs by
