@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
 
+from clipsearch.analyst.policy import AnalystPolicy
 from clipsearch.errors import QueryError
 from clipsearch.images.copies import BOUNDED_DISTANCE, DEFAULT_DISTANCE, check_distance
 from clipsearch.images.duplicates import BOUNDED_THRESHOLD, DEFAULT_THRESHOLD, check_mode, check_threshold
@@ -204,7 +205,7 @@ class LabelBody(BaseModel):
 MAX_SQL_CHARS = 20_000
 MAX_SQL_PARAMS = 100
 MAX_SQL_PARAM_CHARS = 10_000
-MAX_SQL_ROWS = 100_000     # the read-only session's own max_result_rows
+MAX_SQL_ROWS: int = AnalystPolicy.HELD_RESULT_LIMITS["max_result_rows"]   # the analyst session's own
 SQL_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
