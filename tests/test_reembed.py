@@ -2,8 +2,8 @@
 
 Most tests re-embed with "again:v1", a registered family whose model is the bundled one under another label:
 its vectors are the old ones, so after the switch every search must give exactly the results it gave before
-(each row got its own image's vector back, nothing dropped or mixed). The served test switches to a real
-open_clip ViT-B-32 (random weights) while a client searches.
+(each row got its own image's vector back, nothing dropped or mixed; see Ranked for the one allowance).
+The served test switches to a real open_clip ViT-B-32 (random weights) while a client searches.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -51,8 +52,26 @@ def catalogue(tmp_path, model):
     return tmp_path / "db", manifest.parent, before
 
 
+@dataclass(frozen=True)
+class Ranked:
+    """A search's top 10 as (id, score to 5 decimals), and the strategy that ranked it."""
+    strategy: str
+    rows: tuple
+
+    def __eq__(self, other: object) -> bool:
+        """The same images in the same order with the same scores; where one ranking came from the bf16 index
+        and the other was exact, scores within the index's error (2e-4, store/indexes.py): the planner picks
+        between the two by costs tune_index measured, and at 48 rows both are a query's fixed cost (8-9 ms),
+        so a loaded machine can tip it either way after the switch retunes."""
+        if not isinstance(other, Ranked) or [i for i, _ in self.rows] != [i for i, _ in other.rows]:
+            return False
+        tolerance = 0.0 if self.strategy == other.strategy else 2e-4
+        return all(abs(a - b) <= tolerance + 1e-9 for (_, a), (_, b) in zip(self.rows, other.rows, strict=True))
+
+
 def _ranked(photos, text, filters):
-    return [(r["id"], round(r["score"], 5)) for r in photos.search(text, k=10, filters=filters).rows]
+    result = photos.search(text, k=10, filters=filters)
+    return Ranked(result.strategy, tuple((r["id"], round(r["score"], 5)) for r in result.rows))
 
 
 def test_a_switch_keeps_every_row_and_its_own_vector(catalogue, again):
