@@ -82,7 +82,6 @@ FILTER_OPERATORS = (
              default="NOT {col} IS NULL", text="NOT ({col} IS NULL OR {col} = '')"),
 )
 # Read at import by the request models (the OpenAPI enum); the functions below read the table itself.
-OPERATORS = tuple(o.symbol for o in FILTER_OPERATORS if o.cli and o.takes != "none")  # the CLI's COL<op>VALUE
 JSON_OPERATORS = tuple(o.symbol for o in FILTER_OPERATORS)
 
 
