@@ -16,6 +16,7 @@ from typing import Any
 from clipsearch.analyst.policy import AnalystPolicy
 from clipsearch.errors import QueryError
 from clipsearch.images.files import read_loaded_file
+from clipsearch.loader.paths import Forgotten
 from clipsearch.models.bundled import BUNDLED_LABEL
 from clipsearch.models.factory import ModelRef, create_model
 from clipsearch.models.model import RANDOM_WEIGHTS, ImageTextModel
@@ -157,9 +158,11 @@ class Collection:
         from clipsearch.images.copies import hashes_missing
         return hashes_missing(self.catalog)
 
-    def forget_missing(self, root: str) -> list[str]:
-        """Remove the rows of files under `root` (a folder path ending in a separator) that are gone."""
-        return self.catalog.images.forget_missing(root)
+    def forget_missing(self, root: str) -> Forgotten:
+        """Note the files under `root` (a folder path ending in a separator) that are gone: an image goes when
+        no path holds it any more. Nothing happens while the folder cannot be reached (loader/paths.py)."""
+        from clipsearch.loader.paths import forget_missing
+        return forget_missing(self.catalog, root)
 
     @property
     def writes(self) -> WriteCounter:
@@ -180,14 +183,16 @@ class Collection:
     # -- loading and labelling --------------------------------------------------------------
     def load(self, source: str | os.PathLike, *, batch_size: int = 64, workers: int | None = None,
              progress: bool = False, report: Callable[[str, str], None] | None = None,
-             restrict_to_folder: bool = False) -> Any:
+             restrict_to_folder: bool = False, retry_failed: bool = True) -> Any:
         """Load a folder (recursively) or a CSV/JSONL manifest; returns a LoadSummary. Safe to re-run.
 
-        With `restrict_to_folder`, a manifest naming files outside its own folder is refused.
+        With `restrict_to_folder`, a manifest naming files outside its own folder is refused; with
+        `retry_failed=False`, files whose load failed are not read again until they change.
         """
         from clipsearch.loader.load import load
         summary = load(str(source), self.catalog, self._model, batch_size=batch_size, workers=workers,
-                       progress=progress, report=report, restrict_to_folder=restrict_to_folder)
+                       progress=progress, report=report, restrict_to_folder=restrict_to_folder,
+                       retry_failed=retry_failed)
         if summary.loaded:   # how to load this model again: later commands without --model use it
             self._register(self.model)
         return summary

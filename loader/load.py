@@ -9,6 +9,7 @@ batches and the next run loads the rest.
 from __future__ import annotations
 
 import io
+import json
 import os
 import stat
 import sys
@@ -26,11 +27,15 @@ from clipsearch.images.decode import FORMAT_NAMES, decode, read_image
 from clipsearch.images.files import MAX_FILE_BYTES, content_id
 from clipsearch.images.hashes import HASH_COLUMNS, Hashes, image_hashes
 from clipsearch.loader import pipeline
-from clipsearch.loader.sources import Source, read_source
+from clipsearch.loader.paths import record_read
+from clipsearch.loader.sources import BUILTIN_COLUMNS, Source, read_source
 from clipsearch.models.model import ImageTextModel
 from clipsearch.store.catalog import Catalog
+from clipsearch.store.columns import base_type
+from clipsearch.store.files import FileRecord
 
 MAX_PIXELS = 100_000_000
+ATTACH_BATCH = 10_000   # paths per metadata update (one mutation each)
 
 
 @dataclass
@@ -41,6 +46,8 @@ class LoadSummary:
     failed: int = 0
     ignored: int = 0
     replaced: int = 0
+    attached: int = 0        # files already stored that a manifest gave new column values
+    failed_before: int = 0   # files not read again: unchanged since their load failed
     outside: int = 0
     seconds: float = 0.0
     errors: list[tuple[str, str]] = field(default_factory=list)
@@ -52,6 +59,10 @@ class LoadSummary:
     def line(self) -> str:
         text = (f"loaded {self.loaded}, already present {self.already_present}, failed {self.failed} "
                 f"({self.images_per_second:.1f} images/s, {self.seconds:.1f}s)")
+        if self.attached:
+            text += f"; attached the manifest's columns to {self.attached} files already stored"
+        if self.failed_before:
+            text += f"; {self.failed_before} files unchanged since they failed (see load_errors)"
         if self.replaced:
             text += f"; replaced {self.replaced} changed files"
         if self.ignored:
@@ -100,39 +111,48 @@ def _gps(exif: Image.Exif) -> tuple[float | None, float | None]:
 
 
 def prepare(path: str) -> dict:
-    """Read, hash, check and decode one file; returns its row data or the reason it failed."""
+    """Read, hash, check and decode one file; returns its row data or the reason it failed, with the version
+    (size, time) of the file that failed when the failure is its content's (not an unreadable file's)."""
+    version: dict = {}
     try:
         info = os.stat(path)
         size = info.st_size
         if not stat.S_ISREG(info.st_mode):   # a folder, a device or a pipe (which would block the read)
             return {"path": path, "error": "not a regular file"}
         if size == 0:
-            return {"path": path, "error": "empty file"}
+            return {"path": path, "error": "empty file", **_version(info)}
         if size > _worker["max_bytes"]:
-            return {"path": path, "error": f"file too large ({size} bytes > {_worker['max_bytes']})"}
+            return {"path": path, "error": f"file too large ({size} bytes > {_worker['max_bytes']})", **_version(info)}
         with open(path, "rb") as f:
             data = f.read()
+        version = _version(info)
         image = read_image(io.BytesIO(data))
         width, height = image.size
         if width * height > _worker["max_pixels"]:
-            return {"path": path, "error": f"image too large ({width}x{height} pixels > {_worker['max_pixels']})"}
+            return {"path": path, "error": f"image too large ({width}x{height} pixels > {_worker['max_pixels']})",
+                    **version}
         fmt = image.format or ""
         taken, camera, latitude, longitude = _exif(image)
         decoded = decode(image, _worker["min_size"])
         hashes = _hashes(decoded)
         pixels = np.asarray(_worker["transform"](decoded))
     except UnidentifiedImageError:
-        return {"path": path, "error": f"not an image (unknown or unsupported format; clipsearch reads {FORMAT_NAMES})"}
+        return {"path": path, "error": f"not an image (unknown or unsupported format; clipsearch reads {FORMAT_NAMES})",
+                **version}
     except FileNotFoundError:
         return {"path": path, "error": "no such file"}
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        return {"path": path, "error": f"cannot decode: {exc}"}
+        return {"path": path, "error": f"cannot decode: {exc}", **version}
     if len(data) != size:
         return {"path": path, "error": "the file changed while it was read"}
     return {"path": path, "id": content_id(data), "width": width, "height": height, "format": fmt,
             "file_size": size, "modified_at": datetime.fromtimestamp(info.st_mtime_ns // 1_000_000 / 1000),
             "taken_at": taken, "camera": camera, "latitude": latitude, "longitude": longitude, "hashes": hashes,
             "pixels": pixels}
+
+
+def _version(info: os.stat_result) -> dict:
+    return {"file_size": info.st_size, "mtime_ms": info.st_mtime_ns // 1_000_000}
 
 
 def _hashes(image: Image.Image) -> Hashes | None:
@@ -192,23 +212,75 @@ def rows_table(rows: list[dict], vectors: np.ndarray, model_label: str, metadata
             pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32)),
             pa.array(vectors.astype(np.float32).ravel())),
     }
-    arrow_types = {"Nullable(Int64)": pa.int64(), "Nullable(Float64)": pa.float64(), "Nullable(String)": pa.string()}
     for name, ch_type in column_types.items():
-        columns[name] = pa.array([metadata[r["path"]].get(name) for r in rows], arrow_types[ch_type])
+        columns[name] = pa.array([_as_type(metadata[r["path"]].get(name), ch_type) for r in rows],
+                                 _arrow_type(ch_type))
     if loaded_at_ms is not None:
         columns["loaded_at"] = pa.array([loaded_at_ms] * len(rows), pa.timestamp("ms"))
     return pa.table(columns)
 
 
+def _arrow_type(ch_type: str) -> pa.DataType:
+    kind = base_type(ch_type)
+    return pa.int64() if kind.startswith("Int") else pa.float64() if kind.startswith("Float") else pa.string()
+
+
+def _as_type(value: object, ch_type: str) -> object:
+    """A metadata value as the column's type holds it: a number kept for a text column as its text."""
+    kind = base_type(ch_type)
+    if value is None or kind.startswith(("Int", "Float")):
+        return value
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def _record_errors(catalog: Catalog, results: list[dict], summary: LoadSummary,
                    report: Callable[[str, str], None]) -> None:
-    errors = [(r["path"], r["error"]) for r in results if "error" in r]
-    if errors:
-        catalog.images.record_errors(errors)
-        summary.errors += errors
-        summary.failed += len(errors)
-        for path, reason in errors:
-            report(path, reason)
+    """Record and report the batch's failures; a file version already recorded with the same reason is
+    counted as failed, not recorded or reported again (a watched folder's bad file, pass after pass)."""
+    failures = [r for r in results if "error" in r]
+    if not failures:
+        return
+    errors = [(r["path"], r["error"]) for r in failures]
+    versions = [(r["file_size"], r["mtime_ms"]) if r.get("mtime_ms") is not None else None for r in failures]
+    summary.errors += errors
+    summary.failed += len(errors)
+    for path, reason in catalog.images.record_errors(errors, versions):
+        report(path, reason)
+
+
+_MISSING = object()
+
+
+def _attach(catalog: Catalog, attach: dict[str, dict], known: dict[str, FileRecord]) -> int:
+    """Put a manifest's columns on the rows of files already stored (path -> the manifest's values), and
+    keep them as those paths' metadata; returns how many paths got new values."""
+    paths = list(attach)
+    for start in range(0, len(paths), ATTACH_BATCH):
+        chunk = paths[start:start + ATTACH_BATCH]
+        values = {known[p].id: attach[p] for p in chunk}
+        _set_metadata(catalog, values)
+        catalog.files.record({p: known[p]._replace(metadata={**known[p].metadata, **attach[p]}) for p in chunk})
+    return len(paths)
+
+
+def _set_metadata(catalog: Catalog, values: dict[str, dict]) -> None:
+    columns = catalog.images.columns()
+    catalog.images.set_metadata({i: {c: _as_type(v, columns[c]) for c, v in m.items()} for i, m in values.items()})
+
+
+def _path_metadata(catalog: Catalog, read: list[dict], known: dict[str, FileRecord],
+                   given: dict[str, dict]) -> dict[str, dict]:
+    """path -> the metadata of each path read: what was attached to the path before (kept through an edit
+    in place and an absence), with the manifest's values now given over it. For a path read before
+    paths kept their own metadata, its former content's row supplies it."""
+    older = [known[r["path"]].id for r in read if r["path"] in known and not known[r["path"]].metadata]
+    from_rows = catalog.images.metadata_of(older, BUILTIN_COLUMNS)
+    out = {}
+    for r in read:
+        record = known.get(r["path"])
+        before = (record.metadata or from_rows.get(record.id, {})) if record else {}
+        out[r["path"]] = {**before, **given.get(r["path"], {})}
+    return out
 
 
 def _new_images(catalog: Catalog, results: list[dict]) -> list[dict]:
@@ -225,11 +297,13 @@ def _new_images(catalog: Catalog, results: list[dict]) -> list[dict]:
 def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], ImageTextModel], batch_size: int = 64,
          workers: int | None = None, max_file_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS,
          progress: bool = True, report: Callable[[str, str], None] | None = None,
-         restrict_to_folder: bool = False) -> LoadSummary:
+         restrict_to_folder: bool = False, retry_failed: bool = True) -> LoadSummary:
     """Load every image of `source` that is not stored yet. `report(path, reason)` hears each failure.
 
     `model` is a model (clipsearch.models.model.ImageTextModel) or a function returning one: it is loaded only
     after the source and the manifest's columns have been checked, so a mistake there is reported at once.
+    With `retry_failed=False` (a watched folder's passes) a file whose load failed is not read again until it
+    changes (size or time).
     """
     start = time.perf_counter()
     src = read_source(source, restrict_to_folder)
@@ -249,22 +323,38 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
     catalog.images.add_columns(new_columns)
     metadata = {item.path: item.metadata for item in src.items}
 
-    known = catalog.images.known_files(src.root)
-    todo = [item.path for item in src.items if not _unchanged(item.path, known.get(item.path))]
-    summary.already_present = len(src.items) - len(todo)
-    bar.update(summary.already_present)
+    known = catalog.files.under(src.root)
+    failed_before = {} if retry_failed else catalog.images.failed_files(src.root)
+    todo, attach = [], {}
+    for item in src.items:
+        record = known.get(item.path)
+        if record and record.present and _unchanged(item.path, (record.file_size, record.mtime_ms)):
+            if any(record.metadata.get(c, _MISSING) != v for c, v in item.metadata.items()):
+                attach[item.path] = item.metadata   # a manifest given for files already stored
+        elif item.path in failed_before and _unchanged(item.path, failed_before[item.path]):
+            summary.failed_before += 1
+        else:
+            todo.append(item.path)
+    summary.already_present = len(src.items) - len(todo) - summary.failed_before
+    bar.update(summary.already_present + summary.failed_before)
+    summary.attached = _attach(catalog, attach, known)
     stamp = 0   # each batch's loaded_at, ms since the epoch, increasing
 
     def store(results: list[dict]) -> None:
         nonlocal stamp
         _record_errors(catalog, results, summary, report)
+        read = [r for r in results if "id" in r]
+        attached = _path_metadata(catalog, read, known, metadata)
         good = _new_images(catalog, results)
-        summary.already_present += sum(1 for r in results if "id" in r) - len(good)
+        summary.already_present += len(read) - len(good)
         if good:
             vectors = clip.encode_prepared([r["pixels"] for r in good])
             stamp = max(stamp + 1, time.time_ns() // 1_000_000)
+            columns = catalog.images.columns()
+            types = {c: columns[c] for c in dict.fromkeys(c for r in good for c in attached[r["path"]])}
+            rows = rows_table(good, vectors, clip.label, attached, types, stamp)
             try:
-                catalog.images.insert(rows_table(good, vectors, clip.label, metadata, src.column_types, stamp))
+                catalog.images.insert(rows)
             except StoreError:   # refused (e.g. by another vector length's index): if `reembed` switched the
                 catalog.models.check_batch(clip.label, [r["id"] for r in good])   # store, say that instead
                 raise
@@ -275,9 +365,12 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
             earlier = catalog.images.stored_before([r["id"] for r in good], stamp)
             summary.loaded += len(good) - len(earlier)
             summary.already_present += len(earlier)
-        # A stored path read again gave new content: its old row goes (the new content is stored now).
-        replaced = {r["path"]: r["id"] for r in results if "id" in r and r["path"] in known}
-        summary.replaced += catalog.images.forget_replaced(replaced)
+        # A manifest's columns for content already stored (under this path or another) go on its row.
+        new_ids = {r["id"] for r in good}
+        given = {r["id"]: metadata[r["path"]] for r in read if r["id"] not in new_ids and metadata[r["path"]]}
+        if given:
+            _set_metadata(catalog, given)
+        summary.replaced += record_read(catalog, read, known, attached)
 
     try:
         pipeline.run(todo, prepare, store, batch_size=batch_size,

@@ -16,9 +16,9 @@ from clipsearch.store.connection import sql_statements
 from clipsearch.store.schema import migrations
 
 OUT = Path(__file__).resolve().parent.parent / "sql" / "cluster" / "images_cluster.sql"
-# The tables spread over the shards, and by what: every copy of a file on one shard, so ReplacingMergeTree
-# still collapses duplicates there; log rows anywhere.
-SHARDED = {"images": "sipHash64(id)", "load_errors": "rand()", "search_log": "rand()"}
+# The tables spread over the shards, and by what: every copy of a file (and every version of a path) on one
+# shard, so ReplacingMergeTree still collapses duplicates there; log rows anywhere.
+SHARDED = {"images": "sipHash64(id)", "files": "sipHash64(path)", "load_errors": "rand()", "search_log": "rand()"}
 HEADER = """-- Scale-out: `images` sharded and replicated across a ClickHouse cluster.
 -- Written by `python -m scripts.cluster_ddl` from sql/schema.sql and sql/migrations/: edit those, not this.
 -- Run once against any node, e.g.
@@ -65,6 +65,8 @@ def build() -> str:
             if match and match.group(1) in SHARDED:
                 for table in (f"{match.group(1)}_local", match.group(1)):
                     lines.append(f"--   ALTER TABLE {table} ON CLUSTER clipsearch {match.group(2)};")
+            elif statement.lstrip().startswith("INSERT INTO"):   # data: once, through the Distributed table
+                lines.append(f"--   {' '.join(statement.split())};")
     parts.append("\n".join(lines) + "\n" + FOOTER)
     return "\n".join(parts)
 

@@ -2,31 +2,51 @@
 
 Polling, not inotify (watchdog): it works the same on network shares and bind mounts, where change
 events often never arrive, and a pass costs little because the loader skips every file whose path,
-size and modification time are stored. Each pass loads new and changed files (in this process: forking
-a threaded server is unwise) and deletes the rows of files that are gone.
+size and modification time are stored, and every bad file that has not changed since it failed. Each
+pass loads new and changed files (in this process: forking a threaded server is unwise) and notes the
+files that are gone. A folder that cannot be reached (a share that dropped out, an unplugged disk, an
+empty mount point) is offline: nothing under it is removed, and metadata is never lost (loader/paths.py).
 """
 from __future__ import annotations
 
 import os
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from clipsearch.collection import Collection
 from clipsearch.errors import ClipsearchError
+from clipsearch.loader.paths import reachable
 
 DEFAULT_INTERVAL = 10.0   # seconds between passes
 
 
-def sync_folder(collection: Collection, folder: Path) -> tuple[int, int, int]:
-    """One pass over `folder`: (loaded, replaced, removed)."""
+@dataclass
+class Pass:
+    """One pass over a watched folder."""
+    offline: bool = False
+    loaded: int = 0
+    replaced: int = 0
+    removed: int = 0      # paths whose files are gone
+
+    def line(self) -> str:
+        return f"loaded {self.loaded}, replaced {self.replaced}, removed {self.removed}"
+
+
+def sync_folder(collection: Collection, folder: Path) -> Pass:
+    """One pass over `folder`."""
     root = str(folder.resolve())
-    loaded = replaced = 0
+    if not reachable(root):
+        return Pass(offline=True)
+    result = Pass()
     if any(True for _ in _image_files(folder)):
-        summary = collection.load(root, workers=0, progress=False, report=lambda path, reason: None)
-        loaded, replaced = summary.loaded, summary.replaced
-    removed = len(collection.forget_missing(root + os.sep))
-    return loaded, replaced, removed
+        summary = collection.load(root, workers=0, progress=False, report=lambda path, reason: None,
+                                  retry_failed=False)
+        result.loaded, result.replaced = summary.loaded, summary.replaced
+    forgotten = collection.forget_missing(root + os.sep)
+    result.offline, result.removed = forgotten.offline, len(forgotten.paths)
+    return result
 
 
 def _image_files(folder: Path) -> Iterator[str]:
@@ -45,21 +65,31 @@ class Watcher(threading.Thread):
         super().__init__(name="clipsearch-watch", daemon=True)
         self.collection, self.folders, self.interval, self.say = collection, folders, interval, say
         self._stop_event = threading.Event()
+        self._offline: set[Path] = set()
         self.passes = 0
 
     def run(self) -> None:
         while not self._stop_event.is_set():
             for folder in self.folders:
                 try:
-                    loaded, replaced, removed = sync_folder(self.collection, folder)
+                    result = sync_folder(self.collection, folder)
                 except ClipsearchError as exc:
                     self.say(f"watch {folder}: {exc}")
                     continue
-                if loaded or replaced or removed:
-                    self.say(f"watch {folder}: loaded {loaded}, replaced {replaced}, removed {removed}")
+                self._note(folder, result)
             self.passes += 1
             self._stop_event.wait(self.interval)
 
+    def _note(self, folder: Path, result: Pass) -> None:
+        """Say what a pass changed, and when a folder goes offline or comes back (once, not every pass)."""
+        if result.offline and folder not in self._offline:
+            self._offline.add(folder)
+            self.say(f"watch {folder}: offline (cannot be reached, or empty); nothing is removed until it is back")
+        elif not result.offline and folder in self._offline:
+            self._offline.discard(folder)
+            self.say(f"watch {folder}: back online")
+        if result.loaded or result.replaced or result.removed:
+            self.say(f"watch {folder}: {result.line()}")
+
     def stop(self) -> None:
         self._stop_event.set()
-

@@ -41,12 +41,33 @@ ORDER BY id
 -- scans are no slower. Set when the table is made: sql/rebuild_images.sql; see bench/README.md.
 SETTINGS index_granularity = 128;
 
--- Files the loader could not read, with the reason, one row per attempt.
+-- Every file path the loader has read, and the image content (images.id) it held. Path and content are
+-- apart: `images` has one row per content, under one of its paths; this table has every path, so a copy
+-- stays findable when another path of it goes, a file edited in place keeps its path's metadata, and
+-- metadata attached to a path (a manifest's columns, as JSON) comes back when the file does. A path whose
+-- file was gone at the last look is kept with present = false. Latest row per path wins (FINAL).
+CREATE TABLE IF NOT EXISTS files
+(
+    path        String,
+    id          String,                      -- images.id of its content when it was read
+    file_size   UInt64,
+    modified_at Nullable(DateTime64(3)),
+    metadata    String DEFAULT '{}',         -- the manifest columns attached to this path: a JSON object
+    present     Bool DEFAULT true,
+    updated_at  DateTime64(3) DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY path;
+
+-- Files the loader could not read, with the reason: one row per version of a file (its size and time, NULL
+-- when the file could not be looked at) and reason, so a folder watched for days holds each bad file once.
 CREATE TABLE IF NOT EXISTS load_errors
 (
     path       String,
     reason     String,
-    error_at   DateTime64(3) DEFAULT now64(3)
+    error_at   DateTime64(3) DEFAULT now64(3),
+    file_size  Nullable(UInt64),
+    modified_at Nullable(DateTime64(3))
 )
 ENGINE = MergeTree
 ORDER BY (error_at, path);

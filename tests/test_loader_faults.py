@@ -137,7 +137,7 @@ def test_two_loads_racing_count_each_image_once(tmp_path, catalog, model, monkey
     # the second load checked before the first one's rows were there; merges held, so both loads' rows stay
     # apart (merged, only the later row would be left and its load could not tell it was second)
     catalog.owner_sql("SYSTEM STOP MERGES images")
-    monkeypatch.setattr(catalog.images, "known_files", lambda root: {})
+    monkeypatch.setattr(catalog.files, "under", lambda root: {})
     monkeypatch.setattr(catalog.images, "existing_ids", lambda ids: set())
     second = load(str(folder), catalog, model, progress=False, workers=0, batch_size=2)
     assert (second.loaded, second.already_present) == (0, 5)

@@ -169,4 +169,6 @@ def test_generated_manifests_load_their_good_rows_and_record_the_rest(folder, tm
         return
     stored = {Path(r["path"]).stem for r in images}
     assert good <= stored, (good, stored, errors)
-    assert summary.failed == len(errors) and summary.loaded == len(images)
+    # each failure is counted; load_errors holds each (path, reason) once, however many rows named it
+    assert summary.failed == len(summary.errors) and summary.loaded == len(images)
+    assert set(summary.errors) == {(e["path"], e["reason"]) for e in errors} and len(set(summary.errors)) == len(errors)

@@ -151,7 +151,7 @@ def test_udf_config_names_the_script():
 def test_cluster_ddl_parses_with_clickhouse(catalogue):
     store, _, _, _ = catalogue
     statements = sql_statements((ROOT / "sql" / "cluster" / "images_cluster.sql").read_text())
-    assert len(statements) == 6
+    assert len(statements) == 2 * 4   # images, files, load_errors, search_log: local + Distributed
     for statement in statements:
         formatted = store.query("SELECT formatQuery({q:String}) AS f", {"q": statement})[0]["f"]
         assert "ON CLUSTER clipsearch" in formatted
@@ -173,7 +173,7 @@ def test_cluster_tables_have_the_schemas_columns(catalogue):
     load or a search log write on a cluster fails."""
     store, _, _, _ = catalogue
     statements = sql_statements((ROOT / "sql" / "cluster" / "images_cluster.sql").read_text())
-    for table in ("images", "load_errors", "search_log"):
+    for table in ("images", "files", "load_errors", "search_log"):
         create = next(s for s in statements if f"TABLE IF NOT EXISTS {table}_local " in s)
         local = re.sub(r"ENGINE = Replicated\w+\([^)]*\)", "ENGINE = MergeTree",
                        create.replace(" ON CLUSTER clipsearch", "").replace(f"{table}_local", f"cluster_{table}"))

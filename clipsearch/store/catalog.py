@@ -4,6 +4,7 @@
 one part per concern, each the one home of its statements:
 
     catalog.images    ImageTable (images.py): `images`' columns, rows and files; `load_errors`
+    catalog.files     FileTable (files.py): every path read, the content it held and its metadata (`files`)
     catalog.models    ModelRegistry (registry.py): the `models` table and the model of the stored vectors
     catalog.switch    ModelSwitch (switch.py): another model's vectors (`embeddings`) and the switch to them
     catalog.indexes   Indexes (indexes.py): the vector index, its tuning, the filter columns
@@ -26,6 +27,7 @@ from clipsearch.errors import QueryError
 from clipsearch.settings import Settings
 from clipsearch.store import schema
 from clipsearch.store.connection import ROWS_STATEMENT, Backend, Connection, connect, quote_identifier
+from clipsearch.store.files import FileTable
 from clipsearch.store.images import ImageTable
 from clipsearch.store.indexes import Indexes
 from clipsearch.store.labels import LabelSets
@@ -60,6 +62,7 @@ class Catalog:
         self.backend: Backend = connection.backend
         schema.ensure(connection)   # one query when the database is current
         self.images = ImageTable(connection)
+        self.files = FileTable(connection)
         self.indexes = Indexes(connection, self.images.columns)
         self.models = ModelRegistry(connection, self.images)
         self.switch = ModelSwitch(connection, self.images, self.indexes)

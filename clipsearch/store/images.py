@@ -5,7 +5,6 @@ say which file it was loaded from. Failures to load go to `load_errors`.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, NamedTuple
 
 from clipsearch.errors import NotFound, QueryError
@@ -143,42 +142,91 @@ class ImageTable:
         self._connection.command(f"ALTER TABLE images UPDATE {updates} WHERE id IN {{ids:Array(String)}} "
                                  "SETTINGS mutations_sync = 2", {"ids": list(hashes), **params})
 
-    def record_errors(self, errors: list[tuple[str, str]]) -> None:
-        """Record files that could not be loaded (path, reason) in `load_errors`."""
+    def set_metadata(self, values: dict[str, dict[str, Any]]) -> None:
+        """Set metadata columns of stored images (id -> {column: value}, values as the columns' types hold
+        them) in place: one mutation, waited for. A column an id's dict lacks keeps its value."""
+        table = self.columns()
+        column_types = {c: table[c] for c in dict.fromkeys(c for v in values.values() for c in v)}
+        if not column_types:
+            return
+        ids = list(values)
+        updates: list[str] = []
+        params: dict[str, Any] = {"ids": ids}
+        for n, (column, ch_type) in enumerate(column_types.items()):
+            has = [column in values[i] for i in ids]
+            if not any(has):
+                continue
+            col = quote_identifier(column)
+            updates.append(f"{col} = if({{has{n}:Array(Bool)}}[indexOf({{ids:Array(String)}}, id)], "
+                           f"{{v{n}:Array({ch_type})}}[indexOf({{ids:Array(String)}}, id)], {col})")
+            params[f"has{n}"] = has
+            params[f"v{n}"] = [values[i].get(column) for i in ids]
+        if updates:
+            self._connection.command(f"ALTER TABLE images UPDATE {', '.join(updates)} "
+                                     "WHERE id IN {ids:Array(String)} SETTINGS mutations_sync = 2", params)
+
+    def metadata_of(self, ids: list[str], builtin: set[str]) -> dict[str, dict[str, Any]]:
+        """id -> its row's values of the columns not in `builtin` (a manifest's), those that are not NULL."""
+        columns = [c for c in self.columns() if c not in builtin]
+        if not ids or not columns:
+            return {}
+        rows = self._connection.query(f"SELECT id, {', '.join(map(quote_identifier, columns))} FROM images "
+                                      "WHERE id IN {ids:Array(String)} LIMIT 1 BY id", {"ids": list(ids)})
+        return {r["id"]: {c: r[c] for c in columns if r[c] is not None} for r in rows}
+
+    def paths_of(self, ids: list[str]) -> dict[str, list[str]]:
+        """id -> the paths its rows are shown under (one, unless rows are not merged yet)."""
+        if not ids:
+            return {}
+        rows = self._connection.query("SELECT id, groupUniqArray(path) AS paths FROM images "
+                                      "WHERE id IN {ids:Array(String)} GROUP BY id", {"ids": list(ids)})
+        return {r["id"]: list(r["paths"]) for r in rows}
+
+    def move(self, moves: dict[str, tuple[str, int | None]]) -> None:
+        """Show each image (id -> (path, modification time in ms)) under another path that holds the same
+        bytes: one mutation, waited for."""
+        if not moves:
+            return
+        ids = list(moves)
+        self._connection.command(
+            "ALTER TABLE images UPDATE path = {paths:Array(String)}[indexOf({ids:Array(String)}, id)], "
+            "modified_at = fromUnixTimestamp64Milli({mtimes:Array(Nullable(Int64))}[indexOf({ids:Array(String)}, id)]) "
+            "WHERE id IN {ids:Array(String)} SETTINGS mutations_sync = 2",
+            {"ids": ids, "paths": [moves[i][0] for i in ids], "mtimes": [moves[i][1] for i in ids]})
+
+    def record_errors(self, errors: list[tuple[str, str]], versions: list[tuple[int, int] | None] | None = None
+                      ) -> list[tuple[str, str]]:
+        """Record files that could not be loaded (path, reason) in `load_errors`, each with the version of the
+        file it held (size, modification time in ms) where known; an error already recorded for that path,
+        reason and version is not recorded again. Returns the errors recorded."""
         import pyarrow as pa
-        if errors:
-            self._connection.insert("load_errors", pa.table({"path": [p for p, _ in errors],
-                                                             "reason": [e for _, e in errors]}))
+        if not errors:
+            return []
+        versions = versions or [None] * len(errors)
+        latest = {r["path"]: (r["reason"], r["size"], r["mtime"]) for r in self._connection.query(
+            "SELECT path, argMax(reason, error_at) AS reason, argMax(file_size, error_at) AS size, "
+            "argMax(toUnixTimestamp64Milli(modified_at), error_at) AS mtime FROM load_errors "
+            "WHERE path IN {paths:Array(String)} GROUP BY path", {"paths": [p for p, _ in errors]})}
+        new = [(path, reason, version) for (path, reason), version in zip(errors, versions, strict=True)
+               if latest.get(path) != (reason, *(version or (None, None)))]
+        if new:
+            self._connection.insert("load_errors", pa.table({
+                "path": pa.array([p for p, _, _ in new], pa.string()),
+                "reason": pa.array([e for _, e, _ in new], pa.string()),
+                "file_size": pa.array([v[0] if v else None for _, _, v in new], pa.uint64()),
+                "modified_at": pa.array([v[1] if v else None for _, _, v in new], pa.timestamp("ms"))}))
+        return [(p, e) for p, e, _ in new]
+
+    def failed_files(self, root: str) -> dict[str, tuple[int, int]]:
+        """path -> (size, modification time in ms) of the file versions under `root` whose last load failed
+        on their content (a version that could not even be looked at has none)."""
+        rows = self._connection.query(
+            "SELECT path, argMax(file_size, error_at) AS size, argMax(toUnixTimestamp64Milli(modified_at), "
+            "error_at) AS mtime FROM load_errors WHERE startsWith(path, {root:String}) GROUP BY path "
+            "HAVING size IS NOT NULL AND mtime IS NOT NULL", {"root": root})
+        return {r["path"]: (int(r["size"]), int(r["mtime"])) for r in rows}
 
     # -- the files the rows came from ---------------------------------------------------------
     def files(self, where: str = "1", order_by: str = "id") -> list[StoredFile]:
         """The files of the stored images matching `where` (a condition on `images`' columns), one per id."""
         return stored_files(self._connection, where, order_by=order_by)
-
-    def known_files(self, root: str) -> dict[str, tuple[int, int | None]]:
-        """path -> (size, modification time in ms or None) of the stored images under the folder `root`."""
-        rows = self._connection.query("SELECT path, file_size, toUnixTimestamp64Milli(modified_at) AS mtime "
-                                      "FROM images WHERE startsWith(path, {root:String})", {"root": root})
-        return {r["path"]: (int(r["file_size"]), None if r["mtime"] is None else int(r["mtime"])) for r in rows}
-
-    def forget_missing(self, root: str) -> list[str]:
-        """Delete the rows under the folder `root` whose files are gone; returns their paths."""
-        rows = self._connection.query("SELECT DISTINCT path FROM images WHERE startsWith(path, {root:String})",
-                                      {"root": root})
-        gone = [r["path"] for r in rows if not os.path.lexists(r["path"])]
-        if gone:
-            self.delete("path IN {paths:Array(String)}", {"paths": gone})
-        return gone
-
-    def forget_replaced(self, current: dict[str, str]) -> int:
-        """Delete the rows of each path whose id is not the path's current one (path -> id); returns how
-        many paths had such rows. Rows of the same content under other paths stay."""
-        if not current:
-            return 0
-        where = ("path IN {paths:Array(String)} "
-                 "AND id != {ids:Array(String)}[indexOf({paths:Array(String)}, path)]")
-        params = {"paths": list(current), "ids": list(current.values())}
-        stale = self._connection.query(f"SELECT DISTINCT path FROM images WHERE {where}", params)
-        if stale:
-            self.delete(where, params)
-        return len(stale)

@@ -39,11 +39,29 @@ SETTINGS index_granularity = 128;
 CREATE TABLE IF NOT EXISTS images ON CLUSTER clipsearch AS images_local
 ENGINE = Distributed(clipsearch, currentDatabase(), images_local, sipHash64(id));
 
+CREATE TABLE IF NOT EXISTS files_local ON CLUSTER clipsearch
+(
+    path        String,
+    id          String,                      -- images.id of its content when it was read
+    file_size   UInt64,
+    modified_at Nullable(DateTime64(3)),
+    metadata    String DEFAULT '{}',         -- the manifest columns attached to this path: a JSON object
+    present     Bool DEFAULT true,
+    updated_at  DateTime64(3) DEFAULT now64(3)
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/clipsearch/files_local', '{replica}', updated_at)
+ORDER BY path;
+
+CREATE TABLE IF NOT EXISTS files ON CLUSTER clipsearch AS files_local
+ENGINE = Distributed(clipsearch, currentDatabase(), files_local, sipHash64(path));
+
 CREATE TABLE IF NOT EXISTS load_errors_local ON CLUSTER clipsearch
 (
     path       String,
     reason     String,
-    error_at   DateTime64(3) DEFAULT now64(3)
+    error_at   DateTime64(3) DEFAULT now64(3),
+    file_size  Nullable(UInt64),
+    modified_at Nullable(DateTime64(3))
 )
 ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/clipsearch/load_errors_local', '{replica}')
 ORDER BY (error_at, path);
@@ -97,6 +115,10 @@ ENGINE = Distributed(clipsearch, currentDatabase(), search_log_local, rand());
 -- 002_models.sql:
 -- 003_embeddings.sql:
 -- 004_tuning_costs.sql:
+-- 005_files.sql:
+--   ALTER TABLE load_errors_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS file_size Nullable(UInt64), ADD COLUMN IF NOT EXISTS modified_at Nullable(DateTime64(3));
+--   ALTER TABLE load_errors ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS file_size Nullable(UInt64), ADD COLUMN IF NOT EXISTS modified_at Nullable(DateTime64(3));
+--   INSERT INTO files (path, id, file_size, modified_at, updated_at) SELECT path, argMax(id, loaded_at), argMax(file_size, loaded_at), argMax(modified_at, loaded_at), max(loaded_at) FROM images WHERE path NOT IN (SELECT path FROM files) GROUP BY path;
 -- Rows loaded before the perceptual hashes keep NULL hashes and take no part in finding copies:
 -- `clipsearch hashes` updates rows in place (ALTER TABLE ... UPDATE), which a Distributed table does not take.
 -- Manifest columns go on both tables, local first:
