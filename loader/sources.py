@@ -160,10 +160,8 @@ def _read_folder(root: Path) -> Source:
     src = Source([], {}, str(root))
     for dirpath, dirnames, filenames in os.walk(root):
         kept = []
-        for name in sorted(dirnames):
+        for name in sorted(d for d in dirnames if not d.startswith(".")):
             folder = os.path.join(dirpath, name)
-            if name.startswith("."):
-                continue
             if os.path.islink(folder):   # os.walk would skip it without a word
                 src.linked_folders.append(printable(folder))
             elif is_store_folder(folder):
