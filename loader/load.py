@@ -51,6 +51,9 @@ class LoadSummary:
     outside: int = 0
     seconds: float = 0.0
     errors: list[tuple[str, str]] = field(default_factory=list)
+    store_folders: list[str] = field(default_factory=list)    # skipped: clipsearch stores, thumbnail caches
+    linked_folders: list[str] = field(default_factory=list)   # links to folders, not followed
+    widened: list[str] = field(default_factory=list)          # "price Int64 -> Float64": columns widened
 
     @property
     def images_per_second(self) -> float:
@@ -70,7 +73,20 @@ class LoadSummary:
         if self.outside:
             text += (f"; {self.outside} manifest paths are outside the manifest's folder "
                      "(--restrict-to-folder refuses such manifests)")
+        if self.store_folders:
+            text += f"; skipped {_named(self.store_folders)} (clipsearch stores or thumbnail caches: not photos)"
+        if self.linked_folders:
+            text += (f"; did not follow {_named(self.linked_folders, 'linked folder')} (load the folders they "
+                     "point to, or list their files in a manifest)")
+        if self.widened:
+            text += f"; widened manifest columns to hold the new values: {', '.join(self.widened)}"
         return text
+
+
+def _named(paths: list[str], kind: str = "store folder", shown: int = 3) -> str:
+    """'2 store folders (a, b)', with at most `shown` of them named."""
+    names = ", ".join(paths[:shown]) + (f" and {len(paths) - shown} more" if len(paths) > shown else "")
+    return f"{len(paths)} {kind}{'s' if len(paths) != 1 else ''} ({names})"
 
 
 # -- worker side ----------------------------------------------------------------------------
@@ -165,14 +181,33 @@ def _hashes(image: Image.Image) -> Hashes | None:
 
 
 # -- parent side ----------------------------------------------------------------------------
-def _new_columns(catalog: Catalog, source: Source) -> dict[str, str]:
-    """The manifest's columns the table lacks; an error for one it has with another type."""
+MANIFEST_TYPES = ("Nullable(Int64)", "Nullable(Float64)", "Nullable(String)")   # narrowest first
+
+
+def _new_columns(catalog: Catalog, source: Source, summary: LoadSummary | None = None) -> dict[str, str]:
+    """The manifest's columns the table lacks, and those it has too narrow for the manifest's values, with
+    the types to add or widen them to (noted in `summary.widened`); the source's values are converted to
+    the types of the columns they go into. A column is never narrowed: a Float64 one given integers stores
+    them as floats, a String one given numbers stores their text. Int64 and Float64 meet as Float64 while
+    every integer on either side is exactly a float64, else as String."""
     existing = catalog.images.columns()
-    for name, ch_type in source.column_types.items():
-        if name in existing and existing[name] != ch_type:
-            raise SourceError(f"manifest column {name!r} looks like {ch_type}, but the table already has it "
-                              f"as {existing[name]}")
-    return {n: t for n, t in source.column_types.items() if n not in existing}
+    types: dict[str, str] = {}
+    for name, wanted in source.column_types.items():
+        have = existing.get(name, wanted)
+        if have not in MANIFEST_TYPES:
+            raise SourceError(f"manifest column {name!r} looks like {wanted}, but the table already has it as "
+                              f"{have}, which a manifest does not fill; rename the manifest's column")
+        kind = max(have, wanted, key=MANIFEST_TYPES.index)
+        if kind == "Nullable(Float64)" and "Nullable(Int64)" in (have, wanted) and (
+                name in source.big_integers if wanted == "Nullable(Int64)"
+                else catalog.images.integers_beyond_float(name)):
+            kind = "Nullable(String)"
+        types[name] = kind
+    source.retype(types)
+    widened = {n: t for n, t in types.items() if n in existing and existing[n] != t}
+    if summary is not None:
+        summary.widened += [f"{n} {base_type(existing[n])} -> {base_type(t)}" for n, t in widened.items()]
+    return {n: t for n, t in types.items() if n not in existing or n in widened}
 
 
 def _unchanged(path: str, stored: tuple[int, int | None] | None) -> bool:
@@ -307,8 +342,9 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
     """
     start = time.perf_counter()
     src = read_source(source, restrict_to_folder)
-    summary = LoadSummary(found=len(src.items), ignored=src.ignored, outside=len(src.outside))
-    new_columns = _new_columns(catalog, src)
+    summary = LoadSummary(found=len(src.items), ignored=src.ignored, outside=len(src.outside),
+                          store_folders=src.store_folders, linked_folders=src.linked_folders)
+    new_columns = _new_columns(catalog, src, summary)
     if not src.items and not src.rejected:
         raise SourceError(f"{source}: no image files found")
     bar = pipeline.progress_bar(len(src.items), "loading", progress)

@@ -1,4 +1,11 @@
-"""What to load: the files of a folder, or the rows of a CSV/JSONL manifest with their metadata."""
+"""What to load: the files of a folder, or the rows of a CSV/JSONL manifest with their metadata.
+
+A folder's files are those it holds, found without following links: a folder linked into it is reported,
+not walked (it may be a loop, or hold the same files again), and a linked file is refused (the file served
+and re-embedded later is read without following links, so it must be the file loaded). A manifest's paths
+are resolved, links and all: a row naming a link loads the file it points to, under that file's path.
+Store folders (clipsearch's own, or any ClickHouse data folder) are never read as photos.
+"""
 from __future__ import annotations
 
 import csv
@@ -14,7 +21,7 @@ from typing import Any
 from clipsearch.errors import SourceError
 from clipsearch.images.hashes import HASH_COLUMNS
 from clipsearch.search.values import NUMBER
-from clipsearch.store.connection import IDENTIFIER
+from clipsearch.store.connection import IDENTIFIER, is_store_folder, store_holding
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
 BUILTIN_COLUMNS = {"id", "path", "width", "height", "format", "file_size", "modified_at", "taken_at", "camera",
@@ -24,7 +31,8 @@ BUILTIN_COLUMNS = {"id", "path", "width", "height", "format", "file_size", "modi
 @dataclass
 class Item:
     path: str                      # stored in the table: absolute path of the file
-    metadata: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)   # column -> value, converted to the column's type
+    raw: dict = field(default_factory=dict)        # column -> value as the manifest wrote it
 
 
 @dataclass
@@ -35,6 +43,18 @@ class Source:
     ignored: int = 0               # folder files skipped for not having an image suffix
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (printable path, reason): never read
     outside: list[str] = field(default_factory=list)   # manifest paths outside the manifest's folder
+    store_folders: list[str] = field(default_factory=list)    # sub-folders skipped: clipsearch stores, caches
+    linked_folders: list[str] = field(default_factory=list)   # sub-folders that are links: not followed
+    big_integers: set[str] = field(default_factory=set)   # columns with an integer a Float64 would round
+
+    def retype(self, types: dict[str, str]) -> None:
+        """Convert the items' values to `types`: the columns they go into, some wider than the manifest's own
+        (an Int64 manifest column into a Float64 column stores floats; numbers into a String one, their text)."""
+        changed = {c: t for c, t in types.items() if self.column_types.get(c) != t}
+        for item in self.items:
+            for c, t in changed.items():
+                item.metadata[c] = _convert(item.raw[c], t)
+        self.column_types.update(changed)
 
 
 def read_source(source: str | os.PathLike, restrict_to_folder: bool = False) -> Source:
@@ -126,26 +146,44 @@ def printable(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+LINKED_FILE = "a symbolic link; load the folder it points into, or list the link in a manifest"
+
+
 def _read_folder(root: Path) -> Source:
     if printable(str(root)) != str(root):
         raise SourceError(f"{printable(str(root))}: the folder's name is not valid UTF-8; rename it or load "
                           "it through a manifest in a folder with a UTF-8 name")
-    items, ignored, rejected = [], 0, []
+    store = store_holding(root)
+    if store is not None:
+        raise SourceError(f"{root}: {'this is' if store == root else f'inside {store},'} a clipsearch store or "
+                          "thumbnail cache (or a ClickHouse data folder): its files are not photos")
+    src = Source([], {}, str(root))
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        kept = []
+        for name in sorted(d for d in dirnames if not d.startswith(".")):
+            folder = os.path.join(dirpath, name)
+            if os.path.islink(folder):   # os.walk would skip it without a word
+                src.linked_folders.append(printable(folder))
+            elif is_store_folder(folder):
+                src.store_folders.append(printable(folder))
+            else:
+                kept.append(name)
+        dirnames[:] = kept
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
             path = os.path.join(dirpath, name)
             if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
-                ignored += 1
+                src.ignored += 1
             elif printable(path) != path:
                 # Names from old archives and Samba shares: the table stores text, so such a path could
                 # not be stored or served back exactly. Report it instead of guessing an encoding.
-                rejected.append((printable(path), "the file name is not valid UTF-8; rename the file"))
+                src.rejected.append((printable(path), "the file name is not valid UTF-8; rename the file"))
+            elif os.path.islink(path):
+                src.rejected.append((path, LINKED_FILE))
             else:
-                items.append(Item(path))
-    return Source(items, {}, str(root), ignored, rejected)
+                src.items.append(Item(path))
+    return src
 
 
 class _BadRow(Exception):
@@ -166,24 +204,37 @@ def _from_rows(manifest: Path, rows: Rows, bad: Bad, restrict_to_folder: bool = 
         if c in BUILTIN_COLUMNS:
             raise SourceError(f"{manifest}: column {c!r} clashes with a built-in column; rename it")
     folder = manifest.parent
-    good: list[tuple[Path, dict]] = []
+    stores: dict[Path, Path | None] = {}
+    good: dict[Path, tuple[int, dict]] = {}   # file -> (line, values) of its last row
+    lines: dict[Path, list[int]] = {}         # file -> the lines of all its rows
     for n, row in rows:
         try:
-            good.append((_row_path(folder, row.get("path")), {c: _row_value(row.get(c)) for c in meta_columns}))
+            file_path = _row_path(folder, row.get("path"))
+            store = store_holding(file_path.parent, stores)
+            if store is not None:
+                raise _BadRow(f"the file is inside {store}, a clipsearch store or thumbnail cache (or a "
+                              "ClickHouse data folder): its files are not photos")
+            good[file_path] = (n, {c: _row_value(row.get(c)) for c in meta_columns})
+            lines.setdefault(file_path, []).append(n)
         except _BadRow as exc:
             bad.append((n, str(exc)))
-    types = {c: _infer_type([values[c] for _, values in good]) for c in meta_columns}
+    for file_path, (kept, _) in good.items():   # a later row for a file corrects an earlier one
+        bad += [(n, f"names the same file as line {kept}, the last row for it, which is the one loaded")
+                for n in lines[file_path][:-1]]
+    values = [v for _, v in good.values()]
+    types = {c: _infer_type([v[c] for v in values]) for c in meta_columns}
+    big = {c for c in meta_columns if any(_inexact_integer(v[c]) for v in values)}
     items, outside = [], []
-    for file_path, values in good:
+    for file_path, (_, raw) in good.items():
         if not file_path.is_relative_to(folder):
             if restrict_to_folder:
                 raise SourceError(f"{manifest}: {str(file_path)!r} is outside the manifest's folder {folder}; "
                                   "nothing was loaded (without --restrict-to-folder such paths are loaded)")
             outside.append(str(file_path))
-        items.append(Item(str(file_path), {c: _convert(values[c], types[c]) for c in meta_columns}))
+        items.append(Item(str(file_path), {c: _convert(raw[c], types[c]) for c in meta_columns}, raw))
     root = os.path.commonpath([str(folder), *(i.path for i in items)])
     rejected = [(f"{printable(str(manifest))}:{n}", f"bad manifest row: {reason}") for n, reason in sorted(bad)]
-    return Source(items, types, root, rejected=rejected, outside=outside)
+    return Source(items, types, root, rejected=rejected, outside=outside, big_integers=big)
 
 
 def _row_path(folder: Path, value: object) -> Path:
@@ -223,13 +274,30 @@ def _is_missing(value: object) -> bool:
 
 
 def _infer_type(values: list) -> str:
-    """Int64 or Float64 when every present value is one, else String; all Nullable."""
+    """Int64 or Float64 when every present value is one, else String; all Nullable. Integers mixed with
+    fractions make Float64 only while each integer is exactly a float64 (12345678901234567 is not):
+    else String, which keeps every digit."""
     present = [v for v in values if not _is_missing(v)]
     if present and all(_parses(v, int) for v in present):
         return "Nullable(Int64)"
-    if present and all(_parses(v, float) for v in present):
+    if present and all(_parses(v, float) for v in present) and not any(map(_inexact_integer, present)):
         return "Nullable(Float64)"
     return "Nullable(String)"
+
+
+def _inexact_integer(value: object) -> bool:
+    """Whether `value` is an integer (a JSON one, or decimal digits) that a float64 would round."""
+    if isinstance(value, str) and INTEGER.fullmatch(value):
+        try:
+            value = int(value)
+        except ValueError:   # more digits than Python converts: no float holds it either
+            return True
+    if isinstance(value, bool) or not isinstance(value, int):
+        return False
+    try:
+        return float(value) != value
+    except OverflowError:
+        return True
 
 
 INT64 = range(-2**63, 2**63)

@@ -30,6 +30,7 @@ from clipsearch.service.requests import (
     SqlBody,
     parse,
 )
+from clipsearch.store.connection import mark_store_folder
 
 api = Blueprint("api", __name__)
 QUERY_DECODE_SIZE = 448   # at least this many pixels per side are decoded from a JPEG query image
@@ -161,6 +162,7 @@ def image_file(image_id: str) -> Response:
     thumb = current_app.config["THUMB_DIR"] / f"{row['id']}.jpg"
     if not thumb.exists():
         thumb.parent.mkdir(parents=True, exist_ok=True)
+        mark_store_folder(thumb.parent)   # a load of the folder holding the cache never reads it as photos
         try:
             with read_image(io.BytesIO(data)) as im:
                 small = decode(im, current_app.config["THUMB_SIZE"])

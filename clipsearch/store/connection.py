@@ -190,6 +190,7 @@ class EmbeddedConnection(Connection):
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             self._lock_file = open(self.path / LOCK_FILE, "a+")
+            mark_store_folder(self.path)   # never loaded as photos
         except OSError as exc:
             raise StoreUnavailable(f"cannot use {self.path} as a database folder: {exc.strerror}") from None
         try:
@@ -391,6 +392,54 @@ def connect(settings: Settings, create: bool = True) -> Connection:
 
 SERVE_FILE = ".clipsearch.serve"   # where a running `serve` says how to reach it (owner-only)
 LOCK_FILE = ".clipsearch.lock"
+
+
+# Store folders: the folders where clipsearch keeps its own files (an embedded store, a thumbnail cache) are
+# marked, so that no load reads them as photos: `clipsearch load .` run in a photo folder that holds
+# ./clipsearch-data would otherwise index the store's own thumbnails (and, watched, thumbnails of thumbnails).
+STORE_MARKER = ".clipsearch-store"
+MARKER_TEXT = ("clipsearch keeps its own files in this folder (a store, or its thumbnail cache);\n"
+               "`clipsearch load` never reads it as photos.\n")
+
+
+def mark_store_folder(folder: str | os.PathLike) -> None:
+    """Write the marker into `folder` (an existing folder) unless it is there."""
+    marker = Path(folder) / STORE_MARKER
+    if marker.exists():
+        return
+    try:
+        marker.write_text(MARKER_TEXT)
+    except OSError:   # a read-only folder: is_store_folder still knows a store by its engine's files
+        pass
+
+
+def is_store_folder(folder: str | os.PathLike) -> bool:
+    """Whether `folder` is a clipsearch store or thumbnail cache: marked, or made before markers existed (the
+    embedded store's lock or engine file, or a chdb/ClickHouse data folder: its `metadata/default` database
+    entry beside `store/`, which is what an embedded store folder holds)."""
+    folder = Path(folder)
+    return (any(os.path.isfile(folder / name) for name in (STORE_MARKER, LOCK_FILE, ENGINE_CONFIG))
+            or (os.path.lexists(folder / "metadata" / "default") and os.path.isdir(folder / "store")))
+
+
+def store_holding(path: str | os.PathLike, memo: dict[Path, Path | None] | None = None) -> Path | None:
+    """The store folder that is `path` or holds it (`path` absolute and resolved), or None. `memo` keeps the
+    answers for folders already asked about, for many paths in few folders."""
+    memo = {} if memo is None else memo
+    path = Path(path)
+    asked = []
+    found: Path | None = None
+    for folder in (path, *path.parents):
+        if folder in memo:
+            found = memo[folder]
+            break
+        asked.append(folder)
+        if is_store_folder(folder):
+            found = folder
+            break
+    for folder in asked:   # each lies in `found`, or in no store when there is none
+        memo[folder] = found
+    return found
 
 
 def service_info(folder: Path) -> dict | None:

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 from clipsearch.errors import NotFound, QueryError
 from clipsearch.store.columns import NOT_FILTERABLE, NUMERIC_TYPE, TIME_TYPE, base_type
 from clipsearch.store.connection import Connection, quote_identifier
-from clipsearch.store.indexes import filter_columns, filter_projection
+from clipsearch.store.indexes import Indexes, filter_columns, filter_projection
 
 MIN_ID_PREFIX = 6           # the CLI prints 12; shorter prefixes are too likely to be ambiguous
 
@@ -46,9 +46,31 @@ class ImageTable:
                                       "AND table = {table:String} ORDER BY position", {"table": table})
         return {r["name"]: r["type"] for r in rows}
 
-    def add_columns(self, new_columns: dict[str, str]) -> None:
-        for name, ch_type in new_columns.items():
-            self._connection.command(f"ALTER TABLE images ADD COLUMN IF NOT EXISTS {quote_identifier(name)} {ch_type}")
+    def add_columns(self, columns: dict[str, str]) -> None:
+        """Add the `columns` (name -> type) the table lacks, and change those it has with another type to it
+        (a manifest's column widened: ClickHouse converts the stored values, and rewrites a filter column's
+        projection with them). One statement for all: one per column took 95 s for 1,000 columns."""
+        existing = self.columns()
+        new = {n: t for n, t in columns.items() if n not in existing}
+        changed = {n: t for n, t in columns.items() if n in existing and existing[n] != t}
+        if new:
+            self._connection.command("ALTER TABLE images " + ", ".join(
+                f"ADD COLUMN IF NOT EXISTS {quote_identifier(n)} {t}" for n, t in new.items()))
+        if changed:
+            self._connection.command("ALTER TABLE images " + ", ".join(
+                f"MODIFY COLUMN {quote_identifier(n)} {t}" for n, t in changed.items()) +
+                " SETTINGS mutations_sync = 2")
+        # A text filter column's projection is sorted by lowerUTF8(column), as its filters compare: built again.
+        texts = {n for n, t in changed.items() if base_type(t) == "String"}
+        for name in sorted(texts & set(filter_columns(self._connection))):
+            self._connection.command(f"ALTER TABLE images DROP PROJECTION IF EXISTS {filter_projection(name)} "
+                                     "SETTINGS mutations_sync = 2")
+            Indexes(self._connection, self.columns).add_filter_column(name)
+
+    def integers_beyond_float(self, column: str) -> bool:
+        """Whether the integer column `column` holds a value that a Float64 would round (beyond 2**53)."""
+        col = quote_identifier(column)
+        return bool(self._connection.query(f"SELECT 1 AS x FROM images WHERE toFloat64({col}) != {col} LIMIT 1"))
 
     def column_summaries(self) -> list[dict]:
         """Each filterable column with what a filter form needs: distinct values or a numeric range."""
