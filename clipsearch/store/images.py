@@ -143,6 +143,19 @@ class ImageTable:
         self._connection.command(f"ALTER TABLE images UPDATE {updates} WHERE id IN {{ids:Array(String)}} "
                                  "SETTINGS mutations_sync = 2", {"ids": list(hashes), **params})
 
+    def update_columns(self, ids: list[str], values: dict[str, tuple[str, list]], model: str | None = None) -> None:
+        """Set columns of the stored images `ids` (column -> (ClickHouse type, one value per id)), in one
+        mutation, waited for; with `model`, only in rows whose vector is that model's (a vector given is).
+        Filter columns' projections of the parts it rewrote are rebuilt in the background, as after a delete."""
+        sets = ", ".join(f"{quote_identifier(c)} = {{{c}:Array({t})}}[indexOf({{ids:Array(String)}}, id)]"
+                         for c, (t, _) in values.items())
+        where = "id IN {ids:Array(String)}" + (" AND model = {model:String}" if model else "")
+        self._connection.command(f"ALTER TABLE images UPDATE {sets} WHERE {where} SETTINGS mutations_sync = 2",
+                                 {"ids": ids, "model": model or "", **{c: v for c, (_, v) in values.items()}})
+        for column in filter_columns(self._connection):
+            self._connection.command(f"ALTER TABLE images MATERIALIZE PROJECTION {filter_projection(column)} "
+                                     "SETTINGS mutations_sync = 0")
+
     def record_errors(self, errors: list[tuple[str, str]]) -> None:
         """Record files that could not be loaded (path, reason) in `load_errors`."""
         import pyarrow as pa
