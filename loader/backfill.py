@@ -61,7 +61,7 @@ class BackfillSummary:
 
     def line(self) -> str:
         if not self.missing and not self.not_read:
-            return "every image has its perceptual hashes, orientation and dates"
+            return "every image has its perceptual hashes"
         parts = []
         if self.not_read:
             parts.append(f"read the orientation and dates of {self.read} of {self.not_read} images loaded before "
@@ -72,7 +72,7 @@ class BackfillSummary:
         skipped = [f"{n} {what}" for n, what in ((self.gone, "files gone"),
                                                  (self.changed, "files changed since they were loaded"),
                                                  (self.undecodable, "files that no longer decode")) if n]
-        return text + (f"; left as they were: {', '.join(skipped)} (load them again)" if skipped else "")
+        return text + (f"; left without: {', '.join(skipped)} (load them again)" if skipped else "")
 
 
 def not_read(catalog: Catalog) -> int:

@@ -78,8 +78,7 @@ def test_a_database_of_an_earlier_version_gets_only_the_later_migrations(tmp_pat
         assert catalog.images.columns("models") and catalog.images.columns("embeddings")
         assert [(r["version"], r["note"]) for r in catalog.query("SELECT version, note FROM schema_version "
                                                                 "ORDER BY version")] == \
-            [(1, "as release 1 made it"), (2, "002_models.sql"), (3, "003_embeddings.sql"),
-             (4, "004_tuning_costs.sql")]
+            [(1, "as release 1 made it"), *schema.migrations()[1:]]
 
 
 def test_a_tuning_recorded_before_the_cost_columns_still_counts(tmp_path):
@@ -93,10 +92,10 @@ def test_a_tuning_recorded_before_the_cost_columns_still_counts(tmp_path):
                        "ENGINE = MergeTree ORDER BY tuned_at")
     connection.command("INSERT INTO vector_index_tuning (index_type, beam, recall, target, queries) "
                        "VALUES ('hnsw', 256, 0.97, 0.95, 20)")
-    connection.command("DELETE FROM schema_version WHERE version = 4")
+    connection.command("DELETE FROM schema_version WHERE version >= 4")   # as a store at version 3 has it
     connection.close()
     with Catalog.open(tmp_path / "db") as catalog:
         assert {"image_beam", "rows", "exact_ms", "index_ms"} <= set(catalog.images.columns("vector_index_tuning"))
         assert catalog.query("SELECT beam, image_beam, rows, exact_ms, index_ms FROM vector_index_tuning") == \
             [{"beam": 256, "image_beam": 0, "rows": 0, "exact_ms": 0.0, "index_ms": 0.0}]
-        assert max(r["version"] for r in catalog.query("SELECT version FROM schema_version")) == 4
+        assert max(r["version"] for r in catalog.query("SELECT version FROM schema_version")) == schema.latest()
