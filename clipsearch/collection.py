@@ -265,10 +265,11 @@ class Collection:
         return find_duplicates(self.catalog, mode, threshold, bounded)
 
     def backfill_hashes(self, batch_size: int = 512, workers: int | None = None, progress: bool = False) -> Any:
-        """Compute the perceptual hashes of images stored without them (loaded before hashes existed), from
-        their files while those are still the ones loaded; returns a BackfillSummary. Safe to re-run."""
+        """Read again from their files (while those are still the ones loaded) what older rows lack: the
+        orientation and dates (a photo stored sideways gets its size, hashes and vector again, upright, by the
+        store's model) and the perceptual hashes; returns a BackfillSummary. Safe to re-run."""
         from clipsearch.loader.backfill import backfill
-        return backfill(self.catalog, batch_size, workers, progress)
+        return backfill(self.catalog, batch_size, workers, progress, model=self._model)
 
     # -- SQL and the index ------------------------------------------------------------------
     def sql(self, query: str, params: dict | None = None, fmt: str | None = None) -> Any:

@@ -8,6 +8,7 @@ batches and the next run loads the rest.
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -17,13 +18,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
 from PIL import Image, UnidentifiedImageError
 
 from clipsearch.errors import SourceError, StoreError
-from clipsearch.images.decode import FORMAT_NAMES, decode, read_image
+from clipsearch.images.decode import FORMAT_NAMES, decode, fit_for_model, orientation, read_image, upright_size
 from clipsearch.images.files import MAX_FILE_BYTES, content_id
 from clipsearch.images.hashes import HASH_COLUMNS, Hashes, image_hashes
 from clipsearch.loader import pipeline
@@ -97,19 +99,47 @@ def _setup_worker(pil_transform: Callable, min_size: int, max_bytes: int, max_pi
     _worker.update(transform=pil_transform, min_size=min_size, max_bytes=max_bytes, max_pixels=max_pixels)
 
 
-def _exif(image: Image.Image) -> tuple[datetime | None, str, float | None, float | None]:
-    """(taken_at, camera, latitude, longitude) from the image's EXIF, each None or '' when absent."""
+# What taken_at (DateTime64) holds: a date outside it is NULL there, its EXIF text kept in exif_date.
+TAKEN_AT_YEARS = (1900, 2299)
+
+
+class Exif(NamedTuple):
+    """What the loader keeps of an image's EXIF; None or '' where absent."""
+    taken_at: datetime | None
+    exif_date: str              # the EXIF date as written, when taken_at cannot hold it
+    camera: str
+    latitude: float | None
+    longitude: float | None
+
+
+def _exif(image: Image.Image) -> Exif:
+    """The image's EXIF date, camera and position."""
     try:
         exif = image.getexif()
     except Exception:  # EXIF is optional metadata: a broken block must not fail the image
-        return None, "", None, None
+        return Exif(None, "", "", None, None)
     try:
         raw = exif.get_ifd(0x8769).get(36867) or exif.get(306)  # DateTimeOriginal, else DateTime
-        taken = datetime.strptime(str(raw).strip("\x00 "), "%Y:%m:%d %H:%M:%S") if raw else None
         camera = " ".join(str(exif.get(tag, "")).strip("\x00 ") for tag in (271, 272)).strip()  # Make Model
     except Exception:
-        taken, camera = None, ""
-    return (taken, camera, *_gps(exif))
+        raw, camera = None, ""
+    taken, written = _taken_at(raw)
+    return Exif(taken, written, camera, *_gps(exif))
+
+
+def _taken_at(raw: object) -> tuple[datetime | None, str]:
+    """(taken_at, exif_date) from an EXIF date: the date when taken_at can hold it, else its text (a date
+    before 1900 or after 2299, or one that is no date at all; not the all-zero "no date" of unset clocks)."""
+    text = str(raw).strip("\x00 ") if raw is not None else ""
+    if not text.strip("0: "):
+        return None, ""
+    try:
+        taken = datetime.strptime(text, "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None, text[:64]
+    if not TAKEN_AT_YEARS[0] <= taken.year <= TAKEN_AT_YEARS[1]:
+        return None, text
+    return taken, ""
 
 
 def _gps(exif: Image.Exif) -> tuple[float | None, float | None]:
@@ -126,45 +156,67 @@ def _gps(exif: Image.Exif) -> tuple[float | None, float | None]:
     return lat, lon
 
 
-def prepare(path: str) -> dict:
-    """Read, hash, check and decode one file; returns its row data or the reason it failed, with the version
-    (size, time) of the file that failed when the failure is its content's (not an unreadable file's)."""
-    version: dict = {}
+def _read(path: str) -> tuple[bytes, os.stat_result] | dict:
+    """The bytes of the regular file at `path` and its stat, or why not. Opened without blocking (a FIFO or
+    a device put in the file's place never hangs the read) and, unless the path was a link when looked at,
+    without following one put there since; what was opened is then checked by fstat, not by a name that
+    may have changed meanwhile. A failure is {"error": why}, with the file's version (size, time) when it
+    is the content's fault (empty, too large), so it is recorded once per version and not read again."""
     try:
-        info = os.stat(path)
-        size = info.st_size
+        link = os.path.islink(path)
+    except ValueError:   # a NUL in the name
+        return {"error": "no such file"}
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | (0 if link else getattr(os, "O_NOFOLLOW", 0))
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return {"error": "no such file"}
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return {"error": "replaced by a link while it was read"}
+        return {"error": f"cannot read: {exc.strerror}"}
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
         if not stat.S_ISREG(info.st_mode):   # a folder, a device or a pipe (which would block the read)
-            return {"path": path, "error": "not a regular file"}
-        if size == 0:
-            return {"path": path, "error": "empty file", **_version(info)}
-        if size > _worker["max_bytes"]:
-            return {"path": path, "error": f"file too large ({size} bytes > {_worker['max_bytes']})", **_version(info)}
-        with open(path, "rb") as f:
-            data = f.read()
-        version = _version(info)
+            return {"error": "not a regular file"}
+        if info.st_size == 0:
+            return {"error": "empty file", **_version(info)}
+        if info.st_size > _worker["max_bytes"]:
+            return {"error": f"file too large ({info.st_size} bytes > {_worker['max_bytes']})", **_version(info)}
+        data = f.read(info.st_size + 1)
+    if len(data) != info.st_size:
+        return {"error": "the file changed while it was read"}
+    return data, info
+
+
+def prepare(path: str) -> dict:
+    """Read, hash, check and decode one file; returns its row data or the reason it failed (with the file's
+    version when the failure is its content's)."""
+    read = _read(path)
+    if isinstance(read, dict):
+        return {"path": path, **read}
+    data, info = read
+    version = _version(info)
+    try:
         image = read_image(io.BytesIO(data))
-        width, height = image.size
-        if width * height > _worker["max_pixels"]:
-            return {"path": path, "error": f"image too large ({width}x{height} pixels > {_worker['max_pixels']})",
-                    **version}
+        if image.width * image.height > _worker["max_pixels"]:
+            return {"path": path, "error": f"image too large ({image.width}x{image.height} pixels > "
+                                          f"{_worker['max_pixels']})", **version}
+        width, height = upright_size(image)   # as shown: a phone photo's orientation applied
         fmt = image.format or ""
-        taken, camera, latitude, longitude = _exif(image)
+        turn = orientation(image)
+        exif = _exif(image)
         decoded = decode(image, _worker["min_size"])
         hashes = _hashes(decoded)
-        pixels = np.asarray(_worker["transform"](decoded))
+        pixels = np.asarray(_worker["transform"](fit_for_model(decoded, _worker["transform"])))
     except UnidentifiedImageError:
         return {"path": path, "error": f"not an image (unknown or unsupported format; clipsearch reads {FORMAT_NAMES})",
                 **version}
-    except FileNotFoundError:
-        return {"path": path, "error": "no such file"}
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         return {"path": path, "error": f"cannot decode: {exc}", **version}
-    if len(data) != size:
-        return {"path": path, "error": "the file changed while it was read"}
     return {"path": path, "id": content_id(data), "width": width, "height": height, "format": fmt,
-            "file_size": size, "modified_at": datetime.fromtimestamp(info.st_mtime_ns // 1_000_000 / 1000),
-            "taken_at": taken, "camera": camera, "latitude": latitude, "longitude": longitude, "hashes": hashes,
-            "pixels": pixels}
+            "file_size": info.st_size, "modified_at": datetime.fromtimestamp(info.st_mtime_ns // 1_000_000 / 1000),
+            **exif._asdict(), "hashes": hashes, "orientation": turn, "pixels": pixels}
 
 
 def _version(info: os.stat_result) -> dict:
@@ -237,6 +289,8 @@ def rows_table(rows: list[dict], vectors: np.ndarray, model_label: str, metadata
         "file_size": pa.array([r["file_size"] for r in rows], pa.uint64()),
         "modified_at": pa.array([r.get("modified_at") for r in rows], pa.timestamp("ms")),
         "taken_at": pa.array([r["taken_at"] for r in rows], pa.timestamp("s")),
+        "exif_date": pa.array([r.get("exif_date", "") for r in rows], pa.string()),
+        "orientation": pa.array([r.get("orientation", 0) for r in rows], pa.uint8()),
         "camera": pa.array([r["camera"] for r in rows], pa.string()),
         "latitude": pa.array([r.get("latitude") for r in rows], pa.float64()),
         "longitude": pa.array([r.get("longitude") for r in rows], pa.float64()),

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from PIL import Image, UnidentifiedImageError
 
 from clipsearch.errors import ClipsearchError, FileChanged, NotFound, QueryError
-from clipsearch.images.decode import decode, read_image
+from clipsearch.images.decode import decode, fit_for_model, read_image
 from clipsearch.images.files import read_loaded_file
 from clipsearch.loader import pipeline
 from clipsearch.loader.load import MAX_PIXELS
@@ -106,7 +106,8 @@ def _prepare_stored(row: StoredFile) -> dict:
         image = read_image(io.BytesIO(data))
         if image.size[0] * image.size[1] > MAX_PIXELS:
             raise ValueError("too many pixels")
-        pixels = _worker["transform"](decode(image, _worker["min_size"]))
+        decoded = decode(image, _worker["min_size"])   # upright, as the loader stores it
+        pixels = _worker["transform"](fit_for_model(decoded, _worker["transform"]))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         return {"id": image_id, "path": path, "outcome": "undecodable", "error": f"cannot decode: {exc}"}
     return {"id": image_id, "path": path, "pixels": pixels}

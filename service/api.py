@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 
 from clipsearch.collection import Collection
 from clipsearch.errors import FileChanged, NotFound, QueryError
-from clipsearch.images.decode import FORMAT_NAMES, decode, read_image
+from clipsearch.images.decode import FORMAT_NAMES, decode, extreme_aspect, fit_for_model, read_image
 from clipsearch.search.filters import filters_from_json, operators_json, parse_filter, roles_json
 from clipsearch.search.searcher import SearchResult, Term, weighted
 from clipsearch.service import console
@@ -34,6 +34,7 @@ from clipsearch.store.connection import mark_store_folder
 
 api = Blueprint("api", __name__)
 QUERY_DECODE_SIZE = 448   # at least this many pixels per side are decoded from a JPEG query image
+THUMB_SUFFIX = ".upright.jpg"   # a cached thumbnail's file name: the image's id and this
 ID_RE = re.compile(r"[0-9a-f]{1,64}")   # fullmatch: `$` would let a trailing newline through
 
 
@@ -52,7 +53,10 @@ def _decode_upload(data: bytes) -> Image.Image:
         if image.width * image.height > limit:
             raise QueryError(f"the uploaded image is too large ({image.width}x{image.height} pixels; at most "
                              f"{limit // 1_000_000} megapixels{'' if image.format == 'JPEG' else ' unless JPEG'})")
-        return decode(image, QUERY_DECODE_SIZE)
+        decoded = decode(image, QUERY_DECODE_SIZE)   # upright, as the stored images are
+        # A stripe's long side is cut to what the model keeps before its resize (which would make a 1x20000
+        # PNG gigabytes): asked only of such images, so other uploads do not load the model here.
+        return fit_for_model(decoded, collection().model.prepare()) if extreme_aspect(decoded) else decoded
     except QueryError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError):
@@ -159,10 +163,13 @@ def image_file(image_id: str) -> Response:
         response = send_file(io.BytesIO(data), mimetype=_mimetype(row["format"]), max_age=86400)
         response.headers["Content-Disposition"] = _disposition(os.path.basename(row["path"]))
         return response
-    thumb = current_app.config["THUMB_DIR"] / f"{row['id']}.jpg"
+    # Named for the upright pixels: thumbnails cached by earlier releases ({id}.jpg) were sideways for
+    # photos with an orientation tag, so they are never served again and go when this one is made.
+    thumb = current_app.config["THUMB_DIR"] / f"{row['id']}{THUMB_SUFFIX}"
     if not thumb.exists():
         thumb.parent.mkdir(parents=True, exist_ok=True)
         mark_store_folder(thumb.parent)   # a load of the folder holding the cache never reads it as photos
+        thumb.with_name(f"{row['id']}.jpg").unlink(missing_ok=True)
         try:
             with read_image(io.BytesIO(data)) as im:
                 small = decode(im, current_app.config["THUMB_SIZE"])

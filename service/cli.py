@@ -43,7 +43,22 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _open(args: argparse.Namespace, create: bool = False) -> Collection:
     """The configured collection, with the command's one model (loaded on first use). Only the
     commands that add images create a database; the others refuse a folder without one."""
-    return open_collection(settings=_settings(args), model=args.model_ref, create=create, origin="cli")
+    photos = open_collection(settings=_settings(args), model=args.model_ref, create=create, origin="cli")
+    if getattr(args, "func", None) is not cmd_hashes:
+        _note_not_read(photos)
+    return photos
+
+
+def _note_not_read(photos: Collection) -> None:
+    """Images loaded by a release before orientation and dates were read may be stored sideways: say so."""
+    from clipsearch.loader.backfill import not_read
+    try:
+        waiting = not_read(photos.catalog)
+    except ClipsearchError:   # a store this command is about to be refused on says so itself
+        return
+    if waiting:
+        print(f"note: {waiting} images were loaded before clipsearch read their orientation and dates; "
+              "`clipsearch hashes` reads them (phone photos stored sideways are turned upright)", file=sys.stderr)
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -493,7 +508,9 @@ def _add_duplicates(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _add_hashes(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("hashes", parents=[common],
-                       help="compute the perceptual hashes of images loaded without them (for `duplicates`)")
+                       help="read again from their files what images loaded by earlier releases lack: perceptual "
+                            "hashes (for `duplicates`), orientation (sideways phone photos turned upright: size, "
+                            "hashes and vector again) and dates")
     _batch_options(p, "images hashed and stored at a time (default 512)", 512,
                    "hashing processes (default: CPU count, at most 8)")
     p.set_defaults(func=cmd_hashes)

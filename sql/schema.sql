@@ -16,7 +16,8 @@ CREATE TABLE IF NOT EXISTS images
     format     LowCardinality(String),       -- JPEG, PNG, WEBP, ...
     file_size  UInt64,                       -- bytes
     modified_at Nullable(DateTime64(3)),     -- the file's modification time when it was read
-    taken_at   Nullable(DateTime),           -- EXIF DateTimeOriginal when present
+    taken_at   Nullable(DateTime64(0)),      -- EXIF DateTimeOriginal when present and 1900 to 2299, else NULL
+    exif_date  String DEFAULT '',            -- the EXIF date as written when taken_at cannot hold it (1899:...)
     camera     String DEFAULT '',            -- EXIF Make and Model when present
     latitude   Nullable(Float64),            -- EXIF GPS position in degrees when present (north +)
     longitude  Nullable(Float64),            -- (east +): `near=LAT,LON,KM` filters by greatCircleDistance
@@ -25,6 +26,8 @@ CREATE TABLE IF NOT EXISTS images
     centre_phash Nullable(UInt64),           -- the grey layout of the central 85%,
     chroma_hash Nullable(UInt64),            -- the colour layout of the whole picture
     centre_chroma_hash Nullable(UInt64),     -- and of its central 85%
+    orientation UInt8 DEFAULT 0,             -- EXIF orientation: 1 upright, 2-8 turned or mirrored (width, height,
+                                             -- hashes and embedding are of the upright picture), 0 not read yet
     model      LowCardinality(String),       -- the CLIP model that made `embedding`
     loaded_at  DateTime64(3) DEFAULT now64(3),
     -- L2-normalized, so cosineDistance ranks exactly like a dot product.

@@ -59,10 +59,14 @@ def test_a_spreadsheet_added_after_the_folder_attaches_its_columns(library):
     assert _column(photos, "price") == {files[0]: 120, files[1]: 80, files[2]: 95, files[3]: None}
     found = photos.search("a photo", filters=["category=shoes"], k=10)
     assert sorted(r["path"] for r in found.rows) == [files[0], files[2]]
-    # the spreadsheet corrected and loaded again: the new price replaces the old, the others stay
-    sheet = _sheet(folder, {files[0]: (110, "shoes"), files[1]: (80, "bags"), files[2]: (95, "shoes")})
-    assert photos.load(sheet).attached == 1
+    # the spreadsheet corrected and loaded again, with category a filter column (a sorted copy of the
+    # table): the new values replace the old, the others stay, and the filter finds the new ones
+    photos.catalog.indexes.add_filter_column("category")
+    sheet = _sheet(folder, {files[0]: (110, "shoes"), files[1]: (80, "shoes"), files[2]: (95, "shoes")})
+    assert photos.load(sheet).attached == 2
     assert _column(photos, "price") == {files[0]: 110, files[1]: 80, files[2]: 95, files[3]: None}
+    found = photos.search("a photo", filters=["category=shoes"], k=10)
+    assert sorted(r["path"] for r in found.rows) == files[:3]
     assert photos.load(sheet).attached == 0   # nothing new: no work
 
 

@@ -105,3 +105,11 @@ def test_a_tuning_recorded_before_the_cost_columns_still_counts(tmp_path):
         assert catalog.query("SELECT beam, image_beam, rows, exact_ms, index_ms FROM vector_index_tuning") == \
             [{"beam": 256, "image_beam": 0, "rows": 0, "exact_ms": 0.0, "index_ms": 0.0}]
         assert max(r["version"] for r in catalog.query("SELECT version FROM schema_version")) == schema.latest()
+
+
+def test_every_column_the_schema_makes_is_a_builtin_column(tmp_path):
+    """A manifest column may not take a built-in name, and a path's metadata is the row's other columns: both
+    read BUILTIN_COLUMNS, which must name every column schema.sql gives `images`."""
+    from clipsearch.loader.sources import BUILTIN_COLUMNS
+    with Catalog.open(tmp_path / "db") as catalog:
+        assert set(catalog.images.columns()) <= BUILTIN_COLUMNS

@@ -164,6 +164,24 @@ class ImageTable:
         self._connection.command(f"ALTER TABLE images UPDATE {updates} WHERE id IN {{ids:Array(String)}} "
                                  "SETTINGS mutations_sync = 2", {"ids": list(hashes), **params})
 
+    def update_columns(self, ids: list[str], values: dict[str, tuple[str, list]], model: str | None = None) -> None:
+        """Set columns of the stored images `ids` (column -> (ClickHouse type, one value per id)), in one
+        mutation, waited for; with `model`, only in rows whose vector is that model's (a vector given is).
+        Filter columns' projections of the parts it rewrote are rebuilt in the background, as after a delete."""
+        sets = ", ".join(f"{quote_identifier(c)} = {{{c}:Array({t})}}[indexOf({{ids:Array(String)}}, id)]"
+                         for c, (t, _) in values.items())
+        where = "id IN {ids:Array(String)}" + (" AND model = {model:String}" if model else "")
+        self._connection.command(f"ALTER TABLE images UPDATE {sets} WHERE {where} SETTINGS mutations_sync = 2",
+                                 {"ids": ids, "model": model or "", **{c: v for c, (_, v) in values.items()}})
+        self._rebuild_filter_projections()
+
+    def _rebuild_filter_projections(self) -> None:
+        """After an update in place: the filter columns' projections of the parts it rewrote are rebuilt in the
+        background, as after a delete; searches read the table itself until then."""
+        for column in filter_columns(self._connection):
+            self._connection.command(f"ALTER TABLE images MATERIALIZE PROJECTION {filter_projection(column)} "
+                                     "SETTINGS mutations_sync = 0")
+
     def set_metadata(self, values: dict[str, dict[str, Any]]) -> None:
         """Set metadata columns of stored images (id -> {column: value}, values as the columns' types hold
         them) in place: one mutation, waited for. A column an id's dict lacks keeps its value."""
@@ -186,6 +204,7 @@ class ImageTable:
         if updates:
             self._connection.command(f"ALTER TABLE images UPDATE {', '.join(updates)} "
                                      "WHERE id IN {ids:Array(String)} SETTINGS mutations_sync = 2", params)
+            self._rebuild_filter_projections()
 
     def metadata_of(self, ids: list[str], builtin: set[str]) -> dict[str, dict[str, Any]]:
         """id -> its row's values of the columns not in `builtin` (a manifest's), those that are not NULL."""
@@ -215,6 +234,7 @@ class ImageTable:
             "modified_at = fromUnixTimestamp64Milli({mtimes:Array(Nullable(Int64))}[indexOf({ids:Array(String)}, id)]) "
             "WHERE id IN {ids:Array(String)} SETTINGS mutations_sync = 2",
             {"ids": ids, "paths": [moves[i][0] for i in ids], "mtimes": [moves[i][1] for i in ids]})
+        self._rebuild_filter_projections()
 
     def record_errors(self, errors: list[tuple[str, str]], versions: list[tuple[int, int] | None] | None = None
                       ) -> list[tuple[str, str]]:

@@ -19,7 +19,8 @@ CREATE TABLE IF NOT EXISTS images_local ON CLUSTER clipsearch
     format     LowCardinality(String),       -- JPEG, PNG, WEBP, ...
     file_size  UInt64,                       -- bytes
     modified_at Nullable(DateTime64(3)),     -- the file's modification time when it was read
-    taken_at   Nullable(DateTime),           -- EXIF DateTimeOriginal when present
+    taken_at   Nullable(DateTime64(0)),      -- EXIF DateTimeOriginal when present and 1900 to 2299, else NULL
+    exif_date  String DEFAULT '',            -- the EXIF date as written when taken_at cannot hold it (1899:...)
     camera     String DEFAULT '',            -- EXIF Make and Model when present
     latitude   Nullable(Float64),            -- EXIF GPS position in degrees when present (north +)
     longitude  Nullable(Float64),            -- (east +): `near=LAT,LON,KM` filters by greatCircleDistance
@@ -28,6 +29,7 @@ CREATE TABLE IF NOT EXISTS images_local ON CLUSTER clipsearch
     centre_phash Nullable(UInt64),           -- the grey layout of the central 85%,
     chroma_hash Nullable(UInt64),            -- the colour layout of the whole picture
     centre_chroma_hash Nullable(UInt64),     -- and of its central 85%
+    orientation UInt8 DEFAULT 0,             -- EXIF orientation: 1 upright, 2-8 turned or mirrored (width, height,
     model      LowCardinality(String),       -- the CLIP model that made `embedding`
     loaded_at  DateTime64(3) DEFAULT now64(3),
     embedding  Array(Float32) CODEC(NONE)
@@ -119,6 +121,13 @@ ENGINE = Distributed(clipsearch, currentDatabase(), search_log_local, rand());
 --   ALTER TABLE load_errors_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS file_size Nullable(UInt64), ADD COLUMN IF NOT EXISTS modified_at Nullable(DateTime64(3));
 --   ALTER TABLE load_errors ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS file_size Nullable(UInt64), ADD COLUMN IF NOT EXISTS modified_at Nullable(DateTime64(3));
 --   INSERT INTO files (path, id, file_size, modified_at, updated_at) SELECT path, argMax(id, loaded_at), argMax(file_size, loaded_at), argMax(modified_at, loaded_at), max(loaded_at) FROM images WHERE path NOT IN (SELECT path FROM files) GROUP BY path;
+-- 006_orientation.sql:
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS orientation UInt8 DEFAULT 0 AFTER centre_chroma_hash;
+--   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS orientation UInt8 DEFAULT 0 AFTER centre_chroma_hash;
+--   ALTER TABLE images_local ON CLUSTER clipsearch MODIFY COLUMN IF EXISTS taken_at Nullable(DateTime64(0));
+--   ALTER TABLE images ON CLUSTER clipsearch MODIFY COLUMN IF EXISTS taken_at Nullable(DateTime64(0));
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS exif_date String DEFAULT '' AFTER taken_at;
+--   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS exif_date String DEFAULT '' AFTER taken_at;
 -- Rows loaded before the perceptual hashes keep NULL hashes and take no part in finding copies:
 -- `clipsearch hashes` updates rows in place (ALTER TABLE ... UPDATE), which a Distributed table does not take.
 -- Manifest columns go on both tables, local first:
