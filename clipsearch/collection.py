@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -15,6 +16,7 @@ from typing import Any
 
 from clipsearch.analyst.policy import AnalystPolicy
 from clipsearch.errors import QueryError
+from clipsearch.images.decode import extreme_aspect, fit_for_model
 from clipsearch.images.files import read_loaded_file
 from clipsearch.loader.paths import Forgotten
 from clipsearch.models.bundled import BUNDLED_LABEL
@@ -133,6 +135,8 @@ class Collection:
                    facet_top: int | str = FACET_TOP) -> SearchResult:
         """`search` in the shapes the JSON API parses into (Filter and Term objects, the image/text weights,
         the result Options): every input is checked once, by the searcher."""
+        image = self._fit(image)
+        terms = [dataclasses.replace(t, image=self._fit(t.image)) if t.image is not None else t for t in terms]
         return self.searcher.search(text, image, image_id, k, filters, weights, terms=terms,
                                     options=options or EVERY, facets=facets, facet_top=facet_top)
 
@@ -151,7 +155,14 @@ class Collection:
     def label_image(self, image: Any, labels: list[str] | str, prompt: str | None = None) -> list[dict]:
         """The zero-shot label distribution of one image (a PIL image), without storing anything."""
         from clipsearch.images.labels import label_vector
-        return label_vector(self.catalog, self.model, self.model.encode_images([image])[0], labels, prompt)
+        return label_vector(self.catalog, self.model, self.model.encode_images([self._fit(image)])[0], labels, prompt)
+
+    def _fit(self, image: Any) -> Any:
+        """A query image whose long side is many times its short one (a stripe), cut to what the model keeps:
+        the model's own resize would make a 1x20000 PNG gigabytes (images/decode.py: fit_for_model)."""
+        if image is None or not extreme_aspect(image):
+            return image
+        return fit_for_model(image, self.model.prepare())
 
     def hashes_missing(self) -> int:
         """How many stored images lack the perceptual hashes `duplicates` compares (`clipsearch hashes`)."""

@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 
 from clipsearch.collection import Collection
 from clipsearch.errors import FileChanged, NotFound, QueryError
-from clipsearch.images.decode import FORMAT_NAMES, decode, extreme_aspect, fit_for_model, read_image
+from clipsearch.images.decode import FORMAT_NAMES, decode, read_image
 from clipsearch.search.filters import filters_from_json, operators_json, parse_filter, roles_json
 from clipsearch.search.searcher import SearchResult, Term, weighted
 from clipsearch.service import console
@@ -53,10 +53,9 @@ def _decode_upload(data: bytes) -> Image.Image:
         if image.width * image.height > limit:
             raise QueryError(f"the uploaded image is too large ({image.width}x{image.height} pixels; at most "
                              f"{limit // 1_000_000} megapixels{'' if image.format == 'JPEG' else ' unless JPEG'})")
-        decoded = decode(image, QUERY_DECODE_SIZE)   # upright, as the stored images are
-        # A stripe's long side is cut to what the model keeps before its resize (which would make a 1x20000
-        # PNG gigabytes): asked only of such images, so other uploads do not load the model here.
-        return fit_for_model(decoded, collection().model.prepare()) if extreme_aspect(decoded) else decoded
+        # upright, as the stored images are; a stripe is cut to what the model keeps where it is encoded
+        # (Collection._fit), before the model's resize could make a 1x20000 PNG gigabytes
+        return decode(image, QUERY_DECODE_SIZE)
     except QueryError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError):

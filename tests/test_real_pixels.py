@@ -199,6 +199,20 @@ def test_a_stripe_is_cut_to_what_the_model_keeps_with_bounded_memory(tmp_path, m
     assert after - before < 200_000_000
 
 
+def test_a_stripe_as_a_query_image_is_cut_where_it_is_encoded(tmp_path, model, monkeypatch):
+    """A query image (CLI --image, the Python API, an upload) is cut where the collection encodes it, for a
+    model that keeps the centre square; the bundled model (which squashes) sees it whole."""
+    stripe = Image.new("RGB", (3, 20000), (90, 140, 200))
+    with open_collection(tmp_path / "db", model=model) as photos:
+        assert photos._fit(stripe) is stripe
+        seen: list[tuple[int, int]] = []
+        monkeypatch.setattr(type(model), "prepare", lambda self: _clip_transform())
+        monkeypatch.setattr(type(model), "encode_images", lambda self, images: seen.extend(i.size for i in images)
+                            or np.full((len(images), self.dim), self.dim ** -0.5, np.float32))
+        photos.label_image(stripe, ["a", "b"])
+        assert len(seen) == 1 and seen[0][0] == 3 and seen[0][1] <= 3 + 2 * 4 + 1   # the square and a margin
+
+
 # -- special files --------------------------------------------------------------------------------
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
 def test_a_file_swapped_for_a_pipe_or_a_link_while_loading_never_hangs(tmp_path):
