@@ -45,6 +45,15 @@ def test_a_spreadsheet_of_a_thousand_columns_is_a_handful_of_writes(shop, tmp_pa
         assert [types[n] for n in names] == ["Nullable(Int64)"] * 999 + ["Nullable(String)"]
         row = db.sql("SELECT attribute_0, attribute_998, attribute_999 FROM images")[0]
         assert row == {"attribute_0": 0, "attribute_998": 998, "attribute_999": "blue"}
+        # the page's filter form reads every column's range or values: one query, not a thousand
+        reads: list[str] = []
+        original = db.catalog.connection.query
+        db.catalog.connection.query = lambda sql, params=None: (reads.append(sql), original(sql, params))[1]
+        summaries = {c["name"]: c for c in db.column_summaries()}
+        del db.catalog.connection.query
+        assert len(reads) == 2   # the columns, then every range and value list at once
+        assert summaries["attribute_998"]["min"] == summaries["attribute_998"]["max"] == 998
+        assert summaries["attribute_999"]["values"] == ["blue"]
 
 
 def test_prices_that_get_cents_then_text_widen_the_column_and_keep_its_filter_column_and_index(shop, tmp_path,

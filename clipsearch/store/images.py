@@ -73,27 +73,34 @@ class ImageTable:
         return bool(self._connection.query(f"SELECT 1 AS x FROM images WHERE toFloat64({col}) != {col} LIMIT 1"))
 
     def column_summaries(self) -> list[dict]:
-        """Each filterable column with what a filter form needs: distinct values or a numeric range."""
-        out = []
-        for name, ch_type in self.columns().items():
+        """Each filterable column with what a filter form needs: distinct values or a numeric range. One
+        query for every column (a manifest may bring a thousand)."""
+        out, aggregates = [], []
+        for n, (name, ch_type) in enumerate(self.columns().items()):
             if name in NOT_FILTERABLE:
                 continue
             kind = base_type(ch_type)
             info: dict[str, Any] = {"name": name, "type": ch_type}
             col = quote_identifier(name)
             if NUMERIC_TYPE.match(kind):
-                info.update(kind="number",
-                            **self._connection.query(f"SELECT min({col}) AS min, max({col}) AS max FROM images")[0])
+                info["kind"] = "number"
+                aggregates += [f"min({col}) AS min_{n}", f"max({col}) AS max_{n}"]
             elif TIME_TYPE.match(kind):
                 info["kind"] = "time"
             elif kind == "String":
-                values = self._connection.query(f"SELECT groupUniqArray(21)({col}) AS v FROM images")[0]["v"]
-                info.update(kind="text",
-                            values=sorted(v for v in values if v is not None) if len(values) <= 20 else None)
+                info["kind"] = "text"
+                aggregates.append(f"groupUniqArray(21)({col}) AS values_{n}")
             else:
                 info["kind"] = "array" if kind.startswith("Array") else "other"
-            out.append(info)
-        return out
+            out.append((n, info))
+        found = self._connection.query(f"SELECT {', '.join(aggregates)} FROM images")[0] if aggregates else {}
+        for n, info in out:
+            if info["kind"] == "number":
+                info.update(min=found[f"min_{n}"], max=found[f"max_{n}"])
+            elif info["kind"] == "text":
+                values = found[f"values_{n}"]
+                info["values"] = sorted(v for v in values if v is not None) if len(values) <= 20 else None
+        return [info for _, info in out]
 
     def engine(self) -> str:
         """The table engine of `images` (Distributed on a cluster)."""
