@@ -21,6 +21,10 @@ class SourceError(ClipsearchError, ValueError):
     """What was asked to load cannot be loaded at all: missing, empty, a bad manifest."""
 
 
+class NoImages(SourceError):
+    """A folder to load holds no image file (a watched folder may, for a while)."""
+
+
 class NotFound(ClipsearchError, LookupError):
     """An image id that is not in the table."""
 

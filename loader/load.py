@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, UnidentifiedImageError
 
-from clipsearch.errors import SourceError, StoreError
+from clipsearch.errors import NoImages, SourceError, StoreError
 from clipsearch.images.decode import FORMAT_NAMES, decode, fit_for_model, orientation, read_image, upright_size
 from clipsearch.images.files import MAX_FILE_BYTES, content_id
 from clipsearch.images.hashes import HASH_COLUMNS, Hashes, image_hashes
@@ -400,7 +400,7 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
                           store_folders=src.store_folders, linked_folders=src.linked_folders)
     new_columns = _new_columns(catalog, src, summary)
     if not src.items and not src.rejected:
-        raise SourceError(f"{source}: no image files found")
+        raise NoImages(f"{source}: no image files found")
     bar = pipeline.progress_bar(len(src.items), "loading", progress)
     report = report or (lambda path, reason: bar.write(f"skipped {path}: {reason}", file=sys.stderr))
     _record_errors(catalog, [{"path": p, "error": e} for p, e in src.rejected], summary, report)

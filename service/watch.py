@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from clipsearch.collection import Collection
-from clipsearch.errors import ClipsearchError
+from clipsearch.errors import ClipsearchError, NoImages
 from clipsearch.loader.paths import reachable
 
 DEFAULT_INTERVAL = 10.0   # seconds between passes
@@ -40,21 +40,15 @@ def sync_folder(collection: Collection, folder: Path) -> Pass:
     if not reachable(root):
         return Pass(offline=True)
     result = Pass()
-    if any(True for _ in _image_files(folder)):
+    try:
         summary = collection.load(root, workers=0, progress=False, report=lambda path, reason: None,
                                   retry_failed=False)
         result.loaded, result.replaced = summary.loaded, summary.replaced
+    except NoImages:   # nothing to load yet (or only a store's own files); there may be files gone
+        pass
     forgotten = collection.forget_missing(root + os.sep)
     result.offline, result.removed = forgotten.offline, len(forgotten.paths)
     return result
-
-
-def _image_files(folder: Path) -> Iterator[str]:
-    from clipsearch.loader.sources import IMAGE_SUFFIXES
-    for dirpath, _, names in os.walk(folder):
-        for name in names:
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
-                yield os.path.join(dirpath, name)
 
 
 class Watcher(threading.Thread):
