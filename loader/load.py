@@ -354,7 +354,8 @@ def _attach(catalog: Catalog, attach: dict[str, dict], known: dict[str, FileReco
 
 def _set_metadata(catalog: Catalog, values: dict[str, dict]) -> None:
     columns = catalog.images.columns()
-    catalog.images.set_metadata({i: {c: _as_type(v, columns[c]) for c, v in m.items()} for i, m in values.items()})
+    catalog.images.set_metadata({i: {c: _as_type(v, columns[c]) for c, v in m.items() if c in columns}
+                                 for i, m in values.items()})
 
 
 def _path_metadata(catalog: Catalog, read: list[dict], known: dict[str, FileRecord],
@@ -441,7 +442,8 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
             vectors = clip.encode_prepared([r["pixels"] for r in good])
             stamp = max(stamp + 1, time.time_ns() // 1_000_000)
             columns = catalog.images.columns()
-            types = {c: columns[c] for c in dict.fromkeys(c for r in good for c in attached[r["path"]])}
+            # a path's metadata may name a column dropped since: the others still go in
+            types = {c: columns[c] for c in dict.fromkeys(c for r in good for c in attached[r["path"]]) if c in columns}
             rows = rows_table(good, vectors, clip.label, attached, types, stamp)
             try:
                 catalog.images.insert(rows)
