@@ -175,10 +175,11 @@ def _read(path: str) -> tuple[bytes, os.stat_result] | dict:
         if exc.errno == errno.ELOOP:
             return {"error": "replaced by a link while it was read"}
         return {"error": f"cannot read: {exc.strerror}"}
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):   # a folder (which fdopen refuses), a device or a pipe (which would block)
+        os.close(fd)
+        return {"error": "not a regular file"}
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):   # a folder, a device or a pipe (which would block the read)
-            return {"error": "not a regular file"}
         if info.st_size == 0:
             return {"error": "empty file", **_version(info)}
         if info.st_size > _worker["max_bytes"]:

@@ -226,6 +226,10 @@ def test_a_file_swapped_for_a_pipe_or_a_link_while_loading_never_hangs(tmp_path)
     if reader.is_alive():   # unblock the hung open before failing
         os.close(os.open(photo, os.O_WRONLY | os.O_NONBLOCK))
     assert results == [{"path": str(photo), "error": "not a regular file"}]
+    # a folder named like a photo (or a manifest row naming a folder) is no photo either, and no crash
+    album = tmp_path / "IMG_0004.jpg"
+    album.mkdir()
+    assert loader.prepare(str(album)) == {"path": str(album), "error": "not a regular file"}
     # a link put in a photo's place after the folder was listed (the path was no link then) is not followed
     secret = tmp_path / "elsewhere.jpg"
     secret.write_bytes(_encoded(_photo()))
