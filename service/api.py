@@ -13,7 +13,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file
 from PIL import Image, UnidentifiedImageError
 
 from clipsearch.collection import Collection
-from clipsearch.errors import FileChanged, NotFound, QueryError
+from clipsearch.errors import ClipsearchError, FileChanged, NotFound, QueryError
 from clipsearch.images.decode import FORMAT_NAMES, decode, read_image
 from clipsearch.search.filters import filters_from_json, operators_json, parse_filter, roles_json
 from clipsearch.search.searcher import SearchResult, Term, weighted
@@ -263,6 +263,13 @@ def openapi() -> Response:
 
 
 @api.get("/healthz")
-def healthz() -> Response:
+def healthz() -> Response | tuple[Response, int]:
+    """ok while the store answers a read of its images' data; else 503 with the reason (its folder moved or
+    unplugged, its files unreadable, the server down), which clears by itself when the store is back."""
     photos = collection()
-    return jsonify(status="ok", backend=photos.backend, images=photos.count(), model=photos.model_label)
+    try:
+        photos.catalog.connection.check_reads()
+        images = photos.count()
+    except ClipsearchError as exc:
+        return jsonify(status="unavailable", error=str(exc), backend=photos.backend, model=photos.model_label), 503
+    return jsonify(status="ok", backend=photos.backend, images=images, model=photos.model_label)

@@ -36,7 +36,7 @@ from clipsearch.service.api import api
 from clipsearch.service.watch import Watcher
 from clipsearch.service.web import web
 from clipsearch.settings import Settings
-from clipsearch.store.connection import announce_service, engine_uri, redact, running_service
+from clipsearch.store.connection import announce_service, engine_uri, redact, running_service, unavailable_os
 
 # The page loads only its own script and style; images may come from the API or a dropped file (blob:/data:).
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
@@ -127,6 +127,8 @@ def _register_errors(app: Flask) -> None:
     """Every error is JSON with a message; user mistakes are 4xx, never a stack trace."""
     @app.errorhandler(ClipsearchError)
     def user_error(exc: ClipsearchError) -> ResponseReturnValue:
+        if exc.http_status == 503 and exc.__cause__ is not None:   # the engine's own words, paths and all:
+            logging.getLogger("clipsearch").warning("%s: %s", exc, exc.__cause__)   # for the log, not the client
         return jsonify(error=str(exc)), exc.http_status
 
     @app.errorhandler(RequestEntityTooLarge)
@@ -141,6 +143,12 @@ def _register_errors(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def internal(exc: Exception) -> ResponseReturnValue:
+        collection: Collection = app.extensions["clipsearch"]
+        gone = unavailable_os(exc, collection.settings.db, app.config["THUMB_DIR"]) \
+            if isinstance(exc, OSError) else None   # e.g. a thumbnail written on a read-only or full disk
+        if gone is not None:
+            logging.getLogger("clipsearch").warning("%s: %s", gone, exc)
+            return jsonify(error=str(gone)), gone.http_status
         logging.getLogger("clipsearch").exception("unhandled error")
         return jsonify(error="internal error; see the server log"), 500
 
@@ -249,7 +257,7 @@ def _serve_sql(stack: contextlib.ExitStack, collection: Collection, host: str, s
     analyst = collection.settings.analyst_password
     # One analyst policy for the port and the page's SQL tab: one check, one set of limits, one cache
     sql_app = ClickHouseHTTP(engine_uri(folder), password, analyst, writes=collection.writes,
-                             policy=collection.analyst_policy)
+                             policy=collection.analyst_policy, folder=collection.catalog.connection.folder)
     # Threads beyond what analysts may hold (FairShare: 18 requests at once), so the CLI, loads and the
     # page's own requests always find one; idle connections are dropped after 10 s and up to 1,000 are
     # kept, so idle clients cannot take every place either.
@@ -266,7 +274,14 @@ def _serve_sql(stack: contextlib.ExitStack, collection: Collection, host: str, s
                                               "logit_scale": model.logit_scale})
     serve_file = announce(collection.model)
     collection.on_model_change(announce)
-    stack.callback(serve_file.unlink, missing_ok=True)
+    stack.callback(_remove, serve_file)
     analyst_note = "read-only, password from" if analyst else "off; to turn it on set"
     print(f"clipsearch: ClickHouse HTTP interface on http://{host}:{server.effective_port}/ "
           f"(user analyst: {analyst_note} CLIPSEARCH_ANALYST_PASSWORD)", flush=True)
+
+
+def _remove(path: Path) -> None:
+    """Remove the serve file on the way out; a store folder moved away, unplugged or read-only by then keeps
+    it (a serve file whose lock nobody holds is taken for a stopped service's)."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)

@@ -40,8 +40,16 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 
 from clipsearch.analyst.policy import AnalystPolicy, Refused, setting_value, streams
-from clipsearch.errors import QueryError, StoreError
-from clipsearch.store.connection import ANALYST_DEFAULTS, IDENTIFIER, ROWS_STATEMENT, WriteCounter, engine_session
+from clipsearch.errors import QueryError, StoreError, StoreUnavailable
+from clipsearch.store.connection import (
+    ANALYST_DEFAULTS,
+    IDENTIFIER,
+    ROWS_STATEMENT,
+    StoreFolder,
+    WriteCounter,
+    engine_error,
+    engine_session,
+)
 from clipsearch.store.results import one_header
 
 INSERT_RE = re.compile(r"^\s*(INSERT\s+INTO\s+.+?)\s+FORMAT\s+(\w+)\s*$", re.I | re.S)
@@ -282,8 +290,9 @@ class ClickHouseHTTP:
 
     def __init__(self, uri: str, writer_password: str, analyst_password: str | None = None,
                  writer_user: str = "clipsearch", share: FairShare | None = None, writes: WriteCounter | None = None,
-                 policy: AnalystPolicy | None = None):
+                 policy: AnalystPolicy | None = None, folder: StoreFolder | None = None):
         self.uri = uri
+        self.folder = folder   # the served store's: a folder moved away or unplugged is a 503 before any SQL
         self.writes = writes or WriteCounter()   # the service's own connection's: its caches see these writes
         self.logins = {writer_user: Login(writer_user, writer_password, analyst=False)}
         if analyst_password:
@@ -303,13 +312,24 @@ class ClickHouseHTTP:
             except QueryError as exc:   # the statement check's
                 raise ClickHouseError(164, str(exc), "READONLY") from None
             except StoreError as exc:   # ClickHouse's parser's own error, met by the check, with its code
-                raise ClickHouseError(*_code_of(str(exc))) from None
+                raise self._unavailable(exc) or ClickHouseError(*_code_of(str(exc))) from None
         except ClickHouseError as exc:
             response = error_response(str(exc), exc.code, exc.status)
         except Exception as exc:  # every engine error goes back the way a server sends it
-            response = error_response(str(exc))
+            gone = self._unavailable(exc)
+            response = error_response(str(gone), gone.code, gone.status) if gone else error_response(str(exc))
         response.headers.setdefault("X-ClickHouse-Server-Display-Name", "clipsearch")
         return response(environ, start_response)
+
+    def _unavailable(self, exc: BaseException) -> ClickHouseError | None:
+        """A store that cannot be reached (connection.engine_error says which errors mean that): 503, with
+        the engine's code and a message that names no path; None for the statement's own error."""
+        error = exc if isinstance(exc, StoreUnavailable) else engine_error(exc, self.folder)
+        if not isinstance(error, StoreUnavailable):
+            return None
+        code, _, name = _code_of(str(exc))
+        return ClickHouseError(*((code, str(error), name) if code != 1000 else (107, str(error), "FILE_DOESNT_EXIST")),
+                               status=503)
 
     def authenticate(self, request: Request) -> Login:
         user, password = request.headers.get("X-ClickHouse-User"), request.headers.get("X-ClickHouse-Key")
@@ -341,6 +361,8 @@ class ClickHouseHTTP:
         if request.path not in ("/", "/query"):
             raise ClickHouseError(36, f"There is no handle {request.path}", "BAD_ARGUMENTS", 404)
         login = self.authenticate(request)
+        if self.folder is not None:
+            self.folder.check()
         args = dict(request.args)
         analyst = login.analyst or args.get("readonly", "0") not in ("", "0")  # a client asking for read-only
         if analyst and args.get("readonly", "1") not in ("", "1"):
@@ -453,6 +475,7 @@ class ClickHouseHTTP:
                                                        f"{turn_s:g} s", "TIMEOUT_EXCEEDED")
                         yield compress(chunk)
                 except Exception as exc:   # ClickHouse's way: the error's text after the rows sent
+                    exc = self._unavailable(exc) or exc
                     message = str(exc)[str(exc).find("Code: "):] if "Code: " in str(exc) else str(exc)
                     yield compress(f"\n{re.sub(r'Stack trace.*$', '', message, flags=re.S).strip()}\n".encode())
                 yield flush()

@@ -91,7 +91,8 @@ def _body(model: type[BaseModel], defs: dict, file_field: str | None = None) -> 
 def openapi_document() -> dict:
     defs: dict[str, Any] = {"Error": {"type": "object", "required": ["error"],
                                       "properties": {"error": {"type": "string"}}}}
-    errors = {"400": ERROR, "404": ERROR, "409": ERROR, "410": ERROR, "413": ERROR, "429": ERROR}
+    errors = {"400": ERROR, "404": ERROR, "409": ERROR, "410": ERROR, "413": ERROR, "429": ERROR,
+              "503": ERROR}   # the store unavailable (its folder moved or unplugged, a server down), or no model
     search = {"200": _ok("the best matches first, with the SQL that ranked them", SEARCH_RESULT), **errors}
     paths = {
         "/api/search": {
@@ -136,11 +137,13 @@ def openapi_document() -> dict:
             "get": {"summary": "The analyst queries shipped in sql/queries", "operationId": "queries",
                     "responses": {"200": _ok("the queries, by file name", SHIPPED_QUERIES), **errors}}},
         "/healthz": {
-            "get": {"summary": "Liveness, backend and image count", "operationId": "health",
+            "get": {"summary": "Whether the store answers a read of its data: 200 with the backend and image "
+                               "count, or 503 with the reason", "operationId": "health",
                     "responses": {"200": _ok("status", JSON_OBJECT), **errors}}},
     }
     return {"openapi": "3.1.0",
             "info": {"title": "clipsearch", "version": __version__,
                      "description": "Natural-language and image search over photos, ranked by ClickHouse in SQL. "
-                                    "Every error is {\"error\": message} with a 4xx status."},
+                                    "Every error is {\"error\": message} with a 4xx status, or 503 while the store is "
+                                    "unavailable."},
             "paths": paths, "components": {"schemas": defs}}

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from clipsearch.errors import QueryError, StoreError
+from clipsearch.errors import QueryError, StoreError, StoreUnavailable
 
 RunQuery = Callable[[str, dict], list[dict]]   # SQL and parameters -> rows, in a read-only session
 MAX_SQL_CHARS = 100_000   # an analyst's query; ClickHouse parses at most 256 KiB
@@ -66,6 +66,8 @@ def formatted(run: RunQuery, sql: str) -> str:
     has its backslash escapes decoded, hex has none, so the parser reads these bytes exactly."""
     try:
         return str(run("SELECT formatQuery(unhex({q:String})) AS f", {"q": sql.encode("utf-8").hex()})[0]["f"])
+    except StoreUnavailable:
+        raise
     except StoreError as exc:  # ClickHouse's parser: the message and position refer to `sql` itself
         message = str(exc)
         name = re.search(r" \((\w+)\)\s*$", message)   # the error's name, e.g. (SYNTAX_ERROR), kept

@@ -7,6 +7,7 @@ back as JSONEachRow on both and parse the same way.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -60,6 +61,115 @@ def redact(url: str) -> str:
     return re.sub(r"//([^:@/]+):[^@/]*@", r"//\1:***@", url)
 
 
+# -- a store that cannot be reached --------------------------------------------------------------------
+# The one place that tells a store gone away (its folder moved or its disk unplugged, read-only, full, its
+# permissions taken away; a server down) from a statement's own mistake. Measured on chdb: a moved folder or
+# an unplugged disk gives FILE_DOESNT_EXIST (107) on the next read of a part; permissions taken away,
+# CANNOT_OPEN_FILE (76), CANNOT_STATVFS (214) or a std::filesystem error (STD_EXCEPTION, 1001) on a write;
+# a read-only disk, STD_EXCEPTION; a full disk, NOT_ENOUGH_SPACE (243). Each names a file in the store's
+# folder, except the disk's own two. The engine recovers in-process when the same folder is back.
+FILE_ERRORS = {74, 75, 76, 77, 83, 87, 88, 107, 172, 204, 294, 424, 425, 458, 521, 586, 641, 1000, 1001}
+DISK_ERRORS = {214, 243}   # CANNOT_STATVFS, NOT_ENOUGH_SPACE: about the store's disk whatever they name
+SERVER_MARKERS = ("/store/", "/metadata/")   # a server's files, where its message names one
+UNAVAILABLE = "the store is unavailable"
+BACK = "requests work again once it is back"
+GONE = f"{UNAVAILABLE}: its folder is not where it was opened (moved, renamed or its disk unplugged); {BACK}"
+REPLACED = (f"{UNAVAILABLE}: another folder now stands where the store was opened; restart the service "
+            "(or command) to open it")
+SERVER_DOWN = f"{UNAVAILABLE}: the ClickHouse server does not answer; {BACK}"
+REASONS = (   # what an OS error's text or number says of the store's disk, most telling first
+    (("Read-only file system", "errno: 30"), "its disk is read-only"),
+    (("No space left", "not enough space", "errno: 28"), "its disk is full"),
+    (("Permission denied", "Operation not permitted", "errno: 13", "errno: 1,"),
+     "its folder's permissions no longer let this process read or write it"),
+    (("No such file", "errno: 2,"), "some of its files are missing"),
+)
+ERRNO_TEXT = {errno.EROFS: "Read-only file system", errno.ENOSPC: "No space left", errno.EDQUOT: "No space left",
+              errno.EACCES: "Permission denied", errno.EPERM: "Permission denied", errno.ENOENT: "No such file"}
+
+
+def _reason(text: str) -> str:
+    for markers, reason in REASONS:
+        if any(marker in text for marker in markers):
+            return f"{UNAVAILABLE}: {reason}; {BACK}"
+    return f"{UNAVAILABLE}: its files cannot be read or written; {BACK}"
+
+
+def unavailable(exc: BaseException, folder: str | None = None) -> StoreUnavailable | None:
+    """The StoreUnavailable that the engine's error `exc` means, or None when the statement itself failed.
+    `folder`: the embedded store's folder, which a file error about the store names; None for a server (its
+    messages name files under its store/ or metadata/). The message names no path."""
+    text = str(exc)
+    if type(exc).__name__ == "OperationalError":   # clickhouse-connect: no answer, or a 503 after its retries
+        said = re.search(r"server response: (?:Code: \d+\. DB::Exception: )?(.*)", text.strip().split("\n")[0])
+        if said is None:
+            return StoreUnavailable(SERVER_DOWN)
+        # less the trailers: (ERROR_NAME), (version ...), (for url ...)
+        words = re.sub(r"(\s*\((?:[A-Z_]+|version (?:[^()]|\([^()]*\))*|for url [^)]*)\))+$", "", said.group(1))
+        words = words.rstrip(". ")
+        return StoreUnavailable(words if words.startswith(UNAVAILABLE)   # a served folder's port said it
+                                else f"{UNAVAILABLE}: the ClickHouse server answers: {words}")
+    code = re.search(r"Code: (\d+)", text)
+    number = int(code.group(1)) if code else None
+    if number in DISK_ERRORS:
+        return StoreUnavailable(_reason(text))
+    if number in FILE_ERRORS:
+        markers = (folder.rstrip("/") + "/",) if folder else SERVER_MARKERS
+        if any(marker in text for marker in markers):
+            return StoreUnavailable(_reason(text))
+    return None
+
+
+def unavailable_os(exc: OSError, *folders: str | os.PathLike) -> StoreUnavailable | None:
+    """StoreUnavailable for an OSError on a file in one of the store's `folders` (its thumbnails', say), or
+    None for one elsewhere."""
+    name = os.fspath(exc.filename) if isinstance(exc.filename, (str, os.PathLike)) else ""
+    if not name or not any(os.path.abspath(name).startswith(os.path.abspath(f) + os.sep) for f in folders):
+        return None
+    return StoreUnavailable(_reason(ERRNO_TEXT.get(exc.errno or 0, "")))
+
+
+class StoreFolder:
+    """The embedded store's folder as it was opened, held by this process's lock on its lock file.
+
+    chdb keeps its tables' metadata in memory and opens part files by path, so a folder moved away (or its
+    disk unplugged) still answers what memory holds, and a write then makes the folder anew at the old path,
+    which splits the store and blocks moving it back. `check` runs before every statement: the lock file at
+    the path must be the one this process holds (same device and inode), else StoreUnavailable. When the same
+    folder (the same disk) is back, statements run again; another folder there needs a restart."""
+
+    def __init__(self, path: Path, lock_file: Any):
+        self.path, self._lock_file = path, lock_file
+
+    def check(self) -> None:
+        try:
+            here = os.stat(self.path / LOCK_FILE)
+        except FileNotFoundError:
+            raise StoreUnavailable(REPLACED if self.path.is_dir() and (self.path / "metadata").is_dir()
+                                   else GONE) from None
+        except OSError as exc:   # a folder whose permissions were taken away, or an I/O error
+            raise StoreUnavailable(_reason(ERRNO_TEXT.get(exc.errno or 0, ""))) from None
+        held = os.fstat(self._lock_file.fileno())
+        if (here.st_dev, here.st_ino) != (held.st_dev, held.st_ino):
+            raise StoreUnavailable(REPLACED)
+
+
+def engine_error(exc: BaseException, folder: StoreFolder | None = None) -> StoreError:
+    """The clipsearch error for an engine's error: StoreUnavailable when the store is at fault (the folder's
+    own check first: it says best why), else StoreError with ClickHouse's message, the folder's path in it
+    shortened to <store>."""
+    if folder is not None:
+        try:
+            folder.check()
+        except StoreUnavailable as gone:
+            return gone
+    found = unavailable(exc, str(folder.path) if folder else None)
+    if found is not None:
+        return found
+    message = clean_message(exc)
+    return StoreError(message.replace(str(folder.path), "<store>") if folder else message)
+
+
 class Backend(str, Enum):
     """Where a connection's ClickHouse is (a str: compares and prints as its value)."""
     EMBEDDED = "embedded"   # chdb in this process, on a folder
@@ -90,23 +200,30 @@ class Connection:
     # A server quotes 64-bit integers in JSON by default; chdb does not. Ask both for plain numbers.
     _json_settings: dict[str, Any] = {"output_format_json_quote_64bit_integers": 0}
 
-    def __init__(self, client: Any, where: str, dsn: str = "", backend: Backend | None = None):
+    def __init__(self, client: Any, where: str, dsn: str = "", backend: Backend | None = None,
+                 folder: StoreFolder | None = None):
         self._client = client
         self.backend = backend or type(self).backend
         self.where = where
         self._dsn = dsn
         self.writes = WriteCounter()
+        self.folder = folder   # an embedded store's, checked before each statement
+
+    def _check(self) -> None:
+        if self.folder is not None:
+            self.folder.check()
 
     def _failed(self, exc: BaseException) -> StoreError:
-        """The error to raise for a failed statement, after clearing what chdb leaves behind: after a query
-        fails mid-result (e.g. over max_result_rows), chdb hands its partial output to the session's next
-        query as that query's result. One throwaway query takes it."""
+        """The error to raise for a failed statement (StoreUnavailable when the store, not the statement, is
+        at fault), after clearing what chdb leaves behind: after a query fails mid-result (e.g. over
+        max_result_rows), chdb hands its partial output to the session's next query as that query's result.
+        One throwaway query takes it."""
         if self._dsn.startswith("chdb:"):
             try:
                 self._client.raw_query("SELECT 1")
             except Exception:   # the original error is the one to report
                 pass
-        return StoreError(clean_message(exc))
+        return engine_error(exc, self.folder)
 
     def text(self, sql: str, params: dict | None = None, fmt: str = "PrettyCompact") -> str:
         """Run any statement and return its output in a ClickHouse format ("" for a command)."""
@@ -114,6 +231,7 @@ class Connection:
             self.command(sql, params)
             return ""
         settings = self._json_settings if fmt.startswith("JSON") else None
+        self._check()
         try:
             raw = self._client.raw_query(sql, parameters=params or None, fmt=fmt, settings=settings)
         except Exception as exc:
@@ -127,6 +245,7 @@ class Connection:
     def command(self, sql: str, params: dict | None = None) -> None:
         """Run a statement that returns nothing (DDL, INSERT ... SELECT, DELETE)."""
         self.writes.note()
+        self._check()
         try:
             self._client.command(sql, parameters=params or None)
         except Exception as exc:
@@ -137,6 +256,7 @@ class Connection:
         log's own rows change nothing a search reads)."""
         if counted:
             self.writes.note()
+        self._check()
         try:
             self._client.insert_arrow(table, rows)
         except Exception as exc:
@@ -145,6 +265,7 @@ class Connection:
     def stream(self, sql: str, params: dict | None = None, fmt: str = "JSONCompactEachRowWithNamesAndTypes"
                ) -> Iterator[bytes]:
         """A query's output in `fmt` as it arrives, never held whole."""
+        self._check()
         try:
             source = self._client.raw_stream(sql, parameters=params or None, fmt=fmt,
                                              settings=self._json_settings if fmt.startswith("JSON") else None)
@@ -168,6 +289,10 @@ class Connection:
             raise StoreUnavailable(f"cannot open a read-only session: {clean_message(exc)}") from exc
         return Connection(client, self.where, self._dsn, self.backend)
 
+    def check_reads(self) -> None:
+        """Raise StoreUnavailable (or StoreError) unless the store answers a read of its images' data, not
+        only of what the engine holds in memory (a count): /healthz."""
+        self.query("SELECT id FROM images LIMIT 1")
 
 
 class EmbeddedConnection(Connection):
@@ -211,7 +336,7 @@ class EmbeddedConnection(Connection):
         except Exception as exc:
             self._release()
             raise StoreUnavailable(f"cannot open database {self.path}: {clean_message(exc)}") from exc
-        super().__init__(client, str(self.path), f"chdb://{self.path}")
+        super().__init__(client, str(self.path), f"chdb://{self.path}", folder=StoreFolder(self.path, self._lock_file))
 
     def read_only(self, settings: dict[str, Any]) -> Connection:
         settings = _read_only(settings)
@@ -223,7 +348,7 @@ class EmbeddedConnection(Connection):
                 client.command(set_statement(name, value))
         except Exception as exc:
             raise StoreUnavailable(f"cannot open a read-only session: {clean_message(exc)}") from exc
-        return EmbeddedReadOnly(client, str(self.path), f"chdb://{self.path}", settings=settings)
+        return EmbeddedReadOnly(client, str(self.path), f"chdb://{self.path}", settings=settings, folder=self.folder)
 
     def _release(self) -> None:
         if not self._lock_file.closed:
@@ -310,8 +435,8 @@ class EmbeddedReadOnly(Connection):
     backend = Backend.EMBEDDED
     _json_settings: dict[str, Any] = {}
 
-    def __init__(self, client: Any, where: str, dsn: str, settings: dict[str, Any]):
-        super().__init__(client, where, dsn)
+    def __init__(self, client: Any, where: str, dsn: str, settings: dict[str, Any], folder: StoreFolder | None = None):
+        super().__init__(client, where, dsn, folder=folder)
         self.settings = settings
 
     def stream(self, sql: str, params: dict | None = None, fmt: str = "JSONCompactEachRowWithNamesAndTypes"
@@ -319,10 +444,11 @@ class EmbeddedReadOnly(Connection):
         from clipsearch.store.results import STREAMING_FORMATS, one_header
         if fmt not in STREAMING_FORMATS:
             raise StoreError(f"{fmt} cannot be streamed")
+        self._check()
         try:
             conn = engine_session(engine_uri(self.where), self.settings)
         except Exception as exc:
-            raise StoreError(clean_message(exc)) from exc
+            raise engine_error(exc, self.folder) from exc
         try:
             result = conn.send_query(sql, fmt, params=params or {})
             try:
@@ -332,7 +458,7 @@ class EmbeddedReadOnly(Connection):
         except StoreError:
             raise
         except Exception as exc:
-            raise StoreError(clean_message(exc)) from exc
+            raise engine_error(exc, self.folder) from exc
         finally:
             conn.close()
 
@@ -449,7 +575,7 @@ def service_info(folder: Path) -> dict | None:
     try:
         info = json.loads((folder / SERVE_FILE).read_text())
         str(info["url"])
-        with open(folder / LOCK_FILE, "a+") as lock:
+        with open(folder / LOCK_FILE) as lock:   # read: a store on a read-only disk is still served
             try:
                 fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
