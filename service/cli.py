@@ -125,7 +125,7 @@ def _print_results(rows: list[dict], as_json: bool, facets: dict | None = None) 
     if not rows:
         print("no results")
     skip = {"id", "path", "score", "width", "height", "format", "file_size", "modified_at", "model", "loaded_at",
-            "camera", "taken_at", "latitude", "longitude"}
+            "camera", "taken_at", "exif_date", "orientation", "latitude", "longitude"}
     for rank, row in enumerate(rows, 1):
         extra = "  ".join(f"{k}={v}" for k, v in row.items() if k not in skip and v is not None)
         print(f"{rank:3d}  {row['score']:.3f}  {row['id'][:12]}  {row['path']}  {extra}".rstrip())

@@ -446,7 +446,7 @@ def insert_vectors(catalog: Catalog, vectors: np.ndarray, model_label: str, seed
         hi = min(rows, lo + BLOCK)
         paths = [f"/bench/{start + i:08d}.jpg" for i in range(lo, hi)]
         meta: list[dict] = [{"id": f"{start + lo + j:032x}", "path": path, "width": 256, "height": 256,
-                             "format": "JPEG", "file_size": 0, "taken_at": None, "camera": ""}
+                             "format": "JPEG", "file_size": 0, "taken_at": None, "camera": "", "orientation": 1}
                             for j, path in enumerate(paths)]
         metadata = {path: {name: int(col[lo + j]) for name, col in columns.items()} for j, path in enumerate(paths)}
         catalog.images.insert(rows_table(meta, vectors[lo:hi], model_label, metadata, types))

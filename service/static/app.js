@@ -2,9 +2,9 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 const HIDDEN_COLUMNS = new Set(["id", "path", "model", "loaded_at", "modified_at", "embedding", "camera", "latitude",
-                                "longitude"]);
+                                "longitude", "orientation", "exif_date"]);
 const CARD_SKIP = new Set(["id", "path", "score", "model", "loaded_at", "modified_at", "file_size", "format", "camera",
-                           "taken_at", "width", "height", "latitude", "longitude"]);
+                           "taken_at", "exif_date", "orientation", "width", "height", "latitude", "longitude"]);
 let queryFile = null;     // an uploaded query image
 let queryImageId = null;  // "more like this": a stored image as the query
 let columns = [];
