@@ -116,6 +116,19 @@ def public_message(message: str) -> str:
 def _decompress(data: bytes, encoding: str | None, limit: int) -> bytes:
     """A request body, decompressed to at most `limit` bytes (a small bomb must not fill memory)."""
     too_large = ClickHouseError(36, f"the request body is larger than {limit} bytes", "BAD_ARGUMENTS", 413)
+    try:
+        out = _inflate(data, encoding, limit)
+    except ClickHouseError:
+        raise
+    except Exception:   # a body that is not what its Content-Encoding says
+        raise ClickHouseError(36, f"cannot decompress the request body as {encoding[:40]}", "BAD_ARGUMENTS",
+                              400) from None
+    if len(out) > limit:
+        raise too_large
+    return out
+
+
+def _inflate(data: bytes, encoding: str | None, limit: int) -> bytes:
     if not encoding:
         out = data
     elif encoding in ("gzip", "deflate", "x-gzip"):
@@ -130,8 +143,6 @@ def _decompress(data: bytes, encoding: str | None, limit: int) -> bytes:
     else:   # 415 Unsupported Media Type, with the encodings this port reads
         raise ClickHouseError(36, f"unsupported Content-Encoding {encoding[:40]!r}: send the body plain or as "
                                   f"{', '.join(_encodings())}", "BAD_ARGUMENTS", 415)
-    if len(out) > limit:
-        raise too_large
     return out
 
 

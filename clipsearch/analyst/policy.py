@@ -75,10 +75,10 @@ class AnalystPolicy:
     # it, and a format can write many times the result's bytes (JSON escapes, Pretty's padding).
     HELD_MEMORY_BYTES = 256 * 2**20
     # The page's SQL tab streams its results from the engine into the service's own process, which keeps at
-    # most max_result_bytes of one: the engine makes them in blocks of few rows (max_result_bytes is not
+    # most max_result_bytes of one: the engine makes them in blocks of 128 rows (max_result_bytes is not
     # checked on a streamed result, and a block is made and formatted whole), within a memory bound of its own,
     # so a refused result costs the service a few blocks, not the result.
-    PAGE_LIMITS: dict[str, Any] = {"max_block_size": 1024, "max_memory_usage": 128 * 2**20}
+    PAGE_LIMITS: dict[str, Any] = {"max_block_size": 128, "max_memory_usage": 64 * 2**20}
     # Streamed blocks stay small: a block is formatted whole before it is sent (a long name repeated per row).
     STREAM_LIMITS: dict[str, Any] = {"max_block_size": 8192}
     SYSTEM_TABLES = readonly.SYSTEM_TABLES
