@@ -121,7 +121,7 @@ def _decompress(data: bytes, encoding: str | None, limit: int) -> bytes:
     except ClickHouseError:
         raise
     except Exception:   # a body that is not what its Content-Encoding says
-        raise ClickHouseError(36, f"cannot decompress the request body as {encoding[:40]}", "BAD_ARGUMENTS",
+        raise ClickHouseError(36, f"cannot decompress the request body as {(encoding or '')[:40]}", "BAD_ARGUMENTS",
                               400) from None
     if len(out) > limit:
         raise too_large
