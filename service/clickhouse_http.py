@@ -94,8 +94,7 @@ def error_response(message: str, code: int | None = None, status: int | None = N
     if code is None:
         found = re.search(r"Code: (\d+)", message)
         code = int(found.group(1)) if found else 1000
-    message = re.sub(r"\s*Stack trace.*$", "", message[message.find("Code: "):] if "Code: " in message else message,
-                     flags=re.S).strip()
+    message = public_message(message[message.find("Code: "):] if "Code: " in message else message)
     status = status or HTTP_STATUS.get(code, 500)
     headers = {"X-ClickHouse-Exception-Code": str(code)}
     if status == 401:
@@ -103,25 +102,61 @@ def error_response(message: str, code: int | None = None, status: int | None = N
     return Response(message + "\n", status=status, content_type="text/plain; charset=UTF-8", headers=headers)
 
 
+# A Python traceback in an engine error (chdb adds the frames of a Python function's exception: "At:" and
+# one line per frame, with the server's file paths), and ClickHouse's stack trace.
+PYTHON_FRAMES = re.compile(r"\n*\s*At:\n(?:[ \t]+\S.*\(\d+\): .*(?:\n|$))*", re.M)
+
+
+def public_message(message: str) -> str:
+    """An engine error's text as a client may see it: no stack trace, no Python frames (no server paths)."""
+    message = PYTHON_FRAMES.sub(" ", message)
+    return re.sub(r"\s*Stack trace.*$", "", message, flags=re.S).strip()
+
+
 def _decompress(data: bytes, encoding: str | None, limit: int) -> bytes:
     """A request body, decompressed to at most `limit` bytes (a small bomb must not fill memory)."""
     too_large = ClickHouseError(36, f"the request body is larger than {limit} bytes", "BAD_ARGUMENTS", 413)
+    try:
+        out = _inflate(data, encoding, limit)
+    except ClickHouseError:
+        raise
+    except Exception:   # a body that is not what its Content-Encoding says
+        raise ClickHouseError(36, f"cannot decompress the request body as {(encoding or '')[:40]}", "BAD_ARGUMENTS",
+                              400) from None
+    if len(out) > limit:
+        raise too_large
+    return out
+
+
+def _inflate(data: bytes, encoding: str | None, limit: int) -> bytes:
     if not encoding:
         out = data
     elif encoding in ("gzip", "deflate", "x-gzip"):
         inflater = zlib.decompressobj(wbits=47)   # gzip or zlib, told apart by the header
         out = inflater.decompress(data, limit + 1)
-    elif encoding == "zstd":
+    elif encoding == "zstd" and _module("zstandard"):
         import zstandard
         out = zstandard.ZstdDecompressor().stream_reader(data).read(limit + 1)
-    elif encoding == "lz4":
+    elif encoding == "lz4" and _module("lz4.frame"):
         import lz4.frame
         out = lz4.frame.LZ4FrameDecompressor().decompress(data, max_length=limit + 1)
-    else:
-        raise ClickHouseError(36, f"unsupported Content-Encoding {encoding}", "BAD_ARGUMENTS", 400)
-    if len(out) > limit:
-        raise too_large
+    else:   # 415 Unsupported Media Type, with the encodings this port reads
+        raise ClickHouseError(36, f"unsupported Content-Encoding {encoding[:40]!r}: send the body plain or as "
+                                  f"{', '.join(_encodings())}", "BAD_ARGUMENTS", 415)
     return out
+
+
+def _module(name: str) -> bool:
+    """Whether an optional compression module (zstandard, lz4) is installed."""
+    import importlib.util
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:   # its parent package is missing
+        return False
+
+
+def _encodings() -> list[str]:
+    return ["gzip", "deflate"] + [e for e, m in (("zstd", "zstandard"), ("lz4", "lz4.frame")) if _module(m)]
 
 
 def _compressor(request: Request, args: dict) -> tuple[str, Callable[[bytes], bytes], Callable[[], bytes]] | None:
@@ -134,7 +169,7 @@ def _compressor(request: Request, args: dict) -> tuple[str, Callable[[bytes], by
         if encoding in ("gzip", "deflate"):
             deflater = zlib.compressobj(6, zlib.DEFLATED, 31 if encoding == "gzip" else 15)
             return encoding, deflater.compress, deflater.flush
-        if encoding == "zstd":
+        if encoding == "zstd" and _module("zstandard"):
             import zstandard
             zstd = zstandard.ZstdCompressor().compressobj()
             return encoding, zstd.compress, zstd.flush
@@ -382,7 +417,8 @@ class ClickHouseHTTP:
             args.update(request.form)
             body = b""
         else:
-            body = _decompress(raw, request.headers.get("Content-Encoding"), limit)
+            body = _decompress(raw, request.headers.get("Content-Encoding", "").strip().lower() or None, limit)
+        _check_query_id(args)
         params = {k[len("param_"):]: v for k, v in args.items() if k.startswith("param_")}
         requested = {k: v for k, v in args.items() if k not in TRANSPORT and not k.startswith("param_")}
         database = args.get("database") or None
@@ -416,7 +452,7 @@ class ClickHouseHTTP:
         # The turn comes first: checking parses the SQL, which a crafted text can make cost a second or more
         turn = self.share.acquire(f"{login.name}|{args.get('session_id') or address}", address)
         try:
-            text = policy.check_on_engine(self.uri, sql)
+            text = policy.settings_as_sent(policy.check_on_engine(self.uri, sql))
             fmt = policy.output_format(text, args.get("default_format", "TabSeparated"))
             settings = policy.port_settings(fmt, text, requested, PORT_DEFAULTS)
             conn = policy.open_engine_session(self.uri, settings, database)
@@ -477,7 +513,7 @@ class ClickHouseHTTP:
                 except Exception as exc:   # ClickHouse's way: the error's text after the rows sent
                     exc = self._unavailable(exc) or exc
                     message = str(exc)[str(exc).find("Code: "):] if "Code: " in str(exc) else str(exc)
-                    yield compress(f"\n{re.sub(r'Stack trace.*$', '', message, flags=re.S).strip()}\n".encode())
+                    yield compress(f"\n{public_message(message)}\n".encode())
                 yield flush()
             finally:
                 if stream is not None:
@@ -485,7 +521,7 @@ class ClickHouseHTTP:
                 conn.close()
                 done()
         headers = {"X-ClickHouse-Format": fmt, "X-ClickHouse-Timezone": "UTC", "X-ClickHouse-Query-Id":
-                   args.get("query_id") or str(uuid.uuid4()), "X-ClickHouse-Summary": '{"read_rows":"0"}'}
+                   _query_id(args), "X-ClickHouse-Summary": '{"read_rows":"0"}'}
         if encoding:
             headers["Content-Encoding"] = encoding[0]
         content_type = CONTENT_TYPES.get(fmt, "text/plain" if fmt.startswith(("Pretty", "Vertical", "Markdown"))
@@ -508,6 +544,20 @@ class ClickHouseHTTP:
         finally:
             conn.close()
         return Response(b"", headers={"X-ClickHouse-Summary": '{"written_rows":"0"}'})
+
+
+def _query_id(args: dict) -> str:
+    """The client's query_id (sent back in a header), or a new one."""
+    return args.get("query_id") or str(uuid.uuid4())
+
+
+def _check_query_id(args: dict) -> None:
+    """A query_id goes back in a response header: printable ASCII of a sane length only (a CR/LF in it would
+    be a header of the sender's making)."""
+    query_id = args.get("query_id") or ""
+    if len(query_id) > 256 or not re.fullmatch(r"[\x21-\x7e]*", query_id):
+        raise ClickHouseError(36, "query_id must be at most 256 printable ASCII characters without spaces",
+                              "BAD_ARGUMENTS", 400)
 
 
 def _text(body: bytes) -> str:

@@ -74,6 +74,11 @@ class AnalystPolicy:
     # On the port a result held whole is also bounded by memory: the engine's output buffer counts towards
     # it, and a format can write many times the result's bytes (JSON escapes, Pretty's padding).
     HELD_MEMORY_BYTES = 256 * 2**20
+    # The page's SQL tab streams its results from the engine into the service's own process, which keeps at
+    # most max_result_bytes of one: the engine makes them in blocks of 128 rows (max_result_bytes is not
+    # checked on a streamed result, and a block is made and formatted whole), within a memory bound of its own,
+    # so a refused result costs the service a few blocks, not the result.
+    PAGE_LIMITS: dict[str, Any] = {"max_block_size": 128, "max_memory_usage": 64 * 2**20}
     # Streamed blocks stay small: a block is formatted whole before it is sent (a long name repeated per row).
     STREAM_LIMITS: dict[str, Any] = {"max_block_size": 8192}
     SYSTEM_TABLES = readonly.SYSTEM_TABLES
@@ -133,6 +138,19 @@ class AnalystPolicy:
             raise QueryError("leave out FORMAT: the result's format is asked for beside the SQL (the page's SQL "
                              "tab asks for JSON, and CSV for the download)")
 
+    def settings_as_sent(self, text: str) -> str:
+        """The checked `text` with system.settings read as the port's analysts have it: `readonly` 0 for the
+        settings they may send (TIGHTEN, FREE), so a client that reads it first (clickhouse-connect) sends
+        them; the engine's session says 1 for every setting, since it is read-only and the port applies them
+        before. Only a table read (FROM or JOIN system.settings) is replaced, by a fixed subquery of it."""
+        changeable = ", ".join(f"'{name}'" for name in sorted({*self.TIGHTEN, *self.FREE}))
+        view = (f"(SELECT * REPLACE (if(name IN ({changeable}), 0, readonly) AS readonly) FROM system.settings)")
+
+        def replace(match: re.Match) -> str:
+            return match.group(0) if match.group("quoted") else f"{match.group('join')} {view}"
+        return re.sub(rf"(?P<quoted>{readonly.QUOTED.pattern})|(?P<join>\b(?:FROM|JOIN))\s+system\.settings\b(?!\s*\.)",
+                      replace, text, flags=re.S)
+
     @staticmethod
     def check_database(database: str | None) -> None:
         """An analyst's current database may be any but `system` (its tables are named system.<table>, which
@@ -148,7 +166,7 @@ class AnalystPolicy:
 
     def page_settings(self) -> dict[str, Any]:
         """The page's SQL tab: its results are held by the service, so bounded in rows and bytes."""
-        return {**ANALYST_DEFAULTS, **self.LIMITS, **self.PARSER_LIMITS, **self.HELD_RESULT_LIMITS}
+        return {**ANALYST_DEFAULTS, **self.LIMITS, **self.PARSER_LIMITS, **self.HELD_RESULT_LIMITS, **self.PAGE_LIMITS}
 
     def port_settings(self, fmt: str, text: str, requested: dict[str, str], defaults: dict[str, Any]) -> dict[str, Any]:
         """A port query's session: `defaults` (the port's), the limits for a result that streams or is held

@@ -11,8 +11,11 @@ strings and names in one spelling) and `check` judges that formatted text, which
 - the formatted text must format to itself, so the engine parses exactly what was judged;
 - what is judged: one query that returns rows, no INTO OUTFILE, no table function that reads outside the
   database (every one but SAFE_TABLE_FUNCTIONS, so also one an upgrade adds), no file(), and only the
-  system tables in SYSTEM_TABLES (metadata; never processes, logs or errors), and no Identifier parameter
-  (its value, bound after the check, could name any table).
+  system tables in SYSTEM_TABLES (metadata; never processes, logs or errors) however the statement names
+  them (system.t, or SHOW ... FROM t FROM system), no Identifier parameter (its value, bound after the
+  check, could name any table), no name holding '/' (the embedded engine's default database answers for
+  a file by its path: EXISTS TABLE of the name /etc/shadow would tell whether it exists) and no internal
+  function of clipsearch's (INTERNAL_PREFIX: clipTextEmbedding's Python function).
 
 Every read-only path runs it, through the analyst policy (clipsearch.analyst.policy.AnalystPolicy.check):
 the library's analyst_sql (the page's SQL tab) and the analyst logins of `serve`'s ClickHouse HTTP port.
@@ -49,7 +52,12 @@ REFUSED_SHOW = re.compile(r"^\s*SHOW\s+(FULL\s+)?PROCESSLIST\b", re.I)
 # What formatQuery writes: strings '...' and quoted names `...` (backslash escapes in both).
 QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|`((?:[^`\\]|\\.)*)`|\"((?:[^\"\\]|\\.)*)\"", re.S)
 NAME = r"(?:[A-Za-z_][A-Za-z0-9_]*)"
-SYSTEM_TABLE = re.compile(rf"\b(?:system|SYSTEM|System)\s*\.\s*({NAME})")
+SYSTEM_TABLE = re.compile(rf"\bsystem\s*\.\s*({NAME})", re.I)
+# SHOW COLUMNS / INDEXES / KEYS FROM <table> FROM|IN system: a system table named apart from its database
+SHOW_FROM_SYSTEM = re.compile(rf"\b(?:FROM|IN)\s+({NAME})\s+(?:FROM|IN)\s+system\b", re.I)
+# clipsearch's own functions behind the ones analysts call (clipTextEmbedding's Python function, whose
+# arguments include the query's start and time limit): never called directly
+INTERNAL_PREFIX = "clipsearch_"
 # formatQuery puts the FORMAT clause on a line of its own, before or after a SETTINGS clause (strings and
 # names never hold a raw newline there, and a column named FORMAT is never alone on its line)
 FORMAT_CLAUSE = re.compile(r"^FORMAT (\w+)$", re.M)
@@ -98,13 +106,18 @@ def check(run: RunQuery, sql: str, denied: set[str]) -> str:
     if re.search(r"\bINTO\s+OUTFILE\b", code, re.I):
         raise QueryError("INTO OUTFILE is not allowed here (it writes a file on the server)")
     for name in re.findall(rf"({NAME})\s*\(", code):
+        if name.lower().startswith(INTERNAL_PREFIX):
+            raise QueryError(f"{name}() is internal to clipsearch; call clipTextEmbedding(text)")
         if name.lower() in denied:
             raise QueryError(f"{name}() reads files or the network from the server and is not allowed here")
     if re.search(rf"[^\s(),'.]{{{MAX_NAME_CHARS + 1},}}", code):   # a format may repeat a name on every row
         raise QueryError(f"a name of more than {MAX_NAME_CHARS} characters is not allowed here")
     if re.search(r"\{\s*\w+\s*:\s*Identifier\s*\}", code):   # bound after this check: it could name any table
         raise QueryError("Identifier parameters are not allowed here: write table and column names in the SQL")
-    for table in SYSTEM_TABLE.findall(code):
+    paths = [m.group(1) or m.group(2) for m in QUOTED.finditer(text) if "/" in (m.group(1) or m.group(2) or "")]
+    if paths:   # the engine's default database also answers for any file by its path (EXISTS says if it is)
+        raise QueryError(f"a name with '/' (a file path, such as `{paths[0][:100]}`) is not allowed here")
+    for table in SYSTEM_TABLE.findall(code) + SHOW_FROM_SYSTEM.findall(code):
         if table not in SYSTEM_TABLES:
             raise QueryError(f"system.{table} is not readable here (it may hold other sessions' SQL); the system "
                              f"tables that are: {', '.join(sorted(SYSTEM_TABLES))}")

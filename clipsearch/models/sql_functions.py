@@ -12,6 +12,7 @@ Call it once per query, in a scalar subquery, so the text is embedded once:
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,19 @@ if TYPE_CHECKING:
     from clipsearch.store.catalog import Catalog
     from clipsearch.store.connection import Connection
 
+# The Python function behind clipTextEmbedding. Its name begins with "clipsearch_", the prefix the analyst
+# check refuses (clipsearch.analyst.readonly.INTERNAL_PREFIX): its arguments include the query's start and
+# time limit, which an analyst calling it directly could make up.
 PYTHON_FUNCTION = "clipsearch_text_embedding_json"
+
+
+class EmbeddingRefused(ValueError):
+    """clipTextEmbedding's own refusal, its message fit to show (a model's own error may name server paths)."""
+
+
+class EmbeddingTimeout(EmbeddingRefused):
+    """The query calling clipTextEmbedding is past its time limit. The engine checks its limit between blocks
+    only, and a block of rows is embedded call by call, so the Python function checks it on every call."""
 
 
 def register_embedded(catalog: Catalog, model_for: Callable[[str], ImageTextModel | None]) -> None:
@@ -48,19 +61,31 @@ def register_embedded(catalog: Catalog, model_for: Callable[[str], ImageTextMode
     def embed_json(label: str, text: str) -> str:   # each float32 in full: parsed back, the vector is the model's own
         model = model_for(label)
         if model is None or label and model.label != label:
-            raise ValueError(f"the store's vectors come from {label}, and this process has not switched to it "
+            raise EmbeddingRefused(f"the store's vectors come from {label}, and this process has not switched to it "
                              "yet; run the query again")
         return json.dumps([float(x) for x in model.encode_texts([text])[0]])
 
-    def text_embedding_json(label: str | None, text: str) -> str:
-        # CLIP reads 77 tokens: a longer text only costs tokenizing time (which no query time limit stops:
-        # the engine waits for Python) and cache memory
-        return embed_json(label or "", text[:MAX_QUERY_CHARS])
+    def text_embedding_json(label: str | None, text: str, started_us: str | None, limit_s: str | None) -> str:
+        # The query's start (now64: one value per query) and its max_execution_time (0: none): past that, the
+        # query stops here, whoever is waiting for it (a client that has gone included)
+        limit = float(limit_s or 0)
+        if limit > 0 and time.time() - int(started_us or 0) / 1e6 > limit:
+            raise EmbeddingTimeout(f"Timeout exceeded: clipTextEmbedding ran past the query's time limit "
+                                   f"(max_execution_time {limit:g} s)")
+        # CLIP reads 77 tokens: a longer text only costs tokenizing time and cache memory
+        try:
+            return embed_json(label or "", text[:MAX_QUERY_CHARS])
+        except EmbeddingRefused:
+            raise
+        except Exception as exc:   # the model's own failure: its type, not its message (which may hold paths)
+            raise ValueError(f"clipTextEmbedding could not embed the text ({type(exc).__name__})") from None
 
     chdb.drop_function(PYTHON_FUNCTION)   # an earlier collection's, bound to its model (nothing if none)
-    chdb.create_function(PYTHON_FUNCTION, text_embedding_json, ["String", "String"], "String")
+    chdb.create_function(PYTHON_FUNCTION, text_embedding_json, ["String", "String", "String", "String"], "String")
     catalog.define_function("clipTextEmbedding", f"(text) -> JSONExtract(assumeNotNull({PYTHON_FUNCTION}("
-                            "(SELECT any(model) FROM (SELECT model FROM images LIMIT 1)), text)), 'Array(Float32)')")
+                            "(SELECT any(model) FROM (SELECT model FROM images LIMIT 1)), text, "
+                            "toString(toUnixTimestamp64Micro(now64(6))), toString(getSetting('max_execution_time'))"
+                            ")), 'Array(Float32)')")
 
 
 class ServiceModel:
