@@ -55,6 +55,7 @@ class LoadSummary:
     errors: list[tuple[str, str]] = field(default_factory=list)
     store_folders: list[str] = field(default_factory=list)    # skipped: clipsearch stores, thumbnail caches
     linked_folders: list[str] = field(default_factory=list)   # links to folders, not followed
+    followed_links: list[str] = field(default_factory=list)   # links followed (--follow-links)
     widened: list[str] = field(default_factory=list)          # "price Int64 -> Float64": columns widened
 
     @property
@@ -80,6 +81,9 @@ class LoadSummary:
         if self.linked_folders:
             text += (f"; did not follow {_named(self.linked_folders, 'linked folder')} (load the folders they "
                      "point to, or list their files in a manifest)")
+        if self.followed_links:
+            text += (f"; followed {_named(self.followed_links, 'link')}: stored under the paths of the files "
+                     "they point to")
         if self.widened:
             text += f"; widened manifest columns to hold the new values: {', '.join(self.widened)}"
         return text
@@ -388,18 +392,20 @@ def _new_images(catalog: Catalog, results: list[dict]) -> list[dict]:
 def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], ImageTextModel], batch_size: int = 64,
          workers: int | None = None, max_file_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS,
          progress: bool = True, report: Callable[[str, str], None] | None = None,
-         restrict_to_folder: bool = False, retry_failed: bool = True) -> LoadSummary:
+         restrict_to_folder: bool = False, retry_failed: bool = True, follow_links: bool = False) -> LoadSummary:
     """Load every image of `source` that is not stored yet. `report(path, reason)` hears each failure.
 
     `model` is a model (clipsearch.models.model.ImageTextModel) or a function returning one: it is loaded only
     after the source and the manifest's columns have been checked, so a mistake there is reported at once.
     With `retry_failed=False` (a watched folder's passes) a file whose load failed is not read again until it
-    changes (size or time).
+    changes (size or time). With `follow_links`, links out of `source` load the files they point to
+    (clipsearch.loader.sources).
     """
     start = time.perf_counter()
-    src = read_source(source, restrict_to_folder)
+    src = read_source(source, restrict_to_folder, follow_links)
     summary = LoadSummary(found=len(src.items), ignored=src.ignored, outside=len(src.outside),
-                          store_folders=src.store_folders, linked_folders=src.linked_folders)
+                          store_folders=src.store_folders, linked_folders=src.linked_folders,
+                          followed_links=src.followed)
     new_columns = _new_columns(catalog, src, summary)
     if not src.items and not src.rejected:
         raise NoImages(f"{source}: no image files found")

@@ -1,9 +1,14 @@
 """What to load: the files of a folder, or the rows of a CSV/JSONL manifest with their metadata.
 
-A folder's files are those it holds, found without following links: a folder linked into it is reported,
-not walked (it may be a loop, or hold the same files again), and a linked file is refused (the file served
-and re-embedded later is read without following links, so it must be the file loaded). A manifest's paths
-are resolved, links and all: a row naming a link loads the file it points to, under that file's path.
+A load does not follow links out of what it was given unless asked (`follow_links`, the CLI's
+--follow-links): a link planted in a photo folder must not put a private file's pixels and EXIF (camera, GPS)
+on the page. A folder's files are those it holds, found without following links: a folder linked into it
+is reported, not walked (it may be a loop, or hold the same files again), and a linked file is refused
+(with `follow_links`, the file it points to is loaded under that file's own path). A manifest's rows name
+files inside its folder or, written so (`../x.jpg`, an absolute path), outside it; a row that reaches out of
+the manifest's folder through a link (a linked file, or a path through a linked folder) is refused unless
+`follow_links`, and then loads the file it points to under that file's path: what is stored is always the
+file read. `restrict_to_folder` refuses a manifest naming any file outside its folder, links followed or not.
 Store folders (clipsearch's own, or any ClickHouse data folder) are never read as photos.
 """
 from __future__ import annotations
@@ -46,6 +51,7 @@ class Source:
     outside: list[str] = field(default_factory=list)   # manifest paths outside the manifest's folder
     store_folders: list[str] = field(default_factory=list)    # sub-folders skipped: clipsearch stores, caches
     linked_folders: list[str] = field(default_factory=list)   # sub-folders that are links: not followed
+    followed: list[str] = field(default_factory=list)   # links followed (follow_links): their targets' paths stored
     big_integers: set[str] = field(default_factory=set)   # columns with an integer a Float64 would round
 
     def retype(self, types: dict[str, str]) -> None:
@@ -58,18 +64,20 @@ class Source:
         self.column_types.update(changed)
 
 
-def read_source(source: str | os.PathLike, restrict_to_folder: bool = False) -> Source:
+def read_source(source: str | os.PathLike, restrict_to_folder: bool = False, follow_links: bool = False) -> Source:
     """The files to load. With `restrict_to_folder`, a manifest naming a file outside its own folder
-    (`../x.jpg`, an absolute path, a link out) is refused: for manifests from others."""
+    (`../x.jpg`, an absolute path, a link out) is refused: for manifests from others. With `follow_links`,
+    links out of the folder given (a folder's linked files, a manifest row's link out of its folder) load
+    the files they point to, under those files' paths; without it they are refused, each a rejected path."""
     path = Path(source).expanduser()
     if not path.exists():
         raise SourceError(f"{source}: no such file or folder")
     if path.is_dir():
-        return _read_folder(path.resolve())
+        return _read_folder(path.resolve(), follow_links)
     if path.suffix.lower() == ".csv":
-        return _from_rows(path.resolve(), *_csv_rows(path), restrict_to_folder)
+        return _from_rows(path.resolve(), *_csv_rows(path), restrict_to_folder, follow_links)
     if path.suffix.lower() in (".jsonl", ".ndjson"):
-        return _from_rows(path.resolve(), *_jsonl_rows(path), restrict_to_folder)
+        return _from_rows(path.resolve(), *_jsonl_rows(path), restrict_to_folder, follow_links)
     raise SourceError(f"{source}: give a folder or a .csv / .jsonl manifest")
 
 
@@ -147,10 +155,13 @@ def printable(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-LINKED_FILE = "a symbolic link; load the folder it points into, or list the link in a manifest"
+LINKED_FILE = ("a symbolic link, not followed; load the folder it points into, or load with --follow-links "
+               "to load the file it points to (under that file's path)")
+LINK_OUT = ("a link out of the manifest's folder, not followed (it may point at a private file); load with "
+            "--follow-links to load the file it points to, under that file's path")
 
 
-def _read_folder(root: Path) -> Source:
+def _read_folder(root: Path, follow_links: bool = False) -> Source:
     if printable(str(root)) != str(root):
         raise SourceError(f"{printable(str(root))}: the folder's name is not valid UTF-8; rename it or load "
                           "it through a manifest in a folder with a UTF-8 name")
@@ -159,6 +170,7 @@ def _read_folder(root: Path) -> Source:
         raise SourceError(f"{root}: {'this is' if store == root else f'inside {store},'} a clipsearch store or "
                           "thumbnail cache (or a ClickHouse data folder): its files are not photos")
     src = Source([], {}, str(root))
+    seen: set[str] = set()   # a followed link's file may also be in the folder itself, or linked twice
     for dirpath, dirnames, filenames in os.walk(root):
         kept = []
         for name in sorted(d for d in dirnames if not d.startswith(".")):
@@ -181,9 +193,22 @@ def _read_folder(root: Path) -> Source:
                 # not be stored or served back exactly. Report it instead of guessing an encoding.
                 src.rejected.append((printable(path), "the file name is not valid UTF-8; rename the file"))
             elif os.path.islink(path):
-                src.rejected.append((path, LINKED_FILE))
-            else:
+                target = os.path.realpath(path) if follow_links else None
+                if target is None:
+                    src.rejected.append((path, LINKED_FILE))
+                elif not os.path.isfile(target) or printable(target) != target:
+                    src.rejected.append((path, "a symbolic link to no regular file with a UTF-8 name"))
+                elif store_holding(Path(target).parent) is not None:
+                    src.rejected.append((path, "a symbolic link into a clipsearch store or thumbnail cache"))
+                elif target not in seen:
+                    seen.add(target)
+                    src.followed.append(path)
+                    src.items.append(Item(target))
+            elif path not in seen:
+                seen.add(path)
                 src.items.append(Item(path))
+    if src.items:   # followed links' files may lie outside the folder
+        src.root = os.path.commonpath([str(root), *(i.path for i in src.items)])
     return src
 
 
@@ -191,7 +216,8 @@ class _BadRow(Exception):
     """A manifest row that cannot be loaded: the message says why."""
 
 
-def _from_rows(manifest: Path, rows: Rows, bad: Bad, restrict_to_folder: bool = False) -> Source:
+def _from_rows(manifest: Path, rows: Rows, bad: Bad, restrict_to_folder: bool = False,
+               follow_links: bool = False) -> Source:
     """The manifest's good rows as items; each bad one (and each of `bad`) a rejected `manifest:line`."""
     if not rows and not bad:
         raise SourceError(f"{manifest}: the manifest has no rows")
@@ -208,9 +234,17 @@ def _from_rows(manifest: Path, rows: Rows, bad: Bad, restrict_to_folder: bool = 
     stores: dict[Path, Path | None] = {}
     good: dict[Path, tuple[int, dict]] = {}   # file -> (line, values) of its last row
     lines: dict[Path, list[int]] = {}         # file -> the lines of all its rows
+    followed: dict[Path, str] = {}            # file reached through a link out of the folder -> the row's path
     for n, row in rows:
         try:
-            file_path = _row_path(folder, row.get("path"))
+            file_path, linked_out = _row_path(folder, row.get("path"))
+            if linked_out and restrict_to_folder:
+                raise SourceError(f"{manifest}: line {n} is a link out of the manifest's folder {folder}; "
+                                  "nothing was loaded (--restrict-to-folder refuses every file outside it)")
+            if linked_out and not follow_links:
+                raise _BadRow(LINK_OUT)
+            if linked_out:
+                followed[file_path] = linked_out
             store = store_holding(file_path.parent, stores)
             if store is not None:
                 raise _BadRow(f"the file is inside {store}, a clipsearch store or thumbnail cache (or a "
@@ -235,10 +269,14 @@ def _from_rows(manifest: Path, rows: Rows, bad: Bad, restrict_to_folder: bool = 
         items.append(Item(str(file_path), {c: _convert(raw[c], types[c]) for c in meta_columns}, raw))
     root = os.path.commonpath([str(folder), *(i.path for i in items)])
     rejected = [(f"{printable(str(manifest))}:{n}", f"bad manifest row: {reason}") for n, reason in sorted(bad)]
-    return Source(items, types, root, rejected=rejected, outside=outside, big_integers=big)
+    return Source(items, types, root, rejected=rejected, outside=outside, big_integers=big,
+                  followed=[followed[p] for p in good if p in followed])
 
 
-def _row_path(folder: Path, value: object) -> Path:
+def _row_path(folder: Path, value: object) -> tuple[Path, str | None]:
+    """The file a row names (links resolved), and the path as named when a link took it out of `folder`:
+    the row names a path inside the folder that resolves outside it, or names a link itself (a path written
+    outside the folder names that place, folders and all, as a folder load's own folder does)."""
     if _is_missing(value):
         raise _BadRow("the path is empty")
     if not isinstance(value, str):
@@ -246,10 +284,13 @@ def _row_path(folder: Path, value: object) -> Path:
     _row_value(value)
     if "\x00" in value:
         raise _BadRow("the path holds a NUL byte")
+    named = Path(os.path.normpath(folder / value))
     try:
-        return (folder / value).resolve()
+        file_path = (folder / value).resolve()
+        linked = not file_path.is_relative_to(folder) and (named.is_relative_to(folder) or named.is_symlink())
     except (OSError, ValueError, RuntimeError) as exc:   # too long, a loop of links
         raise _BadRow(f"the path cannot be used ({exc})") from None
+    return file_path, printable(str(named)) if linked else None
 
 
 def _row_value(value: object) -> object:

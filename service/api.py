@@ -30,7 +30,7 @@ from clipsearch.service.requests import (
     SqlBody,
     parse,
 )
-from clipsearch.store.connection import mark_store_folder
+from clipsearch.store.connection import mark_store_folder, private_folder
 
 api = Blueprint("api", __name__)
 QUERY_DECODE_SIZE = 448   # at least this many pixels per side are decoded from a JPEG query image
@@ -166,7 +166,7 @@ def image_file(image_id: str) -> Response:
     # photos with an orientation tag, so they are never served again and go when this one is made.
     thumb = current_app.config["THUMB_DIR"] / f"{row['id']}{THUMB_SUFFIX}"
     if not thumb.exists():
-        thumb.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(thumb.parent)   # thumbnails of private photos: for their owner alone (0700)
         mark_store_folder(thumb.parent)   # a load of the folder holding the cache never reads it as photos
         thumb.with_name(f"{row['id']}.jpg").unlink(missing_ok=True)
         try:

@@ -69,7 +69,8 @@ def cmd_load(args: argparse.Namespace) -> int:
     args.model_ref.get()   # a model that cannot load fails here, before a store is made
     with _open(args, create=True) as photos:
         summary = photos.load(args.source, batch_size=args.batch_size, workers=args.workers,
-                              progress=not args.quiet, restrict_to_folder=args.restrict_to_folder)
+                              progress=not args.quiet, restrict_to_folder=args.restrict_to_folder,
+                              follow_links=args.follow_links)
         print(summary.line())
         _note_bundled(photos.model_label)
         if summary.loaded == 0 and summary.already_present == 0:
@@ -389,6 +390,9 @@ def _add_load(sub: Any, common: argparse.ArgumentParser) -> None:
     _batch_options(p, ENCODE_BATCH, 64, DECODERS)
     p.add_argument("--restrict-to-folder", action="store_true",
                    help="refuse a manifest that names files outside its own folder (for manifests from others)")
+    p.add_argument("--follow-links", action="store_true",
+                   help="load the files that links out of the folder point to (a folder's linked files, a manifest "
+                        "row's link out of its folder), stored under those files' paths; refused without it")
     p.add_argument("--labels", help="also label the images zero-shot (see `clipsearch label`)")
     p.add_argument("--prompt", help="label prompt with {} for the label (default 'a photo of a {}')")
     p.add_argument("--name", default="label", help="label set name (default 'label')")

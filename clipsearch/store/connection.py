@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import re
+import stat
 import sys
 from collections.abc import Iterator
 from enum import Enum
@@ -312,9 +313,13 @@ class EmbeddedConnection(Connection):
         if not create and not (self.path / "metadata").is_dir():
             raise StoreUnavailable(f"no clipsearch database at {self.path}; load something first "
                                    "(clipsearch load FOLDER) or pass --db")
+        keep_files_private()
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            self._lock_file = open(self.path / LOCK_FILE, "a+")
+            private_folder(self.path, STORE_ENTRIES)
+            # not through a link: a folder made by someone else could point it at a file of this user's
+            fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600)
+            self._lock_file = os.fdopen(fd, "a+")
             mark_store_folder(self.path)   # never loaded as photos
         except OSError as exc:
             raise StoreUnavailable(f"cannot use {self.path} as a database folder: {exc.strerror}") from None
@@ -528,6 +533,58 @@ MARKER_TEXT = ("clipsearch keeps its own files in this folder (a store, or its t
                "`clipsearch load` never reads it as photos.\n")
 
 
+# -- private to the owner ------------------------------------------------------------------------------
+# A store holds what its user searched for (search_log) and read from their photos; its folder is 0700 and its
+# files 0600. Measured on chdb: it creates its folders and files with the process's umask (0755 and 0644
+# under the usual 022), from its own threads at any time (merges), so a process that opens a store keeps a
+# 077 umask from then on (keep_files_private), and opening a store made by an earlier release (or under a
+# loose umask) takes group's and others' bits off what it holds (private_folder).
+PRIVATE_UMASK = 0o077
+# What the engine and clipsearch make at the top of a store folder: the files private_folder's upgrade
+# changes, never others a user keeps in a folder they chose as the store's (the folder's 0700 covers those).
+STORE_ENTRIES = frozenset({"metadata", "metadata_dropped", "store", "data", "tmp", "user_files", "format_schemas",
+                           "flags", "access", "named_collections", "preprocessed_configs", "status", "uuid",
+                           "user_defined", "thumbs", ".clipsearch-engine.xml", ".clipsearch.lock",
+                           ".clipsearch-store", ".clipsearch.serve"})
+
+
+def keep_files_private() -> None:
+    """From now on this process creates files for its user alone (group and others lose every bit)."""
+    os.umask(os.umask(PRIVATE_UMASK) | PRIVATE_UMASK)
+
+
+def private_folder(folder: Path, entries: frozenset[str] | None = None) -> None:
+    """Make `folder` (made if missing) its owner's alone: 0700, and when it was open to others, its `entries`
+    (None: all) with group's and others' bits taken off, folders within included, links never followed.
+    A folder this user cannot change (another's, a file system without modes) stays as it is unless others can
+    write it: then StoreUnavailable, as anyone could replace what it holds."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    was = os.stat(folder)
+    if stat.S_IMODE(was.st_mode) & PRIVATE_UMASK:
+        try:
+            os.chmod(folder, 0o700)
+        except OSError:
+            if was.st_mode & 0o022:
+                raise StoreUnavailable(f"{folder} is writable by other users and cannot be made private (it is "
+                                       "not yours); use a folder of your own") from None
+            return
+        for name in os.listdir(folder):
+            if entries is None or name in entries:
+                _take_others_bits(folder / name)
+
+
+def _take_others_bits(top: Path) -> None:
+    paths = [top] if not top.is_dir() or top.is_symlink() else [
+        Path(here, name) for here, dirs, files in os.walk(top) for name in (".", *dirs, *files)]
+    for path in paths:
+        try:
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISLNK(mode) and stat.S_IMODE(mode) & PRIVATE_UMASK:
+                os.chmod(path, stat.S_IMODE(mode) & ~PRIVATE_UMASK)
+        except OSError:   # gone meanwhile, or not this user's: the folder's own 0700 still covers it
+            pass
+
+
 def mark_store_folder(folder: str | os.PathLike) -> None:
     """Write the marker into `folder` (an existing folder) unless it is there."""
     marker = Path(folder) / STORE_MARKER
@@ -570,20 +627,57 @@ def store_holding(path: str | os.PathLike, memo: dict[Path, Path | None] | None 
 
 def service_info(folder: Path) -> dict | None:
     """What the `serve` that holds `folder` says of itself, if one does: {"url": its ClickHouse HTTP URL
-    with credentials, "model": {label, dim, logit_scale} of the model it holds}."""
-    folder = folder.expanduser()
+    with credentials, "model": {label, dim, logit_scale} of the model it holds}. Raises StoreUnavailable
+    for a serve file that is not trusted (trusted_serve_file)."""
     try:
-        info = json.loads((folder / SERVE_FILE).read_text())
-        str(info["url"])
-        with open(folder / LOCK_FILE) as lock:   # read: a store on a read-only disk is still served
+        folder_fd = os.open(folder.expanduser(), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        # read: a store on a read-only disk is still served
+        with open(os.open(LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder_fd)) as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return info if isinstance(info, dict) else None   # held: the service is running
+            except BlockingIOError:   # held: a service (or a command) has the store open
+                return trusted_serve_file(folder.expanduser(), folder_fd)
             fcntl.flock(lock, fcntl.LOCK_UN)
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    finally:
+        os.close(folder_fd)
     return None                           # a file left by a service that is gone
+
+
+MAX_SERVE_FILE = 1 << 16
+UNTRUSTED = ("commands use a serve file only when it is yours and no one else can write it or its folder (anyone "
+             "who could would point them, with the service's password, at a listener of theirs). If it is your "
+             "`clipsearch serve`'s, make the folder private (chmod 700 FOLDER); else remove the file")
+
+
+def trusted_serve_file(folder: Path, folder_fd: int) -> dict | None:
+    """The serve file in `folder` (open as `folder_fd`) as JSON, None when there is none or it is unreadable,
+    and StoreUnavailable when it cannot be trusted: a link, not this user's, or writable by others (the file or
+    its folder). Read through the folder's descriptor without following links, checked on what was opened."""
+    path = folder / SERVE_FILE
+    try:
+        fd = os.open(SERVE_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StoreUnavailable(f"{path} is not used: it is a symbolic link; {UNTRUSTED}") from None
+        return None   # none, or not readable by this user: not this user's service
+    with os.fdopen(fd, "rb") as f:
+        mine, held_in = os.fstat(f.fileno()), os.fstat(folder_fd)
+        problem = ("it is not a regular file" if not stat.S_ISREG(mine.st_mode)
+                   else "it belongs to another user" if mine.st_uid != os.geteuid()
+                   else "other users can write it" if mine.st_mode & 0o022
+                   else "its folder belongs to another user" if held_in.st_uid not in (os.geteuid(), 0)
+                   else "other users can write its folder" if held_in.st_mode & 0o022
+                   else None)
+        if problem:
+            raise StoreUnavailable(f"{path} is not used: {problem}; {UNTRUSTED}")
+        info = json.loads(f.read(MAX_SERVE_FILE))
+    str(info["url"])
+    return info if isinstance(info, dict) else None
 
 
 def running_service(folder: Path) -> str | None:
