@@ -29,7 +29,7 @@ from clipsearch.images.decode import FORMAT_NAMES, decode, fit_for_model, orient
 from clipsearch.images.files import MAX_FILE_BYTES, content_id
 from clipsearch.images.hashes import HASH_COLUMNS, Hashes, image_hashes
 from clipsearch.loader import pipeline
-from clipsearch.loader.paths import record_read
+from clipsearch.loader.paths import record_read, release
 from clipsearch.loader.sources import BUILTIN_COLUMNS, Source, read_source
 from clipsearch.models.model import ImageTextModel
 from clipsearch.store.catalog import Catalog
@@ -442,7 +442,8 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
         nonlocal stamp
         _record_errors(catalog, results, summary, report)
         read = [r for r in results if "id" in r]
-        attached = _path_metadata(catalog, read, known, metadata)
+        attached = _path_metadata(catalog, read, known, metadata)   # before release: it reads former rows
+        summary.replaced += release(catalog, read, known)
         good = _new_images(catalog, results)
         summary.already_present += len(read) - len(good)
         if good:
@@ -469,7 +470,7 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
         given = {r["id"]: metadata[r["path"]] for r in read if r["id"] not in new_ids and metadata[r["path"]]}
         if given:
             _set_metadata(catalog, given)
-        summary.replaced += record_read(catalog, read, known, attached)
+        record_read(catalog, read, attached)
 
     try:
         pipeline.run(todo, prepare, store, batch_size=batch_size,

@@ -41,25 +41,32 @@ def mtime_ms(modified_at: datetime | None) -> int | None:
     return None if modified_at is None else round(modified_at.timestamp() * 1000)
 
 
-def record_read(catalog: Catalog, results: list[dict], known: dict[str, FileRecord],
-                attached: dict[str, dict[str, Any]]) -> int:
-    """Record the paths read in one batch (results with an id: path, id, file_size, modified_at), each with
-    its metadata (`attached`: path -> the path's whole metadata now), and settle the rows of the contents
-    they no longer hold. Returns how many paths now hold other content than when last read."""
-    records = {r["path"]: FileRecord(r["id"], int(r["file_size"]), mtime_ms(r.get("modified_at")),
-                                     attached.get(r["path"], {}), True) for r in results if "id" in r}
-    catalog.files.record(records)
-    changed = {p for p, rec in records.items() if p in known and known[p].id != rec.id}
-    settle(catalog, sorted({known[p].id for p in changed}))
+def release(catalog: Catalog, results: list[dict], known: dict[str, FileRecord]) -> int:
+    """Before a batch's new rows go in: the paths read again that now hold other content let go of their former
+    content, whose row moves to another path that holds it or goes, so a search never sees a path's old and new
+    picture at once. (Should the insert then fail, the path's record still names its former version, so the
+    next load reads it again.) Returns how many paths changed."""
+    changed = {r["path"]: known[r["path"]].id for r in results
+               if "id" in r and r["path"] in known and known[r["path"]].id != r["id"]}
+    settle(catalog, sorted(set(changed.values())), leaving=set(changed))
     return len(changed)
 
 
-def settle(catalog: Catalog, ids: list[str]) -> tuple[int, int]:
-    """Make each image row of `ids` agree with the paths that hold its content: shown under one of them
-    (moved there if its path no longer does), or gone if none does. Returns (moved, removed)."""
+def record_read(catalog: Catalog, results: list[dict], attached: dict[str, dict[str, Any]]) -> None:
+    """Record the paths read in one batch (results with an id: path, id, file_size, modified_at), each with its
+    metadata (`attached`: path -> the path's whole metadata now)."""
+    catalog.files.record({r["path"]: FileRecord(r["id"], int(r["file_size"]), mtime_ms(r.get("modified_at")),
+                                                attached.get(r["path"], {}), True) for r in results if "id" in r})
+
+
+def settle(catalog: Catalog, ids: list[str], leaving: set[str] | None = None) -> tuple[int, int]:
+    """Make each image row of `ids` agree with the paths that hold its content (less those `leaving` it): shown
+    under one of them (moved there if its path no longer does), or gone if none does. Returns (moved,
+    removed)."""
     if not ids:
         return 0, 0
-    holders = catalog.files.present_paths(ids)
+    holders = {i: kept for i, paths in catalog.files.present_paths(ids).items()
+               if (kept := [p for p in paths if p not in (leaving or ())])}
     orphans = [i for i in ids if i not in holders]
     if orphans:
         catalog.images.delete("id IN {ids:Array(String)}", {"ids": orphans})
