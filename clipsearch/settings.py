@@ -17,6 +17,7 @@ ENVIRONMENT = {                      # field -> environment variable
     "thumbs": "CLIPSEARCH_THUMBS",
     "rate_limit": "CLIPSEARCH_RATE_LIMIT",
     "analyst_password": "CLIPSEARCH_ANALYST_PASSWORD",
+    "allowed_hosts": "CLIPSEARCH_ALLOWED_HOSTS",
 }
 
 
@@ -30,6 +31,10 @@ class Settings:
     rate_limit: str | None = None        # per client address on /api/, e.g. "60/minute;1000/hour"; None: off
     # the read-only `analyst` login of `serve`'s ClickHouse HTTP port; None: no such login
     analyst_password: str | None = field(default=None, repr=False)
+    # Host names, comma-separated, that `serve`'s two ports answer to besides 127.0.0.1, localhost, ::1 and
+    # its --host (e.g. "photos.lan,photos.example.com": what browsers use through a proxy); any other Host
+    # is refused, so a page that rebinds its own name to this machine (DNS rebinding) reads nothing
+    allowed_hosts: str | None = None
     # What one request may make the service read and decode (the Flask app's config is made from these)
     max_upload_bytes: int = 10 * 1024 * 1024   # largest request (an uploaded query image), bytes: 413 above
     max_upload_pixels: int = 16_000_000        # a query image's pixels (PNG, WebP, ...: decoded whole)

@@ -33,6 +33,7 @@ from clipsearch.errors import ClipsearchError
 from clipsearch.models.factory import ModelRef
 from clipsearch.models.model import ImageTextModel
 from clipsearch.service.api import api
+from clipsearch.service.clickhouse_http import cross_site, host_served, served_hosts
 from clipsearch.service.watch import Watcher
 from clipsearch.service.web import web
 from clipsearch.settings import Settings
@@ -41,12 +42,19 @@ from clipsearch.store.connection import announce_service, engine_uri, redact, ru
 # The page loads only its own script and style; images may come from the API or a dropped file (blob:/data:).
 CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
                            "frame-ancestors 'none'; form-action 'self'")
+# What a request from another site's page (cross_site) may still do: GET or HEAD what writes nothing (the
+# page itself, an image, the filter form's data). Everything else is refused, searches included: each one is
+# written to search_log, and a dashboard of them must not be anyone on the web's to fill.
+CROSS_SITE_READS = {"web.index", "static", "web.static", "api.image", "api.image_file", "api.columns", "api.filters",
+                    "api.openapi", "api.healthz"}
 
 
 def flask_config(settings: Settings) -> dict[str, Any]:
     """The Flask config keys that Flask and the API read, from their one home, Settings."""
     return {"MAX_CONTENT_LENGTH": settings.max_upload_bytes, "MAX_UPLOAD_PIXELS": settings.max_upload_pixels,
-            "MAX_UPLOAD_JPEG_PIXELS": settings.max_upload_jpeg_pixels, "THUMB_SIZE": settings.thumb_size}
+            "MAX_UPLOAD_JPEG_PIXELS": settings.max_upload_jpeg_pixels, "THUMB_SIZE": settings.thumb_size,
+            # the Host names answered; `serve` adds the address it listens on
+            "SERVED_HOSTS": served_hosts(None, settings.allowed_hosts)}
 
 
 class StrictJSON(DefaultJSONProvider):
@@ -92,6 +100,7 @@ def create_app(settings: Settings | None = None, model: ImageTextModel | ModelRe
     app.register_blueprint(api)
     app.register_blueprint(web)
     _register_errors(app)
+    _gate(app)   # before the rate limit: a refused request counts for nothing
     _limit_rate(app, collection.settings.rate_limit)
 
     @app.after_request
@@ -101,6 +110,20 @@ def create_app(settings: Settings | None = None, model: ImageTextModel | ModelRe
         response.headers.setdefault("Referrer-Policy", "same-origin")
         return response
     return app
+
+
+def _gate(app: Flask) -> None:
+    """Before any work: a Host this service serves (DNS rebinding), and from another site's page only
+    CROSS_SITE_READS (the checks the ClickHouse port makes too: clickhouse_http.host_served, cross_site)."""
+    @app.before_request
+    def gate() -> ResponseReturnValue | None:
+        if not host_served(request.headers.get("Host"), app.config["SERVED_HOSTS"]):
+            return jsonify(error=f"Host {request.headers.get('Host', '')[:100]!r} is not a name this service "
+                                 "answers to (add it to CLIPSEARCH_ALLOWED_HOSTS)"), 403
+        if cross_site(request.headers) and not (request.method in ("GET", "HEAD")
+                                                and request.endpoint in CROSS_SITE_READS):
+            return jsonify(error="a request from another site's page may not do this"), 403
+        return None
 
 
 def _check_rate_limit(limit: str | None) -> None:
@@ -208,13 +231,14 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, threads
         if not folder.is_dir():
             raise ClipsearchError(f"--watch {folder}: no such folder")
     app = create_app(settings, model)
+    app.config["SERVED_HOSTS"] = hosts = served_hosts(host, settings.allowed_hosts)
     collection: Collection = app.extensions["clipsearch"]
     _ = collection.model  # load the model now rather than during the first request
     stack = contextlib.ExitStack()
     with stack:
         _follow_store_model(stack, collection)
         if embedded:
-            _serve_sql(stack, collection, host, sql_port)
+            _serve_sql(stack, collection, host, sql_port, hosts)
         if folders:
             watcher = Watcher(collection, folders, watch_interval, say=lambda line: print(line, flush=True))
             watcher.start()
@@ -246,7 +270,8 @@ def _follow_store_model(stack: contextlib.ExitStack, collection: Collection, eve
     stack.callback(stop.set)
 
 
-def _serve_sql(stack: contextlib.ExitStack, collection: Collection, host: str, sql_port: int) -> None:
+def _serve_sql(stack: contextlib.ExitStack, collection: Collection, host: str, sql_port: int,
+               hosts: frozenset[str]) -> None:
     """ClickHouse's HTTP interface on `sql_port`, and the serve file that lets `clipsearch` commands in."""
     from waitress.server import create_server
 
@@ -257,7 +282,8 @@ def _serve_sql(stack: contextlib.ExitStack, collection: Collection, host: str, s
     analyst = collection.settings.analyst_password
     # One analyst policy for the port and the page's SQL tab: one check, one set of limits, one cache
     sql_app = ClickHouseHTTP(engine_uri(folder), password, analyst, writes=collection.writes,
-                             policy=collection.analyst_policy, folder=collection.catalog.connection.folder)
+                             policy=collection.analyst_policy, folder=collection.catalog.connection.folder,
+                             hosts=hosts)
     # Threads beyond what analysts may hold (FairShare: 18 requests at once), so the CLI, loads and the
     # page's own requests always find one; idle connections are dropped after 10 s and up to 1,000 are
     # kept, so idle clients cannot take every place either.

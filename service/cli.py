@@ -37,7 +37,9 @@ EXAMPLE_SEARCHES = [
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.load(db=args.db, model=args.model, pretrained=args.pretrained)
+    hosts = getattr(args, "allowed_host", None)   # serve's and demo's
+    return Settings.load(db=args.db, model=args.model, pretrained=args.pretrained,
+                         allowed_hosts=",".join(hosts) if hosts else None)
 
 
 def _open(args: argparse.Namespace, create: bool = False) -> Collection:
@@ -364,6 +366,10 @@ def _serving_options() -> argparse.ArgumentParser:
     serving = argparse.ArgumentParser(add_help=False)
     serving.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this host only)")
     serving.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serving.add_argument("--allowed-host", action="append", metavar="NAME",
+                         help="a Host name both ports answer to besides 127.0.0.1, localhost, ::1 and --host, e.g. "
+                              "the name a proxy or the network gives this machine (repeatable; default "
+                              "$CLIPSEARCH_ALLOWED_HOSTS, comma-separated); requests naming any other are refused")
     serving.add_argument("--threads", type=int, default=8, help="request threads (default 8)")
     serving.add_argument("--sql-port", type=int, default=0,
                          help="port of the ClickHouse HTTP interface for clipsearch commands and analysts while "

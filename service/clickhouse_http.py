@@ -17,21 +17,27 @@ temporary state are never another's) and authenticates (Basic auth, `X-ClickHous
   the page's SQL tab uses too) decides it all: its SQL runs as the policy's check formats it, in a session
   with `readonly = 1` (no writes, no setting changes) within the policy's limits, in an output format it
   allows; settings in the URL may only tighten those limits. Its queries take turns (FairShare) so that one
-  client's burst cannot hold the port, and failed logins are throttled per address (LoginThrottle). A
-  request with the `readonly` setting gets the analyst's treatment, whoever sends it.
+  client's burst cannot hold the port, and guesses at its password are throttled per login, from whatever
+  address (LoginThrottle). A request with the `readonly` setting gets the analyst's treatment, whoever
+  sends it.
+
+Only requests whose Host is one the port serves are answered (served_hosts: DNS rebinding), and none that a
+browser sends for another site's page (cross_site).
 """
 from __future__ import annotations
 
 import base64
 import hmac
+import ipaddress
 import itertools
 import re
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
 import zlib
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -282,34 +288,108 @@ class Turn:
             self.share._end(self.client, self.address, turn, inside)
 
 
-class LoginThrottle:
-    """After `limit` failed logins from one address within `window_s`, that address's analyst logins are
-    refused (right password or not) until the window has passed: guessing a human's password this way
-    takes years. The `clipsearch` login (a random 192-bit password) is never refused, so nobody can lock
-    the CLI out."""
+# -- who may talk to the ports: the Host they are asked by, and the site a browser's request comes from. The
+# page's Flask app (service/app.py) checks with the same two functions.
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+WILDCARDS = ("0.0.0.0", "::", "")   # listening on every address
 
-    def __init__(self, limit: int = 10, window_s: float = 60.0):
-        self.limit, self.window_s = limit, window_s
-        self.failures: dict[str, deque[float]] = defaultdict(deque)
+
+def served_hosts(host: str | None, allowed: str | None) -> frozenset[str]:
+    """The Host names a service listening on `host` answers to: loopback's, `host`'s and the comma-separated
+    names of `allowed` (Settings.allowed_hosts). One listening on every address answers any IP address."""
+    names = [*LOOPBACK_NAMES, *(name for name in (allowed or "").split(",") if name.strip())]
+    if host is not None:
+        names.append(host)
+    return frozenset(_host_name(name) or name for name in names)
+
+
+def _host_name(header: str) -> str | None:
+    """The name in a Host header (`name`, `name:port`, `[v6]:port`): lower case, an IP address in its one
+    spelling; None when it is no host. (werkzeug's TRUSTED_HOSTS would do this for the page but cannot
+    match an IPv6 address: it cuts a trusted name at its first colon.)"""
+    value = header.strip().lower()
+    if value.startswith("["):
+        name, _, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else (None if rest else "")
+    else:
+        name, _, port = value.partition(":")
+    if not name or port is None or (port and not port.isdigit()):
+        return None
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name
+
+
+def host_served(header: str | None, served: frozenset[str]) -> bool:
+    """Whether a request's Host header names this service (`served`: served_hosts). A page whose own name
+    its owner has pointed at this machine (DNS rebinding) arrives with that name, not an address; a request
+    without a Host header comes from no browser."""
+    if not header:
+        return True
+    name = _host_name(header)
+    if name is None:
+        return False
+    if name in served:
+        return True
+    if not served & set(WILDCARDS):
+        return False
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def cross_site(headers: Any) -> bool:
+    """Whether a browser sent this request for another site's page (CSRF). A browser says where a request
+    comes from in Sec-Fetch-Site, which no page can set: only `same-origin` and `none` (typed in the address
+    bar, a bookmark) are this service's own; a browser too old to send it sends Origin with every POST,
+    which must then be this Host. A request with neither (curl, the CLI, every non-browser client) is not
+    cross-site. (As Go's net/http CrossOriginProtection decides.)"""
+    site = headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site.strip().lower() not in ("same-origin", "none")
+    origin = headers.get("Origin")
+    if origin is None:
+        return False
+    return urllib.parse.urlsplit(origin.strip()).netloc.lower() != (headers.get("Host") or "").strip().lower()
+
+
+class LoginThrottle:
+    """Guesses at a password are bounded per login, from any number of addresses (loopback alone has 16
+    million): a token bucket per login name that holds `burst` tries and refills at `rate` a second. Each
+    password check takes a token first, and a right password gives its token back; with none left the
+    password is not checked at all, right or wrong, and the answer says when to try again (1/rate s at
+    most). So at most burst + rate * t passwords are tried in t seconds, however many requests arrive at
+    once, and the right password gets in within 1/rate s of the last wrong one: never a lockout window.
+    The price: while someone keeps guessing, the analyst's own logins wait their turn with the guesses.
+    The `clipsearch` login (a random 192-bit password) is never throttled, so nobody can lock the CLI out."""
+
+    def __init__(self, rate: float = 10.0, burst: float = 10.0):
+        self.rate, self.burst = rate, burst
+        self.buckets: dict[str, tuple[float, float]] = {}   # login -> (tokens, when counted)
         self.lock = threading.Lock()
 
-    def _recent(self, address: str) -> deque[float]:
-        times = self.failures[address]
-        while times and times[0] < time.monotonic() - self.window_s:
-            times.popleft()
-        return times
+    def _tokens(self, login: str, now: float) -> float:
+        tokens, then = self.buckets.get(login, (self.burst, now))
+        return min(self.burst, tokens + (now - then) * self.rate)
 
-    def blocked_for(self, address: str) -> float:
+    def take(self, login: str) -> float:
+        """0 when a try at `login`'s password may go ahead (its token taken), else the seconds until one may."""
         with self.lock:
-            times = self._recent(address)
-            return times[0] + self.window_s - time.monotonic() if len(times) >= self.limit else 0.0
+            now = time.monotonic()
+            tokens = self._tokens(login, now)
+            if tokens < 1:
+                return (1 - tokens) / self.rate
+            self.buckets[login] = (tokens - 1, now)
+            return 0.0
 
-    def failed(self, address: str) -> None:
+    def give_back(self, login: str) -> None:
+        """The try was the right password: it costs nothing."""
         with self.lock:
-            self._recent(address).append(time.monotonic())
-            if len(self.failures) > 10_000:   # bounded: forget the quietest addresses
-                for stale in [a for a, t in self.failures.items() if not t][:5_000]:
-                    del self.failures[stale]
+            now = time.monotonic()
+            self.buckets[login] = (min(self.burst, self._tokens(login, now) + 1), now)
 
 
 @dataclass
@@ -325,8 +405,10 @@ class ClickHouseHTTP:
 
     def __init__(self, uri: str, writer_password: str, analyst_password: str | None = None,
                  writer_user: str = "clipsearch", share: FairShare | None = None, writes: WriteCounter | None = None,
-                 policy: AnalystPolicy | None = None, folder: StoreFolder | None = None):
+                 policy: AnalystPolicy | None = None, folder: StoreFolder | None = None,
+                 hosts: frozenset[str] | None = None):
         self.uri = uri
+        self.hosts = hosts or served_hosts(None, None)   # the Host names answered (served_hosts)
         self.folder = folder   # the served store's: a folder moved away or unplugged is a 503 before any SQL
         self.writes = writes or WriteCounter()   # the service's own connection's: its caches see these writes
         self.logins = {writer_user: Login(writer_user, writer_password, analyst=False)}
@@ -376,21 +458,37 @@ class ClickHouseHTTP:
                 user = password = None
         if user is None:
             user, password = request.args.get("user", "default"), request.args.get("password", "")
-        address = request.remote_addr or ""
         login = self.logins.get(user or "")
-        if login is not None and login.analyst:
-            wait = self.throttle.blocked_for(address)
+        if login is None:
+            raise self._failed(user)
+        throttled = login.analyst and bool(password)   # a try at a person's password
+        if throttled:
+            wait = self.throttle.take(login.name)
             if wait > 0:
-                raise ClickHouseError(516, f"too many failed logins from {address}: try again in {wait:.0f} s",
+                raise ClickHouseError(516, f"too many failed logins as {login.name}: try again in {wait:.1f} s",
                                       "AUTHENTICATION_FAILED", 429)
-        if login is None or not hmac.compare_digest((password or "").encode(), login.password.encode()):
-            if login is not None and login.analyst and password:   # a guess at a person's password
-                self.throttle.failed(address)
-            raise ClickHouseError(516, f"{user}: Authentication failed: password is incorrect, or there is no user "
-                                       "with such name", "AUTHENTICATION_FAILED")
+        if not hmac.compare_digest((password or "").encode(), login.password.encode()):
+            raise self._failed(user)
+        if throttled:
+            self.throttle.give_back(login.name)
         return login
 
+    @staticmethod
+    def _failed(user: str | None) -> ClickHouseError:
+        return ClickHouseError(516, f"{user}: Authentication failed: password is incorrect, or there is no user "
+                                    "with such name", "AUTHENTICATION_FAILED")
+
+    def check_gate(self, request: Request) -> None:
+        """Only a Host this port serves, and no request a browser sends for another site's page: before any
+        other work, /ping's included."""
+        if not host_served(request.headers.get("Host"), self.hosts):
+            raise ClickHouseError(497, f"Host {request.headers.get('Host', '')[:100]!r} is not a name this server "
+                                       "answers to (add it to CLIPSEARCH_ALLOWED_HOSTS)", "ACCESS_DENIED", 403)
+        if cross_site(request.headers):
+            raise ClickHouseError(497, "a request from another site's page is refused", "ACCESS_DENIED", 403)
+
     def handle(self, request: Request) -> Response:
+        self.check_gate(request)
         if request.path in ("/ping", "/") and request.method in ("GET", "HEAD") and "query" not in request.args:
             return Response("Ok.\n", content_type="text/html; charset=UTF-8")
         if request.path not in ("/", "/query"):

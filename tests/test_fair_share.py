@@ -1,5 +1,5 @@
-"""Turns on the analyst port (FairShare) and failed-login throttling, in order rather than in time: who
-starts, who waits, who is refused."""
+"""Turns on the analyst port (FairShare), in order rather than in time: who starts, who waits, who is
+refused. (Failed-login throttling: tests/test_request_gate.py.)"""
 from __future__ import annotations
 
 import threading
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from clipsearch.service.clickhouse_http import ClickHouseError, FairShare, LoginThrottle, Turn
+from clipsearch.service.clickhouse_http import ClickHouseError, FairShare, Turn
 
 
 def _start(share: FairShare, client: str, address: str, turns: list[Turn]) -> threading.Thread:
@@ -80,12 +80,3 @@ def test_a_turn_ends_when_its_time_is_up_though_its_answer_is_still_being_sent()
     nxt.leave()
     assert not share.inside and not share.running
 
-
-def test_failed_logins_block_an_address_for_a_window():
-    throttle = LoginThrottle(limit=3, window_s=0.5)
-    for _ in range(3):
-        assert throttle.blocked_for("10.0.0.1") == 0
-        throttle.failed("10.0.0.1")
-    assert throttle.blocked_for("10.0.0.1") > 0 and throttle.blocked_for("10.0.0.2") == 0
-    time.sleep(0.6)
-    assert throttle.blocked_for("10.0.0.1") == 0
