@@ -30,9 +30,10 @@ class Busy(ClipsearchError):
 class Turns:
     """The SQL tab's queries take turns, so that they never hold the page's threads (waitress has 8) that its
     searches need: at most `running` run at once and at most `waiting` more wait, each at most `wait_s` for a
-    turn; past that a Busy ("try again"). A waiting request holds a page thread too, hence both bounds."""
+    turn; past that a Busy ("try again"). A waiting request holds a page thread too, hence both bounds: 2 + 4
+    leaves searches 2 of the 8 threads, and fits the dashboard's panels (a browser sends at most 6 at once)."""
 
-    def __init__(self, running: int = 2, waiting: int = 2, wait_s: float = 10.0):
+    def __init__(self, running: int = 2, waiting: int = 4, wait_s: float = 10.0):
         self.running, self.wait_s = running, wait_s
         self._turns = threading.BoundedSemaphore(running)
         self._inside = threading.BoundedSemaphore(running + waiting)
