@@ -328,7 +328,7 @@ class Collection:
                 self._analyst_sessions = self.analyst_policy.open_page_sessions(self.catalog.connection)
         checker, session = self._analyst_sessions
         self.refresh_model()
-        text = self.analyst_policy.check(checker.query, query)
+        text = self.analyst_policy.check_on(checker, query)
         self.analyst_policy.refuse_format_clause(text)
         return session, text
 

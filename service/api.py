@@ -234,7 +234,8 @@ def filters() -> Response:
 def sql() -> Response:
     """Run one read-only query (the page's SQL tab and dashboards): JSON {"sql", "params", "format",
     "max_rows"}; answers {columns, rows, row_count, truncated, elapsed_ms, rows_read}, or with
-    "format": "csv" the whole result as a CSV download. JSON only, so another site's form cannot post it."""
+    "format": "csv" the whole result as a CSV download. JSON only, so another site's form cannot post it. The
+    tab's queries take turns (console.TURNS): when all are taken, 429 {"error": "... busy ... try again ..."}."""
     if request.mimetype != "application/json":
         raise QueryError("send the SQL as a JSON object (Content-Type: application/json)")
     body = parse(SqlBody, _json_object())

@@ -25,7 +25,14 @@ from typing import Any
 from clipsearch.analyst import readonly
 from clipsearch.analyst.readonly import RunQuery
 from clipsearch.errors import QueryError, StoreError
-from clipsearch.store.connection import ANALYST_DEFAULTS, SETTING_VALUE, Connection, engine_session
+from clipsearch.store.connection import (
+    ANALYST_DEFAULTS,
+    SETTING_VALUE,
+    Connection,
+    EmbeddedReadOnly,
+    engine_session,
+    engine_uri,
+)
 from clipsearch.store.results import STREAMING_FORMATS
 
 # A query chdb sends block by block in a streaming format (comments and parentheses may come first).
@@ -210,6 +217,14 @@ class AnalystPolicy:
     def open_engine_session(uri: str, settings: dict[str, Any], database: str | None = None) -> Any:
         """An analyst's session of its own on the embedded engine at `uri` (connection.engine_uri), read-only."""
         return engine_session(uri, {**settings, "readonly": 1}, database)
+
+    def check_on(self, checker: Connection, sql: str) -> str:
+        """`check` for the page's SQL tab, on the same path as the port's: on the embedded engine each of the
+        check's queries runs on a session of its own (check_on_engine), not queued behind other requests' on
+        one shared client; on a ClickHouse server, on `checker` (open_page_sessions' first)."""
+        if isinstance(checker, EmbeddedReadOnly):
+            return self.check_on_engine(engine_uri(checker.where), sql)
+        return self.check(checker.query, sql)
 
     def check_on_engine(self, uri: str, sql: str) -> str:
         """`check` on the embedded engine at `uri`, each of its queries on a session of its own (checks run side
