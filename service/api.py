@@ -235,14 +235,16 @@ def sql() -> Response:
     """Run one read-only query (the page's SQL tab and dashboards): JSON {"sql", "params", "format",
     "max_rows"}; answers {columns, rows, row_count, truncated, elapsed_ms, rows_read}, or with
     "format": "csv" the whole result as a CSV download. JSON only, so another site's form cannot post it. The
-    tab's queries take turns (console.TURNS): when all are taken, 429 {"error": "... busy ... try again ..."}."""
+    tab's queries take turns (the app's console.Turns, its check included): when all are taken, 429 {"error":
+    "... busy ... try again ..."}."""
     if request.mimetype != "application/json":
         raise QueryError("send the SQL as a JSON object (Content-Type: application/json)")
     body = parse(SqlBody, _json_object())
-    if body.format == "csv":
-        return Response(console.csv(collection(), body.sql, body.params), mimetype="text/csv",
-                        headers={"Content-Disposition": 'attachment; filename="query.csv"'})
-    return jsonify(console.run(collection(), body.sql, body.params, body.max_rows))
+    with current_app.extensions["sql_turns"].turn():
+        if body.format == "csv":
+            return Response(console.csv(collection(), body.sql, body.params), mimetype="text/csv",
+                            headers={"Content-Disposition": 'attachment; filename="query.csv"'})
+        return jsonify(console.run(collection(), body.sql, body.params, body.max_rows))
 
 
 @api.get("/api/queries")

@@ -32,6 +32,7 @@ from clipsearch.collection import open as open_collection
 from clipsearch.errors import ClipsearchError
 from clipsearch.models.factory import ModelRef
 from clipsearch.models.model import ImageTextModel
+from clipsearch.service import console
 from clipsearch.service.api import api
 from clipsearch.service.clickhouse_http import cross_site, host_served, served_hosts
 from clipsearch.service.watch import Watcher
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None, model: ImageTextModel | ModelRe
     app.config.update(config or {})
     app.config["THUMB_DIR"] = collection.settings.thumbs_dir
     app.extensions["clipsearch"] = collection
+    app.extensions["sql_turns"] = console.Turns()   # the SQL tab's turns (service/console.py)
     app.register_blueprint(api)
     app.register_blueprint(web)
     _register_errors(app)

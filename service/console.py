@@ -61,10 +61,6 @@ class Turns:
             self._inside.release()
 
 
-# One set of turns for the page's SQL tab (and dashboards) in this process.
-TURNS = Turns()
-
-
 def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
     """The lines of a streamed result, at most MAX_RESULT_BYTES of it: past that a clear refusal."""
     size, rest = 0, b""
@@ -81,13 +77,7 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
 
 def run(collection: Collection, sql: str, params: dict | None, max_rows: int) -> dict:
     """The result as {columns: [{name, type}], rows (at most max_rows), row_count, truncated, elapsed_ms,
-    rows_read}: what POST /api/sql answers. The engine streams it; rows past max_rows are counted, not kept.
-    It runs in a turn (TURNS), its check included."""
-    with TURNS.turn():
-        return _run(collection, sql, params, max_rows)
-
-
-def _run(collection: Collection, sql: str, params: dict | None, max_rows: int) -> dict:
+    rows_read}: what POST /api/sql answers. The engine streams it; rows past max_rows are counted, not kept."""
     start = time.perf_counter()
     lines = _lines(collection.analyst_stream(sql, params or None, "JSONCompactEachRowWithNamesAndTypes"))
     names = json.loads(next(lines, b"[]"))
@@ -111,9 +101,8 @@ def _run(collection: Collection, sql: str, params: dict | None, max_rows: int) -
 
 
 def csv(collection: Collection, sql: str, params: dict | None) -> str:
-    """The whole result as CSV with a header row (at most MAX_RESULT_BYTES), made in a turn (TURNS)."""
-    with TURNS.turn():
-        return b"\n".join(_lines(collection.analyst_stream(sql, params or None, "CSVWithNames"))).decode() + "\n"
+    """The whole result as CSV with a header row (at most MAX_RESULT_BYTES)."""
+    return b"\n".join(_lines(collection.analyst_stream(sql, params or None, "CSVWithNames"))).decode() + "\n"
 
 
 def shipped_queries() -> list[dict[str, Any]]:

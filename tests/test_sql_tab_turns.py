@@ -35,7 +35,7 @@ def test_looping_sql_senders_leave_searches_their_threads(app, monkeypatch):
     """Six senders loop a heavy query on the SQL tab (the page has 8 threads): at most two run at once, the
     rest are told to try again, and a search is answered while the two hold their turns."""
     turns = console.Turns(running=2, waiting=2, wait_s=2.0)
-    monkeypatch.setattr(console, "TURNS", turns)
+    monkeypatch.setitem(app.extensions, "sql_turns", turns)
     stop = threading.Event()
     answers: Counter[int] = Counter()
     busy: list[str] = []
