@@ -1,6 +1,7 @@
 """Analysts at once on a served folder's ClickHouse HTTP port: how long the CLI's query (the `clipsearch`
 login), a second analyst's query and a page search wait while 20 slow analyst queries (3 s each) run, from
-one analyst's session and from 20 sessions at once, against the same requests on an idle service."""
+one analyst's session and from 20 sessions at once, against the same requests on an idle service; and how
+long a page search waits while 10 senders loop slow queries on the page's SQL tab (its turns)."""
 from __future__ import annotations
 
 import base64
@@ -62,7 +63,32 @@ def _waits(cli: object, sql_port: int, base: str, rounds: int = 10) -> tuple[dic
     return out, refused
 
 
-def run(work: Path, images: int = 500, burst: int = 20) -> dict:
+def _sql_tab_loop(base: str, stop: threading.Event, statuses: list[int]) -> None:
+    """One sender looping a slow query on the page's SQL tab (POST /api/sql, as the page sends it)."""
+    body = json.dumps({"sql": SLOW}).encode()
+    while not stop.is_set():
+        request = urllib.request.Request(f"{base}/api/sql", data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=300) as response:
+                response.read()
+                statuses.append(response.status)
+        except urllib.error.HTTPError as error:
+            statuses.append(error.code)
+            if error.code == 429:
+                time.sleep(0.05)   # "try again shortly"
+
+
+def _page_searches(base: str, rounds: int) -> list[float]:
+    out = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        get(search_url(base, {"q": "a red circle", "k": 10})).close()
+        out.append((time.perf_counter() - t) * 1000)
+        time.sleep(0.1)
+    return out
+
+
+def run(work: Path, images: int = 500, burst: int = 20, sql_tab_senders: int = 10) -> dict:
     db = work / "db-analysts"
     subprocess.run(["rm", "-rf", str(db)], check=True)
     paths = write_images(work / "analysts-images", images, seed=41)
@@ -91,4 +117,17 @@ def run(work: Path, images: int = 500, burst: int = 20) -> dict:
             result[f"{case}_ran"] = statuses.count(200)
             result[f"{case}_refused"] = statuses.count(503)
         cli.close()
+        # The page's SQL tab: senders loop a query that runs to the tab's time limit; searches keep threads
+        stop, tab_statuses = threading.Event(), []
+        senders = [threading.Thread(target=_sql_tab_loop, args=(base, stop, tab_statuses))
+                   for _ in range(sql_tab_senders)]
+        for t in senders:
+            t.start()
+        time.sleep(1.0)
+        result.update(ms_stats(_page_searches(base, 40), "sql_tab_page"))
+        stop.set()
+        for t in senders:
+            t.join()
+        result["sql_tab_senders"] = sql_tab_senders
+        result["sql_tab_statuses"] = {str(code): tab_statuses.count(code) for code in sorted(set(tab_statuses))}
     return result

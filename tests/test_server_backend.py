@@ -151,7 +151,7 @@ def test_the_pages_sql_tab_on_a_server(server_url, stores):
     try:
         client = app.test_client()
         ok = client.post("/api/sql", json={"sql": "SELECT number, toString(number) AS s FROM numbers(3)"})
-        assert ok.status_code == 200 and ok.get_json()["rows"] == [[0, "0"], [1, "1"], [2, "2"]]
+        assert ok.status_code == 200 and ok.get_json()["rows"] == [[0, "0"], [1, "1"], [2, "2"]], ok.get_json()
         refused = client.post("/api/sql", json={"sql": "SELECT file('/etc/passwd')"})
         assert refused.status_code == 400 and "file()" in refused.get_json()["error"]
         too_many = client.post("/api/sql", json={"sql": "SELECT number FROM numbers(200000)"})

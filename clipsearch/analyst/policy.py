@@ -77,7 +77,8 @@ class AnalystPolicy:
     # A result held whole in memory (the page's SQL tab; a format that cannot stream on the port) is also
     # bounded by its size; a streamed one by the time and memory above.
     HELD_RESULT_LIMITS: dict[str, Any] = {"max_result_rows": 100_000, "max_result_bytes": 64 * 2**20,
-                                          "result_overflow_mode": "throw"}
+                                          "result_overflow_mode": "throw",
+                                          "max_block_size": 65_409}   # ClickHouse's: the ceiling for TIGHTEN
     # On the port a result held whole is also bounded by memory: the engine's output buffer counts towards
     # it, and a format can write many times the result's bytes (JSON escapes, Pretty's padding).
     HELD_MEMORY_BYTES = 256 * 2**20
@@ -103,7 +104,7 @@ class AnalystPolicy:
     TIGHTEN = ("max_execution_time", "max_memory_usage", "max_result_rows", "max_result_bytes", "max_rows_to_read",
                "max_bytes_to_read", "max_rows_to_group_by", "max_rows_to_sort", "max_bytes_to_sort",
                "max_rows_in_join", "max_bytes_in_join", "max_rows_in_distinct", "max_bytes_in_distinct",
-               "max_threads")
+               "max_threads", "max_block_size")   # smaller blocks: less memory (the page's SQL tab sends 128)
     FREE = {"output_format_json_quote_64bit_integers", "output_format_json_quote_64bit_floats",
             "output_format_json_quote_denormals", "output_format_json_quote_decimals",
             "output_format_json_named_tuples_as_objects", "output_format_json_validate_utf8",
