@@ -256,6 +256,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_serve(db: Path, web_port: int, sql_port: int, env: Mapping[str, str], **popen) -> subprocess.Popen:
+    """`clipsearch serve` on `db` in a process of its own, returned once its /healthz answers 200;
+    AssertionError if it has not within 90 s or it exits first."""
+    import urllib.request
+    proc = subprocess.Popen([sys.executable, "-m", "clipsearch.service.cli", "serve", "--db", str(db), "--port",
+                             str(web_port), "--sql-port", str(sql_port)], env=dict(env), **popen)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError("serve did not start")
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{web_port}/healthz").status == 200
+        except OSError:
+            return False
+    wait_until(up)
+    return proc
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = 90.0) -> None:
     """Poll `predicate` every 0.2 s until it is true; AssertionError after `timeout` seconds."""
     deadline = time.monotonic() + timeout

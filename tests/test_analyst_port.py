@@ -26,7 +26,7 @@ import pytest
 import clipsearch
 from clipsearch.service import shapes
 from clipsearch.sql import query_names, read
-from tests.conftest import free_port
+from tests.conftest import free_port, start_serve
 
 pytestmark = pytest.mark.slow
 PASSWORD = "analyst-port-password"
@@ -45,20 +45,8 @@ def port(tmp_path_factory, model):
     web_port, sql_port = free_port(), free_port()
     env = {**os.environ, "CLIPSEARCH_ANALYST_PASSWORD": PASSWORD}
     env.pop("CLICKHOUSE_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "clipsearch.service.cli", "serve", "--db", str(db), "--port",
-                             str(web_port), "--sql-port", str(sql_port)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = start_serve(db, web_port, sql_port, env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{sql_port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{web_port}/healthz").status == 200:
-                break
-        except OSError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise AssertionError("serve did not start")
-        time.sleep(0.2)
     writer_url = json.loads((db / ".clipsearch.serve").read_text())["url"]
     try:
         yield {"base": base, "db": db, "folder": folder, "writer_url": writer_url, "sql_port": sql_port,

@@ -8,7 +8,6 @@ import base64
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -21,7 +20,7 @@ import clipsearch
 from clipsearch.errors import ClipsearchError
 from clipsearch.service import console, shapes
 from clipsearch.service.clickhouse_http import public_message
-from tests.conftest import free_port
+from tests.conftest import free_port, start_serve
 from tests.test_analyst_port import PASSWORD, call
 
 pytestmark = pytest.mark.slow
@@ -39,19 +38,7 @@ def port(tmp_path_factory, model):
     web_port, sql_port = free_port(), free_port()
     env = {**os.environ, "CLIPSEARCH_ANALYST_PASSWORD": PASSWORD}
     env.pop("CLICKHOUSE_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "clipsearch.service.cli", "serve", "--db", str(db), "--port",
-                             str(web_port), "--sql-port", str(sql_port)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{web_port}/healthz").status == 200:
-                break
-        except OSError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise AssertionError("serve did not start")
-        time.sleep(0.2)
+    proc = start_serve(db, web_port, sql_port, env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield {"base": f"http://127.0.0.1:{sql_port}", "sql_port": sql_port, "db": db}
     finally:
