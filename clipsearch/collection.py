@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from clipsearch.analyst.policy import AnalystPolicy
+from clipsearch.analyst.turns import FairShare
 from clipsearch.errors import QueryError
 from clipsearch.images.decode import extreme_aspect, fit_for_model
 from clipsearch.images.files import read_loaded_file
@@ -71,6 +72,7 @@ class Collection:
         self.searcher = Searcher(catalog, model, log=log_searches, origin=origin)
         self._model = model
         self.analyst_policy = AnalystPolicy()   # the page's SQL tab's, and the served port's (`serve` hands it on)
+        self.analyst_turns = FairShare()        # their queries' turns, shared the same way
         self._analyst_sessions: tuple[Connection, Connection] | None = None   # (the check's, the queries')
         self._text_embedding = False
         self._analyst_lock = threading.Lock()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import os
 import re
 import threading
@@ -36,6 +37,8 @@ api = Blueprint("api", __name__)
 QUERY_DECODE_SIZE = 448   # at least this many pixels per side are decoded from a JPEG query image
 THUMB_SUFFIX = ".upright.jpg"   # a cached thumbnail's file name: the image's id and this
 ID_RE = re.compile(r"[0-9a-f]{1,64}")   # fullmatch: `$` would let a trailing newline through
+PAGE_REQUESTS = itertools.count()   # numbers the SQL tab's requests (each its own analysts' client)
+PAGE_WAIT_S = 10.0   # how long a SQL-tab query waits for an analysts' turn (it holds one of the page's 8 threads)
 
 
 def collection() -> Collection:
@@ -235,12 +238,16 @@ def sql() -> Response:
     """Run one read-only query (the page's SQL tab and dashboards): JSON {"sql", "params", "format",
     "max_rows"}; answers {columns, rows, row_count, truncated, elapsed_ms, rows_read}, or with
     "format": "csv" the whole result as a CSV download. JSON only, so another site's form cannot post it. The
-    tab's queries take turns (the app's console.Turns, its check included): when all are taken, 429 {"error":
-    "... busy ... try again ..."}."""
+    tab's queries take turns with the ClickHouse port's analysts (Collection.analyst_turns), its check
+    included: when none comes free in PAGE_WAIT_S, 429 {"error": "... try again shortly"} with Retry-After."""
     if request.mimetype != "application/json":
         raise QueryError("send the SQL as a JSON object (Content-Type: application/json)")
     body = parse(SqlBody, _json_object())
-    with current_app.extensions["sql_turns"].turn():
+    address = request.remote_addr or ""
+    # The page has no logins or sessions: each request is a client of its own, and the turns go first to the
+    # address with fewest running
+    client = f"page|{address}|{next(PAGE_REQUESTS)}"
+    with collection().analyst_turns.acquire(client, address, door="page", wait_s=PAGE_WAIT_S):
         if body.format == "csv":
             return Response(console.csv(collection(), body.sql, body.params), mimetype="text/csv",
                             headers={"Content-Disposition": 'attachment; filename="query.csv"'})

@@ -27,12 +27,12 @@ from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from clipsearch.analyst.turns import Busy
 from clipsearch.collection import Collection
 from clipsearch.collection import open as open_collection
 from clipsearch.errors import ClipsearchError
 from clipsearch.models.factory import ModelRef
 from clipsearch.models.model import ImageTextModel
-from clipsearch.service import console
 from clipsearch.service.api import api
 from clipsearch.service.clickhouse_http import cross_site, host_served, served_hosts
 from clipsearch.service.watch import Watcher
@@ -98,7 +98,6 @@ def create_app(settings: Settings | None = None, model: ImageTextModel | ModelRe
     app.config.update(config or {})
     app.config["THUMB_DIR"] = collection.settings.thumbs_dir
     app.extensions["clipsearch"] = collection
-    app.extensions["sql_turns"] = console.Turns()   # the SQL tab's turns (service/console.py)
     app.register_blueprint(api)
     app.register_blueprint(web)
     _register_errors(app)
@@ -154,7 +153,10 @@ def _register_errors(app: Flask) -> None:
     def user_error(exc: ClipsearchError) -> ResponseReturnValue:
         if exc.http_status == 503 and exc.__cause__ is not None:   # the engine's own words, paths and all:
             logging.getLogger("clipsearch").warning("%s: %s", exc, exc.__cause__)   # for the log, not the client
-        return jsonify(error=str(exc)), exc.http_status
+        response = jsonify(error=str(exc))
+        if isinstance(exc, Busy):   # every analysts' turn taken: it passes shortly
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response, exc.http_status
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(exc: RequestEntityTooLarge) -> ResponseReturnValue:
@@ -282,13 +284,14 @@ def _serve_sql(stack: contextlib.ExitStack, collection: Collection, host: str, s
     collection.enable_text_embedding()  # clipTextEmbedding() for every session, the model loaded on first use
     password = secrets.token_urlsafe(24)
     analyst = collection.settings.analyst_password
-    # One analyst policy for the port and the page's SQL tab: one check, one set of limits, one cache
+    # One analyst policy for the port and the page's SQL tab: one check, one set of limits, one cache, one
+    # set of turns
     sql_app = ClickHouseHTTP(engine_uri(folder), password, analyst, writes=collection.writes,
-                             policy=collection.analyst_policy, folder=collection.catalog.connection.folder,
-                             hosts=hosts)
-    # Threads beyond what analysts may hold (FairShare: 18 requests at once), so the CLI, loads and the
-    # page's own requests always find one; idle connections are dropped after 10 s and up to 1,000 are
-    # kept, so idle clients cannot take every place either.
+                             policy=collection.analyst_policy, share=collection.analyst_turns,
+                             folder=collection.catalog.connection.folder, hosts=hosts)
+    # Threads beyond what analysts may hold (clipsearch.analyst.turns.DOORS: 18 requests at once), so the
+    # CLI, loads and the page's own requests always find one; idle connections are dropped after 10 s and up
+    # to 1,000 are kept, so idle clients cannot take every place either.
     server = create_server(sql_app, host=host, port=sql_port, threads=24, ident="clipsearch-sql",
                            asyncore_use_poll=True, connection_limit=1000, channel_timeout=10,
                            max_request_body_size=MAX_BODY_BYTES)   # waitress stores up to 1 GiB before the app

@@ -29,7 +29,6 @@ from __future__ import annotations
 import base64
 import hmac
 import ipaddress
-import itertools
 import re
 import tempfile
 import threading
@@ -37,7 +36,6 @@ import time
 import urllib.parse
 import uuid
 import zlib
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +44,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 
 from clipsearch.analyst.policy import AnalystPolicy, Refused, setting_value, streams
+from clipsearch.analyst.turns import Busy, FairShare, Turn
 from clipsearch.errors import QueryError, StoreError, StoreUnavailable
 from clipsearch.store.connection import (
     ANALYST_DEFAULTS,
@@ -91,9 +90,11 @@ HTTP_STATUS = {**dict.fromkeys((6, 8, 15, 25, 26, 27, 36, 38, 41, 44, 53, 62, 72
 class ClickHouseError(Exception):
     """An error to answer the way a ClickHouse server does: `Code: N. DB::Exception: ...`."""
 
-    def __init__(self, code: int, message: str, name: str, status: int | None = None):
+    def __init__(self, code: int, message: str, name: str, status: int | None = None,
+                 retry_after_s: int | None = None):
         super().__init__(f"Code: {code}. DB::Exception: {message}. ({name})")
         self.code, self.status = code, status or HTTP_STATUS.get(code, 500)
+        self.retry_after_s = retry_after_s   # a Retry-After header: the refusal passes shortly
 
 
 def error_response(message: str, code: int | None = None, status: int | None = None) -> Response:
@@ -190,102 +191,6 @@ def _url_settings(requested: dict[str, str]) -> dict[str, int | str]:
         if not IDENTIFIER.match(name):
             raise ClickHouseError(115, f"Unknown setting '{name}'", "UNKNOWN_SETTING")
     return settings
-
-
-class FairShare:
-    """Analysts' queries take turns. At most `total` run at once and `per_client` of one client; when a place
-    is free, the waiting query goes first whose address, then whose client, has fewest running, then the
-    one that came first: a second analyst's query starts while a first one's burst waits. A client is its
-    login and session_id, or its address without one. A query's turn ends when its result is sent or its
-    time is up (a client that stops reading keeps its thread, not its turn). Each request holds one of the
-    port's threads from arrival until its answer is sent: at most `client_waiting` of one client wait, and
-    at most `address_requests` of one address and `max_requests` in all are in the port at once; past
-    that, or after `wait_s`, ClickHouse's "too many simultaneous queries" (Code 202)."""
-
-    def __init__(self, total: int = 2, per_client: int = 1, max_requests: int = 18, address_requests: int = 8,
-                 client_waiting: int = 4, wait_s: float = 60.0):
-        self.total, self.per_client, self.wait_s = total, per_client, wait_s
-        self.max_requests, self.address_requests, self.client_waiting = max_requests, address_requests, \
-            client_waiting
-        self.running: dict[str, int] = defaultdict(int)        # by client; no entry at 0
-        self.running_from: dict[str, int] = defaultdict(int)   # by address; no entry at 0
-        self.inside: dict[str, int] = defaultdict(int)         # requests in the port, by address; no entry at 0
-        self.queue: list[tuple[int, str, str]] = []            # (ticket, client, address), in arrival order
-        self.tickets = itertools.count()
-        self.cond = threading.Condition()
-
-    def _next(self) -> tuple[int, str, str] | None:
-        """The waiting query to start now, if a place is free."""
-        if sum(self.running.values()) >= self.total:
-            return None
-        ready = [w for w in self.queue if self.running.get(w[1], 0) < self.per_client]
-        return min(ready, key=lambda w: (self.running_from.get(w[2], 0), self.running.get(w[1], 0), w[0]),
-                   default=None)
-
-    @staticmethod
-    def _add(counts: dict[str, int], key: str, n: int) -> None:
-        counts[key] += n
-        if not counts[key]:
-            del counts[key]
-
-    def acquire(self, client: str, address: str) -> Turn:
-        deadline = time.monotonic() + self.wait_s
-        with self.cond:
-            if sum(self.inside.values()) >= self.max_requests or \
-                    self.inside.get(address, 0) >= self.address_requests or \
-                    sum(w[1] == client for w in self.queue) >= self.client_waiting:
-                raise ClickHouseError(202, "Too many simultaneous queries from analysts; try again shortly",
-                                      "TOO_MANY_SIMULTANEOUS_QUERIES")
-            me = (next(self.tickets), client, address)
-            self.queue.append(me)
-            self._add(self.inside, address, 1)
-            try:
-                while self._next() != me:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise ClickHouseError(202, f"Waited {self.wait_s:g} s for a turn: too many simultaneous "
-                                                   "queries from analysts", "TOO_MANY_SIMULTANEOUS_QUERIES")
-                    self.cond.wait(left)
-                self._add(self.running, client, 1)
-                self._add(self.running_from, address, 1)
-            except BaseException:
-                self._add(self.inside, address, -1)
-                raise
-            finally:
-                self.queue.remove(me)
-                self.cond.notify_all()
-        return Turn(self, client, address)
-
-    def _end(self, client: str, address: str, turn: bool, inside: bool) -> None:
-        with self.cond:
-            if turn:
-                self._add(self.running, client, -1)
-                self._add(self.running_from, address, -1)
-            if inside:
-                self._add(self.inside, address, -1)
-            self.cond.notify_all()
-
-
-class Turn:
-    """One analyst query's turn (FairShare.acquire): `end_turn` when its time is up, `leave` when its answer
-    has been sent (which ends the turn too); each happens once, whichever thread asks."""
-
-    def __init__(self, share: FairShare, client: str, address: str):
-        self.share, self.client, self.address = share, client, address
-        self._turn = self._inside = True
-        self._lock = threading.Lock()
-
-    def end_turn(self) -> None:
-        with self._lock:
-            turn, self._turn = self._turn, False
-        if turn:
-            self.share._end(self.client, self.address, True, False)
-
-    def leave(self) -> None:
-        with self._lock:
-            turn, inside, self._turn, self._inside = self._turn, self._inside, False, False
-        if turn or inside:
-            self.share._end(self.client, self.address, turn, inside)
 
 
 # -- who may talk to the ports: the Host they are asked by, and the site a browser's request comes from. The
@@ -426,12 +331,17 @@ class ClickHouseHTTP:
                 response = self.handle(request)
             except Refused as exc:   # the analyst policy's refusals, each with ClickHouse's code for it
                 raise ClickHouseError(exc.code, str(exc), exc.name) from None
+            except Busy as exc:   # the analysts' turns (shared with the page's SQL tab), as a server says it
+                raise ClickHouseError(202, str(exc), "TOO_MANY_SIMULTANEOUS_QUERIES",
+                                      retry_after_s=exc.retry_after_s) from None
             except QueryError as exc:   # the statement check's
                 raise ClickHouseError(164, str(exc), "READONLY") from None
             except StoreError as exc:   # ClickHouse's parser's own error, met by the check, with its code
                 raise self._unavailable(exc) or ClickHouseError(*_code_of(str(exc))) from None
         except ClickHouseError as exc:
             response = error_response(str(exc), exc.code, exc.status)
+            if exc.retry_after_s:
+                response.headers["Retry-After"] = str(exc.retry_after_s)
         except Exception as exc:  # every engine error goes back the way a server sends it
             gone = self._unavailable(exc)
             response = error_response(str(gone), gone.code, gone.status) if gone else error_response(str(exc))

@@ -5,60 +5,19 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from clipsearch.analyst.policy import AnalystPolicy
 from clipsearch.collection import Collection
-from clipsearch.errors import ClipsearchError, QueryError
+from clipsearch.errors import QueryError
 
 PLACEHOLDER = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*:\s*([^{}]+?)\s*\}")
 # What one console result may hold in the service's memory: the policy's bounds on a result held whole (the
 # engine counts its own bytes; these count what the service keeps).
 MAX_RESULT_BYTES: int = AnalystPolicy.HELD_RESULT_LIMITS["max_result_bytes"]
 MAX_RESULT_ROWS: int = AnalystPolicy.HELD_RESULT_LIMITS["max_result_rows"]
-
-
-class Busy(ClipsearchError):
-    """Every SQL-tab turn is taken and none came free in time: try again shortly."""
-    http_status = 429
-
-
-class Turns:
-    """The SQL tab's queries take turns, so that they never hold the page's threads (waitress has 8) that its
-    searches need: at most `running` run at once and at most `waiting` more wait, each at most `wait_s` for a
-    turn; past that a Busy ("try again"). A waiting request holds a page thread too, hence both bounds: 2 + 4
-    leaves searches 2 of the 8 threads, and fits the dashboard's panels (a browser sends at most 6 at once)."""
-
-    def __init__(self, running: int = 2, waiting: int = 4, wait_s: float = 10.0):
-        self.running, self.wait_s = running, wait_s
-        self._turns = threading.BoundedSemaphore(running)
-        self._inside = threading.BoundedSemaphore(running + waiting)
-        self._lock = threading.Lock()
-        self.now = 0    # queries running now
-        self.most = 0   # the most that ran at once (what a test of the bound reads)
-
-    @contextmanager
-    def turn(self) -> Iterator[None]:
-        if not self._inside.acquire(blocking=False):
-            raise Busy(f"the SQL tab is busy ({self.running} queries running, others waiting): try again shortly")
-        try:
-            if not self._turns.acquire(timeout=self.wait_s):
-                raise Busy(f"the SQL tab is busy: no turn came free in {self.wait_s:g} s; try again shortly")
-            try:
-                with self._lock:
-                    self.now += 1
-                    self.most = max(self.most, self.now)
-                yield
-            finally:
-                with self._lock:
-                    self.now -= 1
-                self._turns.release()
-        finally:
-            self._inside.release()
 
 
 def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
