@@ -146,6 +146,6 @@ class Catalog:
         self.connection.insert("search_log", rows, counted=False)
 
     def define_function(self, name: str, definition: str) -> None:
-        """CREATE OR REPLACE FUNCTION `name` AS `definition` (a lambda: clipTextEmbedding, on the embedded
+        """CREATE OR REPLACE FUNCTION `name` AS `definition` (a lambda: clipTextEmbedding, on either
         engine)."""
         self.connection.command(f"CREATE OR REPLACE FUNCTION {quote_identifier(name)} AS {definition}")
