@@ -299,7 +299,7 @@ class Collection:
 
     def enable_text_embedding(self) -> None:
         """Make clipTextEmbedding('text') callable in this engine's SQL, from every session (embedded only;
-        on a server it is the executable UDF of sql/udf/)."""
+        on a server, Catalog.define_server_text_embedding defines it when the store opens)."""
         if self.backend == "embedded" and not self._text_embedding:
             from clipsearch.models.sql_functions import register_embedded
             register_embedded(self.catalog, self._model.for_label)

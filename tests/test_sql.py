@@ -3,20 +3,26 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import subprocess
 import sys
+import time
+from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from clipsearch.analyst.readonly import INTERNAL_PREFIX
+from clipsearch.errors import StoreError
 from clipsearch.loader.load import load
 from clipsearch.models.sql_functions import register_embedded
 from clipsearch.search.filters import parse_filter
 from clipsearch.search.searcher import Searcher
 from clipsearch.service.shapes import CATEGORIES, make_catalogue
-from clipsearch.store.catalog import Catalog
+from clipsearch.store.catalog import SERVER_EMBEDDING_FUNCTION, Catalog
 from clipsearch.store.connection import sql_statements
 from tests.conftest import ROOT, granularity
 
@@ -130,22 +136,143 @@ def test_clip_text_embedding_in_embedded_sql(catalogue, model):
     assert [r["id"] for r in rows] == [r["id"] for r in same] and "purple-square" in rows[0]["path"]
 
 
+UDF_SCRIPT = ROOT / "sql" / "udf" / "clip_text_embedding.py"
+UDF_XML = ROOT / "sql" / "udf" / "clip_text_embedding_function.xml"
+TIMEOUT_LINE = "Timeout exceeded: clipTextEmbedding ran past the query's time limit (max_execution_time 5 s)\n"
+
+
+def tsv(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\t", "\\t")
+
+
+def run_udf(rows: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(UDF_SCRIPT)], input=rows, capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+
+
 @pytest.mark.slow
 def test_udf_script_speaks_tabseparated(model):
-    """The server's executable UDF, fed rows the way ClickHouse sends them (TabSeparated, escaped)."""
+    """The server's executable UDF, fed rows the way ClickHouse sends them (TabSeparated, escaped): the text,
+    the query's start in microseconds and its max_execution_time; a query without a limit (0) is never
+    stopped, and a line of the text alone (an older config's single argument) is answered too."""
     texts = ["a red circle", "una estrella azul", "tab\there", "back\\slash"]
-    escaped = "".join(t.replace("\\", "\\\\").replace("\t", "\\t") + "\n" for t in texts)
-    out = subprocess.run([sys.executable, str(ROOT / "sql" / "udf" / "clip_text_embedding.py")], input=escaped,
-                         capture_output=True, text=True, cwd=ROOT, timeout=120, check=True).stdout
-    vectors = [json.loads(line) for line in out.splitlines()]
+    now_us = int(time.time() * 1e6)
+    rows = [f"{tsv(texts[0])}\t{now_us}\t30", f"{tsv(texts[1])}\t0\t0", tsv(texts[2]), f"{tsv(texts[3])}\t{now_us}\t0"]
+    done = run_udf("".join(r + "\n" for r in rows))
+    assert done.returncode == 0 and done.stderr == ""
+    vectors = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(vectors) == len(texts)
     np.testing.assert_allclose(vectors, model.encode_texts(texts), atol=1e-5)
 
 
-def test_udf_config_names_the_script():
-    xml = (ROOT / "sql" / "udf" / "clip_text_embedding_function.xml").read_text()
-    assert "<type>executable_pool</type>" in xml and "<name>clipTextEmbedding</name>" in xml
-    assert "<command>clip_text_embedding.py</command>" in xml and "<return_type>Array(Float32)" in xml
+@pytest.mark.slow
+def test_udf_script_stops_a_query_past_its_time_limit(model):
+    """`clipTextEmbedding(toString(number)) FROM numbers(25000)` under a 5 s limit: the server checks it between
+    blocks only, so the script does, before each row. The rows answered before are kept; the first row past
+    the limit ends the process non-zero with one line on stderr, the query's error (no traceback, no path)."""
+    now_us, old_us = int(time.time() * 1e6), int((time.time() - 6) * 1e6)
+    done = run_udf(f"a red circle\t{now_us}\t5\n1\t{old_us}\t5\n2\t{old_us}\t5\n")
+    assert done.returncode != 0
+    assert done.stderr == TIMEOUT_LINE
+    assert len(done.stdout.splitlines()) == 1   # the row within its limit, answered before
+
+
+def test_udf_script_refuses_a_row_past_its_limit_before_loading_a_model():
+    """The first row of a block already past the limit (the query queued, or the pool's process was busy): refused
+    at once, without loading the model; a start that cannot be read is refused too, in one line."""
+    done = run_udf(f"a red circle\t{int((time.time() - 60) * 1e6)}\t5\n")
+    assert (done.returncode, done.stdout, done.stderr) == (1, "", TIMEOUT_LINE)
+    garbled = run_udf("a red circle\tyesterday\t5\n")
+    assert garbled.returncode == 1 and garbled.stdout == "" and "Traceback" not in garbled.stderr
+    assert garbled.stderr.count("\n") == 1 and "clipTextEmbedding" in garbled.stderr
+
+
+def test_udf_config_names_the_internal_function_and_fails_queries_with_its_message():
+    xml = ElementTree.parse(UDF_XML).getroot().find("function")
+    assert xml is not None
+    assert xml.findtext("type") == "executable_pool" and xml.findtext("name") == SERVER_EMBEDDING_FUNCTION
+    assert SERVER_EMBEDDING_FUNCTION.startswith(INTERNAL_PREFIX)   # analysts cannot call it with a made-up limit
+    assert xml.findtext("command") == "clip_text_embedding.py" and xml.findtext("return_type") == "Array(Float32)"
+    assert [(a.findtext("name"), a.findtext("type")) for a in xml.findall("argument")] == \
+        [("text", "String"), ("started_us", "String"), ("limit_s", "String")]
+    # the script's one line on stderr becomes the query's error; its exit code fails the query too
+    assert xml.findtext("stderr_reaction") == "throw" and xml.findtext("check_exit_code") == "true"
+    assert xml.findtext("format") == "TabSeparated"
+
+
+def test_a_server_store_defines_clip_text_embedding_once(tmp_path):
+    """Opening a store on a server defines clipTextEmbedding over the executable function (server functions are
+    global: the same for every store); a later open finds it so and writes nothing (a user without the CREATE
+    FUNCTION privilege opens a store the admin set up); a server that refuses it still opens the store.
+    (Here ClickHouse's engine in chdb, told it is a server: the statements are the same.)"""
+    from clipsearch.store.connection import Backend, EmbeddedConnection
+    connection = EmbeddedConnection(tmp_path / "db")
+    connection.backend = Backend.SERVER
+    try:
+        Catalog(connection)
+        defined = connection.query("SELECT create_query FROM system.functions WHERE name = 'clipTextEmbedding'")[0]
+        # the query's start and its limit, read in the query
+        assert f"{SERVER_EMBEDDING_FUNCTION}(text, toString(toUnixTimestamp64Micro(now64(6))), toString(" \
+            "getSetting('max_execution_time')))" in defined["create_query"]
+        writes = connection.writes.count
+        Catalog(connection)
+        assert connection.writes.count == writes
+        # without the executable function installed, a call fails naming it
+        with pytest.raises(StoreError, match=SERVER_EMBEDDING_FUNCTION):
+            connection.query("SELECT clipTextEmbedding('a red circle')")
+        connection.command("CREATE OR REPLACE FUNCTION clipTextEmbedding AS (text) -> [0.5]")   # someone else's
+        refuse = connection.command
+
+        def no_privilege(sql: str, params: dict | None = None) -> None:
+            if sql.startswith("CREATE OR REPLACE FUNCTION"):
+                raise StoreError("Code: 497. DB::Exception: Not enough privileges. (ACCESS_DENIED)")
+            refuse(sql, params)
+        connection.command = no_privilege   # type: ignore[method-assign]
+        Catalog(connection)   # opens
+    finally:
+        connection.close()
+
+
+# The server's path end to end: ClickHouse's own engine (chdb takes user_scripts_path and the function config
+# from udf_path) runs the executable UDF from sql/udf/ under the SQL function the store defines on a server.
+SERVER_RUN = """
+import chdb, json, sys, time
+from chdb import session
+from clipsearch.store.catalog import SERVER_TEXT_EMBEDDING
+chdb.g_udf_path = sys.argv[1]
+engine = session.Session(sys.argv[2])
+engine.query("CREATE OR REPLACE FUNCTION clipTextEmbedding AS " + SERVER_TEXT_EMBEDDING)
+def run(sql):
+    started = time.monotonic()
+    try:
+        return [str(engine.query(sql, "TSV")).strip(), time.monotonic() - started]
+    except Exception as exc:
+        return ["error: " + str(exc).split(". (")[0], time.monotonic() - started]
+print(json.dumps([run("SELECT clipTextEmbedding('a purple square')"),
+    run("SELECT sum(length(clipTextEmbedding(toString(number)))) FROM numbers(25000) SETTINGS max_execution_time = 3"),
+    run("SELECT clipsearch_text_embedding('a', toString(toUnixTimestamp64Micro(now64(6)) - 10000000), '5')")]))
+"""
+
+
+@pytest.mark.slow
+def test_server_udf_stops_at_the_query_time_limit_end_to_end(model, tmp_path):
+    """An analyst's `clipTextEmbedding(toString(number)) FROM numbers(25000)` under a 3 s limit on a server: it
+    ends within a second or so of the limit, with a Timeout error, where it ran on for minutes before."""
+    scripts = tmp_path / "user_scripts"
+    scripts.mkdir()
+    (scripts / UDF_XML.name).write_bytes(UDF_XML.read_bytes())
+    (scripts / UDF_SCRIPT.name).write_bytes(UDF_SCRIPT.read_bytes())
+    (scripts / UDF_SCRIPT.name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}   # its python3
+    done = subprocess.run([sys.executable, "-c", SERVER_RUN, str(scripts), str(tmp_path / "engine")], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (vector, _), (embed_all, took), (direct, _) = json.loads(done.stdout)
+    np.testing.assert_allclose(json.loads(vector), model.encode_texts(["a purple square"])[0], atol=1e-5)
+    assert "Timeout exceeded" in embed_all and took < 3 + 2.5, (embed_all, took)
+    # the script's own refusal reaches the client as its one line, no traceback
+    assert "Timeout exceeded: clipTextEmbedding ran past the query's time limit (max_execution_time 5 s)" in direct
+    assert "Traceback" not in direct
 
 
 def test_cluster_ddl_parses_with_clickhouse(catalogue):

@@ -23,7 +23,7 @@ import os
 import re
 from typing import Any
 
-from clipsearch.errors import QueryError
+from clipsearch.errors import QueryError, StoreError, StoreUnavailable
 from clipsearch.settings import Settings
 from clipsearch.store import schema
 from clipsearch.store.connection import ROWS_STATEMENT, Backend, Connection, connect, quote_identifier
@@ -38,6 +38,18 @@ from clipsearch.store.switch import ModelSwitch
 # What may follow a ';' in one statement: comments, string literals and quoted names hide theirs.
 _HIDDEN_OR_SEMICOLON = re.compile(r"--[^\n]*|/\*.*?\*/|'(?:[^'\\]|\\.)*'|`[^`]*`|\"[^\"]*\"|;", re.DOTALL)
 _NOTHING_AFTER = re.compile(r"(\s|--[^\n]*|/\*.*?\*/|;)*", re.DOTALL)
+
+
+# clipTextEmbedding(text) on a ClickHouse server: a SQL function over the executable UDF of sql/udf/
+# (clip_text_embedding_function.xml), which the server's admin installs. The server checks a query's time
+# limit between blocks only, and the script embeds a block row by row, so it is handed the query's start
+# and max_execution_time and stops the query past them. The internal name begins with "clipsearch_", the
+# prefix the analyst check refuses (its arguments could be made up). Server functions are global, not per
+# database: every store defines the same one.
+SERVER_EMBEDDING_FUNCTION = "clipsearch_text_embedding"
+SERVER_TEXT_EMBEDDING = (f"(text) -> {SERVER_EMBEDDING_FUNCTION}(text, toString(toUnixTimestamp64Micro(now64(6))), "
+                         "toString(getSetting('max_execution_time')))")
+EMBEDDED_TEXT_EMBEDDING = "clipsearch_text_embedding_json"   # what a clipsearch engine's own one calls
 
 
 def one_read(sql: str) -> str:
@@ -61,6 +73,8 @@ class Catalog:
         self.connection = connection
         self.backend: Backend = connection.backend
         schema.ensure(connection)   # one query when the database is current
+        if self.backend == Backend.SERVER:
+            self.define_server_text_embedding()
         self.images = ImageTable(connection)
         self.files = FileTable(connection)
         self.indexes = Indexes(connection, self.images.columns)
@@ -68,6 +82,26 @@ class Catalog:
         self.switch = ModelSwitch(connection, self.images, self.indexes)
         self.state = StateCache(connection)
         self.labels = LabelSets(connection)
+
+    def define_server_text_embedding(self) -> None:
+        """clipTextEmbedding(text) on a server (SERVER_TEXT_EMBEDDING), unless it is defined so already (one
+        read; no write, so a user without the CREATE FUNCTION privilege opens a store the admin set up). It
+        is left alone where it cannot be created (no privilege; an older config's executable function of
+        that name) and where it is a clipsearch engine's own (a `serve` port given as the server): the store
+        opens either way, and a call meets the server's own error (an unknown function)."""
+        statement = f"CREATE FUNCTION clipTextEmbedding AS {SERVER_TEXT_EMBEDDING}"
+        try:
+            row = self.connection.query(
+                "SELECT (SELECT any(create_query) FROM system.functions WHERE name = 'clipTextEmbedding') AS current, "
+                "formatQuery({q:String}) AS ours", {"q": statement})[0]
+            current, ours = row["current"], row["ours"]
+            if current == ours or EMBEDDED_TEXT_EMBEDDING in current:
+                return
+            self.define_function("clipTextEmbedding", SERVER_TEXT_EMBEDDING)
+        except StoreUnavailable:
+            raise
+        except StoreError:   # the store is fine; clipTextEmbedding is not there
+            pass
 
     @classmethod
     def open(cls, settings: Settings | str | os.PathLike, create: bool = True) -> Catalog:
@@ -112,6 +146,6 @@ class Catalog:
         self.connection.insert("search_log", rows, counted=False)
 
     def define_function(self, name: str, definition: str) -> None:
-        """CREATE OR REPLACE FUNCTION `name` AS `definition` (a lambda: clipTextEmbedding, on the embedded
+        """CREATE OR REPLACE FUNCTION `name` AS `definition` (a lambda: clipTextEmbedding, on either
         engine)."""
         self.connection.command(f"CREATE OR REPLACE FUNCTION {quote_identifier(name)} AS {definition}")
