@@ -187,3 +187,37 @@ def test_reembed_on_a_server_and_its_text_function_follows(server_url, catalogue
     finally:
         admin.command(f"DROP DATABASE IF EXISTS {database}")
         admin.close()
+
+
+def test_a_server_store_defines_clip_text_embedding_once(server_url):
+    """Opening a store on a server defines clipTextEmbedding over the executable function (server functions are
+    global: the same for every store); a later open finds it so and writes nothing (a user without the CREATE
+    FUNCTION privilege opens a store the admin set up); a server that refuses it still opens the store."""
+    from clipsearch.store.catalog import SERVER_EMBEDDING_FUNCTION
+    catalog = Catalog.open(Settings(clickhouse_url=server_url))
+    connection = catalog.connection
+    try:
+        defined = connection.query("SELECT create_query FROM system.functions WHERE name = 'clipTextEmbedding'")[0]
+        # the query's start and its limit, read in the query
+        assert f"{SERVER_EMBEDDING_FUNCTION}(text, toString(toUnixTimestamp64Micro(now64(6))), toString(" \
+            "getSetting('max_execution_time')))" in defined["create_query"]
+        writes = connection.writes.count
+        Catalog(connection)
+        assert connection.writes.count == writes
+        # without the executable function installed, a call fails naming it
+        with pytest.raises(StoreError, match=SERVER_EMBEDDING_FUNCTION):
+            connection.query("SELECT clipTextEmbedding('a red circle')")
+        connection.command("CREATE OR REPLACE FUNCTION clipTextEmbedding AS (text) -> [0.5]")   # someone else's
+        command = connection.command
+
+        def no_privilege(sql: str, params: dict | None = None) -> None:
+            if sql.startswith("CREATE OR REPLACE FUNCTION"):
+                raise StoreError("Code: 497. DB::Exception: Not enough privileges. (ACCESS_DENIED)")
+            command(sql, params)
+        connection.command = no_privilege   # type: ignore[method-assign]
+        Catalog(connection)   # opens
+        assert connection.query("SELECT clipTextEmbedding('x') AS v")[0]["v"] == [0.5]   # left as it was
+    finally:
+        connection.command = command   # type: ignore[method-assign]
+        connection.command("DROP FUNCTION IF EXISTS clipTextEmbedding")
+        connection.close()

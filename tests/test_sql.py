@@ -16,7 +16,6 @@ import pytest
 from PIL import Image
 
 from clipsearch.analyst.readonly import INTERNAL_PREFIX
-from clipsearch.errors import StoreError
 from clipsearch.loader.load import load
 from clipsearch.models.sql_functions import register_embedded
 from clipsearch.search.filters import parse_filter
@@ -198,39 +197,6 @@ def test_udf_config_names_the_internal_function_and_fails_queries_with_its_messa
     # the script's one line on stderr becomes the query's error; its exit code fails the query too
     assert xml.findtext("stderr_reaction") == "throw" and xml.findtext("check_exit_code") == "true"
     assert xml.findtext("format") == "TabSeparated"
-
-
-def test_a_server_store_defines_clip_text_embedding_once(tmp_path):
-    """Opening a store on a server defines clipTextEmbedding over the executable function (server functions are
-    global: the same for every store); a later open finds it so and writes nothing (a user without the CREATE
-    FUNCTION privilege opens a store the admin set up); a server that refuses it still opens the store.
-    (Here ClickHouse's engine in chdb, told it is a server: the statements are the same.)"""
-    from clipsearch.store.connection import Backend, EmbeddedConnection
-    connection = EmbeddedConnection(tmp_path / "db")
-    connection.backend = Backend.SERVER
-    try:
-        Catalog(connection)
-        defined = connection.query("SELECT create_query FROM system.functions WHERE name = 'clipTextEmbedding'")[0]
-        # the query's start and its limit, read in the query
-        assert f"{SERVER_EMBEDDING_FUNCTION}(text, toString(toUnixTimestamp64Micro(now64(6))), toString(" \
-            "getSetting('max_execution_time')))" in defined["create_query"]
-        writes = connection.writes.count
-        Catalog(connection)
-        assert connection.writes.count == writes
-        # without the executable function installed, a call fails naming it
-        with pytest.raises(StoreError, match=SERVER_EMBEDDING_FUNCTION):
-            connection.query("SELECT clipTextEmbedding('a red circle')")
-        connection.command("CREATE OR REPLACE FUNCTION clipTextEmbedding AS (text) -> [0.5]")   # someone else's
-        refuse = connection.command
-
-        def no_privilege(sql: str, params: dict | None = None) -> None:
-            if sql.startswith("CREATE OR REPLACE FUNCTION"):
-                raise StoreError("Code: 497. DB::Exception: Not enough privileges. (ACCESS_DENIED)")
-            refuse(sql, params)
-        connection.command = no_privilege   # type: ignore[method-assign]
-        Catalog(connection)   # opens
-    finally:
-        connection.close()
 
 
 # The server's path end to end: ClickHouse's own engine (chdb takes user_scripts_path and the function config
