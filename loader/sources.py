@@ -26,12 +26,14 @@ from typing import Any
 from clipsearch.errors import SourceError
 from clipsearch.images.hashes import HASH_COLUMNS
 from clipsearch.search.values import NUMBER
+from clipsearch.store.columns import WORD_COLUMNS
 from clipsearch.store.connection import IDENTIFIER, is_store_folder, store_holding
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
 BUILTIN_COLUMNS = {"id", "path", "width", "height", "format", "file_size", "modified_at", "taken_at", "exif_date",
                    "camera", "model", "loaded_at", "embedding", "score", "latitude", "longitude", "near",
-                   "orientation", *HASH_COLUMNS}   # every column of sql/schema.sql's images (a test checks)
+                   "orientation", "words_version", "ocr_engine", *HASH_COLUMNS, *WORD_COLUMNS}
+# (BUILTIN_COLUMNS: every column of sql/schema.sql's images; a test checks)
 
 
 @dataclass

@@ -57,13 +57,16 @@ def build() -> str:
         parts.append(_local(table, creates[table]) + ";\n")
         parts.append(f"CREATE TABLE IF NOT EXISTS {table} ON CLUSTER clipsearch AS {table}_local\n"
                      f"ENGINE = Distributed(clipsearch, currentDatabase(), {table}_local, {key});\n")
-    lines = ["-- Clusters made by earlier releases: each migration's statements on both tables, local first."]
+    lines = ["-- Clusters made by earlier releases: each migration's statements on both tables, local first (an index:"
+             "-- on the shards' tables only)."]
     for _, name in migrations():
         lines.append(f"-- {name}:")
         for statement in sql_statements(read(f"migrations/{name}")):
             match = re.match(r"ALTER TABLE (\w+) (.*)$", " ".join(statement.split()), re.S)
             if match and match.group(1) in SHARDED:
-                for table in (f"{match.group(1)}_local", match.group(1)):
+                # an index is the shards' own: a Distributed table has none
+                both = not match.group(2).startswith(("ADD INDEX", "MATERIALIZE INDEX"))
+                for table in (f"{match.group(1)}_local", match.group(1)) if both else (f"{match.group(1)}_local",):
                     lines.append(f"--   ALTER TABLE {table} ON CLUSTER clipsearch {match.group(2)};")
             elif statement.lstrip().startswith("INSERT INTO"):   # data: once, through the Distributed table
                 lines.append(f"--   {' '.join(statement.split())};")

@@ -28,12 +28,29 @@ CREATE TABLE IF NOT EXISTS images
     centre_chroma_hash Nullable(UInt64),     -- and of its central 85%
     orientation UInt8 DEFAULT 0,             -- EXIF orientation: 1 upright, 2-8 turned or mirrored (width, height,
                                              -- hashes and embedding are of the upright picture), 0 not read yet
+    -- Words (clipsearch/store/words.py tokens) for the words signal, by where they come from: the file's
+    -- and its folders' names (and their prefixes, for partial matches), the manifest's text columns, the
+    -- photo's own metadata (EXIF, IPTC, XMP), the text read in the picture (OCR) and its zero-shot labels.
+    words_name Array(String) DEFAULT [],
+    words_prefixes Array(String) DEFAULT [],
+    words_title Array(String) DEFAULT [],
+    words_meta Array(String) DEFAULT [],
+    words_ocr  Array(String) DEFAULT [],
+    words_label Array(String) DEFAULT [],
+    words_version UInt8 DEFAULT 0,           -- 1: names' and metadata's words read, 0: loaded before words
+    ocr_engine LowCardinality(String) DEFAULT '',  -- the OCR that read words_ocr, '' none yet
     model      LowCardinality(String),       -- the CLIP model that made `embedding`
     loaded_at  DateTime64(3) DEFAULT now64(3),
     -- L2-normalized, so cosineDistance ranks exactly like a dot product.
     -- CODEC(NONE): float vectors barely compress, and decompressing them
     -- costs more than reading them (measured: ~3x faster scans).
-    embedding  Array(Float32) CODEC(NONE)
+    embedding  Array(Float32) CODEC(NONE),
+    INDEX words_name_text words_name TYPE text(tokenizer = 'array'),
+    INDEX words_prefixes_text words_prefixes TYPE text(tokenizer = 'array'),
+    INDEX words_title_text words_title TYPE text(tokenizer = 'array'),
+    INDEX words_meta_text words_meta TYPE text(tokenizer = 'array'),
+    INDEX words_ocr_text words_ocr TYPE text(tokenizer = 'array'),
+    INDEX words_label_text words_label TYPE text(tokenizer = 'array')
 )
 ENGINE = ReplacingMergeTree(loaded_at)
 ORDER BY id

@@ -8,7 +8,8 @@ HASH_COLUMNS = ("phash", "colour_hash", "centre_phash", "chroma_hash", "centre_c
 NUMERIC_TYPE = re.compile(r"^(U?Int\d+|Float\d+|Decimal)")
 TIME_TYPE = re.compile(r"^(Date|DateTime)")
 NOT_FILTERABLE = {"embedding", *HASH_COLUMNS}  # vectors and hashes, not metadata
-HIDDEN = ", ".join(("embedding", *HASH_COLUMNS))  # left out of search results
+WORD_COLUMNS = ("words_name", "words_prefixes", "words_title", "words_meta", "words_ocr", "words_label")
+HIDDEN = ", ".join(("embedding", *HASH_COLUMNS, *WORD_COLUMNS))  # left out of search results
 
 
 def base_type(ch_type: str) -> str:

@@ -30,9 +30,23 @@ CREATE TABLE IF NOT EXISTS images_local ON CLUSTER clipsearch
     chroma_hash Nullable(UInt64),            -- the colour layout of the whole picture
     centre_chroma_hash Nullable(UInt64),     -- and of its central 85%
     orientation UInt8 DEFAULT 0,             -- EXIF orientation: 1 upright, 2-8 turned or mirrored (width, height,
+    words_name Array(String) DEFAULT [],
+    words_prefixes Array(String) DEFAULT [],
+    words_title Array(String) DEFAULT [],
+    words_meta Array(String) DEFAULT [],
+    words_ocr  Array(String) DEFAULT [],
+    words_label Array(String) DEFAULT [],
+    words_version UInt8 DEFAULT 0,           -- 1: names' and metadata's words read, 0: loaded before words
+    ocr_engine LowCardinality(String) DEFAULT '',  -- the OCR that read words_ocr, '' none yet
     model      LowCardinality(String),       -- the CLIP model that made `embedding`
     loaded_at  DateTime64(3) DEFAULT now64(3),
-    embedding  Array(Float32) CODEC(NONE)
+    embedding  Array(Float32) CODEC(NONE),
+    INDEX words_name_text words_name TYPE text(tokenizer = 'array'),
+    INDEX words_prefixes_text words_prefixes TYPE text(tokenizer = 'array'),
+    INDEX words_title_text words_title TYPE text(tokenizer = 'array'),
+    INDEX words_meta_text words_meta TYPE text(tokenizer = 'array'),
+    INDEX words_ocr_text words_ocr TYPE text(tokenizer = 'array'),
+    INDEX words_label_text words_label TYPE text(tokenizer = 'array')
 )
 ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/clipsearch/images_local', '{replica}', loaded_at)
 ORDER BY id
@@ -92,7 +106,7 @@ ORDER BY time;
 CREATE TABLE IF NOT EXISTS search_log ON CLUSTER clipsearch AS search_log_local
 ENGINE = Distributed(clipsearch, currentDatabase(), search_log_local, rand());
 
--- Clusters made by earlier releases: each migration's statements on both tables, local first.
+-- Clusters made by earlier releases: each migration's statements on both tables, local first (an index:-- on the shards' tables only).
 -- 001_columns_before_versions.sql:
 --   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS modified_at Nullable(DateTime64(3)) AFTER file_size;
 --   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS modified_at Nullable(DateTime64(3)) AFTER file_size;
@@ -128,6 +142,29 @@ ENGINE = Distributed(clipsearch, currentDatabase(), search_log_local, rand());
 --   ALTER TABLE images ON CLUSTER clipsearch MODIFY COLUMN IF EXISTS taken_at Nullable(DateTime64(0));
 --   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS exif_date String DEFAULT '' AFTER taken_at;
 --   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS exif_date String DEFAULT '' AFTER taken_at;
+-- 007_words.sql:
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS words_name Array(String) DEFAULT [] AFTER orientation;
+--   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS words_name Array(String) DEFAULT [] AFTER orientation;
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS words_prefixes Array(String) DEFAULT [] AFTER words_name;
+--   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS words_prefixes Array(String) DEFAULT [] AFTER words_name;
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS words_title Array(String) DEFAULT [] AFTER words_prefixes;
+--   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS words_title Array(String) DEFAULT [] AFTER words_prefixes;
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS words_meta Array(String) DEFAULT [] AFTER words_title;
+--   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS words_meta Array(String) DEFAULT [] AFTER words_title;
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS words_ocr Array(String) DEFAULT [] AFTER words_meta;
+--   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS words_ocr Array(String) DEFAULT [] AFTER words_meta;
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS words_label Array(String) DEFAULT [] AFTER words_ocr;
+--   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS words_label Array(String) DEFAULT [] AFTER words_ocr;
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS words_version UInt8 DEFAULT 0 AFTER words_label;
+--   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS words_version UInt8 DEFAULT 0 AFTER words_label;
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS ocr_engine LowCardinality(String) DEFAULT '' AFTER words_version;
+--   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS ocr_engine LowCardinality(String) DEFAULT '' AFTER words_version;
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD INDEX IF NOT EXISTS words_name_text words_name TYPE text(tokenizer = 'array');
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD INDEX IF NOT EXISTS words_prefixes_text words_prefixes TYPE text(tokenizer = 'array');
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD INDEX IF NOT EXISTS words_title_text words_title TYPE text(tokenizer = 'array');
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD INDEX IF NOT EXISTS words_meta_text words_meta TYPE text(tokenizer = 'array');
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD INDEX IF NOT EXISTS words_ocr_text words_ocr TYPE text(tokenizer = 'array');
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD INDEX IF NOT EXISTS words_label_text words_label TYPE text(tokenizer = 'array');
 -- Rows loaded before the perceptual hashes keep NULL hashes and take no part in finding copies:
 -- `clipsearch hashes` updates rows in place (ALTER TABLE ... UPDATE), which a Distributed table does not take.
 -- Manifest columns go on both tables, local first:
