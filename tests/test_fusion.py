@@ -1,0 +1,219 @@
+"""One search box, both signals: a shop's catalogue where some products are found only by a word of their title,
+SKU or file name, fused with the picture ranking in one statement (clipsearch/search/signals.py).
+
+The words columns are written here from the titles, names and texts below (with store.words, the one
+tokenizer), so these tests do not depend on what a load puts there."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+import clipsearch
+from clipsearch.errors import QueryError
+from clipsearch.models.sql_functions import register_embedded
+from clipsearch.search.filters import parse_filter
+from clipsearch.search.query import Query
+from clipsearch.search.searcher import Searcher
+from clipsearch.search.signals import K0, PICTURE_WEIGHT, WORD_WEIGHT, WordSignal, probe_sql
+from clipsearch.service import shapes
+from clipsearch.store.words import name_words, prefixes, words
+from tests.conftest import ROOT
+
+N = 40
+SKU_ROW, FIRST_IMG, SECOND_IMG, PHRASE_ROW, SPLIT_ROW, SIGN_ROW, META_ROW = 7, 3, 4, 10, 11, 9, 5
+
+
+def _name(i: int) -> str:
+    return {FIRST_IMG: "IMG_2041.jpg", SECOND_IMG: "camera/IMG_3310.jpg"}.get(i, f"product_{i:04d}.jpg")
+
+
+def _title(i: int, spec: shapes.ShapeSpec) -> str:
+    return {SKU_ROW: "Lisbon tram mug MUG-73310", PHRASE_ROW: "red car poster",
+            SPLIT_ROW: "car painted red"}.get(i, f"{spec.colour} {spec.shape} shop print")
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory, model):
+    """A shop's catalogue: product photos, a manifest with titles and categories; words written per row."""
+    folder = tmp_path_factory.mktemp("fusion")
+    specs = [shapes.random_spec(np.random.default_rng(35 + i)) for i in range(N)]
+    images = folder / "images"
+    shapes.write_catalogue(images, specs, 35, manifest=None)
+    rows = []
+    for i, spec in enumerate(specs):
+        source = images / f"{i:05d}.{'jpg' if spec.image_format == 'JPEG' else 'png'}"
+        target = images / _name(i)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source.rename(target.with_suffix(source.suffix))
+        rows.append({"path": _name(i).rsplit(".", 1)[0] + source.suffix, "title": _title(i, spec),
+                     "category": "poster" if i % 2 else "badge"})
+    manifest = images / "manifest.csv"
+    with open(manifest, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["path", "title", "category"])
+        writer.writeheader()
+        writer.writerows(rows)
+    db = folder / "db"
+    with clipsearch.open(db, model=model, log_searches=False) as shop:
+        shop.load(manifest)
+        store = shop.catalog
+        for row in store.query("SELECT id, path FROM images"):
+            i = next(i for i, r in enumerate(rows) if row["path"].endswith("/" + r["path"]))
+            name = name_words(row["path"])
+            store.connection.command(
+                "ALTER TABLE images UPDATE words_name = {name:Array(String)}, words_prefixes = {pre:Array(String)}, "
+                "words_title = {title:Array(String)}, words_meta = {meta:Array(String)}, "
+                "words_ocr = {ocr:Array(String)}, words_label = {label:Array(String)} "
+                "WHERE id = {id:String} SETTINGS mutations_sync = 2",
+                {"id": row["id"], "name": name, "pre": prefixes(name), "title": words(rows[i]["title"]),
+                 "meta": words("sunset over the harbour" if i == META_ROW else ""),
+                 "ocr": words("BAKERY open daily" if i == SIGN_ROW else ""),
+                 "label": words(specs[i].shape)})
+    yield {"db": db, "folder": folder, "rows": rows}
+
+
+@pytest.fixture
+def photos(shop, model):
+    with clipsearch.open(shop["db"], model=model, log_searches=False) as photos:
+        yield photos
+
+
+def _id(photos, i: int) -> str:
+    stem = _name(i).rsplit(".", 1)[0]
+    return photos.catalog.query("SELECT id FROM images WHERE path LIKE {p:String}", {"p": f"%{stem}.%"})[0]["id"]
+
+
+def _ids(result) -> list[str]:
+    return [r["id"] for r in result.rows]
+
+
+def test_a_sku_finds_the_product_the_picture_ranking_does_not(photos):
+    """A shopper pastes the SKU from a receipt: the pictures (coloured shapes) know nothing of it."""
+    mug = _id(photos, SKU_ROW)
+    pictures = photos.search("MUG-73310", k=5, match="pictures")
+    assert mug not in _ids(pictures)
+    both = photos.search("MUG-73310", k=5)
+    assert both.match == "both" and _ids(both)[0] == mug
+    top = both.rows[0]
+    assert top["match"]["words"] == {"title": ["mug", "73310"]} and top["match"]["word_rank"] == 1
+    assert "`$word_rank`" in both.sql and "hasAnyTokens(words_title" in both.sql
+    # the rest of the page is the picture ranking, in its order
+    assert _ids(both)[1:] == [i for i in _ids(pictures) if i != mug][:4]
+
+
+def test_part_of_a_file_name_finds_the_photo(photos):
+    """`IMG_20` finds IMG_2041.jpg before IMG_3310.jpg, which shares only `img`."""
+    result = photos.search("IMG_20", k=10, match="words")
+    assert _ids(result)[:2] == [_id(photos, FIRST_IMG), _id(photos, SECOND_IMG)]
+    assert len(result.rows) == 2
+    assert result.rows[0]["match"]["words"] == {"name": ["img", "20"]}
+    assert result.rows[1]["match"]["words"] == {"name": ["img"]}
+    assert result.rows[0]["match"]["picture_rank"] is None   # a words search ranks by words alone
+
+
+def test_a_quoted_phrase_must_stand_together(photos):
+    loose = photos.search("red car", k=N, match="words")
+    assert {_id(photos, PHRASE_ROW), _id(photos, SPLIT_ROW)} <= set(_ids(loose))
+    quoted = photos.search('"red car"', k=N, match="words")
+    assert _ids(quoted) == [_id(photos, PHRASE_ROW)]
+
+
+def test_a_query_with_no_stored_word_is_exactly_the_picture_ranking(photos):
+    for text in ("zebra xylophone", "the of and", "!!! ???", "a velvet submarine"):
+        plain = Searcher(photos.catalog, lambda: photos.model, log=False).search(text, k=12)   # no words feature
+        both = photos.search(text, k=12)
+        assert both.match == "pictures" and both.sql == plain.sql, text
+        assert [(r["id"], r["score"]) for r in both.rows] == [(r["id"], r["score"]) for r in plain.rows]
+        assert all(r["picture_score"] == r["score"] and r["match"]["word_rank"] is None for r in both.rows)
+        assert [r["match"]["picture_rank"] for r in both.rows] == list(range(1, 13))
+
+
+def test_filters_apply_to_both_branches(photos):
+    """The SKU's product is a poster: among badges it is not found by its words either."""
+    badges, posters = [parse_filter("category=badge")], [parse_filter("category=poster")]
+    both = photos.search("mug 73310", k=10, filters=badges)
+    assert both.match == "pictures"   # the only row with the words is filtered away: nothing to fuse
+    words = photos.search("shop print", k=N, match="words", filters=posters)
+    assert words.rows and all(r["category"] == "poster" for r in words.rows)
+    fused = photos.search("red shop print", k=10, filters=posters)
+    assert fused.match == "both" and all(r["category"] == "poster" for r in fused.rows)
+
+
+def test_explanations_and_scores_of_a_fused_search(photos):
+    result = photos.search("red shop print circle", k=15)
+    pictures = {r["id"]: r for r in photos.search("red shop print circle", k=N, match="pictures").rows}
+    assert result.match == "both"
+    for row in result.rows:
+        m = row["match"]
+        assert row["picture_score"] == pytest.approx(pictures[row["id"]]["score"], abs=1e-6)
+        expected = sum(w / (K0 + r) for w, r in ((PICTURE_WEIGHT, m["picture_rank"]), (WORD_WEIGHT, m["word_rank"]))
+                       if r is not None)
+        assert row["score"] == pytest.approx(expected)
+        if m["picture_rank"] is not None:
+            assert list(pictures).index(row["id"]) + 1 == m["picture_rank"]
+        assert set(m["words"]) <= {"name", "title", "meta", "ocr", "label"}
+        for field, found in m["words"].items():
+            assert found and set(found) <= {"red", "shop", "print", "circle"}, field
+        assert bool(m["words"]) == (m["word_rank"] is not None)
+    scores = [r["score"] for r in result.rows]
+    assert scores == sorted(scores, reverse=True)
+    assert any("label" in r["match"]["words"] for r in result.rows)   # "circle" is a label of some
+
+
+def test_words_from_metadata_and_from_text_in_the_picture(photos):
+    sign = photos.search("bakery", k=3)
+    assert _ids(sign)[0] == _id(photos, SIGN_ROW) and sign.rows[0]["match"]["words"] == {"ocr": ["bakery"]}
+    harbour = photos.search("harbour sunset", k=3)
+    assert harbour.rows[0]["match"]["words"] == {"meta": ["harbour", "sunset"]}
+
+
+def test_pages_options_of_a_fused_search(photos):
+    whole = _ids(photos.search("red shop print", k=20))
+    assert _ids(photos.search("red shop print", k=10)) + \
+        _ids(photos.search("red shop print", k=10, offset=10)) == whole
+    per = photos.search("red shop print", k=10, per="category")
+    assert sorted(r["category"] for r in per.rows) == ["badge", "poster"]
+    ordered = photos.search("red shop print", k=10, min_score=-1, order_by="category", descending=True)
+    assert [r["category"] for r in ordered.rows] == sorted((r["category"] for r in ordered.rows), reverse=True)
+    cut = photos.search("mug 73310", k=10, min_score=1.5)   # no picture is that similar: words only
+    assert _ids(cut) == [_id(photos, SKU_ROW)] and cut.rows[0]["match"]["picture_rank"] is None
+
+
+def test_bad_input_is_a_normal_answer_or_a_clear_error(photos):
+    every = photos.search("shop print", k=5)   # words every generic row holds
+    assert len(every.rows) == 5 and every.match == "both"
+    for text in ("東京タワー 写真", "مرحبا بالعالم", "mu\u200bg 73310", "...,;:!?", "of the a an"):
+        result = photos.search(text, k=5)
+        assert len(result.rows) == 5, text
+    assert photos.search("mu\u200bg 73310", k=1).rows[0]["id"] == _id(photos, SKU_ROW)
+    with pytest.raises(QueryError, match="characters"):
+        photos.search(" ".join(["word"] * 10_000), k=5)
+    # past MAX_QUERY_WORDS words the rest is ignored
+    many = " ".join(f"nonword{chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(150)) + " 73310"
+    assert photos.search(many, k=5).match == "pictures"
+    with pytest.raises(QueryError, match="match is one of"):
+        photos.search("mug", match="everything")
+    with pytest.raises(QueryError, match="needs a text"):
+        photos.search(similar=_id(photos, 1), match="words")
+    assert photos.search(similar=_id(photos, 1), k=3).match == "pictures"
+
+
+def test_the_words_branch_reads_the_text_indexes(photos):
+    signal = WordSignal(("mug", "73310"))
+    sql, params = probe_sql(signal, Query(), [])
+    plan = "\n".join(r["explain"] for r in photos.catalog.query("EXPLAIN indexes = 1 " + sql, params))
+    assert "words_title_text" in plan and "words_prefixes_text" in plan, plan
+
+
+def test_the_analysts_query_fuses_the_same_way(photos, model):
+    """sql/queries/search_words_and_pictures.sql, as an analyst runs it, with clipTextEmbedding."""
+    register_embedded(photos.catalog, lambda label: model)
+    sql = (ROOT / "sql" / "queries" / "search_words_and_pictures.sql").read_text()
+    rows = photos.catalog.query(sql, {"text": "MUG-73310"})
+    assert rows[0]["id"] == _id(photos, SKU_ROW) and list(rows[0]["title_words"]) == ["mug", "73310"]
+    fused = photos.search("MUG-73310", k=10)
+    assert [r["id"] for r in rows] == _ids(fused)
+    assert [r["score"] for r in rows] == pytest.approx([r["score"] for r in fused.rows], abs=1e-5)
+    rows = photos.catalog.query(sql, {"text": "red shop print"})
+    assert [r["id"] for r in rows] == _ids(photos.search("red shop print", k=10))
