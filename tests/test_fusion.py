@@ -6,6 +6,11 @@ tokenizer), so these tests do not depend on what a load puts there."""
 from __future__ import annotations
 
 import csv
+import json
+import os
+import re
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +23,8 @@ from clipsearch.search.query import Query
 from clipsearch.search.searcher import Searcher
 from clipsearch.search.signals import K0, PICTURE_WEIGHT, WORD_WEIGHT, WordSignal, probe_sql
 from clipsearch.service import shapes
+from clipsearch.service.app import create_app
+from clipsearch.settings import Settings
 from clipsearch.store.words import name_words, prefixes, words
 from tests.conftest import ROOT
 
@@ -217,3 +224,66 @@ def test_the_analysts_query_fuses_the_same_way(photos, model):
     assert [r["score"] for r in rows] == pytest.approx([r["score"] for r in fused.rows], abs=1e-5)
     rows = photos.catalog.query(sql, {"text": "red shop print"})
     assert [r["id"] for r in rows] == _ids(photos.search("red shop print", k=10))
+
+
+@pytest.fixture
+def client(shop, model):
+    app = create_app(Settings(db=str(shop["db"])), model=model, config={"TESTING": True})
+    yield app.test_client()
+    app.extensions["clipsearch"].close()
+
+
+def test_the_http_api_carries_match(client):
+    got = client.get("/api/search", query_string={"q": "IMG_20", "k": 3})
+    assert got.status_code == 200 and got.json["match"] == "both"
+    top = got.json["results"][0]
+    assert top["path"].endswith("IMG_2041.jpg") and top["match"]["words"] == {"name": ["img", "20"]}
+    assert isinstance(top["picture_score"], float)
+    posted = client.post("/api/search", json={"text": "MUG-73310", "k": 2, "match": "words"})
+    assert posted.status_code == 200 and posted.json["match"] == "words"
+    assert [r["match"]["word_rank"] for r in posted.json["results"]] == [1]
+    pictures = client.get("/api/search", query_string={"q": "MUG-73310", "k": 2, "match": "pictures"}).json
+    assert pictures["match"] == "pictures" and pictures["results"][0]["match"]["words"] == {}
+    bad = client.get("/api/search", query_string={"q": "mug", "match": "everything"})
+    assert bad.status_code == 400 and "match" in bad.json["error"]
+    for text in (" ".join(["word"] * 10_000), "\u200b\u200b", "東京", "مرحبا", "?!"):
+        answer = client.post("/api/search", json={"text": text, "k": 3})
+        assert answer.status_code in (200, 400), (text[:20], answer.json)
+    document = client.get("/api/openapi.json").json
+    parameters = [p["name"] for p in document["paths"]["/api/search"]["get"]["parameters"]]
+    assert "match" in parameters
+
+
+def test_the_cli_prints_the_statement_that_ran(shop, cli):
+    out = cli("search", "MUG-73310", "--k", "2", "--json", "--show-sql", db=shop["db"])
+    rows = json.loads(out.stdout)
+    assert rows[0]["match"]["words"] == {"title": ["mug", "73310"]}
+    assert "-- match both" in out.stderr and "hasAnyTokens(words_title" in out.stderr
+    lines = cli("search", "IMG_20", "--k", "1", db=shop["db"]).stdout
+    assert "IMG_2041" in lines and "name~img,20" in lines
+    plain = cli("search", "IMG_20", "--k", "1", "--match", "pictures", "--show-sql", db=shop["db"])
+    assert "-- match pictures" in plain.stderr and "hasAnyTokens" not in plain.stderr
+
+
+@pytest.mark.slow
+def test_the_page_shows_the_words_that_matched(shop, model, tmp_path):
+    from scripts.screenshot import find_chromium, render
+    if not find_chromium():
+        pytest.skip("chromium is not installed")
+    from waitress.server import create_server
+    app = create_app(Settings(db=str(shop["db"])), model=model)
+    server = create_server(app, host="127.0.0.1", port=0, threads=4, asyncore_use_poll=True)
+    threading.Thread(target=server.run, daemon=True).start()
+    try:
+        shot = tmp_path / "page.png" if not os.environ.get("FUSION_SCREENSHOT") else \
+            Path(os.environ["FUSION_SCREENSHOT"])
+        dom = render(f"http://127.0.0.1:{server.effective_port}/?q=IMG_20&k=12", shot)
+        first = re.search(r'class="card".*?</button>', dom, re.S)
+        assert first and "IMG_2041" in first.group(0)
+        assert re.search(r'<mark class="word"[^>]*>name: img 20</mark>', first.group(0))
+        assert re.search(r'<option value="both" selected', dom)
+        dom = render(f"http://127.0.0.1:{server.effective_port}/?q=IMG_20&k=12&match=words", None)
+        assert len(re.findall(r'class="card"', dom)) == 2
+    finally:
+        server.close()
+        app.extensions["clipsearch"].close()
