@@ -21,7 +21,16 @@ from clipsearch.models.sql_functions import register_embedded
 from clipsearch.search.filters import parse_filter
 from clipsearch.search.query import Query
 from clipsearch.search.searcher import Searcher
-from clipsearch.search.signals import K0, PICTURE_WEIGHT, WORD_WEIGHT, WordSignal, probe_sql
+from clipsearch.search.signals import (
+    K0,
+    PICTURE_WEIGHT,
+    WORD_WEIGHT,
+    PictureSignal,
+    WordSignal,
+    fused_sql,
+    probe_sql,
+)
+from clipsearch.search.statement import EXACT, QueryVector, Strategy
 from clipsearch.service import shapes
 from clipsearch.service.app import create_app
 from clipsearch.settings import Settings
@@ -287,3 +296,20 @@ def test_the_page_shows_the_words_that_matched(shop, model, tmp_path):
     finally:
         server.close()
         app.extensions["clipsearch"].close()
+
+
+def test_the_picture_branch_uses_the_vector_index_inside_the_fused_statement(photos):
+    """Last in this module: it gives the store a vector index. With the HNSW strategy the picture branch is the
+    index search (its SETTINGS at the end of the whole statement) and ranks as the exact one does here."""
+    photos.create_index()
+    vector = photos.model.encode_texts(["a red shop print"])[0]
+    parts = [QueryVector(vector=[float(x) for x in vector])]
+    query = Query(k=10)
+    words = WordSignal(("red", "shop", "print"))
+    exact_sql, params = fused_sql(query, parts, [PictureSignal(EXACT), words])
+    hnsw_sql, hnsw_params = fused_sql(query, parts, [PictureSignal(Strategy("hnsw", beam=256)), words])
+    assert hnsw_sql.rstrip().splitlines()[-1].startswith("SETTINGS hnsw_candidate_list_size_for_search")
+    assert [r["id"] for r in photos.catalog.query(hnsw_sql, hnsw_params)] == \
+        [r["id"] for r in photos.catalog.query(exact_sql, params)]
+    plan = "\n".join(r["explain"] for r in photos.catalog.query("EXPLAIN indexes = 1 " + hnsw_sql, hnsw_params))
+    assert "Name: embedding_hnsw" in plan and "Name: words_title_text" in plan, plan
