@@ -76,7 +76,7 @@ def shop(tmp_path_factory, model):
         store = shop.catalog
         for row in store.query("SELECT id, path FROM images"):
             i = next(i for i, r in enumerate(rows) if row["path"].endswith("/" + r["path"]))
-            name = name_words(row["path"])
+            name = name_words(rows[i]["path"])   # as the shop names it, not the test's temporary folders
             store.connection.command(
                 "ALTER TABLE images UPDATE words_name = {name:Array(String)}, words_prefixes = {pre:Array(String)}, "
                 "words_title = {title:Array(String)}, words_meta = {meta:Array(String)}, "
