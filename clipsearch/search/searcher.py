@@ -164,7 +164,7 @@ class Searcher:
             parts = self._vectors(found, model)
             encode_ms = (time.perf_counter() - t) * 1000
             t = time.perf_counter()
-            rows, sql, params, strategy, ran = self.rank(state, parts, query, words, match)
+            rows, sql, params, strategy, ran = self.rank_by(state, parts, query, words, match)
             query_ms = (time.perf_counter() - t) * 1000
             if model is None or all(row.get("model", model.label) == model.label for row in rows):
                 break
@@ -233,13 +233,13 @@ class Searcher:
                             image=t.text is None)
                 for t in query]
 
-    def rank(self, state: TableState, parts: list[QueryVector], query: Query, words: WordSignal | None = None,
-             match: str = "pictures") -> tuple[list[dict], str, dict, Strategy, str]:
+    def rank_by(self, state: TableState, parts: list[QueryVector], query: Query, words: WordSignal | None = None,
+                match: str = "pictures") -> tuple[list[dict], str, dict, Strategy, str]:
         """Rows ranked by `match`'s signals: (rows, sql, params, strategy of the picture ranking, the match
         that ran). A `both` search whose words no row (under the filters) holds runs the picture search."""
         if words is not None and (match == "words" or self.catalog.query(*probe_sql(words, query, parts))):
             return self._fused(state, parts, query, words, match)
-        rows, sql, params, strategy = self._pictures(state, parts, query)
+        rows, sql, params, strategy = self.rank(state, parts, query)
         ordered = not query.options.order_by and not query.options.per
         for i, row in enumerate(rows):
             row["picture_score"] = row["score"]
@@ -274,8 +274,8 @@ class Searcher:
                     row["match"]["words"][name] = [w for w in words.words if w in found]
         return rows, sql, params, strategy, match
 
-    def _pictures(self, state: TableState, parts: list[QueryVector], query: Query
-                  ) -> tuple[list[dict], str, dict, Strategy]:
+    def rank(self, state: TableState, parts: list[QueryVector], query: Query
+             ) -> tuple[list[dict], str, dict, Strategy]:
         """Rows ranked by the weighted distance to `parts`: (rows, sql, params, strategy that ran)."""
         one, options = parts[0], query.options
         if len(parts) == 1 and one.vector is None and state.vector_index and not options.order_by \
