@@ -108,7 +108,7 @@ class Collection:
                filters: FilterSpec = None, image_weight: float = 0.5, terms: Any = (),
                min_score: float | None = None, offset: int = 0, order_by: str | None = None,
                descending: bool = False, per: str | None = None, per_limit: int = 1,
-               facets: Any = (), facet_top: int = FACET_TOP) -> SearchResult:
+               facets: Any = (), facet_top: int = FACET_TOP, match: str = "both") -> SearchResult:
         """Rank by text, an image (a PIL image or a file path), a stored image id, or text mixed with one of those.
 
         `terms` adds weighted terms, negative weights pushing away: [{"text": "night", "weight": 0.5},
@@ -116,7 +116,10 @@ class Collection:
         `min_score` keeps the matches at least that similar (k may then reach 10,000), `offset` pages,
         `order_by` (with a min_score) orders them by a column instead, `per`/`per_limit` keeps at most that
         many per value of a column, `facets` counts the matches per value of those columns (in
-        `result.facets`, among the best `facet_top` or all above the min_score).
+        `result.facets`, among the best `facet_top` or all above the min_score). `match`: "pictures" ranks by
+        the pictures alone, "words" by the words of the text (file and folder names, titles, metadata, text read
+        in the image, labels), "both" fuses the two (where no image holds a word of the text: the picture
+        ranking itself); each row's `match` says its picture and word ranks and which words matched where.
 
         `result.rows` are dicts with id, path, score (cosine similarity) and the metadata columns, best first;
         `result.sql` and `result.params` are the one query ClickHouse ran.
@@ -129,18 +132,19 @@ class Collection:
         return self.run_search(text, image, similar, k, as_filters(filters),
                                {"image": image_weight, "text": 1 - image_weight}, terms=as_terms(terms),
                                options=Options(offset, min_score, order_by, descending, per, per_limit),
-                               facets=[facets] if isinstance(facets, str) else list(facets), facet_top=facet_top)
+                               facets=[facets] if isinstance(facets, str) else list(facets), facet_top=facet_top,
+                               match=match)
 
     def run_search(self, text: str | None = None, image: Any = None, image_id: str | None = None, k: int | str = 10,
                    filters: Sequence[Filter] = (), weights: dict | None = None, *, terms: Sequence[Term] = (),
                    options: Options | None = None, facets: Sequence[str] = (),
-                   facet_top: int | str = FACET_TOP) -> SearchResult:
+                   facet_top: int | str = FACET_TOP, match: str = "both") -> SearchResult:
         """`search` in the shapes the JSON API parses into (Filter and Term objects, the image/text weights,
         the result Options): every input is checked once, by the searcher."""
         image = self._fit(image)
         terms = [dataclasses.replace(t, image=self._fit(t.image)) if t.image is not None else t for t in terms]
         return self.searcher.search(text, image, image_id, k, filters, weights, terms=terms,
-                                    options=options or EVERY, facets=facets, facet_top=facet_top)
+                                    options=options or EVERY, facets=facets, facet_top=facet_top, match=match)
 
     def state(self) -> TableState:
         """What `images` holds now: columns, models, rows, vector index, its tuned beam, filter columns."""

@@ -118,18 +118,18 @@ def _search_request() -> dict:
         terms = [Term(text=text, weight=1.0 if weight is None else weight)
                  for text, weight in map(weighted, query.term)]
         return {"text": query.q, "image_id": query.image_id, "filters": [parse_filter(f) for f in query.filter],
-                "weights": weights, "terms": terms, "facets": query.facet, **query.options()}
+                "weights": weights, "terms": terms, "facets": query.facet, "match": query.match, **query.options()}
     body, image = _body(SearchBody)
     terms = [Term(t.text, _image_from_base64(t.image), t.image_id, t.weight) for t in body.terms]
     return {"text": body.text, "image": image, "image_id": body.image_id or None,
             "filters": filters_from_json(body.filters), "weights": body.weights, "terms": terms,
-            "facets": body.facets, **body.options()}
+            "facets": body.facets, "match": body.match, **body.options()}
 
 
 def _response(result: SearchResult) -> Response:
     extra = {} if result.facets is None else {"facets": result.facets, "facets_sql": result.facet_sql}
     return jsonify(results=result.rows, took_ms=result.took_ms, kind=result.kind, strategy=result.strategy,
-                   model=result.model, sql={"query": result.sql, "params": result.params},
+                   model=result.model, match=result.match, sql={"query": result.sql, "params": result.params},
                    next_offset=result.next_offset, **extra)
 
 

@@ -23,6 +23,7 @@ from clipsearch.models.model import ImageTextModel
 from clipsearch.search.filters import Filter, filter_help, parse_filter
 from clipsearch.search.options import FACET_TOP
 from clipsearch.search.searcher import weighted
+from clipsearch.search.signals import MATCHES
 from clipsearch.settings import Settings
 from clipsearch.sql import read as read_sql
 from clipsearch.store.connection import running_service
@@ -136,9 +137,11 @@ def _print_results(rows: list[dict], as_json: bool, facets: dict | None = None) 
     if not rows:
         print("no results")
     skip = {"id", "path", "score", "width", "height", "format", "file_size", "modified_at", "model", "loaded_at",
-            "camera", "taken_at", "exif_date", "orientation", "latitude", "longitude"}
+            "camera", "taken_at", "exif_date", "orientation", "latitude", "longitude", "picture_score", "match"}
     for rank, row in enumerate(rows, 1):
         extra = "  ".join(f"{k}={v}" for k, v in row.items() if k not in skip and v is not None)
+        found = (row.get("match") or {}).get("words") or {}   # which words matched where: name=img,20
+        extra += "".join(f"  {field}~{','.join(words)}" for field, words in found.items())
         print(f"{rank:3d}  {row['score']:.3f}  {row['id'][:12]}  {row['path']}  {extra}".rstrip())
     for name, counts in (facets or {}).items():
         print(f"{name}: " + (", ".join(f"{c['value']} {c['count']}" for c in counts) or "-"))
@@ -178,13 +181,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     with _open(args) as photos:
         result = photos.search(terms=terms, k=args.k, filters=filters, min_score=args.min_score,
                                offset=args.offset, order_by=args.order_by, descending=args.desc, per=per,
-                               per_limit=per_limit, facets=facets, facet_top=args.facet_top)
+                               per_limit=per_limit, facets=facets, facet_top=args.facet_top, match=args.match)
         label = photos.model_label
         unsorted = sorted({f.column for f in filters} - set(photos.state().filter_columns)) if args.show_sql else []
     _print_results(result.rows, args.json, result.facets)
     _note_bundled(label)
     if args.show_sql:
-        print(f"-- {result.strategy}\n{result.sql}\n-- parameters: {json.dumps(_short(result.params))}",
+        print(f"-- {result.strategy}\n-- match {result.match}\n{result.sql}\n"
+              f"-- parameters: {json.dumps(_short(result.params))}",
               file=sys.stderr)
         if result.facet_sql:
             print(f"-- facets\n{result.facet_sql['query']}\n-- parameters: "
@@ -469,6 +473,10 @@ def _add_search(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="unlike this text: weight -W (default -1), e.g. --minus red")
     p.add_argument("--image-weight", type=float, metavar="W",
                    help="hybrid TEXT + image: weight of the image similarity, 0..1 (default 0.5)")
+    p.add_argument("--match", choices=MATCHES, default="both",
+                   help="rank by the pictures, by the words of TEXT (file and folder names, titles, metadata, text "
+                        "in the image, labels) or both fused (default; where no image holds a word of TEXT: the "
+                        "picture ranking itself)")
     # which results, in what order
     p.add_argument("--k", type=int, default=10,
                    help="how many results (default 10, at most 1000; 10000 with --min-score)")

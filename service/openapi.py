@@ -26,11 +26,21 @@ ID_PARAMETER = {"name": "image_id", "in": "path", "required": True,
                 "schema": {"type": "string", "maxLength": 64},
                 "description": "the image's id (32 hex digits) or a unique prefix of 6 or more"}
 SQL = {"type": "object", "properties": {"query": {"type": "string"}, "params": JSON_OBJECT}}
+MATCH = {"type": "object", "description": "why a result matched", "properties": {
+    "picture_rank": {"type": ["integer", "null"], "description": "its place in the picture ranking (null: not in it)"},
+    "word_rank": {"type": ["integer", "null"], "description": "its place in the words ranking (null: not in it)"},
+    "words": {"type": "object", "description": "the query's words found per field: name, title, meta, ocr, label",
+              "additionalProperties": {"type": "array", "items": {"type": "string"}}}}}
 SEARCH_RESULT = {"type": "object", "required": ["results", "took_ms", "kind", "strategy", "sql", "next_offset"],
                  "properties": {
     "results": {"type": "array", "items": {"type": "object", "required": ["id", "path", "score"], "properties": {
-        "id": {"type": "string"}, "path": {"type": "string"}, "score": {"type": "number"}}}},
+        "id": {"type": "string"}, "path": {"type": "string"},
+        "score": {"type": "number", "description": "match=both or words: the fused score (comparable within one "
+                                                   "search); pictures: the cosine similarity"},
+        "picture_score": {"type": "number", "description": "the cosine similarity of the picture to the query"},
+        "match": MATCH}}},
     "took_ms": JSON_OBJECT, "kind": {"type": "string"}, "strategy": {"type": "string"}, "sql": SQL,
+    "match": {"enum": ["pictures", "words", "both"], "description": "the signals that ranked this search"},
     "next_offset": {"type": ["integer", "null"], "description": "the next page's offset; null after the last page"},
     "facets": {"type": "object", "description": "with facets: column -> [{value, count}], the most frequent first",
                "additionalProperties": {"type": "array", "items": {"type": "object", "properties": {

@@ -27,6 +27,7 @@ from clipsearch.search.options import (
     check_k,
     check_whole,
 )
+from clipsearch.search.signals import MATCHES
 from clipsearch.search.where import MAX_FILTERS, MAX_IN_VALUES
 
 
@@ -123,8 +124,16 @@ class Results(BaseModel):
                                                 self.per_limit), "facet_top": self.facet_top}
 
 
+Match = Annotated[Literal[MATCHES], WithJsonSchema({   # type: ignore[valid-type]
+    "enum": list(MATCHES), "default": "both",
+    "description": "rank by the pictures, by the words of the text (file and folder names, titles, metadata, "
+                   "text in the image, labels) or both, fused (where no image holds a word of the text: the "
+                   "picture ranking itself); each result's `match` says its ranks and which words matched where"})]
+
+
 class SearchQuery(Results):
     """GET /api/search"""
+    match: Match = "both"
     q: Text | None = Field(None, description="what to look for")
     image_id: ImageId | None = Field(None, description="rank by a stored image (full id or a unique prefix)")
     filter: list[Annotated[str, Field(max_length=1000)]] = Field(
@@ -150,6 +159,7 @@ class TermBody(BaseModel):
 class SearchBody(Results):
     """POST /api/search, as JSON; a multipart form has the same fields with `image` as a file and
     `filters` / `weights` / `terms` / `facets` as JSON text."""
+    match: Match = "both"
     text: Text | None = None
     image: str | None = Field(None, description="the query image, base64 (a data: URL is fine)")
     image_id: ImageId | None = None

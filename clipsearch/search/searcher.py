@@ -16,6 +16,16 @@ from clipsearch.search.filters import Filter
 from clipsearch.search.log import SearchLog
 from clipsearch.search.options import EVERY, FACET_TOP, MAX_TERMS, MAX_WINDOW, Options
 from clipsearch.search.query import Query
+from clipsearch.search.signals import (
+    FIELDS,
+    MATCHES,
+    PictureSignal,
+    Signal,
+    WordSignal,
+    branch_window,
+    fused_sql,
+    probe_sql,
+)
 from clipsearch.search.statement import EXACT, QueryVector, Strategy, count_sql, facet_sql, search_sql
 from clipsearch.search.tuning import (
     EXACT_ROWS,
@@ -34,6 +44,7 @@ from clipsearch.search.values import check_text
 from clipsearch.search.where import Where
 from clipsearch.store.catalog import Catalog
 from clipsearch.store.state import TableState
+from clipsearch.store.words import query_words
 
 DEFAULT_WEIGHTS = {"image": 0.5, "text": 0.5}
 SWITCH_RETRIES = 1      # a ranking that met another model's table (a reembed's switch) runs once more
@@ -51,6 +62,7 @@ class SearchResult:
     facet_sql: dict | None = None                 # {"query", "params"} of the facet counts
     next_offset: int | None = None                # the next page's offset, None after the last page
     model: str = ""                               # the model whose vectors ranked it
+    match: str = "pictures"                       # the signals that ranked it: pictures, words or both
 
     @property
     def strategy(self) -> str:
@@ -121,12 +133,21 @@ class Searcher:
     def search(self, text: str | None = None, image: Image.Image | None = None, image_id: str | None = None,
                k: int | str = 10, filters: Sequence[Filter] = (), weights: dict | None = None, *,
                terms: Sequence[Term] = (), options: Options = EVERY, facets: Sequence[str] = (),
-               facet_top: int | str = FACET_TOP) -> SearchResult:
+               facet_top: int | str = FACET_TOP, match: str = "pictures") -> SearchResult:
         """Rank by text, an image, a stored image id, a weighted mix of an image and a text, or any list of
         weighted `terms` (with those); `options` pages, cuts at a score, orders by a column, diversifies;
-        `facets` counts the matches per value of those columns."""
+        `facets` counts the matches per value of those columns. `match`: rank by the pictures (today's
+        ranking), the words of the query's texts (names, titles, metadata, OCR, labels) or both, fused
+        (signals.py); a `both` search whose words no row holds is the picture search itself."""
         start = time.perf_counter()
+        if match not in MATCHES:
+            raise QueryError(f"match is one of {', '.join(MATCHES)}, got {match!r}")
         checked = self._terms(text, image, image_id, weights, terms)
+        texts = [term.text for term in checked if term.text is not None and term.weight > 0]
+        if match == "words" and not texts:
+            raise QueryError("match=words needs a text to look for")
+        found_words, phrases = query_words(" ".join(texts)) if match != "pictures" else ([], [])
+        words = WordSignal(tuple(found_words), tuple(map(tuple, phrases))) if texts and match != "pictures" else None
         for _ in range(SWITCH_RETRIES + 1):
             state = self.table_state()
             # every input checked against the table before the model loads
@@ -143,7 +164,7 @@ class Searcher:
             parts = self._vectors(found, model)
             encode_ms = (time.perf_counter() - t) * 1000
             t = time.perf_counter()
-            rows, sql, params, strategy = self.rank(state, parts, query)
+            rows, sql, params, strategy, ran = self.rank_by(state, parts, query, words, match)
             query_ms = (time.perf_counter() - t) * 1000
             if model is None or all(row.get("model", model.label) == model.label for row in rows):
                 break
@@ -156,7 +177,7 @@ class Searcher:
         kind = "hybrid" if len(found) > 1 else "text" if one.text else "image" if one.image is not None else "similar"
         result = SearchResult(rows, sql, params, kind, strategy, next_offset=query.options.offset + len(rows)
                               if len(rows) == query.k and query.options.offset + len(rows) < MAX_WINDOW else None,
-                              model=model.label if model is not None else state.models[0])
+                              model=model.label if model is not None else state.models[0], match=ran)
         if query.facets:
             t = time.perf_counter()
             fsql, fparams = facet_sql(query, parts)
@@ -211,6 +232,47 @@ class Searcher:
                 QueryVector(t.weight, vector=next(encoded["text" if t.text is not None else "image"]),
                             image=t.text is None)
                 for t in query]
+
+    def rank_by(self, state: TableState, parts: list[QueryVector], query: Query, words: WordSignal | None = None,
+                match: str = "pictures") -> tuple[list[dict], str, dict, Strategy, str]:
+        """Rows ranked by `match`'s signals: (rows, sql, params, strategy of the picture ranking, the match
+        that ran). A `both` search whose words no row (under the filters) holds runs the picture search."""
+        if words is not None and (match == "words" or self.catalog.query(*probe_sql(words, query, parts))):
+            return self._fused(state, parts, query, words, match)
+        rows, sql, params, strategy = self.rank(state, parts, query)
+        ordered = not query.options.order_by and not query.options.per
+        for i, row in enumerate(rows):
+            row["picture_score"] = row["score"]
+            row["match"] = {"picture_rank": query.options.offset + i + 1 if ordered else None, "word_rank": None,
+                            "words": {}}
+        return rows, sql, params, strategy, "pictures"
+
+    def _fused(self, state: TableState, parts: list[QueryVector], query: Query, words: WordSignal, match: str
+               ) -> tuple[list[dict], str, dict, Strategy, str]:
+        """The fused statement of the word signal and, for `both`, the picture signal (its strategy as a
+        picture search of the branch's window would have it; exact again where the index came back short)."""
+        signals: list[Signal] = [words]
+        strategy = EXACT
+        if match == "both":
+            window = Query(query.where, branch_window(query.k, query.options.offset),
+                           Options(min_score=query.options.min_score))
+            strategy = self.plan(state, window, parts)
+            signals = [PictureSignal(strategy), words]
+        sql, params = fused_sql(query, parts, signals)
+        rows = self.catalog.query(sql, params)
+        if strategy.name != "exact" and len(rows) < query.k and query.where.conditions:
+            strategy = Strategy("exact", matching=strategy.matching, after=(strategy.name, len(rows)))
+            sql, params = fused_sql(query, parts, [PictureSignal(strategy), words])
+            rows = self.catalog.query(sql, params)
+        for row in rows:
+            row["match"] = {"picture_rank": row.pop("$picture_rank", None), "word_rank": row.pop("$word_rank"),
+                            "words": {}}
+            row.pop("$word_score")
+            for name in FIELDS:
+                found = set(row.pop(f"$words_{name}"))
+                if found:   # in the query's order
+                    row["match"]["words"][name] = [w for w in words.words if w in found]
+        return rows, sql, params, strategy, match
 
     def rank(self, state: TableState, parts: list[QueryVector], query: Query
              ) -> tuple[list[dict], str, dict, Strategy]:

@@ -100,7 +100,15 @@ def _ranking(where: Where, vectors: list[QueryVector]) -> tuple[str, list[str], 
 
 
 def search_sql(query: Query, vectors: list[QueryVector], strategy: Strategy = EXACT) -> tuple[str, dict]:
-    """The one SQL query of a search and its parameters.
+    """The one SQL query of a picture search and its parameters: `picture_statement` with its SETTINGS."""
+    body, settings, params = picture_statement(query, vectors, strategy)
+    return f"{body}\nSETTINGS {settings}", params
+
+
+def picture_statement(query: Query, vectors: list[QueryVector], strategy: Strategy = EXACT
+                      ) -> tuple[str, str, dict]:
+    """The ranking by pictures as (SELECT, its SETTINGS, parameters): apart, so that a fused statement
+    (signals.py) can put the SETTINGS at the end of the whole statement, where the vector index sees them.
 
     The ranking is a weighted sum of cosine distances to each query vector
     (weights divided by the sum of the positive ones; negative weights push
@@ -147,7 +155,7 @@ def search_sql(query: Query, vectors: list[QueryVector], strategy: Strategy = EX
         fetch = tuning.index_fetch(query.k, options.offset, strategy.beam,
                                    strategy.multiplier if conditions else 1.0, strategy.rescore, len(exclude))
         params["window"] = fetch.window
-        settings = (f"\nSETTINGS hnsw_candidate_list_size_for_search = {fetch.candidates}, "
+        settings = (f"hnsw_candidate_list_size_for_search = {fetch.candidates}, "
                     f"optimize_use_projections = 0, {tuning.CACHED_READ}")
         if conditions:
             settings += ", vector_search_filter_strategy = 'postfilter'"
@@ -161,7 +169,7 @@ def search_sql(query: Query, vectors: list[QueryVector], strategy: Strategy = EX
                 f"    ORDER BY {distance}\n    LIMIT {{window:UInt32}}"
         outer = exclude + (["score >= {min_score:Float64}"] if options.min_score is not None else [])
         cut = ("\nWHERE " + " AND ".join(outer)) if outer else ""
-        return f"SELECT *\nFROM (\n{inner}\n){cut}\nORDER BY score DESC, id{page}{settings}", params
+        return f"SELECT *\nFROM (\n{inner}\n){cut}\nORDER BY score DESC, id{page}", settings, params
     conditions = exclude + conditions
     if options.min_score is not None:
         conditions.append("score >= {min_score:Float64}")
@@ -175,7 +183,7 @@ def search_sql(query: Query, vectors: list[QueryVector], strategy: Strategy = EX
         by = f"\nLIMIT {{per_limit:UInt32}} BY {quote_identifier(options.per)}"
         params["per_limit"] = options.per_limit
     head = f"{with_}\nSELECT * EXCEPT ({HIDDEN}), {score} AS score\nFROM images"
-    return (f"{head}{where}\nORDER BY {order}{by}{page}\nSETTINGS {tuning.CONCURRENT_READ}, {tuning.CACHED_READ}",
+    return (f"{head}{where}\nORDER BY {order}{by}{page}", f"{tuning.CONCURRENT_READ}, {tuning.CACHED_READ}",
             params)
 
 

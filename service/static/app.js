@@ -3,8 +3,10 @@
 const $ = (id) => document.getElementById(id);
 const HIDDEN_COLUMNS = new Set(["id", "path", "model", "loaded_at", "modified_at", "embedding", "camera", "latitude",
                                 "longitude", "orientation", "exif_date"]);
-const CARD_SKIP = new Set(["id", "path", "score", "model", "loaded_at", "modified_at", "file_size", "format", "camera",
+const CARD_SKIP = new Set(["id", "path", "score", "picture_score", "match", "words_version", "ocr_engine", "model", "loaded_at", "modified_at", "file_size", "format", "camera",
                            "taken_at", "exif_date", "orientation", "width", "height", "latitude", "longitude"]);
+const FIELD_NAMES = { name: "file or folder name", title: "catalogue text", meta: "photo's metadata",
+                      ocr: "text in the picture", label: "labels" };
 let queryFile = null;     // an uploaded query image
 let queryImageId = null;  // "more like this": a stored image as the query
 let columns = [];
@@ -128,6 +130,7 @@ function searchParams() {
   if ($("plus").value.trim()) params.set("plus", $("plus").value.trim());
   if ($("minus").value.trim()) params.set("minus", $("minus").value.trim());
   if ($("min-score").value !== "") params.set("min_score", $("min-score").value);
+  if ($("match").value !== "both") params.set("match", $("match").value);
   for (const f of filters()) params.append("filter", filterText(f));
   return params;
 }
@@ -145,6 +148,7 @@ function restore(params) {
   $("plus").value = params.get("plus") || "";
   $("minus").value = params.get("minus") || "";
   $("min-score").value = params.get("min_score") || "";
+  $("match").value = ["pictures", "words"].includes(params.get("match")) ? params.get("match") : "both";
   weights();
   for (const el of $("filters").querySelectorAll("[data-col]")) el.value = "";
   facetFilters = [];
@@ -164,7 +168,7 @@ function restore(params) {
 async function fetchPage(offset) {
   const text = $("text").value.trim();
   const request = { k: Number($("k").value), offset, filters: filters().map(filterText), terms: allTerms(),
-                    min_score: minScore(),
+                    min_score: minScore(), match: $("match").value,
                     facets: offset === 0 ? facetColumns : [] };
   if (queryFile) {
     const form = new FormData();
@@ -280,10 +284,17 @@ function render(data, append) {
     const chips = Object.entries(r).filter(([k, v]) => !CARD_SKIP.has(k) && v !== null && v !== "")
       .map(([k, v]) => `<span>${escapeHtml(k)}: ${escapeHtml(v)}</span>`).join("");
     const name = r.path.split("/").pop();
+    // Why it matched: the query's words found per field, as small highlighted tags, and its ranks
+    const why = r.match || { words: {} };
+    const found = Object.entries(why.words || {}).map(([field, words]) =>
+      `<mark class="word" title="found in the ${escapeHtml(FIELD_NAMES[field] || field)}">` +
+      `${escapeHtml(field)}: ${words.map(escapeHtml).join(" ")}</mark>`).join("");
+    const ranks = [why.picture_rank ? `picture #${why.picture_rank}` : "", why.word_rank ? `words #${why.word_rank}` : ""]
+      .filter(Boolean).join(", ");
     card.innerHTML = `<div class="thumb"><a href="/api/images/${r.id}/file" target="_blank">
         <img loading="lazy" src="/api/images/${r.id}/file?size=thumb" alt="${escapeHtml(name)}"></a></div>
-      <div class="meta"><div class="score">${r.score.toFixed(3)}</div><div title="${escapeHtml(r.path)}">${escapeHtml(name)}</div>
-        <div>${r.width}&times;${r.height} ${escapeHtml(r.format)}</div><div class="chips">${chips}</div></div>
+      <div class="meta"><div class="score" title="${escapeHtml(ranks)}">${r.score.toFixed(3)}</div><div title="${escapeHtml(r.path)}">${escapeHtml(name)}</div>
+        <div>${r.width}&times;${r.height} ${escapeHtml(r.format)}</div><div class="words">${found}</div><div class="chips">${chips}</div></div>
       <button type="button">More like this</button>`;
     // Whether the thumbnail arrived: a broken one says so on the card (and tests read data-shown).
     const img = card.querySelector("img");
@@ -312,6 +323,7 @@ function useFile(file) {
 $("search-form").addEventListener("submit", (e) => { e.preventDefault(); search(); });
 $("text").addEventListener("input", updateWeightRow);
 $("min-score").addEventListener("change", () => { if (restoreable()) search(); });
+$("match").addEventListener("change", () => { if (restoreable()) search(); });
 $("weight").addEventListener("input", weights);
 $("file").addEventListener("change", (e) => useFile(e.target.files[0]));
 $("clear-image").addEventListener("click", () => { queryFile = null; queryImageId = null; setQueryImage(null); });
