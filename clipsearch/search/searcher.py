@@ -268,6 +268,7 @@ class Searcher:
             row["match"] = {"picture_rank": row.pop("$picture_rank", None), "word_rank": row.pop("$word_rank"),
                             "words": {}}
             row.pop("$word_score")
+            row.pop("$word_share")
             for name in FIELDS:
                 found = set(row.pop(f"$words_{name}"))
                 if found:   # in the query's order

@@ -13,7 +13,10 @@ then id. The next signal is one more class with a `branch` and its `columns`.
 - WordSignal: the text indexes of images.words_* (store/words.py tokens). A row enters when any field holds
   any query word (`hasAnyTokens`, one index lookup per field, OR-ed) and every quoted phrase stands together
   in one field (`hasSubstr`). Its score: sum over fields of the field's weight x the distinct query words found
-  there (name: words_name or words_prefixes, so `IMG_20` finds IMG_2041.jpg), ties by picture score, then id.
+  there (name: words_name or words_prefixes, so `IMG_20` finds IMG_2041.jpg). Rows of equal score share a rank
+  (words alone cannot tell them apart: the pictures do, in the fusion), and its term in the fusion is scaled
+  by the share of the query's words the row holds: `zephyr` held by a row says all the query says in words,
+  `night` held by a row of "red car at night" a third of it. Alone (`match=words`) ties go by id.
 
 What a `both` search does with the page options (the picture search's own meaning is unchanged):
 - each branch ranks a window of `branch_window(k, offset)` rows: at least offset + k, at least
@@ -42,9 +45,10 @@ FIELDS = {"name": ("words_name", "words_prefixes"), "title": ("words_title",), "
 # A word in a title or a name says more than one read in the picture (OCR errs) or a zero-shot label
 FIELD_WEIGHTS = {"name": 1.0, "title": 1.0, "meta": 1.0, "ocr": 0.7, "label": 0.5}
 NO_RANK = "CAST(NULL AS Nullable(UInt64))"
-# The words signal weighs more: a stored word the person typed (a caption, a SKU, a name) is a stronger sign
-# than a picture's similarity, so a row found by its words comes before the pictures' best that hold none of
-# them (1.5 / (K0 + r) > 1 / (K0 + 1) for word ranks r up to 31), while rows with both come first of all.
+# The words signal weighs more when a row holds all the query's words: a stored word the person typed (a
+# caption, a SKU, a name) is a stronger sign than a picture's similarity, so such a row at the best word score
+# comes before the pictures' best that hold none of them (1.5 / (K0 + 1) > 1 / (K0 + 1)); a row holding one
+# word of three (1.5 / 3) needs its picture too, and rows with both come first of all.
 PICTURE_WEIGHT = 1.0
 WORD_WEIGHT = 1.5
 
@@ -78,6 +82,11 @@ class Signal(Protocol):
 
     def branch(self, query: Query, vectors: list[QueryVector], window: int) -> Branch: ...
 
+    def term(self, weight: str) -> str:
+        """The signal's term of the fused score for a row, with `weight` (a bound parameter), NULL when the row
+        is not in its branch."""
+        ...
+
 
 @dataclass(frozen=True)
 class PictureSignal:
@@ -88,6 +97,9 @@ class PictureSignal:
     @property
     def columns(self) -> tuple[tuple[str, str], ...]:
         return (("`$picture_rank`", NO_RANK),)
+
+    def term(self, weight: str) -> str:
+        return f"{weight} / ({K0} + `$picture_rank`)"
 
     def branch(self, query: Query, vectors: list[QueryVector], window: int) -> Branch:
         picture = Query(query.where, window, Options(min_score=query.options.min_score))
@@ -107,8 +119,11 @@ class WordSignal:
 
     @property
     def columns(self) -> tuple[tuple[str, str], ...]:
-        return (("`$word_rank`", NO_RANK), ("`$word_score`", "toFloat64(0)"),
+        return (("`$word_rank`", NO_RANK), ("`$word_score`", "toFloat64(0)"), ("`$word_share`", "toFloat64(0)"),
                 *((f"`$words_{field}`", "CAST([] AS Array(String))") for field in FIELDS))
+
+    def term(self, weight: str) -> str:
+        return f"{weight} * `$word_share` / ({K0} + `$word_rank`)"
 
     def condition(self) -> tuple[str, dict]:
         """The rows that hold a query word (and every phrase): index lookups, one per column."""
@@ -134,12 +149,17 @@ class WordSignal:
             if self.words else f"CAST([] AS Array(String)) AS `$words_{field}`"
             for field, columns in FIELDS.items())
         word_score = " + ".join(f"{FIELD_WEIGHTS[field]} * length(`$words_{field}`)" for field in FIELDS)
+        held = ", ".join(f"`$words_{field}`" for field in FIELDS)
+        share = f"length(arrayDistinct(arrayConcat({held}))) / {max(1, len(self.words))}"
+        # The window keeps the rows of the best word scores, the best pictures among equal ones: the rows the
+        # fusion can raise
         inner = (f"{with_}\nSELECT * EXCEPT ({HIDDEN}), {score} AS picture_score,\n"
-                 f"       {matched},\n       toFloat64({word_score}) AS `$word_score`\n"
+                 f"       {matched},\n       toFloat64({word_score}) AS `$word_score`,\n"
+                 f"       toFloat64({share}) AS `$word_share`\n"
                  f"FROM images\nWHERE {where}\nORDER BY `$word_score` DESC, {distance} ASC, id\n"
                  "LIMIT {words_window:UInt32}")
-        sql = ("SELECT *, toNullable(row_number() OVER (ORDER BY `$word_score` DESC, picture_score DESC, id))"
-               f" AS `$word_rank`\nFROM (\n{indent(inner)}\n)")
+        sql = ("SELECT *, toNullable(toUInt64(dense_rank() OVER (ORDER BY `$word_score` DESC))) AS `$word_rank`\n"
+               f"FROM (\n{indent(inner)}\n)")
         return Branch(sql, params)
 
     @staticmethod
@@ -179,10 +199,11 @@ def fused_sql(query: Query, vectors: list[QueryVector], signals: list[Signal]) -
     merged = ",\n       ".join(f"max({name}) OVER (PARTITION BY id) AS {name}" for name, _ in extras)
     for i, signal in enumerate(signals):
         params[f"fusion_w{i}"] = float(signal.weight)
-    fused = " + ".join(f"coalesce({{fusion_w{i}:Float64}} / ({K0} + {signal.columns[0][0]}), 0)"
-                       for i, signal in enumerate(signals))
+    fused = " + ".join(f"coalesce({signal.term(f'{{fusion_w{i}:Float64}}')}, 0)" for i, signal in enumerate(signals))
     union = "\n    UNION ALL\n".join(indent(part, "        ") for part in parts)
-    order = "score DESC, picture_score DESC, id"
+    # ties by the pictures where they are a signal: words alone cannot tell equal rows apart
+    pictures = any(isinstance(signal, PictureSignal) for signal in signals)
+    order = "score DESC, picture_score DESC, id" if pictures else "score DESC, id"
     if options.order_by:
         order = f"{quote_identifier(options.order_by)} {'DESC' if options.descending else 'ASC'} NULLS LAST, {order}"
     by = ""
