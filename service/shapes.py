@@ -451,3 +451,56 @@ def insert_vectors(catalog: Catalog, vectors: np.ndarray, model_label: str, seed
         metadata = {path: {name: int(col[lo + j]) for name, col in columns.items()} for j, path in enumerate(paths)}
         catalog.images.insert(rows_table(meta, vectors[lo:hi], model_label, metadata, types))
     return columns
+
+
+# -- a catalogue whose answers need words, pictures or both (issue 35's quality measure) -----------------
+PRODUCT_LINES = ("zephyr", "quokka", "marlin", "tundra", "saffron", "nimbus", "orchid", "falcon")
+PRODUCT_NOUNS = ("mug", "lamp", "chair", "notebook", "kettle", "scarf", "clock", "vase", "pillow", "bottle")
+# The lines whose queries also name a picture: each has PLANTED items of that picture among its own.
+MIXED = {"zephyr": ("red", "circle"), "quokka": ("blue", "square"), "marlin": ("yellow", "star"),
+         "tundra": ("green", "triangle")}
+PICTURES_ONLY = (("purple", "cross"), ("orange", "star"), ("black", "circle"), ("white", "square"))
+PLANTED = 10
+
+
+class QualityCatalogue(NamedTuple):
+    manifest: Path
+    groups: dict[str, list[tuple[str, set[str]]]]   # group -> [(query, the manifest paths that answer it)]
+
+
+def words_catalogue(folder: str | Path, count: int = 400, seed: int = 35) -> QualityCatalogue:
+    """Shape pictures sold as products: a manifest (path, title, sku, price) whose titles are a product line
+    and a noun (`Zephyr mug`), never a colour or shape, so that
+    - "words" queries (a product line) can be answered only by the titles,
+    - "pictures" queries (`a purple cross`) only by the pictures,
+    - "mixed" queries (`zephyr a red circle`) need both: the line has PLANTED items of that picture among
+      its ~count/8 others, and the catalogue has ~count/40 more of that picture in other lines.
+    Same seed, same files and answers."""
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    specs = [(random_spec(rng), str(rng.choice(PRODUCT_LINES))) for _ in range(count)]
+    specs += [(random_spec(rng, colour, shape), line) for line, (colour, shape) in MIXED.items()
+              for _ in range(PLANTED)]
+    order = rng.permutation(len(specs))
+    rows, picture, line_of = [], {}, {}
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, i in enumerate(order):
+        spec, line = specs[int(i)]
+        name = f"{n:05d}.{'jpg' if spec.image_format == 'JPEG' else 'png'}"
+        (folder / name).write_bytes(encode(render(spec, rng), spec.image_format, rng))
+        rows.append({"path": name, "title": f"{line.title()} {rng.choice(PRODUCT_NOUNS)}",
+                     "sku": f"{line[:2].upper()}-{int(rng.integers(1000, 10000))}",
+                     "price": round(float(rng.uniform(5, 80)), 2)})
+        picture[name], line_of[name] = (spec.colour, spec.shape), line
+    groups = {
+        "words": [(line, {p for p in line_of if line_of[p] == line}) for line in PRODUCT_LINES if line not in MIXED],
+        "pictures": [(query_text(c, s), {p for p in picture if picture[p] == (c, s)}) for c, s in PICTURES_ONLY],
+        "mixed": [(f"{line} {query_text(c, s)}", {p for p in picture if picture[p] == (c, s) and line_of[p] == line})
+                  for line, (c, s) in MIXED.items()],
+    }
+    return QualityCatalogue(_write_manifest(folder / "manifest.csv", rows), groups)
+
+
+def precision_at(ranked: list[str], relevant: set[str], k: int = 10) -> float:
+    """Share of the first k results that answer the query, out of the most that could (min(k, relevant))."""
+    return sum(p in relevant for p in ranked[:k]) / max(1, min(k, len(relevant)))
