@@ -25,7 +25,15 @@ import pyarrow as pa
 from PIL import Image, UnidentifiedImageError
 
 from clipsearch.errors import NoImages, SourceError, StoreError
-from clipsearch.images.decode import FORMAT_NAMES, decode, fit_for_model, orientation, read_image, upright_size
+from clipsearch.images.decode import (
+    FORMAT_NAMES,
+    decode,
+    fit_for_model,
+    metadata_text,
+    orientation,
+    read_image,
+    upright_size,
+)
 from clipsearch.images.files import MAX_FILE_BYTES, content_id
 from clipsearch.images.hashes import HASH_COLUMNS, Hashes, image_hashes
 from clipsearch.loader import pipeline
@@ -35,6 +43,8 @@ from clipsearch.models.model import ImageTextModel
 from clipsearch.store.catalog import Catalog
 from clipsearch.store.columns import base_type
 from clipsearch.store.files import FileRecord
+from clipsearch.store.images import WORDS_VERSION, path_words, title_words
+from clipsearch.store.words import field_words
 
 MAX_PIXELS = 100_000_000
 ATTACH_BATCH = 10_000   # paths per metadata update (one mutation each)
@@ -211,6 +221,7 @@ def prepare(path: str) -> dict:
         fmt = image.format or ""
         turn = orientation(image)
         exif = _exif(image)
+        meta = field_words(metadata_text(image))   # from the file in hand: no second read
         decoded = decode(image, _worker["min_size"])
         hashes = _hashes(decoded)
         pixels = np.asarray(_worker["transform"](fit_for_model(decoded, _worker["transform"])))
@@ -221,7 +232,7 @@ def prepare(path: str) -> dict:
         return {"path": path, "error": f"cannot decode: {exc}", **version}
     return {"path": path, "id": content_id(data), "width": width, "height": height, "format": fmt,
             "file_size": info.st_size, "modified_at": datetime.fromtimestamp(info.st_mtime_ns // 1_000_000 / 1000),
-            **exif._asdict(), "hashes": hashes, "orientation": turn, "pixels": pixels}
+            **exif._asdict(), "hashes": hashes, "orientation": turn, "words_meta": meta, "pixels": pixels}
 
 
 def _version(info: os.stat_result) -> dict:
@@ -267,6 +278,22 @@ def _new_columns(catalog: Catalog, source: Source, summary: LoadSummary | None =
     return {n: t for n, t in types.items() if n not in existing or n in widened}
 
 
+def _manifest_columns(catalog: Catalog) -> list[str]:
+    return [c for c, t in catalog.images.columns().items() if c not in BUILTIN_COLUMNS and t in MANIFEST_TYPES]
+
+
+def _check_text_columns(catalog: Catalog, source: Source, text_columns: list[str] | None) -> None:
+    """`--text-columns` must name manifest columns (of this manifest or stored before)."""
+    if text_columns is None:
+        return
+    known = set(source.column_types) | set(_manifest_columns(catalog))
+    unknown = [c for c in text_columns if c not in known]
+    if unknown:
+        raise SourceError(f"--text-columns names {', '.join(map(repr, unknown))}, which "
+                          f"{'is' if len(unknown) == 1 else 'are'} not a manifest column "
+                          f"(the manifest's columns: {', '.join(sorted(known)) or 'none'})")
+
+
 def _unchanged(path: str, stored: tuple[int, int | None] | None) -> bool:
     """Whether the file at `path` is the one stored: same size and modification time (ms) as recorded
     (size alone for rows from before the time was recorded)."""
@@ -281,10 +308,16 @@ def _unchanged(path: str, stored: tuple[int, int | None] | None) -> bool:
 
 
 def rows_table(rows: list[dict], vectors: np.ndarray, model_label: str, metadata: dict[str, dict],
-                column_types: dict[str, str], loaded_at_ms: int | None = None) -> pa.Table:
+                column_types: dict[str, str], loaded_at_ms: int | None = None,
+                text_columns: list[str] | None = None) -> pa.Table:
     """The rows as the `images` table's columns; `loaded_at_ms` (ms since the epoch) is their loaded_at,
-    else the store's clock sets it."""
+    else the store's clock sets it. Title words come from `text_columns` (ImageTable.text_columns; None:
+    the text ones of `column_types`)."""
     import pyarrow as pa
+    if text_columns is None:
+        text_columns = [c for c, t in column_types.items() if base_type(t) == "String"]
+    named = [path_words(r["path"]) for r in rows]
+    words = pa.list_(pa.string())
     columns = {
         "id": pa.array([r["id"] for r in rows], pa.string()),
         "path": pa.array([r["path"] for r in rows], pa.string()),
@@ -305,6 +338,11 @@ def rows_table(rows: list[dict], vectors: np.ndarray, model_label: str, metadata
         "embedding": pa.ListArray.from_arrays(
             pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32)),
             pa.array(vectors.astype(np.float32).ravel())),
+        "words_name": pa.array([n["words_name"] for n in named], words),
+        "words_prefixes": pa.array([n["words_prefixes"] for n in named], words),
+        "words_title": pa.array([title_words(metadata.get(r["path"], {}), text_columns) for r in rows], words),
+        "words_meta": pa.array([r.get("words_meta", []) for r in rows], words),
+        "words_version": pa.array([WORDS_VERSION] * len(rows), pa.uint8()),
     }
     for name, ch_type in column_types.items():
         columns[name] = pa.array([_as_type(metadata[r["path"]].get(name), ch_type) for r in rows],
@@ -392,14 +430,16 @@ def _new_images(catalog: Catalog, results: list[dict]) -> list[dict]:
 def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], ImageTextModel], batch_size: int = 64,
          workers: int | None = None, max_file_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS,
          progress: bool = True, report: Callable[[str, str], None] | None = None,
-         restrict_to_folder: bool = False, retry_failed: bool = True, follow_links: bool = False) -> LoadSummary:
+         restrict_to_folder: bool = False, retry_failed: bool = True, follow_links: bool = False,
+         text_columns: list[str] | None = None) -> LoadSummary:
     """Load every image of `source` that is not stored yet. `report(path, reason)` hears each failure.
 
     `model` is a model (clipsearch.models.model.ImageTextModel) or a function returning one: it is loaded only
     after the source and the manifest's columns have been checked, so a mistake there is reported at once.
     With `retry_failed=False` (a watched folder's passes) a file whose load failed is not read again until it
     changes (size or time). With `follow_links`, links out of `source` load the files they point to
-    (clipsearch.loader.sources).
+    (clipsearch.loader.sources). `text_columns` names the manifest columns whose values are the images'
+    title words (default: every text column; the choice is kept for later loads).
     """
     start = time.perf_counter()
     src = read_source(source, restrict_to_folder, follow_links)
@@ -407,6 +447,7 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
                           store_folders=src.store_folders, linked_folders=src.linked_folders,
                           followed_links=src.followed)
     new_columns = _new_columns(catalog, src, summary)
+    _check_text_columns(catalog, src, text_columns)
     if not src.items and not src.rejected:
         raise NoImages(f"{source}: no image files found")
     bar = pipeline.progress_bar(len(src.items), "loading", progress)
@@ -419,6 +460,9 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
     clip = model if isinstance(model, ImageTextModel) else model()
     catalog.models.check(clip.label)
     catalog.images.add_columns(new_columns)
+    if text_columns is not None:
+        catalog.images.choose_text_columns(text_columns, _manifest_columns(catalog))
+    titled = catalog.images.text_columns()
     metadata = {item.path: item.metadata for item in src.items}
 
     known = catalog.files.under(src.root)
@@ -452,7 +496,7 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
             columns = catalog.images.columns()
             # a path's metadata may name a column dropped since: the others still go in
             types = {c: columns[c] for c in dict.fromkeys(c for r in good for c in attached[r["path"]]) if c in columns}
-            rows = rows_table(good, vectors, clip.label, attached, types, stamp)
+            rows = rows_table(good, vectors, clip.label, attached, types, stamp, titled)
             try:
                 catalog.images.insert(rows)
             except StoreError:   # refused (e.g. by another vector length's index): if `reembed` switched the
