@@ -232,7 +232,8 @@ def prepare(path: str) -> dict:
         return {"path": path, "error": f"cannot decode: {exc}", **version}
     return {"path": path, "id": content_id(data), "width": width, "height": height, "format": fmt,
             "file_size": info.st_size, "modified_at": datetime.fromtimestamp(info.st_mtime_ns // 1_000_000 / 1000),
-            **exif._asdict(), "hashes": hashes, "orientation": turn, "words_meta": meta, "pixels": pixels}
+            **exif._asdict(), "hashes": hashes, "orientation": turn, "words_meta": meta, **path_words(path),
+            "pixels": pixels}
 
 
 def _version(info: os.stat_result) -> dict:
@@ -316,7 +317,7 @@ def rows_table(rows: list[dict], vectors: np.ndarray, model_label: str, metadata
     import pyarrow as pa
     if text_columns is None:
         text_columns = [c for c, t in column_types.items() if base_type(t) == "String"]
-    named = [path_words(r["path"]) for r in rows]
+    named = [r if "words_name" in r else path_words(r["path"]) for r in rows]   # the loader's workers made them
     words = pa.list_(pa.string())
     columns = {
         "id": pa.array([r["id"] for r in rows], pa.string()),

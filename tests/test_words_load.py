@@ -196,3 +196,16 @@ def test_migration_007_leaves_old_rows_for_clipsearch_words(tmp_path):
             "words_prefixes": ["20", "201", "2019", "204", "2041", "go", "gon", "gone", "im", "img", "li",
                                "lis", "lisb", "lisbo", "lisbon"],
             "words_title": [], "words_meta": [], "words_label": [], "words_version": 1}
+
+
+def test_load_text_columns_from_the_command_line(tmp_path, cli):
+    folder = tmp_path / "shop"
+    phone_photo(folder / "mug.jpg")
+    manifest = folder / "products.csv"
+    manifest.write_text("path,title,sku,supplier\nmug.jpg,Enamel Mug,88123,Tin Works Ltd\n")
+    db = tmp_path / "db"
+    refused = cli("load", manifest, "--text-columns", "title,colour", "--quiet", db=db)
+    assert refused.returncode != 0 and "'colour'" in refused.stderr
+    assert cli("load", manifest, "--text-columns", "title, sku", "--quiet", db=db).returncode == 0
+    with Catalog.open(db) as catalog:
+        assert catalog.query("SELECT words_title FROM images")[0]["words_title"] == ["enamel", "mug", "88123"]
