@@ -289,14 +289,16 @@ def _meta_words(row: StoredFile) -> tuple[str, list[str] | None]:
 
 
 def backfill_words(catalog: Catalog, batch_size: int = 512, workers: int | None = None,
-                   progress: bool = False) -> WordsSummary:
-    """Give the rows loaded before images had words (words_version 0) their words, one update per batch:
-    safe to interrupt and to run again."""
+                   progress: bool = False, root: str = "") -> WordsSummary:
+    """Give the rows loaded before images had words (words_version 0; with `root`, those under that folder)
+    their words, one update per batch: safe to interrupt and to run again."""
     start = time.perf_counter()
     workers = min(os.cpu_count() or 1, 8) if workers is None else workers
     workers = workers if workers > 1 else 0
-    rows = catalog.images.files(NO_WORDS, order_by="path")
+    rows = catalog.images.files(f"{NO_WORDS} AND startsWith(images.path, {{root:String}})", "path", {"root": root})
     summary = WordsSummary(not_read=len(rows))
+    if not rows:
+        return summary
     titled = catalog.images.text_columns()
     by_id = {row.id: row for row in rows}
 
@@ -319,8 +321,7 @@ def backfill_words(catalog: Catalog, batch_size: int = 512, workers: int | None 
 
     bar = pipeline.progress_bar(len(rows), "reading words", progress)
     try:
-        if rows:
-            pipeline.run(rows, _meta_words, store, batch_size=batch_size, workers=workers, bar=bar)
+        pipeline.run(rows, _meta_words, store, batch_size=batch_size, workers=workers, bar=bar)
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - start

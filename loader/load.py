@@ -67,6 +67,7 @@ class LoadSummary:
     linked_folders: list[str] = field(default_factory=list)   # links to folders, not followed
     followed_links: list[str] = field(default_factory=list)   # links followed (--follow-links)
     widened: list[str] = field(default_factory=list)          # "price Int64 -> Float64": columns widened
+    worded: int = 0          # images loaded before images had words, given theirs
 
     @property
     def images_per_second(self) -> float:
@@ -94,6 +95,8 @@ class LoadSummary:
         if self.followed_links:
             text += (f"; followed {_named(self.followed_links, 'link')}: stored under the paths of the files "
                      "they point to")
+        if self.worded:
+            text += f"; gave {self.worded} images loaded before words their words"
         if self.widened:
             text += f"; widened manifest columns to hold the new values: {', '.join(self.widened)}"
         return text
@@ -521,6 +524,10 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
         pipeline.run(todo, prepare, store, batch_size=batch_size,
                      workers=(os.cpu_count() or 1) if workers is None else workers, setup=_setup_worker,
                      setup_args=(clip.prepare(), clip.image_size, max_file_bytes, max_pixels), bar=bar)
+        bar.close()
+        # rows of this folder loaded before words (migration 007): their words now, their files read once
+        from clipsearch.loader.backfill import backfill_words
+        summary.worded = backfill_words(catalog, workers=workers, progress=progress, root=src.root).read
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - start

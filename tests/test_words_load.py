@@ -209,3 +209,19 @@ def test_load_text_columns_from_the_command_line(tmp_path, cli):
     assert cli("load", manifest, "--text-columns", "title, sku", "--quiet", db=db).returncode == 0
     with Catalog.open(db) as catalog:
         assert catalog.query("SELECT words_title FROM images")[0]["words_title"] == ["enamel", "mug", "88123"]
+
+
+def test_the_next_load_of_a_folder_gives_its_old_rows_their_words(tmp_path, store, model):
+    trip = tmp_path / "Pictures" / "Trips" / "porto-2018"
+    phone_photo(trip / "DSC0001.jpg")
+    load(str(trip), store, model, progress=False, workers=0)
+    image_id = store.query("SELECT id FROM images")[0]["id"]
+    store.images.update_columns([image_id], {"words_name": ("Array(String)", [[]]),
+                                             "words_meta": ("Array(String)", [[]]),
+                                             "words_version": ("UInt8", [0])})   # as loaded before words
+    summary = load(str(trip), store, model, progress=False, workers=0)
+    assert (summary.loaded, summary.already_present, summary.worded) == (0, 1, 1)
+    assert "gave 1 images loaded before words their words" in summary.line()
+    assert _words(store)["DSC0001.jpg"]["words_name"] == ["pictures", "trips", "porto", "2018", "dsc", "0001"]
+    assert _words(store)["DSC0001.jpg"]["words_meta"][:4] == ["tram", "28", "in", "alfama"]
+    assert load(str(trip), store, model, progress=False, workers=0).worded == 0

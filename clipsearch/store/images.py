@@ -321,6 +321,7 @@ class ImageTable:
         return {r["path"]: (int(r["size"]), int(r["mtime"])) for r in rows}
 
     # -- the files the rows came from ---------------------------------------------------------
-    def files(self, where: str = "1", order_by: str = "id") -> list[StoredFile]:
-        """The files of the stored images matching `where` (a condition on `images`' columns), one per id."""
-        return stored_files(self._connection, where, order_by=order_by)
+    def files(self, where: str = "1", order_by: str = "id", params: dict | None = None) -> list[StoredFile]:
+        """The files of the stored images matching `where` (a condition on `images`' columns, with its
+        `params`), one per id."""
+        return stored_files(self._connection, where, params, order_by=order_by)
