@@ -290,7 +290,7 @@ class Collection:
     def backfill_words(self, batch_size: int = 512, workers: int | None = None, progress: bool = False) -> Any:
         """Give images loaded before images had words their words (names, titles, their files' metadata);
         returns a WordsSummary. Safe to re-run."""
-        from clipsearch.loader.backfill import backfill_words
+        from clipsearch.loader.words import backfill_words
         return backfill_words(self.catalog, batch_size, workers, progress)
 
     # -- SQL and the index ------------------------------------------------------------------

@@ -8,10 +8,6 @@ read again from their stored files (only while they are still the files loaded):
   from the upright pixels, by the store's model, in the same update: until then it is still 0, so an
   interrupted run goes on with it.
 - The perceptual hashes (hashes.py) of images loaded before clipsearch computed them all.
-
-`clipsearch words` (`backfill_words`) fills the words of rows loaded before images had words
-(`words_version` 0): the name's from the stored path, the title's from the path's metadata, the photo's own
-metadata's from its file while that is still the one loaded.
 """
 from __future__ import annotations
 
@@ -28,7 +24,6 @@ from clipsearch.errors import FileChanged, NotFound
 from clipsearch.images.decode import (
     decode,
     fit_for_model,
-    metadata_text,
     orientation,
     read_image,
     turned_by_clipsearch,
@@ -38,15 +33,12 @@ from clipsearch.images.files import read_loaded_file
 from clipsearch.images.hashes import MISSING, Hashes, file_hashes, image_hashes
 from clipsearch.loader import pipeline
 from clipsearch.loader.load import MAX_PIXELS, _exif
-from clipsearch.loader.sources import BUILTIN_COLUMNS
 from clipsearch.models.model import ImageTextModel
 from clipsearch.store.catalog import Catalog
 from clipsearch.store.columns import HASH_COLUMNS
-from clipsearch.store.images import WORDS_VERSION, StoredFile, path_words, title_words
-from clipsearch.store.words import field_words
+from clipsearch.store.images import StoredFile
 
 NOT_READ = "orientation = 0"   # SQL: rows loaded before the orientation and dates were read from their files
-NO_WORDS = "words_version = 0"  # SQL: rows loaded before images had words
 UPRIGHT_BATCH = 64             # images re-embedded and updated at a time (each update carries their vectors)
 
 
@@ -253,76 +245,3 @@ def _hash_missing(catalog: Catalog, summary: BackfillSummary, batch_size: int, w
     finally:
         bar.close()
 
-
-# -- words --------------------------------------------------------------------------------------
-@dataclass
-class WordsSummary:
-    not_read: int = 0        # images without words when it started
-    read: int = 0            # of those: given their words now
-    without_meta: int = 0    # of those: their file gone, changed or undecodable (names' and titles' words only)
-    seconds: float = 0.0
-
-    def line(self) -> str:
-        if not self.not_read:
-            return "every image has its words"
-        text = f"gave {self.read} of {self.not_read} images loaded before words their words ({self.seconds:.1f}s)"
-        if self.without_meta:
-            text += (f"; {self.without_meta} files gone, changed or undecodable: their names' and titles' words "
-                     "only (load them again for their metadata's)")
-        return text
-
-
-def no_words(catalog: Catalog) -> int:
-    """How many stored images were loaded before images had words (`clipsearch words`)."""
-    return int(catalog.query(f"SELECT count() AS n FROM images WHERE {NO_WORDS}")[0]["n"])
-
-
-def _meta_words(row: StoredFile) -> tuple[str, list[str] | None]:
-    """(id, the words of the photo's own metadata), None when its file is not the one loaded or no image."""
-    data, _ = _stored(row)
-    if data is None:
-        return row.id, None
-    try:
-        return row.id, field_words(metadata_text(read_image(io.BytesIO(data))))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return row.id, None
-
-
-def backfill_words(catalog: Catalog, batch_size: int = 512, workers: int | None = None,
-                   progress: bool = False, root: str = "") -> WordsSummary:
-    """Give the rows loaded before images had words (words_version 0; with `root`, those under that folder)
-    their words, one update per batch: safe to interrupt and to run again."""
-    start = time.perf_counter()
-    workers = min(os.cpu_count() or 1, 8) if workers is None else workers
-    workers = workers if workers > 1 else 0
-    rows = catalog.images.files(f"{NO_WORDS} AND startsWith(images.path, {{root:String}})", "path", {"root": root})
-    summary = WordsSummary(not_read=len(rows))
-    if not rows:
-        return summary
-    titled = catalog.images.text_columns()
-    by_id = {row.id: row for row in rows}
-
-    def store(results: list[tuple[str, list[str] | None]]) -> None:
-        batch = [by_id[image_id] for image_id, _ in results]
-        records = catalog.files.under_paths([r.path for r in batch])
-        older = [r.id for r in batch if r.path not in records or not records[r.path].metadata]
-        from_rows = catalog.images.metadata_of(older, BUILTIN_COLUMNS) if titled else {}
-        titles = [title_words(records[r.path].metadata if r.path in records and records[r.path].metadata
-                              else from_rows.get(r.id, {}), titled) for r in batch]
-        named = [path_words(r.path) for r in batch]
-        summary.without_meta += sum(meta is None for _, meta in results)
-        catalog.images.update_columns([r.id for r in batch], {
-            "words_name": ("Array(String)", [n["words_name"] for n in named]),
-            "words_prefixes": ("Array(String)", [n["words_prefixes"] for n in named]),
-            "words_title": ("Array(String)", titles),
-            "words_meta": ("Array(String)", [meta or [] for _, meta in results]),
-            "words_version": ("UInt8", [WORDS_VERSION] * len(batch))})
-        summary.read += len(batch)
-
-    bar = pipeline.progress_bar(len(rows), "reading words", progress)
-    try:
-        pipeline.run(rows, _meta_words, store, batch_size=batch_size, workers=workers, bar=bar)
-    finally:
-        bar.close()
-        summary.seconds = time.perf_counter() - start
-    return summary

@@ -39,6 +39,7 @@ from clipsearch.images.hashes import HASH_COLUMNS, Hashes, image_hashes
 from clipsearch.loader import pipeline
 from clipsearch.loader.paths import record_read, release
 from clipsearch.loader.sources import BUILTIN_COLUMNS, Source, read_source
+from clipsearch.loader.words import backfill_words
 from clipsearch.models.model import ImageTextModel
 from clipsearch.store.catalog import Catalog
 from clipsearch.store.columns import base_type
@@ -526,7 +527,6 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
                      setup_args=(clip.prepare(), clip.image_size, max_file_bytes, max_pixels), bar=bar)
         bar.close()
         # rows of this folder loaded before words (migration 007): their words now, their files read once
-        from clipsearch.loader.backfill import backfill_words
         summary.worded = backfill_words(catalog, workers=workers, progress=progress, root=src.root).read
     finally:
         bar.close()

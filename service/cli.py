@@ -67,7 +67,7 @@ def _note_not_read(photos: Collection) -> None:
 
 def _note_no_words(photos: Collection) -> None:
     """Images loaded by a release before images had words are not found by their names or captions: say so."""
-    from clipsearch.loader.backfill import no_words
+    from clipsearch.loader.words import no_words
     try:
         waiting = no_words(photos.catalog)
     except ClipsearchError:

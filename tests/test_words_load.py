@@ -15,9 +15,9 @@ from PIL import Image, PngImagePlugin
 
 from clipsearch.errors import SourceError
 from clipsearch.images.labels import label_table
-from clipsearch.loader.backfill import backfill_words, no_words
 from clipsearch.loader.load import load
 from clipsearch.loader.paths import forget_missing
+from clipsearch.loader.words import backfill_words, no_words
 from clipsearch.store.catalog import Catalog
 from clipsearch.store.connection import EmbeddedConnection
 
