@@ -26,6 +26,8 @@ copies      Copies by perceptual hash: recall per kind of change and precision a
             rows of hash values against an exact all-pairs Hamming scan in numpy (bench/copies.py).
 analysts    The CLI's query, a second analyst's and a page search while 20 slow analyst queries run on a
             served folder's ClickHouse port, from one session and from 20, against idle (bench/analysts.py).
+ocr         OCR's share of words found in text drawn into generated pictures, per font, size, rotation
+            and background, and seconds per image (bench/ocr.py; needs the ocr extra).
 report      Nothing measured: rewrite results.md and search.png from results.json.
 
 Writes results.json, results.md and search.png (bench/report.py) to --out (default bench/); with
@@ -40,10 +42,12 @@ import time
 from pathlib import Path
 
 from bench import analysts, common, copies, duplicates, loader, memory, quantization, report, search, served, service
+from bench import ocr as ocr_accuracy
 from clipsearch.models.clip import ClipModel
 
 BUNDLED, VIT = "clipsearch-shapes (bundled)", "ViT-B-32 (random weights)"
-SECTIONS = ("loader", "service", "search", "quantization", "memory", "duplicates", "served", "copies", "analysts")
+SECTIONS = ("loader", "service", "search", "quantization", "memory", "duplicates", "served", "copies", "analysts",
+            "ocr")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--served-images", type=int, default=10_000,
                         help="images loaded through a running service for the served section")
     parser.add_argument("--only", help="run only these sections (loader,service,search,quantization,memory,"
-                                       "duplicates,served,copies,analysts; or report) "
+                                       "duplicates,served,copies,analysts,ocr; or report) "
                                        "and keep the others' results from the last run")
     parser.add_argument("--out", type=Path, default=common.HERE,
                         help="folder for results.json, results.md and search.png (default: bench/)")
@@ -132,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         results["served"] = show(served.run(work, load_images=args.served_images))
     if "analysts" in only:
         results["analysts"] = show(analysts.run(work))
+    if "ocr" in only:
+        results["ocr"] = show(ocr_accuracy.run())
     print(report.write(results, args.out, plot=bool(only & {"search", "report"})))
     return 0
 

@@ -170,7 +170,17 @@ def to_markdown(results: dict) -> str:
                             ("page", "a page search")):
             lines.append(f"| {label} | {a[f'idle_{name}_p50_ms']} | {cell('one_session', name)} | "
                          f"{cell('many_sessions', name)} |")
+    if results.get("ocr"):
+        lines += ocr_lines(results["ocr"])
     return "\n".join(lines) + "\n"
+
+
+def ocr_lines(o: dict) -> list[str]:
+    lines = ["", f"OCR ({o['engine']}, one thread): {o['words_found']:.0%} of the words drawn into {o['images']} "
+                 f"generated pictures found; {o['seconds_per_image_p50']} s per image (p50), at most "
+                 f"{o['seconds_per_image_max']} s.", "", "| words found by | |", "|---|---|"]
+    return lines + [f"| {kind} | " + ", ".join(f"{value} {share:.0%}" for value, share in shares.items()) + " |"
+                    for kind, shares in o["by"].items()]
 
 
 CHANGES = {"reencode": "re-encoded (JPEG quality 50-95)", "resize": "resized to 50-90%",

@@ -69,6 +69,7 @@ class LoadSummary:
     followed_links: list[str] = field(default_factory=list)   # links followed (--follow-links)
     widened: list[str] = field(default_factory=list)          # "price Int64 -> Float64": columns widened
     worded: int = 0          # images loaded before images had words, given theirs
+    text_not_read: int = 0   # --ocr: images loaded whose text could not be read (timed out, crashed: load_errors)
 
     @property
     def images_per_second(self) -> float:
@@ -100,6 +101,8 @@ class LoadSummary:
             text += f"; gave {self.worded} images loaded before words their words"
         if self.widened:
             text += f"; widened manifest columns to hold the new values: {', '.join(self.widened)}"
+        if self.text_not_read:
+            text += f"; the text of {self.text_not_read} images could not be read (see load_errors)"
         return text
 
 
@@ -113,8 +116,11 @@ def _named(paths: list[str], kind: str = "store folder", shown: int = 3) -> str:
 _worker: dict = {}
 
 
-def _setup_worker(pil_transform: Callable, min_size: int, max_bytes: int, max_pixels: int) -> None:
-    _worker.update(transform=pil_transform, min_size=min_size, max_bytes=max_bytes, max_pixels=max_pixels)
+def _setup_worker(pil_transform: Callable, min_size: int, max_bytes: int, max_pixels: int, ocr: bool = False) -> None:
+    _worker.update(transform=pil_transform, min_size=min_size, max_bytes=max_bytes, max_pixels=max_pixels, ocr=ocr)
+    if ocr:   # the OCR engine, once per worker
+        from clipsearch.images import ocr as reader
+        reader.start()
 
 
 # What taken_at (DateTime64) holds: a date outside it is NULL there, its EXIF text kept in exif_date.
@@ -237,7 +243,19 @@ def prepare(path: str) -> dict:
     return {"path": path, "id": content_id(data), "width": width, "height": height, "format": fmt,
             "file_size": info.st_size, "modified_at": datetime.fromtimestamp(info.st_mtime_ns // 1_000_000 / 1000),
             **exif._asdict(), "hashes": hashes, "orientation": turn, "words_meta": meta, **path_words(path),
-            "pixels": pixels}
+            "pixels": pixels, **(read_text(decoded, data, (width, height)) if _worker.get("ocr") else {})}
+
+
+def read_text(decoded: Image.Image, data: bytes, size: tuple[int, int]) -> dict:
+    """{"words_ocr": the words of the text in the image} or {"ocr_error": why not}. The loader's pixels
+    are read, unless they were decoded reduced for the model (a JPEG's draft): then the bytes already in
+    memory are decoded again at a scale the OCR can read."""
+    from clipsearch.images import ocr
+    try:
+        image = decoded if decoded.size == size else decode(read_image(io.BytesIO(data)), ocr.MIN_SIDE)
+        return {"words_ocr": ocr.read_words(image)}
+    except (ocr.OcrFailed, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        return {"ocr_error": str(exc)}
 
 
 def _version(info: os.stat_result) -> dict:
@@ -370,6 +388,22 @@ def _as_type(value: object, ch_type: str) -> object:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _ocr_label() -> str:
+    from clipsearch.images.ocr import engine_label
+    return engine_label()
+
+
+def _with_text(catalog: Catalog, rows: pa.Table, good: list[dict], ocr_label: str, summary: LoadSummary) -> pa.Table:
+    """`rows` with the words read in each image and the engine that read them; an image whose text could not
+    be read is loaded without (ocr_engine '', so `clipsearch ocr` tries again) and is one row in load_errors."""
+    failed = [(r["path"], r["ocr_error"]) for r in good if "ocr_error" in r]
+    if failed:
+        catalog.images.record_errors(failed)
+        summary.text_not_read += len(failed)
+    rows = rows.append_column("words_ocr", pa.array([r.get("words_ocr", []) for r in good], pa.list_(pa.string())))
+    return rows.append_column("ocr_engine", pa.array([ocr_label if "words_ocr" in r else "" for r in good]))
+
+
 def _record_errors(catalog: Catalog, results: list[dict], summary: LoadSummary,
                    report: Callable[[str, str], None]) -> None:
     """Record and report the batch's failures; a file version already recorded with the same reason is
@@ -436,7 +470,7 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
          workers: int | None = None, max_file_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS,
          progress: bool = True, report: Callable[[str, str], None] | None = None,
          restrict_to_folder: bool = False, retry_failed: bool = True, follow_links: bool = False,
-         text_columns: list[str] | None = None) -> LoadSummary:
+         text_columns: list[str] | None = None, ocr: bool = False) -> LoadSummary:
     """Load every image of `source` that is not stored yet. `report(path, reason)` hears each failure.
 
     `model` is a model (clipsearch.models.model.ImageTextModel) or a function returning one: it is loaded only
@@ -444,9 +478,11 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
     With `retry_failed=False` (a watched folder's passes) a file whose load failed is not read again until it
     changes (size or time). With `follow_links`, links out of `source` load the files they point to
     (clipsearch.loader.sources). `text_columns` names the manifest columns whose values are the images'
-    title words (default: every text column; the choice is kept for later loads).
+    title words (default: every text column; the choice is kept for later loads). With `ocr`, the text in
+    each image loaded is read into words_ocr (clipsearch.images.ocr; OcrMissing at once without the extra).
     """
     start = time.perf_counter()
+    ocr_label = _ocr_label() if ocr else ""
     src = read_source(source, restrict_to_folder, follow_links)
     summary = LoadSummary(found=len(src.items), ignored=src.ignored, outside=len(src.outside),
                           store_folders=src.store_folders, linked_folders=src.linked_folders,
@@ -502,6 +538,8 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
             # a path's metadata may name a column dropped since: the others still go in
             types = {c: columns[c] for c in dict.fromkeys(c for r in good for c in attached[r["path"]]) if c in columns}
             rows = rows_table(good, vectors, clip.label, attached, types, stamp, titled)
+            if ocr_label:
+                rows = _with_text(catalog, rows, good, ocr_label, summary)
             try:
                 catalog.images.insert(rows)
             except StoreError:   # refused (e.g. by another vector length's index): if `reembed` switched the
@@ -524,7 +562,8 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
     try:
         pipeline.run(todo, prepare, store, batch_size=batch_size,
                      workers=(os.cpu_count() or 1) if workers is None else workers, setup=_setup_worker,
-                     setup_args=(clip.prepare(), clip.image_size, max_file_bytes, max_pixels), bar=bar)
+                     setup_args=(clip.prepare(), clip.image_size, max_file_bytes, max_pixels, bool(ocr_label)),
+                     bar=bar)
         bar.close()
         # rows of this folder loaded before words (migration 007): their words now, their files read once
         summary.worded = backfill_words(catalog, workers=workers, progress=progress, root=src.root).read

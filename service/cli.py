@@ -82,12 +82,21 @@ def cmd_load(args: argparse.Namespace) -> int:
     if args.labels:  # check them before a long load, not after
         parse_labels(args.labels)
         check_prompt(args.prompt)
+    if args.ocr:   # the extra is there, before a long load
+        from clipsearch.images.ocr import engine_label
+        engine_label()
     args.model_ref.get()   # a model that cannot load fails here, before a store is made
     with _open(args, create=True) as photos:
         summary = photos.load(args.source, batch_size=args.batch_size, workers=args.workers,
                               progress=not args.quiet, restrict_to_folder=args.restrict_to_folder,
-                              follow_links=args.follow_links, text_columns=_text_columns(args.text_columns))
+                              follow_links=args.follow_links, text_columns=_text_columns(args.text_columns),
+                              ocr=args.ocr)
         print(summary.line())
+        if args.ocr:
+            from clipsearch.loader.ocr import not_read
+            if waiting := not_read(photos.catalog):
+                print(f"note: the text of {waiting} stored images is not read yet; `clipsearch ocr` reads it",
+                      file=sys.stderr)
         _note_bundled(photos.model_label)
         if summary.loaded == 0 and summary.already_present == 0:
             print("error: nothing could be loaded", file=sys.stderr)
@@ -349,6 +358,18 @@ def cmd_words(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ocr(args: argparse.Namespace) -> int:
+    from clipsearch.images.ocr import engine_label
+    from clipsearch.loader.ocr import read_text
+    engine_label()   # the extra, before the store is opened
+    with _open(args) as photos:
+        photos.check_loaded()
+        summary = read_text(photos.catalog, batch_size=args.batch_size, workers=args.workers,
+                            progress=not args.quiet)
+    print(summary.line())
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from clipsearch.service.app import serve
     serve(_settings(args), args.host, args.port, args.threads, model=args.model_ref,
@@ -430,6 +451,9 @@ def _add_load(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", help="also label the images zero-shot (see `clipsearch label`)")
     p.add_argument("--prompt", help="label prompt with {} for the label (default 'a photo of a {}')")
     p.add_argument("--name", default="label", help="label set name (default 'label')")
+    p.add_argument("--ocr", action="store_true",
+                   help="also read the text in the images (signs, receipts, slides) for searches by word; needs "
+                        "pip install 'clipsearch[ocr]'")
     p.set_defaults(func=cmd_load)
 
 
@@ -563,6 +587,15 @@ def _add_words(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_words)
 
 
+def _add_ocr(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("ocr", parents=[common],
+                       help="read the text in stored images not read yet (signs, receipts, slides), from their "
+                            "files, for searches by word; needs pip install 'clipsearch[ocr]'")
+    _batch_options(p, "images read and stored at a time (default 64)", 64,
+                   "OCR processes (default: CPU count, at most 8)")
+    p.set_defaults(func=cmd_ocr)
+
+
 def _add_serve(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("serve", parents=[common, _serving_options()], help="serve the web page and the JSON API")
     p.add_argument("--watch", action="append", default=[], metavar="DIR",
@@ -582,7 +615,7 @@ def _add_demo(sub: Any, common: argparse.ArgumentParser) -> None:
 
 # The commands, in the order `clipsearch --help` lists them.
 COMMANDS = (_add_load, _add_reembed, _add_label, _add_search, _add_embed, _add_models, _add_sql, _add_index,
-            _add_duplicates, _add_hashes, _add_words, _add_serve, _add_demo)
+            _add_duplicates, _add_hashes, _add_words, _add_ocr, _add_serve, _add_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

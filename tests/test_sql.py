@@ -235,7 +235,9 @@ def test_server_udf_stops_at_the_query_time_limit_end_to_end(model, tmp_path):
     assert done.returncode == 0, done.stderr
     (vector, _), (embed_all, took), (direct, _) = json.loads(done.stdout)
     np.testing.assert_allclose(json.loads(vector), model.encode_texts(["a purple square"])[0], atol=1e-5)
-    assert "Timeout exceeded" in embed_all and took < 3 + 2.5, (embed_all, took)
+    # Within a row's embedding of the limit, plus at most one model load (the pool's process may start with
+    # this query): seconds on a busy machine, where the whole query takes about a minute
+    assert "Timeout exceeded" in embed_all and took < 3 + 9, (embed_all, took)
     # the script's own refusal reaches the client as its one line, no traceback
     assert "Timeout exceeded: clipTextEmbedding ran past the query's time limit (max_execution_time 5 s)" in direct
     assert "Traceback" not in direct
