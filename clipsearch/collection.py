@@ -201,18 +201,20 @@ class Collection:
     def load(self, source: str | os.PathLike, *, batch_size: int = 64, workers: int | None = None,
              progress: bool = False, report: Callable[[str, str], None] | None = None,
              restrict_to_folder: bool = False, retry_failed: bool = True, follow_links: bool = False,
-             ocr: bool = False) -> Any:
+             text_columns: list[str] | None = None, ocr: bool = False) -> Any:
         """Load a folder (recursively) or a CSV/JSONL manifest; returns a LoadSummary. Safe to re-run.
 
         With `restrict_to_folder`, a manifest naming files outside its own folder is refused; with
         `retry_failed=False`, files whose load failed are not read again until they change; with
         `follow_links`, links out of the folder given load the files they point to (else they are refused);
+        `text_columns`: the manifest columns that are the images' title words (default: the text ones);
         with `ocr`, the text in the images loaded is read (the `ocr` extra).
         """
         from clipsearch.loader.load import load
         summary = load(str(source), self.catalog, self._model, batch_size=batch_size, workers=workers,
                        progress=progress, report=report, restrict_to_folder=restrict_to_folder,
-                       retry_failed=retry_failed, follow_links=follow_links, ocr=ocr)
+                       retry_failed=retry_failed, follow_links=follow_links, text_columns=text_columns,
+                       ocr=ocr)
         if summary.loaded:   # how to load this model again: later commands without --model use it
             self._register(self.model)
         return summary
@@ -290,6 +292,12 @@ class Collection:
         store's model) and the perceptual hashes; returns a BackfillSummary. Safe to re-run."""
         from clipsearch.loader.backfill import backfill
         return backfill(self.catalog, batch_size, workers, progress, model=self._model)
+
+    def backfill_words(self, batch_size: int = 512, workers: int | None = None, progress: bool = False) -> Any:
+        """Give images loaded before images had words their words (names, titles, their files' metadata);
+        returns a WordsSummary. Safe to re-run."""
+        from clipsearch.loader.words import backfill_words
+        return backfill_words(self.catalog, batch_size, workers, progress)
 
     # -- SQL and the index ------------------------------------------------------------------
     def sql(self, query: str, params: dict | None = None, fmt: str | None = None) -> Any:

@@ -244,3 +244,4 @@ def _hash_missing(catalog: Catalog, summary: BackfillSummary, batch_size: int, w
         pipeline.run(rows, _hash_stored, store, batch_size=batch_size, workers=workers, bar=bar)
     finally:
         bar.close()
+

@@ -25,16 +25,27 @@ import pyarrow as pa
 from PIL import Image, UnidentifiedImageError
 
 from clipsearch.errors import NoImages, SourceError, StoreError
-from clipsearch.images.decode import FORMAT_NAMES, decode, fit_for_model, orientation, read_image, upright_size
+from clipsearch.images.decode import (
+    FORMAT_NAMES,
+    decode,
+    fit_for_model,
+    metadata_text,
+    orientation,
+    read_image,
+    upright_size,
+)
 from clipsearch.images.files import MAX_FILE_BYTES, content_id
 from clipsearch.images.hashes import HASH_COLUMNS, Hashes, image_hashes
 from clipsearch.loader import pipeline
 from clipsearch.loader.paths import record_read, release
 from clipsearch.loader.sources import BUILTIN_COLUMNS, Source, read_source
+from clipsearch.loader.words import backfill_words
 from clipsearch.models.model import ImageTextModel
 from clipsearch.store.catalog import Catalog
 from clipsearch.store.columns import base_type
 from clipsearch.store.files import FileRecord
+from clipsearch.store.images import WORDS_VERSION, path_words, title_words
+from clipsearch.store.words import field_words
 
 MAX_PIXELS = 100_000_000
 ATTACH_BATCH = 10_000   # paths per metadata update (one mutation each)
@@ -57,6 +68,7 @@ class LoadSummary:
     linked_folders: list[str] = field(default_factory=list)   # links to folders, not followed
     followed_links: list[str] = field(default_factory=list)   # links followed (--follow-links)
     widened: list[str] = field(default_factory=list)          # "price Int64 -> Float64": columns widened
+    worded: int = 0          # images loaded before images had words, given theirs
     text_not_read: int = 0   # --ocr: images loaded whose text could not be read (timed out, crashed: load_errors)
 
     @property
@@ -85,6 +97,8 @@ class LoadSummary:
         if self.followed_links:
             text += (f"; followed {_named(self.followed_links, 'link')}: stored under the paths of the files "
                      "they point to")
+        if self.worded:
+            text += f"; gave {self.worded} images loaded before words their words"
         if self.widened:
             text += f"; widened manifest columns to hold the new values: {', '.join(self.widened)}"
         if self.text_not_read:
@@ -217,6 +231,7 @@ def prepare(path: str) -> dict:
         fmt = image.format or ""
         turn = orientation(image)
         exif = _exif(image)
+        meta = field_words(metadata_text(image))   # from the file in hand: no second read
         decoded = decode(image, _worker["min_size"])
         hashes = _hashes(decoded)
         pixels = np.asarray(_worker["transform"](fit_for_model(decoded, _worker["transform"])))
@@ -227,8 +242,8 @@ def prepare(path: str) -> dict:
         return {"path": path, "error": f"cannot decode: {exc}", **version}
     return {"path": path, "id": content_id(data), "width": width, "height": height, "format": fmt,
             "file_size": info.st_size, "modified_at": datetime.fromtimestamp(info.st_mtime_ns // 1_000_000 / 1000),
-            **exif._asdict(), "hashes": hashes, "orientation": turn, "pixels": pixels,
-            **(read_text(decoded, data, (width, height)) if _worker.get("ocr") else {})}
+            **exif._asdict(), "hashes": hashes, "orientation": turn, "words_meta": meta, **path_words(path),
+            "pixels": pixels, **(read_text(decoded, data, (width, height)) if _worker.get("ocr") else {})}
 
 
 def read_text(decoded: Image.Image, data: bytes, size: tuple[int, int]) -> dict:
@@ -286,6 +301,22 @@ def _new_columns(catalog: Catalog, source: Source, summary: LoadSummary | None =
     return {n: t for n, t in types.items() if n not in existing or n in widened}
 
 
+def _manifest_columns(catalog: Catalog) -> list[str]:
+    return [c for c, t in catalog.images.columns().items() if c not in BUILTIN_COLUMNS and t in MANIFEST_TYPES]
+
+
+def _check_text_columns(catalog: Catalog, source: Source, text_columns: list[str] | None) -> None:
+    """`--text-columns` must name manifest columns (of this manifest or stored before)."""
+    if text_columns is None:
+        return
+    known = set(source.column_types) | set(_manifest_columns(catalog))
+    unknown = [c for c in text_columns if c not in known]
+    if unknown:
+        raise SourceError(f"--text-columns names {', '.join(map(repr, unknown))}, which "
+                          f"{'is' if len(unknown) == 1 else 'are'} not a manifest column "
+                          f"(the manifest's columns: {', '.join(sorted(known)) or 'none'})")
+
+
 def _unchanged(path: str, stored: tuple[int, int | None] | None) -> bool:
     """Whether the file at `path` is the one stored: same size and modification time (ms) as recorded
     (size alone for rows from before the time was recorded)."""
@@ -300,10 +331,16 @@ def _unchanged(path: str, stored: tuple[int, int | None] | None) -> bool:
 
 
 def rows_table(rows: list[dict], vectors: np.ndarray, model_label: str, metadata: dict[str, dict],
-                column_types: dict[str, str], loaded_at_ms: int | None = None) -> pa.Table:
+                column_types: dict[str, str], loaded_at_ms: int | None = None,
+                text_columns: list[str] | None = None) -> pa.Table:
     """The rows as the `images` table's columns; `loaded_at_ms` (ms since the epoch) is their loaded_at,
-    else the store's clock sets it."""
+    else the store's clock sets it. Title words come from `text_columns` (ImageTable.text_columns; None:
+    the text ones of `column_types`)."""
     import pyarrow as pa
+    if text_columns is None:
+        text_columns = [c for c, t in column_types.items() if base_type(t) == "String"]
+    named = [r if "words_name" in r else path_words(r["path"]) for r in rows]   # the loader's workers made them
+    words = pa.list_(pa.string())
     columns = {
         "id": pa.array([r["id"] for r in rows], pa.string()),
         "path": pa.array([r["path"] for r in rows], pa.string()),
@@ -324,6 +361,11 @@ def rows_table(rows: list[dict], vectors: np.ndarray, model_label: str, metadata
         "embedding": pa.ListArray.from_arrays(
             pa.array(np.arange(0, vectors.size + 1, vectors.shape[1], dtype=np.int32)),
             pa.array(vectors.astype(np.float32).ravel())),
+        "words_name": pa.array([n["words_name"] for n in named], words),
+        "words_prefixes": pa.array([n["words_prefixes"] for n in named], words),
+        "words_title": pa.array([title_words(metadata.get(r["path"], {}), text_columns) for r in rows], words),
+        "words_meta": pa.array([r.get("words_meta", []) for r in rows], words),
+        "words_version": pa.array([WORDS_VERSION] * len(rows), pa.uint8()),
     }
     for name, ch_type in column_types.items():
         columns[name] = pa.array([_as_type(metadata[r["path"]].get(name), ch_type) for r in rows],
@@ -428,15 +470,16 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
          workers: int | None = None, max_file_bytes: int = MAX_FILE_BYTES, max_pixels: int = MAX_PIXELS,
          progress: bool = True, report: Callable[[str, str], None] | None = None,
          restrict_to_folder: bool = False, retry_failed: bool = True, follow_links: bool = False,
-         ocr: bool = False) -> LoadSummary:
+         text_columns: list[str] | None = None, ocr: bool = False) -> LoadSummary:
     """Load every image of `source` that is not stored yet. `report(path, reason)` hears each failure.
 
     `model` is a model (clipsearch.models.model.ImageTextModel) or a function returning one: it is loaded only
     after the source and the manifest's columns have been checked, so a mistake there is reported at once.
     With `retry_failed=False` (a watched folder's passes) a file whose load failed is not read again until it
     changes (size or time). With `follow_links`, links out of `source` load the files they point to
-    (clipsearch.loader.sources). With `ocr`, the text in each image loaded is read into words_ocr
-    (clipsearch.images.ocr; OcrMissing at once without the extra).
+    (clipsearch.loader.sources). `text_columns` names the manifest columns whose values are the images'
+    title words (default: every text column; the choice is kept for later loads). With `ocr`, the text in
+    each image loaded is read into words_ocr (clipsearch.images.ocr; OcrMissing at once without the extra).
     """
     start = time.perf_counter()
     ocr_label = _ocr_label() if ocr else ""
@@ -445,6 +488,7 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
                           store_folders=src.store_folders, linked_folders=src.linked_folders,
                           followed_links=src.followed)
     new_columns = _new_columns(catalog, src, summary)
+    _check_text_columns(catalog, src, text_columns)
     if not src.items and not src.rejected:
         raise NoImages(f"{source}: no image files found")
     bar = pipeline.progress_bar(len(src.items), "loading", progress)
@@ -457,6 +501,9 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
     clip = model if isinstance(model, ImageTextModel) else model()
     catalog.models.check(clip.label)
     catalog.images.add_columns(new_columns)
+    if text_columns is not None:
+        catalog.images.choose_text_columns(text_columns, _manifest_columns(catalog))
+    titled = catalog.images.text_columns()
     metadata = {item.path: item.metadata for item in src.items}
 
     known = catalog.files.under(src.root)
@@ -490,7 +537,7 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
             columns = catalog.images.columns()
             # a path's metadata may name a column dropped since: the others still go in
             types = {c: columns[c] for c in dict.fromkeys(c for r in good for c in attached[r["path"]]) if c in columns}
-            rows = rows_table(good, vectors, clip.label, attached, types, stamp)
+            rows = rows_table(good, vectors, clip.label, attached, types, stamp, titled)
             if ocr_label:
                 rows = _with_text(catalog, rows, good, ocr_label, summary)
             try:
@@ -517,6 +564,9 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
                      workers=(os.cpu_count() or 1) if workers is None else workers, setup=_setup_worker,
                      setup_args=(clip.prepare(), clip.image_size, max_file_bytes, max_pixels, bool(ocr_label)),
                      bar=bar)
+        bar.close()
+        # rows of this folder loaded before words (migration 007): their words now, their files read once
+        summary.worded = backfill_words(catalog, workers=workers, progress=progress, root=src.root).read
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - start

@@ -49,6 +49,8 @@ def _open(args: argparse.Namespace, create: bool = False) -> Collection:
     photos = open_collection(settings=_settings(args), model=args.model_ref, create=create, origin="cli")
     if getattr(args, "func", None) is not cmd_hashes:
         _note_not_read(photos)
+    if getattr(args, "func", None) is not cmd_words:
+        _note_no_words(photos)
     return photos
 
 
@@ -64,6 +66,18 @@ def _note_not_read(photos: Collection) -> None:
               "`clipsearch hashes` reads them (phone photos stored sideways are turned upright)", file=sys.stderr)
 
 
+def _note_no_words(photos: Collection) -> None:
+    """Images loaded by a release before images had words are not found by their names or captions: say so."""
+    from clipsearch.loader.words import no_words
+    try:
+        waiting = no_words(photos.catalog)
+    except ClipsearchError:
+        return
+    if waiting:
+        print(f"note: {waiting} images were loaded before clipsearch read their words; `clipsearch words` reads "
+              "them (so a search finds them by file and folder names, titles and captions)", file=sys.stderr)
+
+
 def cmd_load(args: argparse.Namespace) -> int:
     from clipsearch.images.labels import check_prompt, parse_labels
     if args.labels:  # check them before a long load, not after
@@ -76,7 +90,8 @@ def cmd_load(args: argparse.Namespace) -> int:
     with _open(args, create=True) as photos:
         summary = photos.load(args.source, batch_size=args.batch_size, workers=args.workers,
                               progress=not args.quiet, restrict_to_folder=args.restrict_to_folder,
-                              follow_links=args.follow_links, ocr=args.ocr)
+                              follow_links=args.follow_links, text_columns=_text_columns(args.text_columns),
+                              ocr=args.ocr)
         print(summary.line())
         if args.ocr:
             from clipsearch.loader.ocr import not_read
@@ -336,6 +351,17 @@ def cmd_hashes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _text_columns(value: str | None) -> list[str] | None:
+    return None if value is None else [c.strip() for c in value.split(",") if c.strip()]
+
+
+def cmd_words(args: argparse.Namespace) -> int:
+    with _open(args) as photos:
+        summary = photos.backfill_words(batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
+    print(summary.line())
+    return 0
+
+
 def cmd_ocr(args: argparse.Namespace) -> int:
     from clipsearch.images.ocr import engine_label
     from clipsearch.loader.ocr import read_text
@@ -423,6 +449,9 @@ def _add_load(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--follow-links", action="store_true",
                    help="load the files that links out of the folder point to (a folder's linked files, a manifest "
                         "row's link out of its folder), stored under those files' paths; refused without it")
+    p.add_argument("--text-columns", metavar="A,B",
+                   help="the manifest columns whose values are the images' words for a search (default: every text "
+                        "column); kept for later loads")
     p.add_argument("--labels", help="also label the images zero-shot (see `clipsearch label`)")
     p.add_argument("--prompt", help="label prompt with {} for the label (default 'a photo of a {}')")
     p.add_argument("--name", default="label", help="label set name (default 'label')")
@@ -557,6 +586,15 @@ def _add_hashes(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_hashes)
 
 
+def _add_words(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("words", parents=[common],
+                       help="give images loaded by earlier releases their words (file and folder names, manifest "
+                            "titles, the photos' captions and keywords), for searches by words")
+    _batch_options(p, "images read and stored at a time (default 512)", 512,
+                   "reading processes (default: CPU count, at most 8)")
+    p.set_defaults(func=cmd_words)
+
+
 def _add_ocr(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("ocr", parents=[common],
                        help="read the text in stored images not read yet (signs, receipts, slides), from their "
@@ -585,7 +623,7 @@ def _add_demo(sub: Any, common: argparse.ArgumentParser) -> None:
 
 # The commands, in the order `clipsearch --help` lists them.
 COMMANDS = (_add_load, _add_reembed, _add_label, _add_search, _add_embed, _add_models, _add_sql, _add_index,
-            _add_duplicates, _add_hashes, _add_ocr, _add_serve, _add_demo)
+            _add_duplicates, _add_hashes, _add_words, _add_ocr, _add_serve, _add_demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

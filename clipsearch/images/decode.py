@@ -4,18 +4,21 @@ composited on white, and (for a model) extreme aspect ratios cut to what the mod
 
 `decode` is the one place files become pixels: the loader, reembed, `clipsearch hashes`, thumbnails and
 query images all go through it, so a phone photo stored sideways with an orientation tag is upright for the
-hashes, the embedding, the thumbnail and the stored width and height alike.
+hashes, the embedding, the thumbnail and the stored width and height alike. `metadata_text` is the text a
+photo carries about itself (captions, titles, keywords), read from the same opened file.
 """
 from __future__ import annotations
 
 import functools
+import html
 import io
+import re
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import numpy as np
 import pillow_heif
-from PIL import Image
+from PIL import Image, ImageFile, IptcImagePlugin
 
 # The formats clipsearch reads, and the only ones Pillow is let to open: an EPS, PDF, PSD ... (uploaded, or
 # named .jpg in a folder) is "not an image" and never reaches a decoder nobody asked for (EPS: Ghostscript).
@@ -171,3 +174,96 @@ def _keeps_centre_only(transform: Callable[[Image.Image], Any]) -> bool:
         return False
     red = pixels[..., 0] - pixels[..., 1]
     return float(red.max()) < 0.25 * (float(np.ptp(pixels)) or 1.0)
+
+
+# The text a photo carries about itself, as cameras, phones, Lightroom, Windows and shops' tools write it.
+DESCRIPTION_TAG = 0x010E                      # EXIF ImageDescription (IFD0)
+XP_TAGS = (0x9C9B, 0x9C9C, 0x9C9E, 0x9C9F)    # Windows XPTitle, XPComment, XPKeywords, XPSubject: UTF-16LE
+EXIF_IFD, USER_COMMENT = 0x8769, 0x9286       # UserComment: an 8-byte charset name, then the text
+IPTC_TEXT = ((2, 5), (2, 120), (2, 25))       # IPTC object name, caption, keywords
+XMP_FIELDS = ("title", "description", "subject")   # dc:* of the XMP packet
+MAX_XMP_BYTES = 1 << 20                       # an XMP packet read at most this far (some carry thumbnails)
+MAX_META_CHARS = 65_536                       # one text kept at most this long
+_XMP_FIELD = {name: re.compile(rf"<dc:{name}\b[^>]*>(.*?)</dc:{name}>", re.S) for name in XMP_FIELDS}
+_XMP_ITEM = re.compile(r"<rdf:li\b[^>]*>([^<]*)</rdf:li>")
+
+
+def metadata_text(image: Image.Image) -> list[str]:
+    """The captions, titles and keywords an opened image holds (EXIF, IPTC, XMP), each text once, in that
+    order. Metadata is optional: a broken block gives nothing and never fails the image."""
+    texts: list[str] = []
+    for read in (_exif_text, _iptc_text, _xmp_text):
+        try:
+            texts += read(image)
+        except Exception:  # a broken block of one kind leaves the others
+            continue
+    kept = dict.fromkeys(t.strip()[:MAX_META_CHARS] for t in texts)
+    return [t for t in kept if t]
+
+
+def _exif_text(image: Image.Image) -> list[str]:
+    exif = image.getexif()
+    texts = [_text(exif.get(DESCRIPTION_TAG))]
+    texts += [_text(exif.get(tag), "utf-16-le") for tag in XP_TAGS]
+    texts.append(_user_comment(exif.get_ifd(EXIF_IFD).get(USER_COMMENT), getattr(exif, "endian", None) or "<"))
+    return texts
+
+
+def _user_comment(value: object, endian: str) -> str:
+    """EXIF UserComment: its first 8 bytes name the charset (ASCII, UNICODE: UTF-16, JIS, or zeros: undefined,
+    read as UTF-8). Writers disagree on UNICODE's byte order (the file's, or little-endian always): the
+    zero high bytes of Latin text tell which, else the file's order."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, bytes):
+        return ""
+    code, body = value[:8].rstrip(b"\x00 ").upper(), value[8:]
+    if code == b"UNICODE":
+        even, odd = body[0::2].count(0), body[1::2].count(0)
+        big = even > odd or (even == odd and endian == ">")
+        return body.decode("utf-16-be" if big else "utf-16-le", "replace").strip("\x00 ")
+    return _text(body, "shift_jis" if code == b"JIS" else "utf-8")
+
+
+def _text(value: object, encoding: str = "utf-8") -> str:
+    """An EXIF or IPTC value as text: bytes (or a tuple of byte values) decoded, NULs dropped."""
+    if isinstance(value, tuple) and all(isinstance(v, int) for v in value):
+        value = bytes(v & 0xFF for v in value)
+    if isinstance(value, bytes):
+        value = value.decode(encoding, "replace") if encoding != "utf-8" else _utf8_or_latin1(value)
+    return value.replace("\x00", " ").strip() if isinstance(value, str) else ""
+
+
+def _utf8_or_latin1(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:   # older cameras and IPTC writers: Latin-1
+        return data.decode("latin-1")
+
+
+def _iptc_text(image: Image.Image) -> list[str]:
+    if not isinstance(image, ImageFile.ImageFile):
+        return []
+    info = IptcImagePlugin.getiptcinfo(image) or {}
+    texts = []
+    for key in IPTC_TEXT:
+        value = info.get(key)
+        texts += [_text(v) for v in (value if isinstance(value, list) else [value])]
+    return texts
+
+
+def _xmp_text(image: Image.Image) -> list[str]:
+    """dc:title, dc:description and dc:subject of the XMP packet (JPEG/WebP `xmp`, PNG iTXt, TIFF tag 700),
+    found by pattern rather than by an XML parser: the packet comes from the file, and only its rdf:li
+    texts are wanted."""
+    packet = image.info.get("xmp") or image.info.get("XML:com.adobe.xmp")
+    if packet is None and hasattr(image, "tag_v2"):
+        packet = image.tag_v2.get(700)
+    if not packet:
+        return []
+    if isinstance(packet, str):
+        packet = packet[:MAX_XMP_BYTES]
+    else:
+        packet = _utf8_or_latin1(bytes(packet[:MAX_XMP_BYTES]))
+    return [html.unescape(item) for name in XMP_FIELDS for field in _XMP_FIELD[name].findall(packet)
+            for item in _XMP_ITEM.findall(field)]

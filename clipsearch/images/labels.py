@@ -62,7 +62,11 @@ def label_table(catalog: Catalog, model: ImageTextModel, labels: object, prompt:
     bound = bind_filters(filters, catalog.images.columns())
     params = dict(bound.params)
     params.update(_prompt_params(model, labels, prompt), prompt=prompt, model=model.label)
-    return catalog.labels.replace(name, bound.sql, params)
+    counts = catalog.labels.replace(name, bound.sql, params)
+    # the labels the images got are words a search box finds them by (images.words_label)
+    catalog.labels.words_of(bound.sql, params, lambda ids, words: catalog.images.update_columns(
+        ids, {"words_label": ("Array(String)", words)}))
+    return counts
 
 
 def label_vector(catalog: Catalog, model: ImageTextModel, vector: Sequence[float], labels: object,

@@ -11,8 +11,25 @@ from clipsearch.errors import NotFound, QueryError
 from clipsearch.store.columns import NOT_FILTERABLE, NUMERIC_TYPE, TIME_TYPE, base_type
 from clipsearch.store.connection import Connection, quote_identifier
 from clipsearch.store.indexes import Indexes, filter_columns, filter_projection
+from clipsearch.store.words import field_words, name_words, prefixes
 
 MIN_ID_PREFIX = 6           # the CLI prints 12; shorter prefixes are too likely to be ambiguous
+# Which manifest columns give an image's title words (words_title): every text column, unless a load named
+# them (`--text-columns`); the choice is kept in the columns' comments, so later manifests and metadata
+# updates follow it.
+TEXT_WORDS, NO_WORDS = "words", "no words"
+WORDS_VERSION = 1           # images.words_version of a row whose names' and metadata's words were read
+
+
+def title_words(values: dict[str, Any], text_columns: list[str]) -> list[str]:
+    """An image's words_title: the words of its values of the text columns, in the columns' order."""
+    return field_words(values.get(c) for c in text_columns)
+
+
+def path_words(path: str) -> dict[str, list[str]]:
+    """words_name and words_prefixes of a stored path."""
+    name = name_words(path)
+    return {"words_name": name, "words_prefixes": prefixes(name)}
 
 
 class StoredFile(NamedTuple):
@@ -66,6 +83,19 @@ class ImageTable:
             self._connection.command(f"ALTER TABLE images DROP PROJECTION IF EXISTS {filter_projection(name)} "
                                      "SETTINGS mutations_sync = 2")
             Indexes(self._connection, self.columns).add_filter_column(name)
+
+    def text_columns(self) -> list[str]:
+        """The columns whose values are an image's title words (TEXT_WORDS above), in table order."""
+        rows = self._connection.query("SELECT name, type, comment FROM system.columns WHERE database = "
+                                      "currentDatabase() AND table = 'images' ORDER BY position")
+        return [r["name"] for r in rows if r["comment"] == TEXT_WORDS or
+                (r["type"] == "Nullable(String)" and r["comment"] != NO_WORDS)]
+
+    def choose_text_columns(self, chosen: list[str], manifest_columns: list[str]) -> None:
+        """Make `chosen` the manifest's columns that give title words, the other `manifest_columns` not."""
+        comments = {c: TEXT_WORDS if c in chosen else NO_WORDS for c in dict.fromkeys([*chosen, *manifest_columns])}
+        self._connection.command("ALTER TABLE images " + ", ".join(
+            f"COMMENT COLUMN {quote_identifier(c)} '{comment}'" for c, comment in comments.items()))
 
     def integers_beyond_float(self, column: str) -> bool:
         """Whether the integer column `column` holds a value that a Float64 would round (beyond 2**53)."""
@@ -208,6 +238,11 @@ class ImageTable:
                            f"{{v{n}:Array({ch_type})}}[indexOf({{ids:Array(String)}}, id)], {col})")
             params[f"has{n}"] = has
             params[f"v{n}"] = [values[i].get(column) for i in ids]
+        titled = self.text_columns()
+        if updates and set(titled) & set(column_types):   # the title words follow the text columns
+            current = self._values_of(ids, titled)
+            params["words_title"] = [title_words({**current.get(i, {}), **values[i]}, titled) for i in ids]
+            updates.append("words_title = {words_title:Array(Array(String))}[indexOf({ids:Array(String)}, id)]")
         if updates:
             self._connection.command(f"ALTER TABLE images UPDATE {', '.join(updates)} "
                                      "WHERE id IN {ids:Array(String)} SETTINGS mutations_sync = 2", params)
@@ -222,6 +257,11 @@ class ImageTable:
                                       "WHERE id IN {ids:Array(String)} LIMIT 1 BY id", {"ids": list(ids)})
         return {r["id"]: {c: r[c] for c in columns if r[c] is not None} for r in rows}
 
+    def _values_of(self, ids: list[str], columns: list[str]) -> dict[str, dict[str, Any]]:
+        rows = self._connection.query(f"SELECT id, {', '.join(map(quote_identifier, columns))} FROM images "
+                                      "WHERE id IN {ids:Array(String)} LIMIT 1 BY id", {"ids": list(ids)})
+        return {r["id"]: {c: r[c] for c in columns} for r in rows}
+
     def paths_of(self, ids: list[str]) -> dict[str, list[str]]:
         """id -> the paths its rows are shown under (one, unless rows are not merged yet)."""
         if not ids:
@@ -232,15 +272,20 @@ class ImageTable:
 
     def move(self, moves: dict[str, tuple[str, int | None]]) -> None:
         """Show each image (id -> (path, modification time in ms)) under another path that holds the same
-        bytes: one mutation, waited for."""
+        bytes, its name's words with it: one mutation, waited for."""
         if not moves:
             return
         ids = list(moves)
+        named = [path_words(moves[i][0]) for i in ids]
         self._connection.command(
             "ALTER TABLE images UPDATE path = {paths:Array(String)}[indexOf({ids:Array(String)}, id)], "
-            "modified_at = fromUnixTimestamp64Milli({mtimes:Array(Nullable(Int64))}[indexOf({ids:Array(String)}, id)]) "
+            "modified_at = fromUnixTimestamp64Milli({mtimes:Array(Nullable(Int64))}"
+            "[indexOf({ids:Array(String)}, id)]), "
+            "words_name = {names:Array(Array(String))}[indexOf({ids:Array(String)}, id)], "
+            "words_prefixes = {prefixes:Array(Array(String))}[indexOf({ids:Array(String)}, id)] "
             "WHERE id IN {ids:Array(String)} SETTINGS mutations_sync = 2",
-            {"ids": ids, "paths": [moves[i][0] for i in ids], "mtimes": [moves[i][1] for i in ids]})
+            {"ids": ids, "paths": [moves[i][0] for i in ids], "mtimes": [moves[i][1] for i in ids],
+             "names": [n["words_name"] for n in named], "prefixes": [n["words_prefixes"] for n in named]})
         self._rebuild_filter_projections()
 
     def record_errors(self, errors: list[tuple[str, str]], versions: list[tuple[int, int] | None] | None = None
@@ -276,6 +321,7 @@ class ImageTable:
         return {r["path"]: (int(r["size"]), int(r["mtime"])) for r in rows}
 
     # -- the files the rows came from ---------------------------------------------------------
-    def files(self, where: str = "1", order_by: str = "id") -> list[StoredFile]:
-        """The files of the stored images matching `where` (a condition on `images`' columns), one per id."""
-        return stored_files(self._connection, where, order_by=order_by)
+    def files(self, where: str = "1", order_by: str = "id", params: dict | None = None) -> list[StoredFile]:
+        """The files of the stored images matching `where` (a condition on `images`' columns, with its
+        `params`), one per id."""
+        return stored_files(self._connection, where, params, order_by=order_by)

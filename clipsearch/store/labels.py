@@ -2,7 +2,12 @@
 (clipsearch/images/labels.py checks the labels and prompt and encodes the prompts)."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from clipsearch.store.connection import Connection
+from clipsearch.store.words import field_words
+
+LABEL_WORDS_BATCH = 10_000   # images whose words_label one mutation sets (as a manifest's metadata)
 
 
 def distribution_sql(vector: str) -> str:
@@ -34,6 +39,18 @@ class LabelSets:
         rows = self._connection.query("SELECT label, count() AS n FROM labels FINAL WHERE label_set = {name:String} "
                                       "GROUP BY label ORDER BY n DESC, label", {"name": name})
         return {r["label"]: int(r["n"]) for r in rows}
+
+    def words_of(self, where: str, params: dict, update: Callable[[list[str], list[list[str]]], None]) -> None:
+        """The label words of the images matching `where`: the words of the label each label set gave each,
+        label sets in name order, given to `update(ids, words)` a batch at a time (ImageTable.update_columns).
+        """
+        rows = self._connection.query(
+            "SELECT image_id, arrayMap(x -> x.2, arraySort(groupArray((label_set, label)))) AS labels "
+            f"FROM labels FINAL WHERE image_id IN (SELECT id FROM images WHERE {where}) "
+            "GROUP BY image_id ORDER BY image_id", params)
+        for start in range(0, len(rows), LABEL_WORDS_BATCH):
+            batch = rows[start:start + LABEL_WORDS_BATCH]
+            update([r["image_id"] for r in batch], [field_words(r["labels"]) for r in batch])
 
     def distribution(self, vector: list[float], prompts: list[list[float]], scale: float) -> list[float]:
         """The label distribution of one image vector, by the same SQL as a label set's."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from pathlib import PurePath
 
 MAX_WORD_CHARS = 40      # a longer run (a hash, base64) is cut: no one types it, and the index stays small
@@ -42,6 +43,16 @@ def words(text: str | None, limit: int = MAX_FIELD_WORDS) -> list[str]:
                 out.append(part.casefold()[:MAX_WORD_CHARS])
                 if len(out) >= limit:
                     return out
+    return out
+
+
+def field_words(texts: Iterable[object]) -> list[str]:
+    """The tokens of several texts of one field (a row's title columns, a photo's captions and keywords), in
+    order, capped at MAX_FIELD_WORDS; a value that is not text (a number) by its text, None skipped."""
+    out: list[str] = []
+    for text in texts:
+        if text is not None and len(out) < MAX_FIELD_WORDS:
+            out += words(str(text), MAX_FIELD_WORDS - len(out))
     return out
 
 
