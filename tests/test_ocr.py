@@ -174,3 +174,22 @@ def test_a_load_without_ocr_never_imports_the_engine(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_worker_with_many_files_open_still_reads_text(monkeypatch):
+    """A long load or a served store holds many files: past descriptor 1,024 the wait for the OCR's child must
+    still work (select() cannot take such a descriptor; poll can)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"this machine allows {hard} open files")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    monkeypatch.setattr(ocr, "start", lambda: None)
+    monkeypatch.setattr(ocr, "text", lambda image: "OPEN daily")
+    held = [open(os.devnull) for _ in range(1100)]
+    try:
+        assert ocr.read_words(Image.new("RGB", (32, 32))) == ["open", "daily"]
+    finally:
+        for f in held:
+            f.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

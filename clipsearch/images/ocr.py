@@ -108,9 +108,11 @@ def _in_child(image: Image.Image, seconds: float) -> str:
     chunks: list[bytes] = []
     deadline = time.monotonic() + seconds
     with os.fdopen(reader, "rb", buffering=0) as pipe:
+        ready = select.poll()   # not select(): a worker with over 1,024 files open has descriptors it cannot take
+        ready.register(pipe, select.POLLIN | select.POLLHUP)
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([pipe], [], [], left)[0]:
+            if left <= 0 or not ready.poll(left * 1000):
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
                 raise OcrFailed(f"text not read: took longer than {seconds:g} s")
