@@ -44,7 +44,7 @@ def _embeddings(app):
 
 
 def test_get_search_with_filters(client):
-    res = client.get("/api/search?q=a+red+circle&k=7&filter=price>=30&filter=category=mug")
+    res = client.get("/api/search?q=a+red+circle&k=7&filter=price>=30&filter=category=mug&match=pictures")
     assert res.status_code == 200
     body = res.get_json()
     assert len(body["results"]) == 7 and body["kind"] == "text"
@@ -80,7 +80,8 @@ def test_hybrid_ranking_is_the_weighted_sum_and_differs_from_both(client, app, m
     data = _png("yellow", "square", seed=4)
     text, k, w_image = "a blue cross", 10, 0.6
     body = client.post("/api/search", json={"image": base64.b64encode(data).decode(), "text": text, "k": k,
-                                            "weights": {"image": w_image, "text": 1 - w_image}}).get_json()
+                                            "weights": {"image": w_image, "text": 1 - w_image},
+                                            "match": "pictures"}).get_json()
     assert body["kind"] == "hybrid"
     ids, matrix = _embeddings(app)
     q_image = model.encode_images([Image.open(io.BytesIO(data))])[0]

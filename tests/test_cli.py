@@ -29,7 +29,7 @@ def loaded_db(tmp_path_factory, cli):
 
 def test_raw_sql_ranking_equals_search(loaded_db, cli):
     db, _ = loaded_db
-    searched = json.loads(cli("search", "a green square", "--k", "10", "--json",
+    searched = json.loads(cli("search", "a green square", "--k", "10", "--json", "--match", "pictures",
                               "--filter", "price>=20", db=db).stdout)
     vector = cli("embed", "a green square").stdout.strip()
     assert len(json.loads(vector)) == 128

@@ -65,7 +65,9 @@ def served(tmp_path_factory, model):
 
 
 def _search(base: str, q: str) -> list[dict]:
-    return json.load(urllib.request.urlopen(f"{base}/api/search?q={q.replace(' ', '+')}&k=100"))["results"]
+    """The picture ranking (files loaded without a manifest have no title words to fuse)."""
+    url = f"{base}/api/search?q={q.replace(' ', '+')}&k=100&match=pictures"
+    return json.load(urllib.request.urlopen(url))["results"]
 
 
 def test_cli_through_the_service_gives_the_same_results(served, model, capsys):
