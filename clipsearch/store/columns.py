@@ -7,9 +7,10 @@ import re
 HASH_COLUMNS = ("phash", "colour_hash", "centre_phash", "chroma_hash", "centre_chroma_hash")
 NUMERIC_TYPE = re.compile(r"^(U?Int\d+|Float\d+|Decimal)")
 TIME_TYPE = re.compile(r"^(Date|DateTime)")
-NOT_FILTERABLE = {"embedding", *HASH_COLUMNS}  # vectors and hashes, not metadata
 WORD_COLUMNS = ("words_name", "words_prefixes", "words_title", "words_meta", "words_ocr", "words_label")
-HIDDEN = ", ".join(("embedding", *HASH_COLUMNS, *WORD_COLUMNS))  # left out of search results
+NOT_FILTERABLE = {"embedding", *HASH_COLUMNS, *WORD_COLUMNS, "words_version"}  # vectors, hashes, token lists, upkeep
+# Left out of search results: a result says which words matched (its `match`); ocr_engine stays a filter
+HIDDEN = ", ".join(("embedding", *HASH_COLUMNS, *WORD_COLUMNS, "words_version", "ocr_engine"))
 
 
 def base_type(ch_type: str) -> str:
