@@ -45,12 +45,9 @@ CREATE TABLE IF NOT EXISTS images
     -- CODEC(NONE): float vectors barely compress, and decompressing them
     -- costs more than reading them (measured: ~3x faster scans).
     embedding  Array(Float32) CODEC(NONE),
-    INDEX words_name_text words_name TYPE text(tokenizer = 'array'),
-    INDEX words_prefixes_text words_prefixes TYPE text(tokenizer = 'array'),
-    INDEX words_title_text words_title TYPE text(tokenizer = 'array'),
-    INDEX words_meta_text words_meta TYPE text(tokenizer = 'array'),
-    INDEX words_ocr_text words_ocr TYPE text(tokenizer = 'array'),
-    INDEX words_label_text words_label TYPE text(tokenizer = 'array')
+    -- one text index over every field's words (store/columns.py WORDS_ANY: a search looks them up at once)
+    INDEX words_any arrayConcat(words_name, words_prefixes, words_title, words_meta, words_ocr, words_label)
+        TYPE text(tokenizer = 'array')
 )
 ENGINE = ReplacingMergeTree(loaded_at)
 ORDER BY id

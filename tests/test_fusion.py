@@ -113,7 +113,7 @@ def test_a_sku_finds_the_product_the_picture_ranking_does_not(photos):
     assert both.match == "both" and _ids(both)[0] == mug
     top = both.rows[0]
     assert top["match"]["words"] == {"title": ["mug", "73310"]} and top["match"]["word_rank"] == 1
-    assert "`$word_rank`" in both.sql and "hasAnyTokens(words_title" in both.sql
+    assert "`$word_rank`" in both.sql and "hasAnyTokens(arrayConcat(words_name" in both.sql
     # the rest of the page is the picture ranking, in its order
     assert _ids(both)[1:] == [i for i in _ids(pictures) if i != mug][:4]
 
@@ -222,7 +222,7 @@ def test_the_words_branch_reads_the_text_indexes(photos):
     signal = WordSignal(("mug", "73310"))
     sql, params = probe_sql(signal, Query(), [])
     plan = "\n".join(r["explain"] for r in photos.catalog.query("EXPLAIN indexes = 1 " + sql, params))
-    assert "words_title_text" in plan and "words_prefixes_text" in plan, plan
+    assert "Name: words_any" in plan, plan
 
 
 def test_the_analysts_query_fuses_the_same_way(photos, model):
@@ -270,7 +270,7 @@ def test_the_cli_prints_the_statement_that_ran(shop, cli):
     out = cli("search", "MUG-73310", "--k", "2", "--json", "--show-sql", db=shop["db"])
     rows = json.loads(out.stdout)
     assert rows[0]["match"]["words"] == {"title": ["mug", "73310"]}
-    assert "-- match both" in out.stderr and "hasAnyTokens(words_title" in out.stderr
+    assert "-- match both" in out.stderr and "hasAnyTokens(arrayConcat(words_name" in out.stderr
     lines = cli("search", "IMG_20", "--k", "1", db=shop["db"]).stdout
     assert "IMG_2041" in lines and "name~img,20" in lines
     plain = cli("search", "IMG_20", "--k", "1", "--match", "pictures", "--show-sql", db=shop["db"])
@@ -320,4 +320,4 @@ def test_the_picture_branch_uses_the_vector_index_inside_the_fused_statement(pho
     order = [exact[r["id"]]["picture_score"] for r in hnsw if exact[r["id"]]["$word_rank"] == 2]
     assert all(a >= b - 2e-3 for a, b in zip(order, order[1:], strict=False))
     plan = "\n".join(r["explain"] for r in photos.catalog.query("EXPLAIN indexes = 1 " + hnsw_sql, hnsw_params))
-    assert "Name: embedding_hnsw" in plan and "Name: words_title_text" in plan, plan
+    assert "Name: embedding_hnsw" in plan and "Name: words_any" in plan, plan

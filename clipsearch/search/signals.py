@@ -10,9 +10,9 @@ then id. The next signal is one more class with a `branch` and its `columns`.
 - PictureSignal: today's cosine ranking (`statement.picture_statement`, exact or HNSW as Searcher.plan
   decides), its window the page of a picture search of `window` rows; `min_score` cuts this branch only.
   Its SETTINGS go at the end of the whole statement: those of a subquery do not reach the vector index.
-- WordSignal: the text indexes of images.words_* (store/words.py tokens). A row enters when any field holds
-  any query word (`hasAnyTokens`, one index lookup per field, OR-ed) and every quoted phrase stands together
-  in one field (`hasSubstr`). Its score: sum over fields of the field's weight x the distinct query words found
+- WordSignal: images.words_* (store/words.py tokens). A row enters when any field holds any query word
+  (`hasAnyTokens` over all fields at once: one lookup of their one text index) and every quoted phrase stands
+  together in one field (`hasSubstr`). Its score: sum over fields of the field's weight x the distinct query words found
   there (name: words_name or words_prefixes, so `IMG_20` finds IMG_2041.jpg). Rows of equal score share a rank
   (words alone cannot tell them apart: the pictures do, in the fusion), and its term in the fusion is scaled
   by the share of the query's words the row holds: `zephyr` held by a row says all the query says in words,
@@ -33,7 +33,7 @@ from typing import Protocol
 from clipsearch.search.options import MAX_WINDOW, Options
 from clipsearch.search.query import Query
 from clipsearch.search.statement import EXACT, QueryVector, Strategy, _ranking, picture_statement
-from clipsearch.store.columns import HIDDEN
+from clipsearch.store.columns import HIDDEN, WORDS_ANY
 from clipsearch.store.connection import quote_identifier
 
 K0 = 60                      # reciprocal-rank fusion's constant: 1 / (K0 + rank)
@@ -126,13 +126,11 @@ class WordSignal:
         return f"{weight} * `$word_share` / ({K0} + `$word_rank`)"
 
     def condition(self) -> tuple[str, dict]:
-        """The rows that hold a query word (and every phrase): index lookups, one per column."""
+        """The rows that hold a query word (and every phrase): one lookup of the text index."""
         if not self.words:
             return "0", {}
         params: dict = {"query_words": list(self.words)}
-        found = " OR ".join(f"hasAnyTokens({column}, {{query_words:Array(String)}})"
-                            for columns in FIELDS.values() for column in columns)
-        parts = [f"({found})"]
+        parts = [f"hasAnyTokens({WORDS_ANY}, {{query_words:Array(String)}})"]
         for i, phrase in enumerate(self.phrases):
             params[f"phrase{i}"] = list(phrase)
             parts.append("(" + " OR ".join(f"hasSubstr({column}, {{phrase{i}:Array(String)}})"

@@ -8,6 +8,9 @@ HASH_COLUMNS = ("phash", "colour_hash", "centre_phash", "chroma_hash", "centre_c
 NUMERIC_TYPE = re.compile(r"^(U?Int\d+|Float\d+|Decimal)")
 TIME_TYPE = re.compile(r"^(Date|DateTime)")
 WORD_COLUMNS = ("words_name", "words_prefixes", "words_title", "words_meta", "words_ocr", "words_label")
+# Every field's words at once: the expression of images' one text index (sql/schema.sql), which a query must
+# spell exactly so for ClickHouse to use the index
+WORDS_ANY = f"arrayConcat({', '.join(WORD_COLUMNS)})"
 NOT_FILTERABLE = {"embedding", *HASH_COLUMNS, *WORD_COLUMNS, "words_version"}  # vectors, hashes, token lists, upkeep
 # Left out of search results: a result says which words matched (its `match`); ocr_engine stays a filter
 HIDDEN = ", ".join(("embedding", *HASH_COLUMNS, *WORD_COLUMNS, "words_version", "ocr_engine"))

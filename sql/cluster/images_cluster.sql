@@ -41,12 +41,8 @@ CREATE TABLE IF NOT EXISTS images_local ON CLUSTER clipsearch
     model      LowCardinality(String),       -- the CLIP model that made `embedding`
     loaded_at  DateTime64(3) DEFAULT now64(3),
     embedding  Array(Float32) CODEC(NONE),
-    INDEX words_name_text words_name TYPE text(tokenizer = 'array'),
-    INDEX words_prefixes_text words_prefixes TYPE text(tokenizer = 'array'),
-    INDEX words_title_text words_title TYPE text(tokenizer = 'array'),
-    INDEX words_meta_text words_meta TYPE text(tokenizer = 'array'),
-    INDEX words_ocr_text words_ocr TYPE text(tokenizer = 'array'),
-    INDEX words_label_text words_label TYPE text(tokenizer = 'array')
+    INDEX words_any arrayConcat(words_name, words_prefixes, words_title, words_meta, words_ocr, words_label)
+        TYPE text(tokenizer = 'array')
 )
 ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/clipsearch/images_local', '{replica}', loaded_at)
 ORDER BY id
@@ -159,12 +155,7 @@ ENGINE = Distributed(clipsearch, currentDatabase(), search_log_local, rand());
 --   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS words_version UInt8 DEFAULT 0 AFTER words_label;
 --   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS ocr_engine LowCardinality(String) DEFAULT '' AFTER words_version;
 --   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS ocr_engine LowCardinality(String) DEFAULT '' AFTER words_version;
---   ALTER TABLE images_local ON CLUSTER clipsearch ADD INDEX IF NOT EXISTS words_name_text words_name TYPE text(tokenizer = 'array');
---   ALTER TABLE images_local ON CLUSTER clipsearch ADD INDEX IF NOT EXISTS words_prefixes_text words_prefixes TYPE text(tokenizer = 'array');
---   ALTER TABLE images_local ON CLUSTER clipsearch ADD INDEX IF NOT EXISTS words_title_text words_title TYPE text(tokenizer = 'array');
---   ALTER TABLE images_local ON CLUSTER clipsearch ADD INDEX IF NOT EXISTS words_meta_text words_meta TYPE text(tokenizer = 'array');
---   ALTER TABLE images_local ON CLUSTER clipsearch ADD INDEX IF NOT EXISTS words_ocr_text words_ocr TYPE text(tokenizer = 'array');
---   ALTER TABLE images_local ON CLUSTER clipsearch ADD INDEX IF NOT EXISTS words_label_text words_label TYPE text(tokenizer = 'array');
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD INDEX IF NOT EXISTS words_any arrayConcat(words_name, words_prefixes, words_title, words_meta, words_ocr, words_label) TYPE text(tokenizer = 'array');
 -- Rows loaded before the perceptual hashes keep NULL hashes and take no part in finding copies:
 -- `clipsearch hashes` updates rows in place (ALTER TABLE ... UPDATE), which a Distributed table does not take.
 -- Manifest columns go on both tables, local first:
