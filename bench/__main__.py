@@ -26,6 +26,10 @@ copies      Copies by perceptual hash: recall per kind of change and precision a
             rows of hash values against an exact all-pairs Hamming scan in numpy (bench/copies.py).
 analysts    The CLI's query, a second analyst's and a page search while 20 slow analyst queries run on a
             served folder's ClickHouse port, from one session and from 20, against idle (bench/analysts.py).
+words       Words and pictures in one ranking (issue 35): P@10 per query group for match=pictures, words and
+            both on `shapes.words_catalogue` (--words-products) and on camera-named files; `both` against
+            `pictures` at --words-rows x --dim rows with Zipf-spread names and titles, exact and HNSW, with
+            and without a filter; the loader with and without words (bench/words.py).
 ocr         OCR's share of words found in text drawn into generated pictures, per font, size, rotation
             and background, and seconds per image (bench/ocr.py; needs the ocr extra).
 report      Nothing measured: rewrite results.md and search.png from results.json.
@@ -43,11 +47,12 @@ from pathlib import Path
 
 from bench import analysts, common, copies, duplicates, loader, memory, quantization, report, search, served, service
 from bench import ocr as ocr_accuracy
+from bench import words as words_bench
 from clipsearch.models.clip import ClipModel
 
 BUNDLED, VIT = "clipsearch-shapes (bundled)", "ViT-B-32 (random weights)"
 SECTIONS = ("loader", "service", "search", "quantization", "memory", "duplicates", "served", "copies", "analysts",
-            "ocr")
+            "ocr", "words")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,11 +74,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--service-db", type=Path,
                         help="the folder the service section serves (default: the loader's 3,000 images); e.g. a "
                              "million rows made by `python -m bench.dataset` with `clipsearch index create`")
+    parser.add_argument("--words-products", type=int, default=2000, help="products in the words quality catalogue")
+    parser.add_argument("--words-rows", type=int, default=200_000, help="table size for the words speed benchmark")
+    parser.add_argument("--words-loader-images", type=int, default=1000,
+                        help="generated images for the words section's loader comparison")
     parser.add_argument("--skip-vit", action="store_true", help="skip the ViT-B-32 (random weights) loader run")
     parser.add_argument("--served-images", type=int, default=10_000,
                         help="images loaded through a running service for the served section")
     parser.add_argument("--only", help="run only these sections (loader,service,search,quantization,memory,"
-                                       "duplicates,served,copies,analysts,ocr; or report) "
+                                       "duplicates,served,copies,analysts,ocr,words; or report) "
                                        "and keep the others' results from the last run")
     parser.add_argument("--out", type=Path, default=common.HERE,
                         help="folder for results.json, results.md and search.png (default: bench/)")
@@ -138,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         results["analysts"] = show(analysts.run(work))
     if "ocr" in only:
         results["ocr"] = show(ocr_accuracy.run())
+    if "words" in only:
+        results["words"] = words_bench.run(ClipModel(), work, args.words_products, args.words_rows, args.dim,
+                                           args.words_loader_images)
     print(report.write(results, args.out, plot=bool(only & {"search", "report"})))
     return 0
 

@@ -172,6 +172,9 @@ def to_markdown(results: dict) -> str:
                          f"{cell('many_sessions', name)} |")
     if results.get("ocr"):
         lines += ocr_lines(results["ocr"])
+    if results.get("words"):
+        from bench.words import lines as words_lines  # the section's own table
+        lines += words_lines(results["words"])
     return "\n".join(lines) + "\n"
 
 
