@@ -22,7 +22,6 @@ from clipsearch.search.signals import (
     PictureSignal,
     Signal,
     WordSignal,
-    branch_window,
     fused_sql,
     probe_sql,
 )
@@ -254,9 +253,10 @@ class Searcher:
         signals: list[Signal] = [words]
         strategy = EXACT
         if match == "both":
-            window = Query(query.where, branch_window(query.k, query.options.offset),
-                           Options(min_score=query.options.min_score))
-            strategy = self.plan(state, window, parts)
+            # planned as the picture search of this page is: a window of 50 would tip the cost planner to an
+            # exact scan where the page keeps the index (the window is the index's fetch, tuning.index_fetch)
+            strategy = self.plan(state, Query(query.where, query.k, Options(min_score=query.options.min_score,
+                                                                             offset=query.options.offset)), parts)
             signals = [PictureSignal(strategy), words]
         sql, params = fused_sql(query, parts, signals)
         rows = self.catalog.query(sql, params)

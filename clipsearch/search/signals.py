@@ -127,12 +127,13 @@ class WordSignal:
     phrases: tuple[tuple[str, ...], ...] = ()
     weight: float = WORD_WEIGHT
 
-    def condition(self) -> tuple[str, dict]:
-        """The rows that hold a query word (and every phrase): one lookup of the text index."""
+    def condition(self, every: bool = False) -> tuple[str, dict]:
+        """The rows that hold a query word (`every`: all of them) and every phrase: one lookup of the text
+        index."""
         if not self.words:
             return "0", {}
         params: dict = {"query_words": list(self.words)}
-        parts = [f"hasAnyTokens({WORDS_ANY}, {{query_words:Array(String)}})"]
+        parts = [f"{'hasAllTokens' if every else 'hasAnyTokens'}({WORDS_ANY}, {{query_words:Array(String)}})"]
         for i, phrase in enumerate(self.phrases):
             params[f"phrase{i}"] = list(phrase)
             parts.append("(" + " OR ".join(f"hasSubstr({column}, {{phrase{i}:Array(String)}})"
@@ -148,15 +149,19 @@ class WordSignal:
         return "toFloat64(" + " + ".join(f"{FIELD_WEIGHTS[field]} * length({found[field]})" for field in FIELDS) + ")"
 
     def branch(self, query: Query, vectors: list[QueryVector], window: int) -> Branch:
-        # Ids only, by word score then id: neither a picture distance nor a displayed column is read for the
-        # rows holding a common word, only for the window's
+        # Ids the text index alone decides, in id order: the rows holding every query word, then those holding
+        # any (a word in every tenth row would cost a read of all their token lists to score, and the rows a
+        # score would pick among equals are the best pictures, which the picture signal brings). Each
+        # candidate's word score is computed on it (columns).
         _, conditions, params, _, _, exclude = _ranking(query.where, vectors)
-        found, word_params = self.condition()
-        params.update(word_params, words_window=window)
-        where = "\n  AND ".join([*exclude, *conditions, found])
-        score = self._score({field: self._found(field) for field in FIELDS})
-        return Branch(f"SELECT id FROM images\nWHERE {where}\nORDER BY {score} DESC, id\n"
-                      "LIMIT {words_window:UInt32}", params)
+        params["words_window"] = window
+        tiers = []
+        for every in ((True, False) if len(self.words) > 1 else (False,)):
+            found, word_params = self.condition(every)
+            params.update(word_params)
+            where = "\n  AND ".join([*exclude, *conditions, found])
+            tiers.append(f"SELECT id FROM images\nWHERE {where}\nORDER BY id\nLIMIT {{words_window:UInt32}}")
+        return Branch("\nUNION ALL\n".join(tiers), params)
 
     def columns(self) -> list[str]:
         found = [f"{self._found(field)} AS `$words_{field}`" for field in FIELDS]
