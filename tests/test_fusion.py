@@ -312,7 +312,8 @@ def test_the_picture_branch_uses_the_vector_index_inside_the_fused_statement(pho
     words = WordSignal(("red", "shop", "print"))
     exact_sql, params = fused_sql(query, parts, [PictureSignal(EXACT), words])
     hnsw_sql, hnsw_params = fused_sql(query, parts, [PictureSignal(Strategy("hnsw", beam=256)), words])
-    assert hnsw_sql.rstrip().splitlines()[-1].startswith("SETTINGS hnsw_candidate_list_size_for_search")
+    assert "hnsw_candidate_list_size_for_search = " in hnsw_sql.rstrip().splitlines()[-1]
+    assert hnsw_sql.rstrip().splitlines()[-1].startswith("SETTINGS use_uncompressed_cache = 1")
     assert photos.catalog.query(hnsw_sql, hnsw_params) == photos.catalog.query(exact_sql, params)
     # the candidates' statements, as the fused one runs them (its SETTINGS): the vector index, the text index
     picture = PictureSignal(Strategy("hnsw", beam=256)).branch(query, parts, 50)

@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from clipsearch.search import tuning
 from clipsearch.search.options import MAX_WINDOW, Options
 from clipsearch.search.query import Query
 from clipsearch.search.statement import EXACT, QueryVector, Strategy, _ranking, picture_statement
@@ -202,10 +203,12 @@ def fused_sql(query: Query, vectors: list[QueryVector], signals: list[Signal]) -
     window = branch_window(query.k, options.offset)
     with_, _, params, _, picture, _ = _ranking(query.where, vectors)
     branches = [signal.branch(query, vectors, window) for signal in signals]
-    settings = []
+    # Candidates are read by id, one granule each: the decompressed-block cache halves a words-only search
+    # (53 -> 25 ms at 200k rows); a picture branch brings the same setting
+    settings = [tuning.CACHED_READ]
     for branch in branches:
         params.update(branch.params)
-        settings += [branch.settings] if branch.settings else []
+        settings += [s for s in branch.settings.split(", ") if s and s not in settings]
     candidates = "\n    UNION ALL\n".join(indent(branch.sql, "        ") for branch in branches)
     columns = ",\n           ".join([f"{picture} AS picture_score",
                                       *(c for signal in signals for c in signal.columns())])
@@ -228,4 +231,4 @@ def fused_sql(query: Query, vectors: list[QueryVector], signals: list[Signal]) -
            f"        WHERE id IN (\n{candidates}\n        )\n        LIMIT 1 BY id\n    )\n)\n"
            f"ORDER BY {order}{by}\n"
            "LIMIT {page_k:UInt32} OFFSET {page_offset:UInt32}")
-    return sql + (f"\nSETTINGS {', '.join(settings)}" if settings else ""), params
+    return f"{sql}\nSETTINGS {', '.join(settings)}", params
