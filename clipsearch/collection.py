@@ -69,7 +69,7 @@ class Collection:
                  log_searches: bool = True, origin: str = "python"):
         self.catalog = catalog
         self.settings = settings or Settings()
-        self.searcher = Searcher(catalog, model, log=log_searches, origin=origin)
+        self.searcher = Searcher(catalog, model, log=log_searches, origin=origin, cache=self.settings.search_cache)
         self._model = model
         self.analyst_policy = AnalystPolicy()   # the page's SQL tab's, and the served port's (`serve` hands it on)
         self.analyst_turns = FairShare()        # their queries' turns, shared the same way

@@ -18,7 +18,13 @@ ENVIRONMENT = {                      # field -> environment variable
     "rate_limit": "CLIPSEARCH_RATE_LIMIT",
     "analyst_password": "CLIPSEARCH_ANALYST_PASSWORD",
     "allowed_hosts": "CLIPSEARCH_ALLOWED_HOSTS",
+    "search_cache": "CLIPSEARCH_SEARCH_CACHE",
 }
+SEARCH_CACHES = ("on", "texts", "off")
+
+
+class SettingsError(ValueError):
+    """A setting's value is not one it can take (the CLI says so in one line)."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,9 @@ class Settings:
     # its --host (e.g. "photos.lan,photos.example.com": what browsers use through a proxy); any other Host
     # is refused, so a page that rebinds its own name to this machine (DNS rebinding) reads nothing
     allowed_hosts: str | None = None
+    # What searches reuse (search/cache.py): "on" text vectors and results (until the store is written),
+    # "texts" text vectors only, "off" nothing (the benchmark's levers)
+    search_cache: str = "on"
     # What one request may make the service read and decode (the Flask app's config is made from these)
     max_upload_bytes: int = 10 * 1024 * 1024   # largest request (an uploaded query image), bytes: 413 above
     max_upload_pixels: int = 16_000_000        # a query image's pixels (PNG, WebP, ...: decoded whole)
@@ -42,6 +51,9 @@ class Settings:
     thumb_size: int = 256                      # a thumbnail's longest side, pixels
 
     def __post_init__(self) -> None:
+        if self.search_cache not in SEARCH_CACHES:
+            raise SettingsError(f"search_cache (CLIPSEARCH_SEARCH_CACHE) is one of {', '.join(SEARCH_CACHES)}, "
+                             f"got {self.search_cache!r}")
         # Paths are resolved once, here: a relative one means the folder the command started in, whatever
         # later resolves it (Flask's send_file reads a relative path against the app's package folder).
         object.__setattr__(self, "db", os.path.abspath(os.path.expanduser(self.db)))

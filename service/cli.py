@@ -24,7 +24,7 @@ from clipsearch.search.filters import Filter, filter_help, parse_filter
 from clipsearch.search.options import FACET_TOP
 from clipsearch.search.searcher import weighted
 from clipsearch.search.signals import MATCHES
-from clipsearch.settings import Settings
+from clipsearch.settings import Settings, SettingsError
 from clipsearch.sql import read as read_sql
 from clipsearch.store.connection import running_service
 from clipsearch.store.indexes import DEFAULT_QUANTIZATION, VECTOR_QUANTIZATIONS
@@ -639,7 +639,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, model: ImageTextModel | ModelRef | None = None) -> int:
     """Run one command; `model` (a loaded model, or a ModelRef) replaces the configured one, for tests."""
     args = build_parser().parse_args(argv)
-    args.model_ref = _model(args, model)
+    try:
+        args.model_ref = _model(args, model)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     ctrl_c = CtrlC()
     try:
         with ctrl_c:

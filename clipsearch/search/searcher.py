@@ -12,6 +12,7 @@ from PIL import Image
 from clipsearch.errors import ClipsearchError, EmptyStore, ModelMismatch, QueryError
 from clipsearch.models.bundled import BUNDLED_LABEL
 from clipsearch.models.model import MAX_QUERY_CHARS, ImageTextModel
+from clipsearch.search.cache import RESULT_BYTES, TEXTS_PER_MODEL, Results, TextVectors, result_ttl
 from clipsearch.search.filters import Filter
 from clipsearch.search.log import SearchLog
 from clipsearch.search.options import EVERY, FACET_TOP, MAX_TERMS, MAX_WINDOW, Options
@@ -42,6 +43,7 @@ from clipsearch.search.tuning import (
 from clipsearch.search.values import check_text
 from clipsearch.search.where import Where
 from clipsearch.store.catalog import Catalog
+from clipsearch.store.connection import Backend
 from clipsearch.store.state import TableState
 from clipsearch.store.words import query_words
 
@@ -62,6 +64,7 @@ class SearchResult:
     next_offset: int | None = None                # the next page's offset, None after the last page
     model: str = ""                               # the model whose vectors ranked it
     match: str = "pictures"                       # the signals that ranked it: pictures, words or both
+    k: int = 10                                   # the page size asked for
 
     @property
     def strategy(self) -> str:
@@ -106,8 +109,11 @@ class Searcher:
     """Runs searches against `catalog`; `get_model` is called only when a query needs encoding."""
 
     def __init__(self, catalog: Catalog, get_model: Callable[[], ImageTextModel], log: bool = True,
-                 origin: str = "python"):
+                 origin: str = "python", cache: str = "on"):
         self.catalog = catalog
+        self.texts = TextVectors(0 if cache == "off" else TEXTS_PER_MODEL)
+        self.results = Results(RESULT_BYTES if cache == "on" else 0,
+                               result_ttl(catalog.connection.backend == Backend.EMBEDDED))
         self._get_model = get_model
         self.log = SearchLog(catalog) if log else None
         self.origin = origin   # recorded in search_log: http, cli or python
@@ -145,6 +151,16 @@ class Searcher:
         texts = [term.text for term in checked if term.text is not None and term.weight > 0]
         if match == "words" and not texts:
             raise QueryError("match=words needs a text to look for")
+        key = None if any(term.image is not None for term in checked) else (
+            tuple((t.text, t.image_id, t.weight) for t in checked), k, repr(list(filters)), options,
+            tuple(facets), facet_top, match)
+        writes = self.catalog.connection.writes.count   # read first: a write while searching leaves it unkept
+        cached = self.results.get(key, writes)
+        if cached is not None:
+            cached.took_ms = {"model_load": 0.0, "encode": 0.0, "query": 0.0, "cached": True,
+                              "total": round((time.perf_counter() - start) * 1000, 2)}
+            self._log(cached, checked, filters)
+            return cached
         found_words, phrases = query_words(" ".join(texts)) if match != "pictures" else ([], [])
         words = WordSignal(tuple(found_words), tuple(map(tuple, phrases))) if texts and match != "pictures" else None
         for _ in range(SWITCH_RETRIES + 1):
@@ -176,7 +192,7 @@ class Searcher:
         kind = "hybrid" if len(found) > 1 else "text" if one.text else "image" if one.image is not None else "similar"
         result = SearchResult(rows, sql, params, kind, strategy, next_offset=query.options.offset + len(rows)
                               if len(rows) == query.k and query.options.offset + len(rows) < MAX_WINDOW else None,
-                              model=model.label if model is not None else state.models[0], match=ran)
+                              model=model.label if model is not None else state.models[0], match=ran, k=query.k)
         if query.facets:
             t = time.perf_counter()
             fsql, fparams = facet_sql(query, parts)
@@ -188,10 +204,14 @@ class Searcher:
         result.took_ms.update({
             "model_load": round(model_load_ms, 2), "encode": round(encode_ms, 2), "query": round(query_ms, 2),
             "total": round((time.perf_counter() - start) * 1000, 2)})
-        if self.log is not None:
-            self.log.record(kind, self.origin, next((term.text for term in found if term.text), None),
-                            list(filters), query.k, [r["id"] for r in rows], len(rows), result.took_ms)
+        self.results.put(key, writes, result)
+        self._log(result, found, filters)
         return result
+
+    def _log(self, result: SearchResult, terms: list[Term], filters: Sequence[Filter]) -> None:
+        if self.log is not None:
+            self.log.record(result.kind, self.origin, next((term.text for term in terms if term.text), None),
+                            list(filters), result.k, [r["id"] for r in result.rows], len(result.rows), result.took_ms)
 
     @staticmethod
     def _terms(text: str | None, image: Image.Image | None, image_id: str | None, weights: dict | None,
@@ -225,7 +245,7 @@ class Searcher:
         """The terms as query vectors, in order: texts and images encoded by `model` in one batch each."""
         texts = [t.text for t in query if t.text is not None]
         images = [t.image for t in query if t.image is not None]
-        encoded = {"text": iter(model.encode_texts(texts) if texts and model else []),
+        encoded = {"text": iter(self.texts.encode(model, texts) if texts and model else []),
                    "image": iter(model.encode_images(images) if images and model else [])}
         return [QueryVector(t.weight, image_id=t.image_id, image=True) if t.image_id is not None else
                 QueryVector(t.weight, vector=next(encoded["text" if t.text is not None else "image"]),

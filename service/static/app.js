@@ -270,7 +270,8 @@ function render(data, append) {
   const count = shown.size + data.results.length;
   const of = nextPage !== null && total ? ` of ${total}` : "";
   $("status").textContent = `${count}${of} results (${data.kind}, ${data.strategy}) in ` +
-    `${t.total.toFixed(0)} ms (encode ${t.encode.toFixed(0)} ms, ClickHouse ${t.query.toFixed(0)} ms)` +
+    `${t.total.toFixed(0)} ms ` + (t.cached ? "(the same search a moment ago: nothing stored has changed since)"
+      : `(encode ${t.encode.toFixed(0)} ms, ClickHouse ${t.query.toFixed(0)} ms)`) +
     (nextPage === null ? "" : "; scroll for more");
   const params = Object.fromEntries(Object.entries(data.sql.params).map(([k, v]) =>
     [k, Array.isArray(v) && v.length > 6 ? `[${v.slice(0, 4).map((x) => x.toFixed(4)).join(", ")}, … ${v.length} floats]` : v]));

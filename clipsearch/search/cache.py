@@ -1,0 +1,88 @@
+"""What a search reuses: text vectors per model, and whole results until the store is written.
+
+Popular searches repeat (a shop's "red dress", a family's "beach"): encoding the text again costs 4-5 ms with
+the bundled model and more with a real one, and the ranking SQL as much again. A result is kept under the
+connection's write count read before the search ran (Connection.writes: every load, delete, label run, model
+switch and analyst write through this process counts), so a write made while it ran leaves it unused; on a
+ClickHouse server, which other clients also write, a result is used for STATE_TTL_S at most, as the table
+state is. Searches by an uploaded image are not kept (its pixels would be the key).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+import weakref
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import numpy as np
+from cachetools import LRUCache
+
+from clipsearch.store.state import STATE_TTL_S
+
+TEXTS_PER_MODEL = 4096            # text vectors kept per model (2 KB each at 512 dimensions)
+RESULT_BYTES = 64 * 1024 * 1024   # results kept, by the size of their rows as JSON
+
+
+def _result_bytes(entry: tuple[int, float, Any]) -> int:
+    return len(json.dumps(entry[2].rows, default=str))
+
+
+class TextVectors:
+    """Each model's recent text vectors: `encode` encodes only the texts it has not seen."""
+
+    def __init__(self, size: int = TEXTS_PER_MODEL):
+        self.size = size
+        self._lock = threading.Lock()
+        self._by_model: weakref.WeakKeyDictionary[Any, LRUCache] = weakref.WeakKeyDictionary()
+
+    def encode(self, model: Any, texts: list[str]) -> np.ndarray:
+        if not self.size:
+            return model.encode_texts(texts)
+        with self._lock:
+            cache = self._by_model.setdefault(model, LRUCache(self.size))
+            known = {t: cache[t] for t in texts if t in cache}
+        missing = list(dict.fromkeys(t for t in texts if t not in known))
+        if missing:
+            vectors = model.encode_texts(missing)
+            with self._lock:
+                for text, vector in zip(missing, vectors, strict=True):
+                    known[text] = cache[text] = np.array(vector, dtype=np.float32)   # a copy no caller can change
+        return np.stack([known[t] for t in texts])
+
+
+class Results:
+    """Recent searches' results by their inputs, each valid while the store is unwritten."""
+
+    def __init__(self, max_bytes: int = RESULT_BYTES, ttl_s: float | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.ttl_s = ttl_s   # None: only this process writes the store (an embedded folder it holds)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cache: LRUCache | None = LRUCache(max_bytes, getsizeof=_result_bytes) if max_bytes else None
+
+    def get(self, key: Hashable | None, writes: int) -> Any | None:
+        """A copy of the result kept for `key`, if it was made at `writes` (and within the TTL)."""
+        if self._cache is None or key is None:
+            return None
+        with self._lock:
+            entry = self._cache.get(key)
+        if entry is None or entry[0] != writes or (self.ttl_s is not None and self._clock() - entry[1] > self.ttl_s):
+            return None
+        return copy.deepcopy(entry[2])
+
+    def put(self, key: Hashable | None, writes: int, result: Any) -> None:
+        if self._cache is None or key is None:
+            return
+        entry = (writes, self._clock(), copy.deepcopy(result))
+        with self._lock:
+            try:
+                self._cache[key] = entry
+            except ValueError:   # larger than the whole cache: not kept
+                pass
+
+
+def result_ttl(embedded: bool) -> float | None:
+    return None if embedded else STATE_TTL_S

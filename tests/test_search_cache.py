@@ -1,0 +1,118 @@
+"""What searches reuse (search/cache.py): each text encoded once per model, and a whole result until the store
+is written, never a stale answer."""
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+from unittest import mock
+
+import numpy as np
+
+import clipsearch
+from clipsearch.models.clip import ClipModel
+from clipsearch.search.cache import Results
+from clipsearch.service import shapes
+from clipsearch.settings import Settings
+from tests.conftest import random_specs
+
+
+def ranked(result) -> list[tuple[str, float]]:
+    return [(r["id"], round(r["score"], 6)) for r in result.rows]
+
+
+def test_a_repeated_search_is_reused_until_the_store_is_written(tmp_path, model):
+    manifest = shapes.write_catalogue(tmp_path / "a", random_specs(30, 61), 61)
+    more = shapes.write_catalogue(tmp_path / "b", [shapes.ShapeSpec("red", "circle", "plain", "white", 0.6, 224, 224,
+                                                                    "PNG")], 62)
+    encode = ClipModel.encode_texts
+    with clipsearch.open(tmp_path / "db", model=model) as photos, \
+            mock.patch.object(ClipModel, "encode_texts", autospec=True, side_effect=encode) as encoded:
+        photos.load(manifest)
+        first = photos.search("a red circle", k=5)
+        again = photos.search("a red circle", k=5)
+        assert again.took_ms["cached"] and not first.took_ms.get("cached")
+        assert ranked(again) == ranked(first) and again.sql == first.sql
+        again.rows[0]["score"] = -1.0                       # what a caller does to its copy stays there
+        assert ranked(photos.search("a red circle", k=5)) == ranked(first)
+        other = photos.search("a red circle", k=3)          # another page: ranked again, the text not encoded
+        assert not other.took_ms.get("cached") and ranked(other) == ranked(first)[:3]
+        assert sum(len(call.args[1]) for call in encoded.call_args_list) == 1
+
+        photos.load(more)                                   # a write: the next answer is the store's
+        after = photos.search("a red circle", k=5)
+        assert not after.took_ms.get("cached") and ranked(after) != ranked(first)
+        new_id = photos.sql("SELECT id FROM images WHERE path LIKE '%/b/%'")[0]["id"]
+        assert new_id in [r["id"] for r in after.rows]
+        photos.sql("DELETE FROM images WHERE id = {id:String}", {"id": new_id})   # the owner's SQL writes too
+        assert new_id not in [r["id"] for r in photos.search("a red circle", k=5).rows]
+        assert ranked(photos.search("a red circle", k=5)) == ranked(first)
+    with clipsearch.open(tmp_path / "db", model=model) as photos:
+        assert photos.sql("SELECT count() AS n FROM search_log WHERE text = 'a red circle'")[0]["n"] == 7   # reused too
+
+
+def test_searches_while_the_store_is_written_are_never_stale(tmp_path, model):
+    """One thread loads, labels and deletes; another searches in a loop. Every answer (reused or not) equals
+    a search by a collection that reuses nothing, run at the same moment (no write between the two)."""
+    manifest = shapes.write_catalogue(tmp_path / "a", random_specs(20, 71), 71)
+    batches = [shapes.write_catalogue(tmp_path / f"b{i}", random_specs(4, 72 + i), 72 + i) for i in range(4)]
+    texts = ["a red circle", "a blue star", "a green square"]
+    with clipsearch.open(tmp_path / "db", model=model) as photos:
+        photos.load(manifest)
+        plain = clipsearch.Collection(photos.catalog, photos._model, Settings(search_cache="off"),
+                                      log_searches=False)
+        moment = threading.Lock()   # held around each write, and around each answer and its check
+        done = threading.Event()
+
+        def write() -> None:
+            try:
+                for i, batch in enumerate(batches):
+                    with moment:
+                        photos.load(batch)
+                    with moment:
+                        photos.label(["red", "blue", "green"], name=f"colour{i}")
+                    with moment:
+                        photos.sql("DELETE FROM images WHERE id IN (SELECT id FROM images ORDER BY id LIMIT 1)")
+            finally:
+                done.set()
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        checked = reused = 0
+        while not done.is_set() or checked < 30:
+            text = texts[checked % len(texts)]
+            with moment:
+                answer = photos.search(text, k=5, match="both")
+                truth = plain.search(text, k=5, match="both")
+            assert ranked(answer) == ranked(truth), (text, checked)
+            checked += 1
+            reused += bool(answer.took_ms.get("cached"))
+        writer.join()
+        assert reused > 0 and checked > reused
+
+
+def test_a_kept_result_expires_with_a_write_or_its_time():
+    now = [100.0]
+    results = Results(ttl_s=1.0, clock=lambda: now[0])
+    results.put(("q",), 7, SimpleNamespace(rows=[{"id": "a"}]))
+    assert results.get(("q",), 7) == SimpleNamespace(rows=[{"id": "a"}])
+    assert results.get(("q",), 8) is None           # written since
+    now[0] += 1.5
+    assert results.get(("q",), 7) is None           # another client of a server may have written
+    results.put(None, 7, SimpleNamespace(rows=[]))              # an uploaded image's search: never kept
+    assert results.get(None, 7) is None
+    off = Results(0)
+    off.put(("q",), 1, SimpleNamespace(rows=[]))
+    assert off.get(("q",), 1) is None
+
+
+def test_text_vectors_are_per_model(model):
+    from clipsearch.search.cache import TextVectors
+    vectors = TextVectors(2)
+    a = vectors.encode(model, ["a red circle", "a blue star", "a red circle"])
+    assert np.allclose(a[0], a[2]) and np.allclose(a, model.encode_texts(["a red circle", "a blue star",
+                                                                          "a red circle"]), atol=1e-6)
+    other = ClipModel()
+    with mock.patch.object(other, "encode_texts", wraps=other.encode_texts) as encoded:
+        vectors.encode(other, ["a red circle"])
+        vectors.encode(other, ["a red circle"])
+    assert encoded.call_count == 1
