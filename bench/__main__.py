@@ -32,6 +32,10 @@ words       Words and pictures in one ranking (issue 35): P@10 per query group f
             and without a filter; the loader with and without words (bench/words.py).
 ocr         OCR's share of words found in text drawn into generated pictures, per font, size, rotation
             and background, and seconds per image (bench/ocr.py; needs the ocr extra).
+throughput  Many people searching at once: `clipsearch serve` under 16 clients sending Zipf-drawn texts
+            (5,000 distinct) against Flask + waitress + numpy in RAM with an LRU of encoded texts, at 400
+            loaded images and at 200,400 rows with the HNSW index, each cache lever on and off
+            (bench/throughput.py).
 report      Nothing measured: rewrite results.md and search.png from results.json.
 
 Writes results.json, results.md and search.png (bench/report.py) to --out (default bench/); with
@@ -45,14 +49,27 @@ import sys
 import time
 from pathlib import Path
 
-from bench import analysts, common, copies, duplicates, loader, memory, quantization, report, search, served, service
+from bench import (
+    analysts,
+    common,
+    copies,
+    duplicates,
+    loader,
+    memory,
+    quantization,
+    report,
+    search,
+    served,
+    service,
+    throughput,
+)
 from bench import ocr as ocr_accuracy
 from bench import words as words_bench
 from clipsearch.models.clip import ClipModel
 
 BUNDLED, VIT = "clipsearch-shapes (bundled)", "ViT-B-32 (random weights)"
 SECTIONS = ("loader", "service", "search", "quantization", "memory", "duplicates", "served", "copies", "analysts",
-            "ocr", "words")
+            "ocr", "words", "throughput")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -78,11 +95,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--words-rows", type=int, default=200_000, help="table size for the words speed benchmark")
     parser.add_argument("--words-loader-images", type=int, default=1000,
                         help="generated images for the words section's loader comparison")
+    parser.add_argument("--throughput-rows", type=int, default=200_000,
+                        help="rows added to the 400 loaded images for the throughput section's large store")
+    parser.add_argument("--throughput-requests", type=int, default=1600, help="searches per server and size")
     parser.add_argument("--skip-vit", action="store_true", help="skip the ViT-B-32 (random weights) loader run")
     parser.add_argument("--served-images", type=int, default=10_000,
                         help="images loaded through a running service for the served section")
     parser.add_argument("--only", help="run only these sections (loader,service,search,quantization,memory,"
-                                       "duplicates,served,copies,analysts,ocr,words; or report) "
+                                       "duplicates,served,copies,analysts,ocr,words,throughput; or report) "
                                        "and keep the others' results from the last run")
     parser.add_argument("--out", type=Path, default=common.HERE,
                         help="folder for results.json, results.md and search.png (default: bench/)")
@@ -150,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     if "words" in only:
         results["words"] = words_bench.run(ClipModel(), work, args.words_products, args.words_rows, args.dim,
                                            args.words_loader_images)
+    if "throughput" in only:
+        results["throughput"] = throughput.run(ClipModel(), work, 400, args.throughput_rows,
+                                               args.throughput_requests)
     print(report.write(results, args.out, plot=bool(only & {"search", "report"})))
     return 0
 

@@ -175,6 +175,9 @@ def to_markdown(results: dict) -> str:
     if results.get("words"):
         from bench.words import lines as words_lines  # the section's own table
         lines += words_lines(results["words"])
+    if results.get("throughput"):
+        from bench.throughput import lines as throughput_lines
+        lines += throughput_lines(results["throughput"])
     return "\n".join(lines) + "\n"
 
 

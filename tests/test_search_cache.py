@@ -11,6 +11,7 @@ import numpy as np
 import clipsearch
 from clipsearch.models.clip import ClipModel
 from clipsearch.search.cache import Results
+from clipsearch.search.filters import parse_filter
 from clipsearch.service import shapes
 from clipsearch.settings import Settings
 from tests.conftest import random_specs
@@ -116,3 +117,33 @@ def test_text_vectors_are_per_model(model):
         vectors.encode(other, ["a red circle"])
         vectors.encode(other, ["a red circle"])
     assert encoded.call_count == 1
+
+
+def test_which_words_some_row_holds_is_kept_until_a_write(tmp_path, model):
+    """A both search asks whether any row holds its words; unfiltered, the answer per word is kept until the
+    store is written, so a new text of known words asks the engine nothing before ranking."""
+    first = shapes.write_catalogue(tmp_path / "a", random_specs(12, 81), 81, extra=lambda i: {"title": "plain"})
+    later = shapes.write_catalogue(tmp_path / "b", random_specs(2, 82), 82, extra=lambda i: {"title": "zephyr"})
+    with clipsearch.open(tmp_path / "db", model=model) as photos:
+        photos.load(first)
+        statements: list[str] = []
+        run = photos.catalog.query
+
+        def counted(sql, params=None):
+            statements.append(sql)
+            return run(sql, params)
+
+        with mock.patch.object(photos.catalog, "query", side_effect=counted):
+            assert photos.search("zephyr red", k=3).match == "both"            # 'red': a colour column's word
+            assert photos.search("zephyr", k=3).match == "pictures"            # held by no row: the picture search
+            asked = sum("AS word FROM images" in s for s in statements)
+            assert asked == 1                                                    # both words at once, then kept
+            photos.search("red zephyr plain", k=3)
+            assert sum("AS word FROM images" in s for s in statements) == asked + 1   # 'plain' only
+            photos.search("plain zephyr", k=4)
+            assert sum("AS word FROM images" in s for s in statements) == asked + 1   # none asked
+            filtered = photos.search("zephyr", k=3, filters=[parse_filter("shape=circle")])
+            assert filtered.match == "pictures"                                  # under filters: asked again
+            photos.load(later)
+            found = photos.search("zephyr", k=3)                               # a write: asked again
+        assert found.match == "both" and found.rows[0]["match"]["words"] == {"title": ["zephyr"]}

@@ -24,6 +24,7 @@ from clipsearch.search.signals import (
     Signal,
     WordSignal,
     fused_sql,
+    presence_sql,
     probe_sql,
 )
 from clipsearch.search.statement import EXACT, QueryVector, Strategy, count_sql, facet_sql, search_sql
@@ -48,6 +49,7 @@ from clipsearch.store.state import TableState
 from clipsearch.store.words import query_words
 
 DEFAULT_WEIGHTS = {"image": 0.5, "text": 0.5}
+MAX_CACHED_WORDS = 100_000   # words whose presence _words_found keeps
 SWITCH_RETRIES = 1      # a ranking that met another model's table (a reembed's switch) runs once more
 
 
@@ -118,6 +120,7 @@ class Searcher:
         self.log = SearchLog(catalog) if log else None
         self.origin = origin   # recorded in search_log: http, cli or python
         self._counts: tuple[TableState | None, dict[tuple, tuple[int, int]]] = (None, {})   # _count's, per state
+        self._held: tuple[int, dict[str, bool]] = (-1, {})   # _words_held's: (write count, word -> some row holds it)
 
     def close(self) -> None:
         """Write the search_log rows still buffered."""
@@ -256,7 +259,7 @@ class Searcher:
                 match: str = "pictures") -> tuple[list[dict], str, dict, Strategy, str]:
         """Rows ranked by `match`'s signals: (rows, sql, params, strategy of the picture ranking, the match
         that ran). A `both` search whose words no row (under the filters) holds runs the picture search."""
-        if words is not None and (match == "words" or self.catalog.query(*probe_sql(words, query, parts))):
+        if words is not None and (match == "words" or self._words_found(words, query, parts)):
             return self._fused(state, parts, query, words, match)
         rows, sql, params, strategy = self.rank(state, parts, query)
         ordered = not query.options.order_by and not query.options.per
@@ -265,6 +268,26 @@ class Searcher:
             row["match"] = {"picture_rank": query.options.offset + i + 1 if ordered else None, "word_rank": None,
                             "words": {}}
         return rows, sql, params, strategy, "pictures"
+
+    def _words_found(self, words: WordSignal, query: Query, parts: list[QueryVector]) -> bool:
+        """Whether some row (under the filters) holds a word of the query (and its phrases). Unfiltered, it
+        is known from which words some row holds, kept per word until the store is written: popular words
+        recur across different texts, and a both search then costs no probe."""
+        if not words.words:
+            return False
+        if words.phrases or query.where.conditions or any(v.image_id is not None for v in parts):
+            return bool(self.catalog.query(*probe_sql(words, query, parts)))
+        writes = self.catalog.connection.writes.count   # read first: a write while asking leaves it unkept
+        seen, held = self._held
+        if seen != writes:
+            held = {}
+        unknown = [w for w in words.words if w not in held]
+        if unknown:
+            found = {row["word"] for row in self.catalog.query(*presence_sql(unknown))}
+            held = {**held, **{w: w in found for w in unknown}} if len(held) < MAX_CACHED_WORDS else \
+                {w: w in found for w in unknown}
+            self._held = (writes, held)
+        return any(held[w] for w in words.words)
 
     def _fused(self, state: TableState, parts: list[QueryVector], query: Query, words: WordSignal, match: str
                ) -> tuple[list[dict], str, dict, Strategy, str]:

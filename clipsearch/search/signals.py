@@ -193,6 +193,15 @@ def probe_sql(signal: WordSignal, query: Query, vectors: list[QueryVector]) -> t
            "LIMIT 1", params
 
 
+def presence_sql(words: list[str]) -> tuple[str, dict]:
+    """Which of `words` some row holds, unfiltered: one index lookup per word, LIMIT 1 each (the probe's
+    answer for every text made of them, kept until a write: Searcher._words_held)."""
+    params = {f"w{i}": [word] for i, word in enumerate(words)}
+    parts = [f"(SELECT {{w{i}:Array(String)}}[1] AS word FROM images WHERE hasAnyTokens({WORDS_ANY}, "
+             f"{{w{i}:Array(String)}}) LIMIT 1)" for i in range(len(words))]
+    return "\nUNION ALL\n".join(parts), params
+
+
 def fused_sql(query: Query, vectors: list[QueryVector], signals: list[Signal]) -> tuple[str, dict]:
     """One statement ranking by every signal in `signals`, fused by weighted reciprocal rank: the page of
     `query` (k, offset, order_by, per) over the candidates the signals bring (ids, each a bounded window).
