@@ -19,6 +19,7 @@ ENVIRONMENT = {                      # field -> environment variable
     "analyst_password": "CLIPSEARCH_ANALYST_PASSWORD",
     "allowed_hosts": "CLIPSEARCH_ALLOWED_HOSTS",
     "search_cache": "CLIPSEARCH_SEARCH_CACHE",
+    "read_sessions": "CLIPSEARCH_READ_SESSIONS",
 }
 SEARCH_CACHES = ("on", "texts", "off")
 
@@ -44,6 +45,9 @@ class Settings:
     # What searches reuse (search/cache.py): "on" text vectors and results (until the store is written),
     # "texts" text vectors only, "off" nothing (the benchmark's levers)
     search_cache: str = "on"
+    # Engine sessions an embedded store opens for searches' reads, beside its own (one session runs one
+    # statement at a time); None: store.connection.READ_SESSIONS
+    read_sessions: int | None = None
     # What one request may make the service read and decode (the Flask app's config is made from these)
     max_upload_bytes: int = 10 * 1024 * 1024   # largest request (an uploaded query image), bytes: 413 above
     max_upload_pixels: int = 16_000_000        # a query image's pixels (PNG, WebP, ...: decoded whole)
@@ -51,6 +55,15 @@ class Settings:
     thumb_size: int = 256                      # a thumbnail's longest side, pixels
 
     def __post_init__(self) -> None:
+        if self.read_sessions is not None:
+            try:
+                sessions = int(self.read_sessions)
+            except ValueError:
+                sessions = -1
+            if not 1 <= sessions <= 64:
+                raise SettingsError(f"read_sessions (CLIPSEARCH_READ_SESSIONS) is a whole number from 1 to 64, "
+                                    f"got {self.read_sessions!r}")
+            object.__setattr__(self, "read_sessions", sessions)
         if self.search_cache not in SEARCH_CACHES:
             raise SettingsError(f"search_cache (CLIPSEARCH_SEARCH_CACHE) is one of {', '.join(SEARCH_CACHES)}, "
                              f"got {self.search_cache!r}")

@@ -47,10 +47,12 @@ def test_a_spreadsheet_of_a_thousand_columns_is_a_handful_of_writes(shop, tmp_pa
         assert row == {"attribute_0": 0, "attribute_998": 998, "attribute_999": "blue"}
         # the page's filter form reads every column's range or values: one query, not a thousand
         reads: list[str] = []
-        original = db.catalog.connection.query
-        db.catalog.connection.query = lambda sql, params=None: (reads.append(sql), original(sql, params))[1]
+        connection = db.catalog.connection
+        original, original_read = connection.query, connection.read
+        connection.query = lambda sql, params=None: (reads.append(sql), original(sql, params))[1]
+        connection.read = lambda sql, params=None: (reads.append(sql), original_read(sql, params))[1]
         summaries = {c["name"]: c for c in db.column_summaries()}
-        del db.catalog.connection.query
+        del connection.query, connection.read
         assert len(reads) == 2   # the columns, then every range and value list at once
         assert summaries["attribute_998"]["min"] == summaries["attribute_998"]["max"] == 998
         assert summaries["attribute_999"]["values"] == ["blue"]

@@ -147,3 +147,19 @@ def test_which_words_some_row_holds_is_kept_until_a_write(tmp_path, model):
             photos.load(later)
             found = photos.search("zephyr", k=3)                               # a write: asked again
         assert found.match == "both" and found.rows[0]["match"]["words"] == {"title": ["zephyr"]}
+
+
+def test_searches_from_many_threads_run_on_a_few_engine_sessions_and_answer_as_one_at_a_time(tmp_path, model):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from clipsearch.store.connection import READ_SESSIONS
+    manifest = shapes.write_catalogue(tmp_path / "a", random_specs(40, 91), 91)
+    texts = [shapes.query_text(c, s) for c in shapes.COLOURS for s in shapes.SHAPES]
+    with clipsearch.open(tmp_path / "db", model=model, settings=Settings(db=str(tmp_path / "db"),
+                                                                          search_cache="off")) as photos:
+        photos.load(manifest)
+        alone = {t: ranked(photos.search(t, k=5, match="both")) for t in texts}
+        with ThreadPoolExecutor(8) as pool:
+            together = list(pool.map(lambda t: (t, ranked(photos.search(t, k=5, match="both"))), texts * 3))
+        assert all(answer == alone[t] for t, answer in together)
+        assert 1 <= photos.catalog.connection._reader_count <= READ_SESSIONS

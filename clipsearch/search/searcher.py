@@ -160,6 +160,7 @@ class Searcher:
         writes = self.catalog.connection.writes.count   # read first: a write while searching leaves it unkept
         cached = self.results.get(key, writes)
         if cached is not None:
+            self.catalog.connection.check_folder()   # a store that went away answers nothing, kept or not
             cached.took_ms = {"model_load": 0.0, "encode": 0.0, "query": 0.0, "cached": True,
                               "total": round((time.perf_counter() - start) * 1000, 2)}
             self._log(cached, checked, filters)

@@ -127,8 +127,9 @@ class Catalog:
 
     # -- reads, and the owner's SQL ----------------------------------------------------------------
     def query(self, sql: str, params: dict | None = None) -> list[dict]:
-        """The rows of one reading statement (one_read), as dicts."""
-        return self.connection.query(one_read(sql), params)
+        """The rows of one reading statement (one_read), as dicts; it may run beside other threads' reads
+        (Connection.read), so it needs nothing of a session."""
+        return self.connection.read(one_read(sql), params)
 
     def text(self, sql: str, params: dict | None = None, fmt: str = "PrettyCompact") -> str:
         """The output of one reading statement (one_read) in a ClickHouse format."""

@@ -11,9 +11,11 @@ import errno
 import fcntl
 import json
 import os
+import queue
 import re
 import stat
 import sys
+import threading
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
@@ -28,6 +30,9 @@ from clipsearch.settings import Settings
 # match, also once the HNSW index exists; ClickHouse's default post-filters the index's few neighbours and
 # can return none. Prefilter ranks the matching rows. The service's own queries set theirs per query.
 ANALYST_DEFAULTS = {"vector_search_filter_strategy": "prefilter"}
+# Engine sessions an embedded store opens for searches' reads (Connection.read), besides its own: one session
+# runs one statement at a time
+READ_SESSIONS = max(2, min(4, os.cpu_count() or 2))
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SETTING_VALUE = re.compile(r"^[A-Za-z0-9_.:+\-/ ]{0,100}$")   # a setting's text value: nothing that ends a literal
 # Statements that return rows in an output format; anything else (INSERT ... VALUES, DDL) runs as a
@@ -210,43 +215,52 @@ class Connection:
         self.writes = WriteCounter()
         self.folder = folder   # an embedded store's, checked before each statement
 
-    def _check(self) -> None:
+    def check_folder(self) -> None:
+        """StoreUnavailable unless the embedded store's folder is the one this process holds (nothing for a server)."""
         if self.folder is not None:
             self.folder.check()
 
-    def _failed(self, exc: BaseException) -> StoreError:
+    def _failed(self, exc: BaseException, client: Any = None) -> StoreError:
         """The error to raise for a failed statement (StoreUnavailable when the store, not the statement, is
         at fault), after clearing what chdb leaves behind: after a query fails mid-result (e.g. over
         max_result_rows), chdb hands its partial output to the session's next query as that query's result.
-        One throwaway query takes it."""
+        One throwaway query on the same session takes it."""
         if self._dsn.startswith("chdb:"):
             try:
-                self._client.raw_query("SELECT 1")
+                (client or self._client).raw_query("SELECT 1")
             except Exception:   # the original error is the one to report
                 pass
         return engine_error(exc, self.folder)
+
+    def _rows_text(self, client: Any, sql: str, params: dict | None, fmt: str) -> str:
+        settings = self._json_settings if fmt.startswith("JSON") else None
+        self.check_folder()
+        try:
+            raw = client.raw_query(sql, parameters=params or None, fmt=fmt, settings=settings)
+        except Exception as exc:
+            raise self._failed(exc, client) from exc
+        return raw.decode("utf-8", "replace")
 
     def text(self, sql: str, params: dict | None = None, fmt: str = "PrettyCompact") -> str:
         """Run any statement and return its output in a ClickHouse format ("" for a command)."""
         if not ROWS_STATEMENT.match(sql):
             self.command(sql, params)
             return ""
-        settings = self._json_settings if fmt.startswith("JSON") else None
-        self._check()
-        try:
-            raw = self._client.raw_query(sql, parameters=params or None, fmt=fmt, settings=settings)
-        except Exception as exc:
-            raise self._failed(exc) from exc
-        return raw.decode("utf-8", "replace")
+        return self._rows_text(self._client, sql, params, fmt)
 
     def query(self, sql: str, params: dict | None = None) -> list[dict]:
         """Run a SELECT and return its rows as dicts."""
         return [json.loads(line) for line in self.text(sql, params, "JSONEachRow").splitlines() if line]
 
+    def read(self, sql: str, params: dict | None = None) -> list[dict]:
+        """The rows of a reading statement (rows_statement) that needs nothing of this session but its
+        defaults: a search's. Runs beside other threads' reads (a server takes each request on its own)."""
+        return self.query(sql, params)
+
     def command(self, sql: str, params: dict | None = None) -> None:
         """Run a statement that returns nothing (DDL, INSERT ... SELECT, DELETE)."""
         self.writes.note()
-        self._check()
+        self.check_folder()
         try:
             self._client.command(sql, parameters=params or None)
         except Exception as exc:
@@ -257,7 +271,7 @@ class Connection:
         log's own rows change nothing a search reads)."""
         if counted:
             self.writes.note()
-        self._check()
+        self.check_folder()
         try:
             self._client.insert_arrow(table, rows)
         except Exception as exc:
@@ -266,7 +280,7 @@ class Connection:
     def stream(self, sql: str, params: dict | None = None, fmt: str = "JSONCompactEachRowWithNamesAndTypes"
                ) -> Iterator[bytes]:
         """A query's output in `fmt` as it arrives, never held whole."""
-        self._check()
+        self.check_folder()
         try:
             source = self._client.raw_stream(sql, parameters=params or None, fmt=fmt,
                                              settings=self._json_settings if fmt.startswith("JSON") else None)
@@ -308,8 +322,9 @@ class EmbeddedConnection(Connection):
     backend = Backend.EMBEDDED
     _json_settings: dict[str, Any] = {}   # chdb's default already; setting it costs a round trip
 
-    def __init__(self, path: str | os.PathLike, create: bool = True):
+    def __init__(self, path: str | os.PathLike, create: bool = True, read_sessions: int = READ_SESSIONS):
         self.path = Path(path).expanduser().resolve()
+        self.read_sessions = read_sessions
         if not create and not (self.path / "metadata").is_dir():
             raise StoreUnavailable(f"no clipsearch database at {self.path}; load something first "
                                    "(clipsearch load FOLDER) or pass --db")
@@ -342,6 +357,43 @@ class EmbeddedConnection(Connection):
             self._release()
             raise StoreUnavailable(f"cannot open database {self.path}: {clean_message(exc)}") from exc
         super().__init__(client, str(self.path), f"chdb://{self.path}", folder=StoreFolder(self.path, self._lock_file))
+        self._readers: queue.SimpleQueue = queue.SimpleQueue()   # idle reading sessions
+        self._reader_count = 0
+        self._readers_lock = threading.Lock()
+
+    def read(self, sql: str, params: dict | None = None) -> list[dict]:
+        """On one of `read_sessions` engine sessions of its own, opened as needed: one session runs one
+        statement at a time, so searches from several threads would otherwise wait for each other while the
+        engine has cores to spare."""
+        if not ROWS_STATEMENT.match(sql):
+            raise StoreError("read runs one reading statement")
+        self.check_folder()   # before a session opens: opening one writes the engine's configuration there
+        client = self._reader()
+        try:
+            text = self._rows_text(client, sql, params, "JSONEachRow")
+        finally:
+            self._readers.put(client)
+        return [json.loads(line) for line in text.splitlines() if line]
+
+    def _reader(self) -> Any:
+        try:
+            return self._readers.get_nowait()
+        except queue.Empty:
+            pass
+        with self._readers_lock:
+            opening = self._reader_count < self.read_sessions
+            self._reader_count += opening
+        if not opening:
+            return self._readers.get()   # all busy: the first one free
+        try:
+            client = _chdb_client(self.path)
+            for name, value in ANALYST_DEFAULTS.items():   # the main session's defaults
+                client.command(f"SET {name} = '{value}'")
+        except Exception as exc:
+            with self._readers_lock:
+                self._reader_count -= 1
+            raise engine_error(exc, self.folder) from exc
+        return client
 
     def read_only(self, settings: dict[str, Any]) -> Connection:
         settings = _read_only(settings)
@@ -362,6 +414,11 @@ class EmbeddedConnection(Connection):
 
     def close(self) -> None:
         try:
+            while True:   # every session closes before the lock goes: an open one keeps the engine on the folder
+                try:
+                    self._readers.get_nowait().close()
+                except queue.Empty:
+                    break
             super().close()
         finally:
             self._release()
@@ -449,7 +506,7 @@ class EmbeddedReadOnly(Connection):
         from clipsearch.store.results import STREAMING_FORMATS, one_header
         if fmt not in STREAMING_FORMATS:
             raise StoreError(f"{fmt} cannot be streamed")
-        self._check()
+        self.check_folder()
         try:
             conn = engine_session(engine_uri(self.where), self.settings)
         except Exception as exc:
@@ -518,7 +575,7 @@ def connect(settings: Settings, create: bool = True) -> Connection:
         connection = open_server(str(service["url"]), Backend.SERVED)
         connection.service = service
         return connection
-    return EmbeddedConnection(settings.db, create)
+    return EmbeddedConnection(settings.db, create, settings.read_sessions or READ_SESSIONS)
 
 
 SERVE_FILE = ".clipsearch.serve"   # where a running `serve` says how to reach it (owner-only)
