@@ -163,3 +163,28 @@ def test_searches_from_many_threads_run_on_a_few_engine_sessions_and_answer_as_o
             together = list(pool.map(lambda t: (t, ranked(photos.search(t, k=5, match="both"))), texts * 3))
         assert all(answer == alone[t] for t, answer in together)
         assert 1 <= photos.catalog.connection._reader_count <= READ_SESSIONS
+
+
+def test_more_like_this_reads_the_stored_vector_only_for_the_index(tmp_path, model):
+    manifest = shapes.write_catalogue(tmp_path / "a", random_specs(30, 95), 95)
+    with clipsearch.open(tmp_path / "db", model=model, log_searches=False) as photos:
+        photos.load(manifest)
+        some = photos.sql("SELECT id FROM images ORDER BY id LIMIT 1")[0]["id"]
+        statements: list[str] = []
+        run = photos.catalog.query
+
+        def counted(sql, params=None):
+            statements.append(sql)
+            return run(sql, params)
+
+        photos.create_index()
+        with mock.patch.object(photos.catalog, "query", side_effect=counted), \
+                mock.patch.object(photos.searcher, "costs", return_value=(1.0, 10.0)):   # an exact scan is cheaper
+            exact = photos.search(similar=some, k=5)
+        assert exact.strategy == "exact" and len(statements) == 1   # the ranking alone, its vector read inside it
+        statements.clear()
+        with mock.patch.object(photos.catalog, "query", side_effect=counted), \
+                mock.patch.object(photos.searcher, "costs", return_value=(10.0, 1.0)):   # the index is cheaper
+            indexed = photos.search(similar=some, k=4)   # another page: not the kept result
+        assert indexed.strategy == "hnsw" and any("SELECT embedding" in s for s in statements)
+        assert [r["id"] for r in indexed.rows] == [r["id"] for r in exact.rows][:4] and some not in indexed.rows

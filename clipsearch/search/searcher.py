@@ -322,14 +322,17 @@ class Searcher:
     def rank(self, state: TableState, parts: list[QueryVector], query: Query
              ) -> tuple[list[dict], str, dict, Strategy]:
         """Rows ranked by the weighted distance to `parts`: (rows, sql, params, strategy that ran)."""
-        one, options = parts[0], query.options
-        if len(parts) == 1 and one.vector is None and state.vector_index and not options.order_by \
-                and not options.per:   # "more like this": the index needs the stored vector itself
+        one = parts[0]
+        if len(parts) == 1 and one.vector is None:
+            # "more like this": planned as an image query; only the index needs the stored vector itself
+            strategy = self.plan(state, query, [replace(one, vector=(), image=True)])
             found = self.catalog.query("SELECT embedding FROM images WHERE id = {id:String} LIMIT 1",
-                                       {"id": one.image_id})
-            if found:
-                parts = [QueryVector(one.weight, vector=found[0]["embedding"], image_id=one.image_id, image=True)]
-        strategy = self.plan(state, query, parts)
+                                       {"id": one.image_id}) if strategy.name != "exact" else []
+            parts = [replace(one, vector=found[0]["embedding"], image=True)] if found else parts
+            strategy = strategy if found else self.plan(state, query, parts)
+        else:
+            strategy = self.plan(state, query, parts)
+        options = query.options
         sql, params = search_sql(query, parts, strategy)
         rows = self.catalog.query(sql, params)
         if strategy.name != "exact" and len(rows) < query.k and (
