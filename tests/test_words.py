@@ -75,3 +75,12 @@ def test_query_words_drop_stop_words_and_repeats_and_keep_quoted_phrases():
     assert query_words('"IMG" 2041') == (["img", "2041"], [])   # a one-word quote is no phrase
     many, _ = query_words(" ".join(f"w{i}x" for i in range(10_000)))
     assert len(many) == MAX_QUERY_WORDS
+
+
+def test_the_format_characters_dropped_are_all_of_unicodes():
+    """words() drops format characters (zero-width joiners, BOM, tags); the table is built from the planes
+    that hold them, which must be all of them in this Python's Unicode."""
+    import unicodedata
+
+    from clipsearch.store.words import _FORMAT
+    assert set(_FORMAT) == {i for i in range(0x110000) if unicodedata.category(chr(i)) == "Cf"}

@@ -28,7 +28,10 @@ _SPLIT = re.compile(r"(?<=[^\W\d_])(?=\d)|(?<=\d)(?=[^\W\d_])|(?<=[a-z])(?=[A-Z]
 # Scripts without spaces between words: each character is a token
 _UNSPACED = re.compile("([\u0e00-\u0e7f\u0e80-\u0eff\u1000-\u109f\u1780-\u17ff\u2e80-\u2fdf\u3040-\u30ff"
                        "\u3100-\u312f\u31a0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f])")
-_FORMAT = dict.fromkeys(i for i in range(0x110000) if unicodedata.category(chr(i)) == "Cf")   # zero-width
+# Zero-width and other format characters (category Cf): Unicode has them in planes 0, 1 and 14 only, and
+# looking at those alone takes 11 ms at import instead of 160 ms for all 17 (a command's start)
+_FORMAT = dict.fromkeys(i for plane in (0, 1, 14) for i in range(plane << 16, (plane + 1) << 16)
+                        if unicodedata.category(chr(i)) == "Cf")
 
 
 def words(text: str | None, limit: int = MAX_FIELD_WORDS) -> list[str]:
