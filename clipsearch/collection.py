@@ -248,6 +248,68 @@ class Collection:
                 self.searcher.tune_index()   # the beam that reaches the recall target for the new vectors
         return summary
 
+    def use_model(self, label: str, *, workers: int | None = None, progress: bool = False) -> Any:
+        """Switch the store to a kept model (`reembed(..., keep=True)` kept its vectors) without embedding again:
+        the same atomic switch `reembed` makes, keeping the vectors of the model switched from. Images loaded
+        since the other model's vectors were kept get theirs now (from their files). Returns a ReembedSummary."""
+        models = self.models()
+        record = next((m for m in models if label in (m["label"], m["name"])), None)
+        if record is None:
+            raise QueryError(f"no model {label!r} in this store; `clipsearch models` lists them: "
+                             + ", ".join(m["label"] for m in models))
+        if not record["active"] and not record["rows"]:
+            raise QueryError(f"{record['label']}'s vectors are not kept here; `clipsearch reembed --model "
+                             f"{record['name'] or 'bundled'}` embeds them again")
+        return self.reembed(ModelRef(record["name"] or None, record["pretrained"] or None).get(), keep=True,
+                            workers=workers, progress=progress)
+
+    def evaluate(self, judgments: str | os.PathLike, *, k: int = 10, models: Sequence[str] | str | None = None,
+                 match: Sequence[str] | str = "both", filters: FilterSpec = None, progress: bool = False) -> Any:
+        """Search quality on a judgments file (search/evaluation.py): each query searched as `search` does, by
+        each model (None: the active one; "all": it and every kept one; or labels) and each match mode, scored
+        at `k`. Returns a Report (`as_json()`: {k, queries, runs})."""
+        from clipsearch.search import evaluation
+        from clipsearch.search.options import check_k
+        from clipsearch.search.signals import MATCHES
+        from clipsearch.search.where import bind_filters
+        k = check_k(k)
+        matches = [match] if isinstance(match, str) else list(dict.fromkeys(match))
+        for m in matches:
+            if m not in MATCHES:
+                raise QueryError(f"match is one of {', '.join(MATCHES)}, got {m!r}")
+        judged = evaluation.read_judgments(judgments)
+        state = self.searcher.table_state()
+        bound = as_filters(filters)
+        bind_filters(bound, state.columns)   # a mistake in them is the whole run's, not each query's
+        searchers = {label: Searcher(self.catalog, get, log=False, kept=None if label == self.model_label else label)
+                     for label, get in self._models_to_evaluate(models).items()}
+
+        def run(searcher: Searcher, judged: Any, how: str) -> list[dict]:
+            image = self._fit(open_query_image(judged.image)) if judged.image else None
+            return searcher.search(None if image else judged.query, image, k=k, filters=bound, match=how).rows
+        return evaluation.evaluate(self.catalog, judged, searchers, matches or ["both"], k, run, state.columns,
+                                   progress=progress)
+
+    def _models_to_evaluate(self, models: Sequence[str] | str | None) -> dict[str, Callable[[], ImageTextModel]]:
+        """label -> how to get the model, for the active model and the kept ones asked for."""
+        listed = self.models()
+        active = [m["label"] for m in listed if m["active"]] or [self.model_label]
+        kept = {m["label"]: m for m in listed if not m["active"] and m["complete"]}
+        asked = active + list(kept) if models == "all" else \
+            active if not models else [models] if isinstance(models, str) else list(models)
+        labels = {m["label"] for m in listed}
+        out: dict[str, Callable[[], ImageTextModel]] = {}
+        for given in dict.fromkeys(asked):   # a label as `models` lists it, or the name it was loaded with
+            label = given if given in labels or given == self.model_label else ModelRef(given).label
+            if label == self.model_label:
+                out[label] = self._model
+            elif label in kept:
+                out[label] = ModelRef(kept[label]["name"] or None, kept[label]["pretrained"] or None).get
+            else:
+                raise QueryError(f"{given} is neither the store's model nor a kept one (`clipsearch models` lists "
+                                 f"them; `reembed --keep` keeps the vectors of the model it leaves)")
+        return out
+
     def refresh_model(self) -> None:
         """Follow the store to the model `reembed` switched it to, from another process (a long-running
         process calls this now and then; searches check it themselves)."""

@@ -46,6 +46,10 @@ from clipsearch.store.state import TableState
 from clipsearch.store.words import query_words
 
 DEFAULT_WEIGHTS = {"image": 0.5, "text": 0.5}
+# `images` with a kept model's vectors (Searcher.kept)
+KEPT_IMAGES = ("images AS (SELECT i.* REPLACE (e.embedding AS embedding, {kept_model:String} AS model) "
+               "FROM images AS i INNER JOIN (SELECT id, any(embedding) AS embedding FROM embeddings "
+               "WHERE model = {kept_model:String} GROUP BY id) AS e ON i.id = e.id)")
 SWITCH_RETRIES = 1      # a ranking that met another model's table (a reembed's switch) runs once more
 
 
@@ -106,9 +110,12 @@ class Searcher:
     """Runs searches against `catalog`; `get_model` is called only when a query needs encoding."""
 
     def __init__(self, catalog: Catalog, get_model: Callable[[], ImageTextModel], log: bool = True,
-                 origin: str = "python"):
+                 origin: str = "python", kept: str | None = None):
         self.catalog = catalog
         self._get_model = get_model
+        # `kept`: rank by that model's vectors kept in `embeddings` (reembed --keep) instead of images' own, to
+        # compare models on the same searches (clipsearch eval --all-models); exact, since the index is images'
+        self.kept = kept
         self.log = SearchLog(catalog) if log else None
         self.origin = origin   # recorded in search_log: http, cli or python
         self._counts: tuple[TableState | None, dict[tuple, tuple[int, int]]] = (None, {})   # _count's, per state
@@ -127,7 +134,18 @@ class Searcher:
         state = self.catalog.state.read()
         if not state.models:  # every row names its model, so no model means no rows
             raise EmptyStore("no images loaded yet: run `clipsearch load FOLDER` first")
+        if self.kept is not None:
+            return replace(state, models=[self.kept], vector_index=False, filter_columns=[])
         return state
+
+    def _query(self, sql: str, params: dict) -> list[dict]:
+        """Run one of the search's statements; for a kept model, on `images` with that model's vectors: a
+        common table expression named `images` stands for the table in the whole statement, subqueries too."""
+        if self.kept is None:
+            return self.catalog.query(sql, params)
+        body = sql[len("WITH "):] if sql.startswith("WITH ") else f"\n{sql}"
+        joiner = ", " if sql.startswith("WITH ") else ""
+        return self.catalog.query(f"WITH {KEPT_IMAGES}{joiner}{body}", {**params, "kept_model": self.kept})
 
     def search(self, text: str | None = None, image: Image.Image | None = None, image_id: str | None = None,
                k: int | str = 10, filters: Sequence[Filter] = (), weights: dict | None = None, *,
@@ -181,7 +199,7 @@ class Searcher:
             t = time.perf_counter()
             fsql, fparams = facet_sql(query, parts)
             counts: dict[str, list[dict]] = {f.column: [] for f in query.facets}
-            for row in self.catalog.query(fsql, fparams):
+            for row in self._query(fsql, fparams):
                 counts[row["facet"]].append({"value": row["value"], "count": int(row["n"])})
             result.facets, result.facet_sql = counts, {"query": fsql, "params": fparams}
             result.took_ms["facets"] = round((time.perf_counter() - t) * 1000, 2)
@@ -236,7 +254,7 @@ class Searcher:
                 match: str = "pictures") -> tuple[list[dict], str, dict, Strategy, str]:
         """Rows ranked by `match`'s signals: (rows, sql, params, strategy of the picture ranking, the match
         that ran). A `both` search whose words no row (under the filters) holds runs the picture search."""
-        if words is not None and (match == "words" or self.catalog.query(*probe_sql(words, query, parts))):
+        if words is not None and (match == "words" or self._query(*probe_sql(words, query, parts))):
             return self._fused(state, parts, query, words, match)
         rows, sql, params, strategy = self.rank(state, parts, query)
         ordered = not query.options.order_by and not query.options.per
@@ -259,11 +277,11 @@ class Searcher:
                                                                              offset=query.options.offset)), parts)
             signals = [PictureSignal(strategy), words]
         sql, params = fused_sql(query, parts, signals)
-        rows = self.catalog.query(sql, params)
+        rows = self._query(sql, params)
         if strategy.name != "exact" and len(rows) < query.k and query.where.conditions:
             strategy = Strategy("exact", matching=strategy.matching, after=(strategy.name, len(rows)))
             sql, params = fused_sql(query, parts, [PictureSignal(strategy), words])
-            rows = self.catalog.query(sql, params)
+            rows = self._query(sql, params)
         for row in rows:
             row["match"] = {"picture_rank": row.pop("$picture_rank", None), "word_rank": row.pop("$word_rank"),
                             "words": {}}
@@ -287,7 +305,7 @@ class Searcher:
                 parts = [QueryVector(one.weight, vector=found[0]["embedding"], image_id=one.image_id, image=True)]
         strategy = self.plan(state, query, parts)
         sql, params = search_sql(query, parts, strategy)
-        rows = self.catalog.query(sql, params)
+        rows = self._query(sql, params)
         if strategy.name != "exact" and len(rows) < query.k and (
                 # Without filters the index returns every neighbour asked for, so only the score cut or the
                 # table's end makes a page short; with filters the score cut and too few neighbours fetched
@@ -298,7 +316,7 @@ class Searcher:
             # rows exactly, so a search always returns k rows when k rows match.
             strategy = Strategy("exact", matching=strategy.matching, after=(strategy.name, len(rows)))
             sql, params = search_sql(query, parts, strategy)
-            rows = self.catalog.query(sql, params)
+            rows = self._query(sql, params)
         elif strategy.name == "exact":
             column = self._filter_column(state, query.where)
             if column:
@@ -436,7 +454,7 @@ class Searcher:
             self._counts = (state, counts)
         key = (repr(where.filters), limit)
         if key not in counts:
-            row = self.catalog.query(*count_sql(where, limit))[0]
+            row = self._query(*count_sql(where, limit))[0]
             if len(counts) >= MAX_CACHED_COUNTS:
                 counts.clear()
             counts[key] = int(row["matching"]), int(row["seen"])

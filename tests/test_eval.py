@@ -1,0 +1,208 @@
+"""Issue 36: `clipsearch eval` measures search quality on judged queries. The metrics against values worked out
+by hand; judgments files read or refused with one clear line; and whole runs on a catalogue of the bundled
+model's world with known answers (5 red circles, 5 blue squares, 5 yellow stars), where a perfect query scores 1
+and a query whose relevant images are of another shape scores 0."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+import clipsearch
+from clipsearch.errors import QueryError
+from clipsearch.search import metrics
+from clipsearch.search.evaluation import read_judgments
+from tests.conftest import random_specs, write_catalogue
+
+LOG2 = math.log2
+
+
+# -- the arithmetic ---------------------------------------------------------------------------
+def test_metrics_against_hand_computed_values():
+    gains = [0, 2, 0, 1, 3]   # grades of the results in order; 3 relevant among them, 4 relevant in all
+    assert metrics.precision_at_k(gains, 5) == 3 / 5
+    assert metrics.precision_at_k(gains, 2) == 1 / 2
+    assert metrics.precision_at_k([1], 10) == 1 / 10          # a short list counts its empty places
+    assert metrics.recall_at_k(gains, 4, 5) == 3 / 4
+    assert metrics.recall_at_k(gains, 4, 3) == 1 / 4
+    assert metrics.recall_at_k(gains, 0, 5) == 0.0
+    assert metrics.reciprocal_rank(gains) == 1 / 2
+    assert metrics.reciprocal_rank([0, 0, 0]) == 0.0
+    assert metrics.reciprocal_rank([1]) == 1.0
+    dcg = 3 / LOG2(3) + 1 / LOG2(5) + 7 / LOG2(6)              # (2^g - 1) / log2(rank + 1)
+    ideal = 7 / LOG2(2) + 3 / LOG2(3) + 1 / LOG2(4) + 1 / LOG2(5)   # the four relevant grades 3, 2, 1, 1
+    assert metrics.ndcg_at_k(gains, [1, 3, 1, 2], 5) == pytest.approx(dcg / ideal)
+    assert metrics.ndcg_at_k([3, 2, 1], [1, 2, 3], 3) == pytest.approx(1.0)   # the best order
+    assert metrics.ndcg_at_k([1, 2, 3], [1, 2, 3], 3) < 1.0
+    assert metrics.ndcg_at_k([0, 0], [1], 2) == 0.0
+    assert metrics.scores([1, 1], 2, [1, 1], 2) == {"precision_at_k": 1.0, "recall_at_k": 1.0, "ndcg_at_k": 1.0,
+                                                    "mrr": 1.0}
+
+
+# -- reading judgments ------------------------------------------------------------------------
+@pytest.mark.parametrize(("name", "text", "message"), [
+    ("empty.csv", "", "no judgments"),
+    ("header.csv", "query,path\n", "no judgments"),
+    ("blank.jsonl", "\n\n", "no judgments"),
+    ("cols.csv", "query,path,score\nred,a.jpg,1\n", "unknown column score; judgments have query, path, id, grade"),
+    ("noquery.csv", "path,grade\na.jpg,1\n", "no query column"),
+    ("grade.csv", "query,path,grade\nred,a.jpg,1\nred,b.jpg,4\n", "grade.csv:3: grade is a whole number from 0 to 3, "
+                                                                   "got '4'"),
+    ("half.csv", "query,path,grade\nred,a.jpg,1.5\n", "grade is a whole number from 0 to 3"),
+    ("neg.jsonl", '{"query": "red", "id": "ab", "grade": -1}\n', "grade is a whole number from 0 to 3"),
+    ("two.csv", "query,path,id\nred,a.jpg,abc\n", "names one of path, id or filter, got path, id"),
+    ("none.csv", "query,path\nred,\n", "got none"),
+    ("noq.csv", "query,path\n,a.jpg\n", "noq.csv:2: no query"),
+    ("list.jsonl", "[1, 2]\n", "not a JSON object"),
+    ("bad.jsonl", "{nope\n", "bad.jsonl:1: not a JSON object"),
+    ("filter.csv", "query,filter\nred,no operator\n", "filter.csv:2:"),
+    ("judgments.txt", "query,path\nred,a.jpg\n", "a .csv or .jsonl file"),
+    ("twofilters.csv", "query,filter\nred,colour=red\nred,shape=circle\n", "has a filter already (line 2)"),
+])
+def test_bad_judgments_are_one_clear_line(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(QueryError, match=None) as caught:
+        read_judgments(path)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_judgments_group_by_query_and_resolve_paths_beside_the_file(tmp_path):
+    (tmp_path / "q.png").write_bytes(b"not read here")
+    path = tmp_path / "j.jsonl"
+    path.write_text('{"query": "red", "path": "a.jpg"}\n{"query": "red", "path": "a.jpg", "grade": 3}\n'
+                    '{"query": "q.png", "filter": "colour=red; shape=circle", "grade": "2"}\n'
+                    '{"query": "blue", "id": "abc", "grade": 0}\n')
+    red, image, blue = read_judgments(path)
+    assert red.grades == {("path", str(tmp_path / "a.jpg")): 3} and red.image is None and red.line == 1
+    assert image.image == str(tmp_path / "q.png") and image.filter == ("colour=red; shape=circle", 2, 3)
+    assert blue.grades == {("id", "abc"): 0}
+
+
+# -- on a store -------------------------------------------------------------------------------
+SHAPES = [("red", "circle"), ("blue", "square"), ("yellow", "star")]
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory, model):
+    """15 images, 5 of each of SHAPES (shown large), and their paths by (colour, shape)."""
+    folder = tmp_path_factory.mktemp("eval")
+    specs = [s for colour, shape in SHAPES for s in random_specs(5, 36, colour=colour, shape=shape,
+                                                                 size_range=(0.5, 0.8), dims_range=(96, 160))]
+    manifest = write_catalogue(folder / "imgs", specs, 36, extra=lambda i: {"category": "poster" if i < 5 else "badge"})
+    with clipsearch.open(folder / "db", model=model, log_searches=False) as photos:
+        photos.load(manifest, workers=0)
+    paths = {pair: [str(manifest.parent / f"{i:05d}.{'jpg' if s.image_format == 'JPEG' else 'png'}")
+                    for i, s in enumerate(specs) if (s.colour, s.shape) == pair] for pair in SHAPES}
+    return folder / "db", paths, folder
+
+
+def _write(folder, name, rows):
+    path = folder / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_eval_scores_known_answers(shop):
+    db, paths, folder = shop
+    judgments = _write(folder, "known.jsonl", [
+        *({"query": "a red circle", "path": p} for p in paths["red", "circle"]),          # perfect: 1 everywhere
+        *({"query": "a blue square", "path": p} for p in paths["yellow", "star"]),        # the wrong shape: 0
+        {"query": "a yellow star", "filter": "colour=yellow;shape=star"},                 # by filter: perfect
+        {"query": "a yellow star", "path": str(folder / "not-there.jpg")},                # not stored: skipped
+        {"query": "a purple cross", "path": str(folder / "gone.jpg")},                    # nothing relevant left
+        {"query": paths["red", "circle"][0], "filter": "category=poster"},               # an image query
+    ])
+    with clipsearch.open(db, log_searches=False) as photos:
+        report = photos.evaluate(judgments, k=5, match="pictures")
+    assert report.skipped == [(12, f"path {folder / 'not-there.jpg'} (query 'a yellow star'): not stored"),
+                              (13, f"path {folder / 'gone.jpg'} (query 'a purple cross'): not stored")]
+    assert report.no_relevant == ["a purple cross"]
+    doc = report.as_json()
+    assert list(doc) == ["k", "queries", "runs"] and doc["k"] == 5 and doc["queries"] == 5
+    (run,) = doc["runs"]
+    assert list(run) == ["model", "match", "precision_at_k", "recall_at_k", "ndcg_at_k", "mrr", "per_query"]
+    assert run["model"] == "clipsearch-shapes" and run["match"] == "pictures"
+    per = {q["query"]: q for q in run["per_query"]}
+    perfect = {"relevant": 5, "returned": 5, "precision_at_k": 1.0, "recall_at_k": 1.0, "ndcg_at_k": 1.0, "mrr": 1.0}
+    assert per["a red circle"] == {"query": "a red circle", **perfect}
+    assert per["a yellow star"] == {"query": "a yellow star", **perfect}
+    assert per[paths["red", "circle"][0]] == {"query": paths["red", "circle"][0], **perfect}
+    assert per["a blue square"] == {"query": "a blue square", "relevant": 5, "returned": 5, "precision_at_k": 0.0,
+                                    "recall_at_k": 0.0, "ndcg_at_k": 0.0, "mrr": 0.0}
+    assert per["a purple cross"] == {"query": "a purple cross", "relevant": 0, "returned": None,
+                                     "error": "no relevant item is stored for this query"}
+    assert run["precision_at_k"] == run["recall_at_k"] == run["ndcg_at_k"] == run["mrr"] == 0.75   # 3 of 4
+
+
+def test_grades_and_k_beyond_the_relevant(shop):
+    """k=10 over 5 relevant: P@10 is 0.5 at best; a grade 0 judgment takes an image out of the filter's set."""
+    db, paths, folder = shop
+    rows = [{"query": "a red circle", "filter": "colour=red", "grade": 2},
+            {"query": "a red circle", "path": paths["red", "circle"][0], "grade": 0}]
+    with clipsearch.open(db, log_searches=False) as photos:
+        (run,) = photos.evaluate(_write(folder, "graded.jsonl", rows), k=10, match="pictures").as_json()["runs"]
+        ranked = [r["id"] for r in photos.search("a red circle", k=10, match="pictures").rows]
+        first = paths["red", "circle"][0]
+        excluded = photos.sql("SELECT id FROM images WHERE path = {p:String}", {"p": first})[0]["id"]
+        red = {r["id"] for r in photos.sql("SELECT id FROM images WHERE colour = 'red'")}
+    (q,) = run["per_query"]
+    gains = [2 if i in red and i != excluded else 0 for i in ranked]
+    assert q["relevant"] == 4 and q["precision_at_k"] == 0.4 and q["recall_at_k"] == 1.0
+    assert q["ndcg_at_k"] == round(metrics.ndcg_at_k(gains, [2, 2, 2, 2], 10), 4) and q["mrr"] == \
+        round(metrics.reciprocal_rank(gains), 4)
+
+
+def test_eval_command_table_json_and_match_modes(shop, cli):
+    db, paths, folder = shop
+    judgments = folder / "cli.csv"
+    judgments.write_text("query,path,grade\n" + "".join(f"a red circle,{p},1\n" for p in paths["red", "circle"])
+                         + f"a red circle,{folder / 'x.jpg'},1\n")
+    out = cli("eval", judgments, "--k", "5", "--match", "pictures,words", "--match", "both", "--json", db=db)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert [(r["model"], r["match"]) for r in doc["runs"]] == [("clipsearch-shapes", m)
+                                                               for m in ("pictures", "words", "both")]
+    assert all(r["precision_at_k"] == 1.0 for r in doc["runs"])   # the manifest's colour and shape are words
+    assert f"skipped line 7: path {folder / 'x.jpg'} (query 'a red circle'): not stored" in out.stderr
+    table = cli("eval", judgments, "--k", "5", "--quiet", "--per-query", db=db)
+    assert table.returncode == 0
+    assert "clipsearch-shapes  both      1.000  1.000  1.000  1.000" in table.stdout
+    assert "(1 queries)" in table.stdout
+    bad = cli("eval", folder / "missing.csv", db=db)
+    assert bad.returncode != 0 and bad.stderr.strip().endswith("No such file or directory")
+    (folder / "bad.csv").write_text("query,path,grade\nred,a.jpg,7\n")
+    bad = cli("eval", folder / "bad.csv", db=db)
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines() == [
+        f"error: {folder / 'bad.csv'}:2: grade is a whole number from 0 to 3, got '7'"]
+    unknown = cli("eval", judgments, "--model", "ViT-B-32", db=db)
+    assert unknown.returncode != 0 and "neither the store's model nor a kept one" in unknown.stderr
+
+
+def test_a_hundred_thousand_judgments(shop):
+    """100,000 rows, most naming files that are not stored: looked up in bulk, each reported, the rest scored."""
+    db, paths, folder = shop
+    path = folder / "many.csv"
+    rows = ["query,path"] + [f"a red circle,{p}" for p in paths["red", "circle"]]
+    rows += [f"query {i % 50},{folder}/missing-{i}.jpg" for i in range(100_000 - 5)]
+    path.write_text("\n".join(rows) + "\n")
+    with clipsearch.open(db, log_searches=False) as photos:
+        report = photos.evaluate(path, k=5, match="pictures")
+    assert len(report.skipped) == 100_000 - 5 and len(report.no_relevant) == 50
+    assert report.runs[0]["precision_at_k"] == 1.0 and report.queries == 51
+
+
+def test_searches_are_checked_as_search_checks_them(shop):
+    db, paths, folder = shop
+    judgments = _write(folder, "one.jsonl", [{"query": "a red circle", "path": paths["red", "circle"][0]}])
+    with clipsearch.open(db, log_searches=False) as photos:
+        with pytest.raises(QueryError, match="unknown column 'nope'"):
+            photos.evaluate(judgments, filters=["nope=1"])
+        with pytest.raises(QueryError, match="match is one of"):
+            photos.evaluate(judgments, match="colours")
+        with pytest.raises(QueryError, match="k must be between 1 and 1000"):
+            photos.evaluate(judgments, k=0)
+        filtered = photos.evaluate(judgments, k=5, filters=["category=badge"], match="pictures").as_json()
+    assert filtered["runs"][0]["per_query"][0]["recall_at_k"] == 0.0   # the red circles are posters
+
