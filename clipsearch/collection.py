@@ -260,6 +260,8 @@ class Collection:
         if not record["active"] and not record["rows"]:
             raise QueryError(f"{record['label']}'s vectors are not kept here; `clipsearch reembed --model "
                              f"{record['name'] or 'bundled'}` embeds them again")
+        if not record["active"] and not self.catalog.switch.vectors_missing(record["label"]):
+            workers = 0   # nothing to read from files: no worker processes
         return self.reembed(ModelRef(record["name"] or None, record["pretrained"] or None).get(), keep=True,
                             workers=workers, progress=progress)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -206,3 +207,68 @@ def test_searches_are_checked_as_search_checks_them(shop):
         filtered = photos.evaluate(judgments, k=5, filters=["category=badge"], match="pictures").as_json()
     assert filtered["runs"][0]["per_query"][0]["recall_at_k"] == 0.0   # the red circles are posters
 
+
+
+# -- choosing a model with evidence -----------------------------------------------------------
+class Swapped:
+    """The bundled model with 'red' and 'blue' swapped in the texts it reads: worse on exactly those queries."""
+
+    def __new__(cls, name, pretrained):
+        from clipsearch.models.clip import ClipModel
+
+        class SwappedClip(ClipModel):
+            def encode_texts(self, texts):
+                return super().encode_texts([t.replace("red", "BLUE").replace("blue", "red").replace("BLUE", "blue")
+                                             for t in texts])
+        return SwappedClip()
+
+
+@pytest.fixture
+def swapped():
+    from clipsearch.models.factory import FAMILIES, register_family
+    register_family("swapped", Swapped)
+    yield "swapped:v1:random"
+    FAMILIES.pop("swapped", None)
+
+
+@pytest.mark.slow
+def test_reembed_keep_eval_all_models_then_use(tmp_path, model, swapped, cli):
+    """The README's loop: reembed --keep, eval --all-models (the kept model wins), models use (switched back
+    without embedding again, the other kept in turn), eval again."""
+    specs = [s for colour, shape in SHAPES for s in random_specs(5, 37, colour=colour, shape=shape,
+                                                                 size_range=(0.5, 0.8), dims_range=(96, 160))]
+    manifest = write_catalogue(tmp_path / "imgs", specs, 37)
+    with clipsearch.open(tmp_path / "db", model=model, log_searches=False) as photos:
+        photos.load(manifest, workers=0)
+        assert photos.reembed("swapped:v1", workers=0, keep=True).switched
+    judgments = tmp_path / "j.csv"
+    judgments.write_text("query,filter\na red circle,colour=red\na blue square,colour=blue\n")
+    out = cli("eval", judgments, "--k", "5", "--all-models", "--match", "pictures", "--json", db=tmp_path / "db")
+    assert out.returncode == 0, out.stderr
+    scores = {r["model"]: r["precision_at_k"] for r in json.loads(out.stdout)["runs"]}
+    assert scores == {swapped: 0.0, "clipsearch-shapes": 1.0}   # active first, then the kept one
+    table = cli("eval", judgments, "--k", "5", "--model", "bundled", "--match", "pictures", "--quiet",
+                db=tmp_path / "db")
+    assert "clipsearch-shapes  pictures  1.000  1.000  1.000  1.000" in table.stdout, table
+
+    used = cli("models", "use", "clipsearch-shapes", "--quiet", db=tmp_path / "db")
+    assert used.returncode == 0, used.stderr
+    assert used.stdout.strip() == f"the store now uses clipsearch-shapes; {swapped}'s vectors kept in `embeddings`"
+    listed = json.loads(cli("models", "--json", db=tmp_path / "db").stdout)
+    assert {m["label"]: (m["active"], m["rows"], m["complete"]) for m in listed} == \
+        {"clipsearch-shapes": (True, 15, True), swapped: (False, 15, True)}
+    again = cli("eval", judgments, "--k", "5", "--match", "pictures", "--json", db=tmp_path / "db")
+    assert [(r["model"], r["precision_at_k"]) for r in json.loads(again.stdout)["runs"]] == [("clipsearch-shapes", 1.0)]
+    with clipsearch.open(tmp_path / "db", log_searches=False) as photos:   # every row the bundled model's again
+        assert photos.sql("SELECT model, count() AS n FROM images GROUP BY model") == \
+            [{"model": "clipsearch-shapes", "n": 15}]
+        found = photos.search("a red circle", k=5, match="pictures").rows
+        assert sorted(Path(r["path"]).stem for r in found) == ["00000", "00001", "00002", "00003", "00004"]
+    same = cli("models", "use", "clipsearch-shapes", db=tmp_path / "db")
+    assert same.returncode == 0 and same.stdout.strip() == "the store already uses clipsearch-shapes"
+    back = cli("models", "use", swapped, "--quiet", db=tmp_path / "db")
+    assert back.returncode == 0 and f"now uses {swapped}" in back.stdout
+    unknown = cli("models", "use", "ViT-L-14", db=tmp_path / "db")
+    assert unknown.returncode != 0 and unknown.stderr.startswith("error: no model 'ViT-L-14' in this store")
+    bare = cli("models", "use", db=tmp_path / "db")
+    assert bare.returncode != 0 and "name the model to use" in bare.stderr
