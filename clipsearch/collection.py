@@ -108,7 +108,8 @@ class Collection:
                filters: FilterSpec = None, image_weight: float = 0.5, terms: Any = (),
                min_score: float | None = None, offset: int = 0, order_by: str | None = None,
                descending: bool = False, per: str | None = None, per_limit: int = 1,
-               facets: Any = (), facet_top: int = FACET_TOP, match: str = "both") -> SearchResult:
+               facets: Any = (), facet_top: int = FACET_TOP, match: str = "both",
+               cutoff: str | None = None) -> SearchResult:
         """Rank by text, an image (a PIL image or a file path), a stored image id, or text mixed with one of those.
 
         `terms` adds weighted terms, negative weights pushing away: [{"text": "night", "weight": 0.5},
@@ -122,7 +123,8 @@ class Collection:
         ranking itself); each row's `match` says its picture and word ranks and which words matched where.
 
         `result.rows` are dicts with id, path, score (cosine similarity) and the metadata columns, best first;
-        `result.sql` and `result.params` are the one query ClickHouse ran.
+        `result.sql` and `result.params` are the one query ClickHouse ran. `cutoff="auto"` returns only the
+        first of the k results that stand out (above the largest gap in the score curve: options.auto_cutoff).
         """
         if isinstance(image, (str, os.PathLike)):
             image = open_query_image(image)
@@ -131,7 +133,7 @@ class Collection:
             raise QueryError(f"the image weight is a number from 0 to 1, got {image_weight!r}")
         return self.run_search(text, image, similar, k, as_filters(filters),
                                {"image": image_weight, "text": 1 - image_weight}, terms=as_terms(terms),
-                               options=Options(offset, min_score, order_by, descending, per, per_limit),
+                               options=Options(offset, min_score, order_by, descending, per, per_limit, cutoff),
                                facets=[facets] if isinstance(facets, str) else list(facets), facet_top=facet_top,
                                match=match)
 
@@ -266,12 +268,14 @@ class Collection:
                             workers=workers, progress=progress)
 
     def evaluate(self, judgments: str | os.PathLike, *, k: int = 10, models: Sequence[str] | str | None = None,
-                 match: Sequence[str] | str = "both", filters: FilterSpec = None, progress: bool = False) -> Any:
+                 match: Sequence[str] | str = "both", filters: FilterSpec = None, cutoff: str | None = None,
+                 progress: bool = False) -> Any:
         """Search quality on a judgments file (search/evaluation.py): each query searched as `search` does, by
         each model (None: the active one; "all": it and every kept one; or labels) and each match mode, scored
-        at `k`. Returns a Report (`as_json()`: {k, queries, runs})."""
+        at `k`; with `cutoff` ("auto") searches return the results that stand out, and precision is of those.
+        Returns a Report (`as_json()`: {k, queries, runs})."""
         from clipsearch.search import evaluation
-        from clipsearch.search.options import check_k
+        from clipsearch.search.options import check_k, check_options
         from clipsearch.search.signals import MATCHES
         from clipsearch.search.where import bind_filters
         k = check_k(k)
@@ -283,14 +287,17 @@ class Collection:
         state = self.searcher.table_state()
         bound = as_filters(filters)
         bind_filters(bound, state.columns)   # a mistake in them is the whole run's, not each query's
+        options = Options(cutoff=cutoff)
+        check_options(options, k, state.columns)
         searchers = {label: Searcher(self.catalog, get, log=False, kept=None if label == self.model_label else label)
                      for label, get in self._models_to_evaluate(models).items()}
 
         def run(searcher: Searcher, judged: Any, how: str) -> list[dict]:
             image = self._fit(open_query_image(judged.image)) if judged.image else None
-            return searcher.search(None if image else judged.query, image, k=k, filters=bound, match=how).rows
+            return searcher.search(None if image else judged.query, image, k=k, filters=bound, match=how,
+                                   options=options).rows
         return evaluation.evaluate(self.catalog, judged, searchers, matches or ["both"], k, run, state.columns,
-                                   progress=progress)
+                                   progress=progress, cutoff=cutoff is not None)
 
     def _models_to_evaluate(self, models: Sequence[str] | str | None) -> dict[str, Callable[[], ImageTextModel]]:
         """label -> how to get the model, for the active model and the kept ones asked for."""

@@ -21,7 +21,7 @@ from clipsearch.models.bundled import BUNDLED_LABEL, BUNDLED_NOTE
 from clipsearch.models.factory import ModelRef
 from clipsearch.models.model import ImageTextModel
 from clipsearch.search.filters import Filter, filter_help, parse_filter
-from clipsearch.search.options import FACET_TOP
+from clipsearch.search.options import CUTOFFS, FACET_TOP
 from clipsearch.search.searcher import weighted
 from clipsearch.search.signals import MATCHES
 from clipsearch.settings import Settings
@@ -196,7 +196,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     with _open(args) as photos:
         result = photos.search(terms=terms, k=args.k, filters=filters, min_score=args.min_score,
                                offset=args.offset, order_by=args.order_by, descending=args.desc, per=per,
-                               per_limit=per_limit, facets=facets, facet_top=args.facet_top, match=args.match)
+                               per_limit=per_limit, facets=facets, facet_top=args.facet_top, match=args.match,
+                               cutoff=args.cutoff)
         label = photos.model_label
         unsorted = sorted({f.column for f in filters} - set(photos.state().filter_columns)) if args.show_sql else []
     _print_results(result.rows, args.json, result.facets)
@@ -246,7 +247,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     with open_collection(settings=replace(settings, model=None, pretrained=None), create=False, origin="cli",
                          log_searches=False) as photos:
         report = photos.evaluate(args.judgments, k=args.k, models=asked, match=matches,
-                                 filters=[parse_filter(f) for f in args.filter], progress=not args.quiet)
+                                 filters=[parse_filter(f) for f in args.filter], cutoff=args.cutoff,
+                                 progress=not args.quiet)
     for line, what in report.skipped[:20]:
         print(f"skipped line {line}: {what}", file=sys.stderr)
     if len(report.skipped) > 20:
@@ -561,6 +563,9 @@ def _add_search(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=10,
                    help="how many results (default 10, at most 1000; 10000 with --min-score)")
     p.add_argument("--min-score", type=float, metavar="S", help="only results with a score of at least S")
+    p.add_argument("--cutoff", choices=CUTOFFS,
+                   help="auto: only the first of the k results that stand out (above the largest gap in the score "
+                        "curve, when it is wider than the spread above it)")
     p.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N results (paging)")
     p.add_argument("--order-by", metavar="COLUMN", help="with --min-score: order the matches by a column")
     p.add_argument("--desc", action="store_true", help="with --order-by: largest (latest) first")
@@ -612,6 +617,9 @@ def _add_eval(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--match", action="append", metavar="MODE",
                    help=f"{', '.join(MATCHES)} (default both); repeatable or a,b")
     p.add_argument("--filter", action="append", default=[], metavar="EXPR", help="filter every search, as search does")
+    p.add_argument("--cutoff", choices=CUTOFFS,
+                   help="search with this cutoff (auto: the results that stand out); precision is then of the "
+                        "results returned, however few")
     p.add_argument("--per-query", action="store_true", help="also print each query's metrics")
     p.add_argument("--json", action="store_true", help="print {k, queries, runs: [{model, match, ..., per_query}]}")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -117,11 +117,13 @@ class Results(BaseModel):
     per: Column | None = Field(None, description="at most per_limit results per value of this column")
     per_limit: PerLimit = 1
     facet_top: FacetTop = FACET_TOP
+    cutoff: Literal["auto"] | None = Field(None, description="auto: only the first of the k results that stand "
+                                                             "out (above the largest gap in the score curve)")
 
     def options(self) -> dict:
         """The fields as Searcher.search keyword arguments."""
         return {"k": self.k, "options": Options(self.offset, self.min_score, self.order_by, self.desc, self.per,
-                                                self.per_limit), "facet_top": self.facet_top}
+                                                self.per_limit, self.cutoff), "facet_top": self.facet_top}
 
 
 Match = Annotated[Literal[MATCHES], WithJsonSchema({   # type: ignore[valid-type]

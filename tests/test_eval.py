@@ -272,3 +272,53 @@ def test_reembed_keep_eval_all_models_then_use(tmp_path, model, swapped, cli):
     assert unknown.returncode != 0 and unknown.stderr.startswith("error: no model 'ViT-L-14' in this store")
     bare = cli("models", "use", db=tmp_path / "db")
     assert bare.returncode != 0 and "name the model to use" in bare.stderr
+
+
+# -- confident matches only -------------------------------------------------------------------
+def test_auto_cutoff_keeps_what_stands_out():
+    from clipsearch.search.options import auto_cutoff
+    assert auto_cutoff([0.572, 0.570, 0.567, 0.559, 0.363, 0.294, 0.289]) == 4   # four apart from the rest
+    circles = [0.586, 0.582, 0.580, 0.577, 0.569, 0.568, 0.568, 0.567, 0.566, 0.566, 0.564, 0.564, 0.564, 0.562,
+               0.559, 0.559, 0.558, 0.556, 0.546, 0.534]   # "a circle" on 71 shapes, 50 of them circles
+    assert auto_cutoff(circles) == 20                        # no gap stands out
+    assert auto_cutoff([0.574, 0.561, 0.461, 0.328, 0.309]) == 3    # the gap (.133) is wider than .574 - .461
+    assert auto_cutoff([0.6, 0.45, 0.3, 0.1]) == 4    # the widest gap (.2) is narrower than the spread above it (.3)
+    assert auto_cutoff([0.6, 0.4, 0.39, 0.2]) == 1    # the first gap is the widest: one result stands out
+    assert auto_cutoff([0.9, 0.1]) == 1 and auto_cutoff([0.5]) == 1 and auto_cutoff([]) == 0
+    assert auto_cutoff([0.5, 0.5, 0.5]) == 3
+
+
+def test_cutoff_auto_in_search_eval_and_the_api(shop, cli):
+    db, paths, folder = shop
+    red = sorted(paths["red", "circle"])
+    with clipsearch.open(db, log_searches=False) as photos:
+        cut = photos.search("a red circle", k=15, match="pictures", cutoff="auto")
+        assert sorted(r["path"] for r in cut.rows) == red and cut.next_offset is None
+        assert len(photos.search("a red circle", k=15, match="pictures").rows) == 15
+        assert sorted(r["path"] for r in photos.search("a red circle", k=15, cutoff="auto").rows) == red  # fused too
+        for bad, message in ((dict(cutoff="best"), "cutoff is auto, got 'best'"),
+                             (dict(cutoff="auto", offset=5), "it takes no offset or order_by")):
+            with pytest.raises(QueryError, match=message):
+                photos.search("a red circle", **bad)
+    judgments = folder / "cut.csv"
+    judgments.write_text("query,filter\na red circle,colour=red\na yellow star,shape=star\n")
+    plain = json.loads(cli("eval", judgments, "--k", "15", "--match", "pictures", "--json", db=db).stdout)
+    cut_doc = json.loads(cli("eval", judgments, "--k", "15", "--match", "pictures", "--cutoff", "auto", "--json",
+                             db=db).stdout)
+    assert (plain["runs"][0]["precision_at_k"], plain["runs"][0]["recall_at_k"]) == (0.3333, 1.0)
+    assert (cut_doc["runs"][0]["precision_at_k"], cut_doc["runs"][0]["recall_at_k"]) == (1.0, 1.0)
+    assert [q["returned"] for q in cut_doc["runs"][0]["per_query"]] == [5, 5]
+
+    from clipsearch.service.app import create_app
+    from clipsearch.settings import Settings
+    app = create_app(Settings.load(db=str(db)), config={"TESTING": True})
+    try:
+        client = app.test_client()
+        answer = client.get("/api/search?q=a+red+circle&k=15&match=pictures&cutoff=auto")
+        assert answer.status_code == 200 and sorted(r["path"] for r in answer.get_json()["results"]) == red
+        bad = client.get("/api/search?q=a+red+circle&cutoff=sometimes")
+        assert bad.status_code == 400 and "cutoff" in bad.get_json()["error"]
+        bad = client.get("/api/search?q=a+red+circle&cutoff=auto&offset=10")
+        assert bad.status_code == 400 and "takes no offset" in bad.get_json()["error"]
+    finally:
+        app.extensions["clipsearch"].close()

@@ -14,7 +14,7 @@ from clipsearch.models.bundled import BUNDLED_LABEL
 from clipsearch.models.model import MAX_QUERY_CHARS, ImageTextModel
 from clipsearch.search.filters import Filter
 from clipsearch.search.log import SearchLog
-from clipsearch.search.options import EVERY, FACET_TOP, MAX_TERMS, MAX_WINDOW, Options
+from clipsearch.search.options import EVERY, FACET_TOP, MAX_TERMS, MAX_WINDOW, Options, auto_cutoff
 from clipsearch.search.query import Query
 from clipsearch.search.signals import (
     FIELDS,
@@ -182,6 +182,8 @@ class Searcher:
             encode_ms = (time.perf_counter() - t) * 1000
             t = time.perf_counter()
             rows, sql, params, strategy, ran = self.rank_by(state, parts, query, words, match)
+            if query.options.cutoff == "auto":
+                rows = rows[:auto_cutoff([row["score"] for row in rows])]
             query_ms = (time.perf_counter() - t) * 1000
             if model is None or all(row.get("model", model.label) == model.label for row in rows):
                 break
@@ -192,8 +194,9 @@ class Searcher:
             raise ModelMismatch("the store switched to another model during this search; run it again")
         one = found[0]
         kind = "hybrid" if len(found) > 1 else "text" if one.text else "image" if one.image is not None else "similar"
+        more = len(rows) == query.k and query.options.offset + len(rows) < MAX_WINDOW and not query.options.cutoff
         result = SearchResult(rows, sql, params, kind, strategy, next_offset=query.options.offset + len(rows)
-                              if len(rows) == query.k and query.options.offset + len(rows) < MAX_WINDOW else None,
+                              if more else None,
                               model=model.label if model is not None else state.models[0], match=ran)
         if query.facets:
             t = time.perf_counter()
