@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -148,6 +149,19 @@ class Collection:
         return self.searcher.search(text, image, image_id, k, filters, weights, terms=terms,
                                     options=options or EVERY, facets=facets, facet_top=facet_top, match=match)
 
+    def record_click(self, search_id: str, image_id: str, rank: int) -> None:
+        """Note that a person opened the result `image_id` (at `rank`, from 1) of the search `search_id` (the
+        SearchResult's): clicks are judgments (`evaluate(from_clicks=True)`) and the dashboard's click-through."""
+        from clipsearch.search.options import MAX_WINDOW, check_whole
+        if not isinstance(search_id, str) or not re.fullmatch(r"[0-9a-f]{32}", search_id):
+            raise QueryError("search_id is the 32 hex digits a search answered with")
+        if not isinstance(image_id, str) or not re.fullmatch(r"[0-9a-f]{6,64}", image_id):
+            raise QueryError("image_id is an image's id (hex digits)")
+        rank = check_whole("rank", rank, 1, MAX_WINDOW)
+        if self.searcher.log is None:
+            raise QueryError("this collection keeps no search log, so no clicks either")
+        self.searcher.log.record_click(search_id, image_id, rank)
+
     def state(self) -> TableState:
         """What `images` holds now: columns, models, rows, vector index, its tuned beam, filter columns."""
         return self.catalog.state.read()
@@ -267,13 +281,16 @@ class Collection:
         return self.reembed(ModelRef(record["name"] or None, record["pretrained"] or None).get(), keep=True,
                             workers=workers, progress=progress)
 
-    def evaluate(self, judgments: str | os.PathLike, *, k: int = 10, models: Sequence[str] | str | None = None,
-                 match: Sequence[str] | str = "both", filters: FilterSpec = None, cutoff: str | None = None,
-                 progress: bool = False) -> Any:
-        """Search quality on a judgments file (search/evaluation.py): each query searched as `search` does, by
-        each model (None: the active one; "all": it and every kept one; or labels) and each match mode, scored
-        at `k`; with `cutoff` ("auto") searches return the results that stand out, and precision is of those.
-        Returns a Report (`as_json()`: {k, queries, runs})."""
+    def evaluate(self, judgments: str | os.PathLike | None = None, *, k: int = 10,
+                 models: Sequence[str] | str | None = None, match: Sequence[str] | str = "both",
+                 filters: FilterSpec = None, cutoff: str | None = None, from_clicks: bool = False,
+                 since: str | None = None, save: bool = False, progress: bool = False) -> Any:
+        """Search quality on a judgments file (search/evaluation.py), or with `from_clicks` on the results people
+        opened from the page's searches (since the day `since`): each query searched as `search` does, by each
+        model (None: the active one; "all": it and every kept one; or labels) and each match mode, scored at
+        `k`; with `cutoff` ("auto") searches return the results that stand out, and precision is of those. With
+        `save` the judgments go into the `judgments` table too (sql/queries/eval_metrics.sql scores the logged
+        searches against them). Returns a Report (`as_json()`: {k, queries, runs})."""
         from clipsearch.search import evaluation
         from clipsearch.search.options import check_k, check_options
         from clipsearch.search.signals import MATCHES
@@ -283,8 +300,13 @@ class Collection:
         for m in matches:
             if m not in MATCHES:
                 raise QueryError(f"match is one of {', '.join(MATCHES)}, got {m!r}")
-        judged = evaluation.read_judgments(judgments)
+        if (judgments is None) == (not from_clicks):
+            raise QueryError("give a judgments file, or take the judgments from the page's clicks (not both)")
+        if since is not None and not from_clicks:
+            raise QueryError("since is for judgments from clicks: the searches made since that day")
         state = self.searcher.table_state()
+        judged = evaluation.clicks_judgments(self.catalog, since) if from_clicks else \
+            evaluation.read_judgments(str(judgments))
         bound = as_filters(filters)
         bind_filters(bound, state.columns)   # a mistake in them is the whole run's, not each query's
         options = Options(cutoff=cutoff)
@@ -297,7 +319,9 @@ class Collection:
             return searcher.search(None if image else judged.query, image, k=k, filters=bound, match=how,
                                    options=options).rows
         return evaluation.evaluate(self.catalog, judged, searchers, matches or ["both"], k, run, state.columns,
-                                   progress=progress, cutoff=cutoff is not None)
+                                   progress=progress, cutoff=cutoff is not None,
+                                   save_as=("clicks" if from_clicks else os.path.basename(str(judgments))) if save
+                                   else None)
 
     def _models_to_evaluate(self, models: Sequence[str] | str | None) -> dict[str, Callable[[], ImageTextModel]]:
         """label -> how to get the model, for the active model and the kept ones asked for."""

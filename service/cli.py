@@ -248,6 +248,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                          log_searches=False) as photos:
         report = photos.evaluate(args.judgments, k=args.k, models=asked, match=matches,
                                  filters=[parse_filter(f) for f in args.filter], cutoff=args.cutoff,
+                                 from_clicks=args.from_clicks, since=args.since, save=args.save,
                                  progress=not args.quiet)
     for line, what in report.skipped[:20]:
         print(f"skipped line {line}: {what}", file=sys.stderr)
@@ -255,6 +256,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"skipped {len(report.skipped) - 20} more judgments naming images that are not stored", file=sys.stderr)
     for query in report.no_relevant:
         print(f"no relevant item stored for the query {query!r}: left out of the averages", file=sys.stderr)
+    if args.save:
+        print(f"saved {report.saved} judgments in the judgments table (sql/queries/eval_metrics.sql)", file=sys.stderr)
     if args.json:
         print(json.dumps(report.as_json(), ensure_ascii=False))
         return 0
@@ -610,8 +613,15 @@ def _add_eval(sub: Any, common: argparse.ArgumentParser) -> None:
                                    "with an optional grade 0-3) as `search` does and report precision@k, recall@k, "
                                    "nDCG@k and MRR, per query and averaged. --model names one of the store's models "
                                    "(the active one by default, or a kept one).")
-    p.add_argument("judgments", help="a .csv or .jsonl file: query (a text, or an image file), and path, id or filter "
-                                     "(conditions as --filter takes them, joined by ';'), grade (0-3, default 1)")
+    p.add_argument("judgments", nargs="?",
+                   help="a .csv or .jsonl file: query (a text, or an image file), and path, id or filter (conditions "
+                        "as --filter takes them, joined by ';'), grade (0-3, default 1)")
+    p.add_argument("--from-clicks", action="store_true",
+                   help="instead of a file: the results people opened from the page's searches, as judgments")
+    p.add_argument("--since", metavar="YYYY-MM-DD", help="with --from-clicks: searches made since this day")
+    p.add_argument("--save", action="store_true",
+                   help="also store the judgments in the judgments table (sql/queries/eval_metrics.sql scores the "
+                        "logged searches against them)")
     p.add_argument("--k", type=int, default=10, help="results scored per query (default 10)")
     p.add_argument("--all-models", action="store_true", help="the active model and every kept one, side by side")
     p.add_argument("--match", action="append", metavar="MODE",

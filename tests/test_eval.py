@@ -322,3 +322,96 @@ def test_cutoff_auto_in_search_eval_and_the_api(shop, cli):
         assert bad.status_code == 400 and "takes no offset" in bad.get_json()["error"]
     finally:
         app.extensions["clipsearch"].close()
+
+
+# -- clicks as judgments, and the metrics in SQL -----------------------------------------------
+def test_clicks_become_judgments_and_the_dashboard_counts_them(tmp_path, model):
+    from clipsearch.service.app import create_app
+    from clipsearch.settings import Settings
+    from clipsearch.sql import read as read_sql
+    specs = [s for colour, shape in SHAPES for s in random_specs(5, 38, colour=colour, shape=shape,
+                                                                 size_range=(0.5, 0.8), dims_range=(96, 160))]
+    manifest = write_catalogue(tmp_path / "imgs", specs, 38)
+    app = create_app(Settings.load(db=str(tmp_path / "db")), model=model, config={"TESTING": True})
+    photos = app.extensions["clipsearch"]
+    try:
+        photos.load(manifest, workers=0)
+        client = app.test_client()
+
+        def search(text):
+            answer = client.post("/api/search", json={"text": text, "k": 5, "match": "pictures"}).get_json()
+            assert len(answer["search_id"]) == 32
+            return answer
+
+        red, star, again = search("a red circle"), search("a yellow star"), search("a red circle")
+        search("a blue square")
+        search("a blue square")
+        assert [r["id"] for r in again["results"]] == [r["id"] for r in red["results"]]
+        for answer, ranks in ((red, (1, 2, 3)), (star, (1, 2)), (red, (1,)), (again, (1,))):   # twice: one grade 2
+            for rank in ranks:
+                done = client.post("/api/click", json={"search_id": answer["search_id"], "rank": rank,
+                                                       "image_id": answer["results"][rank - 1]["id"]})
+                assert done.status_code == 200 and done.get_json() == {"recorded": True}
+        one = {"search_id": red["search_id"], "image_id": red["results"][0]["id"], "rank": 1}
+        for body, message in (({**one, "rank": 0}, "rank must be a whole number from 1"),
+                              ({**one, "search_id": "x" * 32}, "search_id is the 32 hex digits"),
+                              ({**one, "image_id": "../etc"}, "image_id is an image's id"),
+                              ({"search_id": red["search_id"]}, "a click is")):
+            bad = client.post("/api/click", json=body)
+            assert bad.status_code == 400 and message in bad.get_json()["error"], bad.get_json()
+        assert client.post("/api/click", data="search_id=1").status_code == 400
+        other_site = client.post("/api/click", json=one, headers={"Sec-Fetch-Site": "cross-site"})
+        assert other_site.status_code == 403
+        photos.searcher.log.flush()
+        assert photos.sql("SELECT count() AS n FROM search_clicks") == [{"n": 7}]
+
+        (hour,) = photos.sql(read_sql("queries/search_clicks_per_hour.sql"))
+        assert (hour["searches"], hour["opened"], hour["click_through"]) == (5, 3, 0.6)
+        assert [(r["text"], r["searches"]) for r in photos.sql(read_sql("queries/search_log_never_opened.sql"))] \
+            == [("a blue square", 2)]
+
+        report = photos.evaluate(from_clicks=True, k=5, match="pictures")
+        per = {q["query"]: q for q in report.as_json()["runs"][0]["per_query"]}
+        assert report.queries == 2 and set(per) == {"a red circle", "a yellow star"}
+        # 3 red circles opened (the first by two searches: grade 2), all in the top 5 again
+        assert (per["a red circle"]["relevant"], per["a red circle"]["precision_at_k"],
+                per["a red circle"]["recall_at_k"]) == (3, 0.6, 1.0)
+        assert (per["a yellow star"]["relevant"], per["a yellow star"]["recall_at_k"]) == (2, 1.0)
+        with pytest.raises(QueryError, match="no results opened from the page's searches since 2999-01-01"):
+            photos.evaluate(from_clicks=True, since="2999-01-01")
+        with pytest.raises(QueryError, match="--since is a day, YYYY-MM-DD"):
+            photos.evaluate(from_clicks=True, since="yesterday")
+
+        # the judgments saved, and the logged searches scored against them in SQL as metrics.py scores them
+        saved = photos.evaluate(from_clicks=True, k=5, match="pictures", save=True)
+        assert saved.saved == 5
+        grades = {r["image_id"]: r["grade"] for r in photos.sql("SELECT image_id, grade FROM judgments FINAL "
+                                                                 "WHERE query = 'a red circle'")}
+        assert sorted(grades.values()) == [1, 1, 2]
+        logged = photos.sql("SELECT text, top_ids FROM search_log WHERE text IN ('a red circle', 'a yellow star')")
+        judged = {q: {r["image_id"]: r["grade"] for r in photos.sql(
+            "SELECT image_id, grade FROM judgments FINAL WHERE query = {q:String}", {"q": q})} for q in per}
+        expected = []
+        for row in logged:
+            gains = [judged[row["text"]].get(i, 0) for i in row["top_ids"]]
+            ideal = sorted(judged[row["text"]].values(), reverse=True)
+            expected.append(metrics.scores(gains, len(ideal), ideal, 5))
+        (day,) = photos.sql(read_sql("queries/eval_metrics.sql"))
+        assert day["searches"] == 3 and day["queries"] == 2
+        for name in ("precision_at_k", "recall_at_k", "ndcg_at_k", "mrr"):
+            assert day[name] == pytest.approx(sum(e[name] for e in expected) / len(expected), abs=1e-4), name
+    finally:
+        photos.close()
+
+
+def test_judgments_by_id_or_a_unique_prefix(shop):
+    db, paths, folder = shop
+    with clipsearch.open(db, log_searches=False) as photos:
+        ids = [r["id"] for r in photos.sql("SELECT id FROM images WHERE colour = 'blue' ORDER BY id")]
+        rows = [{"query": "a blue square", "id": i if n % 2 else i[:12].upper()} for n, i in enumerate(ids)]
+        rows.append({"query": "a blue square", "id": "f" * 32})
+        judgments = _write(folder, "ids.jsonl", rows)
+        report = photos.evaluate(judgments, k=5, match="pictures")
+    assert report.skipped == [(6, f"id {'f' * 32} (query 'a blue square'): not stored")]
+    (q,) = report.runs[0]["per_query"]
+    assert (q["relevant"], q["precision_at_k"], q["recall_at_k"]) == (5, 1.0, 1.0)

@@ -73,6 +73,7 @@ class Report:
     runs: list[dict]
     skipped: list[tuple[int, str]]
     no_relevant: list[str]
+    saved: int = 0    # judgments stored in the `judgments` table
 
     def as_json(self) -> dict:
         return {"k": self.k, "queries": self.queries, "runs": self.runs}
@@ -180,6 +181,45 @@ def read_judgments(path: str | os.PathLike) -> list[Judged]:
     return list(queries.values())
 
 
+def clicks_judgments(catalog: Catalog, since: str | None = None) -> list[Judged]:
+    """Judgments made from the page's clicks (sql/queries/judgments_from_clicks.sql): for each text searched
+    since the day `since` (YYYY-MM-DD; None: ever), the results opened from it, graded by how many of its
+    searches opened them (1 to 3)."""
+    import datetime
+
+    from clipsearch.sql import read as read_sql
+    try:
+        day = datetime.date.fromisoformat(since) if since else datetime.date(1970, 1, 1)
+    except (TypeError, ValueError):
+        raise QueryError(f"--since is a day, YYYY-MM-DD, got {since!r}") from None
+    rows = catalog.query(read_sql("queries/judgments_from_clicks.sql"), {"since": day.isoformat()})
+    queries: dict[str, Judged] = {}
+    for line, row in enumerate(rows, 1):
+        judged = queries.setdefault(row["query"], Judged(row["query"], line))
+        judged.grades["id", row["image_id"]] = int(row["grade"])
+        judged.lines["id", row["image_id"]] = line
+        if len(queries) > MAX_QUERIES:
+            raise QueryError(f"clicks on more than {MAX_QUERIES:,} queries; choose fewer with --since")
+    if not queries:
+        raise QueryError("no results opened from the page's searches" + (f" since {day}" if since else "")
+                         + ": the page records which result a person opens from which search")
+    return list(queries.values())
+
+
+def save(catalog: Catalog, judged: Sequence[Judged], relevant: Sequence[Relevant], source: str) -> int:
+    """Store the judgments by image (the grades resolved to stored ids; a filter's set is not written out) in
+    the `judgments` table, for sql/queries/eval_metrics.sql. Returns how many rows were written."""
+    import pyarrow as pa
+    rows = [(j.query, image_id, grade) for j, r in zip(judged, relevant, strict=True)
+            for image_id, grade in r.grades.items()]
+    if rows:
+        queries, ids, grades = zip(*rows, strict=True)
+        catalog.connection.insert("judgments", pa.table({
+            "query": pa.array(queries, pa.string()), "image_id": pa.array(ids, pa.string()),
+            "grade": pa.array(grades, pa.uint8()), "source": pa.array([source] * len(rows), pa.string())}))
+    return len(rows)
+
+
 def parse_conditions(expression: str, where: str) -> list[Filter]:
     """A judgment's filter: conditions as `search --filter` takes them, joined by ';'."""
     try:
@@ -212,9 +252,10 @@ def _stored(catalog: Catalog, kind: str, values: list[str]) -> dict[str, str]:
                 "AND id IN (SELECT id FROM images) UNION ALL SELECT path AS value, id FROM images "
                 "WHERE has({v:Array(String)}, path)", {"v": chunk})
         else:
-            rows = catalog.query("SELECT value, any(id) AS id, count() AS n FROM images ARRAY JOIN {v:Array(String)} "
-                                 "AS value WHERE startsWith(id, lower(value)) GROUP BY value HAVING n = 1",
-                                 {"v": chunk})
+            rows = catalog.query("SELECT value, any(images.id) AS stored, count() AS n FROM images ARRAY JOIN "
+                                 "{v:Array(String)} AS value WHERE startsWith(images.id, lower(value)) GROUP BY value "
+                                 "HAVING n = 1", {"v": chunk})
+            rows = [{"value": r["value"], "id": r["stored"]} for r in rows]
         found.update((r["value"], r["id"]) for r in rows)
     return found
 
@@ -266,11 +307,13 @@ def _in_filter(catalog: Catalog, where: Where, ids: list[str]) -> set[str]:
 # -- running -------------------------------------------------------------------------------------
 def evaluate(catalog: Catalog, judged: Sequence[Judged], searchers: dict[str, Searcher], matches: Sequence[str],
              k: int, run: Callable[[Searcher, Judged, str], list[dict]], columns: dict[str, str],
-             progress: bool = False, cutoff: bool = False) -> Report:
+             progress: bool = False, cutoff: bool = False, save_as: str | None = None) -> Report:
     """Every query through every searcher (model label -> Searcher) and match mode, scored at `k`. `run` does
-    one search; with `cutoff` (an adaptive cut that may return fewer than k) precision is of the set returned."""
+    one search; with `cutoff` (an adaptive cut that may return fewer than k) precision is of the set returned.
+    With `save_as` the judgments are stored too (`save`), under that source name."""
     from tqdm import tqdm
     relevant, skipped = resolve(catalog, judged, columns, k)
+    saved = save(catalog, judged, relevant, save_as) if save_as is not None else 0
     no_relevant = [j.query for j, r in zip(judged, relevant, strict=True) if r.count == 0]
     runs = []
     with tqdm(total=len(judged) * len(searchers) * len(matches), desc="evaluating", unit="search",
@@ -300,4 +343,4 @@ def evaluate(catalog: Catalog, judged: Sequence[Judged], searchers: dict[str, Se
                 means = {name: round(sum(q[name] for q in scored_queries) / len(scored_queries), 4)
                          if scored_queries else None for name in ("precision_at_k", "recall_at_k", "ndcg_at_k", "mrr")}
                 runs.append({"model": label, "match": match, **means, "per_query": per_query})
-    return Report(k, len(judged), runs, skipped, no_relevant)
+    return Report(k, len(judged), runs, skipped, no_relevant, saved)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -66,6 +67,7 @@ class SearchResult:
     next_offset: int | None = None                # the next page's offset, None after the last page
     model: str = ""                               # the model whose vectors ranked it
     match: str = "pictures"                       # the signals that ranked it: pictures, words or both
+    search_id: str = ""                           # its search_log row's, for the page's clicks ('' unlogged)
 
     @property
     def strategy(self) -> str:
@@ -210,8 +212,10 @@ class Searcher:
             "model_load": round(model_load_ms, 2), "encode": round(encode_ms, 2), "query": round(query_ms, 2),
             "total": round((time.perf_counter() - start) * 1000, 2)})
         if self.log is not None:
+            result.search_id = uuid.uuid4().hex
             self.log.record(kind, self.origin, next((term.text for term in found if term.text), None),
-                            list(filters), query.k, [r["id"] for r in rows], len(rows), result.took_ms)
+                            list(filters), query.k, [r["id"] for r in rows], len(rows), result.took_ms,
+                            result.search_id)
         return result
 
     @staticmethod
