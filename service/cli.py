@@ -264,7 +264,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     names = ("precision_at_k", "recall_at_k", "ndcg_at_k", "mrr")
     if args.per_query:
         for run in report.runs:
-            print(f"{run['model']}  match {run['match']}")
+            print(f"{run['model']}  match {run['match']}  (P@{report.k}, R@{report.k}, nDCG@{report.k}, RR, query)")
             for q in run["per_query"]:
                 values = "  ".join(f"{q[n]:.3f}" if n in q else "    -" for n in names)
                 print(f"  {values}  {q['query']}" + (f"  ({q['error']})" if "error" in q else ""))
