@@ -21,6 +21,7 @@ from clipsearch.search.searcher import SearchResult, Term, weighted
 from clipsearch.service import console
 from clipsearch.service.openapi import openapi_document
 from clipsearch.service.requests import (
+    ClickBody,
     DuplicatesQuery,
     FileQuery,
     LabelBody,
@@ -145,10 +146,8 @@ def click() -> Response:
     (app.py), so no one else's page can write it."""
     if request.mimetype != "application/json":
         raise QueryError("send the click as a JSON object (Content-Type: application/json)")
-    body = _json_object()
-    if set(body) != {"search_id", "image_id", "rank"}:
-        raise QueryError("a click is {\"search_id\", \"image_id\", \"rank\"}")
-    collection().record_click(body["search_id"], body["image_id"], body["rank"])
+    body = parse(ClickBody, _json_object())
+    collection().record_click(body.search_id, body.image_id, body.rank)
     return jsonify(recorded=True)
 
 

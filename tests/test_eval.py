@@ -356,7 +356,7 @@ def test_clicks_become_judgments_and_the_dashboard_counts_them(tmp_path, model):
         for body, message in (({**one, "rank": 0}, "rank must be a whole number from 1"),
                               ({**one, "search_id": "x" * 32}, "search_id is the 32 hex digits"),
                               ({**one, "image_id": "../etc"}, "image_id is an image's id"),
-                              ({"search_id": red["search_id"]}, "a click is")):
+                              ({"search_id": red["search_id"]}, "image_id is required")):
             bad = client.post("/api/click", json=body)
             assert bad.status_code == 400 and message in bad.get_json()["error"], bad.get_json()
         assert client.post("/api/click", data="search_id=1").status_code == 400
