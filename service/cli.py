@@ -246,6 +246,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     # opened with the store's own model: --model names one of the store's models to evaluate, not one to use
     with open_collection(settings=replace(settings, model=None, pretrained=None), create=False, origin="cli",
                          log_searches=False) as photos:
+        label = photos.model_label
         report = photos.evaluate(args.judgments, k=args.k, models=asked, match=matches,
                                  filters=[parse_filter(f) for f in args.filter], cutoff=args.cutoff,
                                  from_clicks=args.from_clicks, since=args.since, save=args.save,
@@ -260,6 +261,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"saved {report.saved} judgments in the judgments table (sql/queries/eval_metrics.sql)", file=sys.stderr)
     if args.json:
         print(json.dumps(report.as_json(), ensure_ascii=False))
+        _note_bundled(label)
         return 0
     names = ("precision_at_k", "recall_at_k", "ndcg_at_k", "mrr")
     if args.per_query:
@@ -274,6 +276,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for run in report.runs:
         values = "  ".join("  -  " if run[n] is None else f"{run[n]:.3f}" for n in names)
         print(f"{run['model']:<{width}}  {run['match']:<8}  {values}")
+    _note_bundled(label)
     return 0
 
 
