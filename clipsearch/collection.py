@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -108,7 +109,8 @@ class Collection:
                filters: FilterSpec = None, image_weight: float = 0.5, terms: Any = (),
                min_score: float | None = None, offset: int = 0, order_by: str | None = None,
                descending: bool = False, per: str | None = None, per_limit: int = 1,
-               facets: Any = (), facet_top: int = FACET_TOP, match: str = "both") -> SearchResult:
+               facets: Any = (), facet_top: int = FACET_TOP, match: str = "both",
+               cutoff: str | None = None) -> SearchResult:
         """Rank by text, an image (a PIL image or a file path), a stored image id, or text mixed with one of those.
 
         `terms` adds weighted terms, negative weights pushing away: [{"text": "night", "weight": 0.5},
@@ -122,7 +124,8 @@ class Collection:
         ranking itself); each row's `match` says its picture and word ranks and which words matched where.
 
         `result.rows` are dicts with id, path, score (cosine similarity) and the metadata columns, best first;
-        `result.sql` and `result.params` are the one query ClickHouse ran.
+        `result.sql` and `result.params` are the one query ClickHouse ran. `cutoff="auto"` returns only the
+        first of the k results that stand out (above the largest gap in the score curve: options.auto_cutoff).
         """
         if isinstance(image, (str, os.PathLike)):
             image = open_query_image(image)
@@ -131,7 +134,7 @@ class Collection:
             raise QueryError(f"the image weight is a number from 0 to 1, got {image_weight!r}")
         return self.run_search(text, image, similar, k, as_filters(filters),
                                {"image": image_weight, "text": 1 - image_weight}, terms=as_terms(terms),
-                               options=Options(offset, min_score, order_by, descending, per, per_limit),
+                               options=Options(offset, min_score, order_by, descending, per, per_limit, cutoff),
                                facets=[facets] if isinstance(facets, str) else list(facets), facet_top=facet_top,
                                match=match)
 
@@ -145,6 +148,19 @@ class Collection:
         terms = [dataclasses.replace(t, image=self._fit(t.image)) if t.image is not None else t for t in terms]
         return self.searcher.search(text, image, image_id, k, filters, weights, terms=terms,
                                     options=options or EVERY, facets=facets, facet_top=facet_top, match=match)
+
+    def record_click(self, search_id: str, image_id: str, rank: int) -> None:
+        """Note that a person opened the result `image_id` (at `rank`, from 1) of the search `search_id` (the
+        SearchResult's): clicks are judgments (`evaluate(from_clicks=True)`) and the dashboard's click-through."""
+        from clipsearch.search.options import MAX_WINDOW, check_whole
+        if not isinstance(search_id, str) or not re.fullmatch(r"[0-9a-f]{32}", search_id):
+            raise QueryError("search_id is the 32 hex digits a search answered with")
+        if not isinstance(image_id, str) or not re.fullmatch(r"[0-9a-f]{6,64}", image_id):
+            raise QueryError("image_id is an image's id (hex digits)")
+        rank = check_whole("rank", rank, 1, MAX_WINDOW)
+        if self.searcher.log is None:
+            raise QueryError("this collection keeps no search log, so no clicks either")
+        self.searcher.log.record_click(search_id, image_id, rank)
 
     def state(self) -> TableState:
         """What `images` holds now: columns, models, rows, vector index, its tuned beam, filter columns."""
@@ -247,6 +263,85 @@ class Collection:
             if self.catalog.indexes.vector_index() and (summary.switched or self.catalog.state.read().beam is None):
                 self.searcher.tune_index()   # the beam that reaches the recall target for the new vectors
         return summary
+
+    def use_model(self, label: str, *, workers: int | None = None, progress: bool = False) -> Any:
+        """Switch the store to a kept model (`reembed(..., keep=True)` kept its vectors) without embedding again:
+        the same atomic switch `reembed` makes, keeping the vectors of the model switched from. Images loaded
+        since the other model's vectors were kept get theirs now (from their files). Returns a ReembedSummary."""
+        models = self.models()
+        record = next((m for m in models if label in (m["label"], m["name"])), None)
+        if record is None:
+            raise QueryError(f"no model {label!r} in this store; `clipsearch models` lists them: "
+                             + ", ".join(m["label"] for m in models))
+        if not record["active"] and not record["rows"]:
+            raise QueryError(f"{record['label']}'s vectors are not kept here; `clipsearch reembed --model "
+                             f"{record['name'] or 'bundled'}` embeds them again")
+        if not record["active"] and not self.catalog.switch.vectors_missing(record["label"]):
+            workers = 0   # nothing to read from files: no worker processes
+        return self.reembed(ModelRef(record["name"] or None, record["pretrained"] or None).get(), keep=True,
+                            workers=workers, progress=progress)
+
+    def evaluate(self, judgments: str | os.PathLike | None = None, *, k: int = 10,
+                 models: Sequence[str] | str | None = None, match: Sequence[str] | str = "both",
+                 filters: FilterSpec = None, cutoff: str | None = None, from_clicks: bool = False,
+                 since: str | None = None, save: bool = False, progress: bool = False) -> Any:
+        """Search quality on a judgments file (search/evaluation.py), or with `from_clicks` on the results people
+        opened from the page's searches (since the day `since`): each query searched as `search` does, by each
+        model (None: the active one; "all": it and every kept one; or labels) and each match mode, scored at
+        `k`; with `cutoff` ("auto") searches return the results that stand out, and precision is of those. With
+        `save` the judgments go into the `judgments` table too (sql/queries/eval_metrics.sql scores the logged
+        searches against them). Returns a Report (`as_json()`: {k, queries, runs})."""
+        from clipsearch.search import evaluation
+        from clipsearch.search.options import check_k, check_options
+        from clipsearch.search.signals import MATCHES
+        from clipsearch.search.where import bind_filters
+        k = check_k(k)
+        matches = [match] if isinstance(match, str) else list(dict.fromkeys(match))
+        for m in matches:
+            if m not in MATCHES:
+                raise QueryError(f"match is one of {', '.join(MATCHES)}, got {m!r}")
+        if (judgments is None) == (not from_clicks):
+            raise QueryError("give a judgments file, or take the judgments from the page's clicks (not both)")
+        if since is not None and not from_clicks:
+            raise QueryError("since is for judgments from clicks: the searches made since that day")
+        state = self.searcher.table_state()
+        judged = evaluation.clicks_judgments(self.catalog, since) if from_clicks else \
+            evaluation.read_judgments(str(judgments))
+        bound = as_filters(filters)
+        bind_filters(bound, state.columns)   # a mistake in them is the whole run's, not each query's
+        options = Options(cutoff=cutoff)
+        check_options(options, k, state.columns)
+        searchers = {label: Searcher(self.catalog, get, log=False, kept=None if label == self.model_label else label)
+                     for label, get in self._models_to_evaluate(models).items()}
+
+        def run(searcher: Searcher, judged: Any, how: str) -> list[dict]:
+            image = self._fit(open_query_image(judged.image)) if judged.image else None
+            return searcher.search(None if image else judged.query, image, k=k, filters=bound, match=how,
+                                   options=options).rows
+        return evaluation.evaluate(self.catalog, judged, searchers, matches or ["both"], k, run, state.columns,
+                                   progress=progress, cutoff=cutoff is not None,
+                                   save_as=("clicks" if from_clicks else os.path.basename(str(judgments))) if save
+                                   else None)
+
+    def _models_to_evaluate(self, models: Sequence[str] | str | None) -> dict[str, Callable[[], ImageTextModel]]:
+        """label -> how to get the model, for the active model and the kept ones asked for."""
+        listed = self.models()
+        active = [m["label"] for m in listed if m["active"]] or [self.model_label]
+        kept = {m["label"]: m for m in listed if not m["active"] and m["complete"]}
+        asked = active + list(kept) if models == "all" else \
+            active if not models else [models] if isinstance(models, str) else list(models)
+        labels = {m["label"] for m in listed}
+        out: dict[str, Callable[[], ImageTextModel]] = {}
+        for given in dict.fromkeys(asked):   # a label as `models` lists it, or the name it was loaded with
+            label = given if given in labels or given == self.model_label else ModelRef(given).label
+            if label == self.model_label:
+                out[label] = self._model
+            elif label in kept:
+                out[label] = ModelRef(kept[label]["name"] or None, kept[label]["pretrained"] or None).get
+            else:
+                raise QueryError(f"{given} is neither the store's model nor a kept one (`clipsearch models` lists "
+                                 f"them; `reembed --keep` keeps the vectors of the model it leaves)")
+        return out
 
     def refresh_model(self) -> None:
         """Follow the store to the model `reembed` switched it to, from another process (a long-running

@@ -1,4 +1,4 @@
-"""The JSON API: /api/search, /api/label, /api/images/<id>[/similar|/file], /api/columns, /api/filters,
+"""The JSON API: /api/search, /api/click, /api/label, /api/images/<id>[/similar|/file], /api/columns, /api/filters,
 /api/sql, /api/queries, /healthz."""
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from clipsearch.search.searcher import SearchResult, Term, weighted
 from clipsearch.service import console
 from clipsearch.service.openapi import openapi_document
 from clipsearch.service.requests import (
+    ClickBody,
     DuplicatesQuery,
     FileQuery,
     LabelBody,
@@ -130,12 +131,24 @@ def _response(result: SearchResult) -> Response:
     extra = {} if result.facets is None else {"facets": result.facets, "facets_sql": result.facet_sql}
     return jsonify(results=result.rows, took_ms=result.took_ms, kind=result.kind, strategy=result.strategy,
                    model=result.model, match=result.match, sql={"query": result.sql, "params": result.params},
-                   next_offset=result.next_offset, **extra)
+                   next_offset=result.next_offset, search_id=result.search_id, **extra)
 
 
 @api.route("/api/search", methods=["GET", "POST"])
 def search() -> Response:
     return _response(collection().run_search(**_search_request()))
+
+
+@api.post("/api/click")
+def click() -> Response:
+    """The page notes which result a person opened from which search: JSON {"search_id" (the search's
+    answer's), "image_id", "rank" (from 1)}, into search_clicks. JSON only, and never from another site's page
+    (app.py), so no one else's page can write it."""
+    if request.mimetype != "application/json":
+        raise QueryError("send the click as a JSON object (Content-Type: application/json)")
+    body = parse(ClickBody, _json_object())
+    collection().record_click(body.search_id, body.image_id, body.rank)
+    return jsonify(recorded=True)
 
 
 def _check_id(image_id: str) -> str:

@@ -21,7 +21,7 @@ from clipsearch.models.bundled import BUNDLED_LABEL, BUNDLED_NOTE
 from clipsearch.models.factory import ModelRef
 from clipsearch.models.model import ImageTextModel
 from clipsearch.search.filters import Filter, filter_help, parse_filter
-from clipsearch.search.options import FACET_TOP
+from clipsearch.search.options import CUTOFFS, FACET_TOP
 from clipsearch.search.searcher import weighted
 from clipsearch.search.signals import MATCHES
 from clipsearch.settings import Settings, SettingsError
@@ -196,7 +196,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     with _open(args) as photos:
         result = photos.search(terms=terms, k=args.k, filters=filters, min_score=args.min_score,
                                offset=args.offset, order_by=args.order_by, descending=args.desc, per=per,
-                               per_limit=per_limit, facets=facets, facet_top=args.facet_top, match=args.match)
+                               per_limit=per_limit, facets=facets, facet_top=args.facet_top, match=args.match,
+                               cutoff=args.cutoff)
         label = photos.model_label
         unsorted = sorted({f.column for f in filters} - set(photos.state().filter_columns)) if args.show_sql else []
     _print_results(result.rows, args.json, result.facets)
@@ -235,7 +236,65 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+    settings = _settings(args)
+    matches = [m.strip() for item in args.match or ["both"] for m in item.split(",") if m.strip()]
+    asked: str | list[str] | None = "all" if args.all_models else None
+    if settings.model and not args.all_models:
+        asked = [ModelRef(settings.model, settings.pretrained).label if settings.pretrained else settings.model]
+    # opened with the store's own model: --model names one of the store's models to evaluate, not one to use
+    with open_collection(settings=replace(settings, model=None, pretrained=None), create=False, origin="cli",
+                         log_searches=False) as photos:
+        label = photos.model_label
+        report = photos.evaluate(args.judgments, k=args.k, models=asked, match=matches,
+                                 filters=[parse_filter(f) for f in args.filter], cutoff=args.cutoff,
+                                 from_clicks=args.from_clicks, since=args.since, save=args.save,
+                                 progress=not args.quiet)
+    for line, what in report.skipped[:20]:
+        print(f"skipped line {line}: {what}", file=sys.stderr)
+    if len(report.skipped) > 20:
+        print(f"skipped {len(report.skipped) - 20} more judgments naming images that are not stored", file=sys.stderr)
+    for query in report.no_relevant:
+        print(f"no relevant item stored for the query {query!r}: left out of the averages", file=sys.stderr)
+    if args.save:
+        print(f"saved {report.saved} judgments in the judgments table (sql/queries/eval_metrics.sql)", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report.as_json(), ensure_ascii=False))
+        _note_bundled(label)
+        return 0
+    names = ("precision_at_k", "recall_at_k", "ndcg_at_k", "mrr")
+    if args.per_query:
+        for run in report.runs:
+            print(f"{run['model']}  match {run['match']}  (P@{report.k}, R@{report.k}, nDCG@{report.k}, RR, query)")
+            for q in run["per_query"]:
+                values = "  ".join(f"{q[n]:.3f}" if n in q else "    -" for n in names)
+                print(f"  {values}  {q['query']}" + (f"  ({q['error']})" if "error" in q else ""))
+    width = max(len(r["model"]) for r in report.runs)
+    print(f"{'model':<{width}}  {'match':<8}  P@{report.k:<4} R@{report.k:<4} nDCG@{report.k:<2}  MRR    "
+          f"({report.queries} queries)")
+    for run in report.runs:
+        values = "  ".join("  -  " if run[n] is None else f"{run[n]:.3f}" for n in names)
+        print(f"{run['model']:<{width}}  {run['match']:<8}  {values}")
+    _note_bundled(label)
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
+    if args.action == "use":
+        if not args.name:
+            raise QueryError("name the model to use: clipsearch models use LABEL (`clipsearch models` lists them)")
+        from dataclasses import replace
+        with open_collection(settings=replace(_settings(args), model=None, pretrained=None), create=False,
+                             origin="cli") as photos:
+            photos.check_loaded()
+            summary = photos.use_model(args.name, progress=not args.quiet)
+        print(f"the store already uses {summary.model}" if summary.already_active else
+              f"the store now uses {summary.model}; {summary.previous}'s vectors kept in `embeddings`"
+              if summary.switched else summary.line())
+        return 0 if summary.switched or summary.already_active else 1
+    if args.name:
+        raise QueryError(f"unknown models action {args.name!r}; `clipsearch models use LABEL` switches")
     with _open(args) as photos:
         models = photos.models()
     if args.json:
@@ -510,6 +569,9 @@ def _add_search(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=10,
                    help="how many results (default 10, at most 1000; 10000 with --min-score)")
     p.add_argument("--min-score", type=float, metavar="S", help="only results with a score of at least S")
+    p.add_argument("--cutoff", choices=CUTOFFS,
+                   help="auto: only the first of the k results that stand out (above the largest gap in the score "
+                        "curve, when it is wider than the spread above it)")
     p.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N results (paging)")
     p.add_argument("--order-by", metavar="COLUMN", help="with --min-score: order the matches by a column")
     p.add_argument("--desc", action="store_true", help="with --order-by: largest (latest) first")
@@ -535,9 +597,46 @@ def _add_embed(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _add_models(sub: Any, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("models", parents=[common], help="list the models the store's vectors come from")
+    p = sub.add_parser("models", parents=[common], help="list the models the store's vectors come from; "
+                                                        "`models use LABEL` switches to a kept one",
+                       description="Without an action: the store's models, their images and which one searches "
+                                   "use. `use LABEL`: switch the store to a model whose vectors `reembed --keep` "
+                                   "kept, in one atomic step, without embedding again (the same switch as "
+                                   "reembed's; the vectors of the model left are kept in turn).")
+    p.add_argument("action", nargs="?", choices=["use"], help="use: switch the store to a kept model")
+    p.add_argument("name", nargs="?", metavar="LABEL", help="the model to switch to, as `clipsearch models` lists it")
     p.add_argument("--json", action="store_true", help="print a JSON array")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (use)")
     p.set_defaults(func=cmd_models)
+
+
+def _add_eval(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("eval", parents=[common], help="measure search quality on judged queries",
+                       description="Run each query of a judgments file (CSV or JSONL: query, and path, id or filter, "
+                                   "with an optional grade 0-3) as `search` does and report precision@k, recall@k, "
+                                   "nDCG@k and MRR, per query and averaged. --model names one of the store's models "
+                                   "(the active one by default, or a kept one).")
+    p.add_argument("judgments", nargs="?",
+                   help="a .csv or .jsonl file: query (a text, or an image file), and path, id or filter (conditions "
+                        "as --filter takes them, joined by ';'), grade (0-3, default 1)")
+    p.add_argument("--from-clicks", action="store_true",
+                   help="instead of a file: the results people opened from the page's searches, as judgments")
+    p.add_argument("--since", metavar="YYYY-MM-DD", help="with --from-clicks: searches made since this day")
+    p.add_argument("--save", action="store_true",
+                   help="also store the judgments in the judgments table (sql/queries/eval_metrics.sql scores the "
+                        "logged searches against them)")
+    p.add_argument("--k", type=int, default=10, help="results scored per query (default 10)")
+    p.add_argument("--all-models", action="store_true", help="the active model and every kept one, side by side")
+    p.add_argument("--match", action="append", metavar="MODE",
+                   help=f"{', '.join(MATCHES)} (default both); repeatable or a,b")
+    p.add_argument("--filter", action="append", default=[], metavar="EXPR", help="filter every search, as search does")
+    p.add_argument("--cutoff", choices=CUTOFFS,
+                   help="search with this cutoff (auto: the results that stand out); precision is then of the "
+                        "results returned, however few")
+    p.add_argument("--per-query", action="store_true", help="also print each query's metrics")
+    p.add_argument("--json", action="store_true", help="print {k, queries, runs: [{model, match, ..., per_query}]}")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_eval)
 
 
 def _add_sql(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -622,7 +721,7 @@ def _add_demo(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 # The commands, in the order `clipsearch --help` lists them.
-COMMANDS = (_add_load, _add_reembed, _add_label, _add_search, _add_embed, _add_models, _add_sql, _add_index,
+COMMANDS = (_add_load, _add_reembed, _add_label, _add_search, _add_eval, _add_embed, _add_models, _add_sql, _add_index,
             _add_duplicates, _add_hashes, _add_words, _add_ocr, _add_serve, _add_demo)
 
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from clipsearch import __version__
 from clipsearch.search.filters import ROLES
 from clipsearch.service.requests import (
+    ClickBody,
     DuplicatesQuery,
     FileQuery,
     LabelBody,
@@ -122,6 +123,10 @@ def openapi_document() -> dict:
                     "operationId": "imageFile", "parameters": [ID_PARAMETER, *_query(FileQuery, defs)],
                     "responses": {"200": _ok("the file, or a JPEG thumbnail", {"type": "string", "format": "binary"},
                                              "image/*"), **errors}}},
+        "/api/click": {
+            "post": {"summary": "Note that a person opened a result of a search (the page's click-through)",
+                     "operationId": "click", "requestBody": _body(ClickBody, defs),
+                     "responses": {"200": _ok("recorded", JSON_OBJECT), **errors}}},
         "/api/label": {
             "post": {"summary": "Zero-shot label distribution of one image", "operationId": "labelImage",
                      "requestBody": _body(LabelBody, defs, "image"),

@@ -64,6 +64,7 @@ Offset = Annotated[int, _whole("offset", 0, MAX_WINDOW - 1), _whole_schema(
     0, MAX_WINDOW - 1, 0, f"skip this many results (paging); offset + k at most {MAX_WINDOW}")]
 PerLimit = Annotated[int, _whole("per_limit", 1, MAX_K), _whole_schema(
     1, MAX_K, 1, "with per: at most this many results per value")]
+Rank = Annotated[int, _whole("rank", 1, MAX_WINDOW), _whole_schema(1, MAX_WINDOW, 1, "a place in the results")]
 FacetTop = Annotated[int, _whole("facet_top", 1, MAX_WINDOW), _whole_schema(
     1, MAX_WINDOW, FACET_TOP, "without min_score, facets count the best this many matches")]
 def _no_bool(value: Any) -> Any:
@@ -117,11 +118,13 @@ class Results(BaseModel):
     per: Column | None = Field(None, description="at most per_limit results per value of this column")
     per_limit: PerLimit = 1
     facet_top: FacetTop = FACET_TOP
+    cutoff: Literal["auto"] | None = Field(None, description="auto: only the first of the k results that stand "
+                                                             "out (above the largest gap in the score curve)")
 
     def options(self) -> dict:
         """The fields as Searcher.search keyword arguments."""
         return {"k": self.k, "options": Options(self.offset, self.min_score, self.order_by, self.desc, self.per,
-                                                self.per_limit), "facet_top": self.facet_top}
+                                                self.per_limit, self.cutoff), "facet_top": self.facet_top}
 
 
 Match = Annotated[Literal[MATCHES], WithJsonSchema({   # type: ignore[valid-type]
@@ -257,6 +260,15 @@ class SqlBody(BaseModel):
     format: Literal["json", "csv"] = Field("json", description="csv: the whole result as a CSV download")
     max_rows: Annotated[int, Field(ge=1, le=MAX_SQL_ROWS, strict=True)] = Field(
         1000, description="json: at most this many rows in the answer (row_count says how many there were)")
+
+
+class ClickBody(BaseModel):
+    """POST /api/click, as JSON"""
+    model_config = ConfigDict(extra="forbid")
+    # the library checks them (Collection.record_click), with its own messages
+    search_id: Annotated[str, Field(max_length=64)] = Field(description="the search_id of the search's answer")
+    image_id: ImageId = Field(description="the result opened")
+    rank: Rank = Field(description="its place in the search's results, from 1")
 
 
 M = TypeVar("M", bound=BaseModel)

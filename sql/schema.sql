@@ -103,10 +103,37 @@ CREATE TABLE IF NOT EXISTS search_log
     encode_ms  Float32,                      -- encoding the query (not loading the model)
     query_ms   Float32,
     total_ms   Float32,
-    top_ids    Array(String)                 -- best first, at most 10
+    top_ids    Array(String),                -- best first, at most 10
+    search_id  String DEFAULT ''             -- what search_clicks names this search by ('' before 8)
 )
 ENGINE = MergeTree
 ORDER BY time;
+
+-- Which result a person opened from which search on the page (its search_log.search_id): clicks as
+-- judgments (`clipsearch eval --from-clicks`) and the Dashboard's click-through. Nothing leaves the store.
+CREATE TABLE IF NOT EXISTS search_clicks
+(
+    time       DateTime64(3) DEFAULT now64(3),
+    search_id  String,
+    image_id   String,                       -- the result opened
+    rank       UInt32                        -- its place in that search's results, from 1
+)
+ENGINE = MergeTree
+ORDER BY time;
+
+-- Judged queries (`clipsearch eval --save`, or clicks): what is relevant to a query, graded 0-3 (0: judged
+-- not relevant). sql/queries/eval_metrics.sql scores the searches in search_log against them. The latest
+-- judgment of a (query, image) is the one that counts.
+CREATE TABLE IF NOT EXISTS judgments
+(
+    query      String,
+    image_id   String,
+    grade      UInt8,
+    source     LowCardinality(String) DEFAULT '',   -- the judgments file, or 'clicks'
+    judged_at  DateTime64(3) DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(judged_at)
+ORDER BY (query, image_id);
 
 -- Zero-shot labels: per image and label set, the softmax over the set's prompts
 -- (CLIP's own logit scale). `clipsearch label --name shape ...` writes one set;

@@ -32,7 +32,8 @@ SEARCHES = [("a red circle", []), ("a red circle", []), ("a blue star", ["price<
             ("a green cross", ["category=nothing-like-this"])]
 # What the dashboard draws (service/static/console.js PANELS), each a file of sql/queries.
 PANEL_FILES = ["search_log_per_hour.sql", "search_log_latency_per_hour.sql", "search_log_top_queries.sql",
-               "search_log_zero_results.sql", "images_per_category.sql", "images_per_format.sql",
+               "search_log_zero_results.sql", "search_clicks_per_hour.sql", "search_log_never_opened.sql",
+               "images_per_category.sql", "images_per_format.sql",
                "images_per_month.sql", "load_errors_by_reason.sql"]
 
 

@@ -33,8 +33,8 @@ def app(tmp_path_factory, model):
 
 
 OPERATIONS = ["GET /api/search", "POST /api/search", "GET /api/images/{image_id}", "GET /api/images/{image_id}/similar",
-              "GET /api/images/{image_id}/file", "POST /api/label", "GET /api/duplicates", "GET /api/columns",
-              "GET /api/filters", "POST /api/sql", "GET /api/queries", "GET /healthz"]
+              "GET /api/images/{image_id}/file", "POST /api/click", "POST /api/label", "GET /api/duplicates",
+              "GET /api/columns", "GET /api/filters", "POST /api/sql", "GET /api/queries", "GET /healthz"]
 
 
 @pytest.fixture(scope="module")

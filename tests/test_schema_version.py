@@ -46,8 +46,9 @@ def test_a_database_made_before_versions_is_migrated_with_its_rows(tmp_path):
         images, log = catalog.images.columns("images"), catalog.images.columns("search_log")
         assert {"modified_at", "phash", "colour_hash", "centre_phash", "chroma_hash", "centre_chroma_hash",
                 "latitude", "longitude"} <= set(images)
-        assert {"origin", "model_load_ms"} <= set(log)
+        assert {"origin", "model_load_ms", "search_id"} <= set(log)
         assert catalog.images.columns("labels") and catalog.images.columns("vector_index_tuning")
+        assert catalog.images.columns("search_clicks") and catalog.images.columns("judgments")
         assert catalog.query("SELECT id, path, file_size, phash FROM images") == \
             [{"id": "a1", "path": "/p/a.png", "file_size": 123, "phash": None}]
         # its one path is known to the files table (loader/paths.py), so the row follows that file from now on

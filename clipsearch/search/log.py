@@ -21,7 +21,7 @@ FLUSH_S = 0.5
 MAX_PENDING = 100_000
 MAX_FAILURES = 5   # background tries in a row before waiting for close() (a store closed under us)
 COLUMNS = ("time", "kind", "origin", "text", "filters", "k", "results", "model_load_ms", "encode_ms", "query_ms",
-           "total_ms", "top_ids")
+           "total_ms", "top_ids", "search_id")
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +41,24 @@ class SearchLog:
         self._closed = False
 
     def record(self, kind: str, origin: str, text: str | None, filters: list[Filter], k: int,
-               top_ids: list[str], results: int, took_ms: dict) -> None:
+               top_ids: list[str], results: int, took_ms: dict, search_id: str = "") -> None:
         row = (datetime.now(timezone.utc), kind, origin, text or "",
                json.dumps([[f.column, f.op, f.value] for f in filters], default=str), int(k), results,
                took_ms.get("model_load", 0.0), took_ms.get("encode", 0.0), took_ms.get("query", 0.0),
-               took_ms.get("total", 0.0), top_ids[:10])
+               took_ms.get("total", 0.0), top_ids[:10], search_id)
         with self._lock:
             if len(self._pending) == self._pending.maxlen:
                 self.dropped += 1
             self._pending.append(row)
             if self._timer is None and not self._closed:
                 self._schedule()
+
+    def record_click(self, search_id: str, image_id: str, rank: int) -> None:
+        """A person opened the result `image_id`, at `rank`, of the search `search_id` (search_clicks): one row
+        at once, since a person clicks far less often than searches run."""
+        self.catalog.connection.command(
+            "INSERT INTO search_clicks (search_id, image_id, rank) VALUES ({s:String}, {i:String}, {r:UInt32})",
+            {"s": search_id, "i": image_id, "r": rank})
 
     def _schedule(self) -> None:
         self._timer = threading.Timer(self.flush_s, self._flush_later)

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from clipsearch.errors import QueryError
 from clipsearch.store.columns import NOT_FILTERABLE, TIME_TYPE, base_type
 from clipsearch.store.connection import quote_identifier
@@ -31,8 +33,10 @@ class Options:
     descending: bool = False
     per: str | None = None
     per_limit: int = 1
+    cutoff: str | None = None   # "auto": only the first results that stand out (auto_cutoff)
 
 
+CUTOFFS = ("auto",)
 EVERY = Options()   # the top k by score, as searches always were
 
 
@@ -91,7 +95,26 @@ def check_options(options: Options, k: Any, columns: dict[str, str]) -> tuple[Op
     if options.per is not None:
         sortable("per", options.per, columns)
     per_limit = check_whole("per_limit", options.per_limit, 1, MAX_K)
-    return Options(offset, min_score, options.order_by, bool(options.descending), options.per, per_limit), k
+    if options.cutoff is not None:
+        if options.cutoff not in CUTOFFS:
+            raise QueryError(f"cutoff is {' or '.join(CUTOFFS)}, got {options.cutoff!r}")
+        if offset or options.order_by:
+            raise QueryError("cutoff=auto keeps the best results that stand out: it takes no offset or order_by")
+    return Options(offset, min_score, options.order_by, bool(options.descending), options.per, per_limit,
+                   options.cutoff), k
+
+
+def auto_cutoff(scores: Sequence[float]) -> int:
+    """How many of a search's results (their scores, best first) stand out: those above the largest gap in the
+    score curve, when that gap is wider than the spread of the scores above it (the results kept are nearer
+    each other than to the first one left out); else all of them. Relative, so it holds for any model's scale
+    and for fused scores; at least one result is kept."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.size < 2:
+        return int(s.size)
+    gaps = s[:-1] - s[1:]
+    i = int(np.argmax(gaps))
+    return i + 1 if gaps[i] > s[0] - s[i] else int(s.size)
 
 
 def check_facets(facets: Sequence[str], columns: dict[str, str]) -> tuple[Facet, ...]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -15,7 +16,7 @@ from clipsearch.models.model import MAX_QUERY_CHARS, ImageTextModel
 from clipsearch.search.cache import RESULT_BYTES, TEXTS_PER_MODEL, Results, TextVectors, result_ttl
 from clipsearch.search.filters import Filter
 from clipsearch.search.log import SearchLog
-from clipsearch.search.options import EVERY, FACET_TOP, MAX_TERMS, MAX_WINDOW, Options
+from clipsearch.search.options import EVERY, FACET_TOP, MAX_TERMS, MAX_WINDOW, Options, auto_cutoff
 from clipsearch.search.query import Query
 from clipsearch.search.signals import (
     FIELDS,
@@ -50,6 +51,10 @@ from clipsearch.store.words import query_words
 
 DEFAULT_WEIGHTS = {"image": 0.5, "text": 0.5}
 MAX_CACHED_WORDS = 100_000   # words whose presence _words_found keeps
+# `images` with a kept model's vectors (Searcher.kept)
+KEPT_IMAGES = ("images AS (SELECT i.* REPLACE (e.embedding AS embedding, {kept_model:String} AS model) "
+               "FROM images AS i INNER JOIN (SELECT id, any(embedding) AS embedding FROM embeddings "
+               "WHERE model = {kept_model:String} GROUP BY id) AS e ON i.id = e.id)")
 SWITCH_RETRIES = 1      # a ranking that met another model's table (a reembed's switch) runs once more
 
 
@@ -67,6 +72,7 @@ class SearchResult:
     model: str = ""                               # the model whose vectors ranked it
     match: str = "pictures"                       # the signals that ranked it: pictures, words or both
     k: int = 10                                   # the page size asked for
+    search_id: str = ""                           # its search_log row's, for the page's clicks ('' unlogged)
 
     @property
     def strategy(self) -> str:
@@ -111,12 +117,15 @@ class Searcher:
     """Runs searches against `catalog`; `get_model` is called only when a query needs encoding."""
 
     def __init__(self, catalog: Catalog, get_model: Callable[[], ImageTextModel], log: bool = True,
-                 origin: str = "python", cache: str = "on"):
+                 origin: str = "python", cache: str = "on", kept: str | None = None):
         self.catalog = catalog
         self.texts = TextVectors(0 if cache == "off" else TEXTS_PER_MODEL)
         self.results = Results(RESULT_BYTES if cache == "on" else 0,
                                result_ttl(catalog.connection.backend == Backend.EMBEDDED))
         self._get_model = get_model
+        # `kept`: rank by that model's vectors kept in `embeddings` (reembed --keep) instead of images' own, to
+        # compare models on the same searches (clipsearch eval --all-models); exact, since the index is images'
+        self.kept = kept
         self.log = SearchLog(catalog) if log else None
         self.origin = origin   # recorded in search_log: http, cli or python
         self._counts: tuple[TableState | None, dict[tuple, tuple[int, int]]] = (None, {})   # _count's, per state
@@ -136,7 +145,18 @@ class Searcher:
         state = self.catalog.state.read()
         if not state.models:  # every row names its model, so no model means no rows
             raise EmptyStore("no images loaded yet: run `clipsearch load FOLDER` first")
+        if self.kept is not None:
+            return replace(state, models=[self.kept], vector_index=False, filter_columns=[])
         return state
+
+    def _query(self, sql: str, params: dict) -> list[dict]:
+        """Run one of the search's statements; for a kept model, on `images` with that model's vectors: a
+        common table expression named `images` stands for the table in the whole statement, subqueries too."""
+        if self.kept is None:
+            return self.catalog.query(sql, params)
+        body = sql[len("WITH "):] if sql.startswith("WITH ") else f"\n{sql}"
+        joiner = ", " if sql.startswith("WITH ") else ""
+        return self.catalog.query(f"WITH {KEPT_IMAGES}{joiner}{body}", {**params, "kept_model": self.kept})
 
     def search(self, text: str | None = None, image: Image.Image | None = None, image_id: str | None = None,
                k: int | str = 10, filters: Sequence[Filter] = (), weights: dict | None = None, *,
@@ -184,6 +204,8 @@ class Searcher:
             encode_ms = (time.perf_counter() - t) * 1000
             t = time.perf_counter()
             rows, sql, params, strategy, ran = self.rank_by(state, parts, query, words, match)
+            if query.options.cutoff == "auto":
+                rows = rows[:auto_cutoff([row["score"] for row in rows])]
             query_ms = (time.perf_counter() - t) * 1000
             if model is None or all(row.get("model", model.label) == model.label for row in rows):
                 break
@@ -194,14 +216,15 @@ class Searcher:
             raise ModelMismatch("the store switched to another model during this search; run it again")
         one = found[0]
         kind = "hybrid" if len(found) > 1 else "text" if one.text else "image" if one.image is not None else "similar"
+        more = len(rows) == query.k and query.options.offset + len(rows) < MAX_WINDOW and not query.options.cutoff
         result = SearchResult(rows, sql, params, kind, strategy, next_offset=query.options.offset + len(rows)
-                              if len(rows) == query.k and query.options.offset + len(rows) < MAX_WINDOW else None,
+                              if more else None,
                               model=model.label if model is not None else state.models[0], match=ran, k=query.k)
         if query.facets:
             t = time.perf_counter()
             fsql, fparams = facet_sql(query, parts)
             counts: dict[str, list[dict]] = {f.column: [] for f in query.facets}
-            for row in self.catalog.query(fsql, fparams):
+            for row in self._query(fsql, fparams):
                 counts[row["facet"]].append({"value": row["value"], "count": int(row["n"])})
             result.facets, result.facet_sql = counts, {"query": fsql, "params": fparams}
             result.took_ms["facets"] = round((time.perf_counter() - t) * 1000, 2)
@@ -213,9 +236,12 @@ class Searcher:
         return result
 
     def _log(self, result: SearchResult, terms: list[Term], filters: Sequence[Filter]) -> None:
+        """Each search its own search_log row and id (one answered by a kept result too: its clicks are its own)."""
         if self.log is not None:
+            result.search_id = uuid.uuid4().hex
             self.log.record(result.kind, self.origin, next((term.text for term in terms if term.text), None),
-                            list(filters), result.k, [r["id"] for r in result.rows], len(result.rows), result.took_ms)
+                            list(filters), result.k, [r["id"] for r in result.rows], len(result.rows), result.took_ms,
+                            result.search_id)
 
     @staticmethod
     def _terms(text: str | None, image: Image.Image | None, image_id: str | None, weights: dict | None,
@@ -277,7 +303,7 @@ class Searcher:
         if not words.words:
             return False
         if words.phrases or query.where.conditions or any(v.image_id is not None for v in parts):
-            return bool(self.catalog.query(*probe_sql(words, query, parts)))
+            return bool(self._query(*probe_sql(words, query, parts)))
         writes = self.catalog.connection.writes.count   # read first: a write while asking leaves it unkept
         seen, held = self._held
         if seen != writes:
@@ -303,11 +329,11 @@ class Searcher:
                                                                              offset=query.options.offset)), parts)
             signals = [PictureSignal(strategy), words]
         sql, params = fused_sql(query, parts, signals)
-        rows = self.catalog.query(sql, params)
+        rows = self._query(sql, params)
         if strategy.name != "exact" and len(rows) < query.k and query.where.conditions:
             strategy = Strategy("exact", matching=strategy.matching, after=(strategy.name, len(rows)))
             sql, params = fused_sql(query, parts, [PictureSignal(strategy), words])
-            rows = self.catalog.query(sql, params)
+            rows = self._query(sql, params)
         for row in rows:
             row["match"] = {"picture_rank": row.pop("$picture_rank", None), "word_rank": row.pop("$word_rank"),
                             "words": {}}
@@ -334,7 +360,7 @@ class Searcher:
             strategy = self.plan(state, query, parts)
         options = query.options
         sql, params = search_sql(query, parts, strategy)
-        rows = self.catalog.query(sql, params)
+        rows = self._query(sql, params)
         if strategy.name != "exact" and len(rows) < query.k and (
                 # Without filters the index returns every neighbour asked for, so only the score cut or the
                 # table's end makes a page short; with filters the score cut and too few neighbours fetched
@@ -345,7 +371,7 @@ class Searcher:
             # rows exactly, so a search always returns k rows when k rows match.
             strategy = Strategy("exact", matching=strategy.matching, after=(strategy.name, len(rows)))
             sql, params = search_sql(query, parts, strategy)
-            rows = self.catalog.query(sql, params)
+            rows = self._query(sql, params)
         elif strategy.name == "exact":
             column = self._filter_column(state, query.where)
             if column:
@@ -486,7 +512,7 @@ class Searcher:
             self._counts = (state, counts)
         key = (repr(where.filters), limit)
         if key not in counts:
-            row = self.catalog.query(*count_sql(where, limit))[0]
+            row = self._query(*count_sql(where, limit))[0]
             if len(counts) >= MAX_CACHED_COUNTS:
                 counts.clear()
             counts[key] = int(row["matching"]), int(row["seen"])

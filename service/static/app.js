@@ -301,6 +301,15 @@ function render(data, append) {
     const img = card.querySelector("img");
     img.addEventListener("load", () => { img.dataset.shown = img.naturalWidth > 0 ? "yes" : "no"; });
     img.addEventListener("error", () => { img.dataset.shown = "no"; card.classList.add("broken"); });
+    // Which result a person opens from which search (search_clicks): the dashboard's click-through and
+    // `clipsearch eval --from-clicks`. Kept in the store, sent nowhere else.
+    const rank = shown.size;
+    const opened = () => {
+      if (!data.search_id) return;
+      fetch("/api/click", { method: "POST", keepalive: true, headers: { "Content-Type": "application/json" },
+                            body: JSON.stringify({ search_id: data.search_id, image_id: r.id, rank }) }).catch(() => {});
+    };
+    for (const ev of ["click", "auxclick"]) card.querySelector("a").addEventListener(ev, opened);   // a middle click opens too
     card.querySelector("button").addEventListener("click", () => {
       queryFile = null;
       queryImageId = r.id;

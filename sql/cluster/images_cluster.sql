@@ -94,7 +94,8 @@ CREATE TABLE IF NOT EXISTS search_log_local ON CLUSTER clipsearch
     encode_ms  Float32,                      -- encoding the query (not loading the model)
     query_ms   Float32,
     total_ms   Float32,
-    top_ids    Array(String)                 -- best first, at most 10
+    top_ids    Array(String),                -- best first, at most 10
+    search_id  String DEFAULT ''             -- what search_clicks names this search by ('' before 8)
 )
 ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/clipsearch/search_log_local', '{replica}')
 ORDER BY time;
@@ -156,6 +157,9 @@ ENGINE = Distributed(clipsearch, currentDatabase(), search_log_local, rand());
 --   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS ocr_engine LowCardinality(String) DEFAULT '' AFTER words_version;
 --   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS ocr_engine LowCardinality(String) DEFAULT '' AFTER words_version;
 --   ALTER TABLE images_local ON CLUSTER clipsearch ADD INDEX IF NOT EXISTS words_any arrayConcat(words_name, words_prefixes, words_title, words_meta, words_ocr, words_label) TYPE text(tokenizer = 'array');
+-- 008_clicks_and_judgments.sql:
+--   ALTER TABLE search_log_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS search_id String DEFAULT '' AFTER top_ids;
+--   ALTER TABLE search_log ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS search_id String DEFAULT '' AFTER top_ids;
 -- Rows loaded before the perceptual hashes keep NULL hashes and take no part in finding copies:
 -- `clipsearch hashes` updates rows in place (ALTER TABLE ... UPDATE), which a Distributed table does not take.
 -- Manifest columns go on both tables, local first:
