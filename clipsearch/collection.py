@@ -301,7 +301,8 @@ class Collection:
 
     # -- SQL and the index ------------------------------------------------------------------
     def sql(self, query: str, params: dict | None = None, fmt: str | None = None) -> Any:
-        """Run SQL: rows as dicts, or with `fmt` the output as text in that ClickHouse format.
+        """Run SQL: rows as dicts, or with `fmt` the output in that ClickHouse format as bytes, byte for byte
+        (text formats are UTF-8; Parquet, Arrow, Native... are binary).
 
         On the embedded engine, clipTextEmbedding('text') is available in the SQL.
         """

@@ -271,8 +271,19 @@ def cmd_sql(args: argparse.Namespace) -> int:
             raise QueryError(f"--param takes NAME=VALUE, got {item!r}")
         params[name] = value
     with _open(args) as photos:
-        sys.stdout.write(photos.sql(sql, params, fmt=args.format))
+        _write_bytes(photos.sql(sql, params, fmt=args.format))
     return 0
+
+
+def _write_bytes(data: bytes) -> None:
+    """Write a command's output byte for byte, as clickhouse-client does (`--format Parquet > out.parquet`)."""
+    sys.stdout.flush()
+    out = getattr(sys.stdout, "buffer", None)
+    if out is None:   # a text-only stream (an embedding program's StringIO): text formats still read right
+        sys.stdout.write(data.decode("utf-8", "replace"))
+        return
+    out.write(data)
+    out.flush()
 
 
 def _read_file(path: str) -> str:

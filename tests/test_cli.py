@@ -113,6 +113,32 @@ def test_sql_files_params_and_text_embedding_function(loaded_db, cli):
     assert bad.returncode == 1 and "image_id" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
+BINARY_SQL = "SELECT id, width, price, embedding FROM images ORDER BY id"
+
+
+def test_sql_binary_formats_are_written_byte_for_byte(loaded_db, cli, tmp_path):
+    """`clipsearch sql --format Parquet > out.parquet`, as clickhouse-client users do: Parquet and Arrow read
+    back by pyarrow, Native by the engine, the same rows as JSON gives."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    db, _ = loaded_db
+    rows = [json.loads(line) for line in cli("sql", BINARY_SQL, "--format", "JSONEachRow", db=db).stdout.splitlines()]
+    assert len(rows) == 80
+    parquet = cli("sql", BINARY_SQL, "--format", "Parquet", db=db)
+    assert parquet.returncode == 0 and parquet.stdout_bytes.startswith(b"PAR1")
+    table = pq.read_table(pa.BufferReader(parquet.stdout_bytes))
+    assert table.column("id").to_pylist() == [r["id"] for r in rows]
+    np.testing.assert_allclose(table.column("embedding").to_pylist(), [r["embedding"] for r in rows], rtol=1e-6)
+    arrow = cli("sql", BINARY_SQL, "--format", "Arrow", db=db).stdout_bytes
+    assert pa.ipc.open_file(pa.BufferReader(arrow)).read_all().column("price").to_pylist() == \
+        [r["price"] for r in rows]
+    native = tmp_path / "out.native"
+    native.write_bytes(cli("sql", BINARY_SQL, "--format", "Native", db=db).stdout_bytes)
+    back = cli("sql", f"SELECT id, width FROM file('{native}', 'Native')", "--format", "JSONEachRow", db=db)
+    assert [json.loads(line) for line in back.stdout.splitlines()] == \
+        [{"id": r["id"], "width": r["width"]} for r in rows]
+
+
 def test_sql_file_falls_back_to_the_shipped_sql_folder(tmp_path, monkeypatch):
     """`--file sql/...` where no such file is here (an installed wheel, any folder) reads the file clipsearch
     ships; a file that is here wins, and a name shipped nowhere is a clear error."""

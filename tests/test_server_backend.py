@@ -142,6 +142,21 @@ def test_cli_uses_clickhouse_url(stores, server_url, cli):
     assert len(json.loads(result.stdout)) == 3
 
 
+def test_cli_sql_binary_formats_over_a_server(stores, server_url, cli):
+    """`clipsearch sql --format Parquet|Arrow` through clickhouse-connect: the bytes as the server sent them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    sql = "SELECT id, embedding FROM images ORDER BY id LIMIT 5"
+    env = {"CLICKHOUSE_URL": server_url}
+    ids = [json.loads(line)["id"] for line in cli("sql", sql, "--format", "JSONEachRow", env=env).stdout.splitlines()]
+    parquet = cli("sql", sql, "--format", "Parquet", env=env)
+    assert parquet.returncode == 0, parquet.stderr
+    assert pq.read_table(pa.BufferReader(parquet.stdout_bytes)).column("id").to_pylist() == ids
+    arrow = cli("sql", sql, "--format", "ArrowStream", env=env).stdout_bytes
+    assert pa.ipc.open_stream(pa.BufferReader(arrow)).read_all().column("id").to_pylist() == ids
+    assert len(ids) == 5
+
+
 def test_the_pages_sql_tab_on_a_server(server_url, stores):
     """The page's SQL tab over a server (here the product's own ClickHouse HTTP endpoint): clipsearch's
     read-only client sends its own limits and readonly=1, which the server accepts; results stream; an

@@ -226,18 +226,22 @@ class Connection:
                 pass
         return engine_error(exc, self.folder)
 
-    def text(self, sql: str, params: dict | None = None, fmt: str = "PrettyCompact") -> str:
-        """Run any statement and return its output in a ClickHouse format ("" for a command)."""
+    def raw(self, sql: str, params: dict | None = None, fmt: str = "PrettyCompact") -> bytes:
+        """Run any statement and return its output in a ClickHouse format as the engine wrote it, byte for byte
+        (Parquet, Arrow and Native are binary; b"" for a command)."""
         if not ROWS_STATEMENT.match(sql):
             self.command(sql, params)
-            return ""
+            return b""
         settings = self._json_settings if fmt.startswith("JSON") else None
         self._check()
         try:
-            raw = self._client.raw_query(sql, parameters=params or None, fmt=fmt, settings=settings)
+            return bytes(self._client.raw_query(sql, parameters=params or None, fmt=fmt, settings=settings))
         except Exception as exc:
             raise self._failed(exc) from exc
-        return raw.decode("utf-8", "replace")
+
+    def text(self, sql: str, params: dict | None = None, fmt: str = "PrettyCompact") -> str:
+        """`raw` for a text format, as text."""
+        return self.raw(sql, params, fmt).decode("utf-8", "replace")
 
     def query(self, sql: str, params: dict | None = None) -> list[dict]:
         """Run a SELECT and return its rows as dicts."""
