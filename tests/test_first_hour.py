@@ -86,5 +86,8 @@ def test_a_real_model_that_cannot_be_fetched_fails_fast_and_leaves_nothing(tmp_p
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: the weights of ViT-B-32 (laion2b_s34b_b79k)"), lines
     assert "--pretrained laion2b_s34b_b79k downloads them once" in lines[0] and "--pretrained /path/to" in lines[0]
+    # the one file to fetch for this tag, and where it goes
+    assert "fetch http://127.0.0.1:9/laion/CLIP-ViT-B-32-laion2B-s34B-b79K/resolve/main/open_clip_model.safetensors" \
+        in lines[0] and lines[0].endswith("--pretrained /path/to/open_clip_model.safetensors")
     assert str(tmp_path / "hf-cache") in lines[0]
     assert not db.exists()   # nothing made on disk

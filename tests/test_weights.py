@@ -1,0 +1,82 @@
+"""Weights that do not fit the model: each is one line naming the file and what is wrong, exit 1, no store made,
+and nothing of open_clip's own logging on the console."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from clipsearch.models.bundled import BUNDLED_MODEL_DIR
+from clipsearch.service.cli import main
+
+BUNDLED_WEIGHTS = BUNDLED_MODEL_DIR / "open_clip_model.safetensors"
+
+
+def _make(tmp_path, kind):
+    """A bad --pretrained value of `kind`, made in tmp_path."""
+    if kind == "random bytes":
+        path = tmp_path / "random.safetensors"
+        path.write_bytes(bytes(range(256)) * 400)
+    elif kind == "text file":
+        path = tmp_path / "notes.bin"
+        path.write_text("these are not weights\n")
+    elif kind == "empty file":
+        path = tmp_path / "empty.safetensors"
+        path.write_bytes(b"")
+    elif kind == "another model's":
+        path = tmp_path / "shapes.safetensors"
+        shutil.copy(BUNDLED_WEIGHTS, path)
+    elif kind == "truncated":
+        path = tmp_path / "cut.safetensors"
+        path.write_bytes(BUNDLED_WEIGHTS.read_bytes()[:100_000])
+    elif kind == "missing":
+        path = tmp_path / "nowhere" / "open_clip_model.safetensors"
+    else:   # a folder
+        path = tmp_path / "weights"
+        path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize("kind,says", [
+    ("random bytes", "not a weights file open_clip can read"),
+    ("text file", "not a weights file open_clip can read"),
+    ("empty file", "an empty file, not weights"),
+    ("truncated", "not a weights file open_clip can read"),
+    ("another model's", "holds the weights of another model, not of ViT-B-32"),
+    ("missing", "no such weights file, nor a tag of ViT-B-32"),
+    ("a folder", "a folder, not a weights file"),
+])
+def test_bad_weights_are_one_line_and_make_nothing(tmp_path, capfd, kind, says):
+    weights = _make(tmp_path, kind)
+    (tmp_path / "photos").mkdir()
+    db = tmp_path / "db"
+    code = main(["load", str(tmp_path / "photos"), "--quiet", "--model", "ViT-B-32", "--pretrained", str(weights),
+                 "--db", str(db)])
+    out, err = capfd.readouterr()
+    assert code == 1 and out == ""
+    assert err.splitlines() == [err.strip()] and err.startswith(f"error: {weights}: {says}"), err
+    assert not db.exists()
+
+
+def test_a_local_folder_with_bad_weights(tmp_path, capfd):
+    folder = tmp_path / "my-model"
+    folder.mkdir()
+    shutil.copy(BUNDLED_MODEL_DIR / "open_clip_config.json", folder)
+    assert main(["embed", "x", "--model", f"local-dir:{folder}"]) == 1
+    assert capfd.readouterr().err == f"error: {folder}: no weights file in it (open_clip_model.safetensors or " \
+        "open_clip_pytorch_model.bin)\n"
+    (folder / "open_clip_model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+    assert main(["embed", "x", "--model", f"local-dir:{folder}"]) == 1
+    err = capfd.readouterr().err
+    assert err.startswith(f"error: {folder / 'open_clip_model.safetensors'}: not a weights file") and \
+        len(err.splitlines()) == 1, err
+
+
+def test_good_weights_by_file_still_load(tmp_path, capfd):
+    """The bundled model's own file under another folder's name loads, and open_clip says nothing."""
+    folder = tmp_path / "copy"
+    shutil.copytree(BUNDLED_MODEL_DIR, folder)
+    assert main(["embed", "a red circle", "--model", f"local-dir:{folder}"]) == 0
+    out, err = capfd.readouterr()
+    assert len(json.loads(out)) == 128 and "root:" not in err
