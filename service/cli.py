@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -54,6 +57,30 @@ def _open(args: argparse.Namespace, create: bool = False) -> Collection:
     return photos
 
 
+@contextlib.contextmanager
+def _open_to_add(args: argparse.Namespace) -> Iterator[Collection]:
+    """The store for a command that adds images (load, demo), made if need be. A folder this command made
+    that holds no image when it ends (an error, Ctrl-C before the first batch, nothing loadable) goes again:
+    a failed first command leaves no empty store behind for the next one to take for real."""
+    settings = _settings(args)
+    folder = None if settings.clickhouse_url else Path(settings.db)
+    fresh = folder is not None and not folder.exists()
+    photos = None
+    try:
+        photos = _open(args, create=True)
+        yield photos
+    finally:
+        try:
+            empty = fresh and (photos is None or photos.count() == 0)
+        except ClipsearchError:
+            empty = fresh
+        finally:
+            if photos is not None:
+                photos.close()
+        if empty and folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _note_not_read(photos: Collection) -> None:
     """Images loaded by a release before orientation and dates were read may be stored sideways: say so."""
     from clipsearch.loader.backfill import not_read
@@ -87,7 +114,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         from clipsearch.images.ocr import engine_label
         engine_label()
     args.model_ref.get()   # a model that cannot load fails here, before a store is made
-    with _open(args, create=True) as photos:
+    with _open_to_add(args) as photos:
         summary = photos.load(args.source, batch_size=args.batch_size, workers=args.workers,
                               progress=not args.quiet, restrict_to_folder=args.restrict_to_folder,
                               follow_links=args.follow_links, text_columns=_text_columns(args.text_columns),
@@ -399,7 +426,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         check_port(args.host, args.port)  # before minutes of work, not after
     manifest = make_catalogue(args.out, args.images)
     print(f"catalogue: {args.images} images, manifest {manifest}")
-    with _open(args, create=True) as photos:
+    with _open_to_add(args) as photos:
         print(photos.load(manifest, progress=not args.quiet).line())
         for text, filters in EXAMPLE_SEARCHES:
             print(f"\n$ clipsearch search {text!r} --k 5" + "".join(f" --filter '{f}'" for f in filters))
