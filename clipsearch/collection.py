@@ -146,6 +146,12 @@ class Collection:
         return self.searcher.search(text, image, image_id, k, filters, weights, terms=terms,
                                     options=options or EVERY, facets=facets, facet_top=facet_top, match=match)
 
+    def browse(self, k: int = 24, filters: FilterSpec = None, offset: int = 0,
+               facets: Any = ()) -> SearchResult:
+        """The library without a query: the images the filters match, newest first (taken, else the file's
+        time, else loaded), a page at a time, with `facets` counted over all of them. Rows have no score."""
+        return self.searcher.browse(k, as_filters(filters), offset, list(facets))
+
     def state(self) -> TableState:
         """What `images` holds now: columns, models, rows, vector index, its tuned beam, filter columns."""
         return self.catalog.state.read()

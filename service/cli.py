@@ -20,7 +20,7 @@ from clipsearch.errors import ClipsearchError, QueryError
 from clipsearch.images.copies import DEFAULT_DISTANCE as COPY_DISTANCE
 from clipsearch.images.copies import MAX_DISTANCE as COPY_MAX_DISTANCE
 from clipsearch.images.duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
-from clipsearch.models.bundled import BUNDLED_LABEL, BUNDLED_NOTE
+from clipsearch.models.bundled import BUNDLED_LABEL, BUNDLED_NOTE, model_notice
 from clipsearch.models.factory import ModelRef
 from clipsearch.models.model import ImageTextModel
 from clipsearch.search.filters import Filter, filter_help, parse_filter
@@ -171,10 +171,16 @@ def cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_results(rows: list[dict], as_json: bool, facets: dict | None = None) -> None:
+def _print_results(rows: list[dict], as_json: bool, facets: dict | None = None, model_label: str = "") -> None:
     if as_json:
-        print(json.dumps(rows if facets is None else {"results": rows, "facets": facets}, ensure_ascii=False,
-                         default=str))
+        # The bundled model's results say so in the JSON too (as the API's `model_notice`): on each row of the
+        # array, or beside the results with --facet.
+        notice = model_notice(model_label)
+        if facets is not None:
+            out: Any = {"results": rows, "facets": facets, "model_notice": notice}
+        else:
+            out = [{**row, "model_notice": notice} for row in rows] if notice else rows
+        print(json.dumps(out, ensure_ascii=False, default=str))
         return
     if not rows:
         print("no results")
@@ -226,7 +232,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                                per_limit=per_limit, facets=facets, facet_top=args.facet_top, match=args.match)
         label = photos.model_label
         unsorted = sorted({f.column for f in filters} - set(photos.state().filter_columns)) if args.show_sql else []
-    _print_results(result.rows, args.json, result.facets)
+    _print_results(result.rows, args.json, result.facets, label)
     _note_bundled(label)
     if args.show_sql:
         print(f"-- {result.strategy}\n-- match {result.match}\n{result.sql}\n"
@@ -255,10 +261,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if not settings.clickhouse_url and running_service(Path(settings.db)):   # the service's model, loaded
         with _open(args) as photos:
-            vector = photos.model.encode_texts([args.text])[0]
+            model = photos.model
     else:
-        vector = args.model_ref.get().encode_texts([args.text])[0]
+        model = args.model_ref.get()
+    vector = model.encode_texts([args.text])[0]
     print(json.dumps([round(float(x), 7) for x in vector]))
+    _say_model(model.label)
     return 0
 
 
@@ -278,6 +286,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"{'*' if m['active'] else ' '} {m['label']}  {state}  {m['rows']} images  dim {m['dim']}  ({how})"
               + (f"  index {m['vector_index']}" if m["vector_index"] else ""))
     return 0
+
+
+def _say_model(model_label: str) -> None:
+    """Which model gave a command's vectors (on stderr, after the answer), and the bundled model's note."""
+    print(f"model: {model_label}", file=sys.stderr)
+    _note_bundled(model_label)
 
 
 def _note_bundled(model_label: str) -> None:
@@ -365,9 +379,12 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
     with _open(args) as photos:
         groups = photos.duplicates(threshold, mode=mode)
         missing = photos.hashes_missing() if copies else 0
+        label = photos.model_label
     if missing:
         print(f"note: {missing} images lack perceptual hashes and take no part; `clipsearch hashes` "
               "computes them", file=sys.stderr)
+    if not copies:   # near-duplicates are the model's judgement: say whose
+        _say_model(label)
     if args.json:
         print(json.dumps(groups, ensure_ascii=False, default=str))
         return 0
@@ -431,6 +448,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for text, filters in EXAMPLE_SEARCHES:
             print(f"\n$ clipsearch search {text!r} --k 5" + "".join(f" --filter '{f}'" for f in filters))
             _print_results(photos.search(text, k=5, filters=filters).rows, False)
+        print()
+        _say_model(photos.model_label)
     if args.no_serve:
         return 0
     print()
