@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from clipsearch.errors import QueryError
+from clipsearch.models.bundled import BUNDLED_NOTE, MODEL_NOTICE
 from clipsearch.service.cli import _read_file as read_sql_file
 from clipsearch.sql import read as read_sql
 from tests.conftest import CONSOLE_SCRIPT, random_specs, run_cli, write_catalogue
@@ -51,6 +52,21 @@ def test_search_by_stored_id_and_image_file(loaded_db, cli):
     by_file = json.loads(cli("search", "--image", first["path"], "--json", "--k", "6", db=db).stdout)
     assert by_file[0]["id"] == first["id"] and by_file[0]["score"] > 0.999
     assert [r["id"] for r in similar] == [r["id"] for r in by_file[1:]]
+
+
+def test_the_bundled_models_answers_say_so(loaded_db, cli):
+    """--json carries the API's model_notice (on each row; beside the results with --facet); embed and
+    duplicates --mode similar name the model on stderr."""
+    db, _ = loaded_db
+    rows = json.loads(cli("search", "a cat", "--k", "3", "--json", db=db).stdout)
+    assert len(rows) == 3 and all(r["model_notice"] == MODEL_NOTICE and r["model"] == "clipsearch-shapes" for r in rows)
+    faceted = json.loads(cli("search", "a cat", "--k", "3", "--json", "--facet", "colour", db=db).stdout)
+    assert faceted["model_notice"] == MODEL_NOTICE and len(faceted["results"]) == 3
+    embedded = cli("embed", "a cat")
+    assert embedded.stderr.splitlines() == ["model: clipsearch-shapes", BUNDLED_NOTE]
+    similar = cli("duplicates", "--mode", "similar", db=db)
+    assert similar.returncode == 0 and similar.stderr.splitlines()[:2] == ["model: clipsearch-shapes", BUNDLED_NOTE]
+    assert "model:" not in cli("duplicates", db=db).stderr   # copies: by the pixels' hashes
 
 
 def test_human_output(loaded_db, cli):

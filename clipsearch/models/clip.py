@@ -119,7 +119,10 @@ class ClipModel:
         """Encode images that went through `prepare`: the tensor part (to tensor, normalize) runs here."""
         import torch
         to_tensor = self._split_preprocess()[1]
-        return self.encode_tensors(torch.stack([to_tensor(p) for p in prepared]))
+        # Pixels made in this process (workers=0: a served folder's watcher) are numpy's read-only view of a
+        # PIL image, which torch warns about on the console: a writable copy of those only.
+        return self.encode_tensors(torch.stack([to_tensor(np.require(p, requirements="W") if isinstance(
+            p, np.ndarray) else p) for p in prepared]))
 
     @property
     def image_size(self) -> int:
