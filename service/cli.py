@@ -147,6 +147,9 @@ def cmd_reembed(args: argparse.Namespace) -> int:
     with open_collection(settings=replace(settings, model=None, pretrained=None), create=False,
                          origin="cli") as photos:
         photos.check_loaded()
+        if not args.keep and photos.model_label != new.label:   # said before a long run, not only after it
+            print(f"note: {photos.model_label}'s vectors are dropped when the store switches to {new.label}; "
+                  "--keep keeps them (table `embeddings`), to compare the two models in SQL", file=sys.stderr)
         summary = photos.reembed(new, batch_size=args.batch_size, workers=args.workers, keep=args.keep,
                                  drop_missing=args.drop_missing, progress=not args.quiet)
     print(summary.line())
