@@ -5,6 +5,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -230,9 +231,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     per, per_limit = args.per or (None, 1)
     terms = _terms(args)
     with _open(args) as photos:
-        result = photos.search(terms=terms, k=args.k, filters=filters, min_score=args.min_score,
-                               offset=args.offset, order_by=args.order_by, descending=args.desc, per=per,
-                               per_limit=per_limit, facets=facets, facet_top=args.facet_top, match=args.match)
+        try:
+            result = photos.search(terms=terms, k=args.k, filters=filters, min_score=args.min_score,
+                                   offset=args.offset, order_by=args.order_by, descending=args.desc, per=per,
+                                   per_limit=per_limit, facets=facets, facet_top=args.facet_top, match=args.match)
+        except QueryError as exc:
+            exc.args = (flag_names(str(exc)),)
+            raise
         label = photos.model_label
         unsorted = sorted({f.column for f in filters} - set(photos.state().filter_columns)) if args.show_sql else []
     _print_results(result.rows, args.json, result.facets, label)
@@ -251,6 +256,21 @@ def cmd_search(args: argparse.Namespace) -> int:
     if result.next_offset is not None and (args.offset or args.min_score is not None):
         print(f"more: --offset {result.next_offset}", file=sys.stderr)
     return 0
+
+
+# The searcher's messages name the API's fields (min_score, order_by...); the CLI's name its flags.
+FLAG_NAMES = [(r"\ba min_score\b", "--min-score"), (r"\bmin_score\b", "--min-score"), (r"\border_by\b", "--order-by"),
+              (r"\bper_limit\b", "--per's N"), (r"\bfacet_top\b", "--facet-top"), (r"^facets:", "--facet:"),
+              (r"^per:", "--per:"), (r"\boffset \+ k\b", "--offset + --k"), (r"^offset\b", "--offset"),
+              (r"^k must", "--k must"), (r"^match=words", "--match words")]
+
+
+def flag_names(message: str) -> str:
+    """A search error's message in the CLI's words: `order_by needs a min_score` -> `--order-by needs
+    --min-score`."""
+    for field, flag in FLAG_NAMES:
+        message = re.sub(field, flag, message)
+    return message
 
 
 def _short(params: dict) -> dict:

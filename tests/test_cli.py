@@ -69,6 +69,20 @@ def test_the_bundled_models_answers_say_so(loaded_db, cli):
     assert "model:" not in cli("duplicates", db=db).stderr   # copies: by the pixels' hashes
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--order-by", "price"], "--order-by needs --min-score: it orders the matches above it by a column"),
+    (["--min-score", "5"], "--min-score is a similarity, a number from -1 to 1, got 5.0"),
+    (["--k", "5000"], "--k must be between 1 and 1000, got 5000 (up to 10000 with --min-score)"),
+    (["--offset", "9999"], "--offset + --k is at most 10000, got 10009"),
+    (["--per", "price", "0"], "--per's N must be a whole number from 1 to 1000, got 0"),
+    (["--facet", "nope"], "--facet: unknown column 'nope'"),
+])
+def test_search_mistakes_name_the_cli_flags(loaded_db, cli, args, message):
+    db, _ = loaded_db
+    result = cli("search", "a red star", *args, db=db)
+    assert result.returncode == 1 and result.stderr.startswith(f"error: {message}"), result.stderr
+
+
 def test_human_output(loaded_db, cli):
     db, _ = loaded_db
     result = cli("search", "a red star", "--k", "3", db=db)
