@@ -454,6 +454,8 @@ def cmd_ocr(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from clipsearch.service.app import serve
+    if not args.model_ref.default:
+        args.model_ref.get()   # a named model that cannot load fails here, before a store is made
     serve(_settings(args), args.host, args.port, args.threads, model=args.model_ref,
           sql_port=args.sql_port, watch=getattr(args, "watch", ()), watch_interval=args.watch_interval)
     return 0
@@ -464,6 +466,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not args.no_serve:
         from clipsearch.service.app import check_port
         check_port(args.host, args.port)  # before minutes of work, not after
+    if not args.model_ref.default:
+        args.model_ref.get()   # as is a named model that cannot load
     manifest = make_catalogue(args.out, args.images)
     print(f"catalogue: {args.images} images, manifest {manifest}")
     with _open_to_add(args) as photos:

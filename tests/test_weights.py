@@ -80,3 +80,18 @@ def test_good_weights_by_file_still_load(tmp_path, capfd):
     assert main(["embed", "a red circle", "--model", f"local-dir:{folder}"]) == 0
     out, err = capfd.readouterr()
     assert len(json.loads(out)) == 128 and "root:" not in err
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["demo", "--no-serve", "--images", "5"],
+                                     ["reembed"], ["embed", "x"]])
+def test_every_command_fails_on_bad_weights_before_making_anything(tmp_path, capfd, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    weights = _make(tmp_path, "random bytes")
+    db = tmp_path / "db"
+    argv = command + ["--model", "ViT-B-32", "--pretrained", str(weights), "--db", str(db)]
+    if command[0] == "demo":
+        argv += ["--out", str(tmp_path / "catalogue")]
+    assert main(argv) == 1
+    err = capfd.readouterr().err
+    assert err.startswith(f"error: {weights}: not a weights file") and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [weights.name]   # no store, no catalogue

@@ -89,7 +89,7 @@ class ClipModel:
             with _open_clip_quiet(open_clip):
                 model, _, preprocess = open_clip.create_model_and_transforms(
                     self.name, pretrained=self.pretrained, device=self.device,
-                    require_pretrained=self.pretrained is not None or self.name.startswith("local-dir:"))
+                    require_pretrained=self.pretrained is not None or self.name.startswith(("local-dir:", "hf-hub:")))
                 self.tokenizer = open_clip.get_tokenizer(self.name)
         except Exception as exc:   # a corrupt file, another model's weights, a text file: one line, no traceback
             raise ModelError(_weights_problem(open_clip, self.name, self.pretrained, exc)) from exc
