@@ -131,7 +131,8 @@ def _search_request() -> dict:
 def _response(result: SearchResult) -> Response:
     extra = {} if result.facets is None else {"facets": result.facets, "facets_sql": result.facet_sql}
     return jsonify(results=result.rows, took_ms=result.took_ms, kind=result.kind, strategy=result.strategy,
-                   model=result.model, model_notice=model_notice(result.model), match=result.match, sql={"query": result.sql, "params": result.params},
+                   model=result.model, model_notice=model_notice(result.model), match=result.match,
+                   sql={"query": result.sql, "params": result.params},
                    next_offset=result.next_offset, **extra)
 
 
