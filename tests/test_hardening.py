@@ -146,29 +146,6 @@ def test_cli_mistakes_without_a_database_or_model(tmp_path, capsys, argv, messag
     assert not db.exists()  # read-only commands create nothing
 
 
-def test_a_failed_first_command_leaves_no_store(tmp_path, monkeypatch, capsys, model):
-    """`clipsearch load /no/such/folder` in an empty folder makes no clipsearch-data for later commands to take
-    for a store; a failed load into a store that holds images keeps it."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("CLIPSEARCH_DB", raising=False)
-    monkeypatch.delenv("CLICKHOUSE_URL", raising=False)
-    (tmp_path / "no-images").mkdir()
-    for source, said in (("/no/such/folder", "error: /no/such/folder: no such file or folder"),
-                         ("no-images", "error: no-images: no image files found")):
-        assert main(["load", source, "--quiet"], model=model) == 1
-        assert capsys.readouterr().err.startswith(said)
-        assert not (tmp_path / "clipsearch-data").exists()
-    for argv in (["models"], ["duplicates"], ["search", "a cat"], ["sql", "SELECT 1"]):
-        assert main(argv, model=model) == 1
-        assert capsys.readouterr().err.startswith(f"error: no clipsearch database at {tmp_path / 'clipsearch-data'}")
-    shapes.write_catalogue(tmp_path / "images", [shapes.random_spec(np.random.default_rng(3)) for _ in range(3)], 3)
-    assert main(["load", "images", "--quiet"], model=model) == 0
-    assert main(["load", "/no/such/folder", "--quiet"], model=model) == 1
-    capsys.readouterr()
-    assert main(["sql", "SELECT count() FROM images", "--format", "TSV"], model=model) == 0
-    assert capsys.readouterr().out == "3\n"
-
-
 def test_duplicates_over_http_are_bounded(client, monkeypatch):
     wide = client.get("/api/duplicates", query_string={"threshold": "0.5"})
     assert wide.status_code == 400

@@ -1,13 +1,16 @@
-"""Weights that do not fit the model: each is one line naming the file and what is wrong, exit 1, no store made,
-and nothing of open_clip's own logging on the console."""
+"""Commands that fail make nothing: weights that do not fit the model are one line naming the file and what is
+wrong, exit 1, no store made, nothing of open_clip's own logging on the console; a first load that fails leaves
+no store. (No store stays open in this module: the commands open their own.)"""
 from __future__ import annotations
 
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from clipsearch.models.bundled import BUNDLED_MODEL_DIR
+from clipsearch.service import shapes
 from clipsearch.service.cli import main
 
 BUNDLED_WEIGHTS = BUNDLED_MODEL_DIR / "open_clip_model.safetensors"
@@ -95,3 +98,26 @@ def test_every_command_fails_on_bad_weights_before_making_anything(tmp_path, cap
     err = capfd.readouterr().err
     assert err.startswith(f"error: {weights}: not a weights file") and len(err.splitlines()) == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == [weights.name]   # no store, no catalogue
+
+
+def test_a_failed_first_command_leaves_no_store(tmp_path, monkeypatch, capsys, model):
+    """`clipsearch load /no/such/folder` in an empty folder makes no clipsearch-data for later commands to take
+    for a store; a failed load into a store that holds images keeps it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CLIPSEARCH_DB", raising=False)
+    monkeypatch.delenv("CLICKHOUSE_URL", raising=False)
+    (tmp_path / "no-images").mkdir()
+    for source, said in (("/no/such/folder", "error: /no/such/folder: no such file or folder"),
+                         ("no-images", "error: no-images: no image files found")):
+        assert main(["load", source, "--quiet"], model=model) == 1
+        assert capsys.readouterr().err.startswith(said)
+        assert not (tmp_path / "clipsearch-data").exists()
+    for argv in (["models"], ["duplicates"], ["search", "a cat"], ["sql", "SELECT 1"]):
+        assert main(argv, model=model) == 1
+        assert capsys.readouterr().err.startswith(f"error: no clipsearch database at {tmp_path / 'clipsearch-data'}")
+    shapes.write_catalogue(tmp_path / "images", [shapes.random_spec(np.random.default_rng(3)) for _ in range(3)], 3)
+    assert main(["load", "images", "--quiet"], model=model) == 0
+    assert main(["load", "/no/such/folder", "--quiet"], model=model) == 1
+    capsys.readouterr()
+    assert main(["sql", "SELECT count() FROM images", "--format", "TSV"], model=model) == 0
+    assert capsys.readouterr().out == "3\n"
