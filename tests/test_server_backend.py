@@ -175,6 +175,21 @@ def test_the_pages_sql_tab_on_a_server(server_url, stores):
         app.extensions["clipsearch"].close()
 
 
+def test_the_library_is_the_same_on_a_server(server_url, stores, model):
+    """GET /api/library (the page before a search) through clickhouse-connect: the embedded store's pages."""
+    from clipsearch.service.app import create_app
+    _, embedded, _ = stores
+    app = create_app(Settings(clickhouse_url=server_url), model=model)
+    try:
+        body = app.test_client().get("/api/library?k=7&offset=3&facet=tag&filter=price>=10").get_json()
+    finally:
+        app.extensions["clipsearch"].close()
+    here = Searcher(embedded, lambda: model, log=False).browse(7, [parse_filter("price>=10")], 3, ["tag"])
+    assert [r["path"] for r in body["results"]] == [r["path"] for r in here.rows] and len(here.rows) == 7
+    assert body["facets"] == here.facets and body["next_offset"] == here.next_offset == 10
+    assert sum(c["count"] for c in here.facets["tag"]) == 50
+
+
 def test_reembed_on_a_server_and_its_text_function_follows(server_url, catalogue, model):
     """`reembed` on a server store (its own database here): the switch is an EXCHANGE TABLES there too, and
     the server's clipTextEmbedding script reads the store's new model through CLICKHOUSE_URL."""
