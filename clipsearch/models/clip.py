@@ -234,7 +234,7 @@ def _check_weights_reachable(open_clip: Any, name: str, tag: str) -> None:
         return
     cfg = open_clip.get_pretrained_cfg(name, tag)
     if not cfg or "file" in cfg:
-        return   # an unknown tag: open_clip's own error names the known ones
+        return   # a file, or a tag whose weights sit in a file open_clip names itself
     if cfg.get("hf_hub"):
         from huggingface_hub import constants, try_to_load_from_cache
         repo, filename = os.path.split(cfg["hf_hub"])
