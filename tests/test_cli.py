@@ -97,7 +97,7 @@ def test_human_output(loaded_db, cli):
     (["search", "--image", "/nonexistent.png"], "error: /nonexistent.png: no such file"),
     (["search", "--similar", "nope"], "error: no image with id 'nope'"),
     (["search"], "error: give a TEXT, --image FILE or --similar ID"),
-    (["search", "a red star", "--k", "0"], "error: k must be between 1 and 1000, got 0"),
+    (["search", "a red star", "--k", "0"], "error: --k must be between 1 and 1000, got 0"),
     (["sql", "SELECT nope FROM images"], "error: Code: 47. DB::Exception: Unknown expression identifier `nope`"),
 ])
 def test_errors_are_one_clear_line(loaded_db, cli, args, message):
