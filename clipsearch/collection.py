@@ -162,6 +162,12 @@ class Collection:
             raise QueryError("this collection keeps no search log, so no clicks either")
         self.searcher.log.record_click(search_id, image_id, rank)
 
+    def browse(self, k: int = 24, filters: FilterSpec = None, offset: int = 0,
+               facets: Any = ()) -> SearchResult:
+        """The library without a query: the images the filters match, newest first (taken, else the file's
+        time, else loaded), a page at a time, with `facets` counted over all of them. Rows have no score."""
+        return self.searcher.browse(k, as_filters(filters), offset, list(facets))
+
     def state(self) -> TableState:
         """What `images` holds now: columns, models, rows, vector index, its tuned beam, filter columns."""
         return self.catalog.state.read()
@@ -396,7 +402,8 @@ class Collection:
 
     # -- SQL and the index ------------------------------------------------------------------
     def sql(self, query: str, params: dict | None = None, fmt: str | None = None) -> Any:
-        """Run SQL: rows as dicts, or with `fmt` the output as text in that ClickHouse format.
+        """Run SQL: rows as dicts, or with `fmt` the output in that ClickHouse format as bytes, byte for byte
+        (text formats are UTF-8; Parquet, Arrow, Native... are binary).
 
         On the embedded engine, clipTextEmbedding('text') is available in the SQL.
         """

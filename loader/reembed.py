@@ -78,7 +78,8 @@ class ReembedSummary:
             text += f"; the store now uses {self.model}"
             text += (f" (left out {self.dropped} image{'s' if self.dropped != 1 else ''} without a new vector)"
                      if self.dropped else "")
-            text += f"; {self.previous}'s vectors kept in `embeddings`" if self.kept else ""
+            text += f"; {self.previous}'s vectors kept in `embeddings`" if self.kept else \
+                f"; {self.previous}'s vectors dropped (--keep keeps them, to compare the two models in SQL)"
         elif self.missing:
             text += ("; not switched: restore those files, or load them again and re-run, or re-run with "
                      "--drop-missing to switch without those images")

@@ -1,5 +1,5 @@
-"""The JSON API: /api/search, /api/click, /api/label, /api/images/<id>[/similar|/file], /api/columns, /api/filters,
-/api/sql, /api/queries, /healthz."""
+"""The JSON API: /api/search, /api/library, /api/click, /api/label, /api/images/<id>[/similar|/file], /api/columns,
+/api/filters, /api/sql, /api/queries, /healthz."""
 from __future__ import annotations
 
 import base64
@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from clipsearch.collection import Collection
 from clipsearch.errors import ClipsearchError, FileChanged, NotFound, QueryError
 from clipsearch.images.decode import FORMAT_NAMES, decode, read_image
+from clipsearch.models.bundled import model_notice
 from clipsearch.search.filters import filters_from_json, operators_json, parse_filter, roles_json
 from clipsearch.search.searcher import SearchResult, Term, weighted
 from clipsearch.service import console
@@ -25,6 +26,7 @@ from clipsearch.service.requests import (
     DuplicatesQuery,
     FileQuery,
     LabelBody,
+    LibraryQuery,
     M,
     SearchBody,
     SearchQuery,
@@ -130,7 +132,8 @@ def _search_request() -> dict:
 def _response(result: SearchResult) -> Response:
     extra = {} if result.facets is None else {"facets": result.facets, "facets_sql": result.facet_sql}
     return jsonify(results=result.rows, took_ms=result.took_ms, kind=result.kind, strategy=result.strategy,
-                   model=result.model, match=result.match, sql={"query": result.sql, "params": result.params},
+                   model=result.model, model_notice=model_notice(result.model), match=result.match,
+                   sql={"query": result.sql, "params": result.params},
                    next_offset=result.next_offset, search_id=result.search_id, **extra)
 
 
@@ -160,6 +163,14 @@ def _check_id(image_id: str) -> str:
 @api.get("/api/images/<image_id>")
 def image(image_id: str) -> Response:
     return jsonify(collection().get(_check_id(image_id)))
+
+
+@api.get("/api/library")
+def library() -> Response:
+    """The library without a query (the page before a search): newest first, a page at a time, with facets."""
+    query = _args(LibraryQuery)
+    return _response(collection().browse(query.k, [parse_filter(f) for f in query.filter], query.offset,
+                                         query.facet))
 
 
 @api.get("/api/images/<image_id>/similar")
@@ -220,7 +231,8 @@ def label() -> Response:
     if image is None:
         raise QueryError("give an image to label")
     distribution = collection().label_image(image, fields.labels, fields.prompt)
-    return jsonify(labels=distribution, model=collection().model_label)
+    label = collection().model_label
+    return jsonify(labels=distribution, model=label, model_notice=model_notice(label))
 
 
 @api.get("/api/duplicates")
@@ -230,7 +242,9 @@ def duplicates() -> Response:
     the work bounded here (the CLI takes wider ones)."""
     query = _args(DuplicatesQuery)
     groups = collection().duplicates(query.threshold, bounded=True, mode=query.mode)
-    return jsonify(mode=query.mode, threshold=query.threshold, groups=groups)
+    by_model = {"model": (label := collection().model_label), "model_notice": model_notice(label)} \
+        if query.mode == "similar" else {}   # copies are found by their pixels' hashes, not by the model
+    return jsonify(mode=query.mode, threshold=query.threshold, groups=groups, **by_model)
 
 
 @api.get("/api/columns")
@@ -294,5 +308,7 @@ def healthz() -> Response | tuple[Response, int]:
         photos.catalog.connection.check_reads()
         images = photos.count()
     except ClipsearchError as exc:
-        return jsonify(status="unavailable", error=str(exc), backend=photos.backend, model=photos.model_label), 503
-    return jsonify(status="ok", backend=photos.backend, images=images, model=photos.model_label)
+        return jsonify(status="unavailable", error=str(exc), backend=photos.backend, model=photos.model_label,
+                       model_notice=model_notice(photos.model_label)), 503
+    return jsonify(status="ok", backend=photos.backend, images=images, model=photos.model_label,
+                   model_notice=model_notice(photos.model_label))

@@ -31,6 +31,7 @@ from clipsearch.analyst.turns import Busy
 from clipsearch.collection import Collection
 from clipsearch.collection import open as open_collection
 from clipsearch.errors import ClipsearchError
+from clipsearch.models.bundled import BUNDLED_LABEL, BUNDLED_NOTE
 from clipsearch.models.factory import ModelRef
 from clipsearch.models.model import ImageTextModel
 from clipsearch.service.api import api
@@ -248,7 +249,10 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, threads
             watcher.start()
             stack.callback(watcher.stop)
             print(f"clipsearch: watching {', '.join(map(str, folders))} every {watch_interval:g}s", flush=True)
-        print(f"clipsearch: serving on http://{host}:{port}/ ({collection.backend} store)", flush=True)
+        print(f"clipsearch: serving on http://{host}:{port}/ ({collection.backend} store, model "
+              f"{collection.model_label})", flush=True)
+        if collection.model_label == BUNDLED_LABEL:   # the page says it too, above its results
+            print(BUNDLED_NOTE, flush=True)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # clean up on `kill` as on Ctrl-C
         # poll(), not select(): the engine keeps many descriptors open. Idle connections hold no thread but
         # count towards waitress's connection limit (100 by default): allow 1,000 and drop the idle after 10 s.

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -17,7 +21,7 @@ from clipsearch.errors import ClipsearchError, QueryError
 from clipsearch.images.copies import DEFAULT_DISTANCE as COPY_DISTANCE
 from clipsearch.images.copies import MAX_DISTANCE as COPY_MAX_DISTANCE
 from clipsearch.images.duplicates import DEFAULT_THRESHOLD as DUPLICATE_THRESHOLD
-from clipsearch.models.bundled import BUNDLED_LABEL, BUNDLED_NOTE
+from clipsearch.models.bundled import BUNDLED_LABEL, BUNDLED_NOTE, model_notice
 from clipsearch.models.factory import ModelRef
 from clipsearch.models.model import ImageTextModel
 from clipsearch.search.filters import Filter, filter_help, parse_filter
@@ -54,6 +58,30 @@ def _open(args: argparse.Namespace, create: bool = False) -> Collection:
     return photos
 
 
+@contextlib.contextmanager
+def _open_to_add(args: argparse.Namespace) -> Iterator[Collection]:
+    """The store for a command that adds images (load, demo), made if need be. A folder this command made
+    that holds no image when it ends (an error, Ctrl-C before the first batch, nothing loadable) goes again:
+    a failed first command leaves no empty store behind for the next one to take for real."""
+    settings = _settings(args)
+    folder = None if settings.clickhouse_url else Path(settings.db)
+    fresh = folder is not None and not folder.exists()
+    photos = None
+    try:
+        photos = _open(args, create=True)
+        yield photos
+    finally:
+        try:
+            empty = fresh and (photos is None or photos.count() == 0)
+        except ClipsearchError:
+            empty = fresh
+        finally:
+            if photos is not None:
+                photos.close()
+        if empty and folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _note_not_read(photos: Collection) -> None:
     """Images loaded by a release before orientation and dates were read may be stored sideways: say so."""
     from clipsearch.loader.backfill import not_read
@@ -87,7 +115,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         from clipsearch.images.ocr import engine_label
         engine_label()
     args.model_ref.get()   # a model that cannot load fails here, before a store is made
-    with _open(args, create=True) as photos:
+    with _open_to_add(args) as photos:
         summary = photos.load(args.source, batch_size=args.batch_size, workers=args.workers,
                               progress=not args.quiet, restrict_to_folder=args.restrict_to_folder,
                               follow_links=args.follow_links, text_columns=_text_columns(args.text_columns),
@@ -120,6 +148,9 @@ def cmd_reembed(args: argparse.Namespace) -> int:
     with open_collection(settings=replace(settings, model=None, pretrained=None), create=False,
                          origin="cli") as photos:
         photos.check_loaded()
+        if not args.keep and photos.model_label != new.label:   # said before a long run, not only after it
+            print(f"note: {photos.model_label}'s vectors are dropped when the store switches to {new.label}; "
+                  "--keep keeps them (table `embeddings`), to compare the two models in SQL", file=sys.stderr)
         summary = photos.reembed(new, batch_size=args.batch_size, workers=args.workers, keep=args.keep,
                                  drop_missing=args.drop_missing, progress=not args.quiet)
     print(summary.line())
@@ -144,10 +175,16 @@ def cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_results(rows: list[dict], as_json: bool, facets: dict | None = None) -> None:
+def _print_results(rows: list[dict], as_json: bool, facets: dict | None = None, model_label: str = "") -> None:
     if as_json:
-        print(json.dumps(rows if facets is None else {"results": rows, "facets": facets}, ensure_ascii=False,
-                         default=str))
+        # The bundled model's results say so in the JSON too (as the API's `model_notice`): on each row of the
+        # array, or beside the results with --facet.
+        notice = model_notice(model_label)
+        if facets is not None:
+            out: Any = {"results": rows, "facets": facets, "model_notice": notice}
+        else:
+            out = [{**row, "model_notice": notice} for row in rows] if notice else rows
+        print(json.dumps(out, ensure_ascii=False, default=str))
         return
     if not rows:
         print("no results")
@@ -194,13 +231,17 @@ def cmd_search(args: argparse.Namespace) -> int:
     per, per_limit = args.per or (None, 1)
     terms = _terms(args)
     with _open(args) as photos:
-        result = photos.search(terms=terms, k=args.k, filters=filters, min_score=args.min_score,
-                               offset=args.offset, order_by=args.order_by, descending=args.desc, per=per,
-                               per_limit=per_limit, facets=facets, facet_top=args.facet_top, match=args.match,
-                               cutoff=args.cutoff)
+        try:
+            result = photos.search(terms=terms, k=args.k, filters=filters, min_score=args.min_score,
+                                   offset=args.offset, order_by=args.order_by, descending=args.desc, per=per,
+                                   per_limit=per_limit, facets=facets, facet_top=args.facet_top, match=args.match,
+                                   cutoff=args.cutoff)
+        except QueryError as exc:
+            exc.args = (flag_names(str(exc)),)
+            raise
         label = photos.model_label
         unsorted = sorted({f.column for f in filters} - set(photos.state().filter_columns)) if args.show_sql else []
-    _print_results(result.rows, args.json, result.facets)
+    _print_results(result.rows, args.json, result.facets, label)
     _note_bundled(label)
     if args.show_sql:
         print(f"-- {result.strategy}\n-- match {result.match}\n{result.sql}\n"
@@ -218,6 +259,21 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+# The searcher's messages name the API's fields (min_score, order_by...); the CLI's name its flags.
+FLAG_NAMES = [(r"\ba min_score\b", "--min-score"), (r"\bmin_score\b", "--min-score"), (r"\border_by\b", "--order-by"),
+              (r"\bper_limit\b", "--per's N"), (r"\bfacet_top\b", "--facet-top"), (r"^facets:", "--facet:"),
+              (r"^per:", "--per:"), (r"\boffset \+ k\b", "--offset + --k"), (r"^offset\b", "--offset"),
+              (r"^k must", "--k must"), (r"^match=words", "--match words")]
+
+
+def flag_names(message: str) -> str:
+    """A search error's message in the CLI's words: `order_by needs a min_score` -> `--order-by needs
+    --min-score`."""
+    for field, flag in FLAG_NAMES:
+        message = re.sub(field, flag, message)
+    return message
+
+
 def _short(params: dict) -> dict:
     """Parameters with vectors shortened, for reading."""
     return {k: f"[{len(v)} floats]" if isinstance(v, list) and len(v) > 8 else v for k, v in params.items()}
@@ -229,10 +285,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if not settings.clickhouse_url and running_service(Path(settings.db)):   # the service's model, loaded
         with _open(args) as photos:
-            vector = photos.model.encode_texts([args.text])[0]
+            model = photos.model
     else:
-        vector = args.model_ref.get().encode_texts([args.text])[0]
+        model = args.model_ref.get()
+    vector = model.encode_texts([args.text])[0]
     print(json.dumps([round(float(x), 7) for x in vector]))
+    _say_model(model.label)
     return 0
 
 
@@ -312,6 +370,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say_model(model_label: str) -> None:
+    """Which model gave a command's vectors (on stderr, after the answer), and the bundled model's note."""
+    print(f"model: {model_label}", file=sys.stderr)
+    _note_bundled(model_label)
+
+
 def _note_bundled(model_label: str) -> None:
     """One line on stderr wherever a user meets the bundled model (after the answer): what it knows, and the
     way out."""
@@ -330,8 +394,19 @@ def cmd_sql(args: argparse.Namespace) -> int:
             raise QueryError(f"--param takes NAME=VALUE, got {item!r}")
         params[name] = value
     with _open(args) as photos:
-        sys.stdout.write(photos.sql(sql, params, fmt=args.format))
+        _write_bytes(photos.sql(sql, params, fmt=args.format))
     return 0
+
+
+def _write_bytes(data: bytes) -> None:
+    """Write a command's output byte for byte, as clickhouse-client does (`--format Parquet > out.parquet`)."""
+    sys.stdout.flush()
+    out = getattr(sys.stdout, "buffer", None)
+    if out is None:   # a text-only stream (an embedding program's StringIO): text formats still read right
+        sys.stdout.write(data.decode("utf-8", "replace"))
+        return
+    out.write(data)
+    out.flush()
 
 
 def _read_file(path: str) -> str:
@@ -386,9 +461,12 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
     with _open(args) as photos:
         groups = photos.duplicates(threshold, mode=mode)
         missing = photos.hashes_missing() if copies else 0
+        label = photos.model_label
     if missing:
         print(f"note: {missing} images lack perceptual hashes and take no part; `clipsearch hashes` "
               "computes them", file=sys.stderr)
+    if not copies:   # near-duplicates are the model's judgement: say whose
+        _say_model(label)
     if args.json:
         print(json.dumps(groups, ensure_ascii=False, default=str))
         return 0
@@ -435,6 +513,8 @@ def cmd_ocr(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from clipsearch.service.app import serve
+    if not args.model_ref.default:
+        args.model_ref.get()   # a named model that cannot load fails here, before a store is made
     serve(_settings(args), args.host, args.port, args.threads, model=args.model_ref,
           sql_port=args.sql_port, watch=getattr(args, "watch", ()), watch_interval=args.watch_interval)
     return 0
@@ -445,13 +525,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not args.no_serve:
         from clipsearch.service.app import check_port
         check_port(args.host, args.port)  # before minutes of work, not after
+    if not args.model_ref.default:
+        args.model_ref.get()   # as is a named model that cannot load
     manifest = make_catalogue(args.out, args.images)
     print(f"catalogue: {args.images} images, manifest {manifest}")
-    with _open(args, create=True) as photos:
+    with _open_to_add(args) as photos:
         print(photos.load(manifest, progress=not args.quiet).line())
         for text, filters in EXAMPLE_SEARCHES:
             print(f"\n$ clipsearch search {text!r} --k 5" + "".join(f" --filter '{f}'" for f in filters))
             _print_results(photos.search(text, k=5, filters=filters).rows, False)
+        print()
+        _say_model(photos.model_label)
     if args.no_serve:
         return 0
     print()

@@ -13,6 +13,7 @@ from clipsearch.service.requests import (
     DuplicatesQuery,
     FileQuery,
     LabelBody,
+    LibraryQuery,
     SearchBody,
     SearchQuery,
     SimilarQuery,
@@ -36,12 +37,17 @@ SEARCH_RESULT = {"type": "object", "required": ["results", "took_ms", "kind", "s
                  "properties": {
     "results": {"type": "array", "items": {"type": "object", "required": ["id", "path", "score"], "properties": {
         "id": {"type": "string"}, "path": {"type": "string"},
-        "score": {"type": "number", "description": "match=both or words: the fused score (comparable within one "
-                                                   "search); pictures: the cosine similarity"},
+        "score": {"type": ["number", "null"], "description": "match=both or words: the fused score (comparable "
+                                                             "within one search); pictures: the cosine similarity; "
+                                                             "null in the library (/api/library)"},
         "picture_score": {"type": "number", "description": "the cosine similarity of the picture to the query"},
         "match": MATCH}}},
     "took_ms": JSON_OBJECT, "kind": {"type": "string"}, "strategy": {"type": "string"}, "sql": SQL,
-    "match": {"enum": ["pictures", "words", "both"], "description": "the signals that ranked this search"},
+    "model": {"type": "string", "description": "the label of the model that ranked the pictures"},
+    "model_notice": {"type": ["string", "null"], "description": "set when that model cannot be trusted on "
+                     "these images (the bundled model, which knows only coloured shapes): show it with the results"},
+    "match": {"enum": ["pictures", "words", "both", "none"],
+              "description": "the signals that ranked this search (none: the library, newest first)"},
     "next_offset": {"type": ["integer", "null"], "description": "the next page's offset; null after the last page"},
     "facets": {"type": "object", "description": "with facets: column -> [{value, count}], the most frequent first",
                "additionalProperties": {"type": "array", "items": {"type": "object", "properties": {
@@ -112,6 +118,11 @@ def openapi_document() -> dict:
             "post": {"summary": "Search by text, an uploaded image, a stored image, or a mix",
                      "operationId": "searchPost", "requestBody": _body(SearchBody, defs, "image"),
                      "responses": search}},
+        "/api/library": {
+            "get": {"summary": "The library without a query: newest first (taken, else the file's time, else "
+                               "loaded), a page at a time; results have no score", "operationId": "library",
+                    "parameters": _query(LibraryQuery, defs),
+                    "responses": {"200": _ok("a page of the library, newest first", SEARCH_RESULT), **errors}}},
         "/api/images/{image_id}": {
             "get": {"summary": "One image's row (without its vector)", "operationId": "getImage",
                     "parameters": [ID_PARAMETER], "responses": {"200": _ok("the row", JSON_OBJECT), **errors}}},

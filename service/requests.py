@@ -182,6 +182,16 @@ class SimilarQuery(Results):
     facet: list[Column] = Field(default_factory=list, max_length=MAX_FACETS)
 
 
+class LibraryQuery(BaseModel):
+    """GET /api/library"""
+    k: SearchK = 24
+    offset: Offset = 0
+    filter: list[Annotated[str, Field(max_length=1000)]] = Field(default_factory=list, max_length=MAX_FILTERS,
+                                                                 description=FILTER_HELP)
+    facet: list[Column] = Field(default_factory=list, max_length=MAX_FACETS,
+                                description="count the images per value of this column (a date column: per year)")
+
+
 class FileQuery(BaseModel):
     """GET /api/images/{id}/file"""
     size: Literal["full", "thumb"] = Field("full", description="thumb: a cached JPEG of at most 256 pixels")

@@ -144,6 +144,7 @@ class Result(NamedTuple):
     returncode: int
     stdout: str
     stderr: str
+    stdout_bytes: bytes = b""   # stdout as written, for the binary formats of `clipsearch sql --format`
 
 
 @contextlib.contextmanager
@@ -189,7 +190,7 @@ def cli(model) -> Callable[..., Result]:
         changes: dict[str, str | None] = dict(env or {})
         if db:
             changes["CLICKHOUSE_URL"] = None
-        out, err = io.StringIO(), io.StringIO()
+        out, err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8"), io.StringIO()   # stdout has a byte buffer
         with environment(changes), working_directory(ROOT), \
                 contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -200,7 +201,9 @@ def cli(model) -> Callable[..., Result]:
                 else:
                     print(exc.code, file=sys.stderr)
                     code = 1
-        return Result(code, out.getvalue(), err.getvalue())
+        out.flush()
+        written = out.buffer.getvalue()
+        return Result(code, written.decode("utf-8", "replace"), err.getvalue(), written)
     return run
 
 

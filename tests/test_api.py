@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clipsearch.models.bundled import MODEL_NOTICE
 from clipsearch.service import shapes
 from clipsearch.service.app import create_app
 from clipsearch.settings import Settings
@@ -141,7 +142,7 @@ def test_search_log_records_each_search(client, app):
 
 def test_healthz_columns_and_page(client):
     assert client.get("/healthz").get_json() == {"status": "ok", "backend": "embedded", "images": N,
-                                                 "model": "clipsearch-shapes"}
+                                                 "model": "clipsearch-shapes", "model_notice": MODEL_NOTICE}
     cols = {c["name"]: c for c in client.get("/api/columns").get_json()["columns"]}
     assert cols["category"]["values"] == ["mug", "poster"]
     assert (cols["price"]["min"], cols["price"]["max"]) == (0, N - 1)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from clipsearch.errors import QueryError
+from clipsearch.models.bundled import BUNDLED_NOTE, MODEL_NOTICE
 from clipsearch.service.cli import _read_file as read_sql_file
 from clipsearch.sql import read as read_sql
 from tests.conftest import CONSOLE_SCRIPT, random_specs, run_cli, write_catalogue
@@ -53,6 +54,35 @@ def test_search_by_stored_id_and_image_file(loaded_db, cli):
     assert [r["id"] for r in similar] == [r["id"] for r in by_file[1:]]
 
 
+def test_the_bundled_models_answers_say_so(loaded_db, cli):
+    """--json carries the API's model_notice (on each row; beside the results with --facet); embed and
+    duplicates --mode similar name the model on stderr."""
+    db, _ = loaded_db
+    rows = json.loads(cli("search", "a cat", "--k", "3", "--json", db=db).stdout)
+    assert len(rows) == 3 and all(r["model_notice"] == MODEL_NOTICE and r["model"] == "clipsearch-shapes" for r in rows)
+    faceted = json.loads(cli("search", "a cat", "--k", "3", "--json", "--facet", "colour", db=db).stdout)
+    assert faceted["model_notice"] == MODEL_NOTICE and len(faceted["results"]) == 3
+    embedded = cli("embed", "a cat")
+    assert embedded.stderr.splitlines() == ["model: clipsearch-shapes", BUNDLED_NOTE]
+    similar = cli("duplicates", "--mode", "similar", db=db)
+    assert similar.returncode == 0 and similar.stderr.splitlines()[:2] == ["model: clipsearch-shapes", BUNDLED_NOTE]
+    assert "model:" not in cli("duplicates", db=db).stderr   # copies: by the pixels' hashes
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--order-by", "price"], "--order-by needs --min-score: it orders the matches above it by a column"),
+    (["--min-score", "5"], "--min-score is a similarity, a number from -1 to 1, got 5.0"),
+    (["--k", "5000"], "--k must be between 1 and 1000, got 5000 (up to 10000 with --min-score)"),
+    (["--offset", "9999"], "--offset + --k is at most 10000, got 10009"),
+    (["--per", "price", "0"], "--per's N must be a whole number from 1 to 1000, got 0"),
+    (["--facet", "nope"], "--facet: unknown column 'nope'"),
+])
+def test_search_mistakes_name_the_cli_flags(loaded_db, cli, args, message):
+    db, _ = loaded_db
+    result = cli("search", "a red star", *args, db=db)
+    assert result.returncode == 1 and result.stderr.startswith(f"error: {message}"), result.stderr
+
+
 def test_human_output(loaded_db, cli):
     db, _ = loaded_db
     result = cli("search", "a red star", "--k", "3", db=db)
@@ -67,7 +97,7 @@ def test_human_output(loaded_db, cli):
     (["search", "--image", "/nonexistent.png"], "error: /nonexistent.png: no such file"),
     (["search", "--similar", "nope"], "error: no image with id 'nope'"),
     (["search"], "error: give a TEXT, --image FILE or --similar ID"),
-    (["search", "a red star", "--k", "0"], "error: k must be between 1 and 1000, got 0"),
+    (["search", "a red star", "--k", "0"], "error: --k must be between 1 and 1000, got 0"),
     (["sql", "SELECT nope FROM images"], "error: Code: 47. DB::Exception: Unknown expression identifier `nope`"),
 ])
 def test_errors_are_one_clear_line(loaded_db, cli, args, message):
@@ -111,6 +141,32 @@ def test_sql_files_params_and_text_embedding_function(loaded_db, cli):
     assert json.loads(coverage.stdout)["images"] == 80
     bad = cli("sql", "--file", "sql/queries/image_neighbours.sql", db=db)
     assert bad.returncode == 1 and "image_id" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+BINARY_SQL = "SELECT id, width, price, embedding FROM images ORDER BY id"
+
+
+def test_sql_binary_formats_are_written_byte_for_byte(loaded_db, cli, tmp_path):
+    """`clipsearch sql --format Parquet > out.parquet`, as clickhouse-client users do: Parquet and Arrow read
+    back by pyarrow, Native by the engine, the same rows as JSON gives."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    db, _ = loaded_db
+    rows = [json.loads(line) for line in cli("sql", BINARY_SQL, "--format", "JSONEachRow", db=db).stdout.splitlines()]
+    assert len(rows) == 80
+    parquet = cli("sql", BINARY_SQL, "--format", "Parquet", db=db)
+    assert parquet.returncode == 0 and parquet.stdout_bytes.startswith(b"PAR1")
+    table = pq.read_table(pa.BufferReader(parquet.stdout_bytes))
+    assert table.column("id").to_pylist() == [r["id"] for r in rows]
+    np.testing.assert_allclose(table.column("embedding").to_pylist(), [r["embedding"] for r in rows], rtol=1e-6)
+    arrow = cli("sql", BINARY_SQL, "--format", "Arrow", db=db).stdout_bytes
+    assert pa.ipc.open_file(pa.BufferReader(arrow)).read_all().column("price").to_pylist() == \
+        [r["price"] for r in rows]
+    native = tmp_path / "out.native"
+    native.write_bytes(cli("sql", BINARY_SQL, "--format", "Native", db=db).stdout_bytes)
+    back = cli("sql", f"SELECT id, width FROM file('{native}', 'Native')", "--format", "JSONEachRow", db=db)
+    assert [json.loads(line) for line in back.stdout.splitlines()] == \
+        [{"id": r["id"], "width": r["width"]} for r in rows]
 
 
 def test_sql_file_falls_back_to_the_shipped_sql_folder(tmp_path, monkeypatch):

@@ -86,5 +86,20 @@ def test_a_real_model_that_cannot_be_fetched_fails_fast_and_leaves_nothing(tmp_p
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: the weights of ViT-B-32 (laion2b_s34b_b79k)"), lines
     assert "--pretrained laion2b_s34b_b79k downloads them once" in lines[0] and "--pretrained /path/to" in lines[0]
+    # the one file to fetch for this tag, and where it goes
+    assert "fetch http://127.0.0.1:9/laion/CLIP-ViT-B-32-laion2B-s34B-b79K/resolve/main/open_clip_model.safetensors" \
+        in lines[0] and lines[0].endswith("--pretrained /path/to/open_clip_model.safetensors")
     assert str(tmp_path / "hf-cache") in lines[0]
     assert not db.exists()   # nothing made on disk
+
+
+def test_nothing_but_clipsearch_on_the_console(tmp_path):
+    """A load in this process (--workers 0, as a served folder's watcher loads) and a search by image: no
+    third-party warning (torchvision's non-writable array, open_clip's `WARNING:root:`) reaches the console."""
+    photo_like(tmp_path / "photos", 3, 6)
+    db = tmp_path / "db"
+    for args in (["load", tmp_path / "photos", "--quiet", "--workers", "0"],
+                 ["search", "--image", next((tmp_path / "photos").iterdir()), "--k", "2"]):
+        result = run_cli(*args, db=db)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.splitlines() == [BUNDLED_NOTE], result.stderr

@@ -32,9 +32,10 @@ def app(tmp_path_factory, model):
     app.extensions["clipsearch"].close()
 
 
-OPERATIONS = ["GET /api/search", "POST /api/search", "GET /api/images/{image_id}", "GET /api/images/{image_id}/similar",
-              "GET /api/images/{image_id}/file", "POST /api/click", "POST /api/label", "GET /api/duplicates",
-              "GET /api/columns", "GET /api/filters", "POST /api/sql", "GET /api/queries", "GET /healthz"]
+OPERATIONS = ["GET /api/search", "POST /api/search", "GET /api/library", "GET /api/images/{image_id}",
+              "GET /api/images/{image_id}/similar", "GET /api/images/{image_id}/file", "POST /api/click",
+              "POST /api/label", "GET /api/duplicates", "GET /api/columns", "GET /api/filters", "POST /api/sql",
+              "GET /api/queries", "GET /healthz"]
 
 
 @pytest.fixture(scope="module")

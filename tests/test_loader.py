@@ -169,8 +169,13 @@ def test_ctrl_c_that_the_engine_reports_as_its_error_is_still_an_interrupt(monke
             raise StoreError("KeyboardInterrupt: <EMPTY MESSAGE>") from exc
         return 0
 
-    previous = signal.getsignal(signal.SIGINT)
-    monkeypatch.setattr(cli_module, "cmd_models", engine_reading_a_batch)
-    assert cli_module.main(["models"]) == 130
-    assert "interrupted" in capsys.readouterr().err
-    assert signal.getsignal(signal.SIGINT) is previous
+    # Ctrl-C as in a terminal, even where pytest runs with SIGINT ignored (a shell's background job)
+    started_with = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        previous = signal.getsignal(signal.SIGINT)
+        monkeypatch.setattr(cli_module, "cmd_models", engine_reading_a_batch)
+        assert cli_module.main(["models"]) == 130
+        assert "interrupted" in capsys.readouterr().err
+        assert signal.getsignal(signal.SIGINT) is previous
+    finally:
+        signal.signal(signal.SIGINT, started_with)

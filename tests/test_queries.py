@@ -257,10 +257,10 @@ def test_cli(cli, catalogue):
     assert out.returncode == 0 and len(out.stdout.splitlines()) == 3 and "more: --offset 3" in out.stderr
     out = cli("search", "a circle", "--filter", "category~=badge", "--filter", "taken_at is null", "--json", db=db)
     assert {r["category"] for r in json.loads(out.stdout)} == {"Badge"}
-    for args, message in ((["--order-by", "price"], "order_by needs a min_score"),
-                          (["--per", "category", "x"], "per_limit must be a whole number"),
+    for args, message in ((["--order-by", "price"], "--order-by needs --min-score"),   # the CLI's own flags
+                          (["--per", "category", "x"], "--per's N must be a whole number"),
                           (["--minus", "red:2", "--image-weight", "2"], "--image-weight is a number from 0 to 1"),
-                          (["--facet", "nope"], "facets: unknown column 'nope'")):
+                          (["--facet", "nope"], "--facet: unknown column 'nope'")):
         out = cli("search", "a circle", *args, db=db)
         assert out.returncode == 1 and message in out.stderr and "Traceback" not in out.stderr
 

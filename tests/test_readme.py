@@ -35,9 +35,17 @@ def test_every_using_it_command_answers_on_the_demo(cli, tmp_path):
         swap = {"~/photos": str(images), "products.csv": str(manifest), "query.jpg": str(image),
                 "q.jpg": str(image), "ref.jpg:0.5": f"{image}:0.5", "3f2a9c01b2d4": stored_id}
         args = [swap.get(a, a) for a in argv]
+        into = None
+        if ">" in args:   # the shell's redirection: the output's bytes into that file
+            into, args = tmp_path / args[args.index(">") + 1], args[:args.index(">")]
         # `load ~/photos` and `load products.csv` are alternatives ("or"): the folder goes to a store of its own
         result = cli(*args, db=tmp_path / "folder-db" if argv[1:] == ["~/photos"] else db)
         assert result.returncode == 0, (argv, result.stderr)
+        if into is not None and into.suffix == ".parquet":
+            import pyarrow.parquet as pq
+            into.write_bytes(result.stdout_bytes)
+            assert pq.read_table(into).num_rows == 300
+            continue
         assert result.stdout.strip() and "no results" not in result.stdout, (argv, result.stdout)
         if argv[0] == "search" and "--json" not in argv:
             assert re.search(r"^\s+1\s+0\.\d{3}\s", result.stdout, re.M), (argv, result.stdout)

@@ -224,6 +224,23 @@ def test_bundled_is_a_model_name_everywhere(catalogue, cli):
     assert len(unknown.stderr) < 400
 
 
+def test_a_reembed_without_keep_says_the_old_vectors_go(catalogue, cli):
+    from clipsearch.models.factory import FAMILIES, register_family
+    from tests.test_model_family import MeanColour
+    register_family("meancolour", MeanColour)
+    try:
+        db, _, _ = catalogue
+        result = cli("reembed", "--model", "meancolour:v1", "--pretrained", "random", "--quiet", "--workers", "0",
+                     db=db)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.startswith("note: clipsearch-shapes's vectors are dropped when the store switches to "
+                                        "meancolour:v1:random; --keep keeps them")
+        assert result.stdout.strip().endswith("the store now uses meancolour:v1:random; clipsearch-shapes's "
+                                              "vectors dropped (--keep keeps them, to compare the two models in SQL)")
+    finally:
+        FAMILIES.pop("meancolour", None)
+
+
 def test_reembed_errors_are_clear(tmp_path, cli):
     assert "name the model" in cli("reembed", db=tmp_path / "none").stderr
     result = cli("reembed", "--model", "bundled", db=tmp_path / "none")

@@ -142,6 +142,21 @@ def test_cli_uses_clickhouse_url(stores, server_url, cli):
     assert len(json.loads(result.stdout)) == 3
 
 
+def test_cli_sql_binary_formats_over_a_server(stores, server_url, cli):
+    """`clipsearch sql --format Parquet|Arrow` through clickhouse-connect: the bytes as the server sent them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    sql = "SELECT id, embedding FROM images ORDER BY id LIMIT 5"
+    env = {"CLICKHOUSE_URL": server_url}
+    ids = [json.loads(line)["id"] for line in cli("sql", sql, "--format", "JSONEachRow", env=env).stdout.splitlines()]
+    parquet = cli("sql", sql, "--format", "Parquet", env=env)
+    assert parquet.returncode == 0, parquet.stderr
+    assert pq.read_table(pa.BufferReader(parquet.stdout_bytes)).column("id").to_pylist() == ids
+    arrow = cli("sql", sql, "--format", "ArrowStream", env=env).stdout_bytes
+    assert pa.ipc.open_stream(pa.BufferReader(arrow)).read_all().column("id").to_pylist() == ids
+    assert len(ids) == 5
+
+
 def test_the_pages_sql_tab_on_a_server(server_url, stores):
     """The page's SQL tab over a server (here the product's own ClickHouse HTTP endpoint): clipsearch's
     read-only client sends its own limits and readonly=1, which the server accepts; results stream; an
@@ -158,6 +173,21 @@ def test_the_pages_sql_tab_on_a_server(server_url, stores):
         assert too_many.status_code == 400 and too_many.get_json()["error"].startswith("Code: 396.")
     finally:
         app.extensions["clipsearch"].close()
+
+
+def test_the_library_is_the_same_on_a_server(server_url, stores, model):
+    """GET /api/library (the page before a search) through clickhouse-connect: the embedded store's pages."""
+    from clipsearch.service.app import create_app
+    _, embedded, _ = stores
+    app = create_app(Settings(clickhouse_url=server_url), model=model)
+    try:
+        body = app.test_client().get("/api/library?k=7&offset=3&facet=tag&filter=price>=10").get_json()
+    finally:
+        app.extensions["clipsearch"].close()
+    here = Searcher(embedded, lambda: model, log=False).browse(7, [parse_filter("price>=10")], 3, ["tag"])
+    assert [r["path"] for r in body["results"]] == [r["path"] for r in here.rows] and len(here.rows) == 7
+    assert body["facets"] == here.facets and body["next_offset"] == here.next_offset == 10
+    assert sum(c["count"] for c in here.facets["tag"]) == 50
 
 
 def test_reembed_on_a_server_and_its_text_function_follows(server_url, catalogue, model):

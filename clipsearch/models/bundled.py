@@ -15,6 +15,17 @@ BUNDLED_LABEL = "clipsearch-shapes"
 BUNDLED_NOTE = ("note: the bundled model knows only coloured shapes (8 colours x 5 shapes, in English and Spanish); "
                 "for photos use a real CLIP model: --model ViT-B-32 --pretrained laion2b_s34b_b79k (downloaded "
                 "once), or --pretrained /path/to/open_clip_model.safetensors offline")
+# The same, where results are shown (the page, the JSON API's `model_notice`, the CLI's --json): its scores on
+# anything else (photos) look as confident as on its shapes and mean nothing.
+MODEL_NOTICE = ("Searches here use the bundled model, which knows only coloured shapes (8 colours x 5 shapes, in "
+                "English and Spanish): on photos its scores mean nothing. For photos load a real CLIP model: "
+                "--model ViT-B-32 --pretrained laion2b_s34b_b79k")
+
+
+def model_notice(label: str) -> str | None:
+    """What results from the model labelled `label` must carry: MODEL_NOTICE for the bundled model, else None."""
+    return MODEL_NOTICE if label == BUNDLED_LABEL else None
+
 
 # Its world: the colours (with the RGB the generator draws them in) and the shapes it was trained on.
 COLOURS = {

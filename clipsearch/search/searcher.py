@@ -28,7 +28,16 @@ from clipsearch.search.signals import (
     presence_sql,
     probe_sql,
 )
-from clipsearch.search.statement import EXACT, QueryVector, Strategy, count_sql, facet_sql, search_sql
+from clipsearch.search.statement import (
+    EXACT,
+    QueryVector,
+    Strategy,
+    browse_facet_sql,
+    browse_sql,
+    count_sql,
+    facet_sql,
+    search_sql,
+)
 from clipsearch.search.tuning import (
     EXACT_ROWS,
     IMAGE_BEAMS,
@@ -242,6 +251,35 @@ class Searcher:
             self.log.record(result.kind, self.origin, next((term.text for term in terms if term.text), None),
                             list(filters), result.k, [r["id"] for r in result.rows], len(result.rows), result.took_ms,
                             result.search_id)
+
+    def browse(self, k: int = 24, filters: Sequence[Filter] = (), offset: int = 0,
+               facets: Sequence[str] = ()) -> SearchResult:
+        """The library without a query: the images `filters` match, newest first (statement.NEWEST_FIRST), a
+        page of `k` from `offset`, with `facets` counted over all of them. No model is needed: rows have no
+        score."""
+        start = time.perf_counter()
+        state = self.table_state()
+        query = Query.check(state.columns, filters, k, Options(offset=offset), facets)
+        sql, params = browse_sql(query)
+        t = time.perf_counter()
+        rows = self.catalog.query(sql, params)
+        query_ms = (time.perf_counter() - t) * 1000
+        for row in rows:
+            row["match"] = {"picture_rank": None, "word_rank": None, "words": {}}
+        end = query.options.offset + len(rows)
+        result = SearchResult(rows, sql, params, "browse", EXACT, model=state.models[0], match="none",
+                              next_offset=end if len(rows) == query.k and end < MAX_WINDOW else None)
+        if query.facets:
+            t = time.perf_counter()
+            fsql, fparams = browse_facet_sql(query)
+            counts: dict[str, list[dict]] = {f.column: [] for f in query.facets}
+            for row in self.catalog.query(fsql, fparams):
+                counts[row["facet"]].append({"value": row["value"], "count": int(row["n"])})
+            result.facets, result.facet_sql = counts, {"query": fsql, "params": fparams}
+            result.took_ms["facets"] = round((time.perf_counter() - t) * 1000, 2)
+        result.took_ms.update({"model_load": 0.0, "encode": 0.0, "query": round(query_ms, 2),
+                               "total": round((time.perf_counter() - start) * 1000, 2)})
+        return result
 
     @staticmethod
     def _terms(text: str | None, image: Image.Image | None, image_id: str | None, weights: dict | None,

@@ -209,6 +209,31 @@ def facet_sql(query: Query, vectors: list[QueryVector]) -> tuple[str, dict]:
             "GROUP BY facet, value\nORDER BY facet, n DESC, value\nLIMIT {facet_values:UInt32} BY facet"), params
 
 
+# The library with no query, newest first: when the photo was taken, else its file's time, else when it was loaded.
+NEWEST_FIRST = "coalesce(taken_at, modified_at, loaded_at) DESC, loaded_at DESC, id"
+
+
+def browse_sql(query: Query) -> tuple[str, dict]:
+    """A page of the images `query`'s filters match, newest first (NEWEST_FIRST); no score."""
+    params = {**query.where.params, "k": query.k, "offset": query.options.offset}
+    where = f"\nWHERE {query.where.sql}" if query.where.conditions else ""
+    return (f"SELECT * EXCEPT ({HIDDEN}), CAST(NULL AS Nullable(Float64)) AS score\nFROM images{where}\n"
+            f"ORDER BY {NEWEST_FIRST}\nLIMIT {{k:UInt32}} OFFSET {{offset:UInt32}}\nSETTINGS {tuning.CACHED_READ}",
+            params)
+
+
+def browse_facet_sql(query: Query) -> tuple[str, dict]:
+    """Counts per value of each of `query`'s facets over every image its filters match (facet_sql's rows)."""
+    params = {**query.where.params, "facet_names": [f.column for f in query.facets],
+              "facet_values": MAX_FACET_VALUES}
+    where = f"\n    WHERE {query.where.sql}" if query.where.conditions else ""
+    values = ", ".join(f.value for f in query.facets)
+    return (f"SELECT facet, value, count() AS n\nFROM (\n    SELECT [{values}] AS `$facet_values`\n"
+            f"    FROM images{where}\n)\n"
+            "ARRAY JOIN `$facet_values` AS value, {facet_names:Array(String)} AS facet\n"
+            "GROUP BY facet, value\nORDER BY facet, n DESC, value\nLIMIT {facet_values:UInt32} BY facet"), params
+
+
 def count_sql(where: Where, limit: int | None = None) -> tuple[str, dict]:
     """(matching, seen): the rows `where` matches and the rows looked at, over the whole table or its first
     `limit` rows (ids are content hashes, so those are a random sample)."""

@@ -137,8 +137,9 @@ class Catalog:
 
     def owner_sql(self, sql: str, params: dict | None = None, fmt: str | None = None) -> Any:
         """The owner's own SQL as typed (`clipsearch sql`, Collection.sql; scripts such as
-        sql/rebuild_images.sql), any statement: rows as dicts, or with `fmt` the output in that format."""
-        return self.connection.query(sql, params) if fmt is None else self.connection.text(sql, params, fmt)
+        sql/rebuild_images.sql), any statement: rows as dicts, or with `fmt` the output in that format, as
+        bytes (binary formats such as Parquet are written out as they are)."""
+        return self.connection.query(sql, params) if fmt is None else self.connection.raw(sql, params, fmt)
 
     # -- the few statements on tables of their own ---------------------------------------------------
     def append_search_log(self, rows: Any) -> None:

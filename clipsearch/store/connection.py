@@ -232,21 +232,25 @@ class Connection:
                 pass
         return engine_error(exc, self.folder)
 
-    def _rows_text(self, client: Any, sql: str, params: dict | None, fmt: str) -> str:
+    def _rows_raw(self, client: Any, sql: str, params: dict | None, fmt: str) -> bytes:
         settings = self._json_settings if fmt.startswith("JSON") else None
         self.check_folder()
         try:
-            raw = client.raw_query(sql, parameters=params or None, fmt=fmt, settings=settings)
+            return bytes(client.raw_query(sql, parameters=params or None, fmt=fmt, settings=settings))
         except Exception as exc:
             raise self._failed(exc, client) from exc
-        return raw.decode("utf-8", "replace")
 
-    def text(self, sql: str, params: dict | None = None, fmt: str = "PrettyCompact") -> str:
-        """Run any statement and return its output in a ClickHouse format ("" for a command)."""
+    def raw(self, sql: str, params: dict | None = None, fmt: str = "PrettyCompact") -> bytes:
+        """Run any statement and return its output in a ClickHouse format as the engine wrote it, byte for byte
+        (Parquet, Arrow and Native are binary; b"" for a command)."""
         if not ROWS_STATEMENT.match(sql):
             self.command(sql, params)
-            return ""
-        return self._rows_text(self._client, sql, params, fmt)
+            return b""
+        return self._rows_raw(self._client, sql, params, fmt)
+
+    def text(self, sql: str, params: dict | None = None, fmt: str = "PrettyCompact") -> str:
+        """`raw` for a text format, as text."""
+        return self.raw(sql, params, fmt).decode("utf-8", "replace")
 
     def query(self, sql: str, params: dict | None = None) -> list[dict]:
         """Run a SELECT and return its rows as dicts."""
@@ -370,7 +374,7 @@ class EmbeddedConnection(Connection):
         self.check_folder()   # before a session opens: opening one writes the engine's configuration there
         client = self._reader()
         try:
-            text = self._rows_text(client, sql, params, "JSONEachRow")
+            text = self._rows_raw(client, sql, params, "JSONEachRow").decode("utf-8", "replace")
         finally:
             self._readers.put(client)
         return [json.loads(line) for line in text.splitlines() if line]

@@ -166,6 +166,12 @@ function restore(params) {
 
 // One page of the current search: the form as a JSON body, or a multipart form with the dropped file.
 async function fetchPage(offset) {
+  if (!restoreable()) {  // no query: the library, newest first, with its facets
+    const params = new URLSearchParams({ k: $("k").value, offset });
+    for (const f of filters()) params.append("filter", filterText(f));
+    if (offset === 0) for (const c of facetColumns) params.append("facet", c);
+    return fetch("/api/library?" + params.toString());
+  }
   const text = $("text").value.trim();
   const request = { k: Number($("k").value), offset, filters: filters().map(filterText), terms: allTerms(),
                     min_score: minScore(), match: $("match").value,
@@ -184,8 +190,8 @@ async function fetchPage(offset) {
   return fetch("/api/search", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
 }
 
-async function search() {
-  if (!queryFile) {
+async function search(push = true) {
+  if (push && !queryFile) {
     const address = "?" + searchParams().toString();
     if (address !== location.search) history.pushState(null, "", address);
   }
@@ -269,10 +275,16 @@ function render(data, append) {
   } else if (!append) total = null;
   const count = shown.size + data.results.length;
   const of = nextPage !== null && total ? ` of ${total}` : "";
-  $("status").textContent = `${count}${of} results (${data.kind}, ${data.strategy}) in ` +
-    `${t.total.toFixed(0)} ms ` + (t.cached ? "(the same search a moment ago: nothing stored has changed since)"
-      : `(encode ${t.encode.toFixed(0)} ms, ClickHouse ${t.query.toFixed(0)} ms)`) +
-    (nextPage === null ? "" : "; scroll for more");
+  showNotice(data.model_notice);
+  if (data.kind === "browse") {
+    $("status").textContent = `Your library, newest first: ${count} images` +
+      (nextPage === null ? "" : " so far; scroll for more") + ". Type a description, drop an image, or both to search.";
+  } else {
+    $("status").textContent = `${count}${of} results (${data.kind}, ${data.strategy}) in ` +
+      `${t.total.toFixed(0)} ms ` + (t.cached ? "(the same search a moment ago: nothing stored has changed since)"
+        : `(encode ${t.encode.toFixed(0)} ms, ClickHouse ${t.query.toFixed(0)} ms)`) +
+      (nextPage === null ? "" : "; scroll for more");
+  }
   const params = Object.fromEntries(Object.entries(data.sql.params).map(([k, v]) =>
     [k, Array.isArray(v) && v.length > 6 ? `[${v.slice(0, 4).map((x) => x.toFixed(4)).join(", ")}, … ${v.length} floats]` : v]));
   $("sql").textContent = data.sql.query + "\n\n-- parameters\n" + JSON.stringify(params, null, 2);
@@ -294,7 +306,8 @@ function render(data, append) {
       .filter(Boolean).join(", ");
     card.innerHTML = `<div class="thumb"><a href="/api/images/${r.id}/file" target="_blank">
         <img loading="lazy" src="/api/images/${r.id}/file?size=thumb" alt="${escapeHtml(name)}"></a></div>
-      <div class="meta"><div class="score" title="${escapeHtml(ranks)}">${r.score.toFixed(3)}</div><div title="${escapeHtml(r.path)}">${escapeHtml(name)}</div>
+      <div class="meta">${r.score === null ? `<div class="date">${escapeHtml(dateOf(r))}</div>` :
+        `<div class="score" title="${escapeHtml(ranks)}">${r.score.toFixed(3)}</div>`}<div title="${escapeHtml(r.path)}">${escapeHtml(name)}</div>
         <div>${r.width}&times;${r.height} ${escapeHtml(r.format)}</div><div class="words">${found}</div><div class="chips">${chips}</div></div>
       <button type="button">More like this</button>`;
     // Whether the thumbnail arrived: a broken one says so on the card (and tests read data-shown).
@@ -321,6 +334,17 @@ function render(data, append) {
   }
   // The observer speaks only when the end of the grid comes into view: if it is still in view, go on.
   if (nextPage !== null && $("more").getBoundingClientRect().top < innerHeight + 400) loadMore();
+}
+
+// The library's cards show when the picture is from: taken, else the file's time.
+function dateOf(r) {
+  const when = r.taken_at || r.modified_at;
+  return when ? String(when).slice(0, 10) : "";
+}
+// The bundled model's warning (from the server: `model_notice`), above the grid while it applies.
+function showNotice(text) {
+  $("model-notice").textContent = text || "";
+  $("model-notice").hidden = !text;
 }
 
 function useFile(file) {
@@ -351,10 +375,12 @@ function restoreable() { return Boolean($("text").value.trim() || queryFile || q
 window.addEventListener("popstate", () => {
   const params = new URLSearchParams(location.search);
   if (params.get("tab") && params.get("tab") !== "search") return;  // the SQL or Dashboard tab's address (console.js)
-  if (restore(params)) search();
+  restore(params);
+  search(false);
 });
 (async () => {
   await Promise.all([loadColumns(), loadOperators()]);
   weights();
-  if (restore(new URLSearchParams(location.search))) search();
+  restore(new URLSearchParams(location.search));
+  search(false);  // the address's search, or the library when it has none (the notice shows on every tab)
 })();
