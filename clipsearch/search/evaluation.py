@@ -214,7 +214,7 @@ def save(catalog: Catalog, judged: Sequence[Judged], relevant: Sequence[Relevant
             for image_id, grade in r.grades.items()]
     if rows:
         queries, ids, grades = zip(*rows, strict=True)
-        catalog.connection.insert("judgments", pa.table({
+        catalog.append_judgments(pa.table({
             "query": pa.array(queries, pa.string()), "image_id": pa.array(ids, pa.string()),
             "grade": pa.array(grades, pa.uint8()), "source": pa.array([source] * len(rows), pa.string())}))
     return len(rows)

@@ -56,9 +56,7 @@ class SearchLog:
     def record_click(self, search_id: str, image_id: str, rank: int) -> None:
         """A person opened the result `image_id`, at `rank`, of the search `search_id` (search_clicks): one row
         at once, since a person clicks far less often than searches run."""
-        self.catalog.connection.command(
-            "INSERT INTO search_clicks (search_id, image_id, rank) VALUES ({s:String}, {i:String}, {r:UInt32})",
-            {"s": search_id, "i": image_id, "r": rank})
+        self.catalog.append_click(search_id, image_id, rank)
 
     def _schedule(self) -> None:
         self._timer = threading.Timer(self.flush_s, self._flush_later)

@@ -147,6 +147,17 @@ class Catalog:
         search's log row changes nothing a search reads."""
         self.connection.insert("search_log", rows, counted=False)
 
+    def append_click(self, search_id: str, image_id: str, rank: int) -> None:
+        """A search_clicks row (clipsearch.search.log); not counted as a write, as search_log's are not."""
+        import pyarrow as pa
+        self.connection.insert("search_clicks", pa.table({
+            "search_id": pa.array([search_id], pa.string()), "image_id": pa.array([image_id], pa.string()),
+            "rank": pa.array([rank], pa.uint32())}), counted=False)
+
+    def append_judgments(self, rows: Any) -> None:
+        """Insert a pyarrow Table of judgments rows (clipsearch eval --save); nothing a search reads."""
+        self.connection.insert("judgments", rows, counted=False)
+
     def define_function(self, name: str, definition: str) -> None:
         """CREATE OR REPLACE FUNCTION `name` AS `definition` (a lambda: clipTextEmbedding, on either
         engine)."""
