@@ -15,6 +15,7 @@ import stat
 from clipsearch.errors import FileChanged, NotFound
 
 MAX_FILE_BYTES = 64 * 1024 * 1024   # larger files are not loaded, so never served either
+MAX_VIDEO_BYTES = 16 * 1024 ** 3    # videos: hashed and decoded a piece at a time, served in ranges
 
 
 def content_id(data: bytes) -> str:

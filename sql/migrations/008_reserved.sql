@@ -1,0 +1,1 @@
+-- 8: reserved for another branch's migration (the lead replaces this file with it when merging).
