@@ -521,7 +521,7 @@ def write_video(path: str | Path, scenes: Sequence[tuple[str, str, float]], size
         frames.append((render(spec, rng), seconds))
     with av.open(str(path), mode="w") as container:
         container.metadata.update(metadata or {})
-        stream = container.add_stream(codec, rate=fps)
+        stream: Any = container.add_stream(codec, rate=fps)
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
         for image, seconds in frames:

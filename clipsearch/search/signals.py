@@ -36,7 +36,7 @@ from typing import Protocol
 from clipsearch.search import tuning
 from clipsearch.search.options import MAX_WINDOW, Options
 from clipsearch.search.query import Query
-from clipsearch.search.statement import EXACT, QueryVector, Strategy, _ranking, picture_statement
+from clipsearch.search.statement import EXACT, QueryVector, Strategy, _ranking, ordered_page, picture_statement
 from clipsearch.store.columns import HIDDEN, WORDS_ANY
 from clipsearch.store.connection import quote_identifier
 
@@ -221,14 +221,9 @@ def fused_sql(query: Query, vectors: list[QueryVector], signals: list[Signal]) -
     order = "score DESC, picture_score DESC, id" if pictures else "score DESC, id"
     if options.order_by:
         order = f"{quote_identifier(options.order_by)} {'DESC' if options.descending else 'ASC'} NULLS LAST, {order}"
-    by = ""
-    if options.per:
-        by = f"\nLIMIT {{per_limit:UInt32}} BY {quote_identifier(options.per)}"
-        params["per_limit"] = options.per_limit
     params.update(page_k=query.k, page_offset=options.offset)
-    sql = (f"{with_}\nSELECT *, {fused} AS score\nFROM (\n    SELECT *, {ranks}\n    FROM (\n"
-           f"        SELECT * EXCEPT ({HIDDEN}),\n           {columns}\n        FROM images\n"
-           f"        WHERE id IN (\n{candidates}\n        )\n        LIMIT 1 BY id\n    )\n)\n"
-           f"ORDER BY {order}{by}\n"
-           "LIMIT {page_k:UInt32} OFFSET {page_offset:UInt32}")
+    select = (f"{with_}\nSELECT *, {fused} AS score\nFROM (\n    SELECT *, {ranks}\n    FROM (\n"
+              f"        SELECT * EXCEPT ({HIDDEN}),\n           {columns}\n        FROM images\n"
+              f"        WHERE id IN (\n{candidates}\n        )\n        LIMIT 1 BY id\n    )\n)")
+    sql = ordered_page(select, order, options, params, "\nLIMIT {page_k:UInt32} OFFSET {page_offset:UInt32}", order)
     return f"{sql}\nSETTINGS {', '.join(settings)}", params

@@ -7,11 +7,12 @@ import math
 from dataclasses import dataclass
 
 from clipsearch.search import tuning
-from clipsearch.search.options import MAX_FACET_VALUES, MAX_TERMS
+from clipsearch.search.options import MAX_FACET_VALUES, MAX_TERMS, Options
 from clipsearch.search.query import Query
 from clipsearch.search.where import Where
 from clipsearch.store.columns import HIDDEN
 from clipsearch.store.connection import quote_identifier
+from clipsearch.store.images import CONTENT
 
 STRATEGIES = ("exact", "hnsw")
 
@@ -99,6 +100,28 @@ def _ranking(where: Where, vectors: list[QueryVector]) -> tuple[str, list[str], 
     return "WITH " + ", ".join(defs), conditions, params, distance, f"{base} - ({distance})", exclude
 
 
+def ordered_page(select: str, order: str, options: Options, params: dict, page: str, outer: str) -> str:
+    """`select` ordered by `order`, at most `options.moments` rows per video (a video's best moments: LIMIT BY
+    its id) and `options.per_limit` per value of `options.per`, then the `page`. ClickHouse takes one LIMIT BY
+    per SELECT, so with both the moments are kept in a subquery and the outer one orders by `outer` (the same
+    order in its result columns)."""
+    clauses = []
+    if options.moments:
+        clauses.append(f"LIMIT {{moments:UInt32}} BY {CONTENT}")
+        params["moments"] = options.moments
+    if options.per:
+        clauses.append(f"LIMIT {{per_limit:UInt32}} BY {quote_identifier(options.per)}")
+        params["per_limit"] = options.per_limit
+    if len(clauses) < 2:
+        return f"{select}\nORDER BY {order}{''.join(chr(10) + c for c in clauses)}{page}"
+    return (f"SELECT *\nFROM (\n{indent(select)}\n    ORDER BY {order}\n    {clauses[0]}\n)\nORDER BY {outer}\n"
+            f"{clauses[1]}{page}")
+
+
+def indent(sql: str, by: str = "    ") -> str:
+    return "\n".join(by + line for line in sql.splitlines())
+
+
 def search_sql(query: Query, vectors: list[QueryVector], strategy: Strategy = EXACT) -> tuple[str, dict]:
     """The one SQL query of a picture search and its parameters: `picture_statement` with its SETTINGS."""
     body, settings, params = picture_statement(query, vectors, strategy)
@@ -169,22 +192,22 @@ def picture_statement(query: Query, vectors: list[QueryVector], strategy: Strate
                 f"    ORDER BY {distance}\n    LIMIT {{window:UInt32}}"
         outer = exclude + (["score >= {min_score:Float64}"] if options.min_score is not None else [])
         cut = ("\nWHERE " + " AND ".join(outer)) if outer else ""
-        return f"SELECT *\nFROM (\n{inner}\n){cut}\nORDER BY score DESC, id{page}", settings, params
+        by = ""
+        if options.moments:   # a video's best moments of those fetched (a page come back short: Searcher.rank)
+            by = f"\nLIMIT {{moments:UInt32}} BY {CONTENT}"
+            params["moments"] = options.moments
+        return f"SELECT *\nFROM (\n{inner}\n){cut}\nORDER BY score DESC, id{by}{page}", settings, params
     conditions = exclude + conditions
     if options.min_score is not None:
         conditions.append("score >= {min_score:Float64}")
     where = ("\nWHERE " + "\n  AND ".join(conditions)) if conditions else ""
-    order = f"{distance} ASC, id"
+    order, then = f"{distance} ASC, id", "score DESC, id"
     if options.order_by:
-        column = quote_identifier(options.order_by)
-        order = f"{column} {'DESC' if options.descending else 'ASC'} NULLS LAST, {order}"
-    by = ""
-    if options.per:
-        by = f"\nLIMIT {{per_limit:UInt32}} BY {quote_identifier(options.per)}"
-        params["per_limit"] = options.per_limit
+        column = f"{quote_identifier(options.order_by)} {'DESC' if options.descending else 'ASC'} NULLS LAST"
+        order, then = f"{column}, {order}", f"{column}, {then}"
     head = f"{with_}\nSELECT * EXCEPT ({HIDDEN}), {score} AS score\nFROM images"
-    return (f"{head}{where}\nORDER BY {order}{by}{page}", f"{tuning.CONCURRENT_READ}, {tuning.CACHED_READ}",
-            params)
+    return (ordered_page(f"{head}{where}", order, options, params, page, then),
+            f"{tuning.CONCURRENT_READ}, {tuning.CACHED_READ}", params)
 
 
 def facet_sql(query: Query, vectors: list[QueryVector]) -> tuple[str, dict]:
