@@ -1,7 +1,7 @@
 """Videos: the moments of a video file worth a row each, decoded with PyAV (FFmpeg inside its wheel; the
 `video` extra).
 
-A moment is a frame kept at a scene change (its small grey picture differs from the last kept one's by more
+A moment is a frame kept at a scene change (its small picture differs from the last kept one's by more
 than SCENE_CHANGE) or because SAMPLE_EVERY_S passed since the last kept one, and lasts until the next kept
 frame. Frames that are nearly one colour (black, white, a fade) are never kept: they say nothing, and two
 videos sharing only black frames must not look alike. Bounds, so one file never costs unbounded time or
@@ -23,9 +23,9 @@ VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi"}
 SAMPLE_EVERY_S = 2.0          # a moment at least this often (longer videos: spread over MAX_MOMENTS / 2)
 MAX_MOMENTS = 200             # rows per video at most
 LOOK_EVERY_S = 0.25           # frames compared for a scene change at most this often
-SCENE_CHANGE = 20.0           # mean grey difference (0-255) of 32x32 pictures that makes a new scene
+SCENE_CHANGE = 20.0           # mean difference (0-255) of 32x32 colour pictures that makes a new scene
 MIN_SCENE_S = 0.5             # two scene-change moments at least this far apart
-UNIFORM_STD = 8.0             # a frame whose grey spread is under this is one colour: skipped
+UNIFORM_STD = 8.0             # a frame whose every channel spreads less than this is one colour: skipped
 KEYFRAMES_ONLY_AFTER_S = 600  # longer videos decode only key frames (seconds apart in phone videos)
 MAX_DECODE_S = 120.0          # decoding one video stops after this long, keeping what it found
 VIDEO_MISSING = "videos need PyAV: pip install 'clipsearch[video]'"
@@ -115,8 +115,13 @@ def _duration(container: Any, stream: Any) -> float | None:
 
 
 def _signature(frame: Any) -> np.ndarray:
-    """A 32x32 grey picture of the frame, to compare scenes and spot one-colour frames cheaply."""
-    return frame.reformat(width=32, height=32, format="gray").to_ndarray().astype(np.float32)
+    """A 32x32 colour picture of the frame, to compare scenes and spot one-colour frames cheaply."""
+    return frame.reformat(width=32, height=32, format="rgb24").to_ndarray().astype(np.float32)
+
+
+def _uniform(signature: np.ndarray) -> bool:
+    """Nearly one colour: every channel's spread is small (black, white, a fade, a plain title card)."""
+    return float(signature.reshape(-1, 3).std(axis=0).max()) < UNIFORM_STD
 
 
 def _moments(container: Any, stream: Any, duration: float | None, deadline_s: float) -> list[Moment]:
@@ -137,7 +142,7 @@ def _moments(container: Any, stream: Any, duration: float | None, deadline_s: fl
             break
         last_look = t
         sig = _signature(frame)
-        if sig.std() < UNIFORM_STD:
+        if _uniform(sig):
             continue
         since = t - starts[-1] if starts else None
         regular = since is None or since >= every
@@ -151,7 +156,9 @@ def _moments(container: Any, stream: Any, duration: float | None, deadline_s: fl
         last_sig = sig
         if len(starts) >= MAX_MOMENTS:
             break
-    end = max(t, duration or 0.0, (starts[-1] if starts else 0.0))
+    if not starts:
+        return []
+    end = max(t, duration or 0.0, starts[-1])
     ends = starts[1:] + [end]
     return [Moment(round(s, 3), round(max(e, s), 3), im) for s, e, im in zip(starts, ends, images, strict=True)]
 

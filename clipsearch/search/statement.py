@@ -64,9 +64,11 @@ def vector_alias(i: int) -> str:
     return f"`$v{i}`"
 
 
-def _ranking(where: Where, vectors: list[QueryVector]) -> tuple[str, list[str], dict, str, str, list[str]]:
+def _ranking(where: Where, vectors: list[QueryVector], videos: bool = False
+             ) -> tuple[str, list[str], dict, str, str, list[str]]:
     """The parts every search shares: (WITH definitions, WHERE conditions, params, distance, score, and the
-    conditions that leave the images queried by id out of the results)."""
+    conditions that leave the images queried by id out of the results: with `videos` (the table holds some),
+    a moment's whole video too, whose other moments are like it for being of the same video)."""
     conditions, params = list(where.conditions), dict(where.params)
     if not 1 <= len(vectors) <= MAX_TERMS:
         raise ValueError(f"a query has 1 to {MAX_TERMS} terms, got {len(vectors)}")
@@ -76,7 +78,7 @@ def _ranking(where: Where, vectors: list[QueryVector]) -> tuple[str, list[str], 
     defs, terms, exclude = [], [], []
     for i, v in enumerate(vectors):
         if v.image_id is not None:
-            exclude.append(f"id != {{v{i}_id:String}}")
+            exclude.append(excluded(i, videos))
             params[f"v{i}_id"] = v.image_id
         if v.image_id is not None and v.vector is None:
             defs.append(f"(SELECT embedding FROM images WHERE id = {{v{i}_id:String}} LIMIT 1) AS {vector_alias(i)}")
@@ -122,6 +124,14 @@ def indent(sql: str, by: str = "    ") -> str:
     return "\n".join(by + line for line in sql.splitlines())
 
 
+def excluded(i: int, videos: bool) -> str:
+    """The condition leaving out the stored image of query vector `i` (and, with `videos`, its video)."""
+    if not videos:
+        return f"id != {{v{i}_id:String}}"
+    return (f"id != {{v{i}_id:String}} AND (video = '' OR video != "
+            f"(SELECT any(video) FROM images WHERE id = {{v{i}_id:String}}))")
+
+
 def search_sql(query: Query, vectors: list[QueryVector], strategy: Strategy = EXACT) -> tuple[str, dict]:
     """The one SQL query of a picture search and its parameters: `picture_statement` with its SETTINGS."""
     body, settings, params = picture_statement(query, vectors, strategy)
@@ -151,7 +161,7 @@ def picture_statement(query: Query, vectors: list[QueryVector], strategy: Strate
       more and ranks them by their Float32 vectors.
     """
     options = query.options
-    with_, conditions, params, distance, score, exclude = _ranking(query.where, vectors)
+    with_, conditions, params, distance, score, exclude = _ranking(query.where, vectors, bool(query.options.moments))
     params["k"] = query.k
     if strategy.name != "exact" and (len(vectors) != 1 or vectors[0].vector is None or options.per
                                      or options.order_by):
@@ -214,7 +224,7 @@ def facet_sql(query: Query, vectors: list[QueryVector]) -> tuple[str, dict]:
     """Counts of the matches per value of each of the query's facets (a date column: per year), among the
     `facet_top` best or, with a min_score, among all that score at least that: one GROUP BY over an ARRAY JOIN.
     Answers rows (facet, value, n), at most MAX_FACET_VALUES per facet, the most frequent first."""
-    with_, conditions, params, distance, score, exclude = _ranking(query.where, vectors)
+    with_, conditions, params, distance, score, exclude = _ranking(query.where, vectors, bool(query.options.moments))
     conditions = exclude + conditions
     params.update(facet_names=[f.column for f in query.facets], facet_values=MAX_FACET_VALUES)
     window = ""
