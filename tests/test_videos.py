@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import io
 import os
+import re
 import struct
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -251,3 +253,37 @@ def test_api_search_and_the_video_in_ranges(library, model):
             star.write_bytes(data)
             os.utime(star, ns=(stat.st_atime_ns, stat.st_mtime_ns))
         app.extensions["clipsearch"].close()
+
+
+@pytest.mark.slow
+def test_page_marks_a_moment_and_links_its_second(library, model):
+    from waitress.server import create_server
+
+    from scripts.screenshot import find_chromium, render
+    if not find_chromium():
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    folder, db, _ = library
+    app = create_app(Settings.load(db=str(db)), model=model)
+    server = create_server(app, host="127.0.0.1", port=0, threads=4, asyncore_use_poll=True)
+    threading.Thread(target=server.run, daemon=True).start()
+    try:
+        dom = render(f"http://127.0.0.1:{server.effective_port}/?q=a+blue+star&k=4", None)
+    finally:
+        server.close()
+        app.extensions["clipsearch"].close()
+    cards = re.findall(r'<div class="card".*?</button>', dom, re.S)
+    assert 'data-media="video"' in cards[0] and "star.mp4" in cards[0]
+    start = float(re.search(r'file#t=([0-9.]+)"', cards[0]).group(1))
+    assert 3 <= start < 6 and re.search(r'class="moment"[^>]*>▶ 0:0[3-5]\.\d–0:0[3-6]\.\d', cards[0])
+    assert 'data-shown="yes"' in cards[0]   # the moment's frame arrived as its thumbnail
+
+
+def test_moments_query_file_finds_the_second(catalog, model):
+    from clipsearch.models.sql_functions import register_embedded
+    from clipsearch.sql import read as read_sql
+    register_embedded(catalog, lambda label: model)
+    rows = catalog.query(read_sql("queries/video_moments.sql"), {"query_text": "a blue star", "moments": 1})
+    assert rows[0]["path"].endswith("/star.mp4") and 3 <= rows[0]["start"] < 6
+    assert len({r["video"] for r in rows}) == len(rows) == 3   # each video once, photos never
+    formats = {r["format"]: r["images"] for r in catalog.query(read_sql("queries/images_per_format.sql"))}
+    assert formats["MP4"] == 2 and formats["WEBM"] == 1   # a video once, not once per moment

@@ -36,10 +36,12 @@ def path_words(path: str) -> dict[str, list[str]]:
 
 
 class StoredFile(NamedTuple):
-    """The file a stored image was loaded from: read back only while it still hashes to `id`."""
+    """The file a stored image was loaded from: read back only while it still hashes to `id`; for a video's
+    moment, its stored frame (`thumbnail`, base64 JPEG), since its id is no file's."""
     id: str
     path: str
     file_size: int
+    thumbnail: str = ""
 
 
 def stored_files(connection: Connection, where: str = "1", params: dict | None = None, table: str = "images",
@@ -47,10 +49,11 @@ def stored_files(connection: Connection, where: str = "1", params: dict | None =
     """The stored images of `table` matching `where`, one per id (an id loaded under several paths, or not
     merged yet, has several rows; any one of its files will do: they hold the same bytes), by `order_by`.
     The one statement that reads stored files back: re-embedding, the catch-up after a switch, backfill."""
-    sql = (f"SELECT id, any(path) AS path, any(file_size) AS file_size FROM {quote_identifier(table)} "
+    sql = (f"SELECT id, any(path) AS path, any(file_size) AS file_size, any(thumbnail) AS thumbnail "
+           f"FROM {quote_identifier(table)} "
            f"WHERE {where} GROUP BY id ORDER BY {order_by}" + (" LIMIT {limit:UInt32}" if limit else ""))
     rows = connection.query(sql, {**(params or {}), **({"limit": limit} if limit else {})})
-    return [StoredFile(r["id"], r["path"], int(r["file_size"])) for r in rows]
+    return [StoredFile(r["id"], r["path"], int(r["file_size"]), r["thumbnail"]) for r in rows]
 
 
 class ImageTable:
