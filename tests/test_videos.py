@@ -7,6 +7,7 @@ import base64
 import io
 import os
 import re
+import shutil
 import struct
 import threading
 from pathlib import Path
@@ -287,3 +288,45 @@ def test_moments_query_file_finds_the_second(catalog, model):
     assert len({r["video"] for r in rows}) == len(rows) == 3   # each video once, photos never
     formats = {r["format"]: r["images"] for r in catalog.query(read_sql("queries/images_per_format.sql"))}
     assert formats["MP4"] == 2 and formats["WEBM"] == 1   # a video once, not once per moment
+
+
+def test_reembed_gives_moments_vectors_from_their_frames(library, model, tmp_path):
+    import clipsearch
+    from clipsearch.models.clip import ClipModel
+    from clipsearch.models.factory import FAMILIES, register_family
+    folder = tmp_path / "lib"
+    shutil.copytree(library[0], folder)
+    register_family("again", lambda name, pretrained: ClipModel())
+    try:
+        with clipsearch.open(tmp_path / "db", model=model, log_searches=False) as photos:
+            photos.load(folder, workers=0)
+            rows = photos.count()
+            # the video's file gone: its moments are re-embedded from their stored frames all the same
+            (folder / "star.mp4").rename(tmp_path / "away.mp4")
+            summary = photos.reembed("again:v1", workers=0)
+            assert (summary.embedded, summary.missing, summary.switched) == (rows, 0, True)
+            best = photos.search("a blue star", k=3).rows[0]
+            assert best["path"].endswith("/star.mp4") and 3 <= best["start"] < 6 and best["model"] == "again:v1:random"
+    finally:
+        FAMILIES.pop("again", None)
+
+
+def test_copies_compare_videos_whole(model, tmp_path):
+    from clipsearch.images.duplicates import find_duplicates
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    scenes = [("red", "circle", 3.0), ("blue", "star", 3.0)]
+    shapes.write_video(folder / "star.mp4", scenes)
+    shapes.write_video(folder / "star-again.webm", scenes, codec="libvpx-vp9")   # the same video, re-encoded
+    # two videos that share only their opening title (the same red circle): not copies
+    shapes.write_video(folder / "one.mp4", [("red", "circle", 2.0), ("yellow", "triangle", 4.0)], seed=8)
+    shapes.write_video(folder / "two.mp4", [("red", "circle", 2.0), ("green", "cross", 4.0)], seed=8)
+    with Catalog.open(tmp_path / "db") as catalog:
+        assert load(str(folder), catalog, model, progress=False, workers=0).loaded == 4
+        opening = catalog.query("SELECT groupArray(phash) AS h FROM images WHERE start = 0 AND "
+                                "(endsWith(path, '/one.mp4') OR endsWith(path, '/two.mp4'))")[0]["h"]
+        assert len(opening) == 2 and opening[0] == opening[1]   # their first moments are one picture
+        for mode in ("copies", "similar"):
+            groups = find_duplicates(catalog, mode, None if mode == "copies" else 0.02)
+            names = [sorted(r["path"].rsplit("/", 1)[1] for r in g["images"]) for g in groups]
+            assert names == [["star-again.webm", "star.mp4"]], mode
