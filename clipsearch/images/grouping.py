@@ -42,7 +42,8 @@ def whole_videos(catalog: Catalog, pairs: list[dict]) -> list[dict]:
         "SELECT video, count() AS n FROM images WHERE video IN {v:Array(String)} GROUP BY video",
         {"v": list(set(video_of.values()))})}
     named = {v: min(i for i, w in video_of.items() if w == v) for v in moments}
-    out, shared = [], {}
+    out: list[dict] = []
+    shared: dict[tuple[str, str], dict] = {}
     for p in pairs:
         a, b = video_of.get(p["id_a"]), video_of.get(p["id_b"])
         if a is None and b is None:
