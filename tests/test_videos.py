@@ -19,6 +19,7 @@ from PIL import Image
 from clipsearch.images import video as video_module
 from clipsearch.loader import load as load_module
 from clipsearch.loader.load import load
+from clipsearch.loader.paths import forget_missing
 from clipsearch.search.options import Options
 from clipsearch.search.searcher import Searcher
 from clipsearch.service import shapes
@@ -209,6 +210,11 @@ def test_load_again_and_after_a_kill_stores_each_video_once(model, tmp_path, mon
         assert catalog.query("SELECT count() = uniqExact(id) AS once FROM images")[0]["once"]
         # the file's path now recorded: a third load does not even read it
         assert load(str(folder), catalog, model, progress=False, workers=0).already_present == 2
+        # a video deleted from the folder: its moments go with it (as a watched folder's pass does)
+        (folder / "first.mp4").unlink()
+        gone = forget_missing(catalog, str(folder) + os.sep)
+        assert gone.paths == [str(folder / "first.mp4")] and gone.removed == 1
+        assert _rows(catalog, "first.mp4") == [] and len(_rows(catalog, "late.mov")) == len(stored)
 
 
 def test_a_video_without_pyav_is_one_clear_error(tmp_path, model, monkeypatch):
@@ -330,3 +336,21 @@ def test_copies_compare_videos_whole(model, tmp_path):
             groups = find_duplicates(catalog, mode, None if mode == "copies" else 0.02)
             names = [sorted(r["path"].rsplit("/", 1)[1] for r in g["images"]) for g in groups]
             assert names == [["star-again.webm", "star.mp4"]], mode
+
+
+def test_vector_index_search_keeps_one_moment_per_video(library, model, tmp_path):
+    import clipsearch
+    from clipsearch.search.query import Query
+    from clipsearch.search.statement import QueryVector, Strategy, search_sql
+    with clipsearch.open(tmp_path / "db", model=model, log_searches=False) as photos:
+        photos.load(library[0], workers=0)
+        photos.create_index()
+        vector = model.encode_texts(["a blue star"])[0]
+        for moments in (1, 2):
+            query = Query(k=5, options=Options(moments=moments))
+            sql, params = search_sql(query, [QueryVector(vector=vector)], Strategy("hnsw", beam=256))
+            rows = photos.catalog.query(sql, params)
+            assert "LIMIT {moments:UInt32} BY if(video = '', id, video)" in sql
+            assert rows[0]["path"].endswith("/star.mp4") and 3 <= rows[0]["start"] < 6
+            counts = [[r["video"] for r in rows].count(v) for v in {r["video"] for r in rows if r["video"]}]
+            assert max(counts) == moments
