@@ -354,3 +354,43 @@ def test_vector_index_search_keeps_one_moment_per_video(library, model, tmp_path
             assert rows[0]["path"].endswith("/star.mp4") and 3 <= rows[0]["start"] < 6
             counts = [[r["video"] for r in rows].count(v) for v in {r["video"] for r in rows if r["video"]}]
             assert max(counts) == moments
+
+
+def _vfr(path: Path, times_ms: list[int]) -> Path:
+    """A variable-frame-rate MP4: one frame at each of `times_ms`, the shape changing at the third."""
+    from fractions import Fraction
+
+    import av
+    rng = np.random.default_rng(4)
+    pictures = [shapes.render(shapes.ShapeSpec(c, s, "plain", "white", 0.6, 160, 120, "PNG"), rng)
+                for c, s in (("red", "circle"), ("blue", "star"))]
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i, t in enumerate(times_ms):
+            frame = av.VideoFrame.from_image(pictures[i >= 2])
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_variable_frame_rate_moments_follow_the_timestamps(tmp_path):
+    path = _vfr(tmp_path / "vfr.mp4", [0, 400, 3700, 3800, 9000])
+    info, moments = video_module.read_video(open(path, "rb"), 10 ** 8)
+    assert [m.start for m in moments] == [0.0, 3.7, 9.0]   # the cut at 3.7 s; 9 s is more than 2 s on
+    assert [m.end for m in moments][:2] == [3.7, 9.0] and moments[-1].end >= 9.0
+
+
+def test_bounds_of_one_video(tmp_path, monkeypatch):
+    path = shapes.write_video(tmp_path / "long.mp4", [("red", "circle", 5.0), ("green", "square", 5.0),
+                                                      ("blue", "star", 5.0), ("yellow", "cross", 5.0)], fps=5)
+    # 4 moments at most: regular samples every 20 / (4 / 2) = 10 s, and at most 2 cuts (the third is not kept)
+    monkeypatch.setattr(video_module, "MAX_MOMENTS", 4)
+    _, moments = video_module.read_video(open(path, "rb"), 10 ** 8)
+    assert [round(m.start) for m in moments] == [0, 5, 10] and moments[-1].end == pytest.approx(20.0, abs=0.3)
+    with pytest.raises(video_module.VideoError, match=r"video too large \(160x120 pixels > 10000\)"):
+        video_module.read_video(open(path, "rb"), 10_000)
