@@ -307,6 +307,13 @@ def test_reembed_gives_moments_vectors_from_their_frames(library, model, tmp_pat
         with clipsearch.open(tmp_path / "db", model=model, log_searches=False) as photos:
             photos.load(folder, workers=0)
             rows = photos.count()
+            # labels label each moment: the star's moments a star, the circle's a circle
+            photos.label(["circle", "square", "triangle", "star", "cross"], name="shape", filters=["media=video"])
+            labelled = {r["start"]: r["label"] for r in photos.sql(
+                "SELECT i.start AS start, l.label AS label FROM labels AS l FINAL "
+                "JOIN images AS i ON i.id = l.image_id WHERE endsWith(i.path, '/star.mp4')")}
+            assert labelled and {label for start, label in labelled.items() if start < 2.9} == {"circle"}
+            assert {label for start, label in labelled.items() if start >= 3} == {"star"}
             # the video's file gone: its moments are re-embedded from their stored frames all the same
             (folder / "star.mp4").rename(tmp_path / "away.mp4")
             summary = photos.reembed("again:v1", workers=0)
