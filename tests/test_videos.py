@@ -401,3 +401,13 @@ def test_bounds_of_one_video(tmp_path, monkeypatch):
     assert [round(m.start) for m in moments] == [0, 5, 10] and moments[-1].end == pytest.approx(20.0, abs=0.3)
     with pytest.raises(video_module.VideoError, match=r"video too large \(160x120 pixels > 10000\)"):
         video_module.read_video(open(path, "rb"), 10_000)
+
+
+def test_cli_prints_the_moment(library, cli):
+    folder, db, _ = library
+    out = cli("search", "a blue star", "--k", "3", "--match", "pictures", db=db)
+    assert out.returncode == 0, out.stderr
+    first = out.stdout.splitlines()[0]
+    assert f"{folder / 'star.mp4'}  at 0:0" in first and re.search(r" at 0:0[3-5]\.\d-0:0[3-6]\.\d", first)
+    bad = cli("search", "a blue star", "--moments", "0", db=db)
+    assert bad.returncode != 0 and "moments must be a whole number from 1" in bad.stderr

@@ -93,7 +93,7 @@ def check_options(options: Options, k: Any, columns: dict[str, str]) -> tuple[Op
     if options.per is not None:
         sortable("per", options.per, columns)
     per_limit = check_whole("per_limit", options.per_limit, 1, MAX_K)
-    moments = check_whole("moments", options.moments, 0, MAX_K)
+    moments = check_whole("moments", options.moments, 1, MAX_K)   # 0 (no grouping) is the searcher's alone
     return Options(offset, min_score, options.order_by, bool(options.descending), options.per, per_limit, moments), k
 
 
