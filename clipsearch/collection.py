@@ -25,7 +25,7 @@ from clipsearch.models.factory import ModelRef, create_model
 from clipsearch.models.model import RANDOM_WEIGHTS, ImageTextModel
 from clipsearch.models.store_model import StoreModel
 from clipsearch.search.filters import Filter, filters_from_json
-from clipsearch.search.options import EVERY, FACET_TOP, Options
+from clipsearch.search.options import EVERY, FACET_TOP, MAX_K, Options, check_whole
 from clipsearch.search.searcher import Searcher, SearchResult, Term
 from clipsearch.settings import Settings
 from clipsearch.store.catalog import Catalog
@@ -128,6 +128,7 @@ class Collection:
         """
         if isinstance(image, (str, os.PathLike)):
             image = open_query_image(image)
+        moments = check_whole("moments", moments, 1, MAX_K)
         if isinstance(image_weight, bool) or not isinstance(image_weight, (int, float)) \
                 or not 0 <= image_weight <= 1:
             raise QueryError(f"the image weight is a number from 0 to 1, got {image_weight!r}")

@@ -30,6 +30,7 @@ from clipsearch.store.catalog import Catalog
 pytest.importorskip("av")
 
 PHOTOS = 8
+BEST = Options(moments=1)   # what the CLI, the API and Collection.search ask for by default
 BAD = {"truncated.mp4", "empty.mov", "lies.mp4", "sound.mp4", "black.mkv"}
 
 
@@ -148,7 +149,7 @@ def test_rotated_video_is_stored_upright(library, catalog, model):
 def test_text_search_finds_the_moment_and_one_per_video(library, catalog, model):
     folder = library[0]
     searcher = Searcher(catalog, lambda: model, log=False)
-    result = searcher.search("a blue star", k=5)
+    result = searcher.search("a blue star", k=5, options=BEST)
     best = result.rows[0]
     assert best["path"] == str(folder / "star.mp4") and best["media"] == "video"
     assert 3.0 <= best["start"] < 6.0 and best["end"] > best["start"]
@@ -156,7 +157,9 @@ def test_text_search_finds_the_moment_and_one_per_video(library, catalog, model)
     assert {r["media"] for r in result.rows if r["video"] == ""} == {"image"}
     more = searcher.search("a blue star", k=5, options=Options(moments=3)).rows
     assert 2 <= [r["video"] for r in more].count(best["video"]) <= 3
-    words = searcher.search("a blue star", k=5, match="both").rows
+    words = searcher.search("a blue star", k=5, match="both", options=BEST).rows
+    every = searcher.search("a blue star", k=5, options=Options(moments=0)).rows   # 0: every moment
+    assert [r["video"] for r in every].count(best["video"]) >= 2
     assert words[0]["video"] == best["video"]
 
 
@@ -164,10 +167,10 @@ def test_image_and_more_like_this_find_moments(library, catalog, model):
     folder = library[0]
     searcher = Searcher(catalog, lambda: model, log=False)
     star = Image.open(io.BytesIO(shapes.make_image(np.random.default_rng(9), "blue", "star")[1]))
-    best = searcher.search(image=star, k=3).rows[0]
+    best = searcher.search(image=star, k=3, options=BEST).rows[0]
     assert best["path"] == str(folder / "star.mp4") and 3.0 <= best["start"] < 6.0
     circle = next(r for r in _rows(catalog, "star.mp4") if r["start"] < 1)
-    like = searcher.search(image_id=circle["id"], k=3).rows
+    like = searcher.search(image_id=circle["id"], k=3, options=BEST).rows
     assert circle["id"] not in {r["id"] for r in like} and like[0]["media"] == "image"
 
 
@@ -175,11 +178,11 @@ def test_filters_on_video_columns(library, catalog, model):
     folder = library[0]
     searcher = Searcher(catalog, lambda: model, log=False)
     from clipsearch.search.filters import parse_filter
-    videos = searcher.search("a shape", k=20, filters=[parse_filter("media=video")]).rows
+    videos = searcher.search("a shape", k=20, filters=[parse_filter("media=video")], options=BEST).rows
     assert {r["path"].rsplit("/", 1)[1] for r in videos} == {"star.mp4", "intro.webm", "turned.mp4"}
-    long = searcher.search("a shape", k=20, filters=[parse_filter("duration>=5")]).rows
+    long = searcher.search("a shape", k=20, filters=[parse_filter("duration>=5")], options=BEST).rows
     assert [r["path"] for r in long] == [str(folder / "star.mp4")]
-    photos = searcher.search("a shape", k=20, filters=[parse_filter("media=image")]).rows
+    photos = searcher.search("a shape", k=20, filters=[parse_filter("media=image")], options=BEST).rows
     assert len(photos) == PHOTOS
 
 

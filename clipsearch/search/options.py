@@ -24,15 +24,16 @@ MAX_FACET_VALUES = 50     # values per facet, the most frequent
 class Options:
     """Which of the ranked matches a search returns: the page from `offset` on, only those scoring at least
     `min_score`, ordered by the column `order_by` instead of the score (with a min_score), at most
-    `per_limit` per value of the column `per`, at most `moments` per video (its best ones: 1 by default; 0 where
-    the table holds no video, so a photo search's statement is as before)."""
+    `per_limit` per value of the column `per`, at most `moments` per video (its best ones; 0: every moment, and
+    no grouping at all: the searcher sets 0 where the table holds no video, so a photo search's statement is
+    as before; the CLI, the API and Collection.search ask for 1 by default)."""
     offset: int = 0
     min_score: float | None = None
     order_by: str | None = None
     descending: bool = False
     per: str | None = None
     per_limit: int = 1
-    moments: int = 1
+    moments: int = 0
 
 
 EVERY = Options()   # the top k by score, as searches always were
@@ -93,7 +94,7 @@ def check_options(options: Options, k: Any, columns: dict[str, str]) -> tuple[Op
     if options.per is not None:
         sortable("per", options.per, columns)
     per_limit = check_whole("per_limit", options.per_limit, 1, MAX_K)
-    moments = check_whole("moments", options.moments, 1, MAX_K)   # 0 (no grouping) is the searcher's alone
+    moments = check_whole("moments", options.moments, 0, MAX_K)
     return Options(offset, min_score, options.order_by, bool(options.descending), options.per, per_limit, moments), k
 
 

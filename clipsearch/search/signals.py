@@ -111,7 +111,9 @@ class PictureSignal:
     weight: float = PICTURE_WEIGHT
 
     def branch(self, query: Query, vectors: list[QueryVector], window: int) -> Branch:
-        picture = Query(query.where, window, Options(min_score=query.options.min_score))
+        # a video's best moments only, so that one video's many cannot fill the window
+        picture = Query(query.where, window, Options(min_score=query.options.min_score,
+                                                     moments=query.options.moments))
         body, settings, params = picture_statement(picture, vectors, self.strategy)
         return Branch(f"SELECT id FROM (\n{indent(body)}\n)", params, settings)
 
