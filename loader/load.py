@@ -287,27 +287,30 @@ def prepare_video(path: str) -> dict:
             return {"path": path, "error": "the file changed while it was read"}
         f.seek(0)
         try:
-            video, moments = read_video(f, _worker["max_pixels"])
+            video, moments = read_video(f, _worker["max_pixels"], keep=_moment_frame)
         except VideoError as exc:
             return {"path": path, "error": str(exc), **version}
     video_id = digest.hexdigest()[:32]
-    transform = _worker["transform"]
-    frames = []
-    for moment in moments:
-        thumb = moment.image.copy()
-        thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
-        jpeg = io.BytesIO()
-        thumb.save(jpeg, "JPEG", quality=80)
-        frames.append({"id": content_id(f"{video_id}:{moment.start:.3f}".encode()), "start": moment.start,
-                       "end": moment.end, "hashes": _hashes(moment.image),
-                       "thumbnail": base64.b64encode(jpeg.getvalue()).decode(),
-                       "pixels": np.asarray(transform(fit_for_model(moment.image, transform)))})
+    frames = [{"id": content_id(f"{video_id}:{m.start:.3f}".encode()), "start": m.start, "end": m.end, **m.image}
+              for m in moments]
     return {"path": path, "id": video_id, "media": "video", "frames": frames, "width": video.width,
             "height": video.height, "format": os.path.splitext(path)[1][1:].upper(), "codec": video.codec,
             "duration": video.duration, "file_size": info.st_size,
             "modified_at": datetime.fromtimestamp(info.st_mtime_ns // 1_000_000 / 1000), "taken_at": video.taken_at,
             "exif_date": "", "camera": video.camera, "latitude": video.latitude, "longitude": video.longitude,
             "orientation": 1, "words_meta": [], **path_words(path)}
+
+
+def _moment_frame(image: Image.Image) -> dict:
+    """What a video's moment keeps of its frame, made as it is decoded: the model's pixels, the perceptual
+    hashes and a THUMB_SIDE JPEG (base64: what the page shows and `reembed` re-embeds)."""
+    transform = _worker["transform"]
+    thumb = image.copy()
+    thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
+    jpeg = io.BytesIO()
+    thumb.save(jpeg, "JPEG", quality=80)
+    return {"pixels": np.asarray(transform(fit_for_model(image, transform))), "hashes": _hashes(image),
+            "thumbnail": base64.b64encode(jpeg.getvalue()).decode()}
 
 
 def moment_rows(results: list[dict]) -> list[dict]:
@@ -655,8 +658,9 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
     try:
         pipeline.run(images, prepare, store, batch_size=batch_size, workers=workers, setup=_setup_worker,
                      setup_args=setup_args, bar=bar)
-        # videos a few at a time: each brings up to MAX_MOMENTS frames' pixels
-        pipeline.run(videos, prepare, store, batch_size=max(1, workers), workers=workers, setup=_setup_worker,
+        # videos one a batch (one INSERT each): each brings up to MAX_MOMENTS frames' pixels, so a few videos
+        # (PREFETCH_BATCHES and the one being stored) are in memory at once
+        pipeline.run(videos, prepare, store, batch_size=1, workers=workers, setup=_setup_worker,
                      setup_args=setup_args, bar=bar)
         bar.close()
         # rows of this folder loaded before words (migration 007): their words now, their files read once

@@ -13,6 +13,7 @@ of decoding (the moments found by then are kept). Frames are turned upright by t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import IO, Any, NamedTuple
 
@@ -26,6 +27,8 @@ LOOK_EVERY_S = 0.25           # frames compared for a scene change at most this 
 SCENE_CHANGE = 20.0           # mean difference (0-255) of 32x32 colour pictures that makes a new scene
 MIN_SCENE_S = 0.5             # two scene-change moments at least this far apart
 UNIFORM_STD = 8.0             # a frame whose every channel spreads less than this is one colour: skipped
+FRAME_SIDE = 640             # a kept frame is scaled (by FFmpeg) to at most this long a side: what a model, a
+                              # thumbnail and the hashes need, so a 4K video's moments cost what a phone's do
 KEYFRAMES_ONLY_AFTER_S = 600  # longer videos decode only key frames (seconds apart in phone videos)
 MAX_DECODE_S = 120.0          # decoding one video stops after this long, keeping what it found
 VIDEO_MISSING = "videos need PyAV: pip install 'clipsearch[video]'"
@@ -55,7 +58,7 @@ class VideoInfo(NamedTuple):
 class Moment(NamedTuple):
     start: float                 # seconds from the video's start
     end: float
-    image: Image.Image           # the frame, upright RGB
+    image: Any                   # the frame (upright RGB, at most FRAME_SIDE), or what `keep` made of it
 
 
 def available() -> bool:
@@ -66,9 +69,11 @@ def available() -> bool:
     return True
 
 
-def read_video(file: IO[bytes], max_pixels: int, deadline_s: float = MAX_DECODE_S) -> tuple[VideoInfo, list[Moment]]:
+def read_video(file: IO[bytes], max_pixels: int, deadline_s: float = MAX_DECODE_S,
+               keep: Callable[[Image.Image], Any] | None = None) -> tuple[VideoInfo, list[Moment]]:
     """The video's metadata and its moments (module docstring); VideoError if it cannot be read or has no
-    frame worth keeping."""
+    frame worth keeping. `keep(frame)` turns each kept frame into what the moment holds as it is decoded
+    (the loader: the model's pixels, a thumbnail and hashes), so no frame outlives its turn."""
     try:
         import av
     except ImportError:
@@ -89,14 +94,14 @@ def read_video(file: IO[bytes], max_pixels: int, deadline_s: float = MAX_DECODE_
             raise VideoError(f"video too large ({width}x{height} pixels > {max_pixels})")
         duration = _duration(container, stream)
         try:
-            moments = _moments(container, stream, duration, deadline_s)
+            moments, turned = _moments(container, stream, duration, deadline_s, keep or (lambda image: image))
         except (av.FFmpegError, ValueError, OSError, MemoryError) as exc:
             raise VideoError(f"cannot decode: {_reason(exc)}") from None
         if not moments:
             raise VideoError("no frame could be decoded (truncated, or every frame one colour)")
         if duration is None or duration < moments[-1].start:
             duration = moments[-1].end
-        upright = moments[0].image.size
+        upright = (height, width) if turned else (width, height)
         info = VideoInfo(upright[0], upright[1], (container.format.name or "").split(",")[0].upper(),
                          stream.codec_context.name or "", duration, *_metadata(container.metadata, stream.metadata))
     return info, moments
@@ -124,13 +129,16 @@ def _uniform(signature: np.ndarray) -> bool:
     return float(signature.reshape(-1, 3).std(axis=0).max()) < UNIFORM_STD
 
 
-def _moments(container: Any, stream: Any, duration: float | None, deadline_s: float) -> list[Moment]:
+def _moments(container: Any, stream: Any, duration: float | None, deadline_s: float,
+             keep: Callable[[Image.Image], Any]) -> tuple[list[Moment], bool]:
+    """The moments, and whether the frames are turned a quarter (the upright size is the stream's swapped)."""
     if duration and duration > KEYFRAMES_ONLY_AFTER_S:
         stream.codec_context.skip_frame = "NONKEY"
     every = max(SAMPLE_EVERY_S, (duration or 0) / (MAX_MOMENTS / 2))
     deadline = time.monotonic() + deadline_s
     starts: list[float] = []
-    images: list[Image.Image] = []
+    images: list[Any] = []
+    turned = False
     scenes = 0
     last_look = last_sig = None
     t = 0.0
@@ -152,29 +160,32 @@ def _moments(container: Any, stream: Any, duration: float | None, deadline_s: fl
             continue
         scenes += scene
         starts.append(t)
-        images.append(_upright(frame.to_image(), frame))
+        scale = min(1.0, FRAME_SIDE / max(frame.width, frame.height))
+        small = frame.to_image(width=max(1, round(frame.width * scale)), height=max(1, round(frame.height * scale)))
+        turn = _turn(frame)
+        turned = turn in (Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_270)
+        images.append(keep(small.transpose(turn) if turn is not None else small))
         last_sig = sig
         if len(starts) >= MAX_MOMENTS:
             break
     if not starts:
-        return []
+        return [], False
     end = max(t, duration or 0.0, starts[-1])
     ends = starts[1:] + [end]
-    return [Moment(round(s, 3), round(max(e, s), 3), im) for s, e, im in zip(starts, ends, images, strict=True)]
+    return [Moment(round(s, 3), round(max(e, s), 3), im) for s, e, im in zip(starts, ends, images, strict=True)], turned
 
 
 _TURN = {90: Image.Transpose.ROTATE_90, -90: Image.Transpose.ROTATE_270, 270: Image.Transpose.ROTATE_270,
          180: Image.Transpose.ROTATE_180, -180: Image.Transpose.ROTATE_180}
 
 
-def _upright(image: Image.Image, frame: Any) -> Image.Image:
-    """The frame as a player shows it: the display matrix's rotation (counterclockwise degrees) applied."""
+def _turn(frame: Any) -> Image.Transpose | None:
+    """What turns the frame as a player shows it: the display matrix's rotation (counterclockwise degrees)."""
     try:
         angle = int(round(frame.rotation or 0))
     except (AttributeError, TypeError, ValueError):
         angle = 0
-    turn = _TURN.get(angle)
-    return image.transpose(turn) if turn is not None else image.convert("RGB")
+    return _TURN.get(angle)
 
 
 def _metadata(tags: dict, stream_tags: dict) -> tuple[datetime | None, str, float | None, float | None]:
