@@ -544,7 +544,8 @@ def _path_metadata(catalog: Catalog, read: list[dict], known: dict[str, FileReco
 
 def _new_images(catalog: Catalog, results: list[dict]) -> list[dict]:
     """The decoded images whose content is neither stored nor earlier in this batch."""
-    seen = catalog.images.existing_ids([r["id"] for r in results if "id" in r])
+    seen = catalog.images.existing_ids([r["id"] for r in results if "id" in r and "frames" not in r])
+    seen |= catalog.images.existing_ids([r["id"] for r in results if "frames" in r], videos=True)
     new = []
     for r in results:
         if "id" in r and r["id"] not in seen:
@@ -641,7 +642,8 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
             # Two loads of the same files at once (e.g. through one service) both find them new and both
             # insert (the rows collapse into one): the first to store an image loaded it, and for the
             # other it was already present, so the summaries add up to what the table holds.
-            earlier = catalog.images.stored_before([r["id"] for r in good], stamp)
+            earlier = catalog.images.stored_before([r["id"] for r in good if "frames" not in r], stamp)
+            earlier |= catalog.images.stored_before([r["id"] for r in good if "frames" in r], stamp, videos=True)
             summary.loaded += len(good) - len(earlier)
             summary.already_present += len(earlier)
         # A manifest's columns for content already stored (under this path or another) go on its row.

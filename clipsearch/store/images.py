@@ -167,12 +167,14 @@ class ImageTable:
             raise NotFound(f"no image with id {image_id!r}")
         return rows[0]
 
-    def existing_ids(self, ids: list[str]) -> set[str]:
-        """The content ids of `ids` stored: photos by their id, videos by their moments' `video`."""
+    def existing_ids(self, ids: list[str], videos: bool = False) -> set[str]:
+        """The `ids` stored: photos by their id (the primary key), or with `videos` videos by their moments'
+        `video` (kept apart: an OR of the two would read every row's id)."""
         if not ids:
             return set()
-        rows = self._connection.query(f"SELECT DISTINCT {CONTENT} AS id FROM images WHERE {OF_CONTENT}",
-                                      {"ids": list(ids)})
+        column = "video" if videos else "id"
+        rows = self._connection.query(f"SELECT DISTINCT {column} AS id FROM images WHERE {column} IN "
+                                      "{ids:Array(String)}", {"ids": list(ids)})
         return {r["id"] for r in rows}
 
     def thumbnail(self, image_id: str) -> str:
@@ -180,13 +182,14 @@ class ImageTable:
         rows = self._connection.query("SELECT thumbnail FROM images WHERE id = {id:String} LIMIT 1", {"id": image_id})
         return rows[0]["thumbnail"] if rows else ""
 
-    def stored_before(self, ids: list[str], stamp_ms: int) -> set[str]:
-        """The `ids` that also have a row loaded before `stamp_ms` (ms since the epoch): stored by another
-        load racing this one, which both read as new."""
+    def stored_before(self, ids: list[str], stamp_ms: int, videos: bool = False) -> set[str]:
+        """The `ids` (with `videos`: of videos) that also have a row loaded before `stamp_ms` (ms since the
+        epoch): stored by another load racing this one, which both read as new."""
         if not ids:
             return set()
-        rows = self._connection.query(f"SELECT {CONTENT} AS key FROM images WHERE {OF_CONTENT} GROUP BY key "
-                                      "HAVING min(toUnixTimestamp64Milli(loaded_at)) < {stamp:Int64}",
+        column = "video" if videos else "id"
+        rows = self._connection.query(f"SELECT {column} AS key FROM images WHERE {column} IN {{ids:Array(String)}} "
+                                      "GROUP BY key HAVING min(toUnixTimestamp64Milli(loaded_at)) < {stamp:Int64}",
                                       {"ids": ids, "stamp": stamp_ms})
         return {r["key"] for r in rows}
 
