@@ -298,7 +298,7 @@ def prepare_video(path: str) -> dict:
             "duration": video.duration, "file_size": info.st_size,
             "modified_at": datetime.fromtimestamp(info.st_mtime_ns // 1_000_000 / 1000), "taken_at": video.taken_at,
             "exif_date": "", "camera": video.camera, "latitude": video.latitude, "longitude": video.longitude,
-            "orientation": 1, "words_meta": [], **path_words(path)}
+            "orientation": 1, "words_meta": field_words(video.texts), **path_words(path)}
 
 
 def _moment_frame(image: Image.Image) -> dict:

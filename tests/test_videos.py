@@ -51,7 +51,8 @@ def _library(folder: Path) -> Path:
         spec, data = shapes.make_image(rng, colour=["red", "green", "yellow"][i % 3], shape=["circle", "square"][i % 2])
         (folder / f"photo{i}.{spec.image_format.lower()}").write_bytes(data)
     shapes.write_video(folder / "star.mp4", [("red", "circle", 3.0), ("blue", "star", 3.0)],
-                       metadata={"creation_time": "2024-05-01T12:30:00Z", "location": "+48.8584+002.2945/"})
+                       metadata={"creation_time": "2024-05-01T12:30:00Z", "location": "+48.8584+002.2945/",
+                                 "title": "Zephyr by the lake"})
     shapes.write_video(folder / "intro.webm", [("green", "square", 2.0)], codec="libvpx-vp9", black_s=1.5)
     upright = Image.new("RGB", (160, 120), (210, 30, 30))
     upright.paste((30, 70, 210), (0, 60, 160, 120))   # raw frames: red above blue
@@ -158,6 +159,8 @@ def test_text_search_finds_the_moment_and_one_per_video(library, catalog, model)
     more = searcher.search("a blue star", k=5, options=Options(moments=3)).rows
     assert 2 <= [r["video"] for r in more].count(best["video"]) <= 3
     words = searcher.search("a blue star", k=5, match="both", options=BEST).rows
+    named = searcher.search("zephyr", k=5, match="words", options=BEST).rows   # the container's title tag
+    assert [r["path"] for r in named] == [best["path"]] and named[0]["match"]["words"] == {"meta": ["zephyr"]}
     every = searcher.search("a blue star", k=5, options=Options(moments=0)).rows   # 0: every moment
     assert [r["video"] for r in every].count(best["video"]) >= 2
     assert words[0]["video"] == best["video"]
@@ -414,3 +417,19 @@ def test_cli_prints_the_moment(library, cli):
     assert f"{folder / 'star.mp4'}  at 0:0" in first and re.search(r" at 0:0[3-5]\.\d-0:0[3-6]\.\d", first)
     bad = cli("search", "a blue star", "--moments", "0", db=db)
     assert bad.returncode != 0 and "moments must be a whole number from 1" in bad.stderr
+
+
+def test_a_watched_folder_loads_a_video_and_forgets_it(model, tmp_path):
+    import clipsearch
+    from clipsearch.service.watch import sync_folder
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    shapes.write_video(folder / "clip.mov", [("red", "circle", 2.0), ("blue", "star", 2.0)])
+    (folder / "photo.png").write_bytes(shapes.make_image(np.random.default_rng(2), "green", "square")[1])
+    with clipsearch.open(tmp_path / "db", model=model, log_searches=False) as photos:
+        first = sync_folder(photos, folder)
+        assert first.loaded == 2 and photos.count() > 2   # the photo and the video's moments
+        assert sync_folder(photos, folder).loaded == 0   # a second pass reads nothing again
+        (folder / "clip.mov").unlink()
+        gone = sync_folder(photos, folder)
+        assert gone.removed == 1 and photos.count() == 1

@@ -53,6 +53,11 @@ class VideoInfo(NamedTuple):
     camera: str
     latitude: float | None
     longitude: float | None
+    texts: tuple[str, ...] = ()  # its title, description, comment and keywords tags (the words signal's)
+
+
+TEXT_TAGS = ("title", "description", "comment", "keywords", "com.apple.quicktime.title",
+             "com.apple.quicktime.description", "com.apple.quicktime.keywords")
 
 
 class Moment(NamedTuple):
@@ -103,7 +108,8 @@ def read_video(file: IO[bytes], max_pixels: int, deadline_s: float = MAX_DECODE_
             duration = moments[-1].end
         upright = (height, width) if turned else (width, height)
         info = VideoInfo(upright[0], upright[1], (container.format.name or "").split(",")[0].upper(),
-                         stream.codec_context.name or "", duration, *_metadata(container.metadata, stream.metadata))
+                         stream.codec_context.name or "", duration, *_metadata(container.metadata, stream.metadata),
+                         tuple(str(v)[:65_536] for k, v in container.metadata.items() if k.lower() in TEXT_TAGS))
     return info, moments
 
 
