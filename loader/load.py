@@ -545,7 +545,7 @@ def _path_metadata(catalog: Catalog, read: list[dict], known: dict[str, FileReco
 def _new_images(catalog: Catalog, results: list[dict]) -> list[dict]:
     """The decoded images whose content is neither stored nor earlier in this batch."""
     seen = catalog.images.existing_ids([r["id"] for r in results if "id" in r and "frames" not in r])
-    seen |= catalog.images.existing_ids([r["id"] for r in results if "frames" in r], videos=True)
+    seen |= catalog.images.existing_videos([r["id"] for r in results if "frames" in r])
     new = []
     for r in results:
         if "id" in r and r["id"] not in seen:

@@ -167,15 +167,20 @@ class ImageTable:
             raise NotFound(f"no image with id {image_id!r}")
         return rows[0]
 
-    def existing_ids(self, ids: list[str], videos: bool = False) -> set[str]:
-        """The `ids` stored: photos by their id (the primary key), or with `videos` videos by their moments'
-        `video` (kept apart: an OR of the two would read every row's id)."""
+    def existing_ids(self, ids: list[str]) -> set[str]:
         if not ids:
             return set()
-        column = "video" if videos else "id"
-        rows = self._connection.query(f"SELECT DISTINCT {column} AS id FROM images WHERE {column} IN "
-                                      "{ids:Array(String)}", {"ids": list(ids)})
+        rows = self._connection.query("SELECT id FROM images WHERE id IN {ids:Array(String)}", {"ids": list(ids)})
         return {r["id"] for r in rows}
+
+    def existing_videos(self, ids: list[str]) -> set[str]:
+        """The videos of `ids` stored, by their moments' `video` (apart from existing_ids, which the primary
+        key answers: an OR of the two would read every row's id)."""
+        if not ids:
+            return set()
+        rows = self._connection.query("SELECT DISTINCT video FROM images WHERE video IN {ids:Array(String)}",
+                                      {"ids": list(ids)})
+        return {r["video"] for r in rows}
 
     def thumbnail(self, image_id: str) -> str:
         """A video moment's stored thumbnail (base64 JPEG), '' for a photo."""
