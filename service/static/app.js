@@ -2,7 +2,7 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 const HIDDEN_COLUMNS = new Set(["id", "path", "model", "loaded_at", "modified_at", "embedding", "camera", "latitude",
-                                "longitude", "orientation", "exif_date", "ocr_engine"]);
+                                "longitude", "orientation", "exif_date", "ocr_engine", "video", "start", "end"]);
 const CARD_SKIP = new Set(["id", "path", "score", "picture_score", "match", "words_version", "ocr_engine", "model", "loaded_at", "modified_at", "file_size", "format", "camera",
                            "taken_at", "exif_date", "orientation", "width", "height", "latitude", "longitude",
                            "media", "video", "start", "end", "codec", "duration"]);
