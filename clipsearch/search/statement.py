@@ -185,7 +185,8 @@ def picture_statement(query: Query, vectors: list[QueryVector], strategy: Strate
         # The image queried by id is its own nearest neighbour: one more is fetched and it is left out around
         # the index search (inside, it would make the index post-filter as for a filter).
         where = ("\n    WHERE " + "\n      AND ".join(conditions)) if conditions else ""
-        fetch = tuning.index_fetch(query.k, options.offset, strategy.beam,
+        grow = tuning.MOMENT_FETCH if options.moments else 1   # a video's moments crowd the neighbours
+        fetch = tuning.index_fetch(query.k * grow, options.offset * grow, strategy.beam,
                                    strategy.multiplier if conditions else 1.0, strategy.rescore, len(exclude))
         params["window"] = fetch.window
         settings = (f"hnsw_candidate_list_size_for_search = {fetch.candidates}, "
