@@ -391,9 +391,14 @@ def _vfr(path: Path, times_ms: list[int]) -> Path:
     return path
 
 
+def _read_video(path: Path, *args, **kwargs):
+    with open(path, "rb") as f:
+        return video_module.read_video(f, *args, **kwargs)
+
+
 def test_variable_frame_rate_moments_follow_the_timestamps(tmp_path):
     path = _vfr(tmp_path / "vfr.mp4", [0, 400, 3700, 3800, 9000])
-    info, moments = video_module.read_video(open(path, "rb"), 10 ** 8)
+    info, moments = _read_video(path, 10 ** 8)
     assert [m.start for m in moments] == [0.0, 3.7, 9.0]   # the cut at 3.7 s; 9 s is more than 2 s on
     assert [m.end for m in moments][:2] == [3.7, 9.0] and moments[-1].end >= 9.0
 
@@ -403,10 +408,13 @@ def test_bounds_of_one_video(tmp_path, monkeypatch):
                                                       ("blue", "star", 5.0), ("yellow", "cross", 5.0)], fps=5)
     # 4 moments at most: regular samples every 20 / (4 / 2) = 10 s, and at most 2 cuts (the third is not kept)
     monkeypatch.setattr(video_module, "MAX_MOMENTS", 4)
-    _, moments = video_module.read_video(open(path, "rb"), 10 ** 8)
+    _, moments = _read_video(path, 10 ** 8)
     assert [round(m.start) for m in moments] == [0, 5, 10] and moments[-1].end == pytest.approx(20.0, abs=0.3)
+    # out of decoding time: the first moment is kept, and it lasts to the end
+    _, hurried = _read_video(path, 10 ** 8, deadline_s=0.0)
+    assert [(m.start, m.end) for m in hurried] == [(0.0, pytest.approx(20.0, abs=0.3))]
     with pytest.raises(video_module.VideoError, match=r"video too large \(160x120 pixels > 10000\)"):
-        video_module.read_video(open(path, "rb"), 10_000)
+        _read_video(path, 10_000)
 
 
 def test_cli_prints_the_moment(library, cli):

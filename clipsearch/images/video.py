@@ -152,7 +152,7 @@ def _moments(container: Any, stream: Any, duration: float | None, deadline_s: fl
         t = float(frame.time) if frame.time is not None else t
         if last_look is not None and t - last_look < LOOK_EVERY_S:
             continue
-        if time.monotonic() > deadline:
+        if starts and time.monotonic() > deadline:   # out of time: the moments found so far, at least one
             break
         last_look = t
         sig = _signature(frame)
