@@ -21,7 +21,7 @@ from clipsearch.loader import load as load_module
 from clipsearch.loader.load import load
 from clipsearch.loader.paths import forget_missing
 from clipsearch.search.options import Options
-from clipsearch.search.searcher import Searcher
+from clipsearch.search.searcher import Searcher, Term
 from clipsearch.service import shapes
 from clipsearch.service.app import create_app
 from clipsearch.settings import Settings
@@ -172,6 +172,11 @@ def test_image_and_more_like_this_find_moments(library, catalog, model):
     star = Image.open(io.BytesIO(shapes.make_image(np.random.default_rng(9), "blue", "star")[1]))
     best = searcher.search(image=star, k=3, options=BEST).rows[0]
     assert best["path"] == str(folder / "star.mp4") and 3.0 <= best["start"] < 6.0
+    hybrid = searcher.search("a blue star", image=star, k=3, options=BEST).rows[0]
+    assert hybrid["id"] == best["id"]
+    # weighted terms: a star, and away from the red circle the video opens with
+    terms = [Term(text="a star"), Term(text="a red circle", weight=-0.5)]
+    assert searcher.search(terms=terms, k=3, options=BEST).rows[0]["id"] == best["id"]
     circle = next(r for r in _rows(catalog, "star.mp4") if r["start"] < 1)
     like = searcher.search(image_id=circle["id"], k=3, options=BEST).rows
     assert circle["id"] not in {r["id"] for r in like} and like[0]["media"] == "image"
