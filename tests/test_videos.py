@@ -446,3 +446,9 @@ def test_a_watched_folder_loads_a_video_and_forgets_it(model, tmp_path):
         (folder / "clip.mov").unlink()
         gone = sync_folder(photos, folder)
         assert gone.removed == 1 and photos.count() == 1
+
+
+def test_facets_count_a_video_once(library, catalog, model):
+    searcher = Searcher(catalog, lambda: model, log=False)
+    facets = searcher.search("a shape", k=5, options=BEST, facets=["media"], facet_top=1000).facets
+    assert {f["value"]: f["count"] for f in facets["media"]} == {"image": PHOTOS, "video": 3}

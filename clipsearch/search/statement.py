@@ -224,7 +224,8 @@ def picture_statement(query: Query, vectors: list[QueryVector], strategy: Strate
 def facet_sql(query: Query, vectors: list[QueryVector]) -> tuple[str, dict]:
     """Counts of the matches per value of each of the query's facets (a date column: per year), among the
     `facet_top` best or, with a min_score, among all that score at least that: one GROUP BY over an ARRAY JOIN.
-    Answers rows (facet, value, n), at most MAX_FACET_VALUES per facet, the most frequent first."""
+    Answers rows (facet, value, n), at most MAX_FACET_VALUES per facet, the most frequent first; where the table
+    holds videos, a video counts once per value, however many of its moments match."""
     with_, conditions, params, distance, score, exclude = _ranking(query.where, vectors, bool(query.options.moments))
     conditions = exclude + conditions
     params.update(facet_names=[f.column for f in query.facets], facet_values=MAX_FACET_VALUES)
@@ -237,8 +238,11 @@ def facet_sql(query: Query, vectors: list[QueryVector]) -> tuple[str, dict]:
         params["min_score"] = query.options.min_score
     where = ("\n    WHERE " + "\n      AND ".join(conditions)) if conditions else ""
     values = ", ".join(f.value for f in query.facets)
-    return (f"SELECT facet, value, count() AS n\nFROM (\n    {with_}\n    SELECT {score} AS score, "
-            f"[{values}] AS `$facet_values`\n    FROM images{where}{window}\n)\n"
+    count, content = "count()", ""
+    if query.options.moments:
+        count, content = "uniqExact(`$content`)", f", {CONTENT} AS `$content`"
+    return (f"SELECT facet, value, {count} AS n\nFROM (\n    {with_}\n    SELECT {score} AS score, "
+            f"[{values}] AS `$facet_values`{content}\n    FROM images{where}{window}\n)\n"
             "ARRAY JOIN `$facet_values` AS value, {facet_names:Array(String)} AS facet\n"
             "GROUP BY facet, value\nORDER BY facet, n DESC, value\nLIMIT {facet_values:UInt32} BY facet"), params
 
