@@ -30,6 +30,9 @@ words       Words and pictures in one ranking (issue 35): P@10 per query group f
             both on `shapes.words_catalogue` (--words-products) and on camera-named files; `both` against
             `pictures` at --words-rows x --dim rows with Zipf-spread names and titles, exact and HNSW, with
             and without a filter; the loader with and without words (bench/words.py).
+videos      Loading 720p videos (H.264, 30 fps, a cut every 5 s): moments stored per second, frames and seconds of
+            video loaded per second, against PyAV decoding the same files in one process (bench/videos.py;
+            needs the video extra). --videos N, --video-seconds S.
 ocr         OCR's share of words found in text drawn into generated pictures, per font, size, rotation
             and background, and seconds per image (bench/ocr.py; needs the ocr extra).
 throughput  Many people searching at once: `clipsearch serve` under 16 clients sending Zipf-drawn texts
@@ -62,6 +65,7 @@ from bench import (
     served,
     service,
     throughput,
+    videos,
 )
 from bench import ocr as ocr_accuracy
 from bench import words as words_bench
@@ -69,7 +73,7 @@ from clipsearch.models.clip import ClipModel
 
 BUNDLED, VIT = "clipsearch-shapes (bundled)", "ViT-B-32 (random weights)"
 SECTIONS = ("loader", "service", "search", "quantization", "memory", "duplicates", "served", "copies", "analysts",
-            "ocr", "words", "throughput")
+            "ocr", "words", "throughput", "videos")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -98,6 +102,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--throughput-rows", type=int, default=200_000,
                         help="rows added to the 400 loaded images for the throughput section's large store")
     parser.add_argument("--throughput-requests", type=int, default=1600, help="searches per server and size")
+    parser.add_argument("--videos", type=int, default=6, help="720p videos for the videos section")
+    parser.add_argument("--video-seconds", type=float, default=60.0, help="seconds per video for the videos section")
     parser.add_argument("--skip-vit", action="store_true", help="skip the ViT-B-32 (random weights) loader run")
     parser.add_argument("--served-images", type=int, default=10_000,
                         help="images loaded through a running service for the served section")
@@ -167,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         results["analysts"] = show(analysts.run(work))
     if "ocr" in only:
         results["ocr"] = show(ocr_accuracy.run())
+    if "videos" in only:
+        results["videos"] = show(videos.run(ClipModel(), work, args.videos, args.video_seconds))
     if "words" in only:
         results["words"] = words_bench.run(ClipModel(), work, args.words_products, args.words_rows, args.dim,
                                            args.words_loader_images)

@@ -95,6 +95,14 @@ def to_markdown(results: dict) -> str:
         lines += [f"| {r['model']} | {r['images']} | {r['raw_encode_images_per_s']} | "
                   f"{r['decode_one_process_images_per_s']} | {r['loader_images_per_s']} | {r['loader_vs_raw']:.0%} |"
                   for r in results["loader"]]
+    if results.get("videos"):
+        v = results["videos"]
+        lines += ["", "| videos (H.264, 30 fps) | seconds of video | frames | PyAV decode only, 1 process (frames/s, "
+                      "video s/s) | loader (moments/s, frames/s, video s/s) | loader / decode only |",
+                  "|---|---|---|---|---|---|",
+                  f"| {v['videos']} x {v['resolution']} | {v['video_seconds']} | {v['frames']} | "
+                  f"{v['decode_only_frames_per_s']}, {v['decode_only_video_s_per_s']} | {v['loader_moments_per_s']}, "
+                  f"{v['loader_frames_per_s']}, {v['loader_video_s_per_s']} | {v['loader_vs_decode_only']:.0%} |"]
     if results.get("reembed"):
         lines += ["", "`clipsearch reembed` from the bundled model (files read back, decoded in workers, encoded, "
                       "inserted into `embeddings`; then the switch):", "",

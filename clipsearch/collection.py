@@ -19,14 +19,14 @@ from clipsearch.analyst.policy import AnalystPolicy
 from clipsearch.analyst.turns import FairShare
 from clipsearch.errors import QueryError
 from clipsearch.images.decode import extreme_aspect, fit_for_model
-from clipsearch.images.files import read_loaded_file
+from clipsearch.images.files import open_loaded_video, read_loaded_file
 from clipsearch.loader.paths import Forgotten
 from clipsearch.models.bundled import BUNDLED_LABEL
 from clipsearch.models.factory import ModelRef, create_model
 from clipsearch.models.model import RANDOM_WEIGHTS, ImageTextModel
 from clipsearch.models.store_model import StoreModel
 from clipsearch.search.filters import Filter, filters_from_json
-from clipsearch.search.options import EVERY, FACET_TOP, Options
+from clipsearch.search.options import EVERY, FACET_TOP, MAX_K, Options, check_whole
 from clipsearch.search.searcher import Searcher, SearchResult, Term
 from clipsearch.settings import Settings
 from clipsearch.store.catalog import Catalog
@@ -108,7 +108,7 @@ class Collection:
     def search(self, text: str | None = None, *, image: Any = None, similar: str | None = None, k: int = 10,
                filters: FilterSpec = None, image_weight: float = 0.5, terms: Any = (),
                min_score: float | None = None, offset: int = 0, order_by: str | None = None,
-               descending: bool = False, per: str | None = None, per_limit: int = 1,
+               descending: bool = False, per: str | None = None, per_limit: int = 1, moments: int = 1,
                facets: Any = (), facet_top: int = FACET_TOP, match: str = "both",
                cutoff: str | None = None) -> SearchResult:
         """Rank by text, an image (a PIL image or a file path), a stored image id, or text mixed with one of those.
@@ -117,8 +117,10 @@ class Collection:
         {"text": "people", "weight": -1}, {"image": "ref.jpg", "weight": 0.5}, {"image_id": "3f2a9c01", ...}].
         `min_score` keeps the matches at least that similar (k may then reach 10,000), `offset` pages,
         `order_by` (with a min_score) orders them by a column instead, `per`/`per_limit` keeps at most that
-        many per value of a column, `facets` counts the matches per value of those columns (in
-        `result.facets`, among the best `facet_top` or all above the min_score). `match`: "pictures" ranks by
+        many per value of a column, `moments` is how many moments of one video may come back (its best;
+        a video's rows have media "video", its id in `video`, `start` and `end` in seconds), `facets` counts
+        the matches per value of those columns (in `result.facets`, among the best `facet_top` or all above
+        the min_score). `match`: "pictures" ranks by
         the pictures alone, "words" by the words of the text (file and folder names, titles, metadata, text read
         in the image, labels), "both" fuses the two (where no image holds a word of the text: the picture
         ranking itself); each row's `match` says its picture and word ranks and which words matched where.
@@ -129,12 +131,14 @@ class Collection:
         """
         if isinstance(image, (str, os.PathLike)):
             image = open_query_image(image)
+        moments = check_whole("moments", moments, 1, MAX_K)
         if isinstance(image_weight, bool) or not isinstance(image_weight, (int, float)) \
                 or not 0 <= image_weight <= 1:
             raise QueryError(f"the image weight is a number from 0 to 1, got {image_weight!r}")
         return self.run_search(text, image, similar, k, as_filters(filters),
                                {"image": image_weight, "text": 1 - image_weight}, terms=as_terms(terms),
-                               options=Options(offset, min_score, order_by, descending, per, per_limit, cutoff),
+                               options=Options(offset, min_score, order_by, descending, per, per_limit, cutoff=cutoff,
+                                               moments=moments),
                                facets=[facets] if isinstance(facets, str) else list(facets), facet_top=facet_top,
                                match=match)
 
@@ -218,6 +222,20 @@ class Collection:
         (NotFound if it is gone, FileChanged if it was edited or replaced)."""
         row = self.get(image_id)
         return row, read_loaded_file(row["path"], row["id"], int(row["file_size"]))
+
+    def open_video(self, row: dict) -> Any:
+        """The open file of a video moment's row (`get`), only while its path still holds the video loaded
+        (same size and time as its path's record; NotFound or FileChanged if not)."""
+        from clipsearch.errors import FileChanged
+        record = self.catalog.files.under_paths([row["path"]]).get(row["path"])
+        if record is None or record.id != row["video"] or not record.present:
+            raise FileChanged(f"the video {row['video']} is no longer at {row['path']}; load it again")
+        return open_loaded_video(row["path"], row["video"], record.file_size, record.mtime_ms)
+
+    def thumbnail(self, image_id: str) -> bytes:
+        """A video moment's stored thumbnail (JPEG bytes)."""
+        import base64
+        return base64.b64decode(self.catalog.images.thumbnail(image_id))
 
     # -- loading and labelling --------------------------------------------------------------
     def load(self, source: str | os.PathLike, *, batch_size: int = 64, workers: int | None = None,

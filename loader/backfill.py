@@ -224,7 +224,8 @@ def _turn_upright(catalog: Catalog, summary: BackfillSummary, rows: list[StoredF
 def _hash_missing(catalog: Catalog, summary: BackfillSummary, batch_size: int, workers: int,
                   progress: bool) -> None:
     """The hashes of every image that lacks any (none at all, or loaded before some of them existed)."""
-    rows = catalog.images.files(MISSING, order_by="path")
+    # a video's moment without hashes had a frame they could not be computed from: its file is no picture
+    rows = catalog.images.files(f"({MISSING}) AND media = 'image'", order_by="path")
     summary.missing = len(rows)
     if not rows:
         return

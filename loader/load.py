@@ -8,7 +8,9 @@ batches and the next run loads the rest.
 """
 from __future__ import annotations
 
+import base64
 import errno
+import hashlib
 import io
 import json
 import os
@@ -34,8 +36,9 @@ from clipsearch.images.decode import (
     read_image,
     upright_size,
 )
-from clipsearch.images.files import MAX_FILE_BYTES, content_id
+from clipsearch.images.files import MAX_FILE_BYTES, MAX_VIDEO_BYTES, content_id
 from clipsearch.images.hashes import HASH_COLUMNS, Hashes, image_hashes
+from clipsearch.images.video import VIDEO_MISSING, VIDEO_SUFFIXES, VideoError, available, read_video
 from clipsearch.loader import pipeline
 from clipsearch.loader.paths import record_read, release
 from clipsearch.loader.sources import BUILTIN_COLUMNS, Source, read_source
@@ -48,6 +51,7 @@ from clipsearch.store.images import WORDS_VERSION, path_words, title_words
 from clipsearch.store.words import field_words
 
 MAX_PIXELS = 100_000_000
+THUMB_SIDE = 320        # a video moment's stored thumbnail (a photo's is made from its file when shown)
 ATTACH_BATCH = 10_000   # paths per metadata update (one mutation each)
 
 
@@ -55,6 +59,7 @@ ATTACH_BATCH = 10_000   # paths per metadata update (one mutation each)
 class LoadSummary:
     found: int = 0
     loaded: int = 0
+    moments: int = 0         # rows of the videos loaded (one per moment kept)
     already_present: int = 0
     failed: int = 0
     ignored: int = 0
@@ -78,6 +83,8 @@ class LoadSummary:
     def line(self) -> str:
         text = (f"loaded {self.loaded}, already present {self.already_present}, failed {self.failed} "
                 f"({self.images_per_second:.1f} images/s, {self.seconds:.1f}s)")
+        if self.moments:
+            text += f"; {self.moments} moments of videos"
         if self.attached:
             text += f"; attached the manifest's columns to {self.attached} files already stored"
         if self.failed_before:
@@ -85,7 +92,7 @@ class LoadSummary:
         if self.replaced:
             text += f"; replaced {self.replaced} changed files"
         if self.ignored:
-            text += f"; ignored {self.ignored} files without an image suffix"
+            text += f"; ignored {self.ignored} files without an image or video suffix"
         if self.outside:
             text += (f"; {self.outside} manifest paths are outside the manifest's folder "
                      "(--restrict-to-folder refuses such manifests)")
@@ -181,7 +188,24 @@ def _gps(exif: Image.Exif) -> tuple[float | None, float | None]:
 
 
 def _read(path: str) -> tuple[bytes, os.stat_result] | dict:
-    """The bytes of the regular file at `path` and its stat, or why not. Opened without blocking (a FIFO or
+    """The bytes of the regular file at `path` and its stat, or why not (`_open`)."""
+    opened = _open(path)
+    if isinstance(opened, dict):
+        return opened
+    f, info = opened
+    with f:
+        if info.st_size == 0:
+            return {"error": "empty file", **_version(info)}
+        if info.st_size > _worker["max_bytes"]:
+            return {"error": f"file too large ({info.st_size} bytes > {_worker['max_bytes']})", **_version(info)}
+        data = f.read(info.st_size + 1)
+    if len(data) != info.st_size:
+        return {"error": "the file changed while it was read"}
+    return data, info
+
+
+def _open(path: str) -> tuple[io.BufferedReader, os.stat_result] | dict:
+    """The regular file at `path`, open, and its stat, or why not. Opened without blocking (a FIFO or
     a device put in the file's place never hangs the read) and, unless the path was a link when looked at,
     without following one put there since; what was opened is then checked by fstat, not by a name that
     may have changed meanwhile. A failure is {"error": why}, with the file's version (size, time) when it
@@ -203,20 +227,14 @@ def _read(path: str) -> tuple[bytes, os.stat_result] | dict:
     if not stat.S_ISREG(info.st_mode):   # a folder (which fdopen refuses), a device or a pipe (which would block)
         os.close(fd)
         return {"error": "not a regular file"}
-    with os.fdopen(fd, "rb") as f:
-        if info.st_size == 0:
-            return {"error": "empty file", **_version(info)}
-        if info.st_size > _worker["max_bytes"]:
-            return {"error": f"file too large ({info.st_size} bytes > {_worker['max_bytes']})", **_version(info)}
-        data = f.read(info.st_size + 1)
-    if len(data) != info.st_size:
-        return {"error": "the file changed while it was read"}
-    return data, info
+    return os.fdopen(fd, "rb"), info
 
 
 def prepare(path: str) -> dict:
     """Read, hash, check and decode one file; returns its row data or the reason it failed (with the file's
     version when the failure is its content's)."""
+    if os.path.splitext(path)[1].lower() in VIDEO_SUFFIXES:
+        return prepare_video(path)
     read = _read(path)
     if isinstance(read, dict):
         return {"path": path, **read}
@@ -244,6 +262,68 @@ def prepare(path: str) -> dict:
             "file_size": info.st_size, "modified_at": datetime.fromtimestamp(info.st_mtime_ns // 1_000_000 / 1000),
             **exif._asdict(), "hashes": hashes, "orientation": turn, "words_meta": meta, **path_words(path),
             "pixels": pixels, **(read_text(decoded, data, (width, height)) if _worker.get("ocr") else {})}
+
+
+def prepare_video(path: str) -> dict:
+    """Read, hash and decode one video: its row data with one frame per moment kept ("frames": id, start,
+    end, pixels, hashes, thumbnail; clipsearch/images/video.py), or the reason it failed."""
+    if not available():
+        return {"path": path, "error": VIDEO_MISSING}
+    opened = _open(path)
+    if isinstance(opened, dict):
+        return {"path": path, **opened}
+    f, info = opened
+    version = _version(info)
+    with f:
+        if info.st_size == 0:
+            return {"path": path, "error": "empty file", **version}
+        if info.st_size > MAX_VIDEO_BYTES:
+            return {"path": path, "error": f"file too large ({info.st_size} bytes > {MAX_VIDEO_BYTES})", **version}
+        digest, read = hashlib.sha256(), 0
+        while chunk := f.read(1 << 20):   # the id of its bytes, never all of them in memory
+            digest.update(chunk)
+            read += len(chunk)
+        if read != info.st_size:
+            return {"path": path, "error": "the file changed while it was read"}
+        f.seek(0)
+        try:
+            video, moments = read_video(f, _worker["max_pixels"], keep=_moment_frame)
+        except VideoError as exc:
+            return {"path": path, "error": str(exc), **version}
+    video_id = digest.hexdigest()[:32]
+    frames = [{"id": content_id(f"{video_id}:{m.start:.3f}".encode()), "start": m.start, "end": m.end, **m.image}
+              for m in moments]
+    return {"path": path, "id": video_id, "media": "video", "frames": frames, "width": video.width,
+            "height": video.height, "format": os.path.splitext(path)[1][1:].upper(), "codec": video.codec,
+            "duration": video.duration, "file_size": info.st_size,
+            "modified_at": datetime.fromtimestamp(info.st_mtime_ns // 1_000_000 / 1000), "taken_at": video.taken_at,
+            "exif_date": "", "camera": video.camera, "latitude": video.latitude, "longitude": video.longitude,
+            "orientation": 1, "words_meta": field_words(video.texts), **path_words(path)}
+
+
+def _moment_frame(image: Image.Image) -> dict:
+    """What a video's moment keeps of its frame, made as it is decoded: the model's pixels, the perceptual
+    hashes and a THUMB_SIDE JPEG (base64: what the page shows and `reembed` re-embeds)."""
+    transform = _worker["transform"]
+    thumb = image.copy()
+    thumb.thumbnail((THUMB_SIDE, THUMB_SIDE))
+    jpeg = io.BytesIO()
+    thumb.save(jpeg, "JPEG", quality=80)
+    return {"pixels": np.asarray(transform(fit_for_model(image, transform))), "hashes": _hashes(image),
+            "thumbnail": base64.b64encode(jpeg.getvalue()).decode()}
+
+
+def moment_rows(results: list[dict]) -> list[dict]:
+    """The rows of decoded files: an image's one, a video's one per moment (its frame's id, times, hashes,
+    pixels and thumbnail, the video's id in `video`)."""
+    rows = []
+    for r in results:
+        if "frames" not in r:
+            rows.append(r)
+            continue
+        video = {k: v for k, v in r.items() if k != "frames"}
+        rows += [{**video, **frame, "video": r["id"]} for frame in r["frames"]]
+    return rows
 
 
 def read_text(decoded: Image.Image, data: bytes, size: tuple[int, int]) -> dict:
@@ -366,6 +446,13 @@ def rows_table(rows: list[dict], vectors: np.ndarray, model_label: str, metadata
         "words_title": pa.array([title_words(metadata.get(r["path"], {}), text_columns) for r in rows], words),
         "words_meta": pa.array([r.get("words_meta", []) for r in rows], words),
         "words_version": pa.array([WORDS_VERSION] * len(rows), pa.uint8()),
+        "media": pa.array([r.get("media", "image") for r in rows], pa.string()),
+        "video": pa.array([r.get("video", "") for r in rows], pa.string()),
+        "start": pa.array([r.get("start") for r in rows], pa.float64()),
+        "end": pa.array([r.get("end") for r in rows], pa.float64()),
+        "duration": pa.array([r.get("duration") for r in rows], pa.float64()),
+        "codec": pa.array([r.get("codec", "") for r in rows], pa.string()),
+        "thumbnail": pa.array([r.get("thumbnail", "") for r in rows], pa.string()),
     }
     for name, ch_type in column_types.items():
         columns[name] = pa.array([_as_type(metadata[r["path"]].get(name), ch_type) for r in rows],
@@ -457,7 +544,8 @@ def _path_metadata(catalog: Catalog, read: list[dict], known: dict[str, FileReco
 
 def _new_images(catalog: Catalog, results: list[dict]) -> list[dict]:
     """The decoded images whose content is neither stored nor earlier in this batch."""
-    seen = catalog.images.existing_ids([r["id"] for r in results if "id" in r])
+    seen = catalog.images.existing_ids([r["id"] for r in results if "id" in r and "frames" not in r])
+    seen |= catalog.images.existing_videos([r["id"] for r in results if "frames" in r])
     new = []
     for r in results:
         if "id" in r and r["id"] not in seen:
@@ -532,24 +620,30 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
         good = _new_images(catalog, results)
         summary.already_present += len(read) - len(good)
         if good:
-            vectors = clip.encode_prepared([r["pixels"] for r in good])
+            # A video is all its moments' rows in this one INSERT: a load killed meanwhile stored all or none
+            # of them, and the next finds the video stored by its id (`video`) or loads it whole.
+            kept = moment_rows(good)
+            vectors = np.concatenate([clip.encode_prepared([r["pixels"] for r in kept[i:i + batch_size]])
+                                      for i in range(0, len(kept), batch_size)]) if kept else np.zeros((0, 1))
             stamp = max(stamp + 1, time.time_ns() // 1_000_000)
             columns = catalog.images.columns()
             # a path's metadata may name a column dropped since: the others still go in
             types = {c: columns[c] for c in dict.fromkeys(c for r in good for c in attached[r["path"]]) if c in columns}
-            rows = rows_table(good, vectors, clip.label, attached, types, stamp, titled)
+            rows = rows_table(kept, vectors, clip.label, attached, types, stamp, titled)
             if ocr_label:
-                rows = _with_text(catalog, rows, good, ocr_label, summary)
+                rows = _with_text(catalog, rows, kept, ocr_label, summary)
             try:
                 catalog.images.insert(rows)
             except StoreError:   # refused (e.g. by another vector length's index): if `reembed` switched the
-                catalog.models.check_batch(clip.label, [r["id"] for r in good])   # store, say that instead
+                catalog.models.check_batch(clip.label, [r["id"] for r in kept])   # store, say that instead
                 raise
-            catalog.models.check_batch(clip.label, [r["id"] for r in good])
+            catalog.models.check_batch(clip.label, [r["id"] for r in kept])
+            summary.moments += sum(len(r["frames"]) for r in good if "frames" in r)
             # Two loads of the same files at once (e.g. through one service) both find them new and both
             # insert (the rows collapse into one): the first to store an image loaded it, and for the
             # other it was already present, so the summaries add up to what the table holds.
-            earlier = catalog.images.stored_before([r["id"] for r in good], stamp)
+            earlier = catalog.images.stored_before([r["id"] for r in good if "frames" not in r], stamp)
+            earlier |= catalog.images.stored_before([r["id"] for r in good if "frames" in r], stamp, videos=True)
             summary.loaded += len(good) - len(earlier)
             summary.already_present += len(earlier)
         # A manifest's columns for content already stored (under this path or another) go on its row.
@@ -559,11 +653,17 @@ def load(source: str, catalog: Catalog, model: ImageTextModel | Callable[[], Ima
             _set_metadata(catalog, given)
         record_read(catalog, read, attached)
 
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    setup_args = (clip.prepare(), clip.image_size, max_file_bytes, max_pixels, bool(ocr_label))
+    videos = [p for p in todo if os.path.splitext(p)[1].lower() in VIDEO_SUFFIXES]
+    images = [p for p in todo if os.path.splitext(p)[1].lower() not in VIDEO_SUFFIXES]
     try:
-        pipeline.run(todo, prepare, store, batch_size=batch_size,
-                     workers=(os.cpu_count() or 1) if workers is None else workers, setup=_setup_worker,
-                     setup_args=(clip.prepare(), clip.image_size, max_file_bytes, max_pixels, bool(ocr_label)),
-                     bar=bar)
+        pipeline.run(images, prepare, store, batch_size=batch_size, workers=workers, setup=_setup_worker,
+                     setup_args=setup_args, bar=bar)
+        # videos one a batch (one INSERT each): each brings up to MAX_MOMENTS frames' pixels, so a few videos
+        # (PREFETCH_BATCHES and the one being stored) are in memory at once
+        pipeline.run(videos, prepare, store, batch_size=1, workers=workers, setup=_setup_worker,
+                     setup_args=setup_args, bar=bar)
         bar.close()
         # rows of this folder loaded before words (migration 007): their words now, their files read once
         summary.worded = backfill_words(catalog, workers=workers, progress=progress, root=src.root).read

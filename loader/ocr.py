@@ -19,7 +19,8 @@ from clipsearch.loader import pipeline
 from clipsearch.store.catalog import Catalog
 from clipsearch.store.images import StoredFile
 
-NOT_READ = "ocr_engine = ''"   # SQL: the images whose text was not read yet
+# SQL: the images whose text was not read yet (a video's moments are not read: only their thumbnails are kept)
+NOT_READ = "ocr_engine = '' AND media = 'image'"
 MAX_WORKERS = 8
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from clipsearch.store.catalog import Catalog
 from clipsearch.store.files import FileRecord
+from clipsearch.store.images import OF_CONTENT
 
 
 @dataclass
@@ -69,7 +70,7 @@ def settle(catalog: Catalog, ids: list[str], leaving: set[str] | None = None) ->
                if (kept := [p for p in paths if p not in (leaving or ())])}
     orphans = [i for i in ids if i not in holders]
     if orphans:
-        catalog.images.delete("id IN {ids:Array(String)}", {"ids": orphans})
+        catalog.images.delete(OF_CONTENT, {"ids": orphans})   # a video's every moment
     shown = catalog.images.paths_of([i for i in ids if i in holders])
     moves = {i: holders[i][0] for i, paths in shown.items() if not set(paths) & set(holders[i])}
     if moves:

@@ -17,6 +17,7 @@ ClickHouse port, clipTextEmbedding() and every command without --model use the n
 """
 from __future__ import annotations
 
+import base64
 import io
 import os
 import sys
@@ -95,10 +96,11 @@ def _setup_worker(pil_transform: Callable, min_size: int) -> None:
 
 
 def _prepare_stored(row: StoredFile) -> dict:
-    """A stored image's pixels for the model, read only while its file is the one loaded, or why not."""
-    image_id, path, size = row
+    """A stored image's pixels for the model, read only while its file is the one loaded, or why not. A video's
+    moment is re-embedded from its stored frame (THUMB_SIDE pixels: what models see), not the video again."""
+    image_id, path, size, thumbnail = row
     try:
-        data = read_loaded_file(path, image_id, size)
+        data = base64.b64decode(thumbnail) if thumbnail else read_loaded_file(path, image_id, size)
     except NotFound:
         return {"id": image_id, "path": path, "outcome": "gone", "error": "file gone since it was loaded"}
     except FileChanged:

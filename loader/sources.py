@@ -25,6 +25,7 @@ from typing import Any
 
 from clipsearch.errors import SourceError
 from clipsearch.images.hashes import HASH_COLUMNS
+from clipsearch.images.video import VIDEO_SUFFIXES
 from clipsearch.search.values import NUMBER
 from clipsearch.store.columns import WORD_COLUMNS
 from clipsearch.store.connection import IDENTIFIER, is_store_folder, store_holding
@@ -32,7 +33,8 @@ from clipsearch.store.connection import IDENTIFIER, is_store_folder, store_holdi
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif"}
 BUILTIN_COLUMNS = {"id", "path", "width", "height", "format", "file_size", "modified_at", "taken_at", "exif_date",
                    "camera", "model", "loaded_at", "embedding", "score", "latitude", "longitude", "near",
-                   "orientation", "words_version", "ocr_engine", *HASH_COLUMNS, *WORD_COLUMNS}
+                   "orientation", "words_version", "ocr_engine", "media", "video", "start", "end", "duration",
+                   "codec", "thumbnail", *HASH_COLUMNS, *WORD_COLUMNS}
 # (BUILTIN_COLUMNS: every column of sql/schema.sql's images; a test checks)
 
 
@@ -188,7 +190,7 @@ def _read_folder(root: Path, follow_links: bool = False) -> Source:
             if name.startswith("."):
                 continue
             path = os.path.join(dirpath, name)
-            if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+            if Path(name).suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES:
                 src.ignored += 1
             elif printable(path) != path:
                 # Names from old archives and Samba shares: the table stores text, so such a path could

@@ -12,6 +12,7 @@ import urllib.parse
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 from PIL import Image, UnidentifiedImageError
+from werkzeug.wsgi import wrap_file
 
 from clipsearch.collection import Collection
 from clipsearch.errors import ClipsearchError, FileChanged, NotFound, QueryError
@@ -183,8 +184,12 @@ def similar(image_id: str) -> Response:
 
 @api.get("/api/images/<image_id>/file")
 def image_file(image_id: str) -> Response:
-    """The stored image, or with ?size=thumb a cached JPEG thumbnail. Only paths in the table are served."""
-    row, data = collection().read_file(_check_id(image_id))  # verified: still the bytes that were loaded
+    """The stored image, or with ?size=thumb a cached JPEG thumbnail. Only paths in the table are served.
+    A video moment's is its video (HTTP ranges, so players seek), or its frame's stored thumbnail."""
+    row = collection().get(_check_id(image_id))
+    if row.get("media") == "video":
+        return _video_file(row, _args(FileQuery).size == "thumb")
+    row, data = collection().read_file(row["id"])  # verified: still the bytes that were loaded
     if _args(FileQuery).size != "thumb":
         response = send_file(io.BytesIO(data), mimetype=_mimetype(row["format"]), max_age=86400)
         response.headers["Content-Disposition"] = _disposition(os.path.basename(row["path"]))
@@ -206,6 +211,26 @@ def image_file(image_id: str) -> Response:
         small.save(tmp, "JPEG", quality=85)
         os.replace(tmp, thumb)  # atomic: concurrent requests never see half a file
     return send_file(thumb, mimetype="image/jpeg", max_age=86400)
+
+
+VIDEO_TYPES = {"MP4": "video/mp4", "M4V": "video/mp4", "MOV": "video/quicktime", "WEBM": "video/webm",
+               "MKV": "video/x-matroska", "AVI": "video/x-msvideo"}
+
+
+def _video_file(row: dict, thumb: bool) -> Response:
+    """A video moment's thumbnail, or its video a range at a time (206 Partial Content for a Range request):
+    read from the open file as sent, never whole into memory."""
+    if thumb:
+        return send_file(io.BytesIO(collection().thumbnail(row["id"])), mimetype="image/jpeg", max_age=86400)
+    f = collection().open_video(row)   # verified: still the file loaded, by size and time
+    size = os.fstat(f.fileno()).st_size
+    response = Response(wrap_file(request.environ, f), mimetype=VIDEO_TYPES.get(row["format"], "video/mp4"),
+                        direct_passthrough=True)
+    response.headers["Content-Disposition"] = _disposition(os.path.basename(row["path"]))
+    response.set_etag(row["video"])
+    response.cache_control.max_age = 86400
+    response.make_conditional(request.environ, accept_ranges=True, complete_length=size)   # 206 for a Range
+    return response
 
 
 def _mimetype(image_format: str) -> str:

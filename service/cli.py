@@ -189,14 +189,22 @@ def _print_results(rows: list[dict], as_json: bool, facets: dict | None = None, 
     if not rows:
         print("no results")
     skip = {"id", "path", "score", "width", "height", "format", "file_size", "modified_at", "model", "loaded_at",
-            "camera", "taken_at", "exif_date", "orientation", "latitude", "longitude", "picture_score", "match"}
+            "camera", "taken_at", "exif_date", "orientation", "latitude", "longitude", "picture_score", "match",
+            "media", "video", "start", "end", "codec", "duration"}
     for rank, row in enumerate(rows, 1):
         extra = "  ".join(f"{k}={v}" for k, v in row.items() if k not in skip and v is not None)
         found = (row.get("match") or {}).get("words") or {}   # which words matched where: name=img,20
         extra += "".join(f"  {field}~{','.join(words)}" for field, words in found.items())
-        print(f"{rank:3d}  {row['score']:.3f}  {row['id'][:12]}  {row['path']}  {extra}".rstrip())
+        at = f"  at {_clock(row['start'])}-{_clock(row['end'])}" if row.get("media") == "video" else ""
+        print(f"{rank:3d}  {row['score']:.3f}  {row['id'][:12]}  {row['path']}{at}  {extra}".rstrip())
     for name, counts in (facets or {}).items():
         print(f"{name}: " + (", ".join(f"{c['value']} {c['count']}" for c in counts) or "-"))
+
+
+def _clock(seconds: float | None) -> str:
+    """12.5 -> "0:12.5": a moment's time in a video."""
+    seconds = float(seconds or 0)
+    return f"{int(seconds // 60)}:{seconds % 60:04.1f}"
 
 
 def _term(kind: str, value: str, weight: float, sign: float = 1.0) -> dict:
@@ -234,8 +242,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         try:
             result = photos.search(terms=terms, k=args.k, filters=filters, min_score=args.min_score,
                                    offset=args.offset, order_by=args.order_by, descending=args.desc, per=per,
-                                   per_limit=per_limit, facets=facets, facet_top=args.facet_top, match=args.match,
-                                   cutoff=args.cutoff)
+                                   per_limit=per_limit, moments=args.moments, facets=facets,
+                                   facet_top=args.facet_top, match=args.match, cutoff=args.cutoff)
         except QueryError as exc:
             exc.args = (flag_names(str(exc)),)
             raise
@@ -660,6 +668,8 @@ def _add_search(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--order-by", metavar="COLUMN", help="with --min-score: order the matches by a column")
     p.add_argument("--desc", action="store_true", help="with --order-by: largest (latest) first")
     p.add_argument("--per", nargs=2, metavar=("COLUMN", "N"), help="at most N results per value of COLUMN")
+    p.add_argument("--moments", type=int, default=1, metavar="N",
+                   help="at most N moments per video, its best (default 1)")
     p.add_argument("--facet", action="append", default=[], metavar="COLUMN",
                    help="count the matches per value of COLUMN (a date column: per year); repeatable or a,b,c")
     p.add_argument("--facet-top", type=int, default=FACET_TOP, metavar="N",

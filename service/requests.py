@@ -65,6 +65,8 @@ Offset = Annotated[int, _whole("offset", 0, MAX_WINDOW - 1), _whole_schema(
 PerLimit = Annotated[int, _whole("per_limit", 1, MAX_K), _whole_schema(
     1, MAX_K, 1, "with per: at most this many results per value")]
 Rank = Annotated[int, _whole("rank", 1, MAX_WINDOW), _whole_schema(1, MAX_WINDOW, 1, "a place in the results")]
+Moments = Annotated[int, _whole("moments", 1, MAX_K), _whole_schema(
+    1, MAX_K, 1, "at most this many moments (rows) per video, its best")]
 FacetTop = Annotated[int, _whole("facet_top", 1, MAX_WINDOW), _whole_schema(
     1, MAX_WINDOW, FACET_TOP, "without min_score, facets count the best this many matches")]
 def _no_bool(value: Any) -> Any:
@@ -117,6 +119,7 @@ class Results(BaseModel):
     desc: bool = Field(False, description="with order_by: largest (latest) first")
     per: Column | None = Field(None, description="at most per_limit results per value of this column")
     per_limit: PerLimit = 1
+    moments: Moments = 1
     facet_top: FacetTop = FACET_TOP
     cutoff: Literal["auto"] | None = Field(None, description="auto: only the first of the k results that stand "
                                                              "out (above the largest gap in the score curve)")
@@ -124,7 +127,8 @@ class Results(BaseModel):
     def options(self) -> dict:
         """The fields as Searcher.search keyword arguments."""
         return {"k": self.k, "options": Options(self.offset, self.min_score, self.order_by, self.desc, self.per,
-                                                self.per_limit, self.cutoff), "facet_top": self.facet_top}
+                                                self.per_limit, cutoff=self.cutoff, moments=self.moments),
+                "facet_top": self.facet_top}
 
 
 Match = Annotated[Literal[MATCHES], WithJsonSchema({   # type: ignore[valid-type]

@@ -11,7 +11,7 @@ import io
 import json
 import math
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -504,3 +504,31 @@ def words_catalogue(folder: str | Path, count: int = 400, seed: int = 35) -> Qua
 def precision_at(ranked: list[str], relevant: set[str], k: int = 10) -> float:
     """Share of the first k results that answer the query, out of the most that could (min(k, relevant))."""
     return sum(p in relevant for p in ranked[:k]) / max(1, min(k, len(relevant)))
+
+
+def write_video(path: str | Path, scenes: Sequence[tuple[str, str, float]], size: tuple[int, int] = (160, 120),
+                fps: int = 10, codec: str = "libx264", seed: int = 3, black_s: float = 0.0,
+                metadata: dict[str, str] | None = None) -> Path:
+    """A video of this world, made with PyAV (the `video` extra): each scene (colour, shape, seconds) one shape
+    on a plain background, after `black_s` seconds of black; `metadata` goes into the container's tags."""
+    import av
+    rng = np.random.default_rng(seed)
+    path = Path(path)
+    frames = [(Image.new("RGB", size), black_s)] if black_s else []
+    for colour, shape, seconds in scenes:
+        bg = "white" if colour != "white" else "black"
+        spec = ShapeSpec(colour, shape, "plain", bg, 0.6, size[0], size[1], "PNG")
+        frames.append((render(spec, rng), seconds))
+    with av.open(str(path), mode="w") as container:
+        container.metadata.update(metadata or {})
+        stream: Any = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for image, seconds in frames:
+            frame = av.VideoFrame.from_image(image)
+            for _ in range(round(seconds * fps)):
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

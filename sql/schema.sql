@@ -14,6 +14,16 @@ CREATE TABLE IF NOT EXISTS images
     width      UInt32,
     height     UInt32,
     format     LowCardinality(String),       -- JPEG, PNG, WEBP, ...
+    -- Videos (migration 009): one row per moment kept of a video (a frame at a scene change or every few
+    -- seconds, clipsearch/images/video.py), `id` derived from the video's id and the moment's start; a photo
+    -- is media 'image' with video '' and NULL times.
+    media      LowCardinality(String) DEFAULT 'image',  -- image or video
+    video      String DEFAULT '',            -- the video's content id (as files.id of its path), '' for a photo
+    start      Nullable(Float64),            -- the moment's start and end in the video, in seconds
+    `end`      Nullable(Float64),
+    duration   Nullable(Float64),            -- the video's length in seconds
+    codec      LowCardinality(String) DEFAULT '',  -- the video stream's codec (h264, hevc, vp9, av1, ...)
+    thumbnail  String DEFAULT '' CODEC(ZSTD(1)),  -- the moment's frame as a small JPEG, base64 (photos: '')
     file_size  UInt64,                       -- bytes
     modified_at Nullable(DateTime64(3)),     -- the file's modification time when it was read
     taken_at   Nullable(DateTime64(0)),      -- EXIF DateTimeOriginal when present and 1900 to 2299, else NULL

@@ -144,4 +144,4 @@ def copy_groups(catalog: Catalog, threshold: object = None, bounded: bool = Fals
 
 def hashes_missing(catalog: Catalog) -> int:
     """How many images lack perceptual hashes (loaded before they existed, or not decodable)."""
-    return int(catalog.query(f"SELECT count() AS n FROM images WHERE {MISSING}")[0]["n"])
+    return int(catalog.query(f"SELECT count() AS n FROM images WHERE ({MISSING}) AND media = 'image'")[0]["n"])

@@ -11,10 +11,12 @@ import errno
 import hashlib
 import os
 import stat
+from typing import BinaryIO
 
 from clipsearch.errors import FileChanged, NotFound
 
 MAX_FILE_BYTES = 64 * 1024 * 1024   # larger files are not loaded, so never served either
+MAX_VIDEO_BYTES = 16 * 1024 ** 3    # videos: hashed and decoded a piece at a time, served in ranges
 
 
 def content_id(data: bytes) -> str:
@@ -43,3 +45,22 @@ def read_loaded_file(path: str, image_id: str, size: int) -> bytes:
     if len(data) != size or content_id(data) != image_id:
         raise FileChanged(f"the file of image {image_id} changed since it was loaded; load it again")
     return data
+
+
+def open_loaded_video(path: str, video_id: str, size: int, mtime_ms: int | None) -> BinaryIO:
+    """The video file at `path`, open, if it is still the one loaded as `video_id`: hashing gigabytes for each
+    range a player asks for is out of the question, so it must be the same regular file (not a link put
+    there) of the size and modification time recorded when it was hashed. NotFound or FileChanged if not."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise NotFound(f"the video {video_id} is no longer at {path}") from None
+    except OSError as exc:
+        raise FileChanged(f"the video {video_id} cannot be read: {exc.strerror}; load it again") from None
+    f = os.fdopen(fd, "rb")
+    info = os.fstat(f.fileno())
+    if not stat.S_ISREG(info.st_mode) or info.st_size != size or (
+            mtime_ms is not None and info.st_mtime_ns // 1_000_000 != mtime_ms):
+        f.close()
+        raise FileChanged(f"the video {video_id} changed since it was loaded; load it again")
+    return f

@@ -26,7 +26,9 @@ MAX_FACET_VALUES = 50     # values per facet, the most frequent
 class Options:
     """Which of the ranked matches a search returns: the page from `offset` on, only those scoring at least
     `min_score`, ordered by the column `order_by` instead of the score (with a min_score), at most
-    `per_limit` per value of the column `per`."""
+    `per_limit` per value of the column `per`, at most `moments` per video (its best ones; 0: every moment, and
+    no grouping at all: the searcher sets 0 where the table holds no video, so a photo search's statement is
+    as before; the CLI, the API and Collection.search ask for 1 by default)."""
     offset: int = 0
     min_score: float | None = None
     order_by: str | None = None
@@ -34,6 +36,7 @@ class Options:
     per: str | None = None
     per_limit: int = 1
     cutoff: str | None = None   # "auto": only the first results that stand out (auto_cutoff)
+    moments: int = 0
 
 
 CUTOFFS = ("auto",)
@@ -100,8 +103,9 @@ def check_options(options: Options, k: Any, columns: dict[str, str]) -> tuple[Op
             raise QueryError(f"cutoff is {' or '.join(CUTOFFS)}, got {options.cutoff!r}")
         if offset or options.order_by:
             raise QueryError("cutoff=auto keeps the best results that stand out: it takes no offset or order_by")
+    moments = check_whole("moments", options.moments, 0, MAX_K)
     return Options(offset, min_score, options.order_by, bool(options.descending), options.per, per_limit,
-                   options.cutoff), k
+                   options.cutoff, moments), k
 
 
 def auto_cutoff(scores: Sequence[float]) -> int:

@@ -200,6 +200,8 @@ class Searcher:
             state = self.table_state()
             # every input checked against the table before the model loads
             query = Query.check(state.columns, filters, k, options, facets, facet_top)
+            if not state.videos:   # nothing to group: the statement stays a photo library's
+                query = replace(query, options=replace(query.options, moments=0))
             found = [Term(image_id=self.catalog.images.get(term.image_id)["id"], weight=term.weight)  # a unique prefix
                      if term.image_id is not None else term for term in checked]
             t = time.perf_counter()

@@ -36,7 +36,15 @@ from typing import Protocol
 from clipsearch.search import tuning
 from clipsearch.search.options import MAX_WINDOW, Options
 from clipsearch.search.query import Query
-from clipsearch.search.statement import EXACT, QueryVector, Strategy, _ranking, picture_statement
+from clipsearch.search.statement import (
+    EXACT,
+    QueryVector,
+    Strategy,
+    _ranking,
+    excluded,
+    ordered_page,
+    picture_statement,
+)
 from clipsearch.store.columns import HIDDEN, WORDS_ANY
 from clipsearch.store.connection import quote_identifier
 
@@ -103,7 +111,9 @@ class PictureSignal:
     weight: float = PICTURE_WEIGHT
 
     def branch(self, query: Query, vectors: list[QueryVector], window: int) -> Branch:
-        picture = Query(query.where, window, Options(min_score=query.options.min_score))
+        # a video's best moments only, so that one video's many cannot fill the window
+        picture = Query(query.where, window, Options(min_score=query.options.min_score,
+                                                     moments=query.options.moments))
         body, settings, params = picture_statement(picture, vectors, self.strategy)
         return Branch(f"SELECT id FROM (\n{indent(body)}\n)", params, settings)
 
@@ -154,7 +164,7 @@ class WordSignal:
         # any (a word in every tenth row would cost a read of all their token lists to score, and the rows a
         # score would pick among equals are the best pictures, which the picture signal brings). Each
         # candidate's word score is computed on it (columns).
-        _, conditions, params, _, _, exclude = _ranking(query.where, vectors)
+        _, conditions, params, _, _, exclude = _ranking(query.where, vectors, bool(query.options.moments))
         params["words_window"] = window
         tiers = []
         for every in ((True, False) if len(self.words) > 1 else (False,)):
@@ -187,7 +197,7 @@ def probe_sql(signal: WordSignal, query: Query, vectors: list[QueryVector]) -> t
     exclude = []
     for i, v in enumerate(vectors):
         if v.image_id is not None:
-            exclude.append(f"id != {{v{i}_id:String}}")
+            exclude.append(excluded(i, bool(query.options.moments)))
             params[f"v{i}_id"] = v.image_id
     return f"SELECT 1 AS found FROM images WHERE {' AND '.join([*exclude, *query.where.conditions, found])} " \
            "LIMIT 1", params
@@ -210,7 +220,7 @@ def fused_sql(query: Query, vectors: list[QueryVector], signals: list[Signal]) -
     explain it; `picture_score` is the cosine, `score` the fused score."""
     options = query.options
     window = branch_window(query.k, options.offset)
-    with_, _, params, _, picture, _ = _ranking(query.where, vectors)
+    with_, _, params, _, picture, _ = _ranking(query.where, vectors, bool(query.options.moments))
     branches = [signal.branch(query, vectors, window) for signal in signals]
     # Candidates are read by id, one granule each: the decompressed-block cache halves a words-only search
     # (53 -> 25 ms at 200k rows); a picture branch brings the same setting
@@ -230,14 +240,9 @@ def fused_sql(query: Query, vectors: list[QueryVector], signals: list[Signal]) -
     order = "score DESC, picture_score DESC, id" if pictures else "score DESC, id"
     if options.order_by:
         order = f"{quote_identifier(options.order_by)} {'DESC' if options.descending else 'ASC'} NULLS LAST, {order}"
-    by = ""
-    if options.per:
-        by = f"\nLIMIT {{per_limit:UInt32}} BY {quote_identifier(options.per)}"
-        params["per_limit"] = options.per_limit
     params.update(page_k=query.k, page_offset=options.offset)
-    sql = (f"{with_}\nSELECT *, {fused} AS score\nFROM (\n    SELECT *, {ranks}\n    FROM (\n"
-           f"        SELECT * EXCEPT ({HIDDEN}),\n           {columns}\n        FROM images\n"
-           f"        WHERE id IN (\n{candidates}\n        )\n        LIMIT 1 BY id\n    )\n)\n"
-           f"ORDER BY {order}{by}\n"
-           "LIMIT {page_k:UInt32} OFFSET {page_offset:UInt32}")
+    select = (f"{with_}\nSELECT *, {fused} AS score\nFROM (\n    SELECT *, {ranks}\n    FROM (\n"
+              f"        SELECT * EXCEPT ({HIDDEN}),\n           {columns}\n        FROM images\n"
+              f"        WHERE id IN (\n{candidates}\n        )\n        LIMIT 1 BY id\n    )\n)")
+    sql = ordered_page(select, order, options, params, "\nLIMIT {page_k:UInt32} OFFSET {page_offset:UInt32}", order)
     return f"{sql}\nSETTINGS {', '.join(settings)}", params

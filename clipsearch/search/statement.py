@@ -7,11 +7,12 @@ import math
 from dataclasses import dataclass
 
 from clipsearch.search import tuning
-from clipsearch.search.options import MAX_FACET_VALUES, MAX_TERMS
+from clipsearch.search.options import MAX_FACET_VALUES, MAX_TERMS, Options
 from clipsearch.search.query import Query
 from clipsearch.search.where import Where
 from clipsearch.store.columns import HIDDEN
 from clipsearch.store.connection import quote_identifier
+from clipsearch.store.images import CONTENT
 
 STRATEGIES = ("exact", "hnsw")
 
@@ -63,9 +64,11 @@ def vector_alias(i: int) -> str:
     return f"`$v{i}`"
 
 
-def _ranking(where: Where, vectors: list[QueryVector]) -> tuple[str, list[str], dict, str, str, list[str]]:
+def _ranking(where: Where, vectors: list[QueryVector], videos: bool = False
+             ) -> tuple[str, list[str], dict, str, str, list[str]]:
     """The parts every search shares: (WITH definitions, WHERE conditions, params, distance, score, and the
-    conditions that leave the images queried by id out of the results)."""
+    conditions that leave the images queried by id out of the results: with `videos` (the table holds some),
+    a moment's whole video too, whose other moments are like it for being of the same video)."""
     conditions, params = list(where.conditions), dict(where.params)
     if not 1 <= len(vectors) <= MAX_TERMS:
         raise ValueError(f"a query has 1 to {MAX_TERMS} terms, got {len(vectors)}")
@@ -75,7 +78,7 @@ def _ranking(where: Where, vectors: list[QueryVector]) -> tuple[str, list[str], 
     defs, terms, exclude = [], [], []
     for i, v in enumerate(vectors):
         if v.image_id is not None:
-            exclude.append(f"id != {{v{i}_id:String}}")
+            exclude.append(excluded(i, videos))
             params[f"v{i}_id"] = v.image_id
         if v.image_id is not None and v.vector is None:
             defs.append(f"(SELECT embedding FROM images WHERE id = {{v{i}_id:String}} LIMIT 1) AS {vector_alias(i)}")
@@ -97,6 +100,36 @@ def _ranking(where: Where, vectors: list[QueryVector]) -> tuple[str, list[str], 
         params["w_sum"] = sum(v.weight for v in vectors) / positive
         base = "{w_sum:Float64}"
     return "WITH " + ", ".join(defs), conditions, params, distance, f"{base} - ({distance})", exclude
+
+
+def ordered_page(select: str, order: str, options: Options, params: dict, page: str, outer: str) -> str:
+    """`select` ordered by `order`, at most `options.moments` rows per video (a video's best moments: LIMIT BY
+    its id) and `options.per_limit` per value of `options.per`, then the `page`. ClickHouse takes one LIMIT BY
+    per SELECT, so with both the moments are kept in a subquery and the outer one orders by `outer` (the same
+    order in its result columns)."""
+    clauses = []
+    if options.moments:
+        clauses.append(f"LIMIT {{moments:UInt32}} BY {CONTENT}")
+        params["moments"] = options.moments
+    if options.per:
+        clauses.append(f"LIMIT {{per_limit:UInt32}} BY {quote_identifier(options.per)}")
+        params["per_limit"] = options.per_limit
+    if len(clauses) < 2:
+        return f"{select}\nORDER BY {order}{''.join(chr(10) + c for c in clauses)}{page}"
+    return (f"SELECT *\nFROM (\n{indent(select)}\n    ORDER BY {order}\n    {clauses[0]}\n)\nORDER BY {outer}\n"
+            f"{clauses[1]}{page}")
+
+
+def indent(sql: str, by: str = "    ") -> str:
+    return "\n".join(by + line for line in sql.splitlines())
+
+
+def excluded(i: int, videos: bool) -> str:
+    """The condition leaving out the stored image of query vector `i` (and, with `videos`, its video)."""
+    if not videos:
+        return f"id != {{v{i}_id:String}}"
+    return (f"id != {{v{i}_id:String}} AND (video = '' OR video != "
+            f"(SELECT any(video) FROM images WHERE id = {{v{i}_id:String}}))")
 
 
 def search_sql(query: Query, vectors: list[QueryVector], strategy: Strategy = EXACT) -> tuple[str, dict]:
@@ -128,7 +161,7 @@ def picture_statement(query: Query, vectors: list[QueryVector], strategy: Strate
       more and ranks them by their Float32 vectors.
     """
     options = query.options
-    with_, conditions, params, distance, score, exclude = _ranking(query.where, vectors)
+    with_, conditions, params, distance, score, exclude = _ranking(query.where, vectors, bool(query.options.moments))
     params["k"] = query.k
     if strategy.name != "exact" and (len(vectors) != 1 or vectors[0].vector is None or options.per
                                      or options.order_by):
@@ -152,7 +185,8 @@ def picture_statement(query: Query, vectors: list[QueryVector], strategy: Strate
         # The image queried by id is its own nearest neighbour: one more is fetched and it is left out around
         # the index search (inside, it would make the index post-filter as for a filter).
         where = ("\n    WHERE " + "\n      AND ".join(conditions)) if conditions else ""
-        fetch = tuning.index_fetch(query.k, options.offset, strategy.beam,
+        grow = tuning.MOMENT_FETCH if options.moments else 1   # a video's moments crowd the neighbours
+        fetch = tuning.index_fetch(query.k * grow, options.offset * grow, strategy.beam,
                                    strategy.multiplier if conditions else 1.0, strategy.rescore, len(exclude))
         params["window"] = fetch.window
         settings = (f"hnsw_candidate_list_size_for_search = {fetch.candidates}, "
@@ -169,29 +203,30 @@ def picture_statement(query: Query, vectors: list[QueryVector], strategy: Strate
                 f"    ORDER BY {distance}\n    LIMIT {{window:UInt32}}"
         outer = exclude + (["score >= {min_score:Float64}"] if options.min_score is not None else [])
         cut = ("\nWHERE " + " AND ".join(outer)) if outer else ""
-        return f"SELECT *\nFROM (\n{inner}\n){cut}\nORDER BY score DESC, id{page}", settings, params
+        by = ""
+        if options.moments:   # a video's best moments of those fetched (a page come back short: Searcher.rank)
+            by = f"\nLIMIT {{moments:UInt32}} BY {CONTENT}"
+            params["moments"] = options.moments
+        return f"SELECT *\nFROM (\n{inner}\n){cut}\nORDER BY score DESC, id{by}{page}", settings, params
     conditions = exclude + conditions
     if options.min_score is not None:
         conditions.append("score >= {min_score:Float64}")
     where = ("\nWHERE " + "\n  AND ".join(conditions)) if conditions else ""
-    order = f"{distance} ASC, id"
+    order, then = f"{distance} ASC, id", "score DESC, id"
     if options.order_by:
-        column = quote_identifier(options.order_by)
-        order = f"{column} {'DESC' if options.descending else 'ASC'} NULLS LAST, {order}"
-    by = ""
-    if options.per:
-        by = f"\nLIMIT {{per_limit:UInt32}} BY {quote_identifier(options.per)}"
-        params["per_limit"] = options.per_limit
+        column = f"{quote_identifier(options.order_by)} {'DESC' if options.descending else 'ASC'} NULLS LAST"
+        order, then = f"{column}, {order}", f"{column}, {then}"
     head = f"{with_}\nSELECT * EXCEPT ({HIDDEN}), {score} AS score\nFROM images"
-    return (f"{head}{where}\nORDER BY {order}{by}{page}", f"{tuning.CONCURRENT_READ}, {tuning.CACHED_READ}",
-            params)
+    return (ordered_page(f"{head}{where}", order, options, params, page, then),
+            f"{tuning.CONCURRENT_READ}, {tuning.CACHED_READ}", params)
 
 
 def facet_sql(query: Query, vectors: list[QueryVector]) -> tuple[str, dict]:
     """Counts of the matches per value of each of the query's facets (a date column: per year), among the
     `facet_top` best or, with a min_score, among all that score at least that: one GROUP BY over an ARRAY JOIN.
-    Answers rows (facet, value, n), at most MAX_FACET_VALUES per facet, the most frequent first."""
-    with_, conditions, params, distance, score, exclude = _ranking(query.where, vectors)
+    Answers rows (facet, value, n), at most MAX_FACET_VALUES per facet, the most frequent first; where the table
+    holds videos, a video counts once per value, however many of its moments match."""
+    with_, conditions, params, distance, score, exclude = _ranking(query.where, vectors, bool(query.options.moments))
     conditions = exclude + conditions
     params.update(facet_names=[f.column for f in query.facets], facet_values=MAX_FACET_VALUES)
     window = ""
@@ -203,8 +238,11 @@ def facet_sql(query: Query, vectors: list[QueryVector]) -> tuple[str, dict]:
         params["min_score"] = query.options.min_score
     where = ("\n    WHERE " + "\n      AND ".join(conditions)) if conditions else ""
     values = ", ".join(f.value for f in query.facets)
-    return (f"SELECT facet, value, count() AS n\nFROM (\n    {with_}\n    SELECT {score} AS score, "
-            f"[{values}] AS `$facet_values`\n    FROM images{where}{window}\n)\n"
+    count, content = "count()", ""
+    if query.options.moments:
+        count, content = "uniqExact(`$content`)", f", {CONTENT} AS `$content`"
+    return (f"SELECT facet, value, {count} AS n\nFROM (\n    {with_}\n    SELECT {score} AS score, "
+            f"[{values}] AS `$facet_values`{content}\n    FROM images{where}{window}\n)\n"
             "ARRAY JOIN `$facet_values` AS value, {facet_names:Array(String)} AS facet\n"
             "GROUP BY facet, value\nORDER BY facet, n DESC, value\nLIMIT {facet_values:UInt32} BY facet"), params
 

@@ -57,6 +57,12 @@ class IndexFetch:
     candidates: int      # hnsw_candidate_list_size_for_search: the beam grown with k, or `wanted` if more
 
 
+# Where the table holds videos, an index search fetches this many times the page: the nearest neighbours of a
+# query are often several moments of one video, of which the page keeps the best (LIMIT n BY video), and a
+# page that comes back short is ranked again exactly (Searcher.rank)
+MOMENT_FETCH = 4
+
+
 def index_fetch(k: int, offset: int = 0, beam: int | None = None, postfilter: float = 1.0, rescore: int = 0,
                 excluded: int = 0) -> IndexFetch:
     """The index search for a page of `k` from `offset`. `beam` reached the recall target for k = 10 when the

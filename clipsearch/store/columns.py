@@ -11,9 +11,11 @@ WORD_COLUMNS = ("words_name", "words_prefixes", "words_title", "words_meta", "wo
 # Every field's words at once: the expression of images' one text index (sql/schema.sql), which a query must
 # spell exactly so for ClickHouse to use the index
 WORDS_ANY = f"arrayConcat({', '.join(WORD_COLUMNS)})"
-NOT_FILTERABLE = {"embedding", *HASH_COLUMNS, *WORD_COLUMNS, "words_version"}  # vectors, hashes, token lists, upkeep
+# vectors, hashes, token lists, upkeep, pictures
+NOT_FILTERABLE = {"embedding", *HASH_COLUMNS, *WORD_COLUMNS, "words_version", "thumbnail"}
 # Left out of search results: a result says which words matched (its `match`); ocr_engine stays a filter
-HIDDEN = ", ".join(("embedding", *HASH_COLUMNS, *WORD_COLUMNS, "words_version", "ocr_engine"))
+# (and a video moment's thumbnail, served by the file route)
+HIDDEN = ", ".join(("embedding", *HASH_COLUMNS, *WORD_COLUMNS, "words_version", "ocr_engine", "thumbnail"))
 
 
 def base_type(ch_type: str) -> str:

@@ -19,6 +19,9 @@ MIN_ID_PREFIX = 6           # the CLI prints 12; shorter prefixes are too likely
 # updates follow it.
 TEXT_WORDS, NO_WORDS = "words", "no words"
 WORDS_VERSION = 1           # images.words_version of a row whose names' and metadata's words were read
+# The content a row is of: its own id for a photo, its video's for a moment of a video (files.id of its path)
+CONTENT = "if(video = '', id, video)"
+OF_CONTENT = "(id IN {ids:Array(String)} OR video IN {ids:Array(String)})"   # the rows of the contents `ids`
 
 
 def title_words(values: dict[str, Any], text_columns: list[str]) -> list[str]:
@@ -33,10 +36,12 @@ def path_words(path: str) -> dict[str, list[str]]:
 
 
 class StoredFile(NamedTuple):
-    """The file a stored image was loaded from: read back only while it still hashes to `id`."""
+    """The file a stored image was loaded from: read back only while it still hashes to `id`; for a video's
+    moment, its stored frame (`thumbnail`, base64 JPEG), since its id is no file's."""
     id: str
     path: str
     file_size: int
+    thumbnail: str = ""
 
 
 def stored_files(connection: Connection, where: str = "1", params: dict | None = None, table: str = "images",
@@ -44,10 +49,11 @@ def stored_files(connection: Connection, where: str = "1", params: dict | None =
     """The stored images of `table` matching `where`, one per id (an id loaded under several paths, or not
     merged yet, has several rows; any one of its files will do: they hold the same bytes), by `order_by`.
     The one statement that reads stored files back: re-embedding, the catch-up after a switch, backfill."""
-    sql = (f"SELECT id, any(path) AS path, any(file_size) AS file_size FROM {quote_identifier(table)} "
+    sql = (f"SELECT id, any(path) AS path, any(file_size) AS file_size, any(thumbnail) AS thumbnail "
+           f"FROM {quote_identifier(table)} "
            f"WHERE {where} GROUP BY id ORDER BY {order_by}" + (" LIMIT {limit:UInt32}" if limit else ""))
     rows = connection.query(sql, {**(params or {}), **({"limit": limit} if limit else {})})
-    return [StoredFile(r["id"], r["path"], int(r["file_size"])) for r in rows]
+    return [StoredFile(r["id"], r["path"], int(r["file_size"]), r["thumbnail"]) for r in rows]
 
 
 class ImageTable:
@@ -149,14 +155,14 @@ class ImageTable:
         if len(image_id) < 32:
             if len(image_id) < MIN_ID_PREFIX or not all(c in "0123456789abcdef" for c in image_id):
                 raise NotFound(f"no image with id {image_id!r} (give at least {MIN_ID_PREFIX} hex digits of it)")
-            rows = self._connection.query("SELECT * EXCEPT (embedding) FROM images FINAL WHERE startsWith(id, "
-                                          "{id:String}) ORDER BY id LIMIT 2", {"id": image_id})
+            rows = self._connection.query("SELECT * EXCEPT (embedding, thumbnail) FROM images FINAL WHERE "
+                                          "startsWith(id, {id:String}) ORDER BY id LIMIT 2", {"id": image_id})
             if len(rows) > 1:
                 raise QueryError(f"the id prefix {image_id!r} names several images ({rows[0]['id']}, "
                                  f"{rows[1]['id']}, ...); give more of it")
         else:
-            rows = self._connection.query("SELECT * EXCEPT (embedding) FROM images WHERE id = {id:String} LIMIT 1",
-                                          {"id": image_id})
+            rows = self._connection.query("SELECT * EXCEPT (embedding, thumbnail) FROM images "
+                                          "WHERE id = {id:String} LIMIT 1", {"id": image_id})
         if not rows:
             raise NotFound(f"no image with id {image_id!r}")
         return rows[0]
@@ -167,15 +173,30 @@ class ImageTable:
         rows = self._connection.query("SELECT id FROM images WHERE id IN {ids:Array(String)}", {"ids": list(ids)})
         return {r["id"] for r in rows}
 
-    def stored_before(self, ids: list[str], stamp_ms: int) -> set[str]:
-        """The `ids` that also have a row loaded before `stamp_ms` (ms since the epoch): stored by another
-        load racing this one, which both read as new."""
+    def existing_videos(self, ids: list[str]) -> set[str]:
+        """The videos of `ids` stored, by their moments' `video` (apart from existing_ids, which the primary
+        key answers: an OR of the two would read every row's id)."""
         if not ids:
             return set()
-        rows = self._connection.query("SELECT id FROM images WHERE id IN {ids:Array(String)} GROUP BY id "
-                                      "HAVING min(toUnixTimestamp64Milli(loaded_at)) < {stamp:Int64}",
+        rows = self._connection.query("SELECT DISTINCT video FROM images WHERE video IN {ids:Array(String)}",
+                                      {"ids": list(ids)})
+        return {r["video"] for r in rows}
+
+    def thumbnail(self, image_id: str) -> str:
+        """A video moment's stored thumbnail (base64 JPEG), '' for a photo."""
+        rows = self._connection.query("SELECT thumbnail FROM images WHERE id = {id:String} LIMIT 1", {"id": image_id})
+        return rows[0]["thumbnail"] if rows else ""
+
+    def stored_before(self, ids: list[str], stamp_ms: int, videos: bool = False) -> set[str]:
+        """The `ids` (with `videos`: of videos) that also have a row loaded before `stamp_ms` (ms since the
+        epoch): stored by another load racing this one, which both read as new."""
+        if not ids:
+            return set()
+        column = "video" if videos else "id"
+        rows = self._connection.query(f"SELECT {column} AS key FROM images WHERE {column} IN {{ids:Array(String)}} "
+                                      "GROUP BY key HAVING min(toUnixTimestamp64Milli(loaded_at)) < {stamp:Int64}",
                                       {"ids": ids, "stamp": stamp_ms})
-        return {r["id"] for r in rows}
+        return {r["key"] for r in rows}
 
     def insert(self, rows: Any) -> None:
         """Insert a pyarrow Table of image rows (the loader builds it)."""
@@ -263,27 +284,27 @@ class ImageTable:
         return {r["id"]: {c: r[c] for c in columns} for r in rows}
 
     def paths_of(self, ids: list[str]) -> dict[str, list[str]]:
-        """id -> the paths its rows are shown under (one, unless rows are not merged yet)."""
+        """content id -> the paths its rows are shown under (one, unless rows are not merged yet)."""
         if not ids:
             return {}
-        rows = self._connection.query("SELECT id, groupUniqArray(path) AS paths FROM images "
-                                      "WHERE id IN {ids:Array(String)} GROUP BY id", {"ids": list(ids)})
-        return {r["id"]: list(r["paths"]) for r in rows}
+        rows = self._connection.query(f"SELECT {CONTENT} AS key, groupUniqArray(path) AS paths FROM images "
+                                      f"WHERE {OF_CONTENT} GROUP BY key", {"ids": list(ids)})
+        return {r["key"]: list(r["paths"]) for r in rows}
 
     def move(self, moves: dict[str, tuple[str, int | None]]) -> None:
-        """Show each image (id -> (path, modification time in ms)) under another path that holds the same
-        bytes, its name's words with it: one mutation, waited for."""
+        """Show each image or video (content id -> (path, modification time in ms)) under another path that
+        holds the same bytes, its name's words with it: one mutation, waited for."""
         if not moves:
             return
         ids = list(moves)
         named = [path_words(moves[i][0]) for i in ids]
         self._connection.command(
-            "ALTER TABLE images UPDATE path = {paths:Array(String)}[indexOf({ids:Array(String)}, id)], "
+            f"ALTER TABLE images UPDATE path = {{paths:Array(String)}}[indexOf({{ids:Array(String)}}, {CONTENT})], "
             "modified_at = fromUnixTimestamp64Milli({mtimes:Array(Nullable(Int64))}"
-            "[indexOf({ids:Array(String)}, id)]), "
-            "words_name = {names:Array(Array(String))}[indexOf({ids:Array(String)}, id)], "
-            "words_prefixes = {prefixes:Array(Array(String))}[indexOf({ids:Array(String)}, id)] "
-            "WHERE id IN {ids:Array(String)} SETTINGS mutations_sync = 2",
+            f"[indexOf({{ids:Array(String)}}, {CONTENT})]), "
+            f"words_name = {{names:Array(Array(String))}}[indexOf({{ids:Array(String)}}, {CONTENT})], "
+            f"words_prefixes = {{prefixes:Array(Array(String))}}[indexOf({{ids:Array(String)}}, {CONTENT})] "
+            f"WHERE {OF_CONTENT} SETTINGS mutations_sync = 2",
             {"ids": ids, "paths": [moves[i][0] for i in ids], "mtimes": [moves[i][1] for i in ids],
              "names": [n["words_name"] for n in named], "prefixes": [n["words_prefixes"] for n in named]})
         self._rebuild_filter_projections()

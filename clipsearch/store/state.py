@@ -33,6 +33,7 @@ class TableState:
     granule: int = 8192            # rows per granule (what a selective filter reads per matching row)
     exact_ms_per_row: float = 0.0  # measured when tuned (0: not measured): an exact ranking's cost per row
     index_ms: float = 0.0          # ...and an index search's at `beam`
+    videos: bool = False           # some rows are moments of videos (a search keeps each video's best)
 
 
 STATE_SQL = (
@@ -45,7 +46,8 @@ STATE_SQL = (
     f"        WHERE index_type IN (SELECT type_full {VECTOR_INDEXES})) AS tuning, "
     "       (SELECT intDiv(sum(rows), greatest(1, sum(marks) - count())) FROM system.parts "
     "        WHERE database = currentDatabase() AND table = 'images' AND active) AS granule, "
-    f"       (SELECT any(type_full) {VECTOR_INDEXES}) AS index_type")
+    f"       (SELECT any(type_full) {VECTOR_INDEXES}) AS index_type, "
+    "       (SELECT count() FROM (SELECT 1 FROM images WHERE media = 'video' LIMIT 1)) AS videos")
 
 
 class StateCache:
@@ -69,7 +71,7 @@ class StateCache:
                            rescore=RESCORE_FETCH.get(index_quantization(row["index_type"]), 0),
                            image_beam=int(image_beam) or None, granule=max(1, int(row["granule"]) or 8192),
                            exact_ms_per_row=float(exact_ms) / int(tuned_rows) if int(tuned_rows) else 0.0,
-                           index_ms=float(index_ms))
+                           index_ms=float(index_ms), videos=bool(int(row["videos"])))
         self._state = (writes, now, state)
         return state
 

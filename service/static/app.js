@@ -2,9 +2,12 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 const HIDDEN_COLUMNS = new Set(["id", "path", "model", "loaded_at", "modified_at", "embedding", "camera", "latitude",
-                                "longitude", "orientation", "exif_date", "ocr_engine"]);
+                                "longitude", "orientation", "exif_date", "ocr_engine", "video", "start", "end"]);
 const CARD_SKIP = new Set(["id", "path", "score", "picture_score", "match", "words_version", "ocr_engine", "model", "loaded_at", "modified_at", "file_size", "format", "camera",
-                           "taken_at", "exif_date", "orientation", "width", "height", "latitude", "longitude"]);
+                           "taken_at", "exif_date", "orientation", "width", "height", "latitude", "longitude",
+                           "media", "video", "start", "end", "codec", "duration"]);
+// A moment's time in its video: 75.5 -> "1:15.5"
+function clock(s) { return `${Math.floor(s / 60)}:${(s % 60).toFixed(1).padStart(4, "0")}`; }
 const FIELD_NAMES = { name: "file or folder name", title: "catalogue text", meta: "photo's metadata",
                       ocr: "text in the picture", label: "labels" };
 let queryFile = null;     // an uploaded query image
@@ -304,12 +307,29 @@ function render(data, append) {
       `${escapeHtml(field)}: ${words.map(escapeHtml).join(" ")}</mark>`).join("");
     const ranks = [why.picture_rank ? `picture #${why.picture_rank}` : "", why.word_rank ? `words #${why.word_rank}` : ""]
       .filter(Boolean).join(", ");
-    card.innerHTML = `<div class="thumb"><a href="/api/images/${r.id}/file" target="_blank">
-        <img loading="lazy" src="/api/images/${r.id}/file?size=thumb" alt="${escapeHtml(name)}"></a></div>
+    // A video's moment: its frame as the thumbnail, marked with its time; a click plays the video from there
+    // (the file route answers range requests, so the player seeks without reading the whole file).
+    const video = r.media === "video";
+    const href = video ? `/api/images/${r.id}/file#t=${r.start}` : `/api/images/${r.id}/file`;
+    const badge = video ? `<span class="moment" title="a moment of a ${clock(r.duration || 0)} video">&#9654; ` +
+      `${clock(r.start)}&ndash;${clock(r.end)}</span>` : "";
+    card.innerHTML = `<div class="thumb"><a href="${href}" target="_blank">
+        <img loading="lazy" src="/api/images/${r.id}/file?size=thumb" alt="${escapeHtml(name)}"></a>${badge}</div>
       <div class="meta">${r.score === null ? `<div class="date">${escapeHtml(dateOf(r))}</div>` :
         `<div class="score" title="${escapeHtml(ranks)}">${r.score.toFixed(3)}</div>`}<div title="${escapeHtml(r.path)}">${escapeHtml(name)}</div>
-        <div>${r.width}&times;${r.height} ${escapeHtml(r.format)}</div><div class="words">${found}</div><div class="chips">${chips}</div></div>
+        <div>${r.width}&times;${r.height} ${escapeHtml(r.format)}${video ? ` video, ${clock(r.duration || 0)}` : ""}</div><div class="words">${found}</div><div class="chips">${chips}</div></div>
       <button type="button">More like this</button>`;
+    if (video) {
+      card.dataset.media = "video";
+      card.querySelector(".thumb a").addEventListener("click", (event) => {
+        event.preventDefault();
+        const player = document.createElement("video");
+        player.controls = true;
+        player.autoplay = true;
+        player.src = href;   // #t=START: the player starts at the moment
+        card.querySelector(".thumb").replaceChildren(player);
+      });
+    }
     // Whether the thumbnail arrived: a broken one says so on the card (and tests read data-shown).
     const img = card.querySelector("img");
     img.addEventListener("load", () => { img.dataset.shown = img.naturalWidth > 0 ? "yes" : "no"; });

@@ -17,6 +17,13 @@ CREATE TABLE IF NOT EXISTS images_local ON CLUSTER clipsearch
     width      UInt32,
     height     UInt32,
     format     LowCardinality(String),       -- JPEG, PNG, WEBP, ...
+    media      LowCardinality(String) DEFAULT 'image',  -- image or video
+    video      String DEFAULT '',            -- the video's content id (as files.id of its path), '' for a photo
+    start      Nullable(Float64),            -- the moment's start and end in the video, in seconds
+    `end`      Nullable(Float64),
+    duration   Nullable(Float64),            -- the video's length in seconds
+    codec      LowCardinality(String) DEFAULT '',  -- the video stream's codec (h264, hevc, vp9, av1, ...)
+    thumbnail  String DEFAULT '' CODEC(ZSTD(1)),  -- the moment's frame as a small JPEG, base64 (photos: '')
     file_size  UInt64,                       -- bytes
     modified_at Nullable(DateTime64(3)),     -- the file's modification time when it was read
     taken_at   Nullable(DateTime64(0)),      -- EXIF DateTimeOriginal when present and 1900 to 2299, else NULL
@@ -160,6 +167,21 @@ ENGINE = Distributed(clipsearch, currentDatabase(), search_log_local, rand());
 -- 008_clicks_and_judgments.sql:
 --   ALTER TABLE search_log_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS search_id String DEFAULT '' AFTER top_ids;
 --   ALTER TABLE search_log ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS search_id String DEFAULT '' AFTER top_ids;
+-- 009_videos.sql:
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS media LowCardinality(String) DEFAULT 'image' AFTER format;
+--   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS media LowCardinality(String) DEFAULT 'image' AFTER format;
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS video String DEFAULT '' AFTER media;
+--   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS video String DEFAULT '' AFTER media;
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS start Nullable(Float64) AFTER video;
+--   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS start Nullable(Float64) AFTER video;
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS `end` Nullable(Float64) AFTER start;
+--   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS `end` Nullable(Float64) AFTER start;
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS duration Nullable(Float64) AFTER `end`;
+--   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS duration Nullable(Float64) AFTER `end`;
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS codec LowCardinality(String) DEFAULT '' AFTER duration;
+--   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS codec LowCardinality(String) DEFAULT '' AFTER duration;
+--   ALTER TABLE images_local ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS thumbnail String DEFAULT '' CODEC(ZSTD(1)) AFTER codec;
+--   ALTER TABLE images ON CLUSTER clipsearch ADD COLUMN IF NOT EXISTS thumbnail String DEFAULT '' CODEC(ZSTD(1)) AFTER codec;
 -- Rows loaded before the perceptual hashes keep NULL hashes and take no part in finding copies:
 -- `clipsearch hashes` updates rows in place (ALTER TABLE ... UPDATE), which a Distributed table does not take.
 -- Manifest columns go on both tables, local first:
