@@ -414,10 +414,11 @@ class ClickHouseHTTP:
             sql = body.sql
             match = FORMAT_RE.search(sql)
             fmt = match.group(1) if match else args.get("default_format", "TabSeparated")
-            if not ROWS_STATEMENT.match(sql) or _with_insert(sql):
+            command = not ROWS_STATEMENT.match(sql) or _with_insert(sql)
+            if command:
                 self.writes.note()   # the service's cached table state is refreshed on its next search
                 fmt = "TabSeparated"
-            return self.respond(request, args, lease, sql, fmt, params)
+            return self.respond(request, args, lease, sql, fmt, params, command=command)
         finally:
             body.close()
 
@@ -440,7 +441,7 @@ class ClickHouseHTTP:
                             float(settings["max_execution_time"]) + TURN_GRACE_S)
 
     def respond(self, request: Request, args: dict, conn: Any, sql: str, fmt: str, params: dict,
-                turn: Turn | None = None, turn_s: float = 0.0) -> Response:
+                turn: Turn | None = None, turn_s: float = 0.0, command: bool = False) -> Response:
         """Run `sql` on `conn` (closed after) and answer with its result, streamed where the format allows:
         errors before the first bytes get ClickHouse's status; after them, ClickHouse's way, the
         exception text at the end of the body. An analyst's `turn` ends after `turn_s` even if the client
@@ -463,7 +464,7 @@ class ClickHouseHTTP:
             if turn is not None:
                 turn.leave()
         try:
-            if streams(fmt, sql):
+            if streams(fmt, sql) and not command:
                 stream = conn.send_query(sql, fmt, params=params)
                 chunks: Iterator[bytes] = one_header((chunk.bytes() for chunk in stream), fmt)
                 first = next(chunks, b"")   # the query's own errors surface here, before the status is sent
@@ -521,9 +522,9 @@ class ClickHouseHTTP:
                                  "TabSeparated")
         finally:
             lease.close()
-        return Response(b"", content_type="text/plain; charset=UTF-8",
-                        headers={"X-ClickHouse-Summary": _summary(result), "X-ClickHouse-Query-Id": _query_id(args),
-                                 "X-ClickHouse-Format": body.format or "", "X-ClickHouse-Timezone": self.timezone(args)})
+        headers = {"X-ClickHouse-Summary": _summary(result), "X-ClickHouse-Query-Id": _query_id(args),
+                   "X-ClickHouse-Format": body.format or "", "X-ClickHouse-Timezone": self.timezone(args)}
+        return Response(b"", content_type="text/plain; charset=UTF-8", headers=headers)
 
     def timezone(self, args: dict) -> str:
         """The time zone a result's DateTimes are in, as ClickHouse says it (X-ClickHouse-Timezone): the

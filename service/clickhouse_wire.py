@@ -186,9 +186,8 @@ def _block(method: str, payload: bytes, raw: int) -> bytes:
     return out
 
 
-def capped(chunks: Iterable[bytes], limit: int) -> Iterator[bytes]:
-    """`chunks`, refused (413) once they come to more than `limit` bytes."""
-    total = 0
+def capped(chunks: Iterable[bytes], limit: int, total: int = 0) -> Iterator[bytes]:
+    """`chunks`, refused (413) once they come to more than `limit` bytes (`total` of them already came)."""
     for chunk in chunks:
         total += len(chunk)
         if total > limit:
@@ -236,7 +235,7 @@ def split(url_query: str, chunks: Iterable[bytes], sql_limit: int, data_limit: i
             if total > data_limit:
                 raise too_large(data_limit)
             data.write(head[match.end():])
-            for chunk in capped(stream, data_limit - total):
+            for chunk in capped(stream, data_limit, total):
                 data.write(chunk)
             data.flush()
         except BaseException:
