@@ -3,13 +3,18 @@ clickhouse-client / clickhouse-connect, Grafana, Superset, pandas and curl reach
 service owns it.
 
 It speaks what those clients use: `/ping` and `GET /` (no login, `Ok.`), the SQL in the body or in
-`query=` (with insert data in the body), `param_*` values, `database=`, a FORMAT clause or
-`default_format`, settings in the URL, compressed request bodies, compressed responses with
-`enable_http_compression=1`, results streamed as the engine makes them, and errors as ClickHouse sends
-them (the message, `X-ClickHouse-Exception-Code` and ClickHouse's HTTP status for the code).
+`query=`, insert data in any format after `INSERT ... FORMAT name` (clickhouse_wire: request bodies in
+gzip, deflate, zstd or lz4 and ClickHouse's own compressed blocks, bounded before and after
+decompression), `param_*` values, `database=`, a FORMAT clause or `default_format`, settings in the URL,
+external data (multipart files with `<name>_structure`/`_types`/`_format`), compressed responses with
+`enable_http_compression=1`, results streamed as the engine makes them, the `X-ClickHouse-Query-Id`,
+`-Summary`, `-Format` and `-Timezone` headers, and errors as ClickHouse sends them (the message,
+`X-ClickHouse-Exception-Code` and ClickHouse's HTTP status for the code).
 
-Every request runs in a session of its own (a fresh engine connection: a client's database, settings and
-temporary state are never another's) and authenticates (Basic auth, `X-ClickHouse-User`/`-Key`, or
+The read-write login's requests with a `session_id` run in that session (clickhouse_sessions: one engine
+connection per login and session_id, kept until `session_timeout`, one request at a time); every other
+request, and every analyst's, runs in a session of its own (a fresh engine connection: a client's database,
+settings and temporary state are never another's). Every request authenticates (Basic auth, `X-ClickHouse-User`/`-Key`, or
 `user`/`password` in the URL):
 - `clipsearch`: read-write, with a password made anew for each run and kept in the folder's serve file
   (readable by its owner only), which is how `clipsearch` commands find the running service;
