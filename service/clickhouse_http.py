@@ -14,8 +14,8 @@ external data (multipart files with `<name>_structure`/`_types`/`_format`), comp
 The read-write login's requests with a `session_id` run in that session (clickhouse_sessions: one engine
 connection per login and session_id, kept until `session_timeout`, one request at a time); every other
 request, and every analyst's, runs in a session of its own (a fresh engine connection: a client's database,
-settings and temporary state are never another's). Every request authenticates (Basic auth, `X-ClickHouse-User`/`-Key`, or
-`user`/`password` in the URL):
+settings and temporary state are never another's). Every request authenticates (Basic auth,
+`X-ClickHouse-User`/`-Key`, or `user`/`password` in the URL):
 - `clipsearch`: read-write, with a password made anew for each run and kept in the folder's serve file
   (readable by its owner only), which is how `clipsearch` commands find the running service;
 - `analyst`: read-only, when CLIPSEARCH_ANALYST_PASSWORD is set. The analyst policy (AnalystPolicy, which

@@ -200,10 +200,12 @@ def capped(chunks: Iterable[bytes], limit: int, total: int = 0) -> Iterator[byte
 # INSERT is parsed from at most this much).
 HEAD_BYTES = 256 * 1024
 # `INSERT INTO ... FORMAT name` and where its data starts: after spaces, and one line break if there is one.
-# The header holds no VALUES or SELECT (`INSERT ... VALUES ('FORMAT x')` is SQL).
-INSERT_HEAD = re.compile(rb"^\s*(?P<sql>(?:WITH\b(?:(?!\bINSERT\b).)*?)?INSERT\s+INTO\s+"
-                         rb"(?:(?!\b(?:VALUES|SELECT|FORMAT)\b).)+?)\s+FORMAT\s+(?P<fmt>\w+)[ \t\f]*(?:\r?\n)?",
-                         re.I | re.S)
+# The header holds no VALUES or SELECT (`INSERT ... VALUES ('FORMAT x')` is SQL); quoted names and strings may
+# hold any word (a column named `format`).
+QUOTED_OR_NOT = rb"(?:`(?:[^`\\]|\\.)*`|\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|(?!\b(?:VALUES|SELECT|FORMAT)\b)[^`\"'])"
+QUOTED_OR_ANY = rb"(?:`(?:[^`\\]|\\.)*`|\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|[^`\"'])"
+INSERT_HEAD = re.compile(rb"^\s*(?P<sql>(?:WITH\b" + QUOTED_OR_ANY + rb"*?)?INSERT\s+INTO\s+" + QUOTED_OR_NOT
+                         + rb"+?)\s+FORMAT\s+(?P<fmt>\w+)[ \t\f]*(?:\r?\n)?", re.I | re.S)
 
 
 class Body:

@@ -235,7 +235,46 @@ def test_wire_split_unit():
     assert (body.sql, body.format, body.data.read()) == ("INSERT INTO t", "RowBinary", b"\x00\x01")
     body.close()
     assert wire.split("", [b"INSERT INTO t VALUES ('FORMAT x')"], 100, 100).data is None
+    # quoted names may be any word (the images table has a column named format)
+    body = wire.split("INSERT INTO `images` (`id`, `format`) FORMAT Arrow", [b"\xff"], 100, 100)
+    assert (body.sql, body.format) == ("INSERT INTO `images` (`id`, `format`)", "Arrow")
+    body.close()
+    body = wire.split("", [b"WITH (SELECT 1) AS x INSERT INTO t FORMAT CSV\n1"], 100, 100)
+    assert (body.sql, body.format) == ("WITH (SELECT 1) AS x INSERT INTO t", "CSV")
+    body.close()
     assert wire.split("SELECT 1", [], 100, 100).sql == "SELECT 1"
     assert wire.split("SELECT", [b" 1"], 100, 100).sql == "SELECT\n 1"
     with pytest.raises(wire.ClickHouseError, match="not valid UTF-8"):
         wire.split("", [b"SELECT \xff"], 100, 100)
+
+
+# -- reflection -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("login", [WRITER, ANALYST])
+def test_the_system_tables_clients_reflect_on(port, login):
+    client = connect(port, login)
+    assert ("t", "MergeTree") in client.query("SELECT name, engine FROM system.tables "
+                                              "WHERE database = currentDatabase()").result_rows
+    assert client.query("SELECT name, type FROM system.columns WHERE database = 'default' AND table = 't' "
+                        "ORDER BY position").result_rows == [("a", "UInt32"), ("s", "String"), ("d", "DateTime"),
+                                                             ("f", "Array(Float32)")]
+    assert ("default",) in client.query("SELECT name FROM system.databases").result_rows
+    assert client.query("SELECT count() FROM system.functions WHERE name = 'cosineDistance'").result_rows == [(1,)]
+    assert client.query("SELECT count() FROM system.settings WHERE name = 'max_threads'").result_rows == [(1,)]
+    from sqlalchemy import create_engine, inspect
+    engine = create_engine(f"clickhousedb://{login[0]}:{login[1]}@{port.split('//')[1]}/default")
+    assert "t" in inspect(engine).get_table_names()
+    assert [c["name"] for c in inspect(engine).get_columns("t")] == ["a", "s", "d", "f"]
+
+
+def test_the_writer_creates_and_drops_in_a_database_of_its_own(port):
+    client = connect(port)
+    client.command("CREATE DATABASE IF NOT EXISTS own_db")
+    client.database = "own_db"
+    client.command("CREATE TABLE x (a Int8) ENGINE = MergeTree ORDER BY a")
+    client.insert("x", [[1], [2]], column_names=["a"])
+    assert client.query("SHOW TABLES").result_rows == [("x",)]
+    assert client.query("SELECT sum(a) FROM x").result_rows == [(3,)]
+    client.command("DROP TABLE x")
+    client.database = "default"
+    client.command("DROP DATABASE own_db")
+    assert ("own_db",) not in client.query("SELECT name FROM system.databases").result_rows
