@@ -146,24 +146,33 @@ def _timeout(value: str | None) -> int:
 
 
 def _apply(conn: Any, settings: dict[str, Any], database: str | None) -> Callable[[], None]:
-    """SET a request's URL settings and USE its database on a session's connection; what undoes both."""
+    """SET a request's URL settings and USE its database on a session's connection; what undoes them after the
+    request, except where its own SQL changed them (a `SET` or `USE` in it holds for the session, as on a
+    server, where URL settings go to the query's context and SET and USE to the session's)."""
     if not settings and not database:
         return lambda: None
-    before = conn.query("SELECT currentDatabase() AS db, " + ", ".join(
-        f"toString(getSetting('{name}')) AS `{name}`" for name in settings if IDENTIFIER.match(name)) if settings
-        else "SELECT currentDatabase() AS db", "JSONEachRow").bytes()
-    old = json.loads(before)
+    names = [name for name in settings if IDENTIFIER.match(name)]
+    state = ("SELECT currentDatabase() AS `$db`"
+             + "".join(f", toString(getSetting('{name}')) AS `{name}`" for name in names))
+
+    def read() -> dict[str, str]:
+        return json.loads(conn.query(state, "JSONEachRow").bytes())
+    old = read()
+    applied: dict[str, str] = dict(old)
 
     def restore() -> None:
-        for name in settings:
-            conn.query(f"SET {name} = {_literal(old[name])}")
-        if database:
-            conn.query(f"USE {quote_identifier(old['db'])}")
+        now = read()
+        for name in names:
+            if now[name] == applied[name]:
+                conn.query(f"SET {name} = {_literal(old[name])}")
+        if database and now["$db"] == applied["$db"]:
+            conn.query(f"USE {quote_identifier(old['$db'])}")
     try:
         if database:
             conn.query(f"USE {quote_identifier(database)}")
         for name, value in settings.items():
             conn.query(set_statement(name, value))
+        applied = read()
     except BaseException:
         restore()
         raise

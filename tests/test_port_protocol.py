@@ -171,6 +171,11 @@ def test_a_session_keeps_temporary_tables_settings_and_database_for_its_client_o
     assert call(port, b"SELECT currentDatabase()", session_id="session-two")[2] == b"other\n"
     assert call(port, b"SELECT currentDatabase()", session_id="session-two", database="default")[2] == b"default\n"
     assert call(port, b"SELECT currentDatabase()", session_id="session-two")[2] == b"other\n"
+    # a SET or USE in the SQL holds for the session even when the request named its own database and settings
+    assert call(port, b"USE default", session_id="session-two", database="other")[0] == 200
+    assert call(port, b"SET max_threads = 5", session_id="session-two", max_threads="2")[0] == 200
+    assert call(port, b"SELECT currentDatabase(), getSetting('max_threads')", session_id="session-two")[2] == \
+        b"default\t5\n"
     # nobody else sees the session's table: no session, another session, another login with the same id
     for query in ({}, {"session_id": "session-three"}):
         status, _, message = call(port, b"SELECT * FROM tmp", **query)
