@@ -557,6 +557,8 @@ class ExternalData:
         for name, structure, fmt, storage in self.tables:
             lease.query(f"DROP TEMPORARY TABLE IF EXISTS {quote_identifier(name)}")
             lease.query(f"CREATE TEMPORARY TABLE {quote_identifier(name)} ({structure}) ENGINE = Memory")
+            # for this request only, as on a server (a session keeps none of them)
+            lease.cleanups.append(f"DROP TEMPORARY TABLE IF EXISTS {quote_identifier(name)}")
             with tempfile.NamedTemporaryFile(prefix="clipsearch-external-", suffix=".data") as f:
                 storage.save(f)
                 f.flush()

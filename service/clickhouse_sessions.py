@@ -40,7 +40,7 @@ class Lease:
 
     def __init__(self, conn: Any, release: Callable[[], None]):
         self.conn, self._release, self._done = conn, release, False
-        self.read_rows = self.written_rows = 0
+        self.cleanups: list[str] = []   # statements to run before release (the request's external tables)
 
     def query(self, sql: str, fmt: str = "TabSeparated", params: dict | None = None) -> Any:
         return self.conn.query(sql, fmt, params=params)
@@ -51,7 +51,11 @@ class Lease:
     def close(self) -> None:
         if not self._done:
             self._done = True
-            self._release()
+            try:
+                for statement in self.cleanups:
+                    self.conn.query(statement)
+            finally:
+                self._release()
 
 
 class Sessions:

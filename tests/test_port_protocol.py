@@ -214,6 +214,12 @@ def test_external_data_with_structure_or_types(port):
                           structure=["name String", "year UInt16"])
     assert client.query("SELECT name FROM movies ORDER BY year", external_data=movies).result_rows == [
         ("Alien",), ("Heat",)]
+    empty = ExternalData(file_name="empty.csv", data=b"", structure="name String")
+    assert client.query("SELECT * FROM empty", external_data=empty).result_rows == []
+    # in a session too, and the session keeps no external table after its request
+    session = connect(port, session_id="external")
+    assert session.query("SELECT count() FROM movies", external_data=movies).result_rows == [(2,)]
+    assert session.query("EXISTS TEMPORARY TABLE movies").result_rows == [(0,)]
     typed = ExternalData(file_name="pairs", data=b"1\t[2,3]\n", types="UInt8,Array(UInt8)")
     assert client.query("SELECT _1, _2 FROM pairs", external_data=typed).result_rows == [(1, [2, 3])]
     bad = ExternalData(file_name="evil", data=b"1\n", structure="x UInt8) ENGINE = Memory; DROP TABLE t --")
