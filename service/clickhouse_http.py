@@ -415,7 +415,7 @@ class ClickHouseHTTP:
                 lease.close()
                 raise
             if body.data is not None:
-                return self.insert(args, lease, body)
+                return self.insert(args, lease, body, params)
             sql = body.sql
             match = FORMAT_RE.search(sql)
             fmt = match.group(1) if match else args.get("default_format", "TabSeparated")
@@ -505,8 +505,10 @@ class ClickHouseHTTP:
                     stream.close()
                 conn.close()
                 done()
-        headers = {"X-ClickHouse-Format": fmt, "X-ClickHouse-Timezone": self.timezone(args),
-                   "X-ClickHouse-Query-Id": _query_id(args), "X-ClickHouse-Summary": summary}
+        headers = {"X-ClickHouse-Timezone": self.timezone(args), "X-ClickHouse-Query-Id": _query_id(args),
+                   "X-ClickHouse-Summary": summary}
+        if not command:   # ClickHouse names a format only for a statement that returns rows (clients tell by it)
+            headers["X-ClickHouse-Format"] = fmt
         if args.get("send_progress_in_http_headers", "0") not in ("", "0"):   # one, at the end of a held result
             headers["X-ClickHouse-Progress"] = summary
         if encoding:
@@ -516,7 +518,7 @@ class ClickHouseHTTP:
         return Response(body(), headers=headers, content_type=f"{content_type}; charset=UTF-8",
                         direct_passthrough=True)
 
-    def insert(self, args: dict, lease: Lease, body: wire.Body) -> Response:
+    def insert(self, args: dict, lease: Lease, body: wire.Body, params: dict) -> Response:
         """An INSERT with data: the engine reads the data from the body's file as a server reads it from the
         request (`INSERT ... FROM INFILE`, placed before a SETTINGS clause)."""
         self.writes.note()
@@ -524,11 +526,11 @@ class ClickHouseHTTP:
         assert body.data is not None
         try:
             result = lease.query(f"{target} FROM INFILE '{body.data.name}'{settings or ''} FORMAT {body.format}",
-                                 "TabSeparated")
+                                 "TabSeparated", params=params)
         finally:
             lease.close()
         headers = {"X-ClickHouse-Summary": _summary(result), "X-ClickHouse-Query-Id": _query_id(args),
-                   "X-ClickHouse-Format": body.format or "", "X-ClickHouse-Timezone": self.timezone(args)}
+                   "X-ClickHouse-Timezone": self.timezone(args)}
         return Response(b"", content_type="text/plain; charset=UTF-8", headers=headers)
 
     def timezone(self, args: dict) -> str:

@@ -137,6 +137,9 @@ def test_bombs_garbage_and_unknown_encodings_are_refused_before_the_engine(port)
 def test_with_insert_runs_as_a_command(port):
     assert call(port, b"WITH 600 AS x INSERT INTO t (a, s) SELECT x, 'w'")[0] == 200
     assert rows(port, "a = 600") == [(600, "w")]
+    # with data after FORMAT, and a query parameter in the header
+    assert call(port, b"WITH {v:UInt32} AS x INSERT INTO t (s, a) FORMAT TSV\nw2\t601\n", param_v="7")[0] == 200
+    assert rows(port, "a = 601") == [(601, "w2")]
 
 
 # -- headers ---------------------------------------------------------------------------------------------
@@ -154,6 +157,11 @@ def test_query_id_summary_format_and_timezone_headers(port):
     assert status == 400 and headers["x-clickhouse-query-id"] == "q3"
     result = connect(port).query("SELECT 1")
     assert result.query_id and result.summary["query_id"] == result.query_id
+    # a statement that returns no rows names no format: clickhouse-connect then answers with the summary
+    status, headers, _ = call(port, b"CREATE TABLE IF NOT EXISTS nothing (a Int8) ENGINE = Memory", query_id="q4")
+    assert status == 200 and "x-clickhouse-format" not in headers and headers["x-clickhouse-query-id"] == "q4"
+    assert "query_id" in connect(port).query("SET max_threads = 1").first_item
+    assert connect(port).command("SELECT 13 WHERE 0") == ""
 
 
 # -- sessions -------------------------------------------------------------------------------------------
