@@ -75,6 +75,9 @@ FORMAT_RE = re.compile(r"\s+FORMAT\s+(\w+)\s*;?\s*$", re.I)   # the writer's SQL
 MAX_BODY_BYTES = 16 * 1024 * 1024
 # An INSERT's data after decompression (spooled to a temporary file, not held in memory).
 MAX_INSERT_BYTES = 256 * 1024 * 1024
+# One of ClickHouse's compressed blocks (decompress=1) is decompressed whole: its size is bounded apart (clients
+# send blocks of about 1 MiB; clickhouse-connect sends none, it compresses the HTTP body instead).
+MAX_BLOCK_BYTES = 64 * 1024 * 1024
 TURN_GRACE_S = 5.0   # past its time limit, an analyst query that is still sending gives up its turn
 # What a ClickHouse server does by default and chdb does not: 64-bit integers quoted in JSON formats, which
 # clients of a server expect (a client asks for plain numbers in the URL, as clipsearch's own does).
@@ -390,7 +393,7 @@ class ClickHouseHTTP:
         _check_query_id(args)
         chunks = wire.decoded([raw] if raw else [], request.headers.get("Content-Encoding"))
         if args.get("decompress", "0") not in ("", "0"):   # ClickHouse's own compressed blocks
-            chunks = wire.blocks(chunks, MAX_INSERT_BYTES)
+            chunks = wire.blocks(chunks, limit if analyst else MAX_BLOCK_BYTES)
         # The query may begin in the URL and go on in the body (ClickHouse joins the two with a newline); an
         # INSERT's data follows its FORMAT clause in either.
         body = wire.split(args.get("query") or "", chunks, limit, limit if analyst else MAX_INSERT_BYTES)

@@ -111,6 +111,9 @@ def test_clickhouse_compressed_blocks(port):
     assert status == 400 and b"ends inside a compressed block" in message
     status, _, message = call(port, b"\0" * 16 + b"\x33" + b"\0" * 20, decompress="1")
     assert status == 400 and b"CANNOT_DECOMPRESS" in message
+    # a block that says it holds more than a block may is refused before anything is allocated for it
+    huge = b"\0" * 16 + bytes([0x82]) + (9 + 4).to_bytes(4, "little") + (2**30).to_bytes(4, "little") + b"\0" * 4
+    assert call(port, huge, decompress="1")[0] == 413
 
 
 def test_bombs_garbage_and_unknown_encodings_are_refused_before_the_engine(port):
