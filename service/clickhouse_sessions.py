@@ -71,6 +71,8 @@ class Sessions:
         """The connection for a request with URL `args`: the session's when it names one, else its own. A new
         session starts with `defaults`; `settings` and `database` are the request's own."""
         session_id = args.get("session_id") or ""
+        with self.lock:   # sessions past their timeout are closed by whatever request comes next
+            self._expire()
         if not session_id:
             conn = self.connect({**defaults, **settings}, database)
             return Lease(conn, conn.close)
@@ -79,7 +81,6 @@ class Sessions:
         timeout = _timeout(args.get("session_timeout"))
         key = (login, session_id)
         with self.lock:
-            self._expire()
             session = self.open.get(key)
             if session is None:
                 if args.get("session_check", "0") not in ("", "0"):
