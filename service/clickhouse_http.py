@@ -36,6 +36,7 @@ import hmac
 import ipaddress
 import json
 import re
+import secrets
 import tempfile
 import threading
 import time
@@ -487,6 +488,7 @@ class ClickHouseHTTP:
         encoding = _compressor(request, args)
 
         started = time.monotonic()
+        tag = secrets.token_hex(8)   # marks an error after rows (ClickHouse 25.11's X-ClickHouse-Exception-Tag)
 
         def body() -> Iterator[bytes]:
             compress, flush = (encoding[1], encoding[2]) if encoding else (lambda b: b, lambda: b"")
@@ -501,7 +503,7 @@ class ClickHouseHTTP:
                 except Exception as exc:   # ClickHouse's way: the error's text after the rows sent
                     exc = self._unavailable(exc) or exc
                     message = str(exc)[str(exc).find("Code: "):] if "Code: " in str(exc) else str(exc)
-                    yield compress(f"\n{public_message(message)}\n".encode())
+                    yield compress(_exception_block(public_message(message), tag))
                 yield flush()
             finally:
                 if stream is not None:
@@ -512,6 +514,7 @@ class ClickHouseHTTP:
                    "X-ClickHouse-Summary": summary}
         if not command:   # ClickHouse names a format only for a statement that returns rows (clients tell by it)
             headers["X-ClickHouse-Format"] = fmt
+            headers["X-ClickHouse-Exception-Tag"] = tag
         if args.get("send_progress_in_http_headers", "0") not in ("", "0"):   # one, at the end of a held result
             headers["X-ClickHouse-Progress"] = summary
         if encoding:
@@ -625,6 +628,13 @@ def _with_insert(sql: str) -> bool:
     """`WITH ... INSERT INTO ...`: a command, not rows (the word outside string literals)."""
     return bool(re.match(r"^\s*WITH\b", sql, re.I)) and bool(
         re.search(r"\bINSERT\s+INTO\b", re.sub(r"'(?:[^'\\]|\\.)*'", "''", sql), re.I))
+
+
+def _exception_block(message: str, tag: str) -> bytes:
+    """An error after rows were sent, as ClickHouse (25.11 on) writes it, so that a client that knows the tag
+    (X-ClickHouse-Exception-Tag) tells it from the rows; others see the message after them."""
+    text = f"\n{message}\n"
+    return f"__exception__\r\n{tag}\r\n{text}{len(text.encode())} {tag}\r\n__exception__\r\n".encode()
 
 
 def _query_id(args: dict) -> str:

@@ -300,3 +300,22 @@ def test_the_writer_creates_and_drops_in_a_database_of_its_own(port):
     client.database = "default"
     client.command("DROP DATABASE own_db")
     assert ("own_db",) not in client.query("SELECT name FROM system.databases").result_rows
+
+
+def test_an_error_after_rows_is_marked_as_clickhouse_marks_it(port):
+    from clickhouse_connect.driver.exceptions import StreamFailureError
+    client = connect(port)
+    rows_seen = []
+    with pytest.raises(StreamFailureError, match="FUNCTION_THROW_IF_VALUE_IS_NON_ZERO"):
+        with client.query_rows_stream("SELECT number, throwIf(number = 300000) FROM numbers(500000)",
+                                      settings={"max_block_size": 100}) as stream:
+            for row in stream:
+                rows_seen.append(row)
+    assert 0 < len(rows_seen) <= 300000
+    # curl sees the rows, then the message between the markers named in X-ClickHouse-Exception-Tag
+    status, headers, body = call(port, b"SELECT number, throwIf(number = 300000) FROM numbers(500000)",
+                                 max_block_size="100")
+    tag = headers["x-clickhouse-exception-tag"]
+    assert status == 200 and body.startswith(b"0\t0\n")
+    assert f"__exception__\r\n{tag}\r\n".encode() in body and body.endswith(f" {tag}\r\n__exception__\r\n".encode())
+    assert b"FUNCTION_THROW_IF_VALUE_IS_NON_ZERO" in body
