@@ -453,8 +453,9 @@ class ClickHouseHTTP:
                 turn: Turn | None = None, turn_s: float = 0.0, command: bool = False) -> Response:
         """Run `sql` on `conn` (closed after) and answer with its result, streamed where the format allows:
         errors before the first bytes get ClickHouse's status; after them, ClickHouse's way, the
-        exception text at the end of the body. An analyst's `turn` ends after `turn_s` even if the client
-        has not read the result by then (the query is cancelled), and is left when the answer is sent."""
+        exception text at the end of the body between markers (_exception_block). `command`: a statement without
+        rows, run whole. An analyst's `turn` ends after `turn_s` even if the client has not read the result by
+        then (the query is cancelled), and is left when the answer is sent."""
         stream = None
         summary = _summary(None)
         timer: threading.Timer | None = None
