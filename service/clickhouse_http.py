@@ -79,6 +79,8 @@ MAX_INSERT_BYTES = 256 * 1024 * 1024
 # One of ClickHouse's compressed blocks (decompress=1) is decompressed whole: its size is bounded apart (clients
 # send blocks of about 1 MiB; clickhouse-connect sends none, it compresses the HTTP body instead).
 MAX_BLOCK_BYTES = 64 * 1024 * 1024
+# A result held until its end (wait_end_of_query=1) stays in memory up to this, then goes to a temporary file.
+WAIT_BUFFER_BYTES = 8 * 1024 * 1024
 TURN_GRACE_S = 5.0   # past its time limit, an analyst query that is still sending gives up its turn
 # What a ClickHouse server does by default and chdb does not: 64-bit integers quoted in JSON formats, which
 # clients of a server expect (a client asks for plain numbers in the URL, as clipsearch's own does).
@@ -478,6 +480,8 @@ class ClickHouseHTTP:
                 stream = conn.send_query(sql, fmt, params=params)
                 chunks: Iterator[bytes] = one_header((chunk.bytes() for chunk in stream), fmt)
                 first = next(chunks, b"")   # the query's own errors surface here, before the status is sent
+                if turn is None and args.get("wait_end_of_query", "0") not in ("", "0"):
+                    first, chunks = b"", _held(first, chunks)   # ClickHouse's wait_end_of_query: errors first
             else:
                 result = conn.query(sql, fmt, params=params)
                 first, chunks = (result.bytes() if result is not None else b""), iter(())
@@ -629,6 +633,26 @@ def _with_insert(sql: str) -> bool:
     """`WITH ... INSERT INTO ...`: a command, not rows (the word outside string literals)."""
     return bool(re.match(r"^\s*WITH\b", sql, re.I)) and bool(
         re.search(r"\bINSERT\s+INTO\b", re.sub(r"'(?:[^'\\]|\\.)*'", "''", sql), re.I))
+
+
+def _held(first: bytes, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The whole result read before its answer starts (a writer's request with wait_end_of_query=1, as
+    clickhouse-connect sends for every query it does not stream): an error met on the way is then the answer's
+    status, not text after rows. Kept in memory up to WAIT_BUFFER_BYTES, on disk beyond, as ClickHouse does."""
+    spool = tempfile.SpooledTemporaryFile(max_size=WAIT_BUFFER_BYTES)
+    try:
+        spool.write(first)
+        for chunk in chunks:
+            spool.write(chunk)
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+
+    def read() -> Iterator[bytes]:
+        with spool:
+            yield from iter(lambda: spool.read(wire.CHUNK), b"")
+    return read()
 
 
 def _exception_block(message: str, tag: str) -> bytes:

@@ -22,7 +22,7 @@ CHUNK = 64 * 1024
 # tells a browser to ask), too many queries waiting 503, a result over its bounds 400, a session another
 # request holds 423. 500 for the rest.
 HTTP_STATUS = {**dict.fromkeys((6, 8, 15, 25, 26, 27, 36, 38, 41, 44, 53, 62, 72, 117, 131, 167, 168, 306, 321,
-                                374, 396, 427, 241, 718),
+                                374, 395, 396, 427, 241, 718),
                                400),
                **dict.fromkeys((46, 47, 50, 56, 60, 63, 73, 81, 115, 372), 404),
                **dict.fromkeys((164, 192, 193, 291, 497), 403), 194: 401, 516: 401, 48: 501, 159: 408, 202: 503,

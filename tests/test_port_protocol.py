@@ -319,3 +319,11 @@ def test_an_error_after_rows_is_marked_as_clickhouse_marks_it(port):
     assert status == 200 and body.startswith(b"0\t0\n")
     assert f"__exception__\r\n{tag}\r\n".encode() in body and body.endswith(f" {tag}\r\n__exception__\r\n".encode())
     assert b"FUNCTION_THROW_IF_VALUE_IS_NON_ZERO" in body
+    # with wait_end_of_query=1 the result is read to its end first: the error is the answer's status
+    status, headers, body = call(port, b"SELECT number, throwIf(number = 300000) FROM numbers(500000)",
+                                 max_block_size="100", wait_end_of_query="1")
+    assert status == 400 and body.startswith(b"Code: 395.") and headers["x-clickhouse-exception-code"] == "395"
+    status, _, body = call(port, b"SELECT number FROM numbers(300000)", max_block_size="100",
+                           wait_end_of_query="1")
+    assert status == 200 and body == b"".join(b"%d\n" % i for i in range(300000))
+    assert connect(port).raw_query("SELECT count() FROM numbers(10)") == b"10\n"
