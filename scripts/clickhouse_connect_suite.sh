@@ -43,7 +43,7 @@ print(urllib.parse.unquote(url.username or ""), urllib.parse.unquote(url.passwor
 EOF
 )
 
-echo "suite: $(git -C "$checkout" rev-parse HEAD 2>/dev/null || echo unknown) ($checkout)"
+echo "suite: $(git -C "$checkout" rev-parse --verify -q HEAD || echo unknown) ($checkout)"
 cd "$checkout"
 CLICKHOUSE_CONNECT_TEST_HOST=127.0.0.1 CLICKHOUSE_CONNECT_TEST_PORT="$sql_port" \
 CLICKHOUSE_CONNECT_TEST_USER="$user" CLICKHOUSE_CONNECT_TEST_PASSWORD="$password" \
