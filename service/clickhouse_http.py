@@ -3,14 +3,19 @@ clickhouse-client / clickhouse-connect, Grafana, Superset, pandas and curl reach
 service owns it.
 
 It speaks what those clients use: `/ping` and `GET /` (no login, `Ok.`), the SQL in the body or in
-`query=` (with insert data in the body), `param_*` values, `database=`, a FORMAT clause or
-`default_format`, settings in the URL, compressed request bodies, compressed responses with
-`enable_http_compression=1`, results streamed as the engine makes them, and errors as ClickHouse sends
-them (the message, `X-ClickHouse-Exception-Code` and ClickHouse's HTTP status for the code).
+`query=`, insert data in any format after `INSERT ... FORMAT name` (clickhouse_wire: request bodies in
+gzip, deflate, zstd or lz4 and ClickHouse's own compressed blocks, bounded before and after
+decompression), `param_*` values, `database=`, a FORMAT clause or `default_format`, settings in the URL,
+external data (multipart files with `<name>_structure`/`_types`/`_format`), compressed responses with
+`enable_http_compression=1`, results streamed as the engine makes them, the `X-ClickHouse-Query-Id`,
+`-Summary`, `-Format` and `-Timezone` headers, and errors as ClickHouse sends them (the message,
+`X-ClickHouse-Exception-Code` and ClickHouse's HTTP status for the code).
 
-Every request runs in a session of its own (a fresh engine connection: a client's database, settings and
-temporary state are never another's) and authenticates (Basic auth, `X-ClickHouse-User`/`-Key`, or
-`user`/`password` in the URL):
+The read-write login's requests with a `session_id` run in that session (clickhouse_sessions: one engine
+connection per login and session_id, kept until `session_timeout`, one request at a time); every other
+request, and every analyst's, runs in a session of its own (a fresh engine connection: a client's database,
+settings and temporary state are never another's). Every request authenticates (Basic auth,
+`X-ClickHouse-User`/`-Key`, or `user`/`password` in the URL):
 - `clipsearch`: read-write, with a password made anew for each run and kept in the folder's serve file
   (readable by its owner only), which is how `clipsearch` commands find the running service;
 - `analyst`: read-only, when CLIPSEARCH_ANALYST_PASSWORD is set. The analyst policy (AnalystPolicy, which
@@ -29,7 +34,9 @@ from __future__ import annotations
 import base64
 import hmac
 import ipaddress
+import json
 import re
+import secrets
 import tempfile
 import threading
 import time
@@ -46,6 +53,9 @@ from werkzeug.wrappers import Request, Response
 from clipsearch.analyst.policy import AnalystPolicy, Refused, setting_value, streams
 from clipsearch.analyst.turns import Busy, FairShare, Turn
 from clipsearch.errors import QueryError, StoreError, StoreUnavailable
+from clipsearch.service import clickhouse_wire as wire
+from clipsearch.service.clickhouse_sessions import Lease, Sessions
+from clipsearch.service.clickhouse_wire import HTTP_STATUS, ClickHouseError
 from clipsearch.store.connection import (
     ANALYST_DEFAULTS,
     IDENTIFIER,
@@ -54,14 +64,23 @@ from clipsearch.store.connection import (
     WriteCounter,
     engine_error,
     engine_session,
+    quote_identifier,
 )
 from clipsearch.store.results import one_header
 
-INSERT_RE = re.compile(r"^\s*(INSERT\s+INTO\s+.+?)\s+FORMAT\s+(\w+)\s*$", re.I | re.S)
+# An INSERT's header as wire.split gives it: where FROM INFILE goes (before a SETTINGS clause).
+INSERT_SETTINGS = re.compile(r"^(?P<target>.*?)(?P<settings>\s+SETTINGS\s+.*)?$", re.I | re.S)
 FORMAT_RE = re.compile(r"\s+FORMAT\s+(\w+)\s*;?\s*$", re.I)   # the writer's SQL, which is not reformatted
 # The writer's insert data (a load's batch is well under 1 MiB). waitress stores a body before the app sees
 # the request, login or not, so this is also what one unauthenticated request can make it store.
 MAX_BODY_BYTES = 16 * 1024 * 1024
+# An INSERT's data after decompression (spooled to a temporary file, not held in memory).
+MAX_INSERT_BYTES = 256 * 1024 * 1024
+# One of ClickHouse's compressed blocks (decompress=1) is decompressed whole: its size is bounded apart (clients
+# send blocks of about 1 MiB; clickhouse-connect sends none, it compresses the HTTP body instead).
+MAX_BLOCK_BYTES = 64 * 1024 * 1024
+# A result held until its end (wait_end_of_query=1) stays in memory up to this, then goes to a temporary file.
+WAIT_BUFFER_BYTES = 8 * 1024 * 1024
 TURN_GRACE_S = 5.0   # past its time limit, an analyst query that is still sending gives up its turn
 # What a ClickHouse server does by default and chdb does not: 64-bit integers quoted in JSON formats, which
 # clients of a server expect (a client asks for plain numbers in the URL, as clipsearch's own does).
@@ -77,26 +96,6 @@ CONTENT_TYPES = {"TabSeparated": "text/tab-separated-values", "TSV": "text/tab-s
                  "CSV": "text/csv", "CSVWithNames": "text/csv", "JSON": "application/json",
                  "JSONCompact": "application/json", "JSONEachRow": "application/x-ndjson",
                  "JSONLines": "application/x-ndjson", "NDJSON": "application/x-ndjson"}
-# ClickHouse's HTTP status for an error code (its exceptionCodeToHTTPStatus: bad input 400, unknown names
-# 404, timeouts 408); and this port's own: a read-only refusal 403, a failed login 401 (with the header that
-# tells a browser to ask), too many queries waiting 503, a result over its bounds 400. 500 for the rest.
-HTTP_STATUS = {**dict.fromkeys((6, 8, 15, 25, 26, 27, 36, 38, 41, 44, 53, 62, 72, 117, 131, 167, 168, 306, 321,
-                                396, 427, 241, 718),
-                               400),
-               **dict.fromkeys((46, 47, 50, 56, 60, 63, 73, 81, 115), 404),
-               **dict.fromkeys((164, 192, 193, 291, 497), 403), 194: 401, 516: 401, 48: 501, 159: 408, 202: 503}
-
-
-class ClickHouseError(Exception):
-    """An error to answer the way a ClickHouse server does: `Code: N. DB::Exception: ...`."""
-
-    def __init__(self, code: int, message: str, name: str, status: int | None = None,
-                 retry_after_s: int | None = None):
-        super().__init__(f"Code: {code}. DB::Exception: {message}. ({name})")
-        self.code, self.status = code, status or HTTP_STATUS.get(code, 500)
-        self.retry_after_s = retry_after_s   # a Retry-After header: the refusal passes shortly
-
-
 def error_response(message: str, code: int | None = None, status: int | None = None) -> Response:
     if code is None:
         found = re.search(r"Code: (\d+)", message)
@@ -120,50 +119,13 @@ def public_message(message: str) -> str:
     return re.sub(r"\s*Stack trace.*$", "", message, flags=re.S).strip()
 
 
-def _decompress(data: bytes, encoding: str | None, limit: int) -> bytes:
-    """A request body, decompressed to at most `limit` bytes (a small bomb must not fill memory)."""
-    too_large = ClickHouseError(36, f"the request body is larger than {limit} bytes", "BAD_ARGUMENTS", 413)
-    try:
-        out = _inflate(data, encoding, limit)
-    except ClickHouseError:
-        raise
-    except Exception:   # a body that is not what its Content-Encoding says
-        raise ClickHouseError(36, f"cannot decompress the request body as {(encoding or '')[:40]}", "BAD_ARGUMENTS",
-                              400) from None
-    if len(out) > limit:
-        raise too_large
-    return out
-
-
-def _inflate(data: bytes, encoding: str | None, limit: int) -> bytes:
-    if not encoding:
-        out = data
-    elif encoding in ("gzip", "deflate", "x-gzip"):
-        inflater = zlib.decompressobj(wbits=47)   # gzip or zlib, told apart by the header
-        out = inflater.decompress(data, limit + 1)
-    elif encoding == "zstd" and _module("zstandard"):
-        import zstandard
-        out = zstandard.ZstdDecompressor().stream_reader(data).read(limit + 1)
-    elif encoding == "lz4" and _module("lz4.frame"):
-        import lz4.frame
-        out = lz4.frame.LZ4FrameDecompressor().decompress(data, max_length=limit + 1)
-    else:   # 415 Unsupported Media Type, with the encodings this port reads
-        raise ClickHouseError(36, f"unsupported Content-Encoding {encoding[:40]!r}: send the body plain or as "
-                                  f"{', '.join(_encodings())}", "BAD_ARGUMENTS", 415)
-    return out
-
-
 def _module(name: str) -> bool:
-    """Whether an optional compression module (zstandard, lz4) is installed."""
+    """Whether an optional compression module (zstandard) is installed."""
     import importlib.util
     try:
         return importlib.util.find_spec(name) is not None
     except ImportError:   # its parent package is missing
         return False
-
-
-def _encodings() -> list[str]:
-    return ["gzip", "deflate"] + [e for e, m in (("zstd", "zstandard"), ("lz4", "lz4.frame")) if _module(m)]
 
 
 def _compressor(request: Request, args: dict) -> tuple[str, Callable[[bytes], bytes], Callable[[], bytes]] | None:
@@ -322,6 +284,8 @@ class ClickHouseHTTP:
         self.share = share or FairShare()
         self.throttle = LoginThrottle()
         self.policy = policy or AnalystPolicy()
+        self.sessions = Sessions(lambda settings, database: engine_session(self.uri, settings, database))
+        self._timezone: str | None = None
 
     # -- requests ---------------------------------------------------------------------------------------
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -346,6 +310,9 @@ class ClickHouseHTTP:
             gone = self._unavailable(exc)
             response = error_response(str(gone), gone.code, gone.status) if gone else error_response(str(exc))
         response.headers.setdefault("X-ClickHouse-Server-Display-Name", "clipsearch")
+        query_id = request.args.get("query_id", "")
+        if "X-ClickHouse-Query-Id" not in response.headers and re.fullmatch(r"[\x21-\x7e]{1,256}", query_id):
+            response.headers["X-ClickHouse-Query-Id"] = query_id   # ClickHouse names the query in errors too
         return response(environ, start_response)
 
     def _unavailable(self, exc: BaseException) -> ClickHouseError | None:
@@ -412,45 +379,59 @@ class ClickHouseHTTP:
             raise ClickHouseError(164, "Cannot modify 'readonly' setting in readonly mode", "READONLY")
         limit = MAX_ANALYST_BODY_BYTES if analyst else MAX_BODY_BYTES
         request.max_content_length = limit   # also for a chunked body, which has no Content-Length
+        files: dict[str, Any] = {}
         try:
-            # clickhouse-connect sends large parameters (and then the query) as form fields in the body; other
-            # clients (curl --data) send the SQL itself with a form's content type.
+            # clickhouse-connect sends large parameters (and then the query) as form fields in the body, and
+            # external data as multipart files; other clients (curl --data) send the SQL itself with a form's
+            # content type.
             raw = request.get_data(cache=True, parse_form_data=False)
-            form = request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data") \
-                and "query" in request.form
+            if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data") \
+                    and ("query" in request.form or request.files):
+                args.update(request.form)
+                files = dict(request.files)
+                raw = b""
         except RequestEntityTooLarge:
             raise ClickHouseError(36, f"the request body is larger than {limit} bytes", "BAD_ARGUMENTS",
                                   413) from None
-        if form:
-            args.update(request.form)
-            body = b""
-        else:
-            body = _decompress(raw, request.headers.get("Content-Encoding", "").strip().lower() or None, limit)
         _check_query_id(args)
+        chunks = wire.decoded([raw] if raw else [], request.headers.get("Content-Encoding"))
+        if args.get("decompress", "0") not in ("", "0"):   # ClickHouse's own compressed blocks
+            chunks = wire.blocks(chunks, limit if analyst else MAX_BLOCK_BYTES)
+        # The query may begin in the URL and go on in the body (ClickHouse joins the two with a newline); an
+        # INSERT's data follows its FORMAT clause in either.
+        body = wire.split(args.get("query") or "", chunks, limit, limit if analyst else MAX_INSERT_BYTES)
+        external = external_tables(files, args)
         params = {k[len("param_"):]: v for k, v in args.items() if k.startswith("param_")}
-        requested = {k: v for k, v in args.items() if k not in TRANSPORT and not k.startswith("param_")}
+        requested = {k: v for k, v in args.items() if k not in TRANSPORT and not k.startswith("param_")
+                     and k not in external.settings}
         database = args.get("database") or None
         if database is not None and not IDENTIFIER.match(database):
             raise ClickHouseError(81, f"Database {database!r} does not exist", "UNKNOWN_DATABASE")
-        # The query may begin in the URL and go on in the body (ClickHouse joins the two with a newline),
-        # except an INSERT's, whose body is its data.
-        query = args.get("query") or ""
-        if query and body and not INSERT_RE.match(query):
-            query, body = f"{query}\n{_text(body)}", b""
-        sql, data = (query, body) if query else (_text(body), b"")
-        if analyst:
-            if data:
-                raise ClickHouseError(164, "Cannot execute query in readonly mode (an insert)", "READONLY")
-            return self.analyst_query(request, login, args, sql, params, requested, database)
-        if data:
-            return self.insert(sql, data, database, requested)
-        match = FORMAT_RE.search(sql)
-        fmt = match.group(1) if match else args.get("default_format", "TabSeparated")
-        if not ROWS_STATEMENT.match(sql):
-            self.writes.note()   # the service's cached table state is refreshed on its next search
-            fmt = "TabSeparated"
-        session = engine_session(self.uri, {**PORT_DEFAULTS, **_url_settings(requested)}, database)
-        return self.respond(request, args, session, sql, fmt, params)
+        try:
+            if analyst:
+                if body.data is not None:
+                    raise ClickHouseError(164, "Cannot execute query in readonly mode (an insert)", "READONLY")
+                if external.tables:
+                    raise ClickHouseError(164, "external data is not available to analysts", "READONLY")
+                return self.analyst_query(request, login, args, body.sql, params, requested, database)
+            lease = self.sessions.lease(login.name, args, PORT_DEFAULTS, _url_settings(requested), database)
+            try:
+                external.create(lease)
+            except BaseException:
+                lease.close()
+                raise
+            if body.data is not None:
+                return self.insert(args, lease, body, params)
+            sql = body.sql
+            match = FORMAT_RE.search(sql)
+            fmt = match.group(1) if match else args.get("default_format", "TabSeparated")
+            command = not ROWS_STATEMENT.match(sql) or _with_insert(sql)
+            if command:
+                self.writes.note()   # the service's cached table state is refreshed on its next search
+                fmt = "TabSeparated"
+            return self.respond(request, args, lease, sql, fmt, params, command=command)
+        finally:
+            body.close()
 
     def analyst_query(self, request: Request, login: Login, args: dict, sql: str, params: dict,
                       requested: dict[str, str], database: str | None) -> Response:
@@ -471,12 +452,14 @@ class ClickHouseHTTP:
                             float(settings["max_execution_time"]) + TURN_GRACE_S)
 
     def respond(self, request: Request, args: dict, conn: Any, sql: str, fmt: str, params: dict,
-                turn: Turn | None = None, turn_s: float = 0.0) -> Response:
+                turn: Turn | None = None, turn_s: float = 0.0, command: bool = False) -> Response:
         """Run `sql` on `conn` (closed after) and answer with its result, streamed where the format allows:
         errors before the first bytes get ClickHouse's status; after them, ClickHouse's way, the
-        exception text at the end of the body. An analyst's `turn` ends after `turn_s` even if the client
-        has not read the result by then (the query is cancelled), and is left when the answer is sent."""
+        exception text at the end of the body between markers (_exception_block). `command`: a statement without
+        rows, run whole. An analyst's `turn` ends after `turn_s` even if the client has not read the result by
+        then (the query is cancelled), and is left when the answer is sent."""
         stream = None
+        summary = _summary(None)
         timer: threading.Timer | None = None
         if turn is not None:
             def expire() -> None:
@@ -493,13 +476,16 @@ class ClickHouseHTTP:
             if turn is not None:
                 turn.leave()
         try:
-            if streams(fmt, sql):
+            if streams(fmt, sql) and not command:
                 stream = conn.send_query(sql, fmt, params=params)
                 chunks: Iterator[bytes] = one_header((chunk.bytes() for chunk in stream), fmt)
                 first = next(chunks, b"")   # the query's own errors surface here, before the status is sent
+                if turn is None and args.get("wait_end_of_query", "0") not in ("", "0"):
+                    first, chunks = b"", _held(first, chunks)   # ClickHouse's wait_end_of_query: errors first
             else:
                 result = conn.query(sql, fmt, params=params)
                 first, chunks = (result.bytes() if result is not None else b""), iter(())
+                summary = _summary(result)
         except BaseException:
             conn.close()
             done()
@@ -507,6 +493,7 @@ class ClickHouseHTTP:
         encoding = _compressor(request, args)
 
         started = time.monotonic()
+        tag = secrets.token_hex(8)   # marks an error after rows (ClickHouse 25.11's X-ClickHouse-Exception-Tag)
 
         def body() -> Iterator[bytes]:
             compress, flush = (encoding[1], encoding[2]) if encoding else (lambda b: b, lambda: b"")
@@ -521,15 +508,20 @@ class ClickHouseHTTP:
                 except Exception as exc:   # ClickHouse's way: the error's text after the rows sent
                     exc = self._unavailable(exc) or exc
                     message = str(exc)[str(exc).find("Code: "):] if "Code: " in str(exc) else str(exc)
-                    yield compress(f"\n{public_message(message)}\n".encode())
+                    yield compress(_exception_block(public_message(message), tag))
                 yield flush()
             finally:
                 if stream is not None:
                     stream.close()
                 conn.close()
                 done()
-        headers = {"X-ClickHouse-Format": fmt, "X-ClickHouse-Timezone": "UTC", "X-ClickHouse-Query-Id":
-                   _query_id(args), "X-ClickHouse-Summary": '{"read_rows":"0"}'}
+        headers = {"X-ClickHouse-Timezone": self.timezone(args), "X-ClickHouse-Query-Id": _query_id(args),
+                   "X-ClickHouse-Summary": summary}
+        if not command:   # ClickHouse names a format only for a statement that returns rows (clients tell by it)
+            headers["X-ClickHouse-Format"] = fmt
+            headers["X-ClickHouse-Exception-Tag"] = tag
+        if args.get("send_progress_in_http_headers", "0") not in ("", "0"):   # one, at the end of a held result
+            headers["X-ClickHouse-Progress"] = summary
         if encoding:
             headers["Content-Encoding"] = encoding[0]
         content_type = CONTENT_TYPES.get(fmt, "text/plain" if fmt.startswith(("Pretty", "Vertical", "Markdown"))
@@ -537,21 +529,137 @@ class ClickHouseHTTP:
         return Response(body(), headers=headers, content_type=f"{content_type}; charset=UTF-8",
                         direct_passthrough=True)
 
-    def insert(self, sql: str, data: bytes, database: str | None, requested: dict[str, str]) -> Response:
-        match = INSERT_RE.match(sql)
-        if not match:
-            raise ClickHouseError(62, "expected INSERT INTO ... FORMAT <format> with data", "SYNTAX_ERROR")
+    def insert(self, args: dict, lease: Lease, body: wire.Body, params: dict) -> Response:
+        """An INSERT with data: the engine reads the data from the body's file as a server reads it from the
+        request (`INSERT ... FROM INFILE`, placed before a SETTINGS clause)."""
         self.writes.note()
-        conn = engine_session(self.uri, _url_settings(requested), database)
+        target, settings = INSERT_SETTINGS.match(body.sql).group("target", "settings")   # type: ignore[union-attr]
+        assert body.data is not None
         try:
-            with tempfile.NamedTemporaryFile(suffix=".data") as f:
-                f.write(data)
-                f.flush()
-                # file() reads the temporary file on the engine's side (a path of our own making)
-                conn.query(f"{match.group(1)} SELECT * FROM file('{f.name}', '{match.group(2)}')", "TabSeparated")
+            result = lease.query(f"{target} FROM INFILE '{body.data.name}'{settings or ''} FORMAT {body.format}",
+                                 "TabSeparated", params=params)
         finally:
-            conn.close()
-        return Response(b"", headers={"X-ClickHouse-Summary": '{"written_rows":"0"}'})
+            lease.close()
+        headers = {"X-ClickHouse-Summary": _summary(result), "X-ClickHouse-Query-Id": _query_id(args),
+                   "X-ClickHouse-Timezone": self.timezone(args)}
+        return Response(b"", content_type="text/plain; charset=UTF-8", headers=headers)
+
+    def timezone(self, args: dict) -> str:
+        """The time zone a result's DateTimes are in, as ClickHouse says it (X-ClickHouse-Timezone): the
+        request's session_timezone, else the engine's."""
+        if args.get("session_timezone"):
+            return str(args["session_timezone"])[:100]
+        if self._timezone is None:
+            conn = engine_session(self.uri, {}, None)
+            try:
+                self._timezone = conn.query("SELECT timezone()", "TabSeparated").bytes().decode().strip() or "UTC"
+            finally:
+                conn.close()
+        return self._timezone or "UTC"
+
+
+class ExternalData:
+    """A request's external data (ClickHouse's HTTP interface: a multipart file per table, its columns in the
+    URL as `<name>_structure=a UInt32, b String` or `<name>_types=UInt32,String`, its format as
+    `<name>_format`, TabSeparated by default): temporary tables the query reads, made on its connection."""
+
+    def __init__(self, tables: list[tuple[str, str, str, Any]], settings: set[str]):
+        self.tables, self.settings = tables, settings
+
+    def create(self, lease: Lease) -> None:
+        for name, structure, fmt, storage in self.tables:
+            lease.query(f"DROP TEMPORARY TABLE IF EXISTS {quote_identifier(name)}")
+            lease.query(f"CREATE TEMPORARY TABLE {quote_identifier(name)} ({structure}) ENGINE = Memory")
+            # for this request only, as on a server (a session keeps none of them)
+            lease.cleanups.append(f"DROP TEMPORARY TABLE IF EXISTS {quote_identifier(name)}")
+            with tempfile.NamedTemporaryFile(prefix="clipsearch-external-", suffix=".data") as f:
+                storage.save(f)
+                f.flush()
+                lease.query(f"INSERT INTO {quote_identifier(name)} FROM INFILE '{f.name}' FORMAT {fmt}")
+
+
+def external_tables(files: dict[str, Any], args: dict[str, str]) -> ExternalData:
+    tables, settings = [], set()
+    for name, storage in files.items():
+        if not IDENTIFIER.match(name):
+            raise ClickHouseError(36, f"external table name {name[:100]!r}: use letters, digits and _", "BAD_ARGUMENTS")
+        structure, types = args.get(f"{name}_structure"), args.get(f"{name}_types")
+        if types and not structure:
+            structure = ", ".join(f"_{i} {t.strip()}" for i, t in enumerate(_split_types(types), 1))
+        if not structure:
+            raise ClickHouseError(36, f"Neither structure nor types have not been provided for external table "
+                                      f"{name}. Use fields {name}_structure or {name}_types to do so.",
+                                  "BAD_ARGUMENTS")
+        if ";" in structure or "--" in structure or "/*" in structure:
+            raise ClickHouseError(62, f"the structure of external table {name} is not a column list", "SYNTAX_ERROR")
+        fmt = args.get(f"{name}_format") or "TabSeparated"
+        if not IDENTIFIER.match(fmt):
+            raise ClickHouseError(73, f"Unknown format {fmt[:100]}", "UNKNOWN_FORMAT")
+        tables.append((name, structure, fmt, storage))
+        settings |= {f"{name}_structure", f"{name}_types", f"{name}_format"}
+    return ExternalData(tables, settings)
+
+
+def _split_types(types: str) -> list[str]:
+    """`UInt32,Array(String),Map(String, UInt8)` as its types: commas inside parentheses belong to a type."""
+    out, depth, start = [], 0, 0
+    for i, c in enumerate(types):
+        depth += {"(": 1, ")": -1}.get(c, 0)
+        if c == "," and depth == 0:
+            out.append(types[start:i])
+            start = i + 1
+    return [*out, types[start:]]
+
+
+def _summary(result: Any) -> str:
+    """X-ClickHouse-Summary as ClickHouse writes it (every count a string), from a chdb result."""
+    def count(name: str) -> str:
+        try:
+            return str(int(getattr(result, name)()))
+        except Exception:
+            return "0"
+    elapsed = "0"
+    try:
+        elapsed = str(int(result.elapsed() * 1e9))
+    except Exception:
+        pass
+    return json.dumps({"read_rows": count("rows_read"), "read_bytes": count("bytes_read"),
+                       "written_rows": count("rows_written"), "written_bytes": count("bytes_written"),
+                       "total_rows_to_read": "0", "result_rows": "0", "result_bytes": "0", "elapsed_ns": elapsed},
+                      separators=(",", ":"))
+
+
+def _with_insert(sql: str) -> bool:
+    """`WITH ... INSERT INTO ...`: a command, not rows (the word outside string literals)."""
+    return bool(re.match(r"^\s*WITH\b", sql, re.I)) and bool(
+        re.search(r"\bINSERT\s+INTO\b", re.sub(r"'(?:[^'\\]|\\.)*'", "''", sql), re.I))
+
+
+def _held(first: bytes, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The whole result read before its answer starts (a writer's request with wait_end_of_query=1, as
+    clickhouse-connect sends for every query it does not stream): an error met on the way is then the answer's
+    status, not text after rows. Kept in memory up to WAIT_BUFFER_BYTES, on disk beyond, as ClickHouse does."""
+    spool = tempfile.SpooledTemporaryFile(max_size=WAIT_BUFFER_BYTES)
+    try:
+        spool.write(first)
+        for chunk in chunks:
+            spool.write(chunk)
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+
+    def read() -> Iterator[bytes]:
+        with spool:
+            yield from iter(lambda: spool.read(wire.CHUNK), b"")
+    return read()
+
+
+def _exception_block(message: str, tag: str) -> bytes:
+    """An error after rows were sent, as ClickHouse (25.11 on) writes it, so that a client that knows the tag
+    (X-ClickHouse-Exception-Tag) tells it from the rows; others see the message after them."""
+    text = f"\n{message}\n"
+    return f"__exception__\r\n{tag}\r\n{text}{len(text.encode())} {tag}\r\n__exception__\r\n".encode()
 
 
 def _query_id(args: dict) -> str:
@@ -566,13 +674,6 @@ def _check_query_id(args: dict) -> None:
     if len(query_id) > 256 or not re.fullmatch(r"[\x21-\x7e]*", query_id):
         raise ClickHouseError(36, "query_id must be at most 256 printable ASCII characters without spaces",
                               "BAD_ARGUMENTS", 400)
-
-
-def _text(body: bytes) -> str:
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ClickHouseError(62, "the SQL is not valid UTF-8", "SYNTAX_ERROR") from None
 
 
 def _code_of(message: str) -> tuple[int, str, str]:

@@ -3,6 +3,7 @@ under the analyst policy that `serve`'s ClickHouse port also uses: clipsearch.an
 statement, then a read-only session within its limits)."""
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -47,7 +48,7 @@ def run(collection: Collection, sql: str, params: dict | None, max_rows: int) ->
         if not line.strip():
             continue
         if not line.startswith(b"["):   # a server writes an error met mid-result as text after the rows
-            raise QueryError(line.decode("utf-8", "replace").strip())
+            raise QueryError(_error_after_rows(line, lines))
         row_count += 1
         if row_count > MAX_RESULT_ROWS:
             raise QueryError(f"the result has more than {MAX_RESULT_ROWS:,} rows: add a LIMIT")
@@ -57,6 +58,14 @@ def run(collection: Collection, sql: str, params: dict | None, max_rows: int) ->
     # rows_read (ClickHouse's statistics) is not part of a streamed row format: 0, which the page leaves out
     return {"columns": columns, "rows": rows, "row_count": row_count, "truncated": row_count > max_rows,
             "elapsed_ms": round((time.perf_counter() - start) * 1000, 2), "rows_read": 0}
+
+
+def _error_after_rows(line: bytes, lines: Iterator[bytes]) -> str:
+    """The message of an error a server wrote after rows: the `Code: ...` line, also from between the
+    `__exception__` markers ClickHouse 25.11 and the served port put around it (a few lines at most)."""
+    text = b"\n".join([line, *itertools.islice(lines, 20)]).decode("utf-8", "replace")
+    found = re.search(r"Code: \d+\..*", text)
+    return found.group(0).strip() if found else line.decode("utf-8", "replace").strip()
 
 
 def csv(collection: Collection, sql: str, params: dict | None) -> str:
