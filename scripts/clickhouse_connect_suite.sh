@@ -44,7 +44,11 @@ EOF
 )
 
 echo "suite: $(git -C "$checkout" rev-parse --verify -q HEAD || echo unknown) ($checkout)"
-cd "$checkout"
+# Run a copy of its tests and pytest settings, away from the checkout's own clickhouse_connect source (no compiled
+# parts): the client under test is the installed one.
+mkdir "$work/suite"
+cp -r "$checkout/tests" "$checkout/pyproject.toml" "$work/suite/"
+cd "$work/suite"
 CLICKHOUSE_CONNECT_TEST_HOST=127.0.0.1 CLICKHOUSE_CONNECT_TEST_PORT="$sql_port" \
 CLICKHOUSE_CONNECT_TEST_USER="$user" CLICKHOUSE_CONNECT_TEST_PASSWORD="$password" \
 CLICKHOUSE_CONNECT_TEST_DOCKER=False \
