@@ -50,3 +50,11 @@ def test_only_the_store_writes():
                 if holder in holders and where != f"clipsearch/collection.py:{node.lineno}: catalog.owner_sql":
                     found.append(where)
     assert found == [], found
+
+
+@pytest.mark.parametrize("value", ["a\u2028b", "a\u2029b", "a\x85b", "a\x1cb\x1db\x1eb", "line\nbreak"])
+def test_rows_holding_line_separators_of_other_kinds_come_back_whole(store, value):
+    """JSONEachRow puts one row per "\\n"; Python's splitlines would also cut at U+2028, U+0085 and the
+    file/group/record separators inside a value (a fuzzed manifest's title did)."""
+    assert store.query("SELECT {v:String} AS v, 2 AS n", {"v": value}) == [{"v": value, "n": 2}]
+    assert store.connection.query("SELECT {v:String} AS v", {"v": value}) == [{"v": value}]

@@ -176,6 +176,12 @@ def engine_error(exc: BaseException, folder: StoreFolder | None = None) -> Store
     return StoreError(message.replace(str(folder.path), "<store>") if folder else message)
 
 
+def json_rows(text: str) -> list[dict]:
+    """JSONEachRow's rows: one per "\n" only (str.splitlines would also split inside a value holding U+2028,
+    U+0085 or U+001C..U+001E, which ClickHouse writes unescaped)."""
+    return [json.loads(line) for line in text.split("\n") if line]
+
+
 class Backend(str, Enum):
     """Where a connection's ClickHouse is (a str: compares and prints as its value)."""
     EMBEDDED = "embedded"   # chdb in this process, on a folder
@@ -254,7 +260,7 @@ class Connection:
 
     def query(self, sql: str, params: dict | None = None) -> list[dict]:
         """Run a SELECT and return its rows as dicts."""
-        return [json.loads(line) for line in self.text(sql, params, "JSONEachRow").splitlines() if line]
+        return json_rows(self.text(sql, params, "JSONEachRow"))
 
     def read(self, sql: str, params: dict | None = None) -> list[dict]:
         """The rows of a reading statement (rows_statement) that needs nothing of this session but its
@@ -377,7 +383,7 @@ class EmbeddedConnection(Connection):
             text = self._rows_raw(client, sql, params, "JSONEachRow").decode("utf-8", "replace")
         finally:
             self._readers.put(client)
-        return [json.loads(line) for line in text.splitlines() if line]
+        return json_rows(text)
 
     def _reader(self) -> Any:
         try:
