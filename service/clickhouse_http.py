@@ -427,9 +427,13 @@ class ClickHouseHTTP:
             fmt = match.group(1) if match else args.get("default_format", "TabSeparated")
             command = not ROWS_STATEMENT.match(sql) or _with_insert(sql)
             if command:
-                self.writes.note()   # the service's cached table state is refreshed on its next search
+                self.writes.note()   # the service's cached table state and answers are read afresh
                 fmt = "TabSeparated"
-            return self.respond(request, args, lease, sql, fmt, params, command=command)
+            try:
+                return self.respond(request, args, lease, sql, fmt, params, command=command)
+            finally:
+                if command:   # again once it ran (whole, in respond): a search that began meanwhile keeps nothing
+                    self.writes.note()
         finally:
             body.close()
 
@@ -540,6 +544,7 @@ class ClickHouseHTTP:
                                  "TabSeparated", params=params)
         finally:
             lease.close()
+            self.writes.note()   # again once done: a search that began while it ran keeps nothing
         headers = {"X-ClickHouse-Summary": _summary(result), "X-ClickHouse-Query-Id": _query_id(args),
                    "X-ClickHouse-Timezone": self.timezone(args)}
         return Response(b"", content_type="text/plain; charset=UTF-8", headers=headers)

@@ -188,3 +188,33 @@ def test_more_like_this_reads_the_stored_vector_only_for_the_index(tmp_path, mod
             indexed = photos.search(similar=some, k=4)   # another page: not the kept result
         assert indexed.strategy == "hnsw" and any("SELECT embedding" in s for s in statements)
         assert [r["id"] for r in indexed.rows] == [r["id"] for r in exact.rows][:4] and some not in indexed.rows
+
+
+def test_texts_that_arrive_while_one_is_encoded_are_encoded_together(model):
+    """Searches from several threads: each text is encoded once, the ones that waited in one batch, and every
+    vector is the one encoding it alone gives."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from clipsearch.search.cache import TextVectors
+    texts = [shapes.query_text(c, s) for c in shapes.COLOURS for s in shapes.SHAPES]
+    alone = {t: v for t, v in zip(texts, model.encode_texts(texts), strict=True)}
+    batches: list[list[str]] = []
+    gate = threading.Event()
+    encode = ClipModel.encode_texts
+
+    def slow(self, batch):
+        batches.append(list(batch))
+        gate.wait(5)    # the first pass holds the others back until all have arrived
+        return encode(self, batch)
+
+    vectors = TextVectors()
+    with mock.patch.object(ClipModel, "encode_texts", autospec=True, side_effect=slow), \
+            ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(vectors.encode, model, [t]) for t in texts[:8]]
+        threading.Timer(0.5, gate.set).start()
+        got = [f.result()[0] for f in futures]
+        again = [vectors.encode(model, [t])[0] for t in texts[:8]]
+    assert sorted(t for b in batches for t in b) == sorted(texts[:8])    # each once
+    assert len(batches) == 2 and len(batches[0]) == 1                       # the first, then all who waited
+    for t, v, w in zip(texts[:8], got, again, strict=True):
+        assert np.allclose(v, alone[t], atol=1e-5) and np.array_equal(v, w)

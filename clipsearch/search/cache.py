@@ -23,6 +23,7 @@ from cachetools import LRUCache
 from clipsearch.store.state import STATE_TTL_S
 
 TEXTS_PER_MODEL = 4096            # text vectors kept per model (2 KB each at 512 dimensions)
+MAX_BATCH = 64                    # texts encoded in one pass
 RESULT_BYTES = 64 * 1024 * 1024   # results kept, by the size of their rows as JSON
 
 
@@ -30,26 +31,51 @@ def _result_bytes(entry: tuple[int, float, Any]) -> int:
     return len(json.dumps(entry[2].rows, default=str))
 
 
+class _ModelTexts:
+    """One model's kept vectors, the texts searches wait for, and its one batch at a time."""
+
+    def __init__(self, size: int):
+        self.kept: LRUCache = LRUCache(size)
+        self.waiting: dict[str, None] = {}   # texts asked for and not encoded yet, in order
+        self.encoding = threading.Lock()
+
+
 class TextVectors:
-    """Each model's recent text vectors: `encode` encodes only the texts it has not seen."""
+    """Each model's recent text vectors: `encode` encodes only the texts it has not seen. Those are encoded one
+    batch at a time per model: the searches that arrive while a batch runs wait, and the next batch encodes
+    all their texts in one pass (one pass of several texts costs far less than a pass each, and passes side by
+    side would only share the cores)."""
 
     def __init__(self, size: int = TEXTS_PER_MODEL):
         self.size = size
-        self._lock = threading.Lock()
-        self._by_model: weakref.WeakKeyDictionary[Any, LRUCache] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()   # the kept vectors and the waiting texts
+        self._models: weakref.WeakKeyDictionary[Any, _ModelTexts] = weakref.WeakKeyDictionary()
 
     def encode(self, model: Any, texts: list[str]) -> np.ndarray:
         if not self.size:
             return model.encode_texts(texts)
         with self._lock:
-            cache = self._by_model.setdefault(model, LRUCache(self.size))
-            known = {t: cache[t] for t in texts if t in cache}
-        missing = list(dict.fromkeys(t for t in texts if t not in known))
-        if missing:
-            vectors = model.encode_texts(missing)
-            with self._lock:
-                for text, vector in zip(missing, vectors, strict=True):
-                    known[text] = cache[text] = np.array(vector, dtype=np.float32)   # a copy no caller can change
+            m = self._models.setdefault(model, _ModelTexts(self.size))
+            known = {t: m.kept[t] for t in texts if t in m.kept}
+            missing = list(dict.fromkeys(t for t in texts if t not in known))
+            m.waiting.update(dict.fromkeys(missing))
+        while missing:
+            with m.encoding:
+                with self._lock:   # another search's batch may have encoded them meanwhile
+                    known.update({t: m.kept[t] for t in missing if t in m.kept})
+                    missing = [t for t in missing if t not in known]
+                    others = [t for t in m.waiting if t not in missing][:max(0, MAX_BATCH - len(missing))]
+                    batch = missing + others if missing else []
+                    for t in batch:
+                        m.waiting.pop(t, None)
+                if not batch:
+                    break
+                vectors = model.encode_texts(batch)
+                with self._lock:
+                    for text, vector in zip(batch, vectors, strict=True):
+                        m.kept[text] = np.array(vector, dtype=np.float32)   # a copy no caller can change
+                    known.update({t: m.kept[t] for t in missing if t in m.kept})
+                    missing = [t for t in missing if t not in known]
         return np.stack([known[t] for t in texts])
 
 

@@ -275,6 +275,8 @@ class Connection:
             self._client.command(sql, parameters=params or None)
         except Exception as exc:
             raise self._failed(exc) from exc
+        finally:   # again once done: a search that began while it ran may not have seen it, and keeps nothing
+            self.writes.note()
 
     def insert(self, table: str, rows: Any, counted: bool = True) -> None:
         """Insert a pyarrow Table whose column names match the table's (`counted`: in `writes`; the search
@@ -286,6 +288,9 @@ class Connection:
             self._client.insert_arrow(table, rows)
         except Exception as exc:
             raise self._failed(exc) from exc
+        finally:
+            if counted:   # again once done, as command
+                self.writes.note()
 
     def stream(self, sql: str, params: dict | None = None, fmt: str = "JSONCompactEachRowWithNamesAndTypes"
                ) -> Iterator[bytes]:

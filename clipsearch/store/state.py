@@ -1,11 +1,11 @@
 """The table state a search reads (TableState): read in one round trip, then served from memory until the
-connection writes or STATE_TTL_S passes."""
+connection writes (or, on a server, STATE_TTL_S passes)."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 
-from clipsearch.store.connection import Connection
+from clipsearch.store.connection import Backend, Connection
 from clipsearch.store.indexes import (
     FILTER_COLUMN,
     FILTER_PROJECTIONS,
@@ -14,8 +14,9 @@ from clipsearch.store.indexes import (
     index_quantization,
 )
 
-# The table state a search reads is cached until its connection writes (Connection.writes) or this many
-# seconds pass: the time other clients of a ClickHouse server take to be seen. Reading it costs 10-14 ms at 1M rows.
+# The table state a search reads is cached until its connection writes (Connection.writes) or, on a ClickHouse
+# server, this many seconds pass: the time other clients of a server take to be seen. Reading it costs 10-14 ms
+# at 1M rows.
 STATE_TTL_S = 1.0
 
 
@@ -61,7 +62,9 @@ class StateCache:
         """What a search needs to know of `images`: columns, models, rows, vector index. Read in one round
         trip, then served from memory until a write or STATE_TTL_S."""
         writes, now = self._connection.writes.count, time.monotonic()   # read first: a write while reading invalidates
-        if self._state is not None and self._state[0] == writes and now - self._state[1] < STATE_TTL_S:
+        # an embedded store is written by this process alone (it holds the folder's lock): its writes say it all
+        alone = self._connection.backend == Backend.EMBEDDED
+        if self._state is not None and self._state[0] == writes and (alone or now - self._state[1] < STATE_TTL_S):
             return self._state[2]
         row = self._connection.query(STATE_SQL)[0]
         beam, image_beam, tuned_rows, exact_ms, index_ms = row["tuning"]
