@@ -83,9 +83,10 @@ class Results:
     """Recent searches' results by their inputs, each valid while the store is unwritten."""
 
     def __init__(self, max_bytes: int = RESULT_BYTES, ttl_s: float | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, copier: Callable[[Any], Any] = copy.deepcopy):
         self.ttl_s = ttl_s   # None: only this process writes the store (an embedded folder it holds)
         self._clock = clock
+        self._copy = copier   # a copy a caller may change: what it changes (rows) must be its own
         self._lock = threading.Lock()
         self._cache: LRUCache | None = LRUCache(max_bytes, getsizeof=_result_bytes) if max_bytes else None
 
@@ -97,12 +98,12 @@ class Results:
             entry = self._cache.get(key)
         if entry is None or entry[0] != writes or (self.ttl_s is not None and self._clock() - entry[1] > self.ttl_s):
             return None
-        return copy.deepcopy(entry[2])
+        return self._copy(entry[2])
 
     def put(self, key: Hashable | None, writes: int, result: Any) -> None:
         if self._cache is None or key is None:
             return
-        entry = (writes, self._clock(), copy.deepcopy(result))
+        entry = (writes, self._clock(), self._copy(result))
         with self._lock:
             try:
                 self._cache[key] = entry

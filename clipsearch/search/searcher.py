@@ -1,6 +1,7 @@
 """Search: encode the query with the model, let ClickHouse rank with one SQL query, log it."""
 from __future__ import annotations
 
+import copy
 import re
 import time
 import uuid
@@ -88,6 +89,13 @@ class SearchResult:
         return self.plan.label
 
 
+def _own_copy(result: SearchResult) -> SearchResult:
+    """A kept result for a caller: rows, facets and timings of its own; the statement and its parameters (the
+    query vector) shared, as nothing changes them."""
+    return replace(result, rows=copy.deepcopy(result.rows), facets=copy.deepcopy(result.facets),
+                   took_ms=dict(result.took_ms))
+
+
 WEIGHTED = re.compile(r"^(.+):(-?(?:\d+(?:\.\d*)?|\.\d+))$", re.DOTALL)
 
 
@@ -130,7 +138,7 @@ class Searcher:
         self.catalog = catalog
         self.texts = TextVectors(0 if cache == "off" else TEXTS_PER_MODEL)
         self.results = Results(RESULT_BYTES if cache == "on" else 0,
-                               result_ttl(catalog.connection.backend == Backend.EMBEDDED))
+                               result_ttl(catalog.connection.backend == Backend.EMBEDDED), copier=_own_copy)
         self._get_model = get_model
         # `kept`: rank by that model's vectors kept in `embeddings` (reembed --keep) instead of images' own, to
         # compare models on the same searches (clipsearch eval --all-models); exact, since the index is images'
