@@ -243,7 +243,8 @@ function renderFacets(facets) {
   const box = $("facets");
   box.innerHTML = "";
   for (const [column, counts] of Object.entries(facets || {})) {
-    if (!counts.length) continue;
+    // one value for every match narrows nothing (a photo library's `media`, `codec`): shown only while chosen
+    if (!counts.length || (counts.length === 1 && !facetFilters.some((f) => f.column === column))) continue;
     const div = document.createElement("div");
     div.className = "facet";
     div.innerHTML = `<span class="facet-name">${escapeHtml(column === "taken_at" ? "year taken" : column)}</span>`;
