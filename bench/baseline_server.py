@@ -1,7 +1,7 @@
 """The plain alternative a user could write in an afternoon (issue 37's baseline): Flask under waitress with 8
 threads, the text encoded by the same model (an LRU cache of 4,096 texts), every vector ranked by numpy in RAM.
 
-    python -m bench.baseline_server VECTORS.npz PORT
+    python -m bench.baseline_server VECTORS.npz --port PORT
 VECTORS.npz holds `ids`, `paths` and `vectors` (float32, L2-normalized), as bench/throughput.py exports them.
 """
 from __future__ import annotations
@@ -46,4 +46,5 @@ def app(vectors_file: str) -> Flask:
 
 
 if __name__ == "__main__":
-    serve(app(sys.argv[1]), host="127.0.0.1", port=int(sys.argv[2]), threads=8, _quiet=True)
+    serve(app(sys.argv[1]), host="127.0.0.1", port=int(sys.argv[sys.argv.index("--port") + 1]), threads=8,
+          _quiet=True)

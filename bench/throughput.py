@@ -116,29 +116,11 @@ def drive(base: str, requests: list[str]) -> dict:
             "errors": len(errors), "error_examples": sorted(set(errors))[:3]}
 
 
-def free_port() -> int:
-    from scripts.screenshot import free_port as free
-    return free()
-
-
-def run_clipsearch(db: Path, requests: list[str], lever: dict[str, str]) -> dict:
+def served(args: list[str], requests: list[str], env: dict[str, str] | None = None) -> dict:
+    """`python -m ARGS... --port N` (a server answering /healthz and /api/search) driven with `requests`."""
+    from scripts.screenshot import free_port
     port = free_port()
-    env = {**os.environ, **lever}
-    env.pop("CLICKHOUSE_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "clipsearch.service.cli", "serve", "--db", str(db), "--port",
-                             str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_up(base, proc)
-        return drive(base, requests)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-
-
-def run_baseline(vectors_file: Path, requests: list[str]) -> dict:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bench.baseline_server", str(vectors_file), str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", *args, "--port", str(port)], env=env,
                             cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -148,6 +130,16 @@ def run_baseline(vectors_file: Path, requests: list[str]) -> dict:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def run_clipsearch(db: Path, requests: list[str], lever: dict[str, str]) -> dict:
+    env = {**os.environ, **lever}
+    env.pop("CLICKHOUSE_URL", None)
+    return served(["clipsearch.service.cli", "serve", "--db", str(db)], requests, env)
+
+
+def run_baseline(vectors_file: Path, requests: list[str]) -> dict:
+    return served(["bench.baseline_server", str(vectors_file)], requests)
 
 
 def export(db: Path, model: ClipModel, out: Path) -> None:
