@@ -45,8 +45,8 @@ class Settings:
     # What searches reuse (search/cache.py): "on" text vectors and results (until the store is written),
     # "texts" text vectors only, "off" nothing (the benchmark's levers)
     search_cache: str = "on"
-    # Engine sessions an embedded store opens for searches' reads, beside its own (one session runs one
-    # statement at a time); None: store.connection.READ_SESSIONS
+    # Engine sessions an embedded store's searches read on, its own included (one session runs one statement
+    # at a time); None: store.connection.READ_SESSIONS
     read_sessions: int | None = None
     # What one request may make the service read and decode (the Flask app's config is made from these)
     max_upload_bytes: int = 10 * 1024 * 1024   # largest request (an uploaded query image), bytes: 413 above

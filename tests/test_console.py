@@ -62,7 +62,7 @@ def served(tmp_path_factory, model):
     for text, filters in SEARCHES:
         photos.search(text, k=5, filters=filters)
     photos.searcher.log.flush()   # search_log rows are written in batches, off the search's path
-    server = create_server(app, host="127.0.0.1", port=0, threads=4)
+    server = create_server(app, host="127.0.0.1", port=0, threads=4, asyncore_use_poll=True)
     threading.Thread(target=server.run, daemon=True).start()
     yield {"app": app, "client": app.test_client(), "photos": photos, "folder": folder, "images": images,
            "url": f"http://127.0.0.1:{server.effective_port}/"}

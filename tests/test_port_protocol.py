@@ -33,7 +33,7 @@ WRITER, ANALYST = ("clipsearch", "writer-pw"), ("analyst", "analyst-pw")
 def port(tmp_path_factory):
     db = tmp_path_factory.mktemp("port-protocol") / "db"
     app = ClickHouseHTTP(engine_uri(str(db)), writer_password=WRITER[1], analyst_password=ANALYST[1])
-    server = create_server(app, host="127.0.0.1", port=0, threads=6)
+    server = create_server(app, host="127.0.0.1", port=0, threads=6, asyncore_use_poll=True)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.effective_port}"

@@ -30,8 +30,8 @@ from clipsearch.settings import Settings
 # match, also once the HNSW index exists; ClickHouse's default post-filters the index's few neighbours and
 # can return none. Prefilter ranks the matching rows. The service's own queries set theirs per query.
 ANALYST_DEFAULTS = {"vector_search_filter_strategy": "prefilter"}
-# Engine sessions an embedded store opens for searches' reads (Connection.read), besides its own: one session
-# runs one statement at a time
+# Engine sessions an embedded store's searches read on (Connection.read), its own included: one session runs
+# one statement at a time
 READ_SESSIONS = max(2, min(4, os.cpu_count() or 2))
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SETTING_VALUE = re.compile(r"^[A-Za-z0-9_.:+\-/ ]{0,100}$")   # a setting's text value: nothing that ends a literal
@@ -372,14 +372,17 @@ class EmbeddedConnection(Connection):
             self._release()
             raise StoreUnavailable(f"cannot open database {self.path}: {clean_message(exc)}") from exc
         super().__init__(client, str(self.path), f"chdb://{self.path}", folder=StoreFolder(self.path, self._lock_file))
-        self._readers: queue.SimpleQueue = queue.SimpleQueue()   # idle reading sessions
-        self._reader_count = 0
+        # idle sessions for reads: the store's own first, so one thread at a time never opens another (each
+        # chdb session keeps a dozen files open in this process after it closes)
+        self._readers: queue.SimpleQueue = queue.SimpleQueue()
+        self._readers.put(self._client)
+        self._reader_count = 1
         self._readers_lock = threading.Lock()
 
     def read(self, sql: str, params: dict | None = None) -> list[dict]:
-        """On one of `read_sessions` engine sessions of its own, opened as needed: one session runs one
-        statement at a time, so searches from several threads would otherwise wait for each other while the
-        engine has cores to spare."""
+        """On one of `read_sessions` engine sessions (the store's own, and others opened when reads overlap):
+        one session runs one statement at a time, so searches from several threads would otherwise wait for
+        each other while the engine has cores to spare."""
         if not ROWS_STATEMENT.match(sql):
             raise StoreError("read runs one reading statement")
         self.check_folder()   # before a session opens: opening one writes the engine's configuration there
@@ -431,9 +434,11 @@ class EmbeddedConnection(Connection):
         try:
             while True:   # every session closes before the lock goes: an open one keeps the engine on the folder
                 try:
-                    self._readers.get_nowait().close()
+                    reader = self._readers.get_nowait()
                 except queue.Empty:
                     break
+                if reader is not self._client:   # closed below
+                    reader.close()
             super().close()
         finally:
             self._release()
