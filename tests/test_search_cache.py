@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from unittest import mock
 
 import numpy as np
+import pytest
 
 import clipsearch
 from clipsearch.models.clip import ClipModel
@@ -218,3 +219,27 @@ def test_texts_that_arrive_while_one_is_encoded_are_encoded_together(model):
     assert len(batches) == 2 and len(batches[0]) == 1                       # the first, then all who waited
     for t, v, w in zip(texts[:8], got, again, strict=True):
         assert np.allclose(v, alone[t], atol=1e-5) and np.array_equal(v, w)
+
+
+def test_a_ranking_that_fails_while_the_store_is_written_runs_once_more(tmp_path, model):
+    """A switch to a model of another width fails a ranking begun before it (vectors of unequal sizes): the
+    search runs again with the store as it is; the same error without a write in between is the user's."""
+    from clipsearch.errors import StoreError
+    manifest = shapes.write_catalogue(tmp_path / "a", random_specs(10, 97), 97)
+    with clipsearch.open(tmp_path / "db", model=model, log_searches=False) as photos:
+        photos.load(manifest)
+        rank_by = photos.searcher.rank_by
+        calls = []
+
+        def switched_once(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 1:
+                photos.catalog.connection.writes.note()   # the switch, while this search ran
+                raise StoreError("Array arguments for function arrayCosineDistance must have equal sizes")
+            return rank_by(*args, **kwargs)
+
+        with mock.patch.object(photos.searcher, "rank_by", side_effect=switched_once):
+            assert len(photos.search("a red circle", k=3).rows) == 3 and len(calls) == 2
+        with mock.patch.object(photos.searcher, "rank_by", side_effect=StoreError("a real error")), \
+                pytest.raises(StoreError, match="a real error"):
+            photos.search("a blue star", k=3)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from PIL import Image
 
-from clipsearch.errors import ClipsearchError, EmptyStore, ModelMismatch, QueryError
+from clipsearch.errors import ClipsearchError, EmptyStore, ModelMismatch, QueryError, StoreError
 from clipsearch.models.bundled import BUNDLED_LABEL
 from clipsearch.models.model import MAX_QUERY_CHARS, ImageTextModel
 from clipsearch.search.cache import RESULT_BYTES, TEXTS_PER_MODEL, Results, TextVectors, result_ttl
@@ -222,7 +222,16 @@ class Searcher:
             parts = self._vectors(found, model)
             encode_ms = (time.perf_counter() - t) * 1000
             t = time.perf_counter()
-            rows, sql, params, strategy, ran = self.rank_by(state, parts, query, words, match)
+            try:
+                rows, sql, params, strategy, ran = self.rank_by(state, parts, query, words, match)
+            except StoreError:
+                if self.catalog.connection.writes.count == writes:
+                    raise
+                # The store was written while this search ran: a switch to a model of another width fails the
+                # ranking (vectors of unequal sizes). Once more, with the store as it is now.
+                writes = self.catalog.connection.writes.count
+                self.catalog.state.forget()
+                continue
             if query.options.cutoff == "auto":
                 rows = rows[:auto_cutoff([row["score"] for row in rows])]
             query_ms = (time.perf_counter() - t) * 1000
