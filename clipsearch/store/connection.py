@@ -31,8 +31,9 @@ from clipsearch.settings import Settings
 # can return none. Prefilter ranks the matching rows. The service's own queries set theirs per query.
 ANALYST_DEFAULTS = {"vector_search_filter_strategy": "prefilter"}
 # Engine sessions an embedded store's searches read on (Connection.read), its own included: one session runs
-# one statement at a time
-READ_SESSIONS = max(2, min(4, os.cpu_count() or 2))
+# one statement at a time, and the store's own also takes the writes (the search log): one per core beside it
+# (2 cores: 3; bench/README.md, throughput)
+READ_SESSIONS = min(5, (os.cpu_count() or 2) + 1)
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SETTING_VALUE = re.compile(r"^[A-Za-z0-9_.:+\-/ ]{0,100}$")   # a setting's text value: nothing that ends a literal
 # Statements that return rows in an output format; anything else (INSERT ... VALUES, DDL) runs as a
