@@ -366,9 +366,7 @@ class EmbeddedConnection(Connection):
         self._lock_file.write(str(os.getpid()))
         self._lock_file.flush()
         try:
-            client = _chdb_client(self.path)
-            for name, value in ANALYST_DEFAULTS.items():  # SET lasts for the engine's session
-                client.command(f"SET {name} = '{value}'")
+            client = _store_session(self.path)
         except Exception as exc:
             self._release()
             raise StoreUnavailable(f"cannot open database {self.path}: {clean_message(exc)}") from exc
@@ -405,9 +403,7 @@ class EmbeddedConnection(Connection):
         if not opening:
             return self._readers.get()   # all busy: the first one free
         try:
-            client = _chdb_client(self.path)
-            for name, value in ANALYST_DEFAULTS.items():   # the main session's defaults
-                client.command(f"SET {name} = '{value}'")
+            client = _store_session(self.path)
         except Exception as exc:
             with self._readers_lock:
                 self._reader_count -= 1
@@ -508,6 +504,14 @@ def _chdb_client(folder: Path) -> Any:
     uri = engine_uri(folder)
     path, _, query = uri.partition("?")
     return clickhouse_connect.get_client(dsn=f"chdb://{path}", chdb_options=dict(parse_qsl(query)))
+
+
+def _store_session(folder: Path) -> Any:
+    """A session of the store's own kind: a chdb client with ANALYST_DEFAULTS set (SET lasts for the session)."""
+    client = _chdb_client(folder)
+    for name, value in ANALYST_DEFAULTS.items():
+        client.command(f"SET {name} = '{value}'")
+    return client
 
 
 class EmbeddedReadOnly(Connection):
