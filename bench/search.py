@@ -200,8 +200,9 @@ class Peers:
         return [r[0] for r in self.duck.execute(self.duck_sql[column], {"q": q.tolist()}).fetchall()]
 
 
-def run(count: int, model: ClipModel, work: Path, dim: int = 512) -> dict:
-    """The comparison on a fresh `count` x `dim` table in work/db-search-COUNT-dDIM."""
+def run(count: int, model: ClipModel, work: Path, dim: int = 512, extras: bool = True) -> dict:
+    """The comparison on a fresh `count` x `dim` table in work/db-search-COUNT-dDIM; `extras`: also where an
+    exact scan's time goes (codecs and QBit copies included) and each lever off in turn."""
     db = work / f"db-search-{count}-d{dim}"
     shutil.rmtree(db, ignore_errors=True)
     queries = query_vectors(model, dim)
@@ -219,7 +220,8 @@ def run(count: int, model: ClipModel, work: Path, dim: int = 512) -> dict:
                  for f, c in FILTERS.items() for i, q in enumerate(queries)}
         out["engines"]["clipsearch exact scan (no index)"] = measure_clipsearch(
             photos, queries[:EXACT_QUERIES], exact, "rank")
-        out["scan"] = scan_costs(photos, vectors, queries[:EXACT_QUERIES])
+        if extras:
+            out["scan"] = scan_costs(photos, vectors, queries[:EXACT_QUERIES])
         start = time.perf_counter()
         tuned = photos.create_index(*HNSW)
         out["notes"]["hnsw_build_and_tune_s"] = round(time.perf_counter() - start, 1)
@@ -231,7 +233,8 @@ def run(count: int, model: ClipModel, work: Path, dim: int = 512) -> dict:
         out["notes"]["peers_build_s"] = peers.build_s
         out["notes"]["faiss_hnsw"] = "M={} efConstruction={} efSearch={}".format(*FAISS_HNSW, peers.ef_search)
         measure_all(out, photos, peers, queries, exact, "clipsearch (no filter columns)")
-        out["levers"] = lever_costs(photos, peers, queries, exact)
+        if extras:
+            out["levers"] = lever_costs(photos, peers, queries, exact)
         start = time.perf_counter()
         for column in FILTER_COLUMNS:
             photos.add_filter_column(column)

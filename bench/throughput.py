@@ -132,6 +132,43 @@ def served(args: list[str], requests: list[str], env: dict[str, str] | None = No
         proc.wait(timeout=60)
 
 
+CLI_SEARCHES = 12   # texts searched one at a time by the CLI and over HTTP while the service runs
+
+
+def cli_through_service(db: Path, texts: list[str]) -> dict:
+    """`clipsearch search TEXT` while `clipsearch serve` holds `db` (the command finds the service and runs its
+    statements over its ClickHouse port, the texts embedded by the service's model), against the same texts
+    over the service's HTTP API one at a time and against the command's floor (`clipsearch --version`: the
+    interpreter and the imports). Each text once per way: no answer is kept between them."""
+    from scripts.screenshot import free_port
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "CLICKHOUSE_URL"}
+    proc = subprocess.Popen([sys.executable, "-m", "clipsearch.service.cli", "serve", "--db", str(db), "--port",
+                             str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cli = [sys.executable, "-m", "clipsearch.service.cli"]
+    times: dict[str, list[float]] = {"api": [], "cli": [], "cli_start": []}
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_up(base, proc)
+        urllib.request.urlopen(search_url(base, {"q": "a red circle", "k": K}), timeout=300).read()
+        for i, text in enumerate(texts):
+            for way in ("api", "cli", "cli_start"):
+                start = time.perf_counter()
+                if way == "api":
+                    urllib.request.urlopen(search_url(base, {"q": f"{text} {i}", "k": K}), timeout=120).read()
+                else:
+                    args = ["--version"] if way == "cli_start" else ["search", f"{text} {i} cli", "--db", str(db),
+                                                                      "--k", str(K), "--json"]
+                    done = subprocess.run([*cli, *args], env=env, capture_output=True, timeout=120)
+                    if done.returncode or (way == "cli" and len(json.loads(done.stdout)) != K):
+                        raise SystemExit(f"clipsearch {' '.join(args)} failed: {done.stderr.decode()[-500:]}")
+                times[way].append((time.perf_counter() - start) * 1000)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    return {way: ms_stats(ms, "search") for way, ms in times.items()}
+
+
 def run_clipsearch(db: Path, requests: list[str], lever: dict[str, str]) -> dict:
     env = {**os.environ, **lever}
     env.pop("CLICKHOUSE_URL", None)
@@ -190,6 +227,8 @@ def run(model: ClipModel, work: Path, images: int = 400, extra_rows: int = 200_0
             size[name]["vs_baseline_p95"] = round(size[name]["search_p95_ms"] / size["baseline"]["search_p95_ms"], 2)
         out["sizes"][label] = size
         print("throughput", label, json.dumps(size), flush=True)
+        out.setdefault("cli", {})[label] = cli_through_service(db, texts()[:CLI_SEARCHES])
+        print("cli through the service", label, json.dumps(out["cli"][label]), flush=True)
     return out
 
 
@@ -204,4 +243,12 @@ def lines(t: dict) -> list[str]:
         for name, r in servers.items():
             out.append(f"| {size} | {name} | {r['per_s']} | {r['search_p50_ms']} / {r['search_p95_ms']} | "
                        f"{r['errors']} | {r.get('vs_baseline_per_s', 1.0)} | {r.get('vs_baseline_p95', 1.0)} |")
+    if t.get("cli"):
+        out += ["", f"One search at a time while `clipsearch serve` runs ({CLI_SEARCHES} texts, each once per way), "
+                "p50 / p95 ms:", "",
+                "| rows | the service's HTTP API | `clipsearch search TEXT` through the service | "
+                "`clipsearch --version` (start and imports) |", "|---|---|---|---|"]
+        for size, c in t["cli"].items():
+            out.append(" | ".join([f"| {size}", *(f"{c[w]['search_p50_ms']} / {c[w]['search_p95_ms']}"
+                                                for w in ("api", "cli", "cli_start"))]) + " |")
     return out + [""]

@@ -11,8 +11,10 @@ import pytest
 
 import clipsearch
 from clipsearch.models.clip import ClipModel
-from clipsearch.search.cache import Results
+from clipsearch.search.cache import Results, Rows
 from clipsearch.search.filters import parse_filter
+from clipsearch.search.query import Query
+from clipsearch.search.statement import QueryVector, search_sql
 from clipsearch.service import shapes
 from clipsearch.settings import Settings
 from tests.conftest import random_specs
@@ -86,6 +88,7 @@ def test_searches_while_the_store_is_written_are_never_stale(tmp_path, model):
                 answer = photos.search(text, k=5, match="both")
                 truth = plain.search(text, k=5, match="both")
             assert ranked(answer) == ranked(truth), (text, checked)
+            assert answer.rows == truth.rows, (text, checked)   # every column: a label run adds one to each row
             checked += 1
             reused += bool(answer.took_ms.get("cached"))
         writer.join()
@@ -105,6 +108,43 @@ def test_a_kept_result_expires_with_a_write_or_its_time():
     off = Results(0)
     off.put(("q",), 1, SimpleNamespace(rows=[]))
     assert off.get(("q",), 1) is None
+
+
+def test_kept_rows_expire_with_a_write_or_their_time_and_are_the_callers_own():
+    now = [100.0]
+    rows = Rows(ttl_s=1.0, clock=lambda: now[0])
+    rows.put({"a": {"id": "a", "tags": ["x"]}, "b": {"id": "b", "tags": []}}, 7)
+    got = rows.get(["a", "b", "c"], 7)
+    assert got == {"a": {"id": "a", "tags": ["x"]}, "b": {"id": "b", "tags": []}}
+    got["a"]["tags"].append("changed")                 # a caller's change stays in its copy
+    assert rows.get(["a"], 7) == {"a": {"id": "a", "tags": ["x"]}}
+    assert rows.get(["a"], 8) == {}                    # written since
+    now[0] += 1.5
+    assert rows.get(["a"], 7) == {}                    # another client of a server may have written
+    off = Rows(0)
+    off.put({"a": {"id": "a"}}, 1)
+    assert off.get(["a"], 1) == {}
+
+
+def test_a_page_is_ranked_by_ids_and_its_rows_read_by_id_as_one_statement_would_give_them(tmp_path, model):
+    """The ranking reads ids and scores; the page's columns are read by id (or kept) and come back as the
+    single statement with every column gives them, also after a write adds a column to every row."""
+    manifest = shapes.write_catalogue(tmp_path / "a", random_specs(30, 81), 81)
+    with clipsearch.open(tmp_path / "db", model=model) as photos:
+        photos.load(manifest)
+        searcher = photos.searcher
+        for text in ("a red circle", "a blue star"):
+            result = photos.search(text, k=6, match="pictures")
+            assert "EXCEPT" not in result.sql and "SELECT id, " in result.sql
+            vector = photos.model.encode_texts([text])[0].tolist()
+            whole = photos.catalog.query(*search_sql(Query(k=6), [QueryVector(vector=vector)]))
+            assert [{k: v for k, v in r.items() if k not in ("picture_score", "match")} for r in result.rows] == whole
+        writes = photos.catalog.connection.writes.count
+        assert set(searcher.rows.get([r["id"] for r in result.rows], writes)) == {r["id"] for r in result.rows}
+        photos.sql("ALTER TABLE images ADD COLUMN note String DEFAULT 'added'")   # as a manifest's new column
+        again = photos.search("a blue star", k=6, match="pictures")
+        assert [r["id"] for r in again.rows] == [r["id"] for r in result.rows]
+        assert all(r["note"] == "added" for r in again.rows)
 
 
 def test_text_vectors_are_per_model(model):
@@ -182,7 +222,8 @@ def test_more_like_this_reads_the_stored_vector_only_for_the_index(tmp_path, mod
         with mock.patch.object(photos.catalog, "query", side_effect=counted), \
                 mock.patch.object(photos.searcher, "costs", return_value=(1.0, 10.0)):   # an exact scan is cheaper
             exact = photos.search(similar=some, k=5)
-        assert exact.strategy == "exact" and len(statements) == 1   # the ranking alone, its vector read inside it
+        ranking = [s for s in statements if "WHERE id IN {ids:Array(String)}" not in s]   # not the page's rows by id
+        assert exact.strategy == "exact" and len(ranking) == 1   # the ranking alone, its vector read inside it
         statements.clear()
         with mock.patch.object(photos.catalog, "query", side_effect=counted), \
                 mock.patch.object(photos.searcher, "costs", return_value=(10.0, 1.0)):   # the index is cheaper

@@ -25,6 +25,7 @@ from clipsearch.store.state import STATE_TTL_S
 TEXTS_PER_MODEL = 4096            # text vectors kept per model (2 KB each at 512 dimensions)
 MAX_BATCH = 64                    # texts encoded in one pass
 RESULT_BYTES = 64 * 1024 * 1024   # results kept, by the size of their rows as JSON
+ROW_BYTES = 32 * 1024 * 1024      # rows' shown columns kept (Rows), by their size as JSON
 
 
 def _result_bytes(entry: tuple[int, float, Any]) -> int:
@@ -109,6 +110,46 @@ class Results:
                 self._cache[key] = entry
             except ValueError:   # larger than the whole cache: not kept
                 pass
+
+
+class Rows:
+    """Rows' shown columns by id, each valid while the store is unwritten (and within the TTL, as Results):
+    a page ranked by ids reads only the rows not kept here. Popular pictures come back for many searches."""
+
+    def __init__(self, max_bytes: int = ROW_BYTES, ttl_s: float | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.ttl_s, self._clock = ttl_s, clock
+        self._lock = threading.Lock()
+        self._cache: LRUCache | None = LRUCache(max_bytes, getsizeof=lambda entry: entry[2]) if max_bytes else None
+
+    def get(self, ids: list[str], writes: int) -> dict[str, dict]:
+        """The kept rows of `ids` made at `writes`, each a copy a caller may change."""
+        if self._cache is None:
+            return {}
+        now, found = self._clock(), {}
+        with self._lock:
+            for i in ids:
+                entry = self._cache.get(i)
+                if entry is not None and entry[0] == writes and (self.ttl_s is None or now - entry[1] <= self.ttl_s):
+                    found[i] = entry[3]
+        return {i: _row_copy(row) for i, row in found.items()}
+
+    def put(self, rows: dict[str, dict], writes: int) -> None:
+        if self._cache is None:
+            return
+        now = self._clock()
+        entries = {i: (writes, now, len(json.dumps(row, default=str)), _row_copy(row)) for i, row in rows.items()}
+        with self._lock:
+            for i, entry in entries.items():
+                try:
+                    self._cache[i] = entry
+                except ValueError:   # larger than the whole cache: not kept
+                    pass
+
+
+def _row_copy(row: dict) -> dict:
+    """A row whose lists and dicts (array and map columns) are its own: a caller may change them."""
+    return {k: copy.deepcopy(v) if isinstance(v, (list, dict)) else v for k, v in row.items()}
 
 
 def result_ttl(embedded: bool) -> float | None:

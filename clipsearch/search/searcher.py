@@ -14,7 +14,7 @@ from PIL import Image
 from clipsearch.errors import ClipsearchError, EmptyStore, ModelMismatch, QueryError, StoreError
 from clipsearch.models.bundled import BUNDLED_LABEL
 from clipsearch.models.model import MAX_QUERY_CHARS, ImageTextModel
-from clipsearch.search.cache import RESULT_BYTES, TEXTS_PER_MODEL, Results, TextVectors, result_ttl
+from clipsearch.search.cache import RESULT_BYTES, ROW_BYTES, TEXTS_PER_MODEL, Results, Rows, TextVectors, result_ttl
 from clipsearch.search.filters import Filter
 from clipsearch.search.log import SearchLog
 from clipsearch.search.options import EVERY, FACET_TOP, MAX_TERMS, MAX_WINDOW, Options, auto_cutoff
@@ -37,6 +37,7 @@ from clipsearch.search.statement import (
     browse_sql,
     count_sql,
     facet_sql,
+    rows_sql,
     search_sql,
 )
 from clipsearch.search.tuning import (
@@ -137,8 +138,9 @@ class Searcher:
                  origin: str = "python", cache: str = "on", kept: str | None = None):
         self.catalog = catalog
         self.texts = TextVectors(0 if cache == "off" else TEXTS_PER_MODEL)
-        self.results = Results(RESULT_BYTES if cache == "on" else 0,
-                               result_ttl(catalog.connection.backend == Backend.EMBEDDED), copier=_own_copy)
+        embedded = catalog.connection.backend == Backend.EMBEDDED
+        self.results = Results(RESULT_BYTES if cache == "on" else 0, result_ttl(embedded), copier=_own_copy)
+        self.rows = Rows(ROW_BYTES if cache == "on" else 0, result_ttl(embedded))   # shown columns by id
         self._get_model = get_model
         # `kept`: rank by that model's vectors kept in `embeddings` (reembed --keep) instead of images' own, to
         # compare models on the same searches (clipsearch eval --all-models); exact, since the index is images'
@@ -385,12 +387,13 @@ class Searcher:
             strategy = self.plan(state, Query(query.where, query.k, Options(min_score=query.options.min_score,
                                                                              offset=query.options.offset)), parts)
             signals = [PictureSignal(strategy), words]
-        sql, params = fused_sql(query, parts, signals)
+        sql, params = fused_sql(query, parts, signals, ids_only=True)
         rows = self._query(sql, params)
         if strategy.name != "exact" and len(rows) < query.k and query.where.conditions:
             strategy = Strategy("exact", matching=strategy.matching, after=(strategy.name, len(rows)))
-            sql, params = fused_sql(query, parts, [PictureSignal(strategy), words])
+            sql, params = fused_sql(query, parts, [PictureSignal(strategy), words], ids_only=True)
             rows = self._query(sql, params)
+        rows = self._shown(rows, ("picture_score", "score"))
         for row in rows:
             row["match"] = {"picture_rank": row.pop("$picture_rank", None), "word_rank": row.pop("$word_rank"),
                             "words": {}}
@@ -416,7 +419,7 @@ class Searcher:
         else:
             strategy = self.plan(state, query, parts)
         options = query.options
-        sql, params = search_sql(query, parts, strategy)
+        sql, params = search_sql(query, parts, strategy, ids_only=True)
         rows = self._query(sql, params)
         if strategy.name != "exact" and len(rows) < query.k and (
                 # Without filters the index returns every neighbour asked for, so only the score cut or the
@@ -427,13 +430,30 @@ class Searcher:
             # The index came back short (the filter dropped too many neighbours): rank the matching
             # rows exactly, so a search always returns k rows when k rows match.
             strategy = Strategy("exact", matching=strategy.matching, after=(strategy.name, len(rows)))
-            sql, params = search_sql(query, parts, strategy)
+            sql, params = search_sql(query, parts, strategy, ids_only=True)
             rows = self._query(sql, params)
         elif strategy.name == "exact":
             column = self._filter_column(state, query.where)
             if column:
                 strategy = replace(strategy, projection=column[0])
-        return rows, sql, params, strategy
+        return self._shown(rows), sql, params, strategy
+
+    def _shown(self, ranked: list[dict], scores: tuple[str, ...] = ("score",)) -> list[dict]:
+        """Rows ranked by id as whole rows: their shown columns (kept ones, the others read by id in one
+        statement: rows_sql), then the ranking's `scores` and `$` columns, as one statement selecting both would
+        give them. A row deleted since it was ranked is left out."""
+        if not ranked:
+            return []
+        ids = list(dict.fromkeys(row["id"] for row in ranked))
+        writes = self.catalog.connection.writes.count   # read first: a write while reading leaves them unkept
+        shown = self.rows.get(ids, writes)
+        missing = [i for i in ids if i not in shown]
+        if missing:
+            read = {row["id"]: row for row in self._query(*rows_sql(missing))}   # the newest of an id's last
+            self.rows.put(read, writes)
+            shown.update(read)
+        return [{**shown[row["id"]], **{k: v for k, v in row.items() if k in scores or k[0] == "$"}}
+                for row in ranked if row["id"] in shown]
 
     def plan(self, state: TableState, query: Query, parts: list[QueryVector]) -> Strategy:
         """The strategy for one search, with the rows its filters are estimated to match.

@@ -44,6 +44,7 @@ from clipsearch.search.statement import (
     excluded,
     ordered_page,
     picture_statement,
+    ranked_columns,
 )
 from clipsearch.store.columns import HIDDEN, WORDS_ANY
 from clipsearch.store.connection import quote_identifier
@@ -114,7 +115,7 @@ class PictureSignal:
         # a video's best moments only, so that one video's many cannot fill the window
         picture = Query(query.where, window, Options(min_score=query.options.min_score,
                                                      moments=query.options.moments))
-        body, settings, params = picture_statement(picture, vectors, self.strategy)
+        body, settings, params = picture_statement(picture, vectors, self.strategy, ids_only=True)
         return Branch(f"SELECT id FROM (\n{indent(body)}\n)", params, settings)
 
     def columns(self) -> list[str]:
@@ -212,12 +213,14 @@ def presence_sql(words: list[str]) -> tuple[str, dict]:
     return "\nUNION ALL\n".join(parts), params
 
 
-def fused_sql(query: Query, vectors: list[QueryVector], signals: list[Signal]) -> tuple[str, dict]:
+def fused_sql(query: Query, vectors: list[QueryVector], signals: list[Signal], ids_only: bool = False
+              ) -> tuple[str, dict]:
     """One statement ranking by every signal in `signals`, fused by weighted reciprocal rank: the page of
     `query` (k, offset, order_by, per) over the candidates the signals bring (ids, each a bounded window).
     Each candidate is read once, by id, and every signal's columns are computed on it whichever brought it:
     `$picture_rank` (among the candidates), `$word_rank`, `$word_score`, `$word_share`, `$words_<field>`
-    explain it; `picture_score` is the cosine, `score` the fused score."""
+    explain it; `picture_score` is the cosine, `score` the fused score. `ids_only`: the rows' shown columns are
+    left out, for statement.rows_sql to read for the page alone (as picture_statement's)."""
     options = query.options
     window = branch_window(query.k, options.offset)
     with_, _, params, _, picture, _ = _ranking(query.where, vectors, bool(query.options.moments))
@@ -229,6 +232,7 @@ def fused_sql(query: Query, vectors: list[QueryVector], signals: list[Signal]) -
         params.update(branch.params)
         settings += [s for s in branch.settings.split(", ") if s and s not in settings]
     candidates = "\n    UNION ALL\n".join(indent(branch.sql, "        ") for branch in branches)
+    shown = ranked_columns(options) if ids_only else f"* EXCEPT ({HIDDEN})"
     columns = ",\n           ".join([f"{picture} AS picture_score",
                                       *(c for signal in signals for c in signal.columns())])
     ranks = ",\n       ".join(r for signal in signals for r in signal.ranks(query))
@@ -242,7 +246,7 @@ def fused_sql(query: Query, vectors: list[QueryVector], signals: list[Signal]) -
         order = f"{quote_identifier(options.order_by)} {'DESC' if options.descending else 'ASC'} NULLS LAST, {order}"
     params.update(page_k=query.k, page_offset=options.offset)
     select = (f"{with_}\nSELECT *, {fused} AS score\nFROM (\n    SELECT *, {ranks}\n    FROM (\n"
-              f"        SELECT * EXCEPT ({HIDDEN}),\n           {columns}\n        FROM images\n"
+              f"        SELECT {shown},\n           {columns}\n        FROM images\n"
               f"        WHERE id IN (\n{candidates}\n        )\n        LIMIT 1 BY id\n    )\n)")
     sql = ordered_page(select, order, options, params, "\nLIMIT {page_k:UInt32} OFFSET {page_offset:UInt32}", order)
     return f"{sql}\nSETTINGS {', '.join(settings)}", params
