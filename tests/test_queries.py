@@ -313,6 +313,7 @@ def test_the_planner_prices_the_index_search_the_statement_writes():
 
     from clipsearch.search.query import Query
     from clipsearch.search.statement import QueryVector, Strategy, search_sql
+    from clipsearch.search.tuning import POSTFILTER_SAFETY
     from clipsearch.store.state import TableState
 
     state = TableState(columns={"id": "String", "price": "Float64"}, models=["m"], rows=100_000, vector_index=True,
@@ -326,7 +327,7 @@ def test_the_planner_prices_the_index_search_the_statement_writes():
 
     timed = candidates(10)
     for k, share, filters in ((10, 1.0, ()), (50, 1.0, ()), (10, 0.5, ("price<5",)), (100, 0.1, ("price<5",))):
-        multiplier = 8.0 / share if share < 1 else 1.0
+        multiplier = POSTFILTER_SAFETY / share if share < 1 else 1.0
         assert Searcher.costs(state, share, k)[1] == pytest.approx(state.index_ms * candidates(k, multiplier, filters)
                                                                    / timed)
     assert Searcher.costs(state, 1.0, 50)[1] > Searcher.costs(state, 1.0, 10)[1]   # the beam grows with k

@@ -17,6 +17,7 @@ from clipsearch.search.tuning import (
     HNSW_TIE_MARGIN,
     IMAGE_BEAMS,
     MIN_INDEX_SHARE,
+    POSTFILTER_SAFETY,
     RECALL_TARGET,
     TUNING_BEAMS,
 )
@@ -131,8 +132,8 @@ def test_plan_without_index_and_for_mixed_queries(table):
     store, searcher, _, queries = table
     state = store.state.read()
     one = [QueryVector(vector=queries[0])]
-    assert _plan(searcher, state, [], one) == ("hnsw", 8.0, ROWS)
-    assert _plan(searcher, state, [parse_filter("sel_10=1")], one) == ("hnsw", 80.0, ROWS // 10)
+    assert _plan(searcher, state, [], one) == ("hnsw", POSTFILTER_SAFETY, ROWS)   # unfiltered: not applied
+    assert _plan(searcher, state, [parse_filter("sel_10=1")], one) == ("hnsw", 10 * POSTFILTER_SAFETY, ROWS // 10)
     assert _plan(searcher, state, [parse_filter("sel_0_1=1")], one) == ("exact", 1.0, ROWS // 1000)
     assert _plan(searcher, state, [], [QueryVector(image_id="0" * 32)])[0] == "exact"
     assert _plan(searcher, state, [], [QueryVector(0.5, vector=queries[0]), QueryVector(0.5, vector=queries[1])])[0] \
