@@ -272,6 +272,9 @@ def measure_all(out: dict, photos: Collection, peers: Peers, queries: np.ndarray
                 with_peers: bool = True) -> None:
     """clipsearch's search and rank, and (with_peers) every peer, in interleaved rounds per filter."""
     engines = [label, f"{label}: rank() alone"] + (list(peers.engines) if with_peers else [])
+    # no row kept from before (index_costs ranked the same queries): each search reads its page's rows unless an
+    # earlier query of this round found them; rank() alone follows its search, so its page's rows are kept
+    photos.searcher.rows.clear()
     times: dict = {(e, f): [] for e in engines for f in FILTERS}
     found: dict = {(e, f): [] for e in engines for f in FILTERS}
     ran: dict = {f: set() for f in FILTERS}

@@ -134,6 +134,11 @@ class Rows:
                     found[i] = entry[3]
         return {i: _row_copy(row) for i, row in found.items()}
 
+    def clear(self) -> None:
+        if self._cache is not None:
+            with self._lock:
+                self._cache.clear()
+
     def put(self, rows: dict[str, dict], writes: int) -> None:
         if self._cache is None:
             return
