@@ -36,8 +36,9 @@ from clipsearch.store.images import path_words
 CLIENTS = 16
 DISTINCT_TEXTS = 5000
 K = 10
-# clipsearch's levers, each run: name -> environment (CLIPSEARCH_SEARCH_CACHE: on = text vectors and results
-# reused, texts = text vectors only, off = nothing; CLIPSEARCH_READ_SESSIONS: engine sessions for searches)
+# clipsearch's levers, each run: name -> environment (CLIPSEARCH_SEARCH_CACHE: on = text vectors, rows and
+# results reused, texts = text vectors and rows (not answers), off = nothing; CLIPSEARCH_READ_SESSIONS: engine
+# sessions for searches)
 LEVERS = {"clipsearch": {},
           "clipsearch, results not kept": {"CLIPSEARCH_SEARCH_CACHE": "texts"},
           "clipsearch, nothing kept": {"CLIPSEARCH_SEARCH_CACHE": "off"},

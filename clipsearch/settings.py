@@ -43,7 +43,7 @@ class Settings:
     # is refused, so a page that rebinds its own name to this machine (DNS rebinding) reads nothing
     allowed_hosts: str | None = None
     # What searches reuse (search/cache.py): "on" text vectors and results (until the store is written),
-    # "texts" text vectors only, "off" nothing (the benchmark's levers)
+    # "texts" text vectors and rows, not whole answers; "off" nothing (the benchmark's levers)
     search_cache: str = "on"
     # Engine sessions an embedded store's searches read on, its own included (one session runs one statement
     # at a time); None: store.connection.READ_SESSIONS

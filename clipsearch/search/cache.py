@@ -122,6 +122,10 @@ class Rows:
         self._lock = threading.Lock()
         self._cache: LRUCache | None = LRUCache(max_bytes, getsizeof=lambda entry: entry[2]) if max_bytes else None
 
+    @property
+    def on(self) -> bool:
+        return self._cache is not None
+
     def get(self, ids: list[str], writes: int) -> dict[str, dict]:
         """The kept rows of `ids` made at `writes`, each a copy a caller may change."""
         if self._cache is None:

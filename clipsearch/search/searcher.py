@@ -140,7 +140,9 @@ class Searcher:
         self.texts = TextVectors(0 if cache == "off" else TEXTS_PER_MODEL)
         embedded = catalog.connection.backend == Backend.EMBEDDED
         self.results = Results(RESULT_BYTES if cache == "on" else 0, result_ttl(embedded), copier=_own_copy)
-        self.rows = Rows(ROW_BYTES if cache == "on" else 0, result_ttl(embedded))   # shown columns by id
+        # the page's shown columns by id: with them kept, a ranking reads ids and scores only (_shown); with
+        # nothing kept (cache "off"), one statement reads the rows whole, one round trip instead of two
+        self.rows = Rows(0 if cache == "off" else ROW_BYTES, result_ttl(embedded))
         self._get_model = get_model
         # `kept`: rank by that model's vectors kept in `embeddings` (reembed --keep) instead of images' own, to
         # compare models on the same searches (clipsearch eval --all-models); exact, since the index is images'
@@ -387,11 +389,11 @@ class Searcher:
             strategy = self.plan(state, Query(query.where, query.k, Options(min_score=query.options.min_score,
                                                                              offset=query.options.offset)), parts)
             signals = [PictureSignal(strategy), words]
-        sql, params = fused_sql(query, parts, signals, ids_only=True)
+        sql, params = fused_sql(query, parts, signals, ids_only=self.rows.on)
         rows = self._query(sql, params)
         if strategy.name != "exact" and len(rows) < query.k and query.where.conditions:
             strategy = Strategy("exact", matching=strategy.matching, after=(strategy.name, len(rows)))
-            sql, params = fused_sql(query, parts, [PictureSignal(strategy), words], ids_only=True)
+            sql, params = fused_sql(query, parts, [PictureSignal(strategy), words], ids_only=self.rows.on)
             rows = self._query(sql, params)
         rows = self._shown(rows, ("picture_score", "score"))
         for row in rows:
@@ -419,7 +421,7 @@ class Searcher:
         else:
             strategy = self.plan(state, query, parts)
         options = query.options
-        sql, params = search_sql(query, parts, strategy, ids_only=True)
+        sql, params = search_sql(query, parts, strategy, ids_only=self.rows.on)
         rows = self._query(sql, params)
         if strategy.name != "exact" and len(rows) < query.k and (
                 # Without filters the index returns every neighbour asked for, so only the score cut or the
@@ -430,7 +432,7 @@ class Searcher:
             # The index came back short (the filter dropped too many neighbours): rank the matching
             # rows exactly, so a search always returns k rows when k rows match.
             strategy = Strategy("exact", matching=strategy.matching, after=(strategy.name, len(rows)))
-            sql, params = search_sql(query, parts, strategy, ids_only=True)
+            sql, params = search_sql(query, parts, strategy, ids_only=self.rows.on)
             rows = self._query(sql, params)
         elif strategy.name == "exact":
             column = self._filter_column(state, query.where)
@@ -441,9 +443,9 @@ class Searcher:
     def _shown(self, ranked: list[dict], scores: tuple[str, ...] = ("score",)) -> list[dict]:
         """Rows ranked by id as whole rows: their shown columns (kept ones, the others read by id in one
         statement: rows_sql), then the ranking's `scores` and `$` columns, as one statement selecting both would
-        give them. A row deleted since it was ranked is left out."""
-        if not ranked:
-            return []
+        give them. A row deleted since it was ranked is left out. Rows ranked whole (nothing kept) are as they are."""
+        if not ranked or not self.rows.on:
+            return ranked
         ids = list(dict.fromkeys(row["id"] for row in ranked))
         writes = self.catalog.connection.writes.count   # read first: a write while reading leaves them unkept
         shown = self.rows.get(ids, writes)
