@@ -97,7 +97,7 @@ class Results:
             return None
         with self._lock:
             entry = self._cache.get(key)
-        if entry is None or entry[0] != writes or (self.ttl_s is not None and self._clock() - entry[1] > self.ttl_s):
+        if entry is None or not _current(entry, writes, self._clock(), self.ttl_s):
             return None
         return self._copy(entry[2])
 
@@ -134,7 +134,7 @@ class Rows:
         with self._lock:
             for i in ids:
                 entry = self._cache.get(i)
-                if entry is not None and entry[0] == writes and (self.ttl_s is None or now - entry[1] <= self.ttl_s):
+                if entry is not None and _current(entry, writes, now, self.ttl_s):
                     found[i] = entry[3]
         return {i: _row_copy(row) for i, row in found.items()}
 
@@ -154,6 +154,11 @@ class Rows:
                     self._cache[i] = entry
                 except ValueError:   # larger than the whole cache: not kept
                     pass
+
+
+def _current(entry: tuple, writes: int, now: float, ttl_s: float | None) -> bool:
+    """Whether a kept entry (write count, time kept, ...) still holds: made at `writes`, within the TTL."""
+    return entry[0] == writes and (ttl_s is None or now - entry[1] <= ttl_s)
 
 
 def _row_copy(row: dict) -> dict:

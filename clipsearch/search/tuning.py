@@ -23,7 +23,7 @@ CACHED_READ = "use_uncompressed_cache = 1"
 # fraction of rows the filters match, estimated in SQL first), at most 1000 x k (ClickHouse's largest). Below
 # MIN_INDEX_SHARE = 8 / 1000 the matching rows are ranked exactly (between it and 12 / 1000 the fetch is at its
 # largest). 12, not 8: measured at 1M x 512 with a 10% filter, 4 reached recall@10 0.948, 8 0.955 in one run and
-# 0.948 in another (2026-12-07), 12 0.975 (+10 ms). See bench/results.md.
+# 0.948 in another (2026-12-07), 12 0.975 and 0.972-0.973 (+6-10 ms). See bench/README.md (issue 37, 2026-12-07).
 POSTFILTER_SAFETY = 12.0
 MIN_INDEX_SHARE = 8.0 / MAX_INDEX_FETCH
 # A filter on a filter column (Catalog.add_filter_column) that leaves at most EXACT_ROWS rows is ranked
